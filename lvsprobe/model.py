@@ -1,0 +1,317 @@
+"""The snapshot model: frozen dataclasses every reader produces and every consumer reads.
+
+Data flows one way: kernel readers (procfs, generic netlink) build these; the exporter, the
+status command and the analyzers only read them. Units are in the names (`timeout_s`,
+`in_bytes`); values the kernel gives in another unit keep that unit in their name
+(`timeout_jiffies`).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Family(enum.IntEnum):
+    """Address family numbers as the kernel uses them (AF_INET, AF_INET6)."""
+
+    INET = 2
+    INET6 = 10
+
+
+class Protocol(enum.IntEnum):
+    """IP protocol numbers of IPVS services and connections (ip_vs_proto_name)."""
+
+    IP = 0  # fwmark persistence templates
+    TCP = 6
+    UDP = 17
+    SCTP = 132
+
+
+class Forward(enum.IntEnum):
+    """Forwarding method, IP_VS_CONN_F_FWD_MASK; the kernel prints Bypass as Masq."""
+
+    MASQ = 0
+    LOCAL = 1
+    TUNNEL = 2
+    ROUTE = 3
+    BYPASS = 4
+
+    @property
+    def ipvsadm_name(self) -> str:
+        """The word /proc/net/ip_vs and ipvsadm print (ip_vs_fwd_name)."""
+        return {1: "Local", 2: "Tunnel", 3: "Route"}.get(int(self), "Masq")
+
+    @property
+    def label(self) -> str:
+        """A lower-case label for metrics and JSON: masq, local, tunnel, route, bypass."""
+        return self.name.lower()
+
+
+class ServiceFlag(enum.IntFlag):
+    """IP_VS_SVC_F_* from include/uapi/linux/ip_vs.h."""
+
+    PERSISTENT = 0x1
+    HASHED = 0x2
+    ONEPACKET = 0x4
+    SCHED1 = 0x8
+    SCHED2 = 0x10
+    SCHED3 = 0x20
+
+
+class DaemonState(enum.IntEnum):
+    """IP_VS_STATE_MASTER / IP_VS_STATE_BACKUP."""
+
+    MASTER = 1
+    BACKUP = 2
+
+
+class Origin(enum.Enum):
+    """Who created a connection entry (/proc/net/ip_vs_conn_sync's Origin column)."""
+
+    LOCAL = "LOCAL"
+    SYNC = "SYNC"
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counters since the last zeroing (ipvsadm -Z); u64 on every kernel since 4.1."""
+
+    conns: int
+    in_pkts: int
+    out_pkts: int
+    in_bytes: int
+    out_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """The kernel estimator's de-scaled rates (an EWMA refreshed every 2 s); bytes, not bits."""
+
+    conns_per_s: int
+    in_pkts_per_s: int
+    out_pkts_per_s: int
+    in_bytes_per_s: int
+    out_bytes_per_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """What identifies a virtual service: <protocol, address, port> or a firewall mark.
+
+    `family` is None only for an fwmark service read from /proc/net/ip_vs, which prints no
+    address family (the real servers' addresses tell it).
+    """
+
+    family: Family | None
+    protocol: Protocol | None
+    address: IPAddress | None
+    port: int
+    fwmark: int = 0
+
+    @property
+    def is_fwmark(self) -> bool:
+        return self.fwmark != 0
+
+
+@dataclass(frozen=True, slots=True)
+class Persistence:
+    """Persistence (`ipvsadm -p`): the timeout and the client netmask or prefix length.
+
+    /proc/net/ip_vs gives the timeout in jiffies (HZ is not exported), netlink in seconds; a
+    reader fills what its source gave, and `timeout_s` may be derived when HZ is known.
+    """
+
+    timeout_s: int | None
+    timeout_jiffies: int | None
+    prefix_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """Tunnel encapsulation of a real server (kernel 5.3+): 0 IPIP, 1 GUE, 2 GRE."""
+
+    tun_type: int
+    port: int
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class RealServer:
+    """A destination of a virtual service. Fields netlink alone gives are None from procfs."""
+
+    address: IPAddress
+    port: int
+    forward: Forward
+    weight: int
+    active_conns: int
+    inactive_conns: int
+    persistent_conns: int | None = None
+    upper_threshold: int | None = None
+    lower_threshold: int | None = None
+    stats: Stats | None = None
+    rates: Rates | None = None
+    family: Family | None = None
+    tunnel: Tunnel | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A virtual service with its real servers in the kernel's list order."""
+
+    key: ServiceKey
+    scheduler: str
+    flags: ServiceFlag
+    persistence: Persistence | None
+    real_servers: tuple[RealServer, ...]
+    stats: Stats | None = None
+    rates: Rates | None = None
+    pe_name: str | None = None
+
+    @property
+    def one_packet(self) -> bool:
+        return bool(self.flags & ServiceFlag.ONEPACKET)
+
+
+@dataclass(frozen=True, slots=True)
+class Conn:
+    """One row of /proc/net/ip_vs_conn (or ip_vs_conn_sync, which adds `origin`).
+
+    Persistence templates are rows too: protocol IP (fwmark), or client port 0 with state
+    NONE/ASSURED. For an fwmark template the kernel prints the mark where the VIP would be:
+    then `virtual_address` is None and `fwmark` holds it.
+    """
+
+    protocol: str
+    client_address: IPAddress
+    client_port: int
+    virtual_address: IPAddress | None
+    virtual_port: int
+    dest_address: IPAddress
+    dest_port: int
+    state: str
+    expires_s: int
+    fwmark: int = 0
+    pe_name: str | None = None
+    pe_data: str | None = None
+    origin: Origin | None = None
+
+    @property
+    def is_template(self) -> bool:
+        return self.protocol == "IP" or (
+            self.client_port == 0 and self.state in ("NONE", "ASSURED")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnCountKey:
+    """The grouping the connection-table summary counts by."""
+
+    protocol: str
+    virtual_address: IPAddress | None
+    virtual_port: int
+    fwmark: int
+    dest_address: IPAddress
+    dest_port: int
+    state: str
+    template: bool
+    origin: Origin | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnSummary:
+    """Entry counts of the connection table, without holding one object per entry."""
+
+    counts: Mapping[ConnCountKey, int]
+    total: int
+
+    def by_state(self) -> dict[tuple[str, str], int]:
+        """(protocol, state) -> entries, templates excluded."""
+        out: dict[tuple[str, str], int] = {}
+        for key, n in self.counts.items():
+            if not key.template:
+                out[(key.protocol, key.state)] = out.get((key.protocol, key.state), 0) + n
+        return out
+
+    @property
+    def templates(self) -> int:
+        return sum(n for key, n in self.counts.items() if key.template)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """`ipvsadm --timeout`: TCP established, TCP FIN_WAIT and UDP, in seconds (GET_CONFIG)."""
+
+    tcp_s: int
+    tcp_fin_s: int
+    udp_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """A connection-sync daemon (`ipvsadm --start-daemon`), from GET_DAEMON."""
+
+    state: DaemonState
+    interface: str
+    sync_id: int
+    max_len: int | None = None
+    group: IPAddress | None = None
+    port: int | None = None
+    ttl: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Slab:
+    """The ip_vs_conn slab cache: /proc/slabinfo row and/or /sys/kernel/slab/ip_vs_conn.
+
+    `object_size` is sizeof(struct ip_vs_conn) (288 on 6.1 x86_64) where sysfs gives it;
+    `slab_object_size` is what each entry really occupies (320, cache-line aligned).
+    `merged` is True when SLUB merged the cache into another (no own slabinfo row).
+    """
+
+    active_objs: int | None
+    num_objs: int | None
+    slab_object_size: int | None
+    objs_per_slab: int | None
+    pages_per_slab: int | None
+    object_size: int | None = None
+    merged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFailure:
+    """One part of a snapshot that could not be read, and why (the rest is still good)."""
+
+    source: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything read from one network namespace at one moment.
+
+    `loaded` False means IPVS is not loaded there (a state, not a failure). Parts that
+    failed to read are None/empty and named in `failures`; `durations_s` times each source.
+    """
+
+    loaded: bool
+    via: str  # "netlink" or "procfs"
+    version: str | None = None
+    conn_table_size: int | None = None
+    services: tuple[Service, ...] = ()
+    totals: Stats | None = None
+    total_rates: Rates | None = None
+    per_cpu: tuple[Stats, ...] = ()
+    conns: ConnSummary | None = None
+    sysctls: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    timeouts: Timeouts | None = None
+    daemons: tuple[Daemon, ...] = ()
+    slab: Slab | None = None
+    failures: tuple[SourceFailure, ...] = ()
+    warnings: tuple[str, ...] = ()
+    durations_s: Mapping[str, float] = field(default_factory=dict)
+    namespace: str | None = None
