@@ -1,0 +1,11 @@
+"""Generic-netlink reader of the kernel's IPVS state: an own small codec over AF_NETLINK.
+
+Why not pyroute2 (0.9.7): its `update` sends DEL, `dest("get")` fails, `from_message()`
+returns class defaults for short keys, the tunnel port is byte-swapped, the IPv6 netmask is
+mis-decoded, and GET_DAEMON/GET_CONFIG/GET_INFO are not decoded (KERNEL-NOTES §5.1). The
+codec here is smaller, read-only by construction, and decodes all of them.
+
+- `attrs`: netlink message and attribute TLV walk/encode (pure).
+- `ipvs`: the IPVS tables of include/uapi/linux/ip_vs.h and the model decoders (pure).
+- `socket`: `IPVSNetlink`, the only module that does I/O.
+"""
