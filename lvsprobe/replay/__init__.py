@@ -1,0 +1,1 @@
+"""Traffic replay: scenario -> plan -> sans-IO flows driven by asyncio -> flow log."""

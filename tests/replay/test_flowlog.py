@@ -1,0 +1,83 @@
+"""The flow log: schema round trip through Parquet and pandas, streaming writer, summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from lvsprobe.replay import flowlog
+from lvsprobe.replay.flowlog import FlowLogWriter, FlowRecord
+
+
+def _record(flow_id: int, **kw: object) -> FlowRecord:
+    base: dict[str, object] = dict(
+        flow_id=flow_id,
+        kind="http",
+        client_address="127.0.0.2",
+        client_port=40000 + flow_id,
+        server_address="127.0.0.1",
+        server_port=8080,
+        protocol="tcp",
+        scheduled_s=0.1 * flow_id,
+        start_s=0.1 * flow_id,
+        start_unix=1.7e9,
+        end_s=0.1 * flow_id + 0.01,
+        outcome="ok",
+    )
+    base.update(kw)
+    return FlowRecord(**base)  # type: ignore[arg-type]
+
+
+def test_writer_streams_row_groups_and_pandas_reads(tmp_path: Path) -> None:
+    path = tmp_path / flowlog.FLOWS_FILE
+    writer = FlowLogWriter(path, batch=2)
+    for i in range(5):
+        writer.add(_record(i, backend="rs1", tls_session_reused=(i % 2 == 0)))
+    writer.close()
+    assert pq.ParquetFile(str(path)).metadata.num_row_groups == 3
+    frame = pd.read_parquet(path)
+    assert list(frame.columns) == [f.name for f in flowlog.FLOW_SCHEMA]
+    assert frame["flow_id"].tolist() == [0, 1, 2, 3, 4]
+    assert frame["backend"].unique().tolist() == ["rs1"]
+    assert flowlog.read_flows(tmp_path).num_rows == 5
+
+
+def test_empty_log_is_valid(tmp_path: Path) -> None:
+    writer = FlowLogWriter(tmp_path / flowlog.FLOWS_FILE)
+    writer.close()
+    writer.close()
+    assert flowlog.read_flows(tmp_path).num_rows == 0
+
+
+def test_summary_counts_outcomes_backends_and_agreement(tmp_path: Path) -> None:
+    records = [
+        _record(
+            0,
+            backend="rs1",
+            conn_backend="rs1",
+            conn_backend_address="198.18.1.11:80",
+            attribution_agrees=True,
+            connect_s=0.001,
+        ),
+        _record(1, outcome="refused"),
+        _record(2, outcome="error:no route", conn_backend="rs2", attribution_agrees=None),
+    ]
+    summary = flowlog.summarize(records, complete=True)
+    assert summary["flows"] == 3
+    assert summary["errors"] == 2
+    assert summary["outcomes"] == {"error:no route": 1, "ok": 1, "refused": 1}
+    assert summary["backends"] == {"rs1": 1, "rs2": 1, "unknown": 1}
+    assert summary["attribution"]["agree"] == 1
+    assert summary["complete"] is True
+    flowlog.write_summary(tmp_path, summary)
+    assert json.loads((tmp_path / flowlog.SUMMARY_FILE).read_text())["flows"] == 3
+
+
+def test_record_fields_are_the_schema_columns() -> None:
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(FlowRecord)]
+    assert names == [f.name for f in flowlog.FLOW_SCHEMA]
