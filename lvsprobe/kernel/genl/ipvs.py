@@ -1,0 +1,408 @@
+"""The generic-netlink family "IPVS": decoders into the model, and the read-only requests.
+
+Pure: attribute bytes in, `lvsprobe.model` objects out. The tables of
+include/uapi/linux/ip_vs.h live in `tables` and the inverse encoders (kernel-format replies,
+for round-trip tests) in `replies`; both are re-exported here. Each attribute's byte order
+comes from its codec: `BE16` ports, `BE32` IPv4 netmask, host order otherwise.
+
+Read-only by construction: the only request builders are GET_SERVICE/GET_DEST/GET_DAEMON
+dumps, GET_INFO, GET_CONFIG and the controller's GETFAMILY. No encoder exists for NEW, SET,
+DEL, ZERO or FLUSH, and `_request` refuses any command outside `READ_ONLY_CMDS`.
+
+Why not pyroute2 0.9.7 (KERNEL-NOTES §5.1): it byte-swaps the tunnel port, mis-decodes the
+IPv6 netmask and GET_INFO, leaves daemon/config undecoded, and its `update` sends DEL.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lvsprobe.errors import ParseError
+from lvsprobe.kernel.genl.attrs import (
+    BE16,
+    BE32,
+    BINARY,
+    IN6_ADDR,
+    IN_ADDR,
+    STRING,
+    U8,
+    U16,
+    U32,
+    U64,
+    Attrs,
+    NlFlag,
+    Where,
+    encode_attr,
+    encode_genl,
+    encode_message,
+)
+from lvsprobe.kernel.genl.replies import (
+    encode_config,
+    encode_daemon,
+    encode_dest,
+    encode_info,
+    encode_service,
+    encode_service_key,
+    encode_stats,
+)
+from lvsprobe.kernel.genl.tables import (
+    ADDR_LEN,
+    CTRL_VERSION,
+    FLAGS,
+    FWD_MASK,
+    GENL_ID_CTRL,
+    IPVS_GENL_NAME,
+    IPVS_GENL_VERSION,
+    READ_ONLY_CMDS,
+    SOURCE,
+    STATS32_CODECS,
+    CmdAttr,
+    CtrlAttr,
+    CtrlCmd,
+    DaemonAttr,
+    DestAttr,
+    InfoAttr,
+    IPVSCmd,
+    StatsAttr,
+    SvcAttr,
+)
+from lvsprobe.model import (
+    Daemon,
+    DaemonState,
+    Family,
+    Forward,
+    IPAddress,
+    Persistence,
+    Protocol,
+    Rates,
+    RealServer,
+    Service,
+    ServiceFlag,
+    ServiceKey,
+    Stats,
+    Timeouts,
+    Tunnel,
+)
+
+__all__ = [
+    "GENL_ID_CTRL",
+    "IPVS_GENL_NAME",
+    "READ_ONLY_CMDS",
+    "CmdAttr",
+    "CtrlAttr",
+    "CtrlCmd",
+    "DaemonAttr",
+    "DestAttr",
+    "IPVSCmd",
+    "InfoAttr",
+    "StatsAttr",
+    "SvcAttr",
+    "decode_config",
+    "decode_daemon",
+    "decode_dest",
+    "decode_family_id",
+    "decode_info",
+    "decode_service",
+    "decode_stats",
+    "encode_config",
+    "encode_daemon",
+    "encode_dest",
+    "encode_get_config",
+    "encode_get_daemons",
+    "encode_get_dests",
+    "encode_get_family",
+    "encode_get_info",
+    "encode_get_services",
+    "encode_info",
+    "encode_service",
+    "encode_service_key",
+    "encode_stats",
+    "top_level",
+]
+
+
+def _where(source: str, index: int | None) -> Where:
+    return Where(f"{SOURCE} {source}", index)
+
+
+def _fail(where: Where, reason: str) -> ParseError:
+    return ParseError(where.source, where.index, None, reason)
+
+
+def _family(value: int, where: Where, what: str) -> Family:
+    try:
+        return Family(value)
+    except ValueError:
+        raise _fail(where, f"{what}: unknown address family {value}") from None
+
+
+def _address(raw: bytes, family: Family) -> IPAddress:
+    if family is Family.INET:
+        return ipaddress.IPv4Address(raw[:4])
+    return ipaddress.IPv6Address(raw)
+
+
+# --- stats ------------------------------------------------------------------------------
+
+
+def decode_stats(attrs: Attrs, *, wide: bool) -> tuple[Stats, Rates]:
+    """A STATS (wide=False) or STATS64 (wide=True) nest; PAD and unknown types are skipped."""
+
+    def value(attr: StatsAttr) -> int:
+        return attrs.need(attr, U64 if wide else STATS32_CODECS[attr])
+
+    stats = Stats(
+        conns=value(StatsAttr.CONNS),
+        in_pkts=value(StatsAttr.INPKTS),
+        out_pkts=value(StatsAttr.OUTPKTS),
+        in_bytes=value(StatsAttr.INBYTES),
+        out_bytes=value(StatsAttr.OUTBYTES),
+    )
+    rates = Rates(
+        conns_per_s=value(StatsAttr.CPS),
+        in_pkts_per_s=value(StatsAttr.INPPS),
+        out_pkts_per_s=value(StatsAttr.OUTPPS),
+        in_bytes_per_s=value(StatsAttr.INBPS),
+        out_bytes_per_s=value(StatsAttr.OUTBPS),
+    )
+    return stats, rates
+
+
+def _stats_of(attrs: Attrs, stats32: int, stats64: int) -> tuple[Stats | None, Rates | None]:
+    """Prefer STATS64 (K4.1+, full u64) over STATS (counts and rates truncated to u32)."""
+    for attr_type, wide in ((stats64, True), (stats32, False)):
+        nest = attrs.nest(attr_type, StatsAttr)
+        if nest is not None:
+            return decode_stats(nest, wide=wide)
+    return None, None
+
+
+# --- services ---------------------------------------------------------------------------
+
+
+def _prefix_len(netmask: bytes, family: Family, where: Where) -> int:
+    if family is Family.INET6:
+        # The kernel stores what the tool sent and echoes it: a host-order prefix length.
+        prefix = U32.decode(netmask, where, "NETMASK")
+        if prefix > 128:
+            raise _fail(where, f"NETMASK: IPv6 prefix length {prefix} > 128")
+        return prefix
+    mask = BE32.decode(netmask, where, "NETMASK")
+    prefix = bin(mask).count("1")
+    if mask != (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF:
+        raise _fail(where, f"NETMASK: {ipaddress.IPv4Address(mask)} is not a contiguous netmask")
+    return prefix
+
+
+def _protocol(value: int, where: Where) -> Protocol:
+    try:
+        return Protocol(value)
+    except ValueError:
+        raise _fail(where, f"PROTOCOL: unknown protocol {value}") from None
+
+
+def _service_key(attrs: Attrs) -> tuple[Family, ServiceKey]:
+    where = attrs.where
+    family = _family(attrs.need(SvcAttr.AF, U16), where, "AF")
+    fwmark = attrs.get(SvcAttr.FWMARK, U32)
+    if fwmark:  # the kernel sends FWMARK (never 0) in place of PROTOCOL, ADDR and PORT
+        return family, ServiceKey(family, protocol=None, address=None, port=0, fwmark=fwmark)
+    raw = attrs.need(SvcAttr.ADDR, BINARY)
+    if len(raw) != ADDR_LEN:
+        raise _fail(where, f"ADDR: expected {ADDR_LEN} bytes, got {len(raw)}")
+    return family, ServiceKey(
+        family=family,
+        protocol=_protocol(attrs.need(SvcAttr.PROTOCOL, U16), where),
+        address=_address(raw, family),
+        port=attrs.need(SvcAttr.PORT, BE16),
+    )
+
+
+def decode_service(payload: bytes, *, index: int | None = None) -> Service:
+    """The body of IPVS_CMD_ATTR_SERVICE (ip_vs_genl_fill_service) → Service, no real servers."""
+    attrs = Attrs(payload, _where("service", index), SvcAttr)
+    family, key = _service_key(attrs)
+    raw_flags = attrs.need(SvcAttr.FLAGS, BINARY)
+    if len(raw_flags) != FLAGS.size:
+        raise _fail(attrs.where, f"FLAGS: expected {FLAGS.size} bytes, got {len(raw_flags)}")
+    flags = ServiceFlag(FLAGS.unpack(raw_flags)[0])
+    persistence = None
+    if flags & ServiceFlag.PERSISTENT:
+        persistence = Persistence(
+            timeout_s=attrs.need(SvcAttr.TIMEOUT, U32),
+            timeout_jiffies=None,
+            prefix_len=_prefix_len(attrs.need(SvcAttr.NETMASK, BINARY), family, attrs.where),
+        )
+    stats, rates = _stats_of(attrs, SvcAttr.STATS, SvcAttr.STATS64)
+    return Service(
+        key=key,
+        scheduler=attrs.need(SvcAttr.SCHED_NAME, STRING),
+        flags=flags,
+        persistence=persistence,
+        real_servers=(),
+        stats=stats,
+        rates=rates,
+        pe_name=attrs.get(SvcAttr.PE_NAME, STRING),
+    )
+
+
+# --- real servers -----------------------------------------------------------------------
+
+
+def decode_dest(
+    payload: bytes, *, service_family: Family | None = None, index: int | None = None
+) -> RealServer:
+    """The body of IPVS_CMD_ATTR_DEST (ip_vs_genl_fill_dest) → RealServer.
+
+    The address family comes from ADDR_FAMILY (sent since ~3.18), else `service_family`.
+    `tunnel` is set whenever TUN_TYPE is present: 5.3+ sends it for every dest, so it only
+    means something when `forward` is TUNNEL.
+    """
+    attrs = Attrs(payload, _where("dest", index), DestAttr)
+    where = attrs.where
+    family_value = attrs.get(DestAttr.ADDR_FAMILY, U16)
+    family = None if family_value is None else _family(family_value, where, "ADDR_FAMILY")
+    addr_family = family or service_family
+    if addr_family is None:
+        raise _fail(where, "ADDR_FAMILY missing and the service's family is unknown")
+    raw = attrs.need(DestAttr.ADDR, BINARY)
+    if len(raw) != ADDR_LEN:
+        raise _fail(where, f"ADDR: expected {ADDR_LEN} bytes, got {len(raw)}")
+    fwd = attrs.need(DestAttr.FWD_METHOD, U32) & FWD_MASK
+    try:
+        forward = Forward(fwd)
+    except ValueError:
+        raise _fail(where, f"FWD_METHOD: unknown forwarding method {fwd}") from None
+    tunnel = None
+    tun_type = attrs.get(DestAttr.TUN_TYPE, U8)
+    if tun_type is not None:
+        tunnel = Tunnel(
+            tun_type=tun_type,
+            port=attrs.get(DestAttr.TUN_PORT, BE16) or 0,
+            flags=attrs.get(DestAttr.TUN_FLAGS, U16) or 0,
+        )
+    stats, rates = _stats_of(attrs, DestAttr.STATS, DestAttr.STATS64)
+    return RealServer(
+        address=_address(raw, addr_family),
+        port=attrs.need(DestAttr.PORT, BE16),
+        forward=forward,
+        weight=attrs.need(DestAttr.WEIGHT, U32),
+        active_conns=attrs.need(DestAttr.ACTIVE_CONNS, U32),
+        inactive_conns=attrs.need(DestAttr.INACT_CONNS, U32),
+        persistent_conns=attrs.get(DestAttr.PERSIST_CONNS, U32),
+        upper_threshold=attrs.get(DestAttr.U_THRESH, U32),
+        lower_threshold=attrs.get(DestAttr.L_THRESH, U32),
+        stats=stats,
+        rates=rates,
+        family=family,
+        tunnel=tunnel,
+    )
+
+
+# --- daemons, info, config --------------------------------------------------------------
+
+
+def decode_daemon(payload: bytes, *, index: int | None = None) -> Daemon:
+    """The body of IPVS_CMD_ATTR_DAEMON (ip_vs_genl_fill_daemon) → Daemon."""
+    attrs = Attrs(payload, _where("daemon", index), DaemonAttr)
+    state = attrs.need(DaemonAttr.STATE, U32)
+    try:
+        daemon_state = DaemonState(state)
+    except ValueError:
+        raise _fail(attrs.where, f"STATE: unknown sync daemon state {state}") from None
+    group: IPAddress | None = attrs.get(DaemonAttr.MCAST_GROUP, IN_ADDR)
+    if group is None:
+        group = attrs.get(DaemonAttr.MCAST_GROUP6, IN6_ADDR)
+    return Daemon(
+        state=daemon_state,
+        interface=attrs.need(DaemonAttr.MCAST_IFN, STRING),
+        sync_id=attrs.need(DaemonAttr.SYNC_ID, U32),
+        max_len=attrs.get(DaemonAttr.SYNC_MAXLEN, U16),
+        group=group,
+        port=attrs.get(DaemonAttr.MCAST_PORT, U16),  # host order, unlike service ports
+        ttl=attrs.get(DaemonAttr.MCAST_TTL, U8),
+    )
+
+
+def decode_info(attrs: bytes, *, index: int | None = None) -> tuple[str, int]:
+    """A GET_INFO reply's top-level attributes → ("1.2.1", connection table size)."""
+    table = Attrs(attrs, _where("info", index), InfoAttr)
+    version = table.need(InfoAttr.VERSION, U32)
+    text = f"{version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF}"
+    return text, table.need(InfoAttr.CONN_TAB_SIZE, U32)
+
+
+def decode_config(attrs: bytes, *, index: int | None = None) -> Timeouts:
+    """A GET_CONFIG reply's top-level TIMEOUT_* attributes → Timeouts (seconds).
+
+    A kernel built without TCP or UDP support omits that protocol's timeouts; ipvsadm shows
+    0 for them then, and so does this.
+    """
+    table = Attrs(attrs, _where("config", index), CmdAttr)
+    return Timeouts(
+        tcp_s=table.get(CmdAttr.TIMEOUT_TCP, U32) or 0,
+        tcp_fin_s=table.get(CmdAttr.TIMEOUT_TCP_FIN, U32) or 0,
+        udp_s=table.get(CmdAttr.TIMEOUT_UDP, U32) or 0,
+    )
+
+
+def top_level(attrs: bytes, attr: CmdAttr, *, index: int | None = None) -> bytes:
+    """The nest body of SERVICE, DEST or DAEMON in a reply message's attributes."""
+    table = Attrs(attrs, _where(attr.name.lower(), index), CmdAttr)
+    return table.need(attr, BINARY)
+
+
+# --- the controller ---------------------------------------------------------------------
+
+
+def decode_family_id(attrs: bytes, *, index: int | None = None) -> int:
+    """A CTRL_CMD_NEWFAMILY reply → the dynamic family id."""
+    table = Attrs(attrs, Where("genl controller", index), CtrlAttr)
+    return table.need(CtrlAttr.FAMILY_ID, U16)
+
+
+# --- requests (read-only commands only) -------------------------------------------------
+
+_DO = NlFlag.REQUEST | NlFlag.ACK
+_DUMP = NlFlag.REQUEST | NlFlag.DUMP
+
+
+def encode_get_family(seq: int, port_id: int = 0, name: str = IPVS_GENL_NAME) -> bytes:
+    """CTRL_CMD_GETFAMILY by name. Resolving "IPVS" autoloads ip_vs: check /proc first."""
+    body = encode_genl(
+        CtrlCmd.GETFAMILY, CTRL_VERSION, encode_attr(CtrlAttr.FAMILY_NAME, STRING.encode(name))
+    )
+    return encode_message(GENL_ID_CTRL, _DO, seq, port_id, body)
+
+
+def _request(
+    family_id: int, cmd: IPVSCmd, flags: int, seq: int, port_id: int, attrs: bytes = b""
+) -> bytes:
+    if cmd not in READ_ONLY_CMDS:
+        raise ValueError(f"lvsprobe never sends {cmd.name}: it only reads IPVS")
+    return encode_message(
+        family_id, flags, seq, port_id, encode_genl(cmd, IPVS_GENL_VERSION, attrs)
+    )
+
+
+def encode_get_info(family_id: int, seq: int, port_id: int = 0) -> bytes:
+    return _request(family_id, IPVSCmd.GET_INFO, _DO, seq, port_id)
+
+
+def encode_get_config(family_id: int, seq: int, port_id: int = 0) -> bytes:
+    return _request(family_id, IPVSCmd.GET_CONFIG, _DO, seq, port_id)
+
+
+def encode_get_services(family_id: int, seq: int, port_id: int = 0) -> bytes:
+    """GET_SERVICE dump of every service of the socket's netns."""
+    return _request(family_id, IPVSCmd.GET_SERVICE, _DUMP, seq, port_id)
+
+
+def encode_get_dests(family_id: int, seq: int, key: ServiceKey, port_id: int = 0) -> bytes:
+    """GET_DEST dump of one service's real servers (dump only; an unknown key dumps nothing)."""
+    nest = encode_attr(CmdAttr.SERVICE, encode_service_key(key))
+    return _request(family_id, IPVSCmd.GET_DEST, _DUMP, seq, port_id, nest)
+
+
+def encode_get_daemons(family_id: int, seq: int, port_id: int = 0) -> bytes:
+    return _request(family_id, IPVSCmd.GET_DAEMON, _DUMP, seq, port_id)

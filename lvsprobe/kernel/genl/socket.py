@@ -1,0 +1,270 @@
+"""`IPVSNetlink`: the generic-netlink IPVS reader, the only module here that does I/O.
+
+A plain AF_NETLINK/NETLINK_GENERIC socket (no pyroute2: see the package docstring) sends
+read-only requests built by `ipvs` and decodes replies with it. Dumps are multipart and end
+with NLMSG_DONE; GET_INFO/GET_CONFIG/GETFAMILY ask for an ACK and end with it. Replies
+carrying another sequence number (late answers to a request that timed out) are skipped.
+
+Resolving the family name "IPVS" makes the kernel load ip_vs (KERNEL-NOTES §2, §7.12), so
+`open()` first checks that `/proc/thread-self/net/ip_vs` exists in the target namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import socket
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted, ParseError
+from lvsprobe.kernel.genl import ipvs
+from lvsprobe.kernel.genl.attrs import (
+    GenlMsg,
+    NlFlag,
+    NlMsgType,
+    Where,
+    parse_done,
+    parse_error,
+    split_genl,
+    split_messages,
+)
+from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
+from lvsprobe.model import Daemon, RealServer, Service, Timeouts
+
+NETLINK_GENERIC = 16
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # errors echo only the request header
+NETLINK_EXT_ACK = 11  # errors carry the kernel's text (4.12+)
+RECV_BUFSIZE = 1 << 17  # a dump skb is at most 32 KiB; MSG_TRUNC is checked anyway
+DEFAULT_TIMEOUT_S = 5.0
+NOT_PERMITTED = "netlink IPVS needs CAP_NET_ADMIN in the initial user namespace"
+
+
+class Transport(Protocol):
+    """What IPVSNetlink needs from a socket: datagrams out and in. Tests pass a fake."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def recv(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class NetlinkSocket:
+    """A bound NETLINK_GENERIC socket with a receive timeout (the real Transport)."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        try:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        except OSError as exc:
+            raise LvsprobeError(f"netlink IPVS: cannot open a netlink socket: {exc}") from exc
+        self.timeout_s = timeout_s
+        self._sock.settimeout(timeout_s)
+        self._sock.bind((0, 0))
+        for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+            try:
+                self._sock.setsockopt(SOL_NETLINK, option, 1)
+            except OSError:
+                continue  # kernels before 4.3/4.12: errors come without text, still with errno
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._sock.send(data)
+        except OSError as exc:
+            raise LvsprobeError(f"netlink IPVS: send failed: {exc}") from exc
+
+    def recv(self) -> bytes:
+        try:
+            data, _anc, flags, _addr = self._sock.recvmsg(RECV_BUFSIZE)
+        except TimeoutError as exc:
+            raise LvsprobeError(
+                f"netlink IPVS: no reply from the kernel within {self.timeout_s:g} s"
+            ) from exc
+        except OSError as exc:
+            raise LvsprobeError(f"netlink IPVS: receive failed: {exc}") from exc
+        if flags & socket.MSG_TRUNC:
+            raise LvsprobeError(f"netlink IPVS: a reply exceeded {RECV_BUFSIZE} bytes")
+        return data
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class KernelRefused(LvsprobeError):
+    """The kernel answered a request with an error; `errno` keeps its code."""
+
+    def __init__(self, err: int, what: str, text: str | None) -> None:
+        self.errno = err
+        detail = f" ({text})" if text else ""
+        super().__init__(f"netlink IPVS {what}: {os.strerror(err)}{detail}")
+
+
+def _refused(err: int, what: str, text: str | None) -> LvsprobeError:
+    if err in (errno.EPERM, errno.EACCES):
+        return NotPermitted(f"{NOT_PERMITTED} ({what}: {os.strerror(err)})")
+    return KernelRefused(err, what, text)
+
+
+class IPVSNetlink:
+    """Reads one network namespace's IPVS state over generic netlink (read-only)."""
+
+    def __init__(self, transport: Transport, family_id: int) -> None:
+        self._transport = transport
+        self.family_id = family_id
+        self._seq = 0
+        self._info: tuple[str, int] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        netns: str | None = None,
+        pid: int | None = None,
+        check_loaded: bool = True,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> Self:
+        """A socket in the namespace of `netns` or `pid` (default: ours), family resolved.
+
+        `check_loaded=False` skips the /proc check and so may load ip_vs as a side effect.
+        Raises IPVSUnavailable, NotPermitted, NamespaceError or LvsprobeError.
+        """
+        where = describe_netns(netns=netns, pid=pid)
+
+        def make() -> NetlinkSocket:
+            if check_loaded and not (proc_net_root_for_thread() / "net/ip_vs").exists():
+                raise IPVSUnavailable(where)
+            return NetlinkSocket(timeout_s)
+
+        transport = run_in_netns(make, netns=netns, pid=pid)
+        try:
+            return cls.connect(transport, where=where)
+        except BaseException:
+            transport.close()
+            raise
+
+    @classmethod
+    def connect(cls, transport: Transport, *, where: str = "this network namespace") -> Self:
+        """Resolve the "IPVS" family on an open transport (may autoload ip_vs), then GET_INFO.
+
+        GET_INFO doubles as the permission probe: resolving needs no privilege, every IPVS
+        command needs CAP_NET_ADMIN, so NotPermitted surfaces here and not mid-snapshot.
+        """
+        reader = cls(transport, family_id=0)
+        try:
+            replies = reader._exchange(
+                lambda seq: ipvs.encode_get_family(seq), "resolving family IPVS", ipvs.GENL_ID_CTRL
+            )
+        except KernelRefused as exc:
+            if exc.errno == errno.ENOENT:  # no such family: ip_vs is not loaded
+                raise IPVSUnavailable(where) from exc
+            raise
+        reader.family_id = ipvs.decode_family_id(_single(replies, "GETFAMILY").attrs)
+        fid = reader.family_id
+        replies = reader._exchange(lambda s: ipvs.encode_get_info(fid, s), "GET_INFO", fid)
+        reader._info = ipvs.decode_info(_single(replies, "GET_INFO").attrs)
+        return reader
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def info(self) -> tuple[str, int]:
+        """GET_INFO as read at connect: ("1.2.1", connection hash table size).
+
+        Both are fixed while ip_vs is loaded (the table size is a module parameter).
+        """
+        if self._info is None:
+            fid = self.family_id
+            replies = self._exchange(lambda s: ipvs.encode_get_info(fid, s), "GET_INFO", fid)
+            self._info = ipvs.decode_info(_single(replies, "GET_INFO").attrs)
+        return self._info
+
+    def config(self) -> Timeouts:
+        """GET_CONFIG: the tcp/tcpfin/udp timeouts in seconds."""
+        fid = self.family_id
+        replies = self._exchange(lambda s: ipvs.encode_get_config(fid, s), "GET_CONFIG", fid)
+        return ipvs.decode_config(_single(replies, "GET_CONFIG").attrs)
+
+    def services(self) -> tuple[Service, ...]:
+        """Every service, each with its real servers, in the kernel's order."""
+        fid = self.family_id
+        replies = self._exchange(lambda s: ipvs.encode_get_services(fid, s), "GET_SERVICE", fid)
+        out = []
+        for index, msg in enumerate(replies, 1):
+            nest = ipvs.top_level(msg.attrs, ipvs.CmdAttr.SERVICE, index=index)
+            service = ipvs.decode_service(nest, index=index)
+            out.append(dataclasses.replace(service, real_servers=self._dests(service)))
+        return tuple(out)
+
+    def _dests(self, service: Service) -> tuple[RealServer, ...]:
+        fid, key = self.family_id, service.key
+        replies = self._exchange(lambda s: ipvs.encode_get_dests(fid, s, key), "GET_DEST", fid)
+        return tuple(
+            ipvs.decode_dest(
+                ipvs.top_level(msg.attrs, ipvs.CmdAttr.DEST, index=index),
+                service_family=key.family,
+                index=index,
+            )
+            for index, msg in enumerate(replies, 1)
+        )
+
+    def daemons(self) -> tuple[Daemon, ...]:
+        """The connection-sync daemons: none, master, backup or both (master first)."""
+        fid = self.family_id
+        replies = self._exchange(lambda s: ipvs.encode_get_daemons(fid, s), "GET_DAEMON", fid)
+        return tuple(
+            ipvs.decode_daemon(ipvs.top_level(msg.attrs, ipvs.CmdAttr.DAEMON, index=i), index=i)
+            for i, msg in enumerate(replies, 1)
+        )
+
+    def _exchange(self, build: Callable[[int], bytes], what: str, msg_type: int) -> list[GenlMsg]:
+        """Send one request; collect its replies until NLMSG_DONE or the ACK."""
+        self._seq += 1
+        seq = self._seq
+        self._transport.send(build(seq))
+        replies: list[GenlMsg] = []
+        where = Where(f"genl IPVS {what} reply")
+        while True:
+            for msg in split_messages(self._transport.recv(), where):
+                if msg.seq != seq or msg.msg_type == NlMsgType.NOOP:
+                    continue
+                index = len(replies) + 1
+                at = Where(where.source, index)
+                if msg.msg_type == NlMsgType.ERROR:
+                    err = parse_error(msg, at)
+                    if err.errno:
+                        raise _refused(err.errno, what, err.message)
+                    return replies
+                if msg.msg_type == NlMsgType.DONE:
+                    code = parse_done(msg, at)
+                    if code:
+                        raise _refused(code, what, None)
+                    return replies
+                if msg.msg_type != msg_type:
+                    raise ParseError(
+                        at.source, index, None, f"unexpected message type {msg.msg_type}"
+                    )
+                if msg.flags & NlFlag.DUMP_INTR:
+                    raise LvsprobeError(f"netlink IPVS {what}: dump interrupted by a change; retry")
+                replies.append(split_genl(msg.payload, at))
+
+
+def _single(replies: list[GenlMsg], what: str) -> GenlMsg:
+    if len(replies) != 1:
+        raise ParseError(
+            f"genl IPVS {what} reply", None, None, f"expected 1 message, got {len(replies)}"
+        )
+    return replies[0]
