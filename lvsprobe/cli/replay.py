@@ -1,0 +1,210 @@
+"""`lvsprobe replay`: drive client flows against a director and log every flow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lvsprobe.cli.exit import ExitCode
+
+
+@click.group("replay")
+def replay() -> None:
+    """Replay synthetic or recorded client traffic from many source addresses.
+
+    \b
+    Scenarios (YAML) say what to drive, from which client addresses, how fast and when to
+    stop; `replays/` holds a catalogue. Every flow becomes one row of RUN/flows.parquet
+    with the backend that served it, named by the backend itself and by the director's
+    connection table.
+
+    \b
+      lvsprobe replay run replays/rr-fairness.yaml --out runs/rr --dry-run
+      lvsprobe replay run replays/rr-fairness.yaml --out runs/rr --conn-table netns:lvs-d
+      lvsprobe replay import capture.pcap -o recorded.yaml --target 198.18.1.100:80
+    """
+
+
+class _ProgressLine:
+    """Flows, rate and errors on stderr: one rewritten line on a TTY, plain lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.tty = sys.stderr.isatty()
+        self._last_plain = -1.0
+
+    def __call__(self, progress: Any) -> None:
+        if not self.enabled:
+            return
+        rate = progress.done / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+        width = 24
+        filled = int(width * progress.done / self.total) if self.total else width
+        text = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{self.total} flows "
+            f"{rate:7.1f}/s  errors {progress.errors}  in flight "
+            f"{progress.started - progress.done}  {progress.elapsed_s:6.1f}s"
+        )
+        if self.tty:
+            click.echo("\r" + text, err=True, nl=False)
+        elif progress.elapsed_s - self._last_plain >= 5 or progress.done == self.total:
+            self._last_plain = progress.elapsed_s
+            click.echo(text, err=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            click.echo("", err=True)
+
+
+def _override_target(scenario: Any, target: str | None) -> Any:
+    import dataclasses
+    import ipaddress
+
+    if target is None:
+        return scenario
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = target, str(scenario.target.port)
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise click.BadParameter(
+            f"{target!r} is not ADDRESS[:PORT]", param_hint="--target"
+        ) from None
+    new_target = dataclasses.replace(scenario.target, address=host, port=int(port))
+    return dataclasses.replace(scenario, target=new_target)
+
+
+@replay.command("run")
+@click.argument(
+    "scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory to write (flows.parquet, summary.json, ...).",
+)
+@click.option("--target", help="Override the scenario's target: VIP[:PORT].")
+@click.option(
+    "--conn-table",
+    metavar="SOURCE",
+    help="Director conn table to snapshot during the run: a file such as "
+    "/proc/net/ip_vs_conn, or netns:NAME (read with ip netns exec).",
+)
+@click.option(
+    "--snapshot-every",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds between conn-table snapshots.",
+)
+@click.option("--seed", type=int, help="Override the scenario's seed.")
+@click.option("--max-flows", type=click.IntRange(min=1), help="Run at most this many flows.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--no-progress", is_flag=True, help="No progress line on stderr.")
+@click.option(
+    "--skip-pool-check",
+    is_flag=True,
+    help="Do not check that the client addresses exist on this host.",
+)
+def run(
+    scenario_path: Path,
+    out_dir: Path | None,
+    target: str | None,
+    conn_table: str | None,
+    snapshot_every: float,
+    seed: int | None,
+    max_flows: int | None,
+    dry_run: bool,
+    as_json: bool,
+    no_progress: bool,
+    skip_pool_check: bool,
+) -> None:
+    """Run SCENARIO and write the flow log to --out.
+
+    Ctrl-C stops the run early and still writes a valid flow log (the flows in flight are
+    recorded as error:interrupted) and exits 130.
+    """
+    import dataclasses
+
+    from lvsprobe.replay.plan import describe_plan, make_plan, require_pool
+    from lvsprobe.replay.scenario import load_scenario
+
+    scenario = _override_target(load_scenario(scenario_path), target)
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, seed=seed)
+    plan = make_plan(scenario, max_flows)
+    if dry_run:
+        described = describe_plan(scenario, plan)
+        if as_json:
+            click.echo(json.dumps(described, indent=2))
+        else:
+            for key, value in described.items():
+                if key == "first":
+                    click.echo("first flows:")
+                    for line in value:  # type: ignore[attr-defined]
+                        click.echo(f"  {line}")
+                elif value is not None and value != "":
+                    click.echo(f"{key}: {value}")
+        return
+    if out_dir is None:
+        raise click.UsageError("--out RUN_DIR is required (or use --dry-run)")
+    if not skip_pool_check:
+        require_pool(tuple(sorted({p.client_address for p in plan})))
+    summary, interrupted = _execute(
+        scenario, scenario_path, plan, out_dir, conn_table, snapshot_every, not no_progress
+    )
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        click.echo(
+            f"{summary['flows']} flows, {summary['ok']} ok, {summary['errors']} errors; "
+            f"backends {summary['backends']}; written to {out_dir}"
+        )
+    if interrupted:
+        raise click.exceptions.Exit(ExitCode.INTERRUPTED)
+
+
+def _execute(
+    scenario: Any,
+    scenario_path: Path,
+    plan: list[Any],
+    out_dir: Path,
+    conn_table: str | None,
+    snapshot_every: float,
+    progress: bool,
+) -> tuple[dict[str, Any], bool]:
+    from lvsprobe.replay.attribution import conn_table_source
+    from lvsprobe.replay.runner import Runner, RunOptions, write_run
+
+    line = _ProgressLine(len(plan), progress)
+    options = RunOptions(
+        conn_table=conn_table_source(conn_table) if conn_table else None,
+        snapshot_every_s=snapshot_every,
+        on_progress=line,
+    )
+
+    async def main() -> Any:
+        runner = Runner(scenario, plan, options)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, runner.stop)
+        try:
+            result = await runner.run()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        return result, runner.stop_reason
+
+    result, stop_reason = asyncio.run(main())
+    line.close()
+    summary = write_run(out_dir, scenario, scenario_path, result, stop_reason, len(plan))
+    return summary, stop_reason == "interrupted"

@@ -1,0 +1,144 @@
+"""Backend attribution from the director's connection table (/proc/net/ip_vs_conn).
+
+Snapshots are taken during the run (a local file such as /proc/net/ip_vs_conn, another
+network namespace through `ip netns exec`, or files captured elsewhere) and joined on the
+flow's client address:port -> the real server. Entries live on after a flow ends (TIME_WAIT
+120 s, UDP 300 s), so a snapshot at the end of a run still sees the short flows; when a
+client port was reused, the first snapshot taken after the flow started wins.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import subprocess
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lvsprobe.errors import LvsprobeError
+from lvsprobe.replay.flowlog import SNAPSHOT_DIR, SNAPSHOT_INDEX, FlowRecord
+
+ConnKey = tuple[str, str, int]  # (protocol lower-case, client address, client port)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnSnapshot:
+    t_s: float
+    data: bytes
+
+
+def conn_table_source(spec: str) -> Callable[[], bytes]:
+    """A reader for `--conn-table`: `netns:NAME` (ip netns exec NAME cat …) or a file path."""
+    if spec.startswith("netns:"):
+        name = spec.removeprefix("netns:")
+        argv = ["ip", "netns", "exec", name, "cat", "/proc/net/ip_vs_conn"]
+
+        def read_netns() -> bytes:
+            proc = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+            if proc.returncode != 0:
+                err = proc.stderr.decode(errors="replace").strip()
+                raise LvsprobeError(f"conn table of netns {name}: {err or proc.returncode}")
+            return proc.stdout
+
+        return read_netns
+    path = Path(spec)
+
+    def read_file() -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise LvsprobeError(f"conn table {path}: {exc.strerror or exc}") from exc
+
+    return read_file
+
+
+def save_snapshots(run_dir: Path, snapshots: Iterable[ConnSnapshot]) -> int:
+    """Write RUN/conn-snapshots/NNNN.txt and index.json; returns how many."""
+    out = run_dir / SNAPSHOT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    index = []
+    for n, snap in enumerate(snapshots):
+        name = f"{n:04d}.txt"
+        (out / name).write_bytes(snap.data)
+        index.append({"file": name, "t_s": round(snap.t_s, 6)})
+    (out / SNAPSHOT_INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    return len(index)
+
+
+def load_snapshots(directory: Path) -> list[ConnSnapshot]:
+    """Snapshots from a conn-snapshots directory (index.json if present, else every file)."""
+    index_path = directory / SNAPSHOT_INDEX
+    if index_path.exists():
+        entries = json.loads(index_path.read_text())
+        return [
+            ConnSnapshot(float(e["t_s"]), (directory / e["file"]).read_bytes()) for e in entries
+        ]
+    return [ConnSnapshot(0.0, p.read_bytes()) for p in sorted(directory.iterdir()) if p.is_file()]
+
+
+def _parse(data: bytes) -> dict[ConnKey, str]:
+    # The procfs reader (iter_ip_vs_conn(data: bytes) -> Iterator[Conn]) is imported by name:
+    # it is the kernel package's, and only this join needs it.
+    reader = importlib.import_module("lvsprobe.kernel.procfs.ip_vs_conn")
+    table: dict[ConnKey, str] = {}
+    for conn in reader.iter_ip_vs_conn(data):
+        if conn.is_template:
+            continue
+        dest = conn.dest_address
+        shown = f"[{dest}]" if dest.version == 6 else str(dest)
+        key = (conn.protocol.lower(), str(conn.client_address), conn.client_port)
+        table[key] = f"{shown}:{conn.dest_port}"
+    return table
+
+
+def backend_names(backends: Mapping[str, str]) -> dict[str, str]:
+    """Target `backends` {name: ADDRESS[:PORT]} -> {ADDRESS:PORT or ADDRESS: name}."""
+    names: dict[str, str] = {}
+    for name, spec in backends.items():
+        names[_canonical(spec)] = name
+    return names
+
+
+def _canonical(spec: str) -> str:
+    if spec.startswith("["):
+        host, _, port = spec[1:].partition("]:")
+        return f"[{ipaddress.ip_address(host)}]" + (f":{port}" if port else "")
+    if spec.count(":") == 1:
+        host, port = spec.split(":")
+        return f"{ipaddress.ip_address(host)}:{port}"
+    address = ipaddress.ip_address(spec)
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def _name_of(address_port: str, names: Mapping[str, str]) -> str | None:
+    if address_port in names:
+        return names[address_port]
+    return names.get(address_port.rsplit(":", 1)[0])
+
+
+def attribute(
+    records: list[FlowRecord], snapshots: list[ConnSnapshot], backends: Mapping[str, str]
+) -> int:
+    """Fill conn_backend_address / conn_backend / attribution_agrees; returns flows matched."""
+    tables = [(s.t_s, _parse(s.data)) for s in sorted(snapshots, key=lambda s: s.t_s)]
+    names = backend_names(backends)
+    matched = 0
+    for rec in records:
+        if rec.client_port is None:
+            continue
+        key = (rec.protocol, str(ipaddress.ip_address(rec.client_address)), rec.client_port)
+        found = None
+        for t_s, table in tables:
+            if t_s + 1e-3 >= rec.start_s and key in table:
+                found = table[key]
+                break
+        if found is None:
+            continue
+        matched += 1
+        rec.conn_backend_address = found
+        rec.conn_backend = _name_of(found, names)
+        if rec.backend is not None and rec.conn_backend is not None:
+            rec.attribution_agrees = rec.backend == rec.conn_backend
+    return matched

@@ -1,0 +1,310 @@
+"""The asyncio driver: a thin loop that moves bytes between sockets and sans-IO flows.
+
+Every socket is bound to its flow's client address before connecting
+(IP_BIND_ADDRESS_NO_PORT: the kernel picks the port at connect time, so the 4-tuple, not the
+2-tuple, must be unique). Outcomes come from the socket errors: refused, reset, timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.flows import (
+    BackendMatcher,
+    BackendSeen,
+    FieldSet,
+    Finished,
+    FirstByte,
+    Flow,
+    HeartbeatDone,
+    HttpFlow,
+    RequestDone,
+    Step,
+    TcpFlow,
+    UdpFlow,
+)
+from lvsprobe.replay.ftpflow import FtpFlow, ListenData, OpenData
+from lvsprobe.replay.plan import PlannedFlow
+from lvsprobe.replay.scenario import Scenario
+from lvsprobe.replay.tlsflow import TlsFlow, TlsSession
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # linux/in.h, 4.2+
+
+
+@dataclass
+class FlowContext:
+    """What flows of one run share: TLS context and the saved session of each client."""
+
+    scenario: Scenario
+    tls_context: ssl.SSLContext | None = None
+    sessions: dict[str, ssl.SSLSession] = field(default_factory=dict)
+
+
+def client_tls_context() -> ssl.SSLContext:
+    """A client context that checks nothing: the lab's backends use self-signed certs and the
+    point is the handshake and resumption, not identity."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def make_flow(planned: PlannedFlow, ctx: FlowContext) -> Flow:
+    """The sans-IO flow for a planned flow."""
+    mix = planned.mix
+    matcher = BackendMatcher(ctx.scenario.target.backend_pattern)
+    host = planned.server_address
+    if planned.kind == "tcp":
+        return TcpFlow(matcher, planned.flow_id, planned.payload_bytes, mix.hold_s, mix.heartbeat_s)
+    if planned.kind == "http":
+        body = planned.payload_bytes if mix.payload_bytes != (64, 64) else 0
+        return HttpFlow(
+            matcher, host, mix.path, mix.requests, mix.keepalive, body, planned.flow_id, mix.think_s
+        )
+    if planned.kind == "udp":
+        return UdpFlow(
+            matcher,
+            planned.flow_id,
+            planned.payload_bytes,
+            mix.requests,
+            min(2.0, ctx.scenario.bounds.flow_timeout_s),
+        )
+    if planned.kind in ("ftp-active", "ftp-passive"):
+        return FtpFlow(
+            matcher,
+            planned.kind == "ftp-passive",
+            mix.user,
+            mix.password,
+            mix.file,
+            mix.size,
+            mix.sha256,
+        )
+    if planned.kind == "tls":
+        if ctx.tls_context is None:
+            ctx.tls_context = client_tls_context()
+        inner = HttpFlow(matcher, host, mix.path, 1, False, 0, planned.flow_id)
+        session = ctx.sessions.get(planned.client_address) if mix.resume else None
+        return TlsFlow(inner, ctx.tls_context, mix.server_name, session)
+    raise ValueError(f"no stream flow for kind {planned.kind}")
+
+
+def _outcome(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", str(exc)
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return "reset", str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timeout", str(exc) or "no reply in time"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno)).lower()
+        return f"error:{name}", str(exc)
+    return f"error:{type(exc).__name__}", str(exc)
+
+
+def _socket(src: str, dst: str, kind: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setblocking(False)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((src, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class FlowRun:
+    """Drives one flow to its end and fills its record. `clock` is the loop's monotonic time
+    relative to the run start."""
+
+    def __init__(
+        self,
+        planned: PlannedFlow,
+        flow: Flow,
+        record: FlowRecord,
+        clock: Callable[[], float],
+        ctx: FlowContext,
+        timeout_s: float,
+    ):
+        self.planned, self.flow, self.record, self.clock = planned, flow, record, clock
+        self.ctx = ctx
+        self.deadline = record.start_s + planned.mix.hold_s + timeout_s
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.socks: list[socket.socket] = []
+        self.finished: Finished | None = None
+        self.wake_at: float | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def _apply(self, events: list[Any]) -> None:
+        rec = self.record
+        for event in events:
+            if isinstance(event, FirstByte) and rec.ttfb_s is None:
+                rec.ttfb_s = self.clock() - rec.start_s
+            elif isinstance(event, BackendSeen) and rec.backend is None:
+                rec.backend = event.name
+            elif isinstance(event, RequestDone):
+                rec.requests += 1
+            elif isinstance(event, HeartbeatDone):
+                rec.heartbeats += 1
+            elif isinstance(event, FieldSet):
+                setattr(rec, event.name, event.value)
+            elif isinstance(event, TlsSession):
+                self.ctx.sessions[self.planned.client_address] = event.session
+            elif isinstance(event, Finished) and self.finished is None:
+                self.finished = event
+            elif isinstance(event, OpenData):
+                self._spawn(self._open_data(event))
+            elif isinstance(event, ListenData):
+                self._spawn(self._listen_data())
+
+    def _spawn(self, coro: Any) -> None:
+        self.tasks.append(asyncio.ensure_future(coro))
+
+    async def _act(self, step: Step, sock: socket.socket, udp: bool = False) -> None:
+        self._apply(step.events)
+        if step.wake_at is not None:
+            self.wake_at = step.wake_at
+        if step.send:
+            if udp:
+                await self.loop.sock_sendall(sock, step.send)
+            else:
+                await self.loop.sock_sendall(sock, step.send)
+            self.record.out_bytes += len(step.send)
+        if step.half_close:
+            sock.shutdown(socket.SHUT_WR)
+
+    async def _pump(self, sock: socket.socket, channel: str) -> None:
+        try:
+            while True:
+                data = await self.loop.sock_recv(sock, 65536)
+                await self.queue.put((channel, data))
+                if not data:
+                    return
+        except OSError as exc:
+            await self.queue.put((channel + "-error", exc))
+
+    async def _open_data(self, event: OpenData) -> None:
+        try:
+            sock = _socket(self.planned.client_address, event.host, socket.SOCK_STREAM)
+            self.socks.append(sock)
+            await self.loop.sock_connect(sock, (event.host, event.port))
+            self.record.ftp_data_client_port = sock.getsockname()[1]
+        except OSError as exc:
+            await self.queue.put(("data-error", exc))
+            return
+        await self._pump(sock, "data")
+
+    async def _listen_data(self) -> None:
+        src = self.planned.client_address
+        family = socket.AF_INET6 if ":" in src else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        self.socks.append(listener)
+        listener.setblocking(False)
+        listener.bind((src, 0))
+        listener.listen(1)
+        await self.queue.put(("listening", listener.getsockname()[1]))
+        conn, _ = await self.loop.sock_accept(listener)
+        self.socks.append(conn)
+        await self._pump(conn, "data")
+
+    async def run(self) -> None:
+        """Connect, then feed the flow until it finishes, fails or runs out of time."""
+        rec, planned = self.record, self.planned
+        udp = planned.kind == "udp"
+        try:
+            sock = _socket(
+                planned.client_address,
+                planned.server_address,
+                socket.SOCK_DGRAM if udp else socket.SOCK_STREAM,
+            )
+            self.socks.append(sock)
+            await asyncio.wait_for(
+                self.loop.sock_connect(sock, (planned.server_address, planned.server_port)),
+                max(0.001, self.deadline - self.clock()),
+            )
+            rec.client_port = sock.getsockname()[1]
+            rec.connect_s = self.clock() - rec.start_s
+            self._spawn(self._pump(sock, "ctl"))
+            await self._act(self.flow.start(self.clock()), sock, udp)
+            while self.finished is None:
+                now = self.clock()
+                limit = self.deadline if self.wake_at is None else min(self.deadline, self.wake_at)
+                try:
+                    channel, item = await asyncio.wait_for(self.queue.get(), max(0.0, limit - now))
+                except TimeoutError:
+                    if self.wake_at is not None and self.clock() >= self.wake_at - 1e-4:
+                        self.wake_at = None
+                        await self._act(self.flow.timer(self.clock()), sock, udp)
+                        continue
+                    raise TimeoutError(
+                        f"no progress within {self.deadline - rec.start_s:.1f}s"
+                    ) from None
+                await self._dispatch(channel, item, sock, udp)
+        except (OSError, TimeoutError) as exc:
+            rec.outcome, rec.detail = _outcome(exc)
+        finally:
+            rec.end_s = self.clock()
+            for task in self.tasks:
+                task.cancel()
+            for s in self.socks:
+                s.close()
+        if self.finished is not None:
+            rec.outcome, rec.detail = self.finished.outcome, self.finished.detail
+
+    async def _dispatch(self, channel: str, item: Any, sock: socket.socket, udp: bool) -> None:
+        now = self.clock()
+        if channel.endswith("-error"):
+            raise item
+        if channel == "ctl":
+            self.record.in_bytes += len(item)
+            await self._act(self.flow.receive(item, now), sock, udp)
+        elif channel == "data" and isinstance(self.flow, FtpFlow):
+            self.record.in_bytes += len(item)
+            await self._act(self.flow.data_received(item, now), sock)
+        elif channel == "listening" and isinstance(self.flow, FtpFlow):
+            await self._act(self.flow.data_listening(self.planned.client_address, item, now), sock)
+
+
+def new_record(
+    planned: PlannedFlow, start_s: float, start_unix: float, protocol: str
+) -> FlowRecord:
+    return FlowRecord(
+        flow_id=planned.flow_id,
+        kind=planned.kind,
+        client_address=planned.client_address,
+        client_port=None,
+        server_address=planned.server_address,
+        server_port=planned.server_port,
+        protocol="udp" if planned.kind == "udp" else protocol,
+        scheduled_s=planned.at_s if planned.at_s is not None else start_s,
+        start_s=start_s,
+        start_unix=start_unix,
+    )
+
+
+async def drive_flow(
+    planned: PlannedFlow, record: FlowRecord, clock: Callable[[], float], ctx: FlowContext
+) -> None:
+    """Run one planned stream/datagram flow, filling `record` (its outcome included)."""
+    flow = make_flow(planned, ctx)
+    run = FlowRun(planned, flow, record, clock, ctx, ctx.scenario.bounds.flow_timeout_s)
+    try:
+        await run.run()
+    finally:
+        record.end_s = clock()
+        for task in run.tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            for s in run.socks:
+                s.close()

@@ -1,0 +1,335 @@
+"""Sans-IO client flows: tcp (send/echo, or held open with heartbeats), http, udp.
+
+A flow never touches a socket or a clock. The driver calls `start(now)` once the transport is
+up, `receive(data, now)` with what arrived (`b""` = EOF; for UDP one call per datagram) and
+`timer(now)` when the `wake_at` it asked for has come. Each returns a Step: bytes to send,
+events (what happened), and whether the flow is finished.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class FirstByte:
+    """The first byte of the reply arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSeen:
+    """The backend named itself (header, banner, reply)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDone:
+    """One request/response exchange completed."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatDone:
+    """One heartbeat was answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSet:
+    """A kind-specific flow-log field (tls_session_reused, ftp_file_size, ...)."""
+
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The flow's outcome: ok, reset, timeout or error:<reason>."""
+
+    outcome: str
+    detail: str | None = None
+
+
+Event = FirstByte | BackendSeen | RequestDone | HeartbeatDone | FieldSet | Finished
+
+
+@dataclass(slots=True)
+class Step:
+    """What the driver must do next."""
+
+    send: bytes = b""
+    events: list[Any] = field(default_factory=list)
+    half_close: bool = False
+    done: bool = False
+    wake_at: float | None = None
+
+
+class BackendMatcher:
+    """Finds the backend's self-reported name in the first bytes of a reply stream."""
+
+    def __init__(self, pattern: str, window: int = 8192):
+        self._regex = re.compile(pattern)
+        self._window = window
+        self._seen = b""
+        self.name: str | None = None
+
+    def feed(self, data: bytes) -> BackendSeen | None:
+        if self.name is not None or len(self._seen) >= self._window:
+            return None
+        self._seen += data[: self._window - len(self._seen)]
+        match = self._regex.search(self._seen.decode("latin-1"))
+        if match is None:
+            return None
+        self.name = match.group(1)
+        return BackendSeen(self.name)
+
+
+def payload(flow_id: int, size: int) -> bytes:
+    """Deterministic filler bytes, newline-terminated, that name the flow (for server logs)."""
+    if size <= 0:
+        return b""
+    head = f"lvsprobe flow {flow_id} ".encode()
+    body = (head + b"x" * max(0, size - len(head)))[: size - 1]
+    return body + b"\n"
+
+
+class Flow:
+    """Base: subclasses implement start/receive, and timer if they ask for wake-ups."""
+
+    kind = "flow"
+
+    def __init__(self, matcher: BackendMatcher):
+        self.matcher = matcher
+        self._got_first = False
+
+    def _saw(self, data: bytes, events: list[Any]) -> None:
+        if data and not self._got_first:
+            self._got_first = True
+            events.append(FirstByte())
+        seen = self.matcher.feed(data) if data else None
+        if seen is not None:
+            events.append(seen)
+
+    def start(self, now: float) -> Step:
+        raise NotImplementedError
+
+    def receive(self, data: bytes, now: float) -> Step:
+        raise NotImplementedError
+
+    def timer(self, now: float) -> Step:
+        return Step()
+
+
+class TcpFlow(Flow):
+    """Send N bytes, half-close, read to EOF (an echo server echoes and closes).
+
+    With `hold_s` > 0 the connection stays open for that long first, sending a heartbeat
+    line every `heartbeat_s` and counting the answered ones (an echo server answers each);
+    a heartbeat left unanswered at the next beat ends the flow as `timeout`.
+    """
+
+    kind = "tcp"
+
+    def __init__(
+        self,
+        matcher: BackendMatcher,
+        flow_id: int,
+        payload_bytes: int,
+        hold_s: float = 0.0,
+        heartbeat_s: float = 0.1,
+    ):
+        super().__init__(matcher)
+        self.flow_id = flow_id
+        self.payload = payload(flow_id, payload_bytes)
+        self.hold_s = hold_s
+        self.heartbeat_s = heartbeat_s
+        self._hold_until = 0.0
+        self._beat = 0
+        self._answered = 0
+        self._buffer = b""
+        self._closing = False
+
+    def start(self, now: float) -> Step:
+        if self.hold_s <= 0:
+            return Step(send=self.payload, half_close=True)
+        self._hold_until = now + self.hold_s
+        return self._heartbeat(now)
+
+    def _heartbeat(self, now: float) -> Step:
+        self._beat += 1
+        return Step(
+            send=f"hb {self.flow_id} {self._beat}\n".encode(), wake_at=now + self.heartbeat_s
+        )
+
+    def timer(self, now: float) -> Step:
+        if self._closing:
+            return Step()
+        if self._answered < self._beat:
+            return Step(
+                events=[Finished("timeout", f"heartbeat {self._beat} unanswered")], done=True
+            )
+        if now >= self._hold_until:
+            self._closing = True
+            return Step(send=self.payload, half_close=True)
+        return self._heartbeat(now)
+
+    def receive(self, data: bytes, now: float) -> Step:
+        events: list[Any] = []
+        self._saw(data, events)
+        if not data:
+            if self.hold_s > 0 and not self._closing:
+                events.append(Finished("reset", f"EOF during hold after {self._answered} beats"))
+            else:
+                events.append(Finished("ok"))
+            return Step(events=events, done=True)
+        if self.hold_s > 0 and not self._closing:
+            self._buffer += data
+            while f"hb {self.flow_id} {self._answered + 1}\n".encode() in self._buffer:
+                self._answered += 1
+                events.append(HeartbeatDone())
+            self._buffer = self._buffer[-256:]
+            if self._answered == self._beat:
+                return Step(events=events, wake_at=min(self._hold_until, now + self.heartbeat_s))
+        return Step(events=events)
+
+
+class HttpFlow(Flow):
+    """HTTP/1.1 GET (POST when a payload is set): `requests` on one connection (keep-alive),
+    or one request with `Connection: close`. The backend is the `X-Backend` header or, failing
+    that, the pattern in the response. A status >= 400 ends the flow as `error:http-<code>`."""
+
+    kind = "http"
+
+    def __init__(
+        self,
+        matcher: BackendMatcher,
+        host: str,
+        path: str,
+        requests: int = 1,
+        keepalive: bool = False,
+        payload_bytes: int = 0,
+        flow_id: int = 0,
+        think_s: float = 0.0,
+    ):
+        super().__init__(matcher)
+        self.host, self.path = host, path
+        self.requests, self.keepalive = requests, keepalive
+        self.body = payload(flow_id, payload_bytes)
+        self.think_s = think_s
+        self._done = 0
+        self._buffer = b""
+        self._want: int | None = None  # body bytes of the current response, once known
+        self._head_len = 0
+        self._status = 0
+
+    def _request(self) -> bytes:
+        last = self._done + 1 >= self.requests
+        connection = "keep-alive" if self.keepalive and not last else "close"
+        method = "POST" if self.body else "GET"
+        head = (
+            f"{method} {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"User-Agent: lvsprobe\r\nConnection: {connection}\r\n"
+        )
+        if self.body:
+            head += f"Content-Length: {len(self.body)}\r\n"
+        return head.encode() + b"\r\n" + self.body
+
+    def start(self, now: float) -> Step:
+        return Step(send=self._request())
+
+    def timer(self, now: float) -> Step:
+        return Step(send=self._request())
+
+    def _parse_head(self) -> Finished | None:
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = self._buffer[:end].decode("latin-1").split("\r\n")
+        parts = head[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            return Finished("error:http-bad-status-line", head[0][:80])
+        self._status = int(parts[1])
+        self._head_len = end + 4
+        self._want = -1  # until EOF
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                self._want = int(value.strip())
+        return None
+
+    def receive(self, data: bytes, now: float) -> Step:
+        events: list[Any] = []
+        self._saw(data, events)
+        self._buffer += data
+        if self._want is None and (bad := self._parse_head()) is not None:
+            return Step(events=[*events, bad], done=True)
+        if self._want is None:
+            if not data:
+                return Step(events=[*events, Finished("error:http-eof-in-header")], done=True)
+            return Step(events=events)
+        have = len(self._buffer) - self._head_len
+        if self._want >= 0 and have < self._want and data:
+            return Step(events=events)
+        if self._want < 0 and data:
+            return Step(events=events)
+        if self._want >= 0 and have < self._want:
+            return Step(events=[*events, Finished("error:http-short-body")], done=True)
+        events.append(RequestDone())
+        self._done += 1
+        if self._status >= 400:
+            return Step(events=[*events, Finished(f"error:http-{self._status}")], done=True)
+        rest = self._buffer[self._head_len + max(self._want, 0) :]
+        self._buffer, self._want = rest, None
+        if self._done >= self.requests:
+            return Step(events=[*events, Finished("ok")], done=True)
+        if not data:
+            return Step(events=[*events, Finished("reset", "server closed keep-alive")], done=True)
+        if self.think_s > 0:
+            return Step(events=events, wake_at=now + self.think_s)
+        return Step(events=events, send=self._request())
+
+
+class UdpFlow(Flow):
+    """`requests` datagrams, one at a time; each reply (any datagram) answers one."""
+
+    kind = "udp"
+
+    def __init__(
+        self,
+        matcher: BackendMatcher,
+        flow_id: int,
+        payload_bytes: int,
+        requests: int = 1,
+        reply_timeout_s: float = 2.0,
+    ):
+        super().__init__(matcher)
+        self.flow_id = flow_id
+        self.size = max(payload_bytes, 16)
+        self.requests = requests
+        self.reply_timeout_s = reply_timeout_s
+        self._sent = 0
+        self._answered = 0
+
+    def _datagram(self, now: float) -> Step:
+        self._sent += 1
+        data = payload(self.flow_id, self.size).replace(b"flow", b"udp", 1)
+        return Step(send=data, wake_at=now + self.reply_timeout_s)
+
+    def start(self, now: float) -> Step:
+        return self._datagram(now)
+
+    def timer(self, now: float) -> Step:
+        detail = f"datagram {self._sent} unanswered"
+        return Step(events=[Finished("timeout", detail)], done=True)
+
+    def receive(self, data: bytes, now: float) -> Step:
+        events: list[Any] = []
+        self._saw(data, events)
+        self._answered += 1
+        events.append(RequestDone())
+        if self._answered >= self.requests:
+            return Step(events=[*events, Finished("ok")], done=True)
+        step = self._datagram(now)
+        step.events = events
+        return step

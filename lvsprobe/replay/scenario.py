@@ -1,0 +1,475 @@
+"""Replay scenario files (YAML): schema, validation, errors that name the file and line.
+
+A scenario says what to drive against which service, from which client addresses, how fast,
+and when to stop. Every run is bounded: `bounds.max_flows` and `bounds.max_duration` are
+required. See `replays/*.yaml` for commented examples and `SCENARIO_HELP` for the schema.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lvsprobe.errors import ScenarioError
+
+KINDS = ("tcp", "http", "udp", "ftp-active", "ftp-passive", "tls", "syn")
+ARRIVALS = ("open", "closed", "burst")
+PICKS = ("round-robin", "random", "sequential")
+DEFAULT_BACKEND_PATTERN = r"(?im)(?:^x-backend:[ \t]*|^|\b)(rs\d+)\b"
+MAX_FLOWS_LIMIT = 10_000_000
+MAX_DURATION_LIMIT_S = 7 * 24 * 3600.0
+
+SCENARIO_HELP = """\
+name: text                       description: what the run checks (text)
+seed: int (default 1)            same seed + same file = same plan
+target: {address: VIP, port: N, protocol: tcp|udp, fwmark: N (optional),
+         backends: {NAME: ADDRESS[:PORT], ...} (names for conn-table attribution),
+         backend_pattern: REGEX (group 1 = the backend's name for itself)}
+clients: {cidr: A.B.C.D/N | addresses: [..], count: N (first N of the CIDR),
+          pick: round-robin|random|sequential}
+flows: [{kind: tcp|http|udp|ftp-active|ftp-passive|tls|syn, weight: N, port: N,
+         payload_bytes: N | [MIN, MAX], requests: N, keepalive: bool, path: /x,
+         hold: DURATION, heartbeat: DURATION (default 100ms), think: DURATION,
+         resume: bool (tls), server_name: text (tls), user/password/file/size/sha256 (ftp)}]
+arrival: {model: open|closed|burst, rate: PER_S (open), concurrency: N (closed),
+          burst_size: N, burst_every: DURATION (burst), process: uniform|poisson}
+bounds: {max_flows: N, max_duration: DURATION, flow_timeout: DURATION (default 10s)}
+DURATION: a number of seconds or 150ms, 2s, 1m."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    address: str
+    port: int
+    protocol: str = "tcp"
+    fwmark: int = 0
+    backends: Mapping[str, str] = field(default_factory=dict)
+    backend_pattern: str = DEFAULT_BACKEND_PATTERN
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPool:
+    addresses: tuple[str, ...]
+    pick: str = "round-robin"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowMix:
+    """One entry of the flow mix; fields a kind does not use keep their defaults."""
+
+    kind: str
+    weight: float = 1.0
+    port: int | None = None
+    payload_bytes: tuple[int, int] = (64, 64)
+    requests: int = 1
+    keepalive: bool = False
+    path: str = "/"
+    hold_s: float = 0.0
+    heartbeat_s: float = 0.1
+    think_s: float = 0.0
+    resume: bool = False
+    server_name: str | None = None
+    user: str = "anonymous"
+    password: str = "lvsprobe@"
+    file: str = "hello.txt"
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    model: str = "open"
+    rate_per_s: float = 10.0
+    concurrency: int = 1
+    burst_size: int = 10
+    burst_every_s: float = 1.0
+    process: str = "uniform"
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    max_flows: int
+    max_duration_s: float
+    flow_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    seed: int
+    target: Target
+    clients: ClientPool
+    flows: tuple[FlowMix, ...]
+    arrival: Arrival
+    bounds: Bounds
+    source: str = "<scenario>"
+    expect: Mapping[str, Any] = field(default_factory=dict)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class _Doc:
+    """Plain values from a composed YAML tree, remembering the line of every key path."""
+
+    def __init__(self, source: str, text: str):
+        self.source = source
+        self.lines: dict[tuple[str | int, ...], int] = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            reason = getattr(exc, "problem", None) or str(exc)
+            raise ScenarioError(f"{self._where(line)}: not valid YAML: {reason}") from exc
+        if node is None:
+            raise ScenarioError(f"{source}: empty scenario file")
+        self.root = self._value(node, ())
+
+    def _where(self, line: int | None) -> str:
+        return self.source if line is None else f"{self.source} line {line}"
+
+    def _value(self, node: yaml.Node, path: tuple[str | int, ...]) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if key in out:
+                    line = key_node.start_mark.line + 1
+                    raise ScenarioError(f"{self._where(line)}: duplicate key {key!r}")
+                out[key] = self._value(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._value(v, (*path, i)) for i, v in enumerate(node.value)]
+        try:
+            return _scalar(node)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ScenarioError(f"{self._where(self.lines[path])}: {exc}") from exc
+
+    def error(self, path: tuple[str | int, ...], reason: str) -> ScenarioError:
+        probe = path
+        while probe not in self.lines and probe:
+            probe = probe[:-1]
+        dotted = ".".join(str(p) for p in path) or "(top)"
+        return ScenarioError(f"{self._where(self.lines.get(probe))}: {dotted}: {reason}")
+
+
+def _scalar(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+class _Reader:
+    """Typed access to one mapping of the document, with errors naming the line."""
+
+    def __init__(self, doc: _Doc, path: tuple[str | int, ...], allowed: tuple[str, ...]):
+        self.doc = doc
+        self.path = path
+        value: Any = doc.root
+        for part in path:
+            value = value[part]
+        if not isinstance(value, dict):
+            raise doc.error(path, f"expected a mapping, got {_type_name(value)}")
+        self.data: dict[str, Any] = value
+        for key in value:
+            if key not in allowed:
+                raise doc.error((*path, key), f"unknown key (expected one of {', '.join(allowed)})")
+
+    def err(self, key: str, reason: str) -> ScenarioError:
+        return self.doc.error((*self.path, key), reason)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if value is None:
+            raise self.err(key, "required")
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise self.err(key, f"expected text, got {_type_name(value)}")
+        return str(value)
+
+    def integer(self, key: str, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
+        value = self.data.get(key, default)
+        if value is None:
+            raise self.err(key, "required")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.err(key, f"expected an integer, got {_type_name(value)} {value!r}")
+        if not lo <= value <= hi:
+            raise self.err(key, f"{value} is out of range {lo}..{hi}")
+        return value
+
+    def number(self, key: str, default: float, lo: float = 0.0, hi: float = 1e12) -> float:
+        value = self.data.get(key, default)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+            raise self.err(key, f"expected a number, got {_type_name(value)} {value!r}")
+        if not lo <= value <= hi:
+            raise self.err(key, f"{value} is out of range {lo}..{hi}")
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.err(key, f"expected true or false, got {value!r}")
+        return value
+
+    def duration(self, key: str, default: float | None, hi: float = MAX_DURATION_LIMIT_S) -> float:
+        value = self.data.get(key, default)
+        if value is None:
+            raise self.err(key, "required (a duration: 30s, 500ms, 2m or seconds)")
+        seconds: float
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.match(value)):
+            seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+        else:
+            raise self.err(key, f"expected a duration like 30s, 500ms, 2m, got {value!r}")
+        if not 0 <= seconds <= hi or seconds != seconds:
+            raise self.err(key, f"duration {value!r} is out of range 0..{hi:g}s")
+        return seconds
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(key, default)
+        if value not in choices:
+            raise self.err(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _address(reader: _Reader, key: str, default: str | None = None) -> str:
+    text = reader.text(key, default)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError as exc:
+        raise reader.err(key, f"{text!r} is not an IP address") from exc
+
+
+def _target(doc: _Doc) -> Target:
+    r = _Reader(
+        doc, ("target",), ("address", "port", "protocol", "fwmark", "backends", "backend_pattern")
+    )
+    backends: dict[str, str] = {}
+    if r.has("backends"):
+        b = _Reader(doc, ("target", "backends"), tuple(r.data["backends"] or ()))
+        for name in b.data:
+            spec = b.text(name)
+            host = spec.rsplit(":", 1)[0] if spec.count(":") == 1 else spec.strip("[]")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError as exc:
+                raise b.err(name, f"{spec!r} is not ADDRESS or ADDRESS:PORT") from exc
+            backends[name] = spec
+    pattern = r.text("backend_pattern", DEFAULT_BACKEND_PATTERN)
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise r.err("backend_pattern", f"bad regular expression: {exc}") from exc
+    if compiled.groups < 1:
+        raise r.err("backend_pattern", "needs one capture group: the backend's name")
+    return Target(
+        address=_address(r, "address"),
+        port=r.integer("port", lo=1, hi=65535),
+        protocol=r.choice("protocol", "tcp", ("tcp", "udp")),
+        fwmark=r.integer("fwmark", 0, hi=2**32 - 1),
+        backends=backends,
+        backend_pattern=pattern,
+    )
+
+
+def _clients(doc: _Doc) -> ClientPool:
+    r = _Reader(doc, ("clients",), ("cidr", "addresses", "count", "pick"))
+    pick = r.choice("pick", "round-robin", PICKS)
+    if r.has("addresses"):
+        raw = r.data["addresses"]
+        if not isinstance(raw, list) or not raw:
+            raise r.err("addresses", "expected a non-empty list of IP addresses")
+        out = []
+        for i, item in enumerate(raw):
+            try:
+                out.append(str(ipaddress.ip_address(str(item))))
+            except ValueError as exc:
+                raise doc.error(("clients", "addresses", i), f"{item!r} is not an IP") from exc
+        return ClientPool(tuple(out), pick)
+    if not r.has("cidr"):
+        raise r.err("cidr", "required: a CIDR (or an `addresses` list)")
+    cidr = r.text("cidr")
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise r.err("cidr", f"{cidr!r} is not a CIDR") from exc
+    available = net.num_addresses
+    count = r.integer("count", min(available, 65536), lo=1, hi=65536)
+    if count > available:
+        raise r.err("count", f"{count} addresses asked, {cidr} holds {available}")
+    first = ipaddress.ip_address(cidr.split("/")[0])
+    if first == net.network_address and net.num_addresses > 2 and net.version == 4:
+        first = first + 1  # skip the network address unless the CIDR names a host in it
+    if int(first) - int(net.network_address) + count > available:
+        raise r.err("count", f"{count} addresses from {first} run past the end of {net}")
+    return ClientPool(tuple(str(first + i) for i in range(count)), pick)
+
+
+def _size_range(r: _Reader, key: str, default: int) -> tuple[int, int]:
+    value = r.data.get(key, default)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1 << 30:
+        return (value, value)
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and 0 <= value[0] <= value[1] <= 1 << 30
+    ):
+        return (value[0], value[1])
+    raise r.err(key, f"expected bytes N or [MIN, MAX] with 0 <= MIN <= MAX <= 1GiB, got {value!r}")
+
+
+_FLOW_KEYS = (
+    *(f.name for f in fields(FlowMix) if not f.name.endswith("_s")),
+    "hold",
+    "heartbeat",
+    "think",
+)
+
+
+def _flows(doc: _Doc) -> tuple[FlowMix, ...]:
+    raw = doc.root.get("flows")
+    if not isinstance(raw, list) or not raw:
+        raise doc.error(("flows",), "required: a non-empty list of flow kinds with weights")
+    out = []
+    for i in range(len(raw)):
+        r = _Reader(doc, ("flows", i), _FLOW_KEYS)
+        sha = r.data.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise r.err("sha256", "expected 64 lower-case hex digits")
+        out.append(
+            FlowMix(
+                kind=r.choice("kind", "", KINDS) if r.has("kind") else _missing(r, "kind"),
+                weight=r.number("weight", 1.0, lo=0.0, hi=1e6),
+                port=r.integer("port", lo=1, hi=65535) if r.has("port") else None,
+                payload_bytes=_size_range(r, "payload_bytes", 64),
+                requests=r.integer("requests", 1, lo=1, hi=100_000),
+                keepalive=r.flag("keepalive", False),
+                path=r.text("path", "/"),
+                hold_s=r.duration("hold", 0.0),
+                heartbeat_s=r.duration("heartbeat", 0.1),
+                think_s=r.duration("think", 0.0),
+                resume=r.flag("resume", False),
+                server_name=r.text("server_name") if r.has("server_name") else None,
+                user=r.text("user", "anonymous"),
+                password=r.text("password", "lvsprobe@"),
+                file=r.text("file", "hello.txt"),
+                size=r.integer("size", lo=0, hi=2**62) if r.has("size") else None,
+                sha256=sha,
+            )
+        )
+        if out[-1].kind == "http" and out[-1].requests > 1 and not out[-1].keepalive:
+            raise r.err("requests", "more than one request per flow needs keepalive: true")
+        if out[-1].heartbeat_s <= 0 and out[-1].hold_s > 0:
+            raise r.err("heartbeat", "must be > 0 when hold is set")
+    if sum(f.weight for f in out) <= 0:
+        raise doc.error(("flows",), "all weights are 0: nothing to run")
+    return tuple(out)
+
+
+def _missing(r: _Reader, key: str) -> str:
+    raise r.err(key, f"required (one of {', '.join(KINDS)})")
+
+
+def _arrival(doc: _Doc) -> Arrival:
+    if "arrival" not in doc.root:
+        return Arrival()
+    r = _Reader(
+        doc, ("arrival",), ("model", "rate", "concurrency", "burst_size", "burst_every", "process")
+    )
+    return Arrival(
+        model=r.choice("model", "open", ARRIVALS),
+        rate_per_s=r.number("rate", 10.0, lo=0.001, hi=1e7),
+        concurrency=r.integer("concurrency", 1, lo=1, hi=100_000),
+        burst_size=r.integer("burst_size", 10, lo=1, hi=1_000_000),
+        burst_every_s=r.duration("burst_every", 1.0),
+        process=r.choice("process", "uniform", ("uniform", "poisson")),
+    )
+
+
+def _bounds(doc: _Doc) -> Bounds:
+    if "bounds" not in doc.root:
+        raise doc.error((), "bounds: required (max_flows and max_duration: every run stops)")
+    r = _Reader(doc, ("bounds",), ("max_flows", "max_duration", "flow_timeout"))
+    return Bounds(
+        max_flows=r.integer("max_flows", lo=1, hi=MAX_FLOWS_LIMIT),
+        max_duration_s=r.duration("max_duration", None),
+        flow_timeout_s=r.duration("flow_timeout", 10.0, hi=3600.0),
+    )
+
+
+def _expect(doc: _Doc) -> dict[str, Any]:
+    value = doc.root.get("expect", {})
+    if not isinstance(value, dict):
+        raise doc.error(("expect",), "expected a mapping of checks")
+    return value
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    """A validated Scenario from YAML text; ScenarioError names `source` and the line."""
+    doc = _Doc(source, text)
+    if not isinstance(doc.root, dict):
+        raise doc.error((), f"expected a mapping at the top, got {_type_name(doc.root)}")
+    top = _Reader(
+        doc,
+        (),
+        (
+            "name",
+            "description",
+            "seed",
+            "target",
+            "clients",
+            "flows",
+            "arrival",
+            "bounds",
+            "expect",
+        ),
+    )
+    for required in ("target", "clients"):
+        if required not in doc.root:
+            raise doc.error((), f"{required}: required")
+    scenario = Scenario(
+        name=top.text("name", Path(source).stem),
+        description=top.text("description", ""),
+        seed=top.integer("seed", 1, hi=2**63),
+        target=_target(doc),
+        clients=_clients(doc),
+        flows=_flows(doc),
+        arrival=_arrival(doc),
+        bounds=_bounds(doc),
+        source=source,
+        expect=_expect(doc),
+    )
+    if scenario.bounds.max_duration_s <= 0:
+        raise doc.error(("bounds", "max_duration"), "must be > 0")
+    return scenario
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read scenario: {exc}") from exc
+    return parse_scenario(text, str(path))

@@ -1,0 +1,128 @@
+"""Every flow kind against real servers on loopback, from a pool of 127.0.0.x clients."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import pytest
+
+from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.plan import make_plan
+from lvsprobe.replay.runner import Runner, RunOptions
+from lvsprobe.replay.scenario import parse_scenario
+
+
+def _run(port: int, flows: str, max_flows: int = 6, timeout: str = "5s") -> list[FlowRecord]:
+    text = f"""
+name: loopback
+seed: 7
+target: {{address: 127.0.0.1, port: {port}}}
+clients: {{cidr: 127.0.0.2/24, count: 3}}
+flows:
+{flows}
+arrival: {{model: closed, concurrency: 2}}
+bounds: {{max_flows: {max_flows}, max_duration: 20s, flow_timeout: {timeout}}}
+"""
+    scenario = parse_scenario(text, "loopback.yaml")
+    runner = Runner(scenario, make_plan(scenario), RunOptions())
+    result = asyncio.run(runner.run())
+    assert len(result.records) == max_flows
+    return result.records
+
+
+def _ok(records: list[FlowRecord]) -> None:
+    bad = [(r.flow_id, r.outcome, r.detail) for r in records if r.outcome != "ok"]
+    assert not bad
+
+
+def test_http_close_names_backend_and_binds_pool_addresses(servers: Any) -> None:
+    records = _run(servers.http, "  - {kind: http, path: /x}")
+    _ok(records)
+    assert {r.backend for r in records} == {"rs1"}
+    assert {r.client_address for r in records} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+    assert all(r.client_port and r.connect_s is not None and r.ttfb_s is not None for r in records)
+    assert all(r.requests == 1 and r.in_bytes > 0 and r.out_bytes > 0 for r in records)
+
+
+def test_http_keepalive_many_requests_and_post(servers: Any) -> None:
+    records = _run(
+        servers.http,
+        "  - {kind: http, keepalive: true, requests: 5, payload_bytes: 300, think: 10ms}",
+        max_flows=2,
+    )
+    _ok(records)
+    assert [r.requests for r in records] == [5, 5]
+
+
+def test_http_error_status_is_an_outcome(servers: Any) -> None:
+    records = _run(servers.http, "  - {kind: http, path: /missing}", max_flows=1)
+    assert records[0].outcome == "error:http-404"
+
+
+def test_tcp_echo_and_held_connection_with_heartbeats(servers: Any) -> None:
+    records = _run(servers.tcp, "  - {kind: tcp, payload_bytes: 1000}", max_flows=2)
+    _ok(records)
+    assert all(r.backend == "rs2" and r.in_bytes == 1000 + len(b"rs2 echo\n") for r in records)
+    held = _run(servers.tcp, "  - {kind: tcp, hold: 450ms, heartbeat: 100ms}", max_flows=1)
+    _ok(held)
+    assert held[0].heartbeats >= 4
+
+
+def test_udp_request_reply(servers: Any) -> None:
+    records = _run(servers.udp, "  - {kind: udp, requests: 3, payload_bytes: 50}")
+    _ok(records)
+    assert all(r.protocol == "udp" and r.requests == 3 and r.backend == "rs3" for r in records)
+
+
+def test_tls_handshake_then_resumption_per_client(servers: Any) -> None:
+    records = _run(servers.tls, "  - {kind: tls, resume: true}", max_flows=6)
+    _ok(records)
+    assert all(r.backend == "rs1" and r.tls_version for r in records)
+    by_client: dict[str, list[bool | None]] = {}
+    for r in sorted(records, key=lambda r: r.flow_id):
+        by_client.setdefault(r.client_address, []).append(r.tls_session_reused)
+    # the first flow of each client has nothing to resume; later ones resume its session
+    assert all(v[0] is False and all(v[1:]) for v in by_client.values())
+
+
+def test_tls_without_resume_never_reuses(servers: Any) -> None:
+    records = _run(servers.tls, "  - {kind: tls}", max_flows=3)
+    _ok(records)
+    assert not any(r.tls_session_reused for r in records)
+
+
+@pytest.mark.parametrize("kind", ["ftp-passive", "ftp-active"])
+def test_ftp_login_list_retrieve_and_verify(servers: Any, kind: str) -> None:
+    if servers.ftp is None:
+        pytest.skip("vsftpd is not installed (make test installs it)")
+    sha = hashlib.sha256(servers.ftp_file).hexdigest()
+    records = _run(servers.ftp, f"  - {{kind: {kind}, sha256: {sha}}}", max_flows=3)
+    _ok(records)
+    for r in records:
+        assert r.backend == "rs1"
+        assert r.ftp_checksum_ok is True and r.ftp_sha256 == sha
+        assert r.ftp_file_size == len(servers.ftp_file)
+        assert r.ftp_data_client_port and r.requests == 2
+
+
+def test_ftp_wrong_checksum_is_an_error(servers: Any) -> None:
+    if servers.ftp is None:
+        pytest.skip("vsftpd is not installed (make test installs it)")
+    records = _run(servers.ftp, "  - {kind: ftp-passive, sha256: '" + "0" * 64 + "'}", max_flows=1)
+    assert records[0].outcome == "error:ftp-sha256"
+    assert records[0].ftp_checksum_ok is False
+
+
+def test_refused_and_timeout_outcomes() -> None:
+    import socket
+
+    with socket.socket() as idle:
+        idle.bind(("127.0.0.1", 0))
+        port = idle.getsockname()[1]
+        records = _run(port, "  - {kind: http}", max_flows=1)
+        assert records[0].outcome == "refused"
+        idle.listen(1)  # accepts, never answers
+        records = _run(port, "  - {kind: http}", max_flows=1, timeout="300ms")
+    assert records[0].outcome == "timeout"
