@@ -39,7 +39,7 @@ def _strip_seq(message: bytes) -> bytes:
 def parse_conversation(text: str, source: str = "genl capture") -> tuple[Exchange, ...]:
     """The exchanges of a capture, in order."""
     out: list[Exchange] = []
-    label = ""
+    label = request_label = ""
     request: bytes | None = None
     replies: list[bytes] = []
     for line_no, line in enumerate(text.splitlines(), 1):
@@ -59,14 +59,14 @@ def parse_conversation(text: str, source: str = "genl capture") -> tuple[Exchang
             raise ParseError(source, line_no, line, "shorter than a netlink header")
         if mark == ">":
             if request is not None:
-                out.append(Exchange(label, request, tuple(replies)))
-            request, replies = message, []
+                out.append(Exchange(request_label, request, tuple(replies)))
+            request, replies, request_label = message, [], label
         elif request is None:
             raise ParseError(source, line_no, line, "a reply before any request")
         else:
             replies.append(message)
     if request is not None:
-        out.append(Exchange(label, request, tuple(replies)))
+        out.append(Exchange(request_label, request, tuple(replies)))
     return tuple(out)
 
 

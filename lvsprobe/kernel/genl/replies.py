@@ -174,14 +174,15 @@ def encode_daemon(daemon: Daemon) -> bytes:
     ]
     if daemon.max_len is not None:
         items.append((DaemonAttr.SYNC_MAXLEN, U16.encode(daemon.max_len)))
-    if isinstance(daemon.group, ipaddress.IPv4Address):
-        items.append((DaemonAttr.MCAST_GROUP, IN_ADDR.encode(daemon.group)))
-    elif isinstance(daemon.group, ipaddress.IPv6Address):
-        items.append((DaemonAttr.MCAST_GROUP6, IN6_ADDR.encode(daemon.group)))
     if daemon.port is not None:
         items.append((DaemonAttr.MCAST_PORT, U16.encode(daemon.port)))
     if daemon.ttl is not None:
         items.append((DaemonAttr.MCAST_TTL, U8.encode(daemon.ttl)))
+    # the group comes last (ip_vs_genl_fill_daemon, 6.1)
+    if isinstance(daemon.group, ipaddress.IPv4Address):
+        items.append((DaemonAttr.MCAST_GROUP, IN_ADDR.encode(daemon.group)))
+    elif isinstance(daemon.group, ipaddress.IPv6Address):
+        items.append((DaemonAttr.MCAST_GROUP6, IN6_ADDR.encode(daemon.group)))
     return encode_attrs(items)
 
 
