@@ -75,7 +75,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     \b
     Typical use:
       lvsprobe status                       what the kernel's IPVS holds now
-      lvsprobe export                       Prometheus sidecar on :9917
+      lvsprobe export                       Prometheus sidecar on :9954
       lvsprobe lab run -- lvsprobe status   the same against a throw-away real director
       lvsprobe replay run SCENARIO ...      drive client traffic and log every flow
       lvsprobe analyze fairness RUN/        check the scheduler did what it must

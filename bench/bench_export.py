@@ -1,0 +1,273 @@
+"""`lvsprobe export` against node_exporter's ipvs collector on the same generated /proc tree.
+
+The tree: 10k services x 10 real servers (100k backends, 300k node_ipvs_* series) and a
+1M-line connection table. Both exporters run as their own process on loopback; the figures are
+client-side scrape time (full body, no gzip) and each process's peak RSS (VmHWM).
+
+    python -m bench                     # every bench; or:
+    python bench/bench_export.py [--services N] [--backends N] [--conns N] [--scrapes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+from lvsprobe.model import Protocol, Service
+
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+TARGET_RATIO = 0.25
+
+_STATS_HEAD = (
+    "   Total Incoming Outgoing         Incoming         Outgoing\n"
+    "   Conns  Packets  Packets            Bytes            Bytes\n"
+)
+_RATES_HEAD = " Conns/s   Pkts/s   Pkts/s          Bytes/s          Bytes/s\n"
+_CONN_HEAD = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
+_SYNC_HEAD = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires\n"
+
+
+def _addr(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """How /proc/net/ip_vs prints an address: %08X (host order) or [%pI6] (full, lower case)."""
+    if address.version == 4:
+        return f"{int(address):08X}"
+    return f"[{address.exploded}]"
+
+
+def format_ip_vs(services: Iterable[Service], table_size: int = 4096) -> str:
+    """/proc/net/ip_vs as ip_vs_info_seq_show prints it (KERNEL-NOTES §1.1), blanks included."""
+    out = [
+        f"IP Virtual Server version 1.2.1 (size={table_size})\n",
+        "Prot LocalAddress:Port Scheduler Flags\n",
+        "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n",
+    ]
+    for svc in services:
+        key = svc.key
+        ops = "ops " if svc.one_packet else ""
+        if key.fwmark:
+            line = f"FWM  {key.fwmark:08X} {svc.scheduler} {ops}"
+        elif key.address is not None and key.address.version == 6:
+            line = f"{_proto(key.protocol)}  {_addr(key.address)}:{key.port:04X} {svc.scheduler} "
+        else:
+            assert key.address is not None
+            endpoint = f"{_addr(key.address)}:{key.port:04X}"
+            line = f"{_proto(key.protocol)}  {endpoint} {svc.scheduler} {ops} "
+        p = svc.persistence
+        if p is not None:
+            mask = (
+                p.prefix_len
+                if key.address is not None and key.address.version == 6
+                else ((0xFFFFFFFF << (32 - p.prefix_len)) & 0xFFFFFFFF)
+            )
+            if key.address is not None and key.address.version == 6:
+                mask = int.from_bytes(mask.to_bytes(4, "little"), "big")
+            jiffies = (
+                p.timeout_jiffies if p.timeout_jiffies is not None else (p.timeout_s or 0) * 250
+            )
+            line += f"persistent {jiffies} {mask:08X}\n"
+        else:
+            line += "\n"
+        out.append(line)
+        for rs in svc.real_servers:
+            out.append(
+                f"  -> {_addr(rs.address)}:{rs.port:04X}      {rs.forward.ipvsadm_name:<7s} "
+                f"{rs.weight:<6d} {rs.active_conns:<10d} {rs.inactive_conns:<10d}\n"
+            )
+    return "".join(out)
+
+
+def _proto(protocol: Protocol | None) -> str:
+    assert protocol is not None
+    return protocol.name
+
+
+def format_ip_vs_stats(counters: tuple[int, ...], rates: tuple[int, ...]) -> str:
+    """/proc/net/ip_vs_stats (64-bit era, K4.1+)."""
+    c, r = counters, rates
+    return (
+        f"{_STATS_HEAD}{c[0]:8X} {c[1]:8X} {c[2]:8X} {c[3]:16X} {c[4]:16X}\n\n"
+        f"{_RATES_HEAD}{r[0]:8X} {r[1]:8X} {r[2]:8X} {r[3]:16X} {r[4]:16X}\n"
+    )
+
+
+def write_tree(root: Path, services: int, backends: int, conns: int) -> None:
+    """A /proc-like tree: `services` TCP services of `backends` real servers and `conns` entries."""
+    from lvsprobe.model import Forward, RealServer, ServiceFlag, ServiceKey
+
+    net = root / "net"
+    net.mkdir(parents=True, exist_ok=True)
+    base_vip = int(ipaddress.IPv4Address("10.0.0.0"))
+    base_rs = int(ipaddress.IPv4Address("172.16.0.0"))
+    svcs = []
+    for i in range(services):
+        vip = ipaddress.IPv4Address(base_vip + i // 100 + 1)
+        port = 1000 + i % 100
+        rss = tuple(
+            RealServer(
+                ipaddress.IPv4Address(base_rs + i * backends + j),
+                port,
+                Forward.MASQ,
+                1 + j % 3,
+                j,
+                10 * j,
+            )
+            for j in range(backends)
+        )
+        svcs.append(
+            Service(ServiceKey(None, Protocol.TCP, vip, port), "wlc", ServiceFlag.HASHED, None, rss)
+        )
+    (net / "ip_vs").write_text(format_ip_vs(svcs))
+    (net / "ip_vs_stats").write_text(
+        format_ip_vs_stats(
+            (conns, conns * 10, conns * 9, conns * 6400, conns * 90000),
+            (40, 400, 360, 25600, 3600000),
+        )
+    )
+    states = ("ESTABLISHED", "TIME_WAIT", "FIN_WAIT", "SYN_RECV", "CLOSE_WAIT")
+    with (net / "ip_vs_conn").open("w") as plain, (net / "ip_vs_conn_sync").open("w") as sync:
+        plain.write(_CONN_HEAD)
+        sync.write(_SYNC_HEAD)
+        for n in range(conns):
+            svc = svcs[n % services]
+            rs = svc.real_servers[(n // services) % backends]
+            assert svc.key.address is not None
+            client = 0xC6120000 + n % 65000
+            common = (
+                f"TCP {client:08X} {1024 + n % 60000:04X} {int(svc.key.address):08X} "
+                f"{svc.key.port:04X} {int(rs.address):08X} {rs.port:04X} {states[n % 5]:<11s}"
+            )
+            plain.write(f"{common} {n % 900:7d}\n")
+            sync.write(f"{common} {'SYNC' if n % 7 == 0 else 'LOCAL':<6s} {n % 900:7d}\n")
+    vs = root / "sys/net/ipv4/vs"
+    vs.mkdir(parents=True, exist_ok=True)
+    for name, value in (("am_droprate", "10"), ("sync_threshold", "3\t50"), ("conntrack", "0")):
+        (vs / name).write_text(value + "\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _scrape(url: str, timeout: float = 300) -> tuple[float, int]:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        body = resp.read()
+    return time.perf_counter() - started, len(body)
+
+
+def measure(argv: list[str], port: int, scrapes: int) -> tuple[float, float, int]:
+    """Start an exporter, wait for it, scrape it; (best scrape s, peak RSS MB, body bytes)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{argv[0]} did not start") from None
+                time.sleep(0.1)
+        times, size = [], 0
+        for _ in range(scrapes):
+            elapsed, size = _scrape(url)
+            times.append(elapsed)
+        return min(times), _peak_rss_mb(proc.pid), size
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _lvsprobe(tree: Path, port: int, *extra: str) -> list[str]:
+    code = "import sys; from lvsprobe.cli import main; sys.argv[0] = 'lvsprobe'; main()"
+    return [
+        sys.executable,
+        "-c",
+        code,
+        "export",
+        "--procfs-root",
+        str(tree),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--log.level",
+        "error",
+        *extra,
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--backends", type=int, default=10)
+    parser.add_argument("--conns", type=int, default=1_000_000)
+    parser.add_argument("--scrapes", type=int, default=3)
+    args = parser.parse_args(argv)
+    if not os.access(NODE_EXPORTER, os.X_OK):
+        print(f"bench_export: {NODE_EXPORTER} missing (apt install prometheus-node-exporter)")
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="lvsprobe-bench-export-"))
+    try:
+        tree = tmp / "proc"
+        started = time.perf_counter()
+        write_tree(tree, args.services, args.backends, args.conns)
+        print(
+            f"bench_export: tree {args.services} services x {args.backends} backends, "
+            f"{args.conns} conn entries, written in {time.perf_counter() - started:.1f} s"
+        )
+        port = _free_port()
+        ne = measure(
+            [
+                NODE_EXPORTER,
+                f"--path.procfs={tree}",
+                "--collector.disable-defaults",
+                "--collector.ipvs",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            port,
+            args.scrapes,
+        )
+        rows = [("node_exporter 1.x (ipvs only)", ne)]
+        for label, extra in (
+            ("lvsprobe export", ()),
+            ("lvsprobe export --compat node-exporter", ("--compat", "node-exporter")),
+            ("lvsprobe export --collector.conns=off", ("--collector.conns", "off")),
+        ):
+            port = _free_port()
+            rows.append((label, measure(_lvsprobe(tree, port, *extra), port, args.scrapes)))
+        print(
+            f"{'exporter':42s} {'scrape s':>9s} {'peak RSS MB':>12s} {'body MB':>8s} "
+            f"{'time ratio':>10s} {'RSS ratio':>10s}"
+        )
+        for label, (secs, rss, size) in rows:
+            print(
+                f"{label:42s} {secs:9.3f} {rss:12.1f} {size / 1e6:8.1f} "
+                f"{secs / ne[0]:10.2f} {rss / ne[1]:10.2f}"
+            )
+        print(f"target: <= {TARGET_RATIO} x node_exporter's scrape time and RSS")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""`lvsprobe export`: the Prometheus exporter sidecar."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_PORT = 9954
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class _Logfmt(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage().replace('"', '\\"')
+        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        line = f'ts={ts} level={record.levelname.lower()} msg="{msg}"'
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
+    from lvsprobe.exporter.filters import parse_service_match
+
+    out = []
+    for value in values:
+        try:
+            out.append(parse_service_match(value))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=param) from None
+    return tuple(out)
+
+
+@click.command(context_settings={"show_default": True})
+@click.option(
+    "--web.listen-address",
+    "listen",
+    default=f":{DEFAULT_PORT}",
+    metavar="[HOST]:PORT",
+    help="Where to serve /metrics. ':PORT' listens on every interface (IPv6 and IPv4).",
+)
+@click.option(
+    "--web.config.file",
+    "web_config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="exporter-toolkit web config: TLS (cert, key, client CA) and basic_auth_users "
+    "with bcrypt hashes.",
+)
+@click.option(
+    "--web.telemetry-path",
+    "telemetry_path",
+    default="/metrics",
+    metavar="PATH",
+    help="Path of the metrics.",
+)
+@click.option(
+    "--web.max-requests",
+    "max_requests",
+    default=40,
+    type=click.IntRange(1),
+    help="Scrapes reading the kernel at once; more wait their turn.",
+)
+@click.option(
+    "--log.level",
+    "log_level",
+    type=click.Choice(list(LOG_LEVELS)),
+    default="info",
+    help="Only log messages of this level or above.",
+)
+@click.option(
+    "--procfs-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Read a tree laid out like /proc (a host /proc mounted in a "
+    "container, or a captured tree) instead of the kernel; netlink is not used then.",
+)
+@click.option(
+    "--sysfs-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="With --procfs-root: where /sys is (ip_vs_conn slab sizes).",
+)
+@click.option(
+    "--netns",
+    "netns",
+    multiple=True,
+    metavar="NAME",
+    help="Read this named network namespace (/run/netns/NAME); repeat for several. "
+    "With more than one, every series carries a netns label.",
+)
+@click.option(
+    "--collector.netlink/--no-collector.netlink",
+    "netlink",
+    default=True,
+    help="Ask generic netlink (per-service and per-backend counters and rates, "
+    "daemons, timeouts; needs CAP_NET_ADMIN in the initial user namespace). "
+    "Without it, or when refused: /proc only.",
+)
+@click.option(
+    "--collector.conns",
+    "conns",
+    type=click.Choice(["off", "summary", "per-real-server"]),
+    default="summary",
+    help="Connection-table series: none, per service and state, "
+    "or also per real server. Reading a big table costs time: turn it off if needed.",
+)
+@click.option(
+    "--collector.services.include",
+    "include",
+    multiple=True,
+    metavar="PATTERN",
+    help="Export only services matching one of these: ADDRESS, CIDR, :PORT, "
+    "ADDRESS:PORT, CIDR:PORT, [IPv6/LEN]:PORT or fwmark:N. Repeatable.",
+)
+@click.option(
+    "--collector.services.exclude",
+    "exclude",
+    multiple=True,
+    metavar="PATTERN",
+    help="Leave out services matching one of these (same patterns). Repeatable.",
+)
+@click.option(
+    "--collector.backends.max-series",
+    "max_backends",
+    type=click.IntRange(0),
+    default=None,
+    help="Export at most this many real servers per scrape; the rest "
+    "is counted in ipvs_exporter_dropped_series_total.  [default: no cap]",
+)
+@click.option(
+    "--names",
+    "names_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML mapping 'ADDRESS:PORT/PROTOCOL' or 'fwmark:N' to a service name "
+    "(exported as ipvs_service_name_info).",
+)
+@click.option(
+    "--compat",
+    type=click.Choice(["node-exporter"]),
+    help="Also serve node_exporter's node_ipvs_* series, exactly as its ipvs collector.",
+)
+@click.option(
+    "--collector.ipvs.backend-labels",
+    "backend_labels",
+    default="local_address,local_port,remote_address,remote_port,proto,local_mark",
+    help="With --compat node-exporter: the node_ipvs_backend_* labels to keep "
+    "(backends then alike are summed), as node_exporter's flag.",
+)
+@click.option(
+    "--hz",
+    type=click.IntRange(1),
+    help="The kernel's CONFIG_HZ, to convert "
+    "/proc persistence timeouts from jiffies.  [default: 250]",
+)
+@click.option("--once", is_flag=True, help="Print one scrape on stdout and exit.")
+def export(
+    listen: str,
+    web_config: Path | None,
+    telemetry_path: str,
+    max_requests: int,
+    log_level: str,
+    procfs_root: Path | None,
+    sysfs_root: Path | None,
+    netns: tuple[str, ...],
+    netlink: bool,
+    conns: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    max_backends: int | None,
+    names_file: Path | None,
+    compat: str | None,
+    backend_labels: str,
+    hz: int | None,
+    once: bool,
+) -> None:
+    """Serve Prometheus metrics of IPVS, read at scrape time.
+
+    \b
+    Every scrape reads each namespace once (netlink, else /proc): services and real servers
+    with their counters and rates, the connection table by state, sync daemons, timeouts,
+    sysctls. A source that fails costs only its own series: ipvs_scrape_source_success
+    {source} turns 0 and one log line says why. IPVS not loaded is `ipvs_up 0`, not an error.
+
+    \b
+    Examples:
+      lvsprobe export                                  # :9954, this namespace
+      lvsprobe export --netns blue --netns green       # two namespaces, netns label
+      lvsprobe export --compat node-exporter           # plus node_ipvs_* for old dashboards
+      lvsprobe export --procfs-root tests/fixtures/kernel-6.1/nat/proc --once
+    """
+    from lvsprobe.exporter.compat import parse_backend_labels
+    from lvsprobe.exporter.filters import ServiceFilter
+    from lvsprobe.exporter.names import read_names
+    from lvsprobe.exporter.scrape import ExportOptions, Scraper
+    from lvsprobe.sources import Target
+
+    _setup_logging(log_level)
+    if procfs_root is not None and netns:
+        raise click.UsageError("--procfs-root and --netns exclude each other: choose one")
+    if sysfs_root is not None and procfs_root is None:
+        raise click.BadParameter("only makes sense with --procfs-root", param_hint="--sysfs-root")
+    try:
+        labels = parse_backend_labels(backend_labels)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--collector.ipvs.backend-labels") from None
+    if procfs_root is not None:
+        targets: tuple[Target | None, ...] = (
+            Target(procfs_root=procfs_root, sysfs_root=sysfs_root),
+        )
+    elif netns:
+        targets = tuple(Target(netns=name) for name in dict.fromkeys(netns))
+    else:
+        targets = (None,)
+    options = ExportOptions(
+        targets=targets,
+        conns=conns,  # type: ignore[arg-type]
+        netlink=netlink,
+        hz=hz,
+        service_filter=ServiceFilter(
+            _matches("--collector.services.include", include),
+            _matches("--collector.services.exclude", exclude),
+        ),
+        max_backends=max_backends,
+        names=read_names(names_file) if names_file is not None else None,
+        compat_node_exporter=compat == "node-exporter",
+        compat_backend_labels=labels,
+    )
+    scraper = Scraper(options)
+    if once:
+        sys.stdout.buffer.write(scraper.scrape())
+        return
+    _serve(listen, web_config, telemetry_path, max_requests, scraper.scrape)
+
+
+def _serve(listen: str, web_config: Path | None, path: str, max_requests: int, scrape: Any) -> None:
+    from lvsprobe.exporter.server import ExporterServer, parse_listen_address
+    from lvsprobe.exporter.webconfig import read_web_config
+
+    try:
+        host, port = parse_listen_address(listen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--web.listen-address") from None
+    web = read_web_config(web_config) if web_config is not None else None
+    log = logging.getLogger("lvsprobe.exporter")
+    try:
+        server = _bind(host, port, scrape, web, path, max_requests, ExporterServer)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror}") from None
+    bound = server.server_address
+    log.info(
+        "listening: address=%s:%s tls=%s path=%s",
+        bound[0],
+        bound[1],
+        web is not None and web.tls is not None,
+        path,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def _bind(
+    host: str, port: int, scrape: Any, web: Any, path: str, max_requests: int, cls: Any
+) -> Any:
+    if host:
+        return cls((host, port), scrape, web, path, max_requests)
+    try:
+        return cls(("::", port), scrape, web, path, max_requests)
+    except OSError:
+        return cls(("0.0.0.0", port), scrape, web, path, max_requests)
+
+
+def _setup_logging(level: str) -> None:
+    logger = logging.getLogger("lvsprobe")
+    if not any(getattr(h, "_lvsprobe", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Logfmt())
+        handler._lvsprobe = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(LOG_LEVELS[level])

@@ -1,0 +1,177 @@
+"""Collectors for the netns totals, connection table, slab, sync daemons, timeouts, sysctls and
+the health of each source. Each reads one part of a Snapshot and adds fresh samples."""
+
+from __future__ import annotations
+
+from lvsprobe.exporter.filters import ServiceFilter
+from lvsprobe.exporter.metrics import SERVICE_LABELS
+from lvsprobe.exporter.render import Builder, escape_label_value, label_pairs
+from lvsprobe.exporter.services import add_stats
+from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Snapshot
+
+# hlist_head: one pointer per bucket on 64-bit kernels (KERNEL-NOTES §3.3).
+BUCKET_BYTES = 8
+CACHE_LINE = 64
+
+
+class HealthCollector:
+    """ipvs_up, ipvs_info and, for every source the snapshot tried, success and duration."""
+
+    def collect(self, snap: Snapshot, out: Builder) -> None:
+        out.add("ipvs_up", out.block(""), 1 if snap.loaded else 0)
+        if snap.loaded:
+            out.add_labeled("ipvs_info", (snap.version or "", snap.via), 1)
+        failed = {f.source for f in snap.failures}
+        for source in sorted(set(snap.durations_s) | failed):
+            out.add_labeled("ipvs_scrape_source_success", (source,), 0 if source in failed else 1)
+            if source in snap.durations_s:
+                out.add_labeled(
+                    "ipvs_scrape_source_duration_seconds",
+                    (source,),
+                    float(snap.durations_s[source]),
+                )
+
+
+class StatsCollector:
+    """Totals of the namespace (/proc/net/ip_vs_stats) and the table size."""
+
+    def collect(self, snap: Snapshot, out: Builder) -> None:
+        add_stats(out, "ipvs_", out.block(""), snap.totals, snap.total_rates)
+        if snap.conn_table_size is not None:
+            out.add("ipvs_conn_table_buckets", out.block(""), snap.conn_table_size)
+
+
+def _conn_service_pairs(key: ConnCountKey) -> str:
+    """SERVICE_LABELS for a connection entry: its virtual address, or the fwmark of a template."""
+    addr: IPAddress | None = key.virtual_address
+    family_of = addr if addr is not None else key.dest_address
+    family = "inet" if family_of.version == 4 else "inet6"
+    if key.fwmark:
+        values = ("", "", "0", str(key.fwmark), family)
+    else:
+        values = (
+            key.protocol.lower(),
+            str(addr) if addr is not None else "",
+            str(key.virtual_port),
+            "0",
+            family,
+        )
+    return label_pairs(SERVICE_LABELS, values)
+
+
+class ConnsCollector:
+    """Entries by service and state, templates, and origins (/proc/net/ip_vs_conn[_sync])."""
+
+    def __init__(self, service_filter: ServiceFilter, per_real_server: bool) -> None:
+        self.service_filter = service_filter
+        self.per_real_server = per_real_server
+
+    def collect(self, snap: Snapshot, out: Builder) -> None:
+        summary = snap.conns
+        if summary is None:
+            return
+        entries: dict[tuple[str, str], int] = {}
+        backend_entries: dict[tuple[str, str, str, str], int] = {}
+        templates: dict[str, int] = {}
+        origins: dict[str, int] = {}
+        pairs_of: dict[tuple[str, IPAddress | None, int, int], str | None] = {}
+        allows = self.service_filter.allows
+        for key, n in summary.counts.items():
+            origin = key.origin.value.lower() if key.origin is not None else "unknown"
+            origins[origin] = origins.get(origin, 0) + n
+            svc = (key.protocol, key.virtual_address, key.virtual_port, key.fwmark)
+            if svc not in pairs_of:
+                ok = allows(key.virtual_address, key.virtual_port, key.fwmark)
+                pairs_of[svc] = _conn_service_pairs(key) if ok else None
+            pairs = pairs_of[svc]
+            if pairs is None:
+                continue
+            if key.template:
+                templates[pairs] = templates.get(pairs, 0) + n
+                continue
+            entries[(pairs, key.state)] = entries.get((pairs, key.state), 0) + n
+            if self.per_real_server:
+                bkey = (pairs, str(key.dest_address), str(key.dest_port), key.state)
+                backend_entries[bkey] = backend_entries.get(bkey, 0) + n
+        for (pairs, state), n in sorted(entries.items()):
+            out.add(
+                "ipvs_conn_entries", out.block(f'{pairs},state="{escape_label_value(state)}"'), n
+            )
+        for (pairs, b_addr, b_port, state), n in sorted(backend_entries.items()):
+            block = out.block(
+                f'{pairs},backend_address="{b_addr}",backend_port="{b_port}",'
+                f'state="{escape_label_value(state)}"'
+            )
+            out.add("ipvs_backend_conn_entries", block, n)
+        for pairs, n in sorted(templates.items()):
+            out.add("ipvs_conn_templates", out.block(pairs), n)
+        for origin, n in sorted(origins.items()):
+            out.add_labeled("ipvs_conn_table_entries", (origin,), n)
+
+
+class SlabCollector:
+    """The ip_vs_conn slab and an estimate of the connection table's memory."""
+
+    def collect(self, snap: Snapshot, out: Builder) -> None:
+        slab = snap.slab
+        obj_size = None
+        if slab is not None:
+            obj_size = slab.slab_object_size
+            if obj_size is None and slab.object_size is not None:
+                # SLAB_HWCACHE_ALIGN: sizeof rounded up to a cache line (288 -> 320).
+                obj_size = -(-slab.object_size // CACHE_LINE) * CACHE_LINE
+            if obj_size is not None:
+                out.add("ipvs_conn_slab_object_size_bytes", out.block(""), obj_size)
+            if slab.active_objs is not None and not slab.merged:
+                out.add("ipvs_conn_slab_active_objects", out.block(""), slab.active_objs)
+        entries = snap.conns.total if snap.conns is not None else None
+        if entries is None and slab is not None and not slab.merged:
+            entries = slab.active_objs
+        if obj_size is not None and entries is not None:
+            buckets = snap.conn_table_size or 0
+            out.add(
+                "ipvs_conn_table_memory_bytes",
+                out.block(""),
+                entries * obj_size + buckets * BUCKET_BYTES,
+            )
+
+
+class DaemonsCollector:
+    """Sync daemons (netlink GET_DAEMON): up per role when the source was read, and settings."""
+
+    def collect(self, snap: Snapshot, out: Builder) -> None:
+        if "daemons" not in snap.durations_s or any(f.source == "daemons" for f in snap.failures):
+            return
+        running = {d.state: d for d in snap.daemons}
+        for state in DaemonState:
+            role = state.name.lower()
+            out.add_labeled("ipvs_sync_daemon_up", (role,), 1 if state in running else 0)
+            daemon = running.get(state)
+            if daemon is not None:
+                values = (
+                    role,
+                    daemon.interface,
+                    str(daemon.sync_id),
+                    str(daemon.group) if daemon.group is not None else "",
+                    str(daemon.port) if daemon.port is not None else "",
+                )
+                out.add_labeled("ipvs_sync_daemon_info", values, 1)
+
+
+class TimeoutsCollector:
+    """Connection timeouts (netlink GET_CONFIG)."""
+
+    def collect(self, snap: Snapshot, out: Builder) -> None:
+        t = snap.timeouts
+        if t is not None:
+            for name, value in (("tcp", t.tcp_s), ("tcp_fin", t.tcp_fin_s), ("udp", t.udp_s)):
+                out.add_labeled("ipvs_connection_timeout_seconds", (name,), value)
+
+
+class SysctlsCollector:
+    """Numeric net.ipv4.vs.* sysctls."""
+
+    def collect(self, snap: Snapshot, out: Builder) -> None:
+        for name, values in sorted(snap.sysctls.items()):
+            for index, value in enumerate(values):
+                out.add_labeled("ipvs_sysctl", (name, str(index)), value)

@@ -1,0 +1,112 @@
+"""The Prometheus text exposition format (version 0.0.4), written for 10^6 series per scrape.
+
+prometheus-client's generic path builds one Sample object and one label dict per series; for a
+kube-proxy node (300k series) that dominates the scrape. Here a collector renders the label
+block of a service or real server once (`{protocol="tcp",…}`) and reuses it in every family,
+and a family is a list of (label block, value) pairs joined once at the end. The tests prove
+the output equal to what prometheus-client's own parser reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from lvsprobe.exporter.metrics import MetricSpec
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Value = int | float
+
+
+def escape_label_value(value: str) -> str:
+    """Backslash, double quote and line feed are the three escapes a label value has."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def escape_help(text: str) -> str:
+    """HELP text escapes backslash and line feed only."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def label_pairs(names: Sequence[str], values: Sequence[str]) -> str:
+    """`a="x",b="y"`: the inside of a label block, for building bigger blocks from smaller."""
+    return ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
+
+
+def format_value(value: Value) -> str:
+    """Integers exactly (u64 counters keep every digit); floats in Go's spelling of specials."""
+    if type(value) is int:
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+class Family:
+    """One metric family: its spec and (label block, value) samples in insertion order."""
+
+    __slots__ = ("samples", "spec")
+
+    def __init__(self, spec: MetricSpec) -> None:
+        self.spec = spec
+        self.samples: list[tuple[str, Value]] = []
+
+
+class Builder:
+    """Families of one scrape, in a fixed order, across one or more namespaces.
+
+    `prefix` is the label pairs every series of the namespace being collected gets (the
+    `netns` label when several are read), put first in each block.
+    """
+
+    def __init__(self, specs: Iterable[MetricSpec]) -> None:
+        self.families: dict[str, Family] = {spec.name: Family(spec) for spec in specs}
+        self.prefix = ""
+
+    def add_specs(self, specs: Iterable[MetricSpec]) -> None:
+        for spec in specs:
+            self.families.setdefault(spec.name, Family(spec))
+
+    def block(self, pairs: str) -> str:
+        """The `{…}` label block for inner pairs, with the namespace prefix."""
+        if self.prefix and pairs:
+            return "{" + self.prefix + "," + pairs + "}"
+        if self.prefix or pairs:
+            return "{" + (self.prefix or pairs) + "}"
+        return ""
+
+    def add(self, name: str, block: str, value: Value) -> None:
+        """Add a sample whose block came from `block()` (the common, fast path)."""
+        self.families[name].samples.append((block, value))
+
+    def add_labeled(self, name: str, values: Sequence[str], value: Value) -> None:
+        """Add a sample given its label values in the order the spec lists them."""
+        fam = self.families[name]
+        self.add(name, self.block(label_pairs(fam.spec.labels, values)), value)
+
+
+def render(families: Iterable[Family]) -> bytes:
+    """The exposition text: HELP and TYPE once per family, families without samples left out."""
+    out: list[str] = []
+    for fam in families:
+        if not fam.samples:
+            continue
+        name = fam.spec.name
+        out.append(
+            f"# HELP {name} {escape_help(fam.spec.help)}\n# TYPE {name} {fam.spec.type.value}\n"
+        )
+        out.extend(
+            [
+                f"{name}{block} {value}\n"
+                if type(value) is int
+                else f"{name}{block} {format_value(value)}\n"
+                for block, value in fam.samples
+            ]
+        )
+    return "".join(out).encode()

@@ -1,0 +1,169 @@
+"""One scrape: read a snapshot of each namespace, run the collectors, render the text.
+
+No background thread and no cache: what Prometheus gets is what the kernel showed during the
+request. A source that fails costs only its own families (and shows as
+`ipvs_scrape_source_success{source} 0` plus one log line when it starts or stops failing).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from lvsprobe import __version__
+from lvsprobe.errors import LvsprobeError
+from lvsprobe.exporter.collectors import (
+    ConnsCollector,
+    DaemonsCollector,
+    HealthCollector,
+    SlabCollector,
+    StatsCollector,
+    SysctlsCollector,
+    TimeoutsCollector,
+)
+from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
+from lvsprobe.exporter.filters import ServiceFilter
+from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
+from lvsprobe.exporter.names import ServiceNames
+from lvsprobe.exporter.render import Builder, Family, escape_label_value, render
+from lvsprobe.exporter.services import Budget, ServiceOptions, ServicesCollector
+from lvsprobe.model import Snapshot
+
+if TYPE_CHECKING:
+    from lvsprobe.sources import Target
+
+ConnMode = Literal["off", "summary", "per-real-server"]
+log = logging.getLogger("lvsprobe.exporter")
+
+
+class SnapshotReader(Protocol):
+    def __call__(
+        self, target: Target | None, *, conns: ConnMode, netlink: bool, hz: int | None
+    ) -> Snapshot: ...
+
+
+def default_reader(
+    target: Target | None, *, conns: ConnMode, netlink: bool, hz: int | None
+) -> Snapshot:
+    """lvsprobe.sources.read_snapshot, imported on first use."""
+    from lvsprobe.sources import read_snapshot
+
+    return read_snapshot(target, conns=conns, netlink=netlink, hz=hz)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `lvsprobe export` reads and how much of it it exports."""
+
+    targets: tuple[Target | None, ...] = (None,)  # None: the exporter's own namespace
+    conns: ConnMode = "summary"
+    netlink: bool = True
+    hz: int | None = None
+    service_filter: ServiceFilter = field(default_factory=ServiceFilter)
+    max_backends: int | None = None
+    names: ServiceNames | None = None
+    compat_node_exporter: bool = False
+    compat_backend_labels: tuple[str, ...] = FULL_BACKEND_LABELS
+
+
+class Scraper:
+    """Thread-safe: concurrent scrapes each read their own snapshots."""
+
+    def __init__(
+        self,
+        options: ExportOptions,
+        read: SnapshotReader = default_reader,
+        logger: logging.Logger = log,
+        build: tuple[str, str] = (__version__, platform.python_version()),
+    ) -> None:
+        self.options = options
+        self.build = build
+        self.read = read
+        self.log = logger
+        self._lock = threading.Lock()
+        self._dropped_total = 0
+        self._failing: dict[tuple[str, str], str] = {}
+        self._compat = (
+            NodeExporterCollector(options.compat_backend_labels)
+            if options.compat_node_exporter
+            else None
+        )
+
+    @staticmethod
+    def _label(target: Target | None) -> str:
+        if target is None:
+            return ""
+        return target.netns or (str(target.pid) if target.pid is not None else "")
+
+    def scrape(self) -> bytes:
+        """Read every target and render the exposition text."""
+        return render(self.collect())
+
+    def collect(self) -> list[Family]:
+        """Read every target and build this scrape's families (in SPECS order)."""
+        out = Builder(SPECS)
+        if self._compat is not None:
+            out.add_specs(self._compat.specs)
+        budget = Budget(self.options.max_backends)
+        multi = len(self.options.targets) > 1
+        for target in self.options.targets:
+            name = self._label(target)
+            out.prefix = f'{NETNS_LABEL}="{escape_label_value(name)}"' if multi else ""
+            try:
+                snap = self.read(
+                    target,
+                    conns=self.options.conns,
+                    netlink=self.options.netlink,
+                    hz=self.options.hz,
+                )
+            except LvsprobeError as exc:
+                self._note(name, {"namespace": str(exc)}, ["namespace"])
+                out.add_labeled("ipvs_scrape_source_success", ("namespace",), 0)
+                continue
+            self._note(name, {f.source: f.error for f in snap.failures}, list(snap.durations_s))
+            self._collect(snap, out, budget)
+        out.prefix = ""
+        with self._lock:
+            self._dropped_total += budget.dropped
+            dropped_total = self._dropped_total
+        out.add_labeled("ipvs_exporter_build_info", self.build, 1)
+        out.add_labeled("ipvs_exporter_dropped_series_total", ("backend_cap",), dropped_total)
+        if budget.remaining is not None:
+            out.add("ipvs_exporter_dropped_backends", "", budget.dropped)
+        return list(out.families.values())
+
+    def _collect(self, snap: Snapshot, out: Builder, budget: Budget) -> None:
+        opts = self.options
+        HealthCollector().collect(snap, out)
+        if not snap.loaded:
+            return
+        ServicesCollector(ServiceOptions(opts.service_filter, opts.names), budget).collect(
+            snap, out
+        )
+        StatsCollector().collect(snap, out)
+        ConnsCollector(opts.service_filter, opts.conns == "per-real-server").collect(snap, out)
+        SlabCollector().collect(snap, out)
+        DaemonsCollector().collect(snap, out)
+        TimeoutsCollector().collect(snap, out)
+        SysctlsCollector().collect(snap, out)
+        if self._compat is not None:
+            self._compat.collect(snap, out)
+
+    def _note(self, netns: str, failures: dict[str, str], tried: list[str]) -> None:
+        """One log line when a source starts failing (or changes error), one when it recovers."""
+        where = f" netns={netns}" if netns else ""
+        with self._lock:
+            for source, error in failures.items():
+                if self._failing.get((netns, source)) != error:
+                    self._failing[(netns, source)] = error
+                    self.log.warning("source failed: source=%s%s error=%r", source, where, error)
+            for source in tried:
+                if source not in failures and self._failing.pop((netns, source), None) is not None:
+                    self.log.info("source recovered: source=%s%s", source, where)
+
+
+ScrapeFunc = Callable[[], bytes]

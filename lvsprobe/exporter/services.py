@@ -1,0 +1,167 @@
+"""Collector for virtual services and real servers (netlink dumps or /proc/net/ip_vs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lvsprobe.exporter.filters import ServiceFilter
+from lvsprobe.exporter.metrics import BACKEND_LABELS, SERVICE_LABELS
+from lvsprobe.exporter.names import ServiceNames
+from lvsprobe.exporter.render import Builder, escape_label_value, label_pairs
+from lvsprobe.model import Family, Rates, Service, ServiceFlag, ServiceKey, Snapshot, Stats
+
+_FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
+_STAT_FIELDS = (
+    "connections",
+    "incoming_packets",
+    "outgoing_packets",
+    "incoming_bytes",
+    "outgoing_bytes",
+)
+
+
+@dataclass
+class Budget:
+    """The --collector.backends.max-series cap, shared by every namespace of one scrape."""
+
+    remaining: int | None  # None: no cap
+    dropped: int = 0
+
+
+@dataclass
+class ServiceOptions:
+    service_filter: ServiceFilter = field(default_factory=ServiceFilter)
+    names: ServiceNames | None = None
+
+
+def service_family(svc: Service) -> str:
+    """inet/inet6; an fwmark service read from procfs has none, so its real servers tell."""
+    if svc.key.family is not None:
+        return _FAMILY[svc.key.family]
+    versions = {rs.address.version for rs in svc.real_servers}
+    return ("inet" if 4 in versions else "inet6") if len(versions) == 1 else ""
+
+
+def service_pairs(key: ServiceKey, family: str) -> str:
+    """The SERVICE_LABELS pairs of a service."""
+    proto = key.protocol.name.lower() if key.protocol is not None and not key.fwmark else ""
+    address = "" if key.address is None or key.fwmark else str(key.address)
+    port = "0" if key.fwmark else str(key.port)
+    return label_pairs(SERVICE_LABELS, (proto, address, port, str(key.fwmark), family))
+
+
+def flag_names(svc: Service) -> str:
+    """Flags as ipvsadm names them; HASHED (set on every live service) is left out."""
+    names = []
+    if svc.flags & ServiceFlag.PERSISTENT:
+        names.append("persistent")
+    if svc.flags & ServiceFlag.ONEPACKET:
+        names.append("ops")
+    sched = svc.scheduler if svc.scheduler in ("sh", "mh") else "sched"
+    for flag, suffix in (
+        (ServiceFlag.SCHED1, "fallback"),
+        (ServiceFlag.SCHED2, "port"),
+        (ServiceFlag.SCHED3, "flag3"),
+    ):
+        if svc.flags & flag:
+            names.append(f"{sched}-{suffix}")
+    return ",".join(names)
+
+
+class ServicesCollector:
+    """Per-service and per-real-server families from `Snapshot.services`."""
+
+    source = "services"
+
+    def __init__(self, options: ServiceOptions, budget: Budget) -> None:
+        self.options = options
+        self.budget = budget
+
+    def collect(self, snap: Snapshot, out: Builder) -> None:
+        allows = self.options.service_filter.allows_key
+        for svc in snap.services:
+            if allows(svc.key):
+                self._service(svc, out)
+
+    def _service(self, svc: Service, out: Builder) -> None:
+        pairs = service_pairs(svc.key, service_family(svc))
+        block = out.block(pairs)
+        persistence = svc.persistence
+        info = label_pairs(
+            ("scheduler", "flags", "persistent", "pe_name"),
+            (svc.scheduler, flag_names(svc), "true" if persistence else "false", svc.pe_name or ""),
+        )
+        out.add("ipvs_service_info", out.block(f"{pairs},{info}"), 1)
+        if self.options.names is not None:
+            name = self.options.names.lookup(svc.key)
+            if name is not None:
+                out.add(
+                    "ipvs_service_name_info",
+                    out.block(f'{pairs},name="{escape_label_value(name)}"'),
+                    1,
+                )
+        if persistence is not None and persistence.timeout_s is not None:
+            out.add("ipvs_service_persistence_timeout_seconds", block, persistence.timeout_s)
+        out.add("ipvs_service_backends", block, len(svc.real_servers))
+        out.add(
+            "ipvs_service_usable_backends", block, sum(rs.weight > 0 for rs in svc.real_servers)
+        )
+        add_stats(out, "ipvs_service_", block, svc.stats, svc.rates)
+        self._backends(svc, pairs, out)
+
+    def _backends(self, svc: Service, pairs: str, out: Builder) -> None:
+        fams = out.families
+        weight = fams["ipvs_backend_weight"].samples.append
+        active = fams["ipvs_backend_active_connections"].samples.append
+        inactive = fams["ipvs_backend_inactive_connections"].samples.append
+        budget = self.budget
+        for rs in svc.real_servers:
+            if budget.remaining is not None:
+                if budget.remaining <= 0:
+                    budget.dropped += 1
+                    continue
+                budget.remaining -= 1
+            block = out.block(
+                f'{pairs},backend_address="{rs.address}",backend_port="{rs.port}",'
+                f'forward="{rs.forward.label}"'
+            )
+            weight((block, rs.weight))
+            active((block, rs.active_conns))
+            inactive((block, rs.inactive_conns))
+            if rs.persistent_conns is not None:
+                out.add("ipvs_backend_persistent_connections", block, rs.persistent_conns)
+            if rs.upper_threshold is not None:
+                out.add("ipvs_backend_upper_threshold_connections", block, rs.upper_threshold)
+            if rs.lower_threshold is not None:
+                out.add("ipvs_backend_lower_threshold_connections", block, rs.lower_threshold)
+            if rs.stats is not None or rs.rates is not None:
+                add_stats(out, "ipvs_backend_", block, rs.stats, rs.rates)
+
+
+assert BACKEND_LABELS[len(SERVICE_LABELS) :] == ("backend_address", "backend_port", "forward")
+
+
+def add_stats(
+    out: Builder, prefix: str, block: str, stats: Stats | None, rates: Rates | None
+) -> None:
+    """The five counters and five rates of a stats block, each when present."""
+    if stats is not None:
+        values: tuple[int, ...] = (
+            stats.conns,
+            stats.in_pkts,
+            stats.out_pkts,
+            stats.in_bytes,
+            stats.out_bytes,
+        )
+        for fld, value in zip(_STAT_FIELDS, values, strict=True):
+            out.add(f"{prefix}{fld}_total", block, value)
+    if rates is not None:
+        values = (
+            rates.conns_per_s,
+            rates.in_pkts_per_s,
+            rates.out_pkts_per_s,
+            rates.in_bytes_per_s,
+            rates.out_bytes_per_s,
+        )
+        for fld, value in zip(_STAT_FIELDS, values, strict=True):
+            out.add(f"{prefix}{fld}_per_second", block, value)
