@@ -37,7 +37,7 @@ class _ProgressLine:
     def __init__(self, total: int, enabled: bool):
         self.total, self.enabled = total, enabled
         self.tty = sys.stderr.isatty()
-        self._last_plain = -1.0
+        self._last_plain = float("-inf")
 
     def __call__(self, progress: Any) -> None:
         if not self.enabled:

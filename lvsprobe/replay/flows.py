@@ -313,7 +313,7 @@ class UdpFlow(Flow):
 
     def _datagram(self, now: float) -> Step:
         self._sent += 1
-        data = payload(self.flow_id, self.size).replace(b"flow", b"udp", 1)
+        data = payload(self.flow_id, self.size)
         return Step(send=data, wake_at=now + self.reply_timeout_s)
 
     def start(self, now: float) -> Step:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ class FtpFlow(Flow):
         password: str,
         file: str,
         size: int | None = None,
-        sha256: str | None = None,
+        sha256: Mapping[str, str] | None = None,
     ):
         super().__init__(matcher)
         self.passive = passive
@@ -219,7 +220,10 @@ class FtpFlow(Flow):
         digest = self._hash.hexdigest()
         want_size = self.expect_size if self.expect_size is not None else self._server_size
         size_ok = want_size is None or want_size == self._received
-        sha_ok = self.expect_sha256 is None or self.expect_sha256 == digest
+        want_sha = None
+        if self.expect_sha256:
+            want_sha = self.expect_sha256.get(self.matcher.name or "", self.expect_sha256.get("*"))
+        sha_ok = (not self.expect_sha256) or want_sha == digest
         listed = self.file.encode() in self._listing
         events = [
             *events,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lvsprobe.errors import LvsprobeError
 from lvsprobe.replay import flowlog
 from lvsprobe.replay.attribution import ConnSnapshot, attribute, save_snapshots
 from lvsprobe.replay.driver import FlowContext, drive_flow, new_record
@@ -193,9 +194,14 @@ def write_run(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     matched = 0
+    conn_error = None
     if result.snapshots:
         save_snapshots(run_dir, result.snapshots)
-        matched = attribute(result.records, result.snapshots, scenario.target.backends)
+        try:
+            matched = attribute(result.records, result.snapshots, scenario.target.backends)
+        except (LvsprobeError, ImportError) as exc:
+            # the flows are still worth writing: say why the join is missing
+            conn_error = f"conn-table attribution failed: {exc}"
     writer = FlowLogWriter(run_dir / flowlog.FLOWS_FILE)
     for record in result.records:
         writer.add(record)
@@ -226,6 +232,7 @@ def write_run(
         stopped=stop_reason,
         snapshots=len(result.snapshots),
         conn_table_matched=matched,
+        conn_table_error=conn_error,
     )
     flowlog.write_summary(run_dir, summary)
     result.summary = summary

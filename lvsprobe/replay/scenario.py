@@ -36,7 +36,8 @@ clients: {cidr: A.B.C.D/N | addresses: [..], count: N (first N of the CIDR),
 flows: [{kind: tcp|http|udp|ftp-active|ftp-passive|tls|syn, weight: N, port: N,
          payload_bytes: N | [MIN, MAX], requests: N, keepalive: bool, path: /x,
          hold: DURATION, heartbeat: DURATION (default 100ms), think: DURATION,
-         resume: bool (tls), server_name: text (tls), user/password/file/size/sha256 (ftp)}]
+         resume: bool (tls), server_name: text (tls), user/password/file/size (ftp),
+         sha256: HEX | {BACKEND: HEX} (ftp)}]
 arrival: {model: open|closed|burst, rate: PER_S (open), concurrency: N (closed),
           burst_size: N, burst_every: DURATION (burst), process: uniform|poisson}
 bounds: {max_flows: N, max_duration: DURATION, flow_timeout: DURATION (default 10s)}
@@ -79,7 +80,7 @@ class FlowMix:
     password: str = "lvsprobe@"
     file: str = "hello.txt"
     size: int | None = None
-    sha256: str | None = None
+    sha256: Mapping[str, str] | None = None  # backend name (or "*": any) -> hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +357,14 @@ def _flows(doc: _Doc) -> tuple[FlowMix, ...]:
     for i in range(len(raw)):
         r = _Reader(doc, ("flows", i), _FLOW_KEYS)
         sha = r.data.get("sha256")
-        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
-            raise r.err("sha256", "expected 64 lower-case hex digits")
+        shas = sha if isinstance(sha, dict) else {"*": sha} if sha is not None else {}
+        for value in shas.values():
+            if not (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value)):
+                raise r.err(
+                    "sha256",
+                    "expected 64 lower-case hex digits (quote them), or "
+                    "{BACKEND: HEX, ...} when each backend serves its own file",
+                )
         out.append(
             FlowMix(
                 kind=r.choice("kind", "", KINDS) if r.has("kind") else _missing(r, "kind"),
@@ -376,7 +383,7 @@ def _flows(doc: _Doc) -> tuple[FlowMix, ...]:
                 password=r.text("password", "lvsprobe@"),
                 file=r.text("file", "hello.txt"),
                 size=r.integer("size", lo=0, hi=2**62) if r.has("size") else None,
-                sha256=sha,
+                sha256=shas or None,
             )
         )
         if out[-1].kind == "http" and out[-1].requests > 1 and not out[-1].keepalive:

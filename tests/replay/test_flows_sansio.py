@@ -1,0 +1,206 @@
+"""Sans-IO flows on scripted byte streams: whole, byte by byte, and with hostile replies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lvsprobe.replay.flows import (
+    BackendMatcher,
+    BackendSeen,
+    FieldSet,
+    Finished,
+    HeartbeatDone,
+    HttpFlow,
+    RequestDone,
+    Step,
+    TcpFlow,
+    UdpFlow,
+)
+from lvsprobe.replay.ftpflow import FtpFlow, ListenData, OpenData
+from lvsprobe.replay.scenario import DEFAULT_BACKEND_PATTERN
+
+
+def _matcher() -> BackendMatcher:
+    return BackendMatcher(DEFAULT_BACKEND_PATTERN)
+
+
+def _feed(flow: Any, chunks: list[bytes]) -> list[Any]:
+    events: list[Any] = list(flow.start(0.0).events)
+    for chunk in chunks:
+        step: Step = flow.receive(chunk, 1.0)
+        events += step.events
+        if step.done:
+            break
+    return events
+
+
+def _finished(events: list[Any]) -> Finished:
+    return next(e for e in events if isinstance(e, Finished))
+
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nX-Backend: rs2\r\nContent-Length: 12\r\n\r\nrs2 1.2.3.4\n"
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes"])
+def test_http_response_whole_and_byte_by_byte(split: str) -> None:
+    chunks = [RESPONSE] if split == "whole" else [RESPONSE[i : i + 1] for i in range(len(RESPONSE))]
+    events = _feed(HttpFlow(_matcher(), "vip", "/"), chunks)
+    assert BackendSeen("rs2") in events
+    assert _finished(events) == Finished("ok")
+    assert sum(isinstance(e, RequestDone) for e in events) == 1
+
+
+def test_http_keepalive_pipeline_and_server_close() -> None:
+    flow = HttpFlow(_matcher(), "vip", "/", requests=3, keepalive=True)
+    first = flow.start(0.0)
+    assert b"Connection: keep-alive" in first.send
+    second = flow.receive(RESPONSE, 0.1)
+    assert second.send.startswith(b"GET / HTTP/1.1")
+    third = flow.receive(RESPONSE, 0.2)
+    assert b"Connection: close" in third.send
+    assert _finished(flow.receive(RESPONSE, 0.3).events) == Finished("ok")
+    cut = HttpFlow(_matcher(), "vip", "/", requests=3, keepalive=True)
+    cut.start(0.0)
+    assert _finished(cut.receive(RESPONSE + b"", 0.1).events + cut.receive(b"", 0.2).events)
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        (b"garbage\r\n\r\n", "error:http-bad-status-line"),
+        (b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", "error:http-503"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort", "error:http-short-body"),
+        (b"HTTP/1.1 200 OK\r\nX-Ba", "error:http-eof-in-header"),
+    ],
+)
+def test_http_hostile_replies(reply: bytes, outcome: str) -> None:
+    events = _feed(HttpFlow(_matcher(), "vip", "/"), [reply, b""])
+    assert _finished(events).outcome == outcome
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_http_fuzz_never_raises(chunks: list[bytes]) -> None:
+    _feed(HttpFlow(_matcher(), "vip", "/"), [*chunks, b""])
+
+
+def test_tcp_heartbeats_timer_driven() -> None:
+    flow = TcpFlow(_matcher(), 5, 40, hold_s=0.3, heartbeat_s=0.1)
+    step = flow.start(0.0)
+    assert step.send == b"hb 5 1\n" and step.wake_at == pytest.approx(0.1)
+    assert BackendSeen("rs1") in flow.receive(b"rs1\nhb 5 1\n", 0.01).events
+    assert flow.timer(0.1).send == b"hb 5 2\n"
+    assert HeartbeatDone() in flow.receive(b"hb 5 2\n", 0.11).events
+    flow.timer(0.2)
+    flow.receive(b"hb 5 3\n", 0.21)
+    closing = flow.timer(0.31)
+    assert closing.half_close and closing.send.startswith(b"lvsprobe flow 5")
+    assert _finished(flow.receive(b"", 0.4).events) == Finished("ok")
+
+
+def test_tcp_missed_heartbeat_is_timeout_and_eof_is_reset() -> None:
+    flow = TcpFlow(_matcher(), 1, 10, hold_s=1.0, heartbeat_s=0.1)
+    flow.start(0.0)
+    assert _finished(flow.timer(0.1).events).outcome == "timeout"
+    flow = TcpFlow(_matcher(), 1, 10, hold_s=1.0, heartbeat_s=0.1)
+    flow.start(0.0)
+    assert _finished(flow.receive(b"", 0.05).events).outcome == "reset"
+
+
+def test_udp_counts_replies_and_times_out() -> None:
+    flow = UdpFlow(_matcher(), 2, 32, requests=2, reply_timeout_s=1.0)
+    assert len(flow.start(0.0).send) == 32
+    assert flow.receive(b"rs3 x", 0.1).send
+    assert _finished(flow.receive(b"rs3 y", 0.2).events) == Finished("ok")
+    lost = UdpFlow(_matcher(), 2, 32)
+    lost.start(0.0)
+    assert _finished(lost.timer(2.0).events).outcome == "timeout"
+
+
+FTP_SERVER = [
+    b"220-rs1 welcome\r\n220-second line\r\n220 ready\r\n",
+    b"331 Please specify the password.\r\n",
+    b"230 Login successful.\r\n",
+    b"200 Switching to Binary mode.\r\n",
+    b"213 5\r\n",
+    b"227 Entering Passive Mode (198,18,1,100,117,48).\r\n",
+    b"150 Here comes the directory listing.\r\n226 Directory send OK.\r\n",
+    b"227 Entering Passive Mode (198,18,1,100,117,49).\r\n",
+    b"150 Opening BINARY mode data connection.\r\n226 Transfer complete.\r\n",
+    b"221 Goodbye.\r\n",
+]
+
+
+def test_ftp_passive_dialogue_scripted() -> None:
+    import hashlib
+
+    flow = FtpFlow(
+        _matcher(),
+        True,
+        "anonymous",
+        "x@",
+        "hello.txt",
+        sha256={"rs1": hashlib.sha256(b"hello").hexdigest()},
+    )
+    sent: list[bytes] = []
+    events: list[Any] = []
+    flow.start(0.0)
+    for n, reply in enumerate(FTP_SERVER):
+        step = flow.receive(reply, float(n))
+        sent.append(step.send)
+        events += step.events
+        if any(isinstance(e, OpenData) for e in step.events):
+            data = (
+                b"-rw 1 hello.txt\r\n"
+                if len([e for e in events if isinstance(e, OpenData)]) == 1
+                else b"hello"
+            )
+            events += flow.data_received(data, n + 0.5).events
+            events += flow.data_received(b"", n + 0.6).events
+    assert sent[:5] == [
+        b"USER anonymous\r\n",
+        b"PASS x@\r\n",
+        b"TYPE I\r\n",
+        b"SIZE hello.txt\r\n",
+        b"PASV\r\n",
+    ]
+    assert OpenData("198.18.1.100", 117 * 256 + 48) in events
+    assert FieldSet("ftp_checksum_ok", True) in events
+    assert _finished(events) == Finished("ok")
+
+
+def test_ftp_active_asks_driver_to_listen() -> None:
+    flow = FtpFlow(_matcher(), False, "anonymous", "x@", "f")
+    flow.start(0.0)
+    for reply in FTP_SERVER[:4]:
+        step = flow.receive(reply, 0.0)
+    step = flow.receive(b"213 5\r\n", 0.0)
+    assert ListenData() in step.events
+    port = flow.data_listening("198.18.16.1", 40001, 0.1)
+    assert port.send == b"PORT 198,18,16,1,156,65\r\n"
+
+
+@pytest.mark.parametrize("reply", [b"530 Login incorrect.\r\n", b"garbage\r\n", b""])
+def test_ftp_hostile_replies(reply: bytes) -> None:
+    flow = FtpFlow(_matcher(), True, "u", "p", "f")
+    flow.start(0.0)
+    flow.receive(FTP_SERVER[0], 0.0)
+    step = flow.receive(reply, 0.1)
+    if reply:
+        step = flow.receive(reply, 0.1) if not step.done else step
+    assert step.done and _finished(step.events).outcome in (
+        "error:ftp-530",
+        "error:ftp-000",
+        "reset",
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=10))
+def test_ftp_fuzz_never_raises(chunks: list[bytes]) -> None:
+    flow = FtpFlow(_matcher(), True, "u", "p", "f")
+    _feed(flow, [*chunks, b""])
