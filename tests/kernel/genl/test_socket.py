@@ -6,6 +6,7 @@ socket is only exercised against the generic-netlink controller itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import struct
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NamespaceError, NotPermitted, ParseError
 from lvsprobe.kernel.genl import ipvs, replies
@@ -292,3 +295,22 @@ def test_real_socket_times_out_with_a_clear_error() -> None:
             sock.recv()
     finally:
         sock.close()
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=200), st.booleans())
+def test_any_reply_bytes_end_in_a_result_or_an_lvsprobe_error(junk: bytes, reseq: bool) -> None:
+    """Whatever the kernel side sends, only LvsprobeError (ParseError, ...) escapes."""
+
+    def answer(request: bytes) -> list[bytes]:
+        seq = NLMSG_HDR.unpack_from(request)[3]
+        datagram = junk
+        if reseq and len(junk) >= 16:  # make the junk look like a reply to this request
+            datagram = junk[:8] + struct.pack("=I", seq) + junk[12:]
+        return [datagram, replies.encode_done(seq, 0)]
+
+    reader = IPVSNetlink.connect(_fake_kernel(on_dump=answer))
+    with contextlib.suppress(LvsprobeError):
+        reader.services()
+    with contextlib.suppress(LvsprobeError):
+        reader.daemons()
