@@ -1,0 +1,270 @@
+"""The HTTP server on loopback: landing page, /metrics, TLS, basic auth, concurrency, memory."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import shutil
+import ssl
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from lvsprobe.errors import ParseError
+from lvsprobe.exporter.scrape import ExportOptions, Scraper
+from lvsprobe.exporter.server import ExporterServer, parse_listen_address
+from lvsprobe.exporter.webconfig import WebConfig, read_web_config
+from lvsprobe.model import Snapshot
+
+
+def _serve(scrape: Callable[[], bytes], web: WebConfig | None = None) -> Iterator[str]:
+    server = ExporterServer(("127.0.0.1", 0), scrape, web)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def scraper(make_snapshot: Callable[..., Snapshot]) -> Scraper:
+    snap = make_snapshot()
+    return Scraper(ExportOptions(), read=lambda t, **kw: snap, build=("0.1.0", "3.11.0"))
+
+
+@pytest.fixture
+def plain(scraper: Scraper) -> Iterator[str]:
+    yield from _serve(scraper.scrape)
+
+
+def _get(
+    url: str, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=context) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_landing_metrics_and_404(plain: str) -> None:
+    status, headers, body = _get(f"http://{plain}/")
+    assert status == 200 and b'href="/metrics"' in body
+    status, headers, body = _get(f"http://{plain}/metrics")
+    assert status == 200
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert b"ipvs_up 1\n" in body
+    status, _, _ = _get(f"http://{plain}/nope")
+    assert status == 404
+
+
+def test_gzip_when_asked(plain: str) -> None:
+    status, headers, body = _get(f"http://{plain}/metrics", {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert b"ipvs_up 1\n" in gzip.decompress(body)
+
+
+def test_a_bug_costs_one_scrape_not_the_exporter() -> None:
+    calls = []
+
+    def scrape() -> bytes:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return b"ipvs_up 1\n"
+
+    for address in _serve(scrape):
+        assert _get(f"http://{address}/metrics")[0] == 500
+        assert _get(f"http://{address}/metrics")[2] == b"ipvs_up 1\n"
+
+
+def test_50_concurrent_scrapes_all_succeed(plain: str) -> None:
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(lambda _: _get(f"http://{plain}/metrics"), range(50)))
+    assert [r[0] for r in results] == [200] * 50
+    assert len({r[2] for r in results}) == 1
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_10000_sequential_scrapes_keep_rss_flat(plain: str) -> None:
+    url = f"http://{plain}/metrics"
+    for _ in range(1000):  # warm up allocator pools and caches
+        assert _get(url)[0] == 200
+    before = _rss_kb()
+    for _ in range(9000):
+        assert _get(url)[0] == 200
+    growth_kb = _rss_kb() - before
+    assert growth_kb < 8 * 1024, f"RSS grew {growth_kb} KiB over 9000 scrapes"
+
+
+def test_listen_address_forms() -> None:
+    assert parse_listen_address(":9954") == ("", 9954)
+    assert parse_listen_address("127.0.0.1:1") == ("127.0.0.1", 1)
+    assert parse_listen_address("[::1]:9954") == ("::1", 9954)
+    for bad in ("9954", "host:http", "h:70000"):
+        with pytest.raises(ValueError):
+            parse_listen_address(bad)
+
+
+# --- TLS and basic auth -----------------------------------------------------------------
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl missing: make test installs it")
+    d = tmp_path_factory.mktemp("pki")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(d / "ca.key"),
+        "-out",
+        str(d / "ca.crt"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lvsprobe test CA",
+    )
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(d / f"{name}.csr"),
+            "-subj",
+            f"/CN={name}",
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(d / f"{name}.csr"),
+            "-CA",
+            str(d / "ca.crt"),
+            "-CAkey",
+            str(d / "ca.key"),
+            "-CAcreateserial",
+            "-out",
+            str(d / f"{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            str(d / "san.ext"),
+        )
+    return d
+
+
+def _web_config(pki: Path, body: str) -> WebConfig:
+    path = pki / "web.yml"
+    path.write_text(body)
+    return read_web_config(path)
+
+
+def _client_ctx(pki: Path, cert: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if cert:
+        ctx.load_cert_chain(pki / "client.crt", pki / "client.key")
+    return ctx
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_tls_and_basic_auth(pki: Path, scraper: Scraper) -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web = _web_config(
+        pki,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prometheus: {hashed}\n"
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+    )
+    for address in _serve(scraper.scrape, web):
+        url = f"https://{address}/metrics"
+        ctx = _client_ctx(pki, cert=False)
+        status, headers, body = _get(url, _basic("prometheus", "s3cret"), ctx)
+        assert status == 200 and b"ipvs_up 1" in body
+        assert headers["X-Frame-Options"] == "deny"
+        assert _get(url, _basic("prometheus", "s3cret"), ctx)[0] == 200  # cached check
+        status, headers, _ = _get(url, _basic("prometheus", "wrong"), ctx)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+        assert _get(url, _basic("nobody", "s3cret"), ctx)[0] == 401
+        assert _get(url, None, ctx)[0] == 401
+        with pytest.raises(urllib.error.URLError):
+            _get(
+                f"http://{address}/metrics".replace("http://", "https://"),
+                None,
+                ssl.create_default_context(),
+            )  # untrusted CA
+
+
+def test_client_certificate_required(pki: Path, scraper: Scraper) -> None:
+    web = _web_config(
+        pki,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    )
+    for address in _serve(scraper.scrape, web):
+        url = f"https://{address}/metrics"
+        assert _get(url, None, _client_ctx(pki, cert=True))[0] == 200
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            _get(url, None, _client_ctx(pki, cert=False))
+        # The server survives a failed handshake.
+        assert _get(url, None, _client_ctx(pki, cert=True))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("tls_server_config:\n  cert_file: server.crt\n", "cert_file and key_file"),
+        ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot load"),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+            "  client_auth_type: RequireAnyClientCert\n",
+            "not supported",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n",
+            "client_ca_file",
+        ),
+        ("basic_auth_users:\n  alice: plaintext\n", "bcrypt"),
+        ("unknown_key: 1\n", "unknown"),
+        ("- a list\n", "mapping"),
+        ("a: [unclosed\n", "not YAML"),
+    ],
+)
+def test_bad_web_config_names_the_problem(pki: Path, body: str, needle: str) -> None:
+    with pytest.raises(ParseError, match=needle):
+        _web_config(pki, body)
