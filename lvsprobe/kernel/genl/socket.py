@@ -32,7 +32,7 @@ from lvsprobe.kernel.genl.attrs import (
     split_messages,
 )
 from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
-from lvsprobe.model import Daemon, RealServer, Service, Timeouts
+from lvsprobe.model import Daemon, Family, RealServer, Service, ServiceKey, Timeouts
 
 NETLINK_GENERIC = 16
 SOL_NETLINK = 270
@@ -211,7 +211,8 @@ class IPVSNetlink:
 
     def _dests(self, service: Service) -> tuple[RealServer, ...]:
         fid, key = self.family_id, service.key
-        replies = self._exchange(lambda s: ipvs.encode_get_dests(fid, s, key), "GET_DEST", fid)
+        what = f"GET_DEST of {_describe(key)}"
+        replies = self._exchange(lambda s: ipvs.encode_get_dests(fid, s, key), what, fid)
         return tuple(
             ipvs.decode_dest(
                 ipvs.top_level(msg.attrs, ipvs.CmdAttr.DEST, index=index),
@@ -260,6 +261,15 @@ class IPVSNetlink:
                 if msg.flags & NlFlag.DUMP_INTR:
                     raise LvsprobeError(f"netlink IPVS {what}: dump interrupted by a change; retry")
                 replies.append(split_genl(msg.payload, at))
+
+
+def _describe(key: ServiceKey) -> str:
+    """A service the way ipvsadm names it: TCP 10.0.0.1:80, TCP [2001:db8::1]:80, FWM 7."""
+    if key.is_fwmark:
+        return f"FWM {key.fwmark}"
+    protocol = key.protocol.name if key.protocol is not None else "?"
+    address = f"[{key.address}]" if key.family is Family.INET6 else str(key.address)
+    return f"{protocol} {address}:{key.port}"
 
 
 def _single(replies: list[GenlMsg], what: str) -> GenlMsg:

@@ -314,3 +314,14 @@ def test_any_reply_bytes_end_in_a_result_or_an_lvsprobe_error(junk: bytes, reseq
         reader.services()
     with contextlib.suppress(LvsprobeError):
         reader.daemons()
+
+
+def test_dest_dump_errors_name_the_service() -> None:
+    def answer(request: bytes) -> list[bytes]:
+        if _cmd(request) == ipvs.IPVSCmd.GET_DEST:
+            return _ack(request, errno.EINVAL)
+        return _dump(_service_record)(request)
+
+    reader = IPVSNetlink.connect(_fake_kernel(on_dump=answer))
+    with pytest.raises(KernelRefused, match=r"GET_DEST of TCP 10\.0\.0\.1:80: Invalid argument"):
+        reader.services()
