@@ -6,6 +6,9 @@ mis-decoded, and GET_DAEMON/GET_CONFIG/GET_INFO are not decoded (KERNEL-NOTES §
 codec here is smaller, read-only by construction, and decodes all of them.
 
 - `attrs`: netlink message and attribute TLV walk/encode (pure).
-- `ipvs`: the IPVS tables of include/uapi/linux/ip_vs.h and the model decoders (pure).
+- `tables`: the numbers of include/uapi/linux/ip_vs.h (IntEnums).
+- `ipvs`: decoders into `lvsprobe.model` and the read-only request builders (pure).
+- `replies`: the inverse encoders (kernel-format replies, for round-trip tests).
 - `socket`: `IPVSNetlink`, the only module that does I/O.
+- `capture`: `CapturedIPVS`, an `IPVSNetlink` replaying a captured conversation file.
 """

@@ -57,13 +57,17 @@ class NetlinkSocket:
     """A bound NETLINK_GENERIC socket with a receive timeout (the real Transport)."""
 
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
         try:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
         except OSError as exc:
             raise LvsprobeError(f"netlink IPVS: cannot open a netlink socket: {exc}") from exc
-        self.timeout_s = timeout_s
+        try:
+            self._sock.bind((0, 0))  # the kernel picks our port id
+        except OSError as exc:
+            self._sock.close()
+            raise LvsprobeError(f"netlink IPVS: cannot bind a netlink socket: {exc}") from exc
         self._sock.settimeout(timeout_s)
-        self._sock.bind((0, 0))
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             try:
                 self._sock.setsockopt(SOL_NETLINK, option, 1)
