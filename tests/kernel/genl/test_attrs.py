@@ -6,7 +6,7 @@ import enum
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.errors import ParseError
@@ -200,6 +200,7 @@ def test_encode_attr_refuses_oversize() -> None:
         encode_attr(1, bytes(0x10000))
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(st.binary(max_size=300))
 def test_walk_any_bytes_gives_attrs_or_parse_error(buf: bytes) -> None:
     try:
@@ -209,6 +210,7 @@ def test_walk_any_bytes_gives_attrs_or_parse_error(buf: bytes) -> None:
     assert sum(nla_align(4 + len(a.payload)) for a in attrs) >= len(buf)
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(st.binary(max_size=300))
 def test_split_any_bytes_gives_messages_or_parse_error(buf: bytes) -> None:
     try:
@@ -227,6 +229,7 @@ def test_split_any_bytes_gives_messages_or_parse_error(buf: bytes) -> None:
             pass
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(st.lists(st.tuples(st.integers(0, 0x3FFF), st.binary(max_size=40)), max_size=8))
 def test_encode_then_walk_round_trips(items: list[tuple[int, bytes]]) -> None:
     assert walk_attrs(encode_attrs(items), W) == tuple(Attr(t, p) for t, p in items)

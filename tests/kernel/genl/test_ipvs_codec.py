@@ -246,22 +246,26 @@ daemons = st.builds(
 )
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(services())
 def test_service_round_trip(service: Service) -> None:
     assert ipvs.decode_service(replies.encode_service(service)) == service
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(dests())
 def test_dest_round_trip(dest: RealServer) -> None:
     family = Family.INET6 if dest.address.version == 6 else Family.INET
     assert ipvs.decode_dest(replies.encode_dest(dest), service_family=family) == dest
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(daemons)
 def test_daemon_round_trip(daemon: Daemon) -> None:
     assert ipvs.decode_daemon(replies.encode_daemon(daemon)) == daemon
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(st.builds(Timeouts, u32, u32, u32), u8, u8, u8, u32)
 def test_config_and_info_round_trip(
     t: Timeouts, major: int, minor: int, patch: int, size: int
@@ -271,6 +275,7 @@ def test_config_and_info_round_trip(
     assert ipvs.decode_info(replies.encode_info(version, size)) == (version, size)
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(stats_rates.filter(lambda sr: sr[0] is not None))
 def test_stats_round_trip_both_widths(sr: tuple[Stats, Rates]) -> None:
     from lvsprobe.kernel.genl.attrs import Attrs
@@ -304,6 +309,7 @@ DECODERS: list[Callable[[bytes], object]] = [
 ]
 
 
+@settings(deadline=None)  # no wall-clock limits in tests
 @given(st.binary(max_size=400), st.sampled_from(DECODERS))
 def test_any_bytes_decode_to_a_model_or_parse_error(
     buf: bytes, decode: Callable[[bytes], object]
@@ -312,7 +318,7 @@ def test_any_bytes_decode_to_a_model_or_parse_error(
         decode(buf)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_mutated_real_nests_decode_or_parse_error(data: st.DataObject) -> None:
     nest = data.draw(

@@ -297,7 +297,7 @@ def test_real_socket_times_out_with_a_clear_error() -> None:
         sock.close()
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200), st.booleans())
 def test_any_reply_bytes_end_in_a_result_or_an_lvsprobe_error(junk: bytes, reseq: bool) -> None:
     """Whatever the kernel side sends, only LvsprobeError (ParseError, ...) escapes."""
