@@ -1,0 +1,1 @@
+"""Analyzers: flow logs and snapshots against the kernel's algorithms; HTML reports."""

@@ -1,0 +1,253 @@
+"""Self-contained HTML reports from the analyzers' JSON: plotly charts with the JS inlined
+(the lab and many directors are offline), tables of checks and violations."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lvsprobe.errors import AnalysisError
+
+ANALYSIS_DIR = "analysis"
+KINDS = ("fairness", "persistence", "failover", "memory")
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ddd;padding:3px 8px;
+text-align:left;font-size:.9em}.pass{color:#176f2c;font-weight:bold}.fail{color:#b00020;
+font-weight:bold}.info{color:#555}
+"""
+
+
+def _verdict(passed: bool | None) -> str:
+    if passed is None:
+        return '<span class="info">info</span>'
+    return '<span class="pass">PASS</span>' if passed else '<span class="fail">FAIL</span>'
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class _Figures:
+    """Renders figures; the first carries plotly.js inline, the rest reuse it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def html(self, fig: Any) -> str:
+        import plotly.io as pio
+
+        self.count += 1
+        return str(
+            pio.to_html(
+                fig,
+                include_plotlyjs=self.count == 1,
+                full_html=False,
+                div_id=f"plot-{self.count}",
+                config={"displaylogo": False, "responsive": True},
+            )
+        )
+
+
+def _fairness(doc: Mapping[str, Any], figs: _Figures) -> str:
+    import plotly.graph_objects as go
+
+    parts = []
+    for svc in doc.get("services", []):
+        fig = go.Figure()
+        fig.add_bar(name="expected", x=svc["backends"], y=svc["expected_share"])
+        fig.add_bar(name="observed", x=svc["backends"], y=svc["observed_share"])
+        fig.update_layout(
+            title=f"{svc['service']} ({svc['scheduler']}): share per backend",
+            barmode="group",
+            yaxis_title="share of connections",
+            height=380,
+        )
+        checks = [
+            {"check": c["name"], "verdict": c["passed"], "detail": c["detail"]}
+            for c in svc["checks"]
+        ]
+        jain = svc.get("jain_index")
+        ratio = svc.get("max_min_ratio")
+        parts.append(
+            f"<h3>{html.escape(svc['service'])} — {_verdict(svc['passed'])}</h3>"
+            f"<p>scheduler {html.escape(svc['scheduler'])}, model from "
+            f"{html.escape(svc['model_source'])}; Jain's index "
+            f"{'n/a' if jain is None else f'{jain:.5f}'}; max/min "
+            f"{'n/a' if ratio is None else f'{ratio:.3f}'}</p>"
+            + figs.html(fig)
+            + _table(checks, ["check", "verdict", "detail"])
+            + _table(
+                svc.get("mismatches", []), ["position", "flow_id", "client", "observed", "expected"]
+            )
+        )
+    return "".join(parts)
+
+
+def _persistence(doc: Mapping[str, Any], figs: _Figures) -> str:
+    parts = []
+    for svc in doc.get("services", []):
+        checks = [
+            {"check": k, "verdict": v["passed"], "detail": v["detail"]}
+            for k, v in svc["checks"].items()
+        ]
+        parts.append(
+            f"<h3>{html.escape(svc['service'])} — {_verdict(svc['passed'])}</h3>"
+            f"<p>timeout {svc['timeout_s']} s, {svc['client_nets']} client nets, "
+            f"{svc['flows_checked']} flows, {svc['violations_total']} violations</p>"
+            + _table(checks, ["check", "verdict", "detail"])
+            + _table(
+                svc["violations"],
+                ["check", "client_net", "flow_id", "start_s", "backend", "expected", "reason"],
+            )
+        )
+    return "".join(parts)
+
+
+def _failover(doc: Mapping[str, Any], figs: _Figures) -> str:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    rows = []
+    for run in doc.get("runs", []):
+        tl = run["timeline"]
+        fig.add_scatter(x=tl["t_s"], y=tl["open"], mode="lines", name=run["label"])
+        for name, t in (("failover", run["failover_s"]), ("fail-back", run["failback_s"])):
+            if t is not None:
+                fig.add_vline(x=t, line_dash="dash", annotation_text=f"{name} ({run['label']})")
+        rows.append(
+            {
+                "run": run["label"],
+                "sync": run["sync"],
+                "long-lived": run["long_lived"],
+                "broken": run["broken_total"],
+                "loss": f"{run['loss_ratio']:.1%}",
+                "fates": run["fates"],
+                "sync gaps": run["gaps"],
+                "recovery_s": run["recovery_s"],
+                "verdict": run.get("expectation", {}).get("passed"),
+            }
+        )
+    fig.update_layout(
+        title="Open connections over time",
+        xaxis_title="seconds since start",
+        yaxis_title="open connections",
+        height=420,
+    )
+    cols = [
+        "run",
+        "sync",
+        "long-lived",
+        "broken",
+        "loss",
+        "fates",
+        "sync gaps",
+        "recovery_s",
+        "verdict",
+    ]
+    return figs.html(fig) + _table(rows, cols)
+
+
+def _memory(doc: Mapping[str, Any], figs: _Figures) -> str:
+    import plotly.graph_objects as go
+
+    xs = [s["entries"] + s["templates"] for s in doc["samples"]]
+    ys = [s["slab_bytes"] for s in doc["samples"]]
+    fig = go.Figure()
+    fig.add_scatter(x=xs, y=ys, mode="markers", name="slab bytes")
+    lo, hi = min(xs), max(xs)
+    b, a = doc["fit_bytes_per_entry"], doc["fit_intercept"]
+    fig.add_scatter(
+        x=[lo, hi], y=[a + b * lo, a + b * hi], mode="lines", name=f"fit: {b:.1f} B/entry"
+    )
+    fig.update_layout(
+        title="ip_vs_conn slab memory against entries",
+        height=420,
+        xaxis_title="entries (connections + templates)",
+        yaxis_title="bytes",
+    )
+    rows: list[dict[str, Any]] = [
+        {"figure": "fit bytes/entry", "value": f"{b:.1f} (r² {doc['fit_r2']:.4f})"},
+        {"figure": "sizeof(struct ip_vs_conn)", "value": doc.get("object_size")},
+        {"figure": "slab object", "value": doc["slab_object_size"]},
+        {"figure": "slab bytes per entry (page/objs)", "value": f"{doc['per_entry_slab']:.1f}"},
+        {"figure": "LVS paper", "value": f"{doc['paper_bytes']} ({doc['vs_paper']:.2f}x)"},
+        {"figure": "hash buckets", "value": f"{doc.get('buckets')} ({doc.get('bucket_bytes')} B)"},
+    ]
+    rows += [
+        {"figure": f"projection {int(n):,} conns", "value": f"{v / 2**20:.1f} MiB"}
+        for n, v in doc["projections"].items()
+    ]
+    return (
+        f"<p>{_verdict(doc['passed'])} fit within {doc['tolerance']:.0%} of the slab "
+        f"object size ({doc['vs_slab_object']:+.1%})</p>"
+        + figs.html(fig)
+        + _table(rows, ["figure", "value"])
+    )
+
+
+_RENDER = {
+    "fairness": _fairness,
+    "persistence": _persistence,
+    "failover": _failover,
+    "memory": _memory,
+}
+
+
+def render_html(docs: Mapping[str, Mapping[str, Any]], title: str) -> str:
+    """One self-contained HTML page for the given analyses (kind -> JSON document)."""
+    figs = _Figures()
+    sections = []
+    for kind in KINDS:
+        if kind in docs:
+            doc = docs[kind]
+            sections.append(
+                f"<h2>{kind.capitalize()} — {_verdict(doc.get('passed'))}</h2>"
+                + _RENDER[kind](doc, figs)
+            )
+    if not sections:
+        raise AnalysisError("nothing to report: no analysis results")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>\n"
+    )
+
+
+def write_analysis(out_dir: Path, kind: str, doc: Mapping[str, Any], title: str) -> Path:
+    """OUT/kind.json and OUT/kind.html; returns the HTML path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{kind}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    page = out_dir / f"{kind}.html"
+    page.write_text(render_html({kind: doc}, title))
+    return page
+
+
+def load_analyses(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every OUT/<kind>.json an analyzer wrote."""
+    docs: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        path = out_dir / f"{kind}.json"
+        if path.is_file():
+            try:
+                docs[kind] = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise AnalysisError(f"{path}: unreadable analysis result: {exc}") from exc
+    if not docs:
+        raise AnalysisError(
+            f"{out_dir}: no analysis results ({', '.join(k + '.json' for k in KINDS)}); "
+            "run `lvsprobe analyze fairness|persistence|failover|memory` first"
+        )
+    return docs

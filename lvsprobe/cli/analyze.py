@@ -1,0 +1,359 @@
+"""`lvsprobe analyze`: check what a replay run shows against the kernel's own algorithms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lvsprobe.cli.exit import ExitCode
+from lvsprobe.errors import AnalysisError
+
+RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _out(run: Path | None, out: Path | None) -> Path:
+    if out is not None:
+        return out
+    if run is None:
+        raise click.UsageError("--out is required when no run directory is given")
+    return run / "analysis"
+
+
+def _finish(
+    ctx: click.Context, kind: str, doc: dict[str, Any], out: Path, as_json: bool, lines: list[str]
+) -> None:
+    from lvsprobe.analyze.report import write_analysis
+
+    page = write_analysis(out, kind, doc, f"lvsprobe {kind} analysis")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+        click.echo(f"report: {page}")
+    if doc.get("passed") is False:
+        ctx.exit(ExitCode.CHECK_FAILED)
+
+
+def _mark(passed: bool | None) -> str:
+    return {True: "PASS", False: "FAIL", None: "info"}[passed]
+
+
+@click.group()
+def analyze() -> None:
+    """Check a replay run against what the kernel must do.
+
+    \b
+    Each command writes RUN/analysis/<kind>.json and a self-contained <kind>.html (charts
+    inline, works offline); exit status 3 when a completed check fails.
+    """
+
+
+@analyze.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--scheduler", help="Override the scheduler (default: the director snapshot's).")
+@click.option("--weights", help="NAME=W,... in KERNEL list order (reverse of ipvsadm -a order).")
+@click.option("--snapshot", type=FILE, help="`lvsprobe status --json` of the director.")
+@click.option(
+    "--flag",
+    "flags",
+    multiple=True,
+    type=click.Choice(["sh-port", "sh-fallback", "mh-port", "mh-fallback"]),
+    help="Scheduler flags of the service, if no snapshot gives them.",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["flows", "conn-table", "counters"]),
+    default="flows",
+    show_default=True,
+    help="Flow log, the run's connection-table snapshots, or counter deltas.",
+)
+@click.option("--before", type=FILE, help="Snapshot JSON before the run (--source counters).")
+@click.option("--after", type=FILE, help="Snapshot JSON after the run (--source counters).")
+@click.option("--service", help="Only this service, ADDRESS:PORT as the flow log names it.")
+@click.option(
+    "--alpha", type=float, default=0.001, show_default=True, help="Chi-square rejection level."
+)
+@click.option(
+    "--tie-window",
+    type=float,
+    default=0.0005,
+    show_default=True,
+    help="Flows started closer than this (s) may reach the director in any order.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write JSON and HTML (default RUN/analysis).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
+@click.pass_context
+def fairness(
+    ctx: click.Context,
+    run_dir: Path,
+    scheduler: str | None,
+    weights: str | None,
+    snapshot: Path | None,
+    flags: tuple[str, ...],
+    source: str,
+    before: Path | None,
+    after: Path | None,
+    service: str | None,
+    alpha: float,
+    tie_window: float,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Did each service's scheduler split connections as its algorithm must?
+
+    \b
+    rr, wrr: the pick sequence against the kernel's (wrr 4,3,2 -> AABABCABC...).
+    lc, wlc, sed, nq, fo, ovf: each pick against the model, given the open connections.
+    sh, mh, dh: each client against the backend the kernel's hash gives it, and
+    chi-square against the hash table's real shares; Jain's index and max/min for all.
+    """
+    from lvsprobe.analyze import fairness as fair
+    from lvsprobe.analyze import inputs
+    from lvsprobe.analyze import sources as alt
+
+    run = inputs.load_run(run_dir) if source == "flows" else _bare_run(run_dir)
+    model = inputs.service_model(
+        run, scheduler, inputs.parse_weights(weights) if weights else None, snapshot, flags
+    )
+    names = {b.address: b.name for b in model.backends}
+    results = []
+    if source == "counters":
+        if before is None or after is None:
+            raise click.UsageError("--source counters needs --before and --after")
+        key = (str(run.target.get("address")), int(run.target.get("port") or 0))
+        counts = alt.counter_deltas(before, after, key, names)
+        results.append(fair.analyze_counts(counts, model, run.service_label(), alpha))
+    else:
+        flows = run.flows
+        if source == "conn-table":
+            flows = alt.flows_from_conns(inputs.read_conn_snapshots(run_dir), names)
+        groups = flows.groupby(["protocol", "server_address", "server_port"], sort=True)
+        labels = {f"{p.upper()} {a}:{port}": g for (p, a, port), g in groups}
+        if service is not None:
+            match = [k for k in labels if k.split(" ", 1)[1] == service]
+            if not match:
+                raise AnalysisError(
+                    f"the run never touched service {service} (it has {', '.join(labels)})"
+                )
+            labels = {k: labels[k] for k in match}
+        for label, group in labels.items():
+            if source == "conn-table" and model.scheduler not in ("sh", "mh", "dh"):
+                counts = group["backend"].value_counts().to_dict()
+                results.append(fair.analyze_counts(counts, model, label, alpha))
+            else:
+                results.append(fair.analyze_fairness(group, model, label, tie_window, 120.0, alpha))
+    docs = [r.to_json() for r in results]
+    doc = {
+        "kind": "fairness",
+        "run": str(run_dir),
+        "source": source,
+        "services": docs,
+        "passed": all(d["passed"] for d in docs),
+    }
+    lines = []
+    for r in results:
+        lines.append(f"{r.service}  {r.scheduler}  {_mark(r.passed)}")
+        for name, n, e in zip(r.backends, r.counts, r.expected_share, strict=True):
+            lines.append(f"  {name:<16} {n:>7}  expected share {e:.3f}")
+        lines += [f"  [{_mark(c.passed)}] {c.name}: {c.detail}" for c in r.checks]
+    _finish(ctx, "fairness", doc, _out(run_dir, out), as_json, lines)
+
+
+def _bare_run(run_dir: Path) -> Any:
+    """A run without a flow log (connection-table or counter sources)."""
+    import pandas as pd
+
+    from lvsprobe.analyze import inputs
+
+    try:
+        return inputs.load_run(run_dir)
+    except AnalysisError:
+        target = run_dir / inputs.TARGET_FILE
+        doc = json.loads(target.read_text()) if target.is_file() else {}
+        return inputs.Run(path=run_dir, flows=pd.DataFrame(), target=doc)
+
+
+@analyze.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--timeout", type=float, help="Persistence timeout (s); default the service's -p.")
+@click.option("--prefix", type=int, help="Client netmask as a prefix length (-M).")
+@click.option("--snapshot", type=FILE, help="`lvsprobe status --json` of the director.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
+@click.pass_context
+def persistence(
+    ctx: click.Context,
+    run_dir: Path,
+    timeout: float | None,
+    prefix: int | None,
+    snapshot: Path | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Did every client (net) stay on one backend, FTP data follow its control connection,
+    and resumed TLS sessions stay on their issuing server?"""
+    from lvsprobe.analyze import inputs
+    from lvsprobe.analyze.persistence import analyze_persistence
+
+    run = inputs.load_run(run_dir)
+    try:
+        model = inputs.service_model(run, snapshot=snapshot)
+    except AnalysisError:
+        if timeout is None:
+            raise
+        model = inputs.ServiceModel("rr", (), source="flags")
+    data: list[tuple[str, int, str]] = []
+    if (run_dir / inputs.SNAPSHOT_DIR).is_dir():
+        names = {b.address: b.name for b in model.backends}
+        for _, conns in inputs.read_conn_snapshots(run_dir):
+            data += [
+                (
+                    str(c.client_address),
+                    c.client_port,
+                    names.get(str(c.dest_address), str(c.dest_address)),
+                )
+                for c in conns
+            ]
+    result = analyze_persistence(run.flows, model, run.service_label(), timeout, prefix, data)
+    doc = {
+        "kind": "persistence",
+        "run": str(run_dir),
+        "services": [result.to_json()],
+        "passed": result.passed,
+    }
+    lines = [f"{result.service}  timeout {result.timeout_s:g} s  {_mark(result.passed)}"]
+    lines += [f"  [{_mark(c['passed'])}] {k}: {c['detail']}" for k, c in result.checks.items()]
+    lines += [
+        f"  flow {v.flow_id} {v.client_net}: {v.reason} (on {v.backend}, expected {v.expected})"
+        for v in result.violations[:20]
+    ]
+    _finish(ctx, "persistence", doc, _out(run_dir, out), as_json, lines)
+
+
+@analyze.command()
+@click.argument("run_dirs", type=RUN_DIR, nargs=-1, required=True)
+@click.option(
+    "--failover-at", type=float, help="Failover time (s since run start); default RUN/events.json."
+)
+@click.option("--failback-at", type=float, help="Fail-back time (s since run start).")
+@click.option(
+    "--sync",
+    "sync_states",
+    multiple=True,
+    type=click.Choice(["on", "off", "unknown"]),
+    help="Sync daemon state per run, in order (default: target.json's `sync`).",
+)
+@click.option(
+    "--heartbeat",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Heartbeat interval of the long-lived flows (s).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Default: the first run's analysis/ directory.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
+@click.pass_context
+def failover(
+    ctx: click.Context,
+    run_dirs: tuple[Path, ...],
+    failover_at: float | None,
+    failback_at: float | None,
+    sync_states: tuple[str, ...],
+    heartbeat: float,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Classify each connection broken by a director failover (reset, timeout, wrong
+    backend, refused), time new connections' recovery; compare sync on and off runs."""
+    from lvsprobe.analyze import inputs
+    from lvsprobe.analyze.failover import analyze_failover, expectation, read_events
+
+    runs = []
+    for i, run_dir in enumerate(run_dirs):
+        run = inputs.load_run(run_dir)
+        events = read_events(run_dir)
+        t_fail = (
+            failover_at
+            if failover_at is not None
+            else next((e["t_s"] for e in events if e["event"] == "failover"), None)
+        )
+        if t_fail is None:
+            raise AnalysisError(
+                f"{run_dir}: when was the failover? no events.json entry; pass --failover-at"
+            )
+        t_back = (
+            failback_at
+            if failback_at is not None
+            else next((e["t_s"] for e in events if e["event"] == "failback"), None)
+        )
+        state = sync_states[i] if i < len(sync_states) else None
+        raw = run.target.get("sync") if state is None else {"on": True, "off": False}.get(state)
+        sync = raw if isinstance(raw, bool) else None
+        result = analyze_failover(run.flows, t_fail, t_back, run_dir.name, sync, heartbeat)
+        doc = result.to_json()
+        doc["expectation"] = expectation(result)
+        runs.append(doc)
+    decided = [r["expectation"]["passed"] for r in runs if r["expectation"]["passed"] is not None]
+    doc = {"kind": "failover", "runs": runs, "passed": all(decided) if decided else None}
+    lines = [
+        f"{r['label']}: sync {r['sync']}, {r['broken_total']}/{r['long_lived']} broke "
+        f"{r['fates']}, gaps {r['gaps']}, new conns recovered after {r['recovery_s']} s "
+        f"[{_mark(r['expectation']['passed'])}] {r['expectation']['detail']}"
+        for r in runs
+    ]
+    _finish(ctx, "failover", doc, _out(run_dirs[0], out), as_json, lines)
+
+
+@analyze.command()
+@click.argument("run_dir", type=RUN_DIR, required=False)
+@click.option("--samples", type=FILE, help="Memory samples JSON (default RUN/memory-samples.json).")
+@click.option(
+    "--project",
+    "project",
+    multiple=True,
+    type=int,
+    help="Project memory for N connections (repeatable; default 1M and 10M).",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
+@click.pass_context
+def memory(
+    ctx: click.Context,
+    run_dir: Path | None,
+    samples: Path | None,
+    project: tuple[int, ...],
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Bytes per connection entry: slab figures, a fit over a fill run, projections, and
+    how they compare with the LVS paper's 128 bytes."""
+    from lvsprobe.analyze.memory import SAMPLES_FILE, analyze_memory, read_samples
+
+    path = samples or (run_dir / SAMPLES_FILE if run_dir else None)
+    if path is None or not path.is_file():
+        raise AnalysisError(
+            f"no memory samples: {path or 'give RUN/ or --samples FILE'} (a fill run records them)"
+        )
+    result = analyze_memory(read_samples(path), project or (1_000_000, 10_000_000))
+    doc = dict(result.to_json(), kind="memory")
+    lines = [
+        f"fit: {result.fit_bytes_per_entry:.1f} B/entry (r² {result.fit_r2:.4f}) over "
+        f"{len(result.samples)} samples; slab object {result.slab_object_size} B, "
+        f"{result.per_entry_slab:.1f} B/entry with page overhead; struct {result.object_size} B; "
+        f"paper {128} B",
+        f"[{_mark(result.passed)}] fit {result.vs_slab_object:+.1%} from the slab object size",
+    ] + [f"projection {n:,} conns: {v / 2**20:.1f} MiB" for n, v in result.projections.items()]
+    _finish(ctx, "memory", doc, _out(run_dir or path.parent, out), as_json, lines)

@@ -1,0 +1,106 @@
+"""The HTML report renders its charts in headless Chromium with no console messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from lvsprobe.analyze import schedulers
+from lvsprobe.analyze.memory import MemorySample
+from lvsprobe.cli import cli
+from lvsprobe.cli.exit import ExitCode
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=10000",
+    "--dump-dom",
+]
+
+
+def render(page: Path, profile: Path) -> tuple[str, list[str]]:
+    """The DOM after scripts ran, and the page's console lines (Chromium logs them)."""
+    browser = shutil.which("chromium")
+    assert browser, "chromium is missing: `make test` installs the Debian package"
+    proc = subprocess.run(
+        [browser, *FLAGS, f"--user-data-dir={profile}", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return proc.stdout, console
+
+
+def full_run(fb: SimpleNamespace) -> Path:
+    picks = schedulers.wrr_sequence([4, 3, 2], 32, schedulers.wrr_after_adds([4, 3, 2]))
+    # the last 5 flows are long-lived: they are open across the failover at 10 s
+    recs = [
+        fb.flow(
+            k,
+            fb.names[p],
+            0.05 * k,
+            end_s=40.0 if k >= 27 else None,
+            client=f"198.18.0.{k % 5 + 1}",
+        )
+        for k, p in enumerate(picks)
+    ]
+    run = fb.run(
+        recs,
+        scheduler="wrr",
+        weights=(4, 3, 2),
+        events=[{"t_s": 10.0, "event": "failover"}, {"t_s": 30.0, "event": "failback"}],
+    )
+    samples = [
+        MemorySample(n, -(-n // 12) * 12, n, 320, 12, 1, 288, 4096) for n in range(0, 5001, 500)
+    ]
+    (run / "memory-samples.json").write_text(json.dumps([dataclasses.asdict(s) for s in samples]))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["analyze", "fairness", str(run)]).exit_code == ExitCode.OK
+    runner.invoke(cli, ["analyze", "persistence", str(run), "--timeout", "300"])
+    runner.invoke(cli, ["analyze", "failover", str(run), "--sync", "unknown"])
+    assert runner.invoke(cli, ["analyze", "memory", str(run)]).exit_code == ExitCode.OK
+    res = runner.invoke(cli, ["report", str(run)])
+    assert res.exit_code == ExitCode.OK, res.output
+    return run / "report.html"
+
+
+def test_report_renders_every_chart_without_console_errors(
+    fb: SimpleNamespace, tmp_path: Path
+) -> None:
+    page = full_run(fb)
+    text = page.read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", text)  # self-contained: plotly.js inline
+    plots = re.findall(r'id="(plot-\d+)"', text)
+    assert len(plots) == 3  # fairness, failover, memory
+    dom, console = render(page, tmp_path / "profile")
+    assert console == []
+    for plot in plots:
+        body = dom.split(f'id="{plot}"', 1)[1][:20000]
+        assert "main-svg" in body, f"{plot} did not render"
+
+
+@pytest.mark.parametrize("script", ["console.error('broken')", "undefinedFunction()"])
+def test_the_detector_sees_console_errors(tmp_path: Path, script: str) -> None:
+    page = tmp_path / "bad.html"
+    page.write_text(f"<html><body><script>{script}</script></body></html>")
+    _, console = render(page, tmp_path / "profile")
+    assert console
