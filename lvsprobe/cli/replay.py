@@ -208,3 +208,68 @@ def _execute(
     line.close()
     summary = write_run(out_dir, scenario, scenario_path, result, stop_reason, len(plan))
     return summary, stop_reason == "interrupted"
+
+
+@replay.command("import")
+@click.argument("capture", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Scenario file to write.",
+)
+@click.option(
+    "--target",
+    default="198.18.1.100:80",
+    show_default=True,
+    help="VIP[:PORT] the recorded server is mapped to.",
+)
+@click.option(
+    "--clients",
+    "clients_cidr",
+    default="198.18.16.1/20",
+    show_default=True,
+    help="Client pool: recorded clients map into it in order of first appearance.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    help="Replay this many times faster than recorded.",
+)
+@click.option(
+    "--detail",
+    is_flag=True,
+    help="Dissect with tshark (pyshark): HTTP paths, FTP commands, TLS SNI. Slower.",
+)
+def import_(
+    capture: Path, output: Path, target: str, clients_cidr: str, speed: float, detail: bool
+) -> None:
+    """Turn the TCP/UDP flows of CAPTURE (pcap or pcapng) into a scenario.
+
+    A truncated or corrupt capture still gives the flows read before the damage, with a
+    warning naming where it stopped.
+    """
+    import ipaddress
+
+    from lvsprobe.replay.pcapimport import read_capture
+    from lvsprobe.replay.recorded import add_detail, to_scenario
+
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"{target!r} is not VIP:PORT", param_hint="--target")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_network(clients_cidr, strict=False)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    result = read_capture(capture)
+    if result.error:
+        click.echo(f"lvsprobe: warning: {result.error}; kept {len(result.flows)} flows", err=True)
+    if detail:
+        add_detail(capture, result.flows)
+    text = to_scenario(result, str(capture), host.strip("[]"), int(port), clients_cidr, speed)
+    output.write_text(text)
+    click.echo(f"{len(result.flows)} flows from {result.packets} packets -> {output}")

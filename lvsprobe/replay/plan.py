@@ -59,6 +59,8 @@ def _offsets(scenario: Scenario, rng: random.Random) -> Iterable[float | None]:
 def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedFlow]:
     """The flows of a run, in start order, at most `bounds.max_flows` (or `max_flows`)."""
     limit = min(scenario.bounds.max_flows, max_flows or scenario.bounds.max_flows)
+    if scenario.recorded:
+        return _recorded_plan(scenario, limit)
     rng = random.Random(scenario.seed)
     mixes = [m for m in scenario.flows if m.weight > 0]
     weights = [m.weight for m in mixes]
@@ -86,6 +88,29 @@ def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedF
                 at_s=at,
                 payload_bytes=low if low == high else rng.randint(low, high),
                 mix=mix,
+            )
+        )
+    return plan
+
+
+def _recorded_plan(scenario: Scenario, limit: int) -> list[PlannedFlow]:
+    speed = scenario.arrival.speed
+    clients = scenario.clients.addresses
+    plan = []
+    for flow_id, rec in enumerate(sorted(scenario.recorded, key=lambda r: r.at_s)):
+        at = rec.at_s / speed
+        if flow_id >= limit or at >= scenario.bounds.max_duration_s:
+            break
+        plan.append(
+            PlannedFlow(
+                flow_id=flow_id,
+                kind=rec.mix.kind,
+                client_address=clients[rec.client % len(clients)],
+                server_address=scenario.target.address,
+                server_port=rec.mix.port or scenario.target.port,
+                at_s=at,
+                payload_bytes=rec.mix.payload_bytes[0],
+                mix=rec.mix,
             )
         )
     return plan

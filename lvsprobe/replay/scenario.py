@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,16 @@ class Arrival:
     burst_size: int = 10
     burst_every_s: float = 1.0
     process: str = "uniform"
+    speed: float = 1.0  # recorded flows: time runs this many times faster
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFlow:
+    """One flow of a recorded capture (`replay import`): start offset, pool index, shape."""
+
+    at_s: float
+    client: int
+    mix: FlowMix
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,7 @@ class Scenario:
     bounds: Bounds
     source: str = "<scenario>"
     expect: Mapping[str, Any] = field(default_factory=dict)
+    recorded: tuple[RecordedFlow, ...] = ()
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -403,7 +414,17 @@ def _arrival(doc: _Doc) -> Arrival:
     if "arrival" not in doc.root:
         return Arrival()
     r = _Reader(
-        doc, ("arrival",), ("model", "rate", "concurrency", "burst_size", "burst_every", "process")
+        doc,
+        ("arrival",),
+        (
+            "model",
+            "rate",
+            "concurrency",
+            "burst_size",
+            "burst_every",
+            "process",
+            "speed",
+        ),
     )
     return Arrival(
         model=r.choice("model", "open", ARRIVALS),
@@ -412,6 +433,7 @@ def _arrival(doc: _Doc) -> Arrival:
         burst_size=r.integer("burst_size", 10, lo=1, hi=1_000_000),
         burst_every_s=r.duration("burst_every", 1.0),
         process=r.choice("process", "uniform", ("uniform", "poisson")),
+        speed=r.number("speed", 1.0, lo=0.001, hi=1e6),
     )
 
 
@@ -424,6 +446,24 @@ def _bounds(doc: _Doc) -> Bounds:
         max_duration_s=r.duration("max_duration", None),
         flow_timeout_s=r.duration("flow_timeout", 10.0, hi=3600.0),
     )
+
+
+def _recorded(doc: _Doc, pool: int) -> tuple[RecordedFlow, ...]:
+    raw = doc.root.get("recorded", [])
+    if not isinstance(raw, list):
+        raise doc.error(("recorded",), "expected a list of recorded flows")
+    out = []
+    for i in range(len(raw)):
+        r = _Reader(doc, ("recorded", i), (*_FLOW_KEYS, "at", "client"))
+        single = _Doc.__new__(_Doc)
+        single.source, single.lines = doc.source, doc.lines
+        single.root = {"flows": [{k: v for k, v in r.data.items() if k not in ("at", "client")}]}
+        for path, line in list(doc.lines.items()):
+            if path[:2] == ("recorded", i):
+                single.lines[("flows", 0, *path[2:])] = line
+        mix = _flows(single)[0]
+        out.append(RecordedFlow(r.duration("at", 0.0), r.integer("client", 0, hi=pool - 1), mix))
+    return tuple(out)
 
 
 def _expect(doc: _Doc) -> dict[str, Any]:
@@ -451,6 +491,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
             "arrival",
             "bounds",
             "expect",
+            "recorded",
         ),
     )
     for required in ("target", "clients"):
@@ -468,6 +509,9 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         source=source,
         expect=_expect(doc),
     )
+    if "recorded" in doc.root:
+        recorded = _recorded(doc, len(scenario.clients.addresses))
+        scenario = replace(scenario, recorded=recorded)
     if scenario.bounds.max_duration_s <= 0:
         raise doc.error(("bounds", "max_duration"), "must be > 0")
     return scenario

@@ -1,0 +1,137 @@
+"""Recorded flows -> a scenario file: client addresses mapped into the pool (in order of first
+appearance), the server mapped to the target, start offsets kept (scaled at run time by
+`arrival.speed`). Application detail from tshark's dissectors via pyshark, on request."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lvsprobe.errors import ParseError
+from lvsprobe.replay.pcapimport import Flow, FlowKey, ImportResult, guess_kind
+
+MAX_PAYLOAD = 1 << 20
+
+
+def add_detail(path: Path, flows: list[Flow]) -> int:
+    """Fill `flow.detail` (http_path, ftp_commands, tls_sni, tls_session_id) with tshark's
+    dissectors; returns how many flows got detail."""
+    import pyshark
+
+    index: dict[FlowKey, Flow] = {
+        (f.protocol, f.client, f.client_port, f.server, f.server_port): f for f in flows
+    }
+    capture = pyshark.FileCapture(
+        str(path),
+        display_filter="http.request or ftp.request or tls.handshake.type == 1",
+        keep_packets=False,
+    )
+    touched: set[int] = set()
+    try:
+        for packet in capture:
+            ip = packet.ipv6 if hasattr(packet, "ipv6") else getattr(packet, "ip", None)
+            if ip is None or not hasattr(packet, "tcp"):
+                continue
+            key = (6, str(ip.src), int(packet.tcp.srcport), str(ip.dst), int(packet.tcp.dstport))
+            found = index.get(key)
+            if found is None:
+                continue
+            flow = found
+            touched.add(id(flow))
+            if hasattr(packet, "http") and hasattr(packet.http, "request_uri"):
+                flow.detail.setdefault("http_path", str(packet.http.request_uri))
+                flow.detail.setdefault("http_method", str(packet.http.request_method))
+            if hasattr(packet, "ftp") and hasattr(packet.ftp, "request_command"):
+                flow.detail.setdefault("ftp_commands", []).append(str(packet.ftp.request_command))
+                if str(packet.ftp.request_command) == "RETR":
+                    flow.detail["ftp_file"] = str(packet.ftp.request_arg)
+            if hasattr(packet, "tls"):
+                tls = packet.tls
+                if hasattr(tls, "handshake_extensions_server_name"):
+                    flow.detail["tls_sni"] = str(tls.handshake_extensions_server_name)
+                session = getattr(tls, "handshake_session_id", None)
+                if session is not None:
+                    flow.detail["tls_session_id"] = str(session).replace(":", "")
+    except Exception as exc:  # pyshark/tshark raise their own types for damaged files
+        raise ParseError(str(path), None, None, f"tshark could not dissect it: {exc}") from exc
+    finally:
+        capture.close()
+    return len(touched)
+
+
+def _entry(flow: Flow, start: float, client: int, main_port: int) -> dict[str, Any]:
+    kind = guess_kind(flow)
+    if "ftp_commands" in flow.detail:
+        kind = "ftp-active" if "PORT" in flow.detail["ftp_commands"] else "ftp-passive"
+    entry: dict[str, Any] = {
+        "at": f"{round((flow.start - start) * 1000, 3)}ms",
+        "client": client,
+        "kind": kind,
+    }
+    if flow.server_port != main_port:
+        entry["port"] = flow.server_port
+    if kind in ("tcp", "udp"):
+        entry["payload_bytes"] = min(flow.client_bytes, MAX_PAYLOAD)
+    if kind == "http":
+        path = flow.detail.get("http_path")
+        if path is None and flow.first_payload[:4].rstrip() in (b"GET", b"POST", b"HEAD"):
+            path = flow.first_payload.split(b" ", 2)[1].decode("latin-1")
+        if path:
+            entry["path"] = path
+    if kind == "tls" and "tls_sni" in flow.detail:
+        entry["server_name"] = flow.detail["tls_sni"]
+    if kind.startswith("ftp") and "ftp_file" in flow.detail:
+        entry["file"] = flow.detail["ftp_file"]
+    return entry
+
+
+def to_scenario(
+    result: ImportResult,
+    source: str,
+    target: str,
+    target_port: int,
+    clients_cidr: str,
+    speed: float = 1.0,
+) -> str:
+    """A scenario YAML replaying `result`'s flows against target:port from clients_cidr."""
+    flows = [f for f in result.flows if f.protocol in (6, 17)]
+    if not flows:
+        raise ParseError(
+            source,
+            None,
+            None,
+            "no TCP or UDP flows found" + (f" ({result.error})" if result.error else ""),
+        )
+    start = flows[0].start
+    ports: dict[int, int] = {}
+    for flow in flows:
+        ports[flow.server_port] = ports.get(flow.server_port, 0) + 1
+    main_port = max(ports, key=lambda p: ports[p])  # the recorded service: it becomes the target
+    pool = min(65536, ipaddress.ip_network(clients_cidr, strict=False).num_addresses - 1) or 1
+    clients: dict[str, int] = {}
+    recorded = []
+    kinds: dict[str, int] = {}
+    for flow in flows:
+        client = clients.setdefault(flow.client, len(clients)) % pool
+        entry = _entry(flow, start, client, main_port)
+        kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+        recorded.append(entry)
+    span = max(f.end for f in flows) - start
+    doc = {
+        "name": Path(source).stem,
+        "description": (
+            f"Recorded from {Path(source).name}: {len(flows)} flows from {len(clients)} clients "
+            f"over {span:.3f}s ({result.packets} packets)"
+            + (f"; capture damaged: {result.error}" if result.error else "")
+        ),
+        "target": {"address": target, "port": target_port},
+        "clients": {"cidr": clients_cidr, "count": max(1, min(pool, len(clients)))},
+        "flows": [{"kind": k, "weight": n} for k, n in sorted(kinds.items())],
+        "arrival": {"model": "open", "speed": speed},
+        "bounds": {"max_flows": len(flows), "max_duration": f"{span / speed + 30:.3f}s"},
+        "recorded": recorded,
+    }
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)

@@ -1,0 +1,118 @@
+"""`replay import`: flows from real captures, hostile captures, and the scenario it writes."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lvsprobe.cli import cli
+from lvsprobe.errors import ParseError
+from lvsprobe.replay.pcapimport import read_capture
+from lvsprobe.replay.plan import make_plan
+from lvsprobe.replay.recorded import add_detail, to_scenario
+from lvsprobe.replay.scenario import load_scenario, parse_scenario
+
+CAPTURE = Path(__file__).parent / "data" / "loopback-http.pcap"
+
+
+def test_fast_path_extracts_every_flow() -> None:
+    result = read_capture(CAPTURE)
+    assert result.error is None and result.packets == 288
+    assert len(result.flows) == 24
+    assert {f.client for f in result.flows} == {f"127.0.0.{i}" for i in range(10, 16)}
+    assert all(f.server == "127.0.0.1" and f.server_port == 8080 for f in result.flows)
+    assert all(f.syn_seen and f.client_bytes > 0 and f.server_bytes > 0 for f in result.flows)
+    assert all(f.first_payload.startswith(b"GET / HTTP/1.1") for f in result.flows)
+
+
+def test_scenario_maps_clients_and_target_and_keeps_timing() -> None:
+    result = read_capture(CAPTURE)
+    text = to_scenario(result, str(CAPTURE), "198.18.1.100", 80, "198.18.16.1/24", speed=2.0)
+    scenario = parse_scenario(text, "recorded.yaml")
+    plan = make_plan(scenario)
+    assert len(plan) == 24
+    assert {p.server_address for p in plan} == {"198.18.1.100"}
+    assert {p.server_port for p in plan} == {80}
+    assert {p.client_address for p in plan} == {f"198.18.16.{i}" for i in range(1, 7)}
+    recorded_span = result.flows[-1].start - result.flows[0].start
+    assert plan[-1].at_s == pytest.approx(recorded_span / 2, abs=1e-3)
+    assert {p.kind for p in plan} == {"http"}
+
+
+def test_detail_through_tshark() -> None:
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed (make test installs it)")
+    result = read_capture(CAPTURE)
+    assert add_detail(CAPTURE, result.flows) == 24
+    assert {f.detail["http_path"] for f in result.flows} == {"/"}
+
+
+def test_truncated_capture_keeps_intact_flows(tmp_path: Path) -> None:
+    data = CAPTURE.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) // 2 + 7])
+    result = read_capture(cut)
+    assert result.error is not None and "truncated" in result.error
+    assert 0 < result.packets < 288 and result.flows
+    runner = CliRunner()
+    out = tmp_path / "s.yaml"
+    res = runner.invoke(cli, ["replay", "import", str(cut), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "warning" in res.stderr and "truncated" in res.stderr
+    assert load_scenario(out).recorded
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a capture at all", b"\xd4\xc3\xb2\xa1" + b"\x00" * 10, b"\x0a\x0d\x0d\x0a" * 2],
+)
+def test_garbage_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(content)
+    try:
+        result = read_capture(path)
+    except ParseError as exc:
+        assert "bad.pcap" in str(exc)
+        return
+    assert result.error is not None and not result.flows
+    res = CliRunner().invoke(cli, ["replay", "import", str(path), "-o", str(tmp_path / "o.yaml")])
+    assert res.exit_code == 1 and "bad.pcap" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_corrupt_caplen_stops_with_error(tmp_path: Path) -> None:
+    data = bytearray(CAPTURE.read_bytes())
+    struct.pack_into("<I", data, 24 + 8, 0x7FFFFFFF)  # first record's caplen
+    path = tmp_path / "corrupt.pcap"
+    path.write_bytes(bytes(data))
+    result = read_capture(path)
+    assert result.packets == 0 and result.error is not None and "caplen" in result.error
+
+
+def test_pcapng_through_dpkt(tmp_path: Path) -> None:
+    if shutil.which("editcap") is None:
+        pytest.skip("editcap (tshark's package) is not installed")
+    import subprocess
+
+    out = tmp_path / "x.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(CAPTURE), str(out)], check=True)
+    result = read_capture(out)
+    assert result.error is None and len(result.flows) == 24 and result.packets == 288
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.binary(max_size=400), st.integers(min_value=24, max_value=2000))
+def test_fuzz_damaged_tails(tmp_path: Path, tail: bytes, keep: int) -> None:
+    path = tmp_path / "fuzz.pcap"
+    path.write_bytes(CAPTURE.read_bytes()[:keep] + tail)
+    result = read_capture(path)
+    assert result.packets >= 0
