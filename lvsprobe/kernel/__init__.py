@@ -1,0 +1,1 @@
+"""Kernel readers: /proc files (`procfs`) and the generic netlink family IPVS (`genl`)."""

@@ -1,0 +1,45 @@
+"""The I/O edge shared by the procfs readers: read one file, map OS errors onto lvsprobe's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lvsprobe.errors import IPVSUnavailable, NotPermitted, ParseError
+
+
+def read_proc_text(root: Path, name: str, *, ipvs_file: bool = True) -> str:
+    """Read `root/name` in one go, mapping OS errors onto the lvsprobe error family.
+
+    A missing IPVS file means IPVS is not loaded in that namespace (`IPVSUnavailable`);
+    a permission error is `NotPermitted`; anything else the OS reports is a `ParseError`
+    without a line, naming the file.
+    """
+    return read_proc_bytes(root, name, ipvs_file=ipvs_file).decode("latin-1")
+
+
+def read_proc_bytes(root: Path, name: str, *, ipvs_file: bool = True) -> bytes:
+    """Like `read_proc_text`, as bytes, in big reads (a seq_file gives <= ~4 KiB per read)."""
+    path = root / name
+    try:
+        with path.open("rb", buffering=0) as f:
+            chunks = []
+            while chunk := f.read(1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except FileNotFoundError as exc:
+        if ipvs_file:
+            raise IPVSUnavailable(f"{root} (no {name})") from exc
+        raise ParseError(name, None, None, f"cannot read {path}: no such file") from exc
+    except PermissionError as exc:
+        raise NotPermitted(f"{path}: permission denied") from exc
+    except OSError as exc:
+        raise ParseError(name, None, None, f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_optional_text(root: Path, name: str) -> str | None:
+    """`root/name` as text, or None when it does not exist or is not readable (0400 files
+    such as /proc/slabinfo without root); other OS errors are a `ParseError`."""
+    try:
+        return read_proc_text(root, name, ipvs_file=True)
+    except (IPVSUnavailable, NotPermitted):
+        return None

@@ -1,0 +1,216 @@
+"""/proc/net/ip_vs: virtual services and their real servers (`ip_vs_info_seq_show`).
+
+The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn changed in
+6.12: it is max(totalconns - activeconns, 0) there). See KERNEL-NOTES §1.1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lvsprobe.errors import ParseError
+from lvsprobe.kernel.procfs import _hex
+from lvsprobe.kernel.procfs._read import read_proc_text
+from lvsprobe.model import (
+    Family,
+    Forward,
+    IPAddress,
+    Persistence,
+    Protocol,
+    RealServer,
+    Service,
+    ServiceFlag,
+    ServiceKey,
+)
+
+_HEADER = re.compile(r"IP Virtual Server version (\d+)\.(\d+)\.(\d+) \(size=(\d+)\)")
+_SVC_COLUMNS = ["Prot", "LocalAddress:Port", "Scheduler", "Flags"]
+_DEST_COLUMNS = ["->", "RemoteAddress:Port", "Forward", "Weight", "ActiveConn", "InActConn"]
+_PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
+# ip_vs_fwd_name(): Bypass is printed as Masq, so MASQ is all /proc can say.
+_FORWARDS = {
+    "Masq": Forward.MASQ,
+    "Local": Forward.LOCAL,
+    "Tunnel": Forward.TUNNEL,
+    "Route": Forward.ROUTE,
+}
+# IP_VS_SCHEDNAME_MAXLEN is 16 including the NUL.
+_SCHEDULER = re.compile(r"[A-Za-z0-9_]{1,15}")
+_I32 = (-(1 << 31), (1 << 31) - 1)
+
+
+@dataclass(frozen=True)
+class IpVsTable:
+    """Everything /proc/net/ip_vs shows: version, global conn hash-table size, services."""
+
+    version: str
+    conn_table_size: int
+    services: tuple[Service, ...]
+
+
+def read_ip_vs(root: Path) -> IpVsTable:
+    """Services from `root/net/ip_vs`; `IPVSUnavailable` when the file does not exist."""
+    return parse_ip_vs(read_proc_text(root, "net/ip_vs"))
+
+
+def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
+    """Parse the text of /proc/net/ip_vs into services with their real servers in file order.
+
+    Services appear in the kernel's hash-table order (not sorted); real servers in the
+    kernel's list order. Fields /proc does not show (stats, thresholds, PE name, scheduler
+    flags, tunnel settings) are left None.
+    """
+    lines = _hex.split_lines(text)
+    if not lines:
+        raise ParseError(source, None, None, "empty file: expected the 'IP Virtual Server' header")
+    match = _HEADER.fullmatch(lines[0].rstrip())
+    if match is None:
+        raise ParseError(source, 1, lines[0], "expected 'IP Virtual Server version X.Y.Z (size=N)'")
+    version = ".".join(match.group(1, 2, 3))
+    table_size = int(match.group(4))
+    for line_no, expected in ((2, _SVC_COLUMNS), (3, _DEST_COLUMNS)):
+        if len(lines) < line_no or lines[line_no - 1].split() != expected:
+            shown = lines[line_no - 1] if len(lines) >= line_no else None
+            raise ParseError(source, line_no, shown, f"expected the header {' '.join(expected)!r}")
+    services: list[Service] = []
+    current: _ServiceLine | None = None
+    dests: list[RealServer] = []
+    for line_no, line in enumerate(lines[3:], start=4):
+        try:
+            fields = line.split()
+            if fields and fields[0] == "->":
+                if current is None:
+                    raise ValueError("real-server line before any service line")
+                dests.append(_real_server(fields))
+            else:
+                if current is not None:
+                    services.append(_service(current, dests, source))
+                current, dests = _service_line(fields, line_no, line), []
+        except ValueError as exc:
+            raise ParseError(source, line_no, line, str(exc)) from exc
+    if current is not None:
+        services.append(_service(current, dests, source))
+    return IpVsTable(version=version, conn_table_size=table_size, services=tuple(services))
+
+
+@dataclass(frozen=True)
+class _ServiceLine:
+    protocol: Protocol | None
+    address: IPAddress | None
+    port: int
+    fwmark: int
+    scheduler: str
+    one_packet: bool
+    timeout_jiffies: int | None
+    netmask: int | None
+    line_no: int
+    line: str
+
+
+def _service_line(fields: list[str], line_no: int, line: str) -> _ServiceLine:
+    """`TCP  0A000001:0050 rr [ops] [persistent <jiffies> <mask>]`, or `FWM  %08X …`."""
+    if len(fields) < 3:
+        raise ValueError(f"expected at least 3 fields on a service line, got {len(fields)}")
+    proto_name, where, scheduler, *flags = fields
+    protocol: Protocol | None = None
+    addr: IPAddress | None = None
+    svc_port = fwmark = 0
+    if proto_name == "FWM":
+        fwmark = _hex.hex_number(where, _hex.U32_MAX)
+        if fwmark == 0:
+            raise ValueError("fwmark service with mark 0")
+    elif proto_name in _PROTOCOLS:
+        protocol = _PROTOCOLS[proto_name]
+        addr, svc_port = _hex.bracketed_endpoint(where)
+    else:
+        raise ValueError(f"unknown service protocol {proto_name!r} (expected TCP, UDP, SCTP, FWM)")
+    if not _SCHEDULER.fullmatch(scheduler):
+        raise ValueError(f"bad scheduler name {scheduler!r}")
+    one_packet = bool(flags) and flags[0] == "ops"
+    if one_packet:
+        flags = flags[1:]
+    timeout = netmask = None
+    if flags:
+        if flags[0] != "persistent" or len(flags) != 3:
+            raise ValueError(f"unexpected service flags {' '.join(flags)!r}")
+        # `persistent %d`: svc->timeout (unsigned jiffies) printed signed; undo the sign.
+        timeout = _hex.decimal(flags[1], *_I32) & _hex.U32_MAX
+        netmask = _hex.hex_number(flags[2], _hex.U32_MAX)
+    return _ServiceLine(
+        protocol, addr, svc_port, fwmark, scheduler, one_packet, timeout, netmask, line_no, line
+    )
+
+
+def _real_server(fields: list[str]) -> RealServer:
+    """`  -> C0A8010A:0050      Route   1      3          5`."""
+    if len(fields) != 6:
+        raise ValueError(f"expected 6 fields on a real-server line, got {len(fields)}")
+    addr, dest_port = _hex.bracketed_endpoint(fields[1])
+    forward = _FORWARDS.get(fields[2])
+    if forward is None:
+        raise ValueError(f"unknown forwarding method {fields[2]!r}")
+    return RealServer(
+        address=addr,
+        port=dest_port,
+        forward=forward,
+        weight=_hex.decimal(fields[3], 0, _I32[1]),
+        # atomic_t printed with %-10d: K6.1 can show a transiently negative count.
+        active_conns=_hex.decimal(fields[4], *_I32),
+        inactive_conns=_hex.decimal(fields[5], *_I32),
+        family=Family.INET6 if addr.version == 6 else Family.INET,
+    )
+
+
+def _service(line: _ServiceLine, dests: list[RealServer], source: str) -> Service:
+    """Assemble a Service; an fwmark service takes its family from its real servers.
+
+    /proc prints `FWM  %08X` with no address family. When every real server has the same
+    family, that is taken as the service's (a heterogeneous tunnel, 3.18+, could make this
+    guess wrong); with no real servers or mixed families `family` stays None.
+    """
+    family: Family | None
+    if line.address is not None:
+        family = Family.INET6 if line.address.version == 6 else Family.INET
+    else:
+        families = {d.family for d in dests}
+        family = families.pop() if len(families) == 1 else None
+    flags = ServiceFlag.HASHED
+    persistence = None
+    if line.timeout_jiffies is not None and line.netmask is not None:
+        flags |= ServiceFlag.PERSISTENT
+        try:
+            prefix_len = _prefix_len(line.netmask, family)
+        except ValueError as exc:
+            raise ParseError(source, line.line_no, line.line, str(exc)) from exc
+        persistence = Persistence(
+            timeout_s=None, timeout_jiffies=line.timeout_jiffies, prefix_len=prefix_len
+        )
+    if line.one_packet:
+        flags |= ServiceFlag.ONEPACKET
+    key = ServiceKey(family, line.protocol, line.address, line.port, line.fwmark)
+    return Service(key, line.scheduler, flags, persistence, tuple(dests))
+
+
+def _prefix_len(mask: int, family: Family | None) -> int:
+    """The persistence netmask field (`%08X` of ntohl(svc->netmask)) as a prefix length.
+
+    IPv4: a contiguous netmask, FFFFFF00 -> 24. IPv6: the field holds a raw prefix length
+    (ip_vs_ctl.c `plen = (__force __u32) u->netmask`) that ipvsadm sent in host order, so a
+    little-endian host shows ntohl(128) = 80000000 and a big-endian one 00000080; both are
+    accepted. An fwmark service of unknown family is read as IPv4 when the value is a valid
+    IPv4 netmask, else as an IPv6 prefix length.
+    """
+    if family is not Family.INET6:
+        inverted = ~mask & _hex.U32_MAX
+        if inverted & (inverted + 1) == 0:
+            return 32 - inverted.bit_length()
+        if family is Family.INET:
+            raise ValueError(f"persistence netmask {mask:08X} is not contiguous")
+    if 1 <= mask <= 128:
+        return mask
+    swapped = int.from_bytes(mask.to_bytes(4, "little"), "big")
+    if 1 <= swapped <= 128:
+        return swapped
+    raise ValueError(f"persistence netmask {mask:08X} is no IPv6 prefix length (1..128)")

@@ -1,0 +1,77 @@
+"""/proc/net/ip_vs_conn: the connection table, persistence templates included.
+
+Three ways to read it, by cost:
+- `count_states`: (protocol, state) -> entries, at C speed (~0.2 µs a row); checks every
+  row's layout, see `_conn_fast` for the one thing it cannot see.
+- `summarize_ip_vs_conn`: counts by `ConnCountKey` (service, real server, state, template),
+  every field checked, no object per row kept.
+- `iter_ip_vs_conn`: one `Conn` per row, streamed.
+The table is one global hash shared by all namespaces and is read without a snapshot:
+rows can be missed or repeated (KERNEL-NOTES §1.4). Eras are handled in `_conn_row`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary
+from lvsprobe.kernel.procfs._conn_summary import NO_DEST
+from lvsprobe.kernel.procfs._read import read_proc_bytes
+from lvsprobe.model import Conn, ConnSummary
+
+__all__ = [
+    "NO_DEST",
+    "count_states",
+    "iter_ip_vs_conn",
+    "read_ip_vs_conn",
+    "summarize_ip_vs_conn",
+]
+SOURCE = _conn_row.CONN.source
+
+
+def read_ip_vs_conn(root: Path) -> bytes:
+    """The bytes of `root/net/ip_vs_conn`, read in 1 MiB requests until EOF.
+
+    The kernel hands at most ~4 KiB per read() whatever the buffer, and re-walks the hash
+    table to its position on each, so a big table takes long to read. `IPVSUnavailable`
+    when the file does not exist.
+    """
+    return read_proc_bytes(root, SOURCE)
+
+
+def iter_ip_vs_conn(data: bytes, source: str = SOURCE) -> Iterator[Conn]:
+    """One Conn per row, in file order, streamed; ParseError names the malformed line.
+
+    IPv6 addresses are the bare full `%pI6` form; an fwmark template (protocol IP) has
+    `virtual_address=None` and the mark in `fwmark`; PEName/PEData (e.g. `sip <Call-ID>`)
+    fill `pe_name`/`pe_data` (the data decoded as Latin-1, byte for byte).
+    """
+    return _conn_row.iter_conns(data, _conn_row.CONN.named(source))
+
+
+def summarize_ip_vs_conn(
+    data: bytes, *, per_real_server: bool = True, source: str = SOURCE
+) -> ConnSummary:
+    """Entries counted by ConnCountKey (service, real server, state, template).
+
+    With `per_real_server=False` the key's `dest_address`/`dest_port` are `NO_DEST`
+    (0.0.0.0) and 0 for every row, so the summary is per service and state only.
+    Templates are keyed with `template=True` (protocol IP, or client port 0 in state
+    NONE/ASSURED: `Conn.is_template`).
+    """
+    return _conn_summary.summarize(data, _conn_row.CONN.named(source), per_real_server)
+
+
+def count_states(data: bytes, source: str = SOURCE) -> dict[tuple[str, str], int]:
+    """(protocol, state) -> entries: the fast path for per-state gauges.
+
+    Templates are counted under their own names: ("IP", "NONE"), ("TCP", "ASSURED"), and a
+    TCP template in NONE together with TCP connections in NONE. Use the summary when
+    templates must be told apart.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    shapes = _conn_fast.count_shapes(data, _conn_row.CONN.named(source))
+    for (protocol, state, _), rows in shapes.items():
+        counts[(protocol, state)] = counts.get((protocol, state), 0) + rows
+    return counts
