@@ -4,6 +4,7 @@ appearance), the server mapped to the target, start offsets kept (scaled at run 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,14 @@ def add_detail(path: Path, flows: list[Flow]) -> int:
     index: dict[FlowKey, Flow] = {
         (f.protocol, f.client, f.client_port, f.server, f.server_port): f for f in flows
     }
+    # pyshark drives tshark with asyncio: give it its own loop (asyncio.run() elsewhere in
+    # the process leaves no current loop behind)
+    loop = asyncio.new_event_loop()
     capture = pyshark.FileCapture(
         str(path),
         display_filter="http.request or ftp.request or tls.handshake.type == 1",
         keep_packets=False,
+        eventloop=loop,
     )
     touched: set[int] = set()
     try:
@@ -59,6 +64,7 @@ def add_detail(path: Path, flows: list[Flow]) -> int:
         raise ParseError(str(path), None, None, f"tshark could not dissect it: {exc}") from exc
     finally:
         capture.close()
+        loop.close()
     return len(touched)
 
 
