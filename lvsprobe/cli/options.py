@@ -1,0 +1,79 @@
+"""Options shared by commands that read a director: which namespace or tree to read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from lvsprobe.sources import Target
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def target_options(func: F) -> F:
+    """Add --netns/--pid/--procfs-root/--sysfs-root/--genl-capture to a command."""
+    options = [
+        click.option(
+            "--netns",
+            metavar="NAME",
+            help="Read the named network namespace (/run/netns/NAME).",
+        ),
+        click.option(
+            "--pid",
+            type=int,
+            metavar="PID",
+            help="Read the network namespace of this process (e.g. a container's).",
+        ),
+        click.option(
+            "--procfs-root",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            metavar="DIR",
+            help="Read a directory laid out like /proc instead of the kernel "
+            "(a host /proc mounted elsewhere, or a captured tree).",
+        ),
+        click.option(
+            "--sysfs-root",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            metavar="DIR",
+            help="With --procfs-root: where /sys is (for the ip_vs_conn slab).",
+        ),
+        click.option(
+            "--genl-capture",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Decode a recorded generic-netlink conversation (hex, one message a line) "
+            "instead of asking the kernel: per-service stats for captured trees.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def target_from_options(
+    netns: str | None,
+    pid: int | None,
+    procfs_root: Path | None,
+    sysfs_root: Path | None,
+    genl_capture: Path | None,
+) -> Target:
+    """Validate the combination and build the Target."""
+    chosen = [
+        name
+        for name, v in (("--netns", netns), ("--pid", pid), ("--procfs-root", procfs_root))
+        if v is not None
+    ]
+    if len(chosen) > 1:
+        raise click.UsageError(f"{' and '.join(chosen)} exclude each other: choose one")
+    if sysfs_root is not None and procfs_root is None:
+        raise click.BadParameter("only makes sense with --procfs-root", param_hint="--sysfs-root")
+    return Target(
+        procfs_root=procfs_root,
+        netns=netns,
+        pid=pid,
+        sysfs_root=sysfs_root,
+        genl_capture=genl_capture,
+    )

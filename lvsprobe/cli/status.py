@@ -1,0 +1,158 @@
+"""`lvsprobe status`: what the kernel's IPVS holds now, as ipvsadm shows it, plus the
+connection table summarised by protocol and state."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from lvsprobe import ipvsadm_view
+from lvsprobe.cli.options import target_from_options, target_options
+from lvsprobe.errors import IPVSUnavailable, LvsprobeError
+from lvsprobe.ipvsadm_view import View
+from lvsprobe.model import Origin, Snapshot
+from lvsprobe.snapshot_json import snapshot_to_json
+from lvsprobe.sources import Target, read_snapshot
+
+
+def format_conn_summary(snap: Snapshot) -> str:
+    """A table of connection entries by protocol and state, and the templates."""
+    summary = snap.conns
+    if summary is None:
+        return ""
+    size = f", {snap.conn_table_size} hash buckets" if snap.conn_table_size else ""
+    lines = [
+        f"Connection table: {summary.total} entries, {summary.templates} persistence "
+        f"templates{size}"
+    ]
+    by_state = summary.by_state()
+    if by_state:
+        lines.append(f"{'Prot':<5} {'State':<12} {'Entries':>9}")
+        for (proto, state), n in sorted(by_state.items(), key=lambda kv: (kv[0][0], -kv[1])):
+            lines.append(f"{proto:<5} {state:<12} {n:>9}")
+    synced = sum(n for k, n in summary.counts.items() if k.origin is Origin.SYNC)
+    if synced:
+        lines.append(f"{synced} entries came from the sync daemon (Origin SYNC)")
+    return "\n".join(lines) + "\n"
+
+
+def render_text(snap: Snapshot, view: View, exact: bool, extra: tuple[str, ...]) -> str:
+    parts = [ipvsadm_view.format_list(snap, view, exact=exact)]
+    if "timeout" in extra and snap.timeouts is not None:
+        parts.append(ipvsadm_view.format_timeout(snap.timeouts))
+    if "daemon" in extra:
+        parts.append(ipvsadm_view.format_daemons(snap.daemons))
+    if "conns" in extra and snap.conns is not None:
+        parts.append("\n" + format_conn_summary(snap))
+    return "".join(parts)
+
+
+def _take(target: Target, with_conns: bool, netlink: bool, hz: int | None) -> Snapshot:
+    snap = read_snapshot(target, conns="summary" if with_conns else "off", netlink=netlink, hz=hz)
+    if not snap.loaded:
+        raise IPVSUnavailable(target.describe())
+    for failure in snap.failures:
+        if failure.source == "services":
+            raise LvsprobeError(
+                f"could not read the services of {target.describe()}: {failure.error}"
+            )
+    return snap
+
+
+@click.command()
+@target_options
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON (stable schema).")
+@click.option("--stats", "view", flag_value=View.STATS.value, help="Counters (ipvsadm --stats).")
+@click.option(
+    "--rate", "view", flag_value=View.RATE.value, help="Estimator rates (ipvsadm --rate)."
+)
+@click.option(
+    "--thresholds", "view", flag_value=View.THRESHOLDS.value, help="Upper/lower thresholds."
+)
+@click.option(
+    "--persistent-conn",
+    "view",
+    flag_value=View.PERSISTENT_CONN.value,
+    help="Persistence templates per real server.",
+)
+@click.option("--exact", is_flag=True, help="Full numbers instead of K/M/G units.")
+@click.option("--timeout", "show_timeout", is_flag=True, help="Also show tcp/tcpfin/udp timeouts.")
+@click.option("--daemon", "show_daemon", is_flag=True, help="Also show the sync daemons.")
+@click.option(
+    "--conns/--no-conns",
+    default=True,
+    show_default=True,
+    help="Summarise the connection table (/proc/net/ip_vs_conn) by protocol and state.",
+)
+@click.option(
+    "--hz",
+    type=click.IntRange(1, 10_000),
+    help="CONFIG_HZ of the kernel, to turn /proc's persistence jiffies into seconds "
+    "(default 250, Debian's; netlink needs no guess).",
+)
+@click.option("--no-netlink", is_flag=True, help="Read /proc only, even when netlink works.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(0.5, 3600),
+    metavar="SECONDS",
+    help="Redraw every SECONDS until Ctrl-C (or --count).",
+)
+@click.option("--count", type=click.IntRange(1), help="With --watch: stop after N snapshots.")
+def status(
+    netns: str | None,
+    pid: int | None,
+    procfs_root: Path | None,
+    sysfs_root: Path | None,
+    genl_capture: Path | None,
+    as_json: bool,
+    view: str | None,
+    exact: bool,
+    show_timeout: bool,
+    show_daemon: bool,
+    conns: bool,
+    hz: int | None,
+    no_netlink: bool,
+    watch: float | None,
+    count: int | None,
+) -> None:
+    """Show IPVS services, real servers, counters and the connection table.
+
+    The text is ipvsadm's (`ipvsadm -Ln`, `--stats`, `--rate`, `--exact`, …), so it can be
+    compared line by line; the connection-table summary follows it. Netlink is used when
+    permitted (root / CAP_NET_ADMIN), else /proc with a warning.
+
+    \b
+    Examples:
+      lvsprobe status                          like ipvsadm -Ln, plus conn-table summary
+      lvsprobe status --stats --exact          like ipvsadm -Ln --stats --exact
+      lvsprobe status --netns lvs1 --json      a named namespace, as JSON
+      lvsprobe status --procfs-root /host/proc a host /proc mounted in a container
+      lvsprobe status --watch 2                redraw every 2 s (the estimator's period)
+    """
+    target = target_from_options(netns, pid, procfs_root, sysfs_root, genl_capture)
+    extra = tuple(
+        name
+        for name, on in (("timeout", show_timeout), ("daemon", show_daemon), ("conns", conns))
+        if on
+    )
+    chosen = View(view) if view else View.LIST
+    shown = 0
+    while True:
+        snap = _take(target, conns, not no_netlink, hz)
+        if as_json:
+            click.echo(json.dumps(snapshot_to_json(snap), indent=2))
+        else:
+            if watch and shown:
+                click.clear()
+            click.echo(render_text(snap, chosen, exact, extra), nl=False)
+            for warning in snap.warnings:
+                click.echo(f"warning: {warning}", err=True)
+            for failure in snap.failures:
+                click.echo(f"warning: could not read {failure.source}: {failure.error}", err=True)
+        shown += 1
+        if not watch or (count is not None and shown >= count):
+            return
+        time.sleep(watch)

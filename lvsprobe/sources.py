@@ -1,0 +1,211 @@
+"""Where a Snapshot comes from: the current namespace, a named netns, a pid's netns, or a
+directory laid out like /proc. The only I/O edge between the kernel readers and consumers.
+
+Netlink first (per-service stats, rates, seconds-exact persistence, daemons, timeouts); procfs
+when netlink is not permitted (no CAP_NET_ADMIN in the initial user namespace), with a warning.
+Each source fails alone: a failure is recorded in `Snapshot.failures` and the rest is served.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted
+from lvsprobe.kernel.netns import run_in_netns
+from lvsprobe.kernel.procfs import ip_vs, ip_vs_conn, ip_vs_conn_sync, ip_vs_stats, slab, sysctl
+from lvsprobe.model import ConnSummary, Daemon, Service, Snapshot, SourceFailure, Timeouts
+
+ConnMode = Literal["off", "summary", "per-real-server"]
+T = TypeVar("T")
+
+# Debian, Ubuntu and most distribution kernels are built with CONFIG_HZ=250; the kernel does not
+# export HZ, so /proc/net/ip_vs's persistence timeout (jiffies) is converted with this unless
+# the caller knows better (`--hz`) or netlink gives seconds.
+DEFAULT_HZ = 250
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What to read. With none of the fields set: the caller's own network namespace."""
+
+    procfs_root: Path | None = None
+    netns: str | None = None
+    pid: int | None = None
+    sysfs_root: Path | None = None
+    genl_capture: Path | None = None
+
+    def describe(self) -> str:
+        if self.procfs_root is not None:
+            return f"procfs tree {self.procfs_root}"
+        if self.netns is not None:
+            return f"network namespace {self.netns!r}"
+        if self.pid is not None:
+            return f"the network namespace of pid {self.pid}"
+        return "this network namespace"
+
+
+@dataclass
+class _Collector:
+    """Runs each source, timing it and recording its failure instead of raising."""
+
+    clock: Callable[[], float]
+    durations: dict[str, float]
+    failures: list[SourceFailure]
+
+    def run(self, source: str, read: Callable[[], T]) -> T | None:
+        started = self.clock()
+        try:
+            return read()
+        except IPVSUnavailable:
+            if source == "services":
+                raise
+            self.failures.append(SourceFailure(source, f"{source}: file missing"))
+            return None
+        except (LvsprobeError, OSError) as exc:
+            self.failures.append(SourceFailure(source, _one_line(exc)))
+            return None
+        finally:
+            self.durations[source] = self.clock() - started
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        name = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{name}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def read_snapshot(
+    target: Target | None = None,
+    *,
+    conns: ConnMode = "summary",
+    netlink: bool = True,
+    hz: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Snapshot:
+    """Read everything IPVS shows in one namespace. Never raises for a per-source failure.
+
+    Raises NamespaceError when the namespace cannot be entered.
+    """
+    target = target or Target()
+    if target.procfs_root is not None:
+        return _read(target, target.procfs_root, target.procfs_root, conns, netlink, hz, clock)
+    if target.netns is None and target.pid is None:
+        return _read(target, Path("/proc/thread-self"), Path("/proc"), conns, netlink, hz, clock)
+    return run_in_netns(
+        lambda: _read(target, Path("/proc/thread-self"), Path("/proc"), conns, netlink, hz, clock),
+        netns=target.netns,
+        pid=target.pid,
+    )
+
+
+def _read(
+    target: Target,
+    net_root: Path,
+    proc_root: Path,
+    conns: ConnMode,
+    netlink: bool,
+    hz: int | None,
+    clock: Callable[[], float],
+) -> Snapshot:
+    """Read in the current thread's namespace: `net_root/net/…`, `proc_root/sys/…`."""
+    col = _Collector(clock, {}, [])
+    warnings: list[str] = []
+    namespace = target.netns or (str(target.pid) if target.pid is not None else None)
+    try:
+        table = col.run("services", lambda: ip_vs.read_ip_vs(net_root))
+    except IPVSUnavailable:
+        return Snapshot(loaded=False, via="procfs", namespace=namespace)
+
+    version = table.version if table else None
+    table_size = table.conn_table_size if table else None
+    services: tuple[Service, ...] = table.services if table else ()
+    timeouts: Timeouts | None = None
+    daemons: tuple[Daemon, ...] = ()
+    via = "procfs"
+
+    live = target.procfs_root is None and netlink
+    if target.genl_capture is not None or live:
+        from lvsprobe.kernel.genl import capture, socket
+
+        try:
+            client = (
+                capture.CapturedIPVS.from_file(target.genl_capture)
+                if target.genl_capture is not None
+                else socket.IPVSNetlink.open()
+            )
+        except NotPermitted as exc:
+            warnings.append(
+                f"{exc}; read /proc instead: no per-service counters or rates, no daemons "
+                "or timeouts, persistence timeouts converted from jiffies"
+            )
+        else:
+            with client:
+                nl_services = col.run("services", client.services)
+                if nl_services is not None:
+                    services, via = nl_services, "netlink"
+                    col.failures[:] = [f for f in col.failures if f.source != "services"]
+                info = col.run("info", client.info)
+                if info is not None:
+                    version, table_size = info
+                timeouts = col.run("timeouts", client.config)
+                daemons = col.run("daemons", client.daemons) or ()
+
+    if via == "procfs":
+        services = _with_seconds(services, hz or DEFAULT_HZ)
+        if hz is None and any(s.persistence for s in services):
+            warnings.append(
+                f"persistence timeouts converted from jiffies assuming CONFIG_HZ={DEFAULT_HZ}"
+                " (use --hz to set it)"
+            )
+
+    totals_rates = col.run("stats", lambda: ip_vs_stats.read_ip_vs_stats(net_root))
+    summary = None
+    if conns != "off":
+        summary = col.run("conns", lambda: _read_conns(net_root, conns == "per-real-server"))
+    sysctls = col.run("sysctls", lambda: sysctl.read_sysctls(proc_root)) or {}
+    sys_root = target.sysfs_root or (None if target.procfs_root else Path("/sys"))
+    slab_info = col.run("slab", lambda: slab.read_slab(proc_root, sys_root))
+
+    return Snapshot(
+        loaded=True,
+        via=via,
+        version=version,
+        conn_table_size=table_size,
+        services=services,
+        totals=totals_rates[0] if totals_rates else None,
+        total_rates=totals_rates[1] if totals_rates else None,
+        conns=summary,
+        sysctls=sysctls,
+        timeouts=timeouts,
+        daemons=daemons,
+        slab=slab_info,
+        failures=tuple(col.failures),
+        warnings=tuple(warnings),
+        durations_s=col.durations,
+        namespace=namespace,
+    )
+
+
+def _read_conns(net_root: Path, per_real_server: bool) -> ConnSummary:
+    """The connection table with its Origin column when the kernel has ip_vs_conn_sync."""
+    if (net_root / "net/ip_vs_conn_sync").exists():
+        data = ip_vs_conn_sync.read_ip_vs_conn_sync(net_root)
+        return ip_vs_conn_sync.summarize_ip_vs_conn_sync(data, per_real_server=per_real_server)
+    data = ip_vs_conn.read_ip_vs_conn(net_root)
+    return ip_vs_conn.summarize_ip_vs_conn(data, per_real_server=per_real_server)
+
+
+def _with_seconds(services: tuple[Service, ...], hz: int) -> tuple[Service, ...]:
+    """Fill `timeout_s` of procfs persistence (jiffies) with the given HZ."""
+    out = []
+    for svc in services:
+        p = svc.persistence
+        if p is not None and p.timeout_s is None and p.timeout_jiffies is not None:
+            svc = replace(svc, persistence=replace(p, timeout_s=p.timeout_jiffies // hz))
+        out.append(svc)
+    return tuple(out)
