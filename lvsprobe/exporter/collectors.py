@@ -41,21 +41,21 @@ class StatsCollector:
             out.add("ipvs_conn_table_buckets", out.block(""), snap.conn_table_size)
 
 
-def _conn_service_pairs(key: ConnCountKey) -> str:
-    """SERVICE_LABELS for a connection entry: its virtual address, or the fwmark of a template."""
+def _conn_service_pairs(key: ConnCountKey, is_service: bool) -> str:
+    """SERVICE_LABELS for a connection entry: its virtual address, or the fwmark of a template.
+
+    Entries whose <protocol, address, port> is no configured service (FTP data connections,
+    port-0 persistence templates, connections of fwmark services) keep their address but get
+    port="": one series per address instead of one per passive port.
+    """
     addr: IPAddress | None = key.virtual_address
     family_of = addr if addr is not None else key.dest_address
     family = "inet" if family_of.version == 4 else "inet6"
     if key.fwmark:
         values = ("", "", "0", str(key.fwmark), family)
     else:
-        values = (
-            key.protocol.lower(),
-            str(addr) if addr is not None else "",
-            str(key.virtual_port),
-            "0",
-            family,
-        )
+        port = str(key.virtual_port) if is_service else ""
+        values = (key.protocol.lower(), str(addr) if addr is not None else "", port, "0", family)
     return label_pairs(SERVICE_LABELS, values)
 
 
@@ -76,13 +76,19 @@ class ConnsCollector:
         origins: dict[str, int] = {}
         pairs_of: dict[tuple[str, IPAddress | None, int, int], str | None] = {}
         allows = self.service_filter.allows
+        services = {
+            (svc.key.protocol.name, svc.key.address, svc.key.port)
+            for svc in snap.services
+            if svc.key.protocol is not None and not svc.key.fwmark
+        }
         for key, n in summary.counts.items():
             origin = key.origin.value.lower() if key.origin is not None else "unknown"
             origins[origin] = origins.get(origin, 0) + n
             svc = (key.protocol, key.virtual_address, key.virtual_port, key.fwmark)
             if svc not in pairs_of:
                 ok = allows(key.virtual_address, key.virtual_port, key.fwmark)
-                pairs_of[svc] = _conn_service_pairs(key) if ok else None
+                is_service = (key.protocol, key.virtual_address, key.virtual_port) in services
+                pairs_of[svc] = _conn_service_pairs(key, is_service) if ok else None
             pairs = pairs_of[svc]
             if pairs is None:
                 continue

@@ -213,7 +213,8 @@ SPECS: tuple[MetricSpec, ...] = (
     # --- connection table (/proc/net/ip_vs_conn[_sync]) ----------------------------------
     MetricSpec(
         "ipvs_conn_entries",
-        "Connection-table entries (templates excluded) by virtual service, protocol and state.",
+        "Connection-table entries (templates excluded) by virtual service and state; "
+        'port="" gathers entries of no configured service (FTP data, fwmark services).',
         G,
         CONN_LABELS,
         "conns",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from lvsprobe import __version__
-from lvsprobe.errors import LvsprobeError
+from lvsprobe.errors import IPVSUnavailable, LvsprobeError
 from lvsprobe.exporter.collectors import (
     ConnsCollector,
     DaemonsCollector,
@@ -120,6 +120,9 @@ class Scraper:
                     netlink=self.options.netlink,
                     hz=self.options.hz,
                 )
+            except IPVSUnavailable:
+                # A reader that finds IPVS gone mid-read says so by raising: a state too.
+                snap = Snapshot(loaded=False, via="procfs")
             except LvsprobeError as exc:
                 self._note(name, {"namespace": str(exc)}, ["namespace"])
                 out.add_labeled("ipvs_scrape_source_success", ("namespace",), 0)
