@@ -1,0 +1,300 @@
+"""The LVS cluster inside the VM: a Topology rendered into ONE bash script run by the agent.
+
+Address plan (198.18.0.0/15 and 2001:2::/48 are the benchmarking ranges, RFC 2544/5180):
+
+    client   c0   198.18.0.2/24      2001:2::2/64      + pool 198.18.16.1..N  2001:2:0:100::1..N
+                  (the pool is routed to the client by the router; bind to a pool address)
+    router   rc0  198.18.0.1/24      2001:2::1/64
+             br0  198.18.1.1/24      2001:2:0:1::1/64  (the server LAN bridge)
+    lvs1     e0   198.18.1.2/24      2001:2:0:1::2/64  active director: the VIPs, the NAT gateway
+    lvs2     e0   198.18.1.3/24      2001:2:0:1::3/64  standby director (same IPVS rules)
+    VIP           198.18.1.100       2001:2:0:1::100
+    NAT gw        198.18.1.254       2001:2:0:1::254   (floats with the VIP: the RSs' route)
+    rsI      e0   198.18.1.(10+I)    2001:2:0:1::(10+I)  I = 1..N
+
+NAT: real servers route back through the director's floating gateway, the directors send no ICMP
+redirects. DR: the VIP on each real server's loopback, arp_ignore=1/arp_announce=2. TUN: the VIP
+on tunl0 (ipip), rp_filter off. fwmark services: a tc flower filter on the directors' e0 marks
+VIP:port packets (no iptables needed).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from typing import ClassVar
+
+from lvsprobe.lab.topology import Mode, ServiceSpec, Topology
+
+STATE = "/run/lab/cluster"
+TLS_DIR = "/run/lab/tls"
+SYNC_ID = 7
+MODULES = (
+    "ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_sh ip_vs_mh ip_vs_ftp nf_conntrack "
+    "veth bridge ipip sch_ingress cls_flower act_skbedit"
+)
+
+
+class AddressPlan:
+    """Every address of a topology's cluster (see the module docstring)."""
+
+    vip = "198.18.1.100"
+    vip6 = "2001:2:0:1::100"
+    nat_gateway = "198.18.1.254"
+    nat_gateway6 = "2001:2:0:1::254"
+    router_lan, router_lan6 = "198.18.1.1", "2001:2:0:1::1"
+    client_link, client_link6 = "198.18.0.2", "2001:2::2"
+    directors: ClassVar[dict[str, tuple[str, str]]] = {
+        "lvs1": ("198.18.1.2", "2001:2:0:1::2"),
+        "lvs2": ("198.18.1.3", "2001:2:0:1::3"),
+    }
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        n = topology.clients
+        self.client_addresses = tuple(f"198.18.{16 + i // 256}.{i % 256}" for i in range(1, n + 1))
+        self.client_addresses6 = tuple(f"2001:2:0:100::{i:x}" for i in range(1, n + 1))
+        count = topology.real_servers
+        self.real_server_names = tuple(f"rs{i}" for i in range(1, count + 1))
+        self.real_server_addresses = tuple(f"198.18.1.{10 + i}" for i in range(1, count + 1))
+        self.real_server_addresses6 = tuple(f"2001:2:0:1::{10 + i}" for i in range(1, count + 1))
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return ("client", "router", "lvs1", "lvs2", *self.real_server_names)
+
+    def service_address(self, svc: ServiceSpec) -> str:
+        """ipvsadm's form of a service: `198.18.1.100:80`, `[2001:…]:80` or the mark."""
+        if svc.is_fwmark:
+            return str(svc.fwmark)
+        return f"[{self.vip6}]:{svc.port}" if svc.family == "ipv6" else f"{self.vip}:{svc.port}"
+
+
+def _q(*words: object) -> str:
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def teardown_script() -> str:
+    """Stop what a previous build started and delete every namespace (idempotent)."""
+    return f"""
+for f in {STATE}/*.pid; do [ -e "$f" ] && kill -9 -- -"$(<"$f")" 2>/dev/null; rm -f "$f"; done
+for n in lvs1 lvs2; do
+  [ -e /run/netns/$n ] || continue
+  ip netns exec $n ipvsadm --stop-daemon master 2>/dev/null
+  ip netns exec $n ipvsadm --stop-daemon backup 2>/dev/null
+done
+ip -all netns delete 2>/dev/null
+rm -rf {STATE}; mkdir -p {STATE}
+"""
+
+
+def _links(plan: AddressPlan) -> str:
+    lines = ["link add br0 netns router type bridge",
+             "link add c0 netns client type veth peer name rc0 netns router"]  # fmt: skip
+    for name in ("lvs1", "lvs2", *plan.real_server_names):
+        lines.append(f"link add e0 netns {name} type veth peer name b-{name} netns router")
+    return "\n".join(lines)
+
+
+def _router(plan: AddressPlan) -> str:
+    lines = [
+        "link set br0 up", f"addr add {plan.router_lan}/24 dev br0",
+        f"addr add {plan.router_lan6}/64 dev br0 nodad",
+        "link set rc0 up", "addr add 198.18.0.1/24 dev rc0", "addr add 2001:2::1/64 dev rc0 nodad",
+        f"route add 198.18.16.0/20 via {plan.client_link}",
+        f"route add 2001:2:0:100::/64 via {plan.client_link6}",
+    ]  # fmt: skip
+    lines += [f"link set b-{n} master br0 up" for n in ("lvs1", "lvs2", *plan.real_server_names)]
+    return "\n".join(lines)
+
+
+def _client(plan: AddressPlan) -> str:
+    lines = ["link set c0 up", f"addr add {plan.client_link}/24 dev c0",
+             f"addr add {plan.client_link6}/64 dev c0 nodad",
+             "route add default via 198.18.0.1", "route add default via 2001:2::1"]  # fmt: skip
+    lines += [f"addr add {a}/32 dev c0" for a in plan.client_addresses]
+    lines += [f"addr add {a}/128 dev c0 nodad" for a in plan.client_addresses6]
+    return "\n".join(lines)
+
+
+def _director(plan: AddressPlan, name: str, active: bool) -> str:
+    v4, v6 = plan.directors[name]
+    lines = ["link set e0 up", f"addr add {v4}/24 dev e0", f"addr add {v6}/64 dev e0 nodad",
+             f"route add default via {plan.router_lan}",
+             f"route add default via {plan.router_lan6}"]  # fmt: skip
+    if active:
+        lines += vip_lines(plan, "add")
+    return "\n".join(lines)
+
+
+def vip_lines(plan: AddressPlan, verb: str) -> list[str]:
+    """`ip addr add|del` lines for the floating addresses of the active director."""
+    lines = [f"addr {verb} {plan.vip}/24 dev e0", f"addr {verb} {plan.vip6}/64 dev e0 nodad"]
+    if plan.topology.mode is Mode.NAT:
+        lines += [f"addr {verb} {plan.nat_gateway}/24 dev e0",
+                  f"addr {verb} {plan.nat_gateway6}/64 dev e0 nodad"]  # fmt: skip
+    if verb == "del":
+        lines = [line.replace(" nodad", "") for line in lines]
+    return lines
+
+
+def _real_server(plan: AddressPlan, index: int) -> str:
+    mode = plan.topology.mode
+    lines = ["link set e0 up", f"addr add {plan.real_server_addresses[index]}/24 dev e0",
+             f"addr add {plan.real_server_addresses6[index]}/64 dev e0 nodad"]  # fmt: skip
+    if mode is Mode.NAT:
+        lines += [f"route add default via {plan.nat_gateway}",
+                  f"route add default via {plan.nat_gateway6}"]  # fmt: skip
+    else:
+        lines += [f"route add default via {plan.router_lan}",
+                  f"route add default via {plan.router_lan6}"]  # fmt: skip
+    if mode is Mode.DR:
+        lines += [f"addr add {plan.vip}/32 dev lo", f"addr add {plan.vip6}/128 dev lo nodad"]
+    if mode is Mode.TUN:
+        lines += ["link set tunl0 up", f"addr add {plan.vip}/32 dev tunl0"]
+    return "\n".join(lines)
+
+
+def _sysctls(plan: AddressPlan, name: str) -> list[str]:
+    mode = plan.topology.mode
+    if name == "router":
+        return ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
+    if name in ("lvs1", "lvs2"):
+        # send_redirects=0: RS->director->router leaves by the interface it came in on, and
+        # redirects would make the RSs bypass the director (NAT breaks). conntrack=1 keeps
+        # conntrack entries for IPVS connections (ip_vs_ftp's NAT mangling needs them).
+        return ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.default.send_redirects=0",
+                "net.ipv4.conf.e0.send_redirects=0", "net.ipv4.vs.conntrack=1"]  # fmt: skip
+    if name.startswith("rs"):
+        if mode is Mode.NAT:
+            return ["net.ipv4.conf.all.accept_redirects=0"]
+        values = ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
+        if mode is Mode.TUN:
+            values += [
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+                "net.ipv4.conf.tunl0.rp_filter=0",
+                "net.ipv4.conf.e0.rp_filter=0",
+            ]
+        return values
+    return []
+
+
+def ipvs_rules(plan: AddressPlan) -> str:
+    """`ipvsadm -R` input (the -S format) for the topology's services."""
+    topo = plan.topology
+    lines = []
+    for svc in topo.effective_services:
+        six = " -6" if svc.family == "ipv6" else ""
+        if svc.is_fwmark:
+            where = f"-f {svc.fwmark}{six}"
+        else:
+            where = f"{'-t' if svc.protocol == 'tcp' else '-u'} {plan.service_address(svc)}"
+        opts = f" -s {svc.scheduler or topo.scheduler}"
+        if svc.persistence_s is not None:
+            opts += f" -p {svc.persistence_s}"
+            if svc.netmask is not None:
+                opts += f" -M {svc.netmask}"
+        lines.append(f"-A {where}{opts} {' '.join(svc.options)}".rstrip())
+        addresses = (
+            plan.real_server_addresses6 if svc.family == "ipv6" else plan.real_server_addresses
+        )
+        for i, rip in enumerate(addresses):
+            rip = f"[{rip}]" if svc.family == "ipv6" else rip
+            dest = rip if svc.is_fwmark else f"{rip}:{svc.port}"
+            weight = topo.weight_of(svc, i)
+            lines.append(f"-a {where} -r {dest} {topo.mode.ipvsadm_flag} -w {weight}")
+    return "\n".join(lines) + "\n"
+
+
+def _fwmark_filters(plan: AddressPlan) -> list[str]:
+    """tc commands (for `tc -batch`) marking VIP:port packets of fwmark services."""
+    lines = []
+    services = [s for s in plan.topology.effective_services if s.is_fwmark]
+    if services:
+        lines.append("qdisc add dev e0 ingress")
+    for svc in services:
+        proto, vip = ("ipv6", plan.vip6) if svc.family == "ipv6" else ("ip", plan.vip)
+        for port in svc.ports:
+            for l4 in ("tcp", "udp"):
+                lines.append(
+                    f"filter add dev e0 ingress protocol {proto} pref 10 flower ip_proto {l4} "
+                    f"dst_ip {vip} dst_port {port} action skbedit mark {svc.fwmark}"
+                )
+    return lines
+
+
+def launcher_spec(plan: AddressPlan) -> dict[str, object]:
+    """What `lvsprobe.lab.launcher` does: sysctls per namespace, then the real servers."""
+    sysctls = {}
+    for name in plan.namespaces:
+        values = _sysctls(plan, name)
+        if values:
+            sysctls[name] = dict(v.split("=", 1) for v in values)
+    return {
+        "state": STATE,
+        "cert": f"{TLS_DIR}/cert.pem",
+        "key": f"{TLS_DIR}/key.pem",
+        "sysctls": sysctls,
+        "real_servers": list(plan.real_server_names),
+        "vsftpd": True,
+    }
+
+
+def build_script(plan: AddressPlan, python: str = sys.executable) -> str:
+    """The whole build, teardown first: bash, run once in the VM's root namespace.
+
+    Few processes on purpose: each exec from the 9p root costs 0.05-0.3 s under TCG, and one
+    Python launcher (sysctls, backends, vsftpd) replaces dozens of `ip netns exec` calls.
+    """
+    topo = plan.topology
+    out = ["set -u", teardown_script(), f"modprobe -a {MODULES}", "set -e"]
+    netns = "\n".join(f"netns add {n}" for n in plan.namespaces)
+    out.append(f"ip -batch - <<'EOF'\n{netns}\n{_links(plan)}\nEOF")
+    parts = {"router": _router(plan), "client": _client(plan)}
+    parts |= {d: _director(plan, d, d == "lvs1") for d in ("lvs1", "lvs2")}
+    parts |= {n: _real_server(plan, i) for i, n in enumerate(plan.real_server_names)}
+    for name, batch in parts.items():
+        out.append(f"ip -n {name} -batch - <<'EOF'\nlink set lo up\n{batch}\nEOF")
+    for director in ("lvs1", "lvs2"):
+        out.append(f"ip netns exec {director} ipvsadm -R <<'EOF'\n{ipvs_rules(plan)}EOF")
+        tc = _fwmark_filters(plan)
+        if tc:
+            out.append(f"tc -n {director} -batch - <<'EOF'\n" + "\n".join(tc) + "\nEOF")
+    if topo.sync:
+        for director, role in (("lvs1", "master"), ("lvs2", "backup")):
+            out.append(
+                f"ip netns exec {director} ipvsadm --start-daemon {role} "
+                f"--mcast-interface e0 --syncid {SYNC_ID}"
+            )
+    out.append(
+        f"mkdir -p {TLS_DIR}\n"
+        f"[ -s {TLS_DIR}/cert.pem ] || openssl req -x509 -newkey ec "
+        "-pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj /CN=lvsprobe-lab "
+        f"-keyout {TLS_DIR}/key.pem -out {TLS_DIR}/cert.pem 2>/dev/null"
+    )
+    spec = json.dumps(launcher_spec(plan))
+    out.append(f"{_q(python, '-m', 'lvsprobe.lab.launcher')} <<'EOF'\n{spec}\nEOF")
+    out.append(f"echo 'cluster: {topo.describe()}'")
+    return "\n".join(out) + "\n"
+
+
+def failover_script(plan: AddressPlan, old: str, new: str) -> str:
+    """Move the floating addresses from director `old` to `new` as keepalived does: delete on
+    the old, add on the new, then gratuitous ARP (busybox arping -U) for each IPv4 address.
+    IPv6: the router's neighbour entries are flushed (no unsolicited-NA tool in the packages)."""
+    batch_old = "\n".join(vip_lines(plan, "del"))
+    batch_new = "\n".join(vip_lines(plan, "add"))
+    v4 = [plan.vip] + ([plan.nat_gateway] if plan.topology.mode is Mode.NAT else [])
+    garp = "\n".join(
+        f"ip netns exec {new} busybox arping -U -c 2 -w 1 -I e0 -s {a} {a} >/dev/null" for a in v4
+    )
+    return (
+        "set -e\n"
+        f"ip -n {old} -batch - <<'EOF'\n{batch_old}\nEOF\n"
+        f"ip -n {new} -batch - <<'EOF'\n{batch_new}\nEOF\n"
+        f"{garp}\n"
+        f"ip -n router -6 neigh flush dev br0\n"
+    )

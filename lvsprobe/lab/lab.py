@@ -1,0 +1,333 @@
+"""`Lab`: one booted VM, its agent, and the LVS cluster built inside it.
+
+Example::
+
+    with Lab(Topology(mode=Mode.NAT)) as lab:
+        lab.run("client", ["curl", f"http://{lab.vip}/"])
+        print(lab.ipvsadm("-Ln", "--stats"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import subprocess
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lvsprobe.errors import LabError
+from lvsprobe.lab import protocol
+from lvsprobe.lab.channel import Control, Mux
+from lvsprobe.lab.cluster import AddressPlan, build_script, failover_script, teardown_script
+from lvsprobe.lab.prepare import Prepared, prepare
+from lvsprobe.lab.topology import Topology
+from lvsprobe.lab.vm import VM, AccelVerdict, kvm_verdict
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a command in the guest returned (text decoded as UTF-8, undecodable bytes replaced)."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> RunResult:
+        """Self if the command succeeded, else LabError with its stderr."""
+        if self.returncode != 0:
+            raise LabError(
+                f"lab: `{shlex.join(self.argv)}` exited {self.returncode}: "
+                f"{(self.stderr or self.stdout).strip()[-500:]}"
+            )
+        return self
+
+
+class Process:
+    """A background process in the guest (`Lab.spawn`)."""
+
+    def __init__(self, lab: Lab, handle: int, pid: int, argv: Sequence[str]) -> None:
+        self._lab, self.handle, self.pid, self.argv = lab, handle, pid, tuple(argv)
+        self.result: RunResult | None = None
+
+    def poll(self) -> RunResult | None:
+        """The result if it has exited (output so far is in the guest's files), else None."""
+        reply = self._lab.control.request("poll", 30, handle=self.handle)
+        if reply["returncode"] is None:
+            return None
+        return self._lab._result(self.argv, reply)
+
+    def stop(self, timeout_s: float = 5.0) -> RunResult:
+        """SIGTERM its process group, SIGKILL after `timeout_s`; its exit status and output."""
+        if self.result is None:
+            reply = self._lab.control.request(
+                "stop", timeout_s + 30, handle=self.handle, timeout=timeout_s
+            )
+            self.result = self._lab._result(self.argv, reply)
+        return self.result
+
+
+def _quiet(message: str) -> None:
+    del message
+
+
+class Lab:
+    """A throw-away VM with Debian's kernel and an LVS cluster in network namespaces."""
+
+    def __init__(
+        self,
+        topology: Topology | None = None,
+        *,
+        build: bool = True,
+        shared_dir: Path | None = None,
+        memory_mb: int = 1024,
+        cpus: int = 2,
+        accel: str = "auto",
+        boot_timeout_s: float = 240.0,
+        progress: Progress = _quiet,
+        cache: Path | None = None,
+    ) -> None:
+        self.topology = topology or Topology()
+        self._build = build
+        self.shared_dir = shared_dir.resolve() if shared_dir else None
+        self.memory_mb, self.cpus = memory_mb, cpus
+        self._accel_choice = accel
+        self.boot_timeout_s = boot_timeout_s
+        self.progress = progress
+        self._cache = cache
+        self.accel: str | None = None
+        self.accel_reason = ""
+        self.boot_s: float | None = None
+        self.guest_uptime_s: float | None = None
+        self.vm: VM | None = None
+        self._control: Control | None = None
+        self._mux: Mux | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self.plan = AddressPlan(self.topology)
+        self.active_director = "lvs1"
+
+    # ---- life cycle ----------------------------------------------------------------------
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _verdict(self) -> AccelVerdict:
+        if self._accel_choice == "tcg":
+            return AccelVerdict("tcg", "requested (--accel tcg)")
+        verdict = kvm_verdict()
+        if self._accel_choice == "kvm" and verdict.accel != "kvm":
+            raise LabError(f"KVM requested but unusable: {verdict.reason}")
+        return verdict
+
+    def start(self) -> None:
+        """Prepare (cached), boot, wait for the agent, then build the topology."""
+        prepared = prepare(self._cache, self.progress)
+        verdict = self._verdict()
+        try:
+            self._boot(prepared, verdict)
+        except LabError as exc:
+            if verdict.accel != "kvm" or self._accel_choice == "kvm":
+                raise
+            self.progress(f"KVM boot failed ({exc}); retrying with TCG")
+            self._boot(prepared, AccelVerdict("tcg", f"KVM boot failed: {exc}"))
+        if self._build:
+            self.apply(self.topology)
+
+    def _boot(self, prepared: Prepared, verdict: AccelVerdict) -> None:
+        self.progress(
+            f"booting kernel {prepared.kernel_version} ({verdict.accel}: {verdict.reason})"
+        )
+        started = time.monotonic()
+        shares = (self.shared_dir,) if self.shared_dir else ()
+        vm = VM(prepared, verdict, self.memory_mb, self.cpus, shares)
+        self.vm = vm
+        self._finalizer = weakref.finalize(self, _kill_vm, vm)
+        vm.start()
+        try:
+            vm.wait_socket(vm.control_socket, 30)
+            vm.wait_socket(vm.mux_socket, 30)
+            self._control = Control(vm.control_socket)
+            self._mux = Mux(vm.mux_socket)
+            timeout = self.boot_timeout_s if verdict.accel == "tcg" else 60.0
+            ready = None
+            deadline = started + timeout
+            while ready is None and time.monotonic() < deadline and vm.alive():
+                ready = self._control.wait_ready(0.5)
+            if ready is None:
+                why = "timed out" if vm.alive() else "the VM stopped"
+                raise LabError(f"lab VM boot failed ({why}): {vm.failure_detail()}")
+        except BaseException:
+            self.close()
+            raise
+        self.boot_s = time.monotonic() - started
+        self.guest_uptime_s = float(ready.get("uptime_s", 0.0))
+        self.accel, self.accel_reason = verdict.accel, verdict.reason
+        self.progress(f"lab VM up in {self.boot_s:.1f} s ({verdict.accel})")
+
+    def close(self) -> None:
+        """Power the guest off (or kill it); nothing stays running or mounted on the host."""
+        if self._control is not None and not self._control.closed:
+            with contextlib.suppress(LabError, TimeoutError):  # the VM is killed below anyway
+                self._control.request("shutdown", 10)
+        for channel in (self._mux, self._control):
+            if channel is not None:
+                channel.close()
+        self._control = self._mux = None
+        if self.vm is not None:
+            self.vm.stop(wait_s=10)
+            self.vm = None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+
+    @property
+    def control(self) -> Control:
+        if self._control is None:
+            raise LabError("the lab VM is not running (use `with Lab(...) as lab:`)")
+        return self._control
+
+    # ---- commands ------------------------------------------------------------------------
+    @staticmethod
+    def _result(argv: Sequence[str], reply: dict[str, Any]) -> RunResult:
+        return RunResult(
+            tuple(argv),
+            int(reply["returncode"]),
+            protocol.unb64(reply["stdout"]).decode("utf-8", "replace"),
+            protocol.unb64(reply["stderr"]).decode("utf-8", "replace"),
+        )
+
+    def run(
+        self,
+        ns: str | None,
+        argv: Sequence[str],
+        timeout: float = 60.0,
+        input: str | bytes | None = None,
+        env: dict[str, str] | None = None,
+    ) -> RunResult:
+        """Run `argv` in guest namespace `ns` (None: the VM's own); kill it after `timeout` s.
+
+        A command that times out returns status 124 (like timeout(1)). If the guest does not
+        answer at all, the VM is killed and LabError raised.
+        """
+        data = input.encode() if isinstance(input, str) else input
+        fields: dict[str, Any] = {"ns": ns, "argv": list(argv), "timeout": timeout}
+        if data is not None:
+            fields["input"] = protocol.b64(data)
+        if env:
+            fields["env"] = env
+        try:
+            reply = self.control.request("run", timeout + 60, **fields)
+        except TimeoutError as exc:
+            self.close()
+            raise LabError(f"lab VM unresponsive, killed: {exc}") from exc
+        result = self._result(argv, reply)
+        if reply.get("timed_out"):
+            return RunResult(result.argv, 124, result.stdout, result.stderr)
+        return result
+
+    def sh(self, ns: str | None, script: str, timeout: float = 60.0) -> RunResult:
+        """Run a bash script in namespace `ns` (one exec: cheap under TCG)."""
+        return self.run(ns, ["bash", "-s"], timeout=timeout, input=script)
+
+    def spawn(
+        self, ns: str | None, argv: Sequence[str], env: dict[str, str] | None = None
+    ) -> Process:
+        """Start `argv` in the background in namespace `ns`; `.stop()` it when done."""
+        reply = self.control.request("spawn", 60, ns=ns, argv=list(argv), env=env or {})
+        return Process(self, int(reply["handle"]), int(reply["pid"]), argv)
+
+    def read_file(self, path: str) -> bytes:
+        return protocol.unb64(self.control.request("read_file", 60, path=path)["data"])
+
+    def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        self.control.request("write_file", 60, path=path, data=protocol.b64(raw), mode=mode)
+
+    def ipvsadm(self, *args: str, ns: str = "lvs1") -> str:
+        """`ipvsadm ARGS` in a director namespace; its stdout (LabError if it failed)."""
+        return self.run(ns, ["ipvsadm", *args]).check().stdout
+
+    def forward(self, ns: str, port: int, host: str = "127.0.0.1") -> tuple[str, int]:
+        """A host loopback (address, port) that reaches TCP `host`:`port` in namespace `ns`."""
+        if self._mux is None:
+            raise LabError("the lab VM is not running")
+        return self._mux.forward(ns, port, host)
+
+    # ---- the cluster ---------------------------------------------------------------------
+    def apply(self, topology: Topology) -> None:
+        """Tear down whatever cluster runs, then build `topology` (one guest call)."""
+        started = time.monotonic()
+        plan = AddressPlan(topology)
+        self.run(None, ["bash", "-s"], timeout=300, input=build_script(plan)).check()
+        self.topology, self.plan, self.active_director = topology, plan, "lvs1"
+        self.progress(f"cluster {topology.describe()} up in {time.monotonic() - started:.1f} s")
+
+    def teardown(self) -> None:
+        self.sh(None, teardown_script()).check()
+
+    def failover(self) -> None:
+        """Move the VIPs from lvs1 to lvs2 as keepalived does (addresses + gratuitous ARP/NA)."""
+        self.sh(None, failover_script(self.plan, "lvs1", "lvs2")).check()
+        self.active_director = "lvs2"
+
+    def failback(self) -> None:
+        """Move the VIPs back to lvs1."""
+        self.sh(None, failover_script(self.plan, "lvs2", "lvs1")).check()
+        self.active_director = "lvs1"
+
+    @property
+    def vip(self) -> str:
+        return self.plan.vip
+
+    @property
+    def vip6(self) -> str:
+        return self.plan.vip6
+
+    @property
+    def client_addresses(self) -> tuple[str, ...]:
+        return self.plan.client_addresses
+
+    @property
+    def client_addresses6(self) -> tuple[str, ...]:
+        return self.plan.client_addresses6
+
+    @property
+    def real_server_addresses(self) -> tuple[str, ...]:
+        return self.plan.real_server_addresses
+
+    @property
+    def real_server_addresses6(self) -> tuple[str, ...]:
+        return self.plan.real_server_addresses6
+
+    @property
+    def real_server_names(self) -> tuple[str, ...]:
+        return self.plan.real_server_names
+
+    def snapshot_json(self, ns: str = "lvs1") -> str:
+        """`lvsprobe status --json` run inside the guest in namespace `ns`."""
+        from lvsprobe.lab.snapshot import guest_snapshot_json
+
+        return guest_snapshot_json(self, ns)
+
+    def snapshot(self, ns: str = "lvs1") -> Any:
+        """The lvsprobe.model.Snapshot of namespace `ns`, read inside the guest."""
+        from lvsprobe.lab.snapshot import guest_snapshot
+
+        return guest_snapshot(self, ns)
+
+
+def _kill_vm(vm: VM) -> None:
+    """Last resort (garbage collection, interpreter exit): never leave a qemu running."""
+    try:
+        vm.kill()
+        vm.stop(wait_s=1)
+    except (OSError, subprocess.SubprocessError):
+        pass
