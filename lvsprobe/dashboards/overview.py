@@ -247,10 +247,15 @@ def _exporter() -> Row:
                 width=9,
             ),
             stat(
-                "Backends left out",
-                "Real servers not exported by --collector.backends.max-series in the last "
-                "scrape; raise the cap if you need them.",
-                [Query(sel("ipvs_exporter_dropped_backends"), "{{instance}}")],
+                "Dropped backend series/s",
+                "Real-server series the exporter left out because of "
+                "--collector.backends.max-series (rate of ipvs_exporter_dropped_series_total). "
+                "0 unless capped; above 0, raise the cap or filter services.",
+                [
+                    Query(
+                        sum_by(DIRECTOR, rate("ipvs_exporter_dropped_series_total")), "{{instance}}"
+                    )
+                ],
                 thresholds=OK_RED,
             ),
             table(

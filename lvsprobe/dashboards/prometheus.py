@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,26 @@ class Prometheus:
         )
         result: list[dict[str, Any]] = data["result"]
         return result
+
+    def wait_until(
+        self,
+        expr: str,
+        ok: Callable[[list[dict[str, Any]]], bool],
+        *,
+        attempts: int = 300,
+        pause_s: float = 0.2,
+    ) -> list[dict[str, Any]]:
+        """Poll an instant query until `ok(result)`; bounded by `attempts`, not by a clock."""
+        result: list[dict[str, Any]] = []
+        for _ in range(attempts):
+            try:
+                result = self.query(expr)
+            except PrometheusError:
+                result = []
+            if ok(result):
+                return result
+            time.sleep(pause_s)
+        raise PrometheusError(f"{expr}: not satisfied after {attempts} polls; last {result}")
 
     def targets_up(self) -> dict[str, bool]:
         """Each target's health as Prometheus saw it in its last scrape."""
