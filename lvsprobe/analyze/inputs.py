@@ -167,12 +167,25 @@ def parse_weights(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def host_of(address: str) -> str:
+    """`A.B.C.D[:PORT]` or `[V6]:PORT` or a bare address -> the address alone."""
+    text = address.strip()
+    if text.startswith("["):
+        return text[1:].split("]", 1)[0]
+    if text.count(":") == 1:
+        return text.split(":", 1)[0]
+    return text
+
+
 def _backends_from_target(target: Mapping[str, Any]) -> dict[str, str]:
+    """target.json's backends: name -> address (the replay allows ADDRESS[:PORT])."""
     raw = target.get("backends") or {}
     if isinstance(raw, Mapping):
-        return {str(k): str(v) for k, v in raw.items()}
+        return {str(k): host_of(str(v)) for k, v in raw.items()}
     if isinstance(raw, list):
-        return {str(b.get("name")): str(b.get("address")) for b in raw if isinstance(b, dict)}
+        return {
+            str(b.get("name")): host_of(str(b.get("address"))) for b in raw if isinstance(b, dict)
+        }
     return {}
 
 
@@ -286,7 +299,7 @@ def read_conn_snapshots(run_dir: Path) -> list[tuple[float, list[Any]]]:
     out: list[tuple[float, list[Any]]] = []
     for n, path in enumerate(sorted(folder.glob("*.txt"))):
         try:
-            conns = list(parser.parse_ip_vs_conn(path.read_text()))
+            conns = list(parser.iter_ip_vs_conn(path.read_bytes(), source=str(path)))
         except LvsprobeError as exc:
             raise AnalysisError(f"{path}: {exc}") from exc
         out.append((times.get(path.name, float(n)), conns))
