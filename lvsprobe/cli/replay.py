@@ -111,6 +111,11 @@ def _override_target(scenario: Any, target: str | None) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress line on stderr.")
 @click.option(
+    "--check",
+    is_flag=True,
+    help="Check the scenario's `expect:` block after the run; exit 3 if it does not hold.",
+)
+@click.option(
     "--skip-pool-check",
     is_flag=True,
     help="Do not check that the client addresses exist on this host.",
@@ -126,6 +131,7 @@ def run(
     dry_run: bool,
     as_json: bool,
     no_progress: bool,
+    check: bool,
     skip_pool_check: bool,
 ) -> None:
     """Run SCENARIO and write the flow log to --out.
@@ -160,7 +166,7 @@ def run(
     if not skip_pool_check:
         require_pool(tuple(sorted({p.client_address for p in plan})))
     summary, interrupted = _execute(
-        scenario, scenario_path, plan, out_dir, conn_table, snapshot_every, not no_progress
+        scenario, scenario_path, plan, out_dir, conn_table, snapshot_every, not no_progress, check
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -171,6 +177,10 @@ def run(
         )
     if interrupted:
         raise click.exceptions.Exit(ExitCode.INTERRUPTED)
+    if summary.get("checks") and not summary["checks"]["passed"]:
+        for failure in summary["checks"]["failures"]:
+            click.echo(f"lvsprobe: check failed: {failure}", err=True)
+        raise click.exceptions.Exit(ExitCode.CHECK_FAILED)
 
 
 def _execute(
@@ -181,6 +191,7 @@ def _execute(
     conn_table: str | None,
     snapshot_every: float,
     progress: bool,
+    check: bool,
 ) -> tuple[dict[str, Any], bool]:
     from lvsprobe.replay.attribution import conn_table_source
     from lvsprobe.replay.runner import Runner, RunOptions, write_run
@@ -206,7 +217,7 @@ def _execute(
 
     result, stop_reason = asyncio.run(main())
     line.close()
-    summary = write_run(out_dir, scenario, scenario_path, result, stop_reason, len(plan))
+    summary = write_run(out_dir, scenario, scenario_path, result, stop_reason, len(plan), check)
     return summary, stop_reason == "interrupted"
 
 

@@ -31,16 +31,18 @@ Column names are stable: add columns, never rename or remove them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 SCHEMA_VERSION = 1
 
@@ -53,40 +55,59 @@ SNAPSHOT_INDEX = "index.json"
 
 OUTCOMES = ("ok", "refused", "reset", "timeout")  # plus "error:<reason>"
 
-FLOW_SCHEMA = pa.schema(
-    [
-        pa.field("flow_id", pa.int64(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("client_address", pa.string(), nullable=False),
-        pa.field("client_port", pa.int32()),
-        pa.field("server_address", pa.string(), nullable=False),
-        pa.field("server_port", pa.int32(), nullable=False),
-        pa.field("protocol", pa.string(), nullable=False),
-        pa.field("scheduled_s", pa.float64(), nullable=False),
-        pa.field("start_s", pa.float64(), nullable=False),
-        pa.field("start_unix", pa.float64(), nullable=False),
-        pa.field("connect_s", pa.float64()),
-        pa.field("ttfb_s", pa.float64()),
-        pa.field("end_s", pa.float64(), nullable=False),
-        pa.field("out_bytes", pa.int64(), nullable=False),
-        pa.field("in_bytes", pa.int64(), nullable=False),
-        pa.field("outcome", pa.string(), nullable=False),
-        pa.field("detail", pa.string()),
-        pa.field("backend", pa.string()),
-        pa.field("conn_backend_address", pa.string()),
-        pa.field("conn_backend", pa.string()),
-        pa.field("attribution_agrees", pa.bool_()),
-        pa.field("requests", pa.int32(), nullable=False),
-        pa.field("heartbeats", pa.int32(), nullable=False),
-        pa.field("tls_session_reused", pa.bool_()),
-        pa.field("tls_version", pa.string()),
-        pa.field("ftp_data_client_port", pa.int32()),
-        pa.field("ftp_file_size", pa.int64()),
-        pa.field("ftp_sha256", pa.string()),
-        pa.field("ftp_checksum_ok", pa.bool_()),
-    ],
-    metadata={b"lvsprobe.flowlog.version": str(SCHEMA_VERSION).encode()},
+# (column, Arrow type, nullable). pyarrow is imported only when a log is written or read:
+# importing it costs ~10 s of Python start-up inside the TCG lab guest.
+COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("flow_id", "int64", False),
+    ("kind", "string", False),
+    ("client_address", "string", False),
+    ("client_port", "int32", True),
+    ("server_address", "string", False),
+    ("server_port", "int32", False),
+    ("protocol", "string", False),
+    ("scheduled_s", "float64", False),
+    ("start_s", "float64", False),
+    ("start_unix", "float64", False),
+    ("connect_s", "float64", True),
+    ("ttfb_s", "float64", True),
+    ("end_s", "float64", False),
+    ("out_bytes", "int64", False),
+    ("in_bytes", "int64", False),
+    ("outcome", "string", False),
+    ("detail", "string", True),
+    ("backend", "string", True),
+    ("conn_backend_address", "string", True),
+    ("conn_backend", "string", True),
+    ("attribution_agrees", "bool_", True),
+    ("requests", "int32", False),
+    ("heartbeats", "int32", False),
+    ("tls_session_reused", "bool_", True),
+    ("tls_version", "string", True),
+    ("ftp_data_client_port", "int32", True),
+    ("ftp_file_size", "int64", True),
+    ("ftp_sha256", "string", True),
+    ("ftp_checksum_ok", "bool_", True),
 )
+
+
+@functools.cache
+def flow_schema() -> pa.Schema:
+    """The Arrow schema of flows.parquet, built from COLUMNS."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(name, getattr(pa, type_name)(), nullable=null)
+            for name, type_name, null in COLUMNS
+        ],
+        metadata={b"lvsprobe.flowlog.version": str(SCHEMA_VERSION).encode()},
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FLOW_SCHEMA":  # the schema as a module constant, built on first use
+        return flow_schema()
+    raise AttributeError(name)
 
 
 @dataclass(slots=True)
@@ -124,14 +145,16 @@ class FlowRecord:
     ftp_checksum_ok: bool | None = None
 
 
-_COLUMNS = tuple(f.name for f in FLOW_SCHEMA)
+_COLUMNS = tuple(name for name, _, _ in COLUMNS)
 
 
 def records_to_table(records: Iterable[FlowRecord]) -> pa.Table:
     """Build an Arrow table with FLOW_SCHEMA from records."""
     rows = list(records)
     columns = {name: [getattr(r, name) for r in rows] for name in _COLUMNS}
-    return pa.Table.from_pydict(columns, schema=FLOW_SCHEMA)
+    import pyarrow as pa
+
+    return pa.Table.from_pydict(columns, schema=flow_schema())
 
 
 class FlowLogWriter:
@@ -145,7 +168,9 @@ class FlowLogWriter:
         self.path = path
         self._batch = batch
         self._pending: list[FlowRecord] = []
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(str(path), FLOW_SCHEMA)
+        import pyarrow.parquet as pq
+
+        self._writer: Any = pq.ParquetWriter(str(path), flow_schema())
         self.written = 0
 
     def add(self, record: FlowRecord) -> None:
@@ -169,7 +194,9 @@ class FlowLogWriter:
 
 def read_flows(run_dir: Path) -> pa.Table:
     """RUN/flows.parquet as an Arrow table (`.to_pandas()` for a DataFrame)."""
-    return pq.read_table(str(run_dir / FLOWS_FILE), schema=FLOW_SCHEMA)
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(run_dir / FLOWS_FILE), schema=flow_schema())
 
 
 def _quantile(values: list[float], q: float) -> float | None:

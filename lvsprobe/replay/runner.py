@@ -20,6 +20,7 @@ from lvsprobe.errors import LvsprobeError
 from lvsprobe.replay import flowlog
 from lvsprobe.replay.attribution import ConnSnapshot, attribute, save_snapshots
 from lvsprobe.replay.driver import FlowContext, drive_flow, new_record
+from lvsprobe.replay.expect import check_expectations
 from lvsprobe.replay.flowlog import FlowLogWriter, FlowRecord
 from lvsprobe.replay.plan import PlannedFlow
 from lvsprobe.replay.scenario import Scenario
@@ -187,6 +188,7 @@ def write_run(
     result: RunResult,
     stop_reason: str | None,
     planned: int,
+    check: bool = False,
 ) -> dict[str, Any]:
     """Attribute, then write flows.parquet, summary.json, scenario.yaml, target.json and the
     conn-table snapshots into `run_dir`; returns the summary."""
@@ -202,6 +204,10 @@ def write_run(
         except (LvsprobeError, ImportError) as exc:
             # the flows are still worth writing: say why the join is missing
             conn_error = f"conn-table attribution failed: {exc}"
+    checks = None
+    if check:
+        failures = check_expectations(scenario.expect, result.records)
+        checks = {"passed": not failures, "failures": failures}
     writer = FlowLogWriter(run_dir / flowlog.FLOWS_FILE)
     for record in result.records:
         writer.add(record)
@@ -233,6 +239,7 @@ def write_run(
         snapshots=len(result.snapshots),
         conn_table_matched=matched,
         conn_table_error=conn_error,
+        checks=checks,
     )
     flowlog.write_summary(run_dir, summary)
     result.summary = summary

@@ -467,9 +467,14 @@ def _recorded(doc: _Doc, pool: int) -> tuple[RecordedFlow, ...]:
 
 
 def _expect(doc: _Doc) -> dict[str, Any]:
+    from lvsprobe.replay.expect import KNOWN
+
     value = doc.root.get("expect", {})
     if not isinstance(value, dict):
         raise doc.error(("expect",), "expected a mapping of checks")
+    for key in value:
+        if key not in KNOWN:
+            raise doc.error(("expect", key), f"unknown check (expected one of {', '.join(KNOWN)})")
     return value
 
 
