@@ -79,6 +79,16 @@ def read_samples(path: Path) -> list[MemorySample]:
         raise AnalysisError(f"{path}: not a list of memory samples: {exc}") from exc
 
 
+def append_sample(path: Path, sample: MemorySample) -> int:
+    """Add one sample to a samples file (created if missing); returns the sample count."""
+    samples = read_samples(path) if path.is_file() else []
+    samples.append(sample)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([dataclasses.asdict(s) for s in samples], indent=1) + "\n")
+    tmp.replace(path)
+    return len(samples)
+
+
 def fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]:
     """Least squares y = a + b·x: (slope, intercept, r²)."""
     n = len(xs)

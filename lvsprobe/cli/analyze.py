@@ -327,6 +327,14 @@ def failover(
     type=int,
     help="Project memory for N connections (repeatable; default 1M and 10M).",
 )
+@click.option(
+    "--sample",
+    "take_sample",
+    is_flag=True,
+    help="Read this host's ip_vs_conn slab and entry count now and append them to the "
+    "samples file (root; repeat during a fill run), instead of analyzing.",
+)
+@click.option("--netns", help="With --sample: count the entries of this network namespace.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
 @click.pass_context
@@ -335,14 +343,38 @@ def memory(
     run_dir: Path | None,
     samples: Path | None,
     project: tuple[int, ...],
+    take_sample: bool,
+    netns: str | None,
     out: Path | None,
     as_json: bool,
 ) -> None:
     """Bytes per connection entry: slab figures, a fit over a fill run, projections, and
-    how they compare with the LVS paper's 128 bytes."""
-    from lvsprobe.analyze.memory import SAMPLES_FILE, analyze_memory, read_samples
+    how they compare with the LVS paper's 128 bytes.
+
+    \b
+    A fill run on a director:
+      lvsprobe analyze memory --sample RUN/      before, then during the fill, repeatedly
+      lvsprobe analyze memory RUN/               fit and report
+    Boot with slab_nomerge so ip_vs_conn keeps its own slab (else the figures are refused).
+    """
+    from lvsprobe.analyze.memory import (
+        SAMPLES_FILE,
+        analyze_memory,
+        append_sample,
+        read_samples,
+        sample_from_snapshot,
+    )
 
     path = samples or (run_dir / SAMPLES_FILE if run_dir else None)
+    if take_sample:
+        from lvsprobe.sources import Target, read_snapshot
+
+        if path is None:
+            raise click.UsageError("--sample needs RUN/ or --samples FILE")
+        snap = read_snapshot(Target(netns=netns), conns="summary")
+        count = append_sample(path, sample_from_snapshot(snap))
+        click.echo(f"{path}: {count} samples")
+        return
     if path is None or not path.is_file():
         raise AnalysisError(
             f"no memory samples: {path or 'give RUN/ or --samples FILE'} (a fill run records them)"

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lvsprobe.analyze.memory import MemorySample, analyze_memory, sample_from_snapshot
+from lvsprobe.analyze.memory import (
+    MemorySample,
+    analyze_memory,
+    append_sample,
+    read_samples,
+    sample_from_snapshot,
+)
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.errors import AnalysisError
@@ -89,3 +95,11 @@ def test_cli(tmp_path: Path) -> None:
     path.write_text("[{}]")
     res = CliRunner().invoke(cli, ["analyze", "memory", str(tmp_path)])
     assert res.exit_code == ExitCode.ERROR and "not a list of memory samples" in res.output
+
+
+def test_append_sample_builds_a_fill_run(tmp_path: Path) -> None:
+    path = tmp_path / "memory-samples.json"
+    for s in fill([0, 1200, 2400]):
+        count = append_sample(path, s)
+    assert count == 3
+    assert analyze_memory(read_samples(path)).passed
