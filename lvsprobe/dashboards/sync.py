@@ -51,9 +51,11 @@ def _roles() -> Row:
                 "The IPVS connection-sync daemons of each director (ipvsadm --start-daemon). "
                 "The active director needs a master daemon and the standby a backup daemon; "
                 "keepalived's lvs_sync_daemon runs both on both so roles can swap. A missing "
-                "backup daemon means a failover drops every connection.",
+                "backup daemon means a failover drops every connection; alert "
+                "SyncDaemonDown fires when a daemon that ran in the last day stops.",
                 [Query(sel("ipvs_sync_daemon_up"), "{{instance}} {{netns}} {{role}}")],
-                mappings=value_text({"0": ("stopped", "red"), "1": ("running", "green")}),
+                mappings=value_text({"0": ("stopped", "text"), "1": ("running", "green")}),
+                thresholds=((None, "text"), (1, "green")),
             ),
             table(
                 "Sync daemon settings",
