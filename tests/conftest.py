@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,3 +24,34 @@ def nat_proc() -> Path:
 def nat_ipvsadm() -> Path:
     """ipvsadm 1.31's own views of the same state as `nat_proc`."""
     return KERNEL_61 / "nat" / "ipvsadm"
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """ONE lab VM per test session (lvsprobe.lab.Lab), booted on first use, killed at the end.
+
+    The cluster is the default Topology() when handed out; tests share the boot, so each test
+    calls `lab.ensure(Topology(...))` for what it needs (a no-op when that is what runs) and
+    `lab.mark_dirty()` after changing the cluster by hand. `lab.shared_dir` is a host directory
+    mounted read-write at the same path in the guest.
+    LVSPROBE_NO_LAB=1 skips lab tests; otherwise (and always with CI=true) a VM that cannot
+    boot fails them.
+    """
+    if os.environ.get("LVSPROBE_NO_LAB") == "1":
+        pytest.skip("LVSPROBE_NO_LAB=1: lab VM tests disabled")
+    from lvsprobe.errors import LvsprobeError
+    from lvsprobe.lab import Lab
+
+    def progress(message: str) -> None:
+        print(f"lab: {message}", file=sys.__stderr__, flush=True)
+
+    vm = Lab(shared_dir=tmp_path_factory.mktemp("lab-shared"), progress=progress)
+    try:
+        vm.start()
+    except LvsprobeError as exc:
+        vm.close()
+        pytest.fail(f"the lab VM did not come up: {exc}", pytrace=False)
+    try:
+        yield vm
+    finally:
+        vm.close()

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -65,7 +66,7 @@ class Agent:
         self.control_lock, self.mux_lock = threading.Lock(), threading.Lock()
         self.spawned: dict[int, subprocess.Popen[bytes]] = {}
         self.next_handle = 1
-        self.conns: dict[int, socket.socket] = {}
+        self.conns: dict[int, queue.Queue[tuple[int, bytes]]] = {}
         self.stopping = threading.Event()
 
     # ---- control channel -------------------------------------------------------------
@@ -217,40 +218,48 @@ class Agent:
                 self.on_frame(conn_id, kind, payload)
 
     def on_frame(self, conn_id: int, kind: int, payload: bytes) -> None:
+        """Hand a frame to its connection's thread (frames may arrive before the connect
+        finished: the queue keeps them in order)."""
         if kind == p.OPEN:
+            frames: queue.Queue[tuple[int, bytes]] = queue.Queue()
+            self.conns[conn_id] = frames
             threading.Thread(
-                target=self.open_conn, args=(conn_id, json.loads(payload)), daemon=True
+                target=self.relay, args=(conn_id, json.loads(payload), frames), daemon=True
             ).start()
-            return
-        sock = self.conns.get(conn_id)
-        if sock is None:
-            return
-        try:
-            if kind == p.DATA:
-                sock.sendall(payload)
-            elif kind == p.EOF:
-                sock.shutdown(socket.SHUT_WR)
-            else:
-                self.conns.pop(conn_id, None)
-                sock.close()
-        except OSError as exc:
-            self.conns.pop(conn_id, None)
-            sock.close()
-            self.send_frame(conn_id, p.CLOSE, str(exc).encode())
+        elif conn_id in self.conns:
+            self.conns[conn_id].put((kind, payload))
 
-    def open_conn(self, conn_id: int, target: dict[str, Any]) -> None:
+    def relay(self, conn_id: int, target: dict[str, Any], frames: queue.Queue[Any]) -> None:
+        """One forwarded connection: connect inside the namespace, then host frames -> socket
+        here and socket -> host frames in a helper thread."""
         host = target.get("host", "127.0.0.1")
         try:
-            sock = self.socket_in(
-                target.get("ns"), socket.AF_INET6 if ":" in host else socket.AF_INET
-            )
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = self.socket_in(target.get("ns"), family)
             sock.settimeout(10)
             sock.connect((host, int(target["port"])))
             sock.settimeout(None)
         except OSError as exc:
+            self.conns.pop(conn_id, None)
             self.send_frame(conn_id, p.CLOSE, f"connect {host}:{target['port']}: {exc}".encode())
             return
-        self.conns[conn_id] = sock
+        threading.Thread(target=self.pump, args=(conn_id, sock), daemon=True).start()
+        try:
+            while True:
+                kind, payload = frames.get()
+                if kind == p.DATA:
+                    sock.sendall(payload)
+                elif kind == p.EOF:
+                    sock.shutdown(socket.SHUT_WR)
+                else:
+                    break
+        except OSError as exc:
+            self.send_frame(conn_id, p.CLOSE, str(exc).encode())
+        finally:
+            self.conns.pop(conn_id, None)
+            sock.close()
+
+    def pump(self, conn_id: int, sock: socket.socket) -> None:
         while True:
             try:
                 data = sock.recv(65536)

@@ -10,8 +10,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import subprocess
+import sys
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -63,6 +65,14 @@ class Process:
             return None
         return self._lab._result(self.argv, reply)
 
+    def output(self) -> tuple[str, str]:
+        """Its stdout and stderr so far (it may still be running)."""
+        reply = self._lab.control.request("poll", 30, handle=self.handle)
+        return (
+            protocol.unb64(reply["stdout"]).decode("utf-8", "replace"),
+            protocol.unb64(reply["stderr"]).decode("utf-8", "replace"),
+        )
+
     def stop(self, timeout_s: float = 5.0) -> RunResult:
         """SIGTERM its process group, SIGKILL after `timeout_s`; its exit status and output."""
         if self.result is None:
@@ -111,6 +121,7 @@ class Lab:
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self.plan = AddressPlan(self.topology)
         self.active_director = "lvs1"
+        self._dirty = True  # nothing built yet
 
     # ---- life cycle ----------------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -268,10 +279,36 @@ class Lab:
         plan = AddressPlan(topology)
         self.run(None, ["bash", "-s"], timeout=300, input=build_script(plan)).check()
         self.topology, self.plan, self.active_director = topology, plan, "lvs1"
+        self._dirty = False
         self.progress(f"cluster {topology.describe()} up in {time.monotonic() - started:.1f} s")
+
+    def ensure(self, topology: Topology | None = None) -> None:
+        """Apply `topology` (default: Topology()) unless it is what runs, untouched.
+
+        Tests sharing one boot call this first; after changing the cluster by hand (ipvsadm
+        edits, killed backends) call `mark_dirty()` so the next `ensure` rebuilds.
+        """
+        wanted = topology or Topology()
+        if self._dirty or wanted != self.topology or self.active_director != "lvs1":
+            self.apply(wanted)
+
+    def mark_dirty(self) -> None:
+        """The cluster no longer matches its topology: the next `ensure` rebuilds it."""
+        self._dirty = True
+
+    def client(self, proto: str, *args: str, timeout: float = 300.0) -> dict[str, Any]:
+        """Run `python -m lvsprobe.lab.client PROTO ARGS` in the client namespace; its JSON."""
+        argv = [sys.executable, "-m", "lvsprobe.lab.client", proto, *args]
+        result = self.run("client", argv, timeout=timeout).check()
+        try:
+            doc: dict[str, Any] = json.loads(result.stdout)
+        except ValueError as exc:
+            raise LabError(f"lab client printed no JSON: {result.stdout[-300:]!r}") from exc
+        return doc
 
     def teardown(self) -> None:
         self.sh(None, teardown_script()).check()
+        self._dirty = True
 
     def failover(self) -> None:
         """Move the VIPs from lvs1 to lvs2 as keepalived does (addresses + gratuitous ARP/NA)."""
