@@ -236,9 +236,10 @@ def export(
     )
     scraper = Scraper(options)
     if once:
-        sys.stdout.buffer.write(scraper.scrape())
+        for chunk in scraper.stream():
+            sys.stdout.buffer.write(chunk)
         return
-    _serve(listen, web_config, telemetry_path, max_requests, scraper.scrape)
+    _serve(listen, web_config, telemetry_path, max_requests, scraper.stream)
 
 
 def _serve(listen: str, web_config: Path | None, path: str, max_requests: int, scrape: Any) -> None:

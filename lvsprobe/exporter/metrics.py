@@ -183,7 +183,7 @@ SPECS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec(
         "ipvs_backend_inactive_connections",
-        "Connections in any other state (TIME_WAIT, FIN_WAIT, UDP…) on this real server.",
+        "Connections in any other state (TIME_WAIT, FIN_WAIT, UDP, ...) on this real server.",
         G,
         BACKEND_LABELS,
         "services",

@@ -10,7 +10,7 @@ the output equal to what prometheus-client's own parser reads.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from lvsprobe.exporter.metrics import MetricSpec
 
@@ -91,22 +91,28 @@ class Builder:
         self.add(name, self.block(label_pairs(fam.spec.labels, values)), value)
 
 
-def render(families: Iterable[Family]) -> bytes:
-    """The exposition text: HELP and TYPE once per family, families without samples left out."""
-    out: list[str] = []
+def render_chunks(families: Iterable[Family]) -> Iterator[bytes]:
+    """The exposition text one family at a time; each family's samples are freed once sent.
+
+    HELP and TYPE come once per family; families without samples are left out. Each family is
+    encoded on its own, so one non-ASCII label value widens one family's string, not the body,
+    and the peak memory of a scrape is one family's text rather than the whole body's.
+    """
     for fam in families:
         if not fam.samples:
             continue
         name = fam.spec.name
-        out.append(
-            f"# HELP {name} {escape_help(fam.spec.help)}\n# TYPE {name} {fam.spec.type.value}\n"
-        )
-        out.extend(
-            [
-                f"{name}{block} {value}\n"
-                if type(value) is int
-                else f"{name}{block} {format_value(value)}\n"
-                for block, value in fam.samples
-            ]
-        )
-    return "".join(out).encode()
+        head = f"# HELP {name} {escape_help(fam.spec.help)}\n# TYPE {name} {fam.spec.type.value}\n"
+        lines = [
+            f"{name}{block} {value}\n"
+            if type(value) is int
+            else f"{name}{block} {format_value(value)}\n"
+            for block, value in fam.samples
+        ]
+        fam.samples = []
+        yield head.encode() + "".join(lines).encode()
+
+
+def render(families: Iterable[Family]) -> bytes:
+    """The whole exposition text (tests, --once)."""
+    return b"".join(render_chunks(families))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -29,7 +29,7 @@ from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
 from lvsprobe.exporter.names import ServiceNames
-from lvsprobe.exporter.render import Builder, Family, escape_label_value, render
+from lvsprobe.exporter.render import Builder, Family, escape_label_value, render, render_chunks
 from lvsprobe.exporter.services import Budget, ServiceOptions, ServicesCollector
 from lvsprobe.model import Snapshot
 
@@ -102,6 +102,10 @@ class Scraper:
     def scrape(self) -> bytes:
         """Read every target and render the exposition text."""
         return render(self.collect())
+
+    def stream(self) -> Iterator[bytes]:
+        """Read every target now; render family by family as the caller consumes it."""
+        return render_chunks(self.collect())
 
     def collect(self) -> list[Family]:
         """Read every target and build this scrape's families (in SPECS order)."""

@@ -6,13 +6,13 @@ accept loop); a semaphore bounds how many scrapes read the kernel at once.
 
 from __future__ import annotations
 
-import gzip
 import html
 import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -57,7 +57,7 @@ class ExporterServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        scrape: Callable[[], bytes],
+        scrape: Callable[[], bytes | Iterable[bytes]],
         web: WebConfig | None = None,
         path: str = "/metrics",
         max_requests: int = 40,
@@ -128,15 +128,34 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception:
                 # A bug must cost one scrape, never the exporter.
                 log.exception("scrape failed")
-                self._send(
-                    500, "text/plain; charset=utf-8", b"scrape failed; see the exporter log\n"
-                )
+                message = b"scrape failed; see the exporter log\n"
+                self._send(500, "text/plain; charset=utf-8", message)
                 return
-        extra = {}
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
-            extra["Content-Encoding"] = "gzip"
-        self._send(200, CONTENT_TYPE, body, extra)
+            chunks = [body] if isinstance(body, bytes) else body
+            self._stream(chunks, "gzip" in self.headers.get("Accept-Encoding", ""))
+
+    def _stream(self, chunks: Iterable[bytes], compress: bool) -> None:
+        """Chunked transfer: the body is never held whole (50 MB on a kube-proxy node)."""
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Transfer-Encoding", "chunked")
+        if compress:
+            self.send_header("Content-Encoding", "gzip")
+        for key, value in self.server.web.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compress else None
+        for chunk in chunks:
+            self._chunk(gz.compress(chunk) if gz is not None else chunk)
+        if gz is not None:
+            self._chunk(gz.flush())
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
 
     def _send(
         self, code: int, ctype: str, body: bytes, extra: dict[str, str] | None = None

@@ -44,7 +44,7 @@ def scraper(make_snapshot: Callable[..., Snapshot]) -> Scraper:
 
 @pytest.fixture
 def plain(scraper: Scraper) -> Iterator[str]:
-    yield from _serve(scraper.scrape)
+    yield from _serve(scraper.stream)
 
 
 def _get(
