@@ -9,10 +9,10 @@ shapes, counted by `Counter` on the split lines. Each distinct shape is checked 
 by field (addresses 8 or 4x8 hex digits, ports 4, known protocol and state names, an Expires
 of 1-19 digits, a well-formed PEName), with the same splitting as the exact parser.
 
-A chunk falls back to the exact parser (`_conn_row`), which raises the `ParseError` with
-the line number, when a shape does not check out, when the shape alone cannot decide (an
-`IP_<n>` protocol, a 20-digit Expires, an IPv6 fwmark template, a PEName with hex digits),
-or when the chunk contains a NUL byte (which would pose as a hex digit).
+Rows go to the exact parser (`_conn_row`), which raises the `ParseError` with the line
+number, when their shape does not check out or cannot decide alone (an `IP_<n>` protocol,
+a 20-digit Expires, an IPv6 fwmark template, a PEName with hex digits); a chunk with a NUL
+byte (which would pose as a hex digit) is parsed exactly as a whole.
 
 What the shapes cannot see: a hex digit where a letter A-F belongs. A state name garbled
 only in those letters (`DSTABLISHED`) or an Expires with hex letters (`12AB`) is counted
@@ -24,10 +24,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import accumulate
 
+from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn_row
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
-from lvsprobe.model import Origin
+from lvsprobe.model import Conn, Origin
 
 CHUNK_BYTES = 1 << 16
 _HEX_DIGITS = b"0123456789ABCDEFabcdef"
@@ -90,48 +93,78 @@ def decode_shape(shape: bytes, layout: ConnLayout) -> ShapeKey | None:
     return protocol, state, origin
 
 
-def chunks(data: bytes, start: int) -> Iterator[tuple[bytes, int]]:
-    """Whole-line chunks of data[start:] with the line number of each chunk's first line."""
-    pos, line_no, size = start, 2, len(data)
+def chunks(data: bytes, start: int) -> Iterator[bytes]:
+    """Chunks of whole lines of data[start:], about CHUNK_BYTES each."""
+    pos, size = start, len(data)
     while pos < size:
         end = data.rfind(b"\n", pos, pos + CHUNK_BYTES) + 1
         if end <= pos:  # one line longer than a chunk, or an unterminated last line
             newline = data.find(b"\n", pos)
             end = size if newline < 0 else newline + 1
-        chunk = data[pos:end]
-        yield chunk, line_no
-        line_no += chunk.count(b"\n")
+        yield data[pos:end]
         pos = end
 
 
+@dataclass
+class CheckedChunk:
+    """A chunk's rows: counted by shape, or (row index -> Conn) parsed exactly."""
+
+    shapes: list[tuple[ShapeKey, int]]
+    exact: dict[int, Conn]
+    rows: int
+
+
 class ShapeCounter:
-    """Counts shapes chunk by chunk, remembering the decode of each shape seen."""
+    """Checks chunks by shape, remembering the decode of each shape seen.
+
+    Rows whose shape does not decide (see the module docstring) are parsed exactly, one by
+    one; a malformed row raises `ParseError` with its line number.
+    """
 
     def __init__(self, layout: ConnLayout) -> None:
         self.layout = layout
+        self.parser = _conn_row.RowParser(layout)
         self._decoded: dict[bytes, ShapeKey | None] = {}
 
-    def count_chunk(self, chunk: bytes) -> list[tuple[ShapeKey, int]] | None:
-        """Checked (shape key, rows) pairs of one chunk, or None: parse it exactly."""
+    def check(self, chunk: bytes, first_line_no: int) -> CheckedChunk:
         if b"\x00" in chunk:
-            return None
-        shapes = Counter(chunk.translate(TRANSLATE).split(b"\n"))
+            parsed = dict(enumerate(_conn_row.iter_rows(chunk, self.layout, 0, first_line_no)))
+            return CheckedChunk([], parsed, len(parsed))
+        lines = chunk.translate(TRANSLATE).split(b"\n")
         if chunk.endswith(b"\n"):
-            shapes[b""] -= 1
-            if not shapes[b""]:
-                del shapes[b""]
-        out = []
-        for shape, rows in shapes.items():
-            if shape in self._decoded:
-                key = self._decoded[shape]
-            else:
-                key = decode_shape(shape, self.layout)
-                if len(self._decoded) < _MAX_CACHED_SHAPES:
-                    self._decoded[shape] = key
+            lines.pop()
+        decided: list[tuple[ShapeKey, int]] = []
+        undecided: set[bytes] = set()
+        for shape, rows in Counter(lines).items():
+            key = self._decode(shape)
             if key is None:
-                return None
-            out.append((key, rows))
-        return out
+                undecided.add(shape)
+            else:
+                decided.append((key, rows))
+        exact: dict[int, Conn] = {}
+        if undecided:
+            # Translation keeps lengths, so line i starts at ends[i - 1] (+1 per newline).
+            ends = list(accumulate(len(line) + 1 for line in lines))
+            for index, shape in enumerate(lines):
+                if shape in undecided:
+                    offset = ends[index] - len(shape) - 1
+                    line = chunk[offset : offset + len(shape)]
+                    exact[index] = self.parse(line, first_line_no + index)
+        return CheckedChunk(decided, exact, len(lines))
+
+    def parse(self, line: bytes, line_no: int) -> Conn:
+        try:
+            return self.parser.parse(line)
+        except ValueError as exc:
+            raise ParseError(self.layout.source, line_no, line, str(exc)) from exc
+
+    def _decode(self, shape: bytes) -> ShapeKey | None:
+        if shape in self._decoded:
+            return self._decoded[shape]
+        key = decode_shape(shape, self.layout)
+        if len(self._decoded) < _MAX_CACHED_SHAPES:
+            self._decoded[shape] = key
+        return key
 
 
 def count_shapes(data: bytes, layout: ConnLayout) -> dict[ShapeKey, int]:
@@ -139,13 +172,13 @@ def count_shapes(data: bytes, layout: ConnLayout) -> dict[ShapeKey, int]:
     start = _conn_row.body_start(data, layout)
     counter = ShapeCounter(layout)
     counts: dict[ShapeKey, int] = {}
-    for chunk, line_no in chunks(data, start):
-        checked = counter.count_chunk(chunk)
-        if checked is None:
-            checked = [
-                ((conn.protocol, conn.state, conn.origin), 1)
-                for conn in _conn_row.iter_rows(chunk, layout, 0, line_no)
-            ]
-        for key, rows in checked:
+    line_no = 2
+    for chunk in chunks(data, start):
+        checked = counter.check(chunk, line_no)
+        line_no += checked.rows
+        for key, rows in checked.shapes:
             counts[key] = counts.get(key, 0) + rows
+        for conn in checked.exact.values():
+            key = (conn.protocol, conn.state, conn.origin)
+            counts[key] = counts.get(key, 0) + 1
     return counts

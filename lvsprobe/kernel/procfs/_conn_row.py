@@ -123,7 +123,7 @@ def state(protocol: str, tok: str) -> str:
     return tok
 
 
-def virtual(protocol: str, tok: str) -> tuple[IPAddress | None, int]:
+def virtual(protocol: str, tok: bytes) -> tuple[IPAddress | None, int]:
     """ToIP: the VIP, or for an fwmark template (protocol IP) the mark: (None, mark).
 
     The kernel stores the mark as `vaddr.ip = htonl(fwmark)`: `%08X` shows it for IPv4;
@@ -134,20 +134,17 @@ def virtual(protocol: str, tok: str) -> tuple[IPAddress | None, int]:
         return addr, 0
     if addr.version == 6:
         if int(addr) & ((1 << 96) - 1):
-            raise ValueError(f"fwmark template ToIP {tok!r} has bits below the mark")
+            raise ValueError(
+                f"fwmark template ToIP {tok.decode('latin-1')!r} has bits below the mark"
+            )
         return None, int(addr) >> 96
     return None, int(addr)
 
 
-def address_of(tok: bytes) -> IPAddress:
-    """An address field given as bytes."""
-    return _hex.address(tok.decode("latin-1"))
-
-
-def expires(tok: str) -> int:
+def expires(tok: bytes) -> int:
     """Expires in whole seconds; a K4.0 wrapped value (> 2**32 - 1) reads as 0 (overdue)."""
-    if not tok.isascii() or not tok.isdigit():
-        raise ValueError(f"bad Expires {tok!r} (expected a decimal number)")
+    if not tok.isdigit():
+        raise ValueError(f"bad Expires {tok.decode('latin-1')!r} (expected a decimal number)")
     value = _hex.decimal(tok, 0, _hex.U64_MAX)
     return 0 if value > _hex.U32_MAX else value
 
@@ -169,36 +166,74 @@ def pe_columns(rest: bytes) -> tuple[str, str]:
     return name.decode("ascii"), data.decode("latin-1")
 
 
-def parse_row(line: bytes, layout: ConnLayout) -> Conn:
-    """One row into a Conn; ValueError with the reason if any field is malformed."""
-    fields = split_row(line, layout)
-    text = [f.decode("latin-1") for f in fields[: layout.fixed_fields]]
-    protocol = text[0]
-    client = _hex.address(text[1])
-    if (":" in text[1]) != (":" in text[3]):
-        raise ValueError("FromIP and ToIP are of different address families")
-    vaddr, fwmark = virtual(protocol, text[3])
-    origin = ORIGINS.get(text[8]) if layout.origin else None
-    if layout.origin and origin is None:
-        raise ValueError(f"bad Origin {text[8]!r} (expected LOCAL or SYNC)")
-    pe_name = pe_data = None
-    if len(fields) > layout.fixed_fields:
-        pe_name, pe_data = pe_columns(fields[-1])
-    return Conn(
-        protocol=protocol,
-        client_address=client,
-        client_port=_hex.port(text[2]),
-        virtual_address=vaddr,
-        virtual_port=_hex.port(text[4]),
-        dest_address=_hex.address(text[5]),
-        dest_port=_hex.port(text[6]),
-        state=state(protocol, text[7]),
-        expires_s=expires(text[layout.fixed_fields - 1]),
-        fwmark=fwmark,
-        pe_name=pe_name,
-        pe_data=pe_data,
-        origin=origin,
-    )
+class RowParser:
+    """Parses rows into Conns, remembering decoded addresses (VIPs and real servers repeat).
+
+    One parser per file read; the cache is bounded and dropped with the parser.
+    """
+
+    _MAX_CACHED = 1 << 16
+
+    def __init__(self, layout: ConnLayout) -> None:
+        self.layout = layout
+        self._addresses: dict[bytes, IPAddress] = {}
+        self._names: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+
+    def address(self, tok: bytes) -> IPAddress:
+        addr = self._addresses.get(tok)
+        if addr is None:
+            addr = _hex.address(tok)
+            if len(self._addresses) >= self._MAX_CACHED:
+                self._addresses.clear()
+            self._addresses[tok] = addr
+        return addr
+
+    def names(self, protocol: bytes, state_tok: bytes) -> tuple[str, str]:
+        """(protocol, state) as str, checked against the state tables."""
+        names = self._names.get((protocol, state_tok))
+        if names is None:
+            proto = protocol.decode("latin-1")
+            names = (proto, state(proto, state_tok.decode("latin-1")))
+            if len(self._names) < self._MAX_CACHED:
+                self._names[(protocol, state_tok)] = names
+        return names
+
+    def parse(self, line: bytes) -> Conn:
+        """One row into a Conn; ValueError with the reason if any field is malformed."""
+        layout = self.layout
+        fields = split_row(line, layout)
+        protocol, state_name = self.names(fields[0], fields[7])
+        if (b":" in fields[1]) != (b":" in fields[3]):
+            raise ValueError("FromIP and ToIP are of different address families")
+        if protocol == "IP":
+            vaddr, fwmark = virtual(protocol, fields[3])
+        else:
+            vaddr, fwmark = self.address(fields[3]), 0
+        origin = None
+        if layout.origin:
+            origin = ORIGINS.get(fields[8].decode("latin-1"))
+            if origin is None:
+                raise ValueError(
+                    f"bad Origin {fields[8].decode('latin-1')!r} (expected LOCAL or SYNC)"
+                )
+        pe_name = pe_data = None
+        if len(fields) > layout.fixed_fields:
+            pe_name, pe_data = pe_columns(fields[-1])
+        return Conn(
+            protocol,
+            self.address(fields[1]),
+            _hex.port(fields[2]),
+            vaddr,
+            _hex.port(fields[4]),
+            self.address(fields[5]),
+            _hex.port(fields[6]),
+            state_name,
+            expires(fields[layout.fixed_fields - 1]),
+            fwmark,
+            pe_name,
+            pe_data,
+            origin,
+        )
 
 
 def body_start(data: bytes, layout: ConnLayout) -> int:
@@ -213,19 +248,22 @@ def body_start(data: bytes, layout: ConnLayout) -> int:
     return len(data) if end < 0 else end + 1
 
 
-def iter_rows(data: bytes, layout: ConnLayout, start: int, first_line_no: int) -> Iterator[Conn]:
-    """Parse the rows of `data[start:]` one by one (streaming: one Conn alive at a time)."""
-    pos, line_no, size = start, first_line_no, len(data)
+def iter_rows(
+    data: bytes, layout: ConnLayout, start: int, first_line_no: int, end: int | None = None
+) -> Iterator[Conn]:
+    """Parse the rows of `data[start:end]` one by one (streaming: one Conn alive at a time)."""
+    parser = RowParser(layout)
+    pos, line_no, size = start, first_line_no, len(data) if end is None else end
     while pos < size:
-        end = data.find(b"\n", pos)
-        if end < 0:
-            end = size
-        line = data[pos:end]
+        stop = data.find(b"\n", pos, size)
+        if stop < 0:
+            stop = size
+        line = data[pos:stop]
         try:
-            yield parse_row(line, layout)
+            yield parser.parse(line)
         except ValueError as exc:
             raise ParseError(layout.source, line_no, line, str(exc)) from exc
-        pos, line_no = end + 1, line_no + 1
+        pos, line_no = stop + 1, line_no + 1
 
 
 def iter_conns(data: bytes, layout: ConnLayout) -> Iterator[Conn]:

@@ -12,7 +12,7 @@ import ipaddress
 from collections import deque
 
 from lvsprobe.errors import ParseError
-from lvsprobe.kernel.procfs import _conn_row
+from lvsprobe.kernel.procfs import _conn_row, _hex
 from lvsprobe.kernel.procfs._conn_fast import ShapeCounter, chunks
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
 from lvsprobe.model import Conn, ConnCountKey, ConnSummary
@@ -31,15 +31,15 @@ def summarize(data: bytes, layout: ConnLayout, per_real_server: bool) -> ConnSum
     shapes = ShapeCounter(layout)
     raw: dict[RawKey, int] = {}
     exact: dict[ConnCountKey, int] = {}
-    for chunk, line_no in chunks(data, start):
-        counted = _raw_counts(chunk, layout, shapes, per_real_server)
-        if counted is None:
-            for conn in _conn_row.iter_rows(chunk, layout, 0, line_no):
-                key = count_key(conn, per_real_server)
-                exact[key] = exact.get(key, 0) + 1
-            continue
-        for key_raw, rows in counted.items():
-            raw[key_raw] = raw.get(key_raw, 0) + rows
+    line_no = 2
+    for chunk in chunks(data, start):
+        checked = shapes.check(chunk, line_no)
+        for conn in checked.exact.values():
+            key = count_key(conn, per_real_server)
+            exact[key] = exact.get(key, 0) + 1
+        if checked.shapes:
+            _count_raw(chunk, line_no, checked.exact, shapes, per_real_server, raw)
+        line_no += checked.rows
     for key_raw, rows in raw.items():
         try:
             key = _decode(key_raw, layout, per_real_server)
@@ -65,41 +65,50 @@ def count_key(conn: Conn, per_real_server: bool) -> ConnCountKey:
     )
 
 
-def _raw_counts(
-    chunk: bytes, layout: ConnLayout, shapes: ShapeCounter, per_real_server: bool
-) -> dict[RawKey, int] | None:
-    """Rows of a chunk counted by raw key, or None if the chunk needs the exact parser."""
-    if shapes.count_chunk(chunk) is None:
-        return None
+def _count_raw(
+    chunk: bytes,
+    line_no: int,
+    skip: dict[int, Conn],
+    shapes: ShapeCounter,
+    per_real_server: bool,
+    raw: dict[RawKey, int],
+) -> None:
+    """Count the shape-checked rows of a chunk by raw key into `raw` (rows in `skip` were
+    parsed exactly already). Expires is checked here: the shapes cannot tell digits from
+    the hex letters A-F."""
     lines = chunk.split(b"\n")
     if chunk.endswith(b"\n"):
         lines.pop()
+    layout = shapes.layout
     expires_at = layout.fixed_fields - 1
     # Without an Origin column the key's last slot repeats the protocol and is ignored.
     origin_at = 8 if layout.origin else 0
     counts: dict[RawKey, int] = {}
-    for f in map(bytes.split, lines):
+    for index, f in enumerate(map(bytes.split, lines)):
+        if skip and index in skip:
+            continue
         if not f[expires_at].isdigit():
-            return None
+            shapes.parse(lines[index], line_no + index)  # raises the ParseError
         if per_real_server:
             key = (f[0], f[2] == _ZERO_PORT, f[3], f[4], f[5], f[6], f[7], f[origin_at])
         else:
             key = (f[0], f[2] == _ZERO_PORT, f[3], f[4], b"", b"", f[7], f[origin_at])
         counts[key] = counts.get(key, 0) + 1
-    return counts
+    for key, rows in counts.items():
+        raw[key] = raw.get(key, 0) + rows
 
 
 def _decode(raw: RawKey, layout: ConnLayout, per_real_server: bool) -> ConnCountKey:
     proto_b, client_port_zero, vaddr_b, vport_b, daddr_b, dport_b, state_b, origin_b = raw
     protocol = proto_b.decode("latin-1")
     state = _conn_row.state(protocol, state_b.decode("latin-1"))
-    vaddr, fwmark = _conn_row.virtual(protocol, vaddr_b.decode("latin-1"))
+    vaddr, fwmark = _conn_row.virtual(protocol, vaddr_b)
     return ConnCountKey(
         protocol=protocol,
         virtual_address=vaddr,
         virtual_port=int(vport_b, 16),
         fwmark=fwmark,
-        dest_address=_conn_row.address_of(daddr_b) if per_real_server else NO_DEST,
+        dest_address=_hex.address(daddr_b) if per_real_server else NO_DEST,
         dest_port=int(dport_b, 16) if per_real_server else 0,
         state=state,
         template=protocol == "IP" or (client_port_zero and state in _conn_row.TEMPLATE_STATES),
