@@ -284,3 +284,68 @@ def import_(
     text = to_scenario(result, str(capture), host.strip("[]"), int(port), clients_cidr, speed)
     output.write_text(text)
     click.echo(f"{len(result.flows)} flows from {result.packets} packets -> {output}")
+
+
+@replay.command("attribute")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--snapshots",
+    "snapshot_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Conn-table snapshots taken elsewhere (default: "
+    "RUN/conn-snapshots). Files in name order; index.json gives their times.",
+)
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    metavar="NAME=ADDRESS[:PORT]",
+    help="Name a real server (repeatable); default: the run's target.json.",
+)
+def attribute(run_dir: Path, snapshot_dir: Path | None, backends: tuple[str, ...]) -> None:
+    """Join a finished run's flows with director conn-table snapshots, after the fact.
+
+    Rewrites RUN/flows.parquet's conn_backend* and attribution_agrees columns and the
+    summary. Use it when the snapshots were taken by another tool (`cat /proc/net/ip_vs_conn`
+    on the director every second, say) rather than by `replay run --conn-table`.
+    """
+    from lvsprobe.errors import LvsprobeError
+    from lvsprobe.replay import flowlog
+    from lvsprobe.replay.attribution import attribute as join
+    from lvsprobe.replay.attribution import load_snapshots
+
+    names = dict(b.split("=", 1) for b in backends if "=" in b)
+    if len(names) != len(backends):
+        raise click.BadParameter("expected NAME=ADDRESS[:PORT]", param_hint="--backend")
+    target_path = run_dir / flowlog.TARGET_FILE
+    if not names and target_path.exists():
+        names = json.loads(target_path.read_text()).get("backends", {})
+    try:
+        table = flowlog.read_flows(run_dir)
+    except (OSError, ValueError) as exc:
+        raise LvsprobeError(f"{run_dir}: no readable {flowlog.FLOWS_FILE}: {exc}") from exc
+    records = [flowlog.FlowRecord(**row) for row in table.to_pylist()]
+    for record in records:  # a fresh join replaces the old one
+        for name in ("conn_backend_address", "conn_backend", "attribution_agrees"):
+            setattr(record, name, None)
+    snapshots = load_snapshots(snapshot_dir or run_dir / flowlog.SNAPSHOT_DIR)
+    matched = join(records, snapshots, names)
+    writer = flowlog.FlowLogWriter(run_dir / flowlog.FLOWS_FILE)
+    for record in records:
+        writer.add(record)
+    writer.close()
+    old = (
+        json.loads((run_dir / flowlog.SUMMARY_FILE).read_text())
+        if (run_dir / flowlog.SUMMARY_FILE).exists()
+        else {}
+    )
+    keep = {k: v for k, v in old.items() if k not in flowlog.summarize([])}
+    summary = flowlog.summarize(
+        records, **{**keep, "conn_table_matched": matched, "snapshots": len(snapshots)}
+    )
+    flowlog.write_summary(run_dir, summary)
+    agree = summary["attribution"]
+    click.echo(
+        f"{matched} of {len(records)} flows found in {len(snapshots)} snapshots; "
+        f"{agree['agree']} agree, {agree['disagree']} disagree"
+    )

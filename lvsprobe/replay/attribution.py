@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import json
+import math
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -75,7 +76,9 @@ def load_snapshots(directory: Path) -> list[ConnSnapshot]:
         return [
             ConnSnapshot(float(e["t_s"]), (directory / e["file"]).read_bytes()) for e in entries
         ]
-    return [ConnSnapshot(0.0, p.read_bytes()) for p in sorted(directory.iterdir()) if p.is_file()]
+    # no index: capture times unknown, so every snapshot may serve every flow (in name order)
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    return [ConnSnapshot(math.inf, p.read_bytes()) for p in files]
 
 
 def _parse(data: bytes) -> dict[ConnKey, str]:

@@ -1,0 +1,98 @@
+"""Conn-table attribution: flows joined on client address:port with a real director's
+/proc/net/ip_vs_conn (kernel 6.1 fixture), and the offline `replay attribute` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lvsprobe.cli import cli
+from lvsprobe.replay import flowlog
+from lvsprobe.replay.attribution import ConnSnapshot, attribute, backend_names, load_snapshots
+from lvsprobe.replay.flowlog import FlowLogWriter, FlowRecord
+
+BACKENDS = {"rs1": "198.18.1.11", "rs2": "198.18.1.12:80", "rs3": "198.18.1.13"}
+
+
+def _record(
+    flow_id: int,
+    client: str,
+    port: int,
+    backend: str | None,
+    protocol: str = "tcp",
+    start_s: float = 0.0,
+) -> FlowRecord:
+    return FlowRecord(
+        flow_id=flow_id,
+        kind="http",
+        client_address=client,
+        client_port=port,
+        server_address="198.18.1.100",
+        server_port=80,
+        protocol=protocol,
+        scheduled_s=start_s,
+        start_s=start_s,
+        start_unix=0.0,
+        outcome="ok",
+        backend=backend,
+    )
+
+
+@pytest.fixture
+def conn_table(nat_proc: Path) -> bytes:
+    return (nat_proc / "net" / "ip_vs_conn").read_bytes()
+
+
+def test_join_on_client_address_and_port(conn_table: bytes) -> None:
+    # rows of the fixture: C6120016:B0BF -> C612010B (rs1), C6120035:A723 -> C612010C (rs2)
+    records = [
+        _record(0, "198.18.0.22", 0xB0BF, "rs1"),
+        _record(1, "198.18.0.53", 0xA723, "rs3"),
+        _record(2, "198.18.0.53", 0xA723, None, protocol="udp"),
+        _record(3, "198.18.0.99", 1, "rs1"),
+    ]
+    matched = attribute(records, [ConnSnapshot(1.0, conn_table)], BACKENDS)
+    assert matched == 2
+    assert records[0].conn_backend_address == "198.18.1.11:80"
+    assert records[0].conn_backend == "rs1" and records[0].attribution_agrees is True
+    assert records[1].conn_backend == "rs2" and records[1].attribution_agrees is False
+    assert records[2].conn_backend is None and records[2].attribution_agrees is None
+    assert records[3].conn_backend_address is None
+
+
+def test_snapshot_before_the_flow_started_is_not_used(conn_table: bytes) -> None:
+    record = _record(0, "198.18.0.22", 0xB0BF, "rs1", start_s=5.0)
+    assert attribute([record], [ConnSnapshot(1.0, conn_table)], BACKENDS) == 0
+    assert attribute([record], [ConnSnapshot(6.0, conn_table)], BACKENDS) == 1
+
+
+def test_backend_names_accept_address_or_address_port() -> None:
+    names = backend_names({"a": "198.18.1.11", "b": "[2001:2::1]:80", "c": "2001:2::2"})
+    assert names == {"198.18.1.11": "a", "[2001:2::1]:80": "b", "[2001:2::2]": "c"}
+
+
+def test_offline_attribute_command(tmp_path: Path, conn_table: bytes, nat_proc: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    writer = FlowLogWriter(run / flowlog.FLOWS_FILE)
+    writer.add(_record(0, "198.18.0.22", 0xB0BF, "rs1"))
+    writer.add(_record(1, "198.18.0.53", 0xA723, "rs2", start_s=3.0))
+    writer.close()
+    (run / flowlog.TARGET_FILE).write_text(json.dumps({"backends": BACKENDS}))
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    shutil.copy(nat_proc / "net" / "ip_vs_conn", snaps / "0001.txt")
+    assert len(load_snapshots(snaps)) == 1
+    result = CliRunner().invoke(cli, ["replay", "attribute", str(run), "--snapshots", str(snaps)])
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 flows" in result.output and "2 agree" in result.output
+    frame = flowlog.read_flows(run).to_pandas()
+    assert frame["conn_backend"].tolist() == ["rs1", "rs2"]
+    summary = json.loads((run / flowlog.SUMMARY_FILE).read_text())
+    assert summary["attribution"]["agree"] == 2
+    bad = CliRunner().invoke(cli, ["replay", "attribute", str(tmp_path / "snaps")])
+    assert bad.exit_code == 1 and "flows.parquet" in bad.stderr
