@@ -14,16 +14,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lvsprobe.errors import ScenarioError
+from lvsprobe.replay.yamldoc import Doc, Reader, type_name
 
 KINDS = ("tcp", "http", "udp", "ftp-active", "ftp-passive", "tls", "syn")
 ARRIVALS = ("open", "closed", "burst")
 PICKS = ("round-robin", "random", "sequential")
 DEFAULT_BACKEND_PATTERN = r"(?im)(?:^x-backend:[ \t]*|^|\b)(rs\d+)\b"
 MAX_FLOWS_LIMIT = 10_000_000
-MAX_DURATION_LIMIT_S = 7 * 24 * 3600.0
 
 SCENARIO_HELP = """\
 name: text                       description: what the run checks (text)
@@ -125,147 +123,7 @@ class Scenario:
     recorded: tuple[RecordedFlow, ...] = ()
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-class _Doc:
-    """Plain values from a composed YAML tree, remembering the line of every key path."""
-
-    def __init__(self, source: str, text: str):
-        self.source = source
-        self.lines: dict[tuple[str | int, ...], int] = {}
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            reason = getattr(exc, "problem", None) or str(exc)
-            raise ScenarioError(f"{self._where(line)}: not valid YAML: {reason}") from exc
-        if node is None:
-            raise ScenarioError(f"{source}: empty scenario file")
-        self.root = self._value(node, ())
-
-    def _where(self, line: int | None) -> str:
-        return self.source if line is None else f"{self.source} line {line}"
-
-    def _value(self, node: yaml.Node, path: tuple[str | int, ...]) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = str(key_node.value)
-                if key in out:
-                    line = key_node.start_mark.line + 1
-                    raise ScenarioError(f"{self._where(line)}: duplicate key {key!r}")
-                out[key] = self._value(value_node, (*path, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._value(v, (*path, i)) for i, v in enumerate(node.value)]
-        try:
-            return _scalar(node)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise ScenarioError(f"{self._where(self.lines[path])}: {exc}") from exc
-
-    def error(self, path: tuple[str | int, ...], reason: str) -> ScenarioError:
-        probe = path
-        while probe not in self.lines and probe:
-            probe = probe[:-1]
-        dotted = ".".join(str(p) for p in path) or "(top)"
-        return ScenarioError(f"{self._where(self.lines.get(probe))}: {dotted}: {reason}")
-
-
-def _scalar(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
-
-
-class _Reader:
-    """Typed access to one mapping of the document, with errors naming the line."""
-
-    def __init__(self, doc: _Doc, path: tuple[str | int, ...], allowed: tuple[str, ...]):
-        self.doc = doc
-        self.path = path
-        value: Any = doc.root
-        for part in path:
-            value = value[part]
-        if not isinstance(value, dict):
-            raise doc.error(path, f"expected a mapping, got {_type_name(value)}")
-        self.data: dict[str, Any] = value
-        for key in value:
-            if key not in allowed:
-                raise doc.error((*path, key), f"unknown key (expected one of {', '.join(allowed)})")
-
-    def err(self, key: str, reason: str) -> ScenarioError:
-        return self.doc.error((*self.path, key), reason)
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def text(self, key: str, default: str | None = None) -> str:
-        value = self.data.get(key, default)
-        if value is None:
-            raise self.err(key, "required")
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise self.err(key, f"expected text, got {_type_name(value)}")
-        return str(value)
-
-    def integer(self, key: str, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
-        value = self.data.get(key, default)
-        if value is None:
-            raise self.err(key, "required")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.err(key, f"expected an integer, got {_type_name(value)} {value!r}")
-        if not lo <= value <= hi:
-            raise self.err(key, f"{value} is out of range {lo}..{hi}")
-        return value
-
-    def number(self, key: str, default: float, lo: float = 0.0, hi: float = 1e12) -> float:
-        value = self.data.get(key, default)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
-            raise self.err(key, f"expected a number, got {_type_name(value)} {value!r}")
-        if not lo <= value <= hi:
-            raise self.err(key, f"{value} is out of range {lo}..{hi}")
-        return float(value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.err(key, f"expected true or false, got {value!r}")
-        return value
-
-    def duration(self, key: str, default: float | None, hi: float = MAX_DURATION_LIMIT_S) -> float:
-        value = self.data.get(key, default)
-        if value is None:
-            raise self.err(key, "required (a duration: 30s, 500ms, 2m or seconds)")
-        seconds: float
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            seconds = float(value)
-        elif isinstance(value, str) and (m := _DURATION.match(value)):
-            seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
-        else:
-            raise self.err(key, f"expected a duration like 30s, 500ms, 2m, got {value!r}")
-        if not 0 <= seconds <= hi or seconds != seconds:
-            raise self.err(key, f"duration {value!r} is out of range 0..{hi:g}s")
-        return seconds
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(key, default)
-        if value not in choices:
-            raise self.err(key, f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _address(reader: _Reader, key: str, default: str | None = None) -> str:
+def _address(reader: Reader, key: str, default: str | None = None) -> str:
     text = reader.text(key, default)
     try:
         return str(ipaddress.ip_address(text))
@@ -273,13 +131,13 @@ def _address(reader: _Reader, key: str, default: str | None = None) -> str:
         raise reader.err(key, f"{text!r} is not an IP address") from exc
 
 
-def _target(doc: _Doc) -> Target:
-    r = _Reader(
+def _target(doc: Doc) -> Target:
+    r = Reader(
         doc, ("target",), ("address", "port", "protocol", "fwmark", "backends", "backend_pattern")
     )
     backends: dict[str, str] = {}
     if r.has("backends"):
-        b = _Reader(doc, ("target", "backends"), tuple(r.data["backends"] or ()))
+        b = Reader(doc, ("target", "backends"), tuple(r.data["backends"] or ()))
         for name in b.data:
             spec = b.text(name)
             host = spec.rsplit(":", 1)[0] if spec.count(":") == 1 else spec.strip("[]")
@@ -305,8 +163,8 @@ def _target(doc: _Doc) -> Target:
     )
 
 
-def _clients(doc: _Doc) -> ClientPool:
-    r = _Reader(doc, ("clients",), ("cidr", "addresses", "count", "pick"))
+def _clients(doc: Doc) -> ClientPool:
+    r = Reader(doc, ("clients",), ("cidr", "addresses", "count", "pick"))
     pick = r.choice("pick", "round-robin", PICKS)
     if r.has("addresses"):
         raw = r.data["addresses"]
@@ -338,7 +196,7 @@ def _clients(doc: _Doc) -> ClientPool:
     return ClientPool(tuple(str(first + i) for i in range(count)), pick)
 
 
-def _size_range(r: _Reader, key: str, default: int) -> tuple[int, int]:
+def _size_range(r: Reader, key: str, default: int) -> tuple[int, int]:
     value = r.data.get(key, default)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1 << 30:
         return (value, value)
@@ -360,13 +218,13 @@ _FLOW_KEYS = (
 )
 
 
-def _flows(doc: _Doc) -> tuple[FlowMix, ...]:
+def _flows(doc: Doc) -> tuple[FlowMix, ...]:
     raw = doc.root.get("flows")
     if not isinstance(raw, list) or not raw:
         raise doc.error(("flows",), "required: a non-empty list of flow kinds with weights")
     out = []
     for i in range(len(raw)):
-        r = _Reader(doc, ("flows", i), _FLOW_KEYS)
+        r = Reader(doc, ("flows", i), _FLOW_KEYS)
         sha = r.data.get("sha256")
         shas = sha if isinstance(sha, dict) else {"*": sha} if sha is not None else {}
         for value in shas.values():
@@ -406,14 +264,14 @@ def _flows(doc: _Doc) -> tuple[FlowMix, ...]:
     return tuple(out)
 
 
-def _missing(r: _Reader, key: str) -> str:
+def _missing(r: Reader, key: str) -> str:
     raise r.err(key, f"required (one of {', '.join(KINDS)})")
 
 
-def _arrival(doc: _Doc) -> Arrival:
+def _arrival(doc: Doc) -> Arrival:
     if "arrival" not in doc.root:
         return Arrival()
-    r = _Reader(
+    r = Reader(
         doc,
         ("arrival",),
         (
@@ -437,10 +295,10 @@ def _arrival(doc: _Doc) -> Arrival:
     )
 
 
-def _bounds(doc: _Doc) -> Bounds:
+def _bounds(doc: Doc) -> Bounds:
     if "bounds" not in doc.root:
         raise doc.error((), "bounds: required (max_flows and max_duration: every run stops)")
-    r = _Reader(doc, ("bounds",), ("max_flows", "max_duration", "flow_timeout"))
+    r = Reader(doc, ("bounds",), ("max_flows", "max_duration", "flow_timeout"))
     return Bounds(
         max_flows=r.integer("max_flows", lo=1, hi=MAX_FLOWS_LIMIT),
         max_duration_s=r.duration("max_duration", None),
@@ -448,14 +306,14 @@ def _bounds(doc: _Doc) -> Bounds:
     )
 
 
-def _recorded(doc: _Doc, pool: int) -> tuple[RecordedFlow, ...]:
+def _recorded(doc: Doc, pool: int) -> tuple[RecordedFlow, ...]:
     raw = doc.root.get("recorded", [])
     if not isinstance(raw, list):
         raise doc.error(("recorded",), "expected a list of recorded flows")
     out = []
     for i in range(len(raw)):
-        r = _Reader(doc, ("recorded", i), (*_FLOW_KEYS, "at", "client"))
-        single = _Doc.__new__(_Doc)
+        r = Reader(doc, ("recorded", i), (*_FLOW_KEYS, "at", "client"))
+        single = Doc.__new__(Doc)
         single.source, single.lines = doc.source, doc.lines
         single.root = {"flows": [{k: v for k, v in r.data.items() if k not in ("at", "client")}]}
         for path, line in list(doc.lines.items()):
@@ -466,7 +324,7 @@ def _recorded(doc: _Doc, pool: int) -> tuple[RecordedFlow, ...]:
     return tuple(out)
 
 
-def _expect(doc: _Doc) -> dict[str, Any]:
+def _expect(doc: Doc) -> dict[str, Any]:
     from lvsprobe.replay.expect import KNOWN
 
     value = doc.root.get("expect", {})
@@ -480,10 +338,10 @@ def _expect(doc: _Doc) -> dict[str, Any]:
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     """A validated Scenario from YAML text; ScenarioError names `source` and the line."""
-    doc = _Doc(source, text)
+    doc = Doc(source, text)
     if not isinstance(doc.root, dict):
-        raise doc.error((), f"expected a mapping at the top, got {_type_name(doc.root)}")
-    top = _Reader(
+        raise doc.error((), f"expected a mapping at the top, got {type_name(doc.root)}")
+    top = Reader(
         doc,
         (),
         (
