@@ -12,6 +12,9 @@ from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Snapshot
 # hlist_head: one pointer per bucket on 64-bit kernels (KERNEL-NOTES §3.3).
 BUCKET_BYTES = 8
 CACHE_LINE = 64
+# sizeof(struct ip_vs_conn) is 288 on 6.1 and 6.12 x86_64, 320 in its HWCACHE_ALIGN slab: the
+# estimate uses it when the slab cannot be read (/proc/slabinfo is root-only).
+DEFAULT_OBJECT_BYTES = 320
 
 
 class HealthCollector:
@@ -133,7 +136,8 @@ class SlabCollector:
         entries = snap.conns.total if snap.conns is not None else None
         if entries is None and slab is not None and not slab.merged:
             entries = slab.active_objs
-        if obj_size is not None and entries is not None:
+        if entries is not None:
+            obj_size = obj_size or DEFAULT_OBJECT_BYTES
             buckets = snap.conn_table_size or 0
             out.add(
                 "ipvs_conn_table_memory_bytes",
