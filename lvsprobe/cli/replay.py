@@ -349,3 +349,14 @@ def attribute(run_dir: Path, snapshot_dir: Path | None, backends: tuple[str, ...
         f"{matched} of {len(records)} flows found in {len(snapshots)} snapshots; "
         f"{agree['agree']} agree, {agree['disagree']} disagree"
     )
+
+
+@replay.command("schema")
+def schema() -> None:
+    """Print the scenario file schema (every key, with its default)."""
+    from lvsprobe.replay.expect import __doc__ as expect_doc
+    from lvsprobe.replay.scenario import SCENARIO_HELP
+
+    click.echo(SCENARIO_HELP)
+    click.echo("\nexpect: checks `replay run --check` makes after the run (exit 3 if one fails):")
+    click.echo((expect_doc or "").split("\n\n", 1)[1].rstrip())

@@ -63,7 +63,14 @@ def make_flow(planned: PlannedFlow, ctx: FlowContext) -> Flow:
     matcher = BackendMatcher(ctx.scenario.target.backend_pattern)
     host = planned.server_address
     if planned.kind == "tcp":
-        return TcpFlow(matcher, planned.flow_id, planned.payload_bytes, mix.hold_s, mix.heartbeat_s)
+        return TcpFlow(
+            matcher,
+            planned.flow_id,
+            planned.payload_bytes,
+            mix.hold_s,
+            mix.heartbeat_s,
+            mix.heartbeat_timeout_s,
+        )
     if planned.kind == "http":
         body = planned.payload_bytes if mix.payload_bytes != (64, 64) else 0
         return HttpFlow(

@@ -124,9 +124,10 @@ class Flow:
 class TcpFlow(Flow):
     """Send N bytes, half-close, read to EOF (an echo server echoes and closes).
 
-    With `hold_s` > 0 the connection stays open for that long first, sending a heartbeat
-    line every `heartbeat_s` and counting the answered ones (an echo server answers each);
-    a heartbeat left unanswered at the next beat ends the flow as `timeout`.
+    With `hold_s` > 0 the connection stays open that long first, sending a heartbeat line
+    every `heartbeat_s` (whether or not the last was answered yet) and counting the answered
+    ones (an echo server answers each). A heartbeat unanswered after `heartbeat_timeout_s`
+    ends the flow as `timeout`; EOF or RST during the hold as `reset`.
     """
 
     kind = "tcp"
@@ -138,14 +139,17 @@ class TcpFlow(Flow):
         payload_bytes: int,
         hold_s: float = 0.0,
         heartbeat_s: float = 0.1,
+        heartbeat_timeout_s: float = 1.0,
     ):
         super().__init__(matcher)
         self.flow_id = flow_id
         self.payload = payload(flow_id, payload_bytes)
         self.hold_s = hold_s
         self.heartbeat_s = heartbeat_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self._hold_until = 0.0
-        self._beat = 0
+        self._next_beat = 0.0
+        self._sent_at: list[float] = []  # send time of each heartbeat, by number - 1
         self._answered = 0
         self._buffer = b""
         self._closing = False
@@ -154,25 +158,33 @@ class TcpFlow(Flow):
         if self.hold_s <= 0:
             return Step(send=self.payload, half_close=True)
         self._hold_until = now + self.hold_s
-        return self._heartbeat(now)
+        self._next_beat = now
+        return self.timer(now)
 
-    def _heartbeat(self, now: float) -> Step:
-        self._beat += 1
-        return Step(
-            send=f"hb {self.flow_id} {self._beat}\n".encode(), wake_at=now + self.heartbeat_s
-        )
+    def _wake(self) -> float:
+        deadlines = [self._next_beat] if self._next_beat < self._hold_until else []
+        if self._answered < len(self._sent_at):
+            deadlines.append(self._sent_at[self._answered] + self.heartbeat_timeout_s)
+        else:
+            deadlines.append(self._hold_until)
+        return min(deadlines)
 
     def timer(self, now: float) -> Step:
         if self._closing:
             return Step()
-        if self._answered < self._beat:
-            return Step(
-                events=[Finished("timeout", f"heartbeat {self._beat} unanswered")], done=True
-            )
-        if now >= self._hold_until:
+        waiting = self._answered < len(self._sent_at)
+        if waiting and now - self._sent_at[self._answered] >= self.heartbeat_timeout_s:
+            beat = self._answered + 1
+            return Step(events=[Finished("timeout", f"heartbeat {beat} unanswered")], done=True)
+        if now >= self._hold_until and not waiting:
             self._closing = True
             return Step(send=self.payload, half_close=True)
-        return self._heartbeat(now)
+        send = b""
+        if now >= self._next_beat and now < self._hold_until:
+            self._sent_at.append(now)
+            send = f"hb {self.flow_id} {len(self._sent_at)}\n".encode()
+            self._next_beat = max(self._next_beat + self.heartbeat_s, now)
+        return Step(send=send, wake_at=self._wake())
 
     def receive(self, data: bytes, now: float) -> Step:
         events: list[Any] = []
@@ -189,8 +201,7 @@ class TcpFlow(Flow):
                 self._answered += 1
                 events.append(HeartbeatDone())
             self._buffer = self._buffer[-256:]
-            if self._answered == self._beat:
-                return Step(events=events, wake_at=min(self._hold_until, now + self.heartbeat_s))
+            return Step(events=events, wake_at=self._wake())
         return Step(events=events)
 
 

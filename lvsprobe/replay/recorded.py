@@ -47,6 +47,7 @@ def add_detail(path: Path, flows: list[Flow]) -> int:
             flow = found
             touched.add(id(flow))
             if hasattr(packet, "http") and hasattr(packet.http, "request_uri"):
+                flow.detail["http_requests"] = flow.detail.get("http_requests", 0) + 1
                 flow.detail.setdefault("http_path", str(packet.http.request_uri))
                 flow.detail.setdefault("http_method", str(packet.http.request_method))
             if hasattr(packet, "ftp") and hasattr(packet.ftp, "request_command"):
@@ -87,11 +88,37 @@ def _entry(flow: Flow, start: float, client: int, main_port: int) -> dict[str, A
             path = flow.first_payload.split(b" ", 2)[1].decode("latin-1")
         if path:
             entry["path"] = path
+        requests = flow.detail.get("http_requests", 1)
+        if requests > 1:
+            entry.update(keepalive=True, requests=requests)
     if kind == "tls" and "tls_sni" in flow.detail:
         entry["server_name"] = flow.detail["tls_sni"]
     if kind.startswith("ftp") and "ftp_file" in flow.detail:
         entry["file"] = flow.detail["ftp_file"]
     return entry
+
+
+def ftp_data_flows(flows: list[Flow]) -> set[int]:
+    """Indexes of FTP data connections: they belong to their control connection's flow.
+
+    Active mode: the server connects back from port 20. Passive mode: the client connects to
+    an unprivileged port of the server it holds a port-21 control connection with, while that
+    control connection is open.
+    """
+    controls = [f for f in flows if f.protocol == 6 and f.server_port == 21]
+    data = set()
+    for i, flow in enumerate(flows):
+        if flow.protocol != 6 or flow.server_port == 21:
+            continue
+        if flow.client_port == 20:
+            data.add(i)
+            continue
+        if flow.server_port >= 1024 and any(
+            c.client == flow.client and c.server == flow.server and c.start <= flow.start <= c.end
+            for c in controls
+        ):
+            data.add(i)
+    return data
 
 
 def to_scenario(
@@ -104,6 +131,8 @@ def to_scenario(
 ) -> str:
     """A scenario YAML replaying `result`'s flows against target:port from clients_cidr."""
     flows = [f for f in result.flows if f.protocol in (6, 17)]
+    folded = ftp_data_flows(flows)
+    flows = [f for i, f in enumerate(flows) if i not in folded]
     if not flows:
         raise ParseError(
             source,

@@ -34,11 +34,15 @@ clients: {cidr: A.B.C.D/N | addresses: [..], count: N (first N of the CIDR),
 flows: [{kind: tcp|http|udp|ftp-active|ftp-passive|tls|syn, weight: N, port: N,
          payload_bytes: N | [MIN, MAX], requests: N, keepalive: bool, path: /x,
          hold: DURATION, heartbeat: DURATION (default 100ms), think: DURATION,
+         heartbeat_timeout: DURATION (default 1s: a later answer breaks the flow),
          resume: bool (tls), server_name: text (tls), user/password/file/size (ftp),
          sha256: HEX | {BACKEND: HEX} (ftp)}]
 arrival: {model: open|closed|burst, rate: PER_S (open), concurrency: N (closed),
-          burst_size: N, burst_every: DURATION (burst), process: uniform|poisson}
+          burst_size: N, burst_every: DURATION (burst), process: uniform|poisson,
+          speed: X (recorded flows run X times faster)}
 bounds: {max_flows: N, max_duration: DURATION, flow_timeout: DURATION (default 10s)}
+recorded: [{at: DURATION, client: POOL_INDEX, kind: ..., + any flows key}]
+          (written by `replay import`; replaces the mix, replayed at the recorded offsets)
 DURATION: a number of seconds or 150ms, 2s, 1m."""
 
 
@@ -71,6 +75,7 @@ class FlowMix:
     path: str = "/"
     hold_s: float = 0.0
     heartbeat_s: float = 0.1
+    heartbeat_timeout_s: float = 1.0
     think_s: float = 0.0
     resume: bool = False
     server_name: str | None = None
@@ -214,6 +219,7 @@ _FLOW_KEYS = (
     *(f.name for f in fields(FlowMix) if not f.name.endswith("_s")),
     "hold",
     "heartbeat",
+    "heartbeat_timeout",
     "think",
 )
 
@@ -245,6 +251,7 @@ def _flows(doc: Doc) -> tuple[FlowMix, ...]:
                 path=r.text("path", "/"),
                 hold_s=r.duration("hold", 0.0),
                 heartbeat_s=r.duration("heartbeat", 0.1),
+                heartbeat_timeout_s=r.duration("heartbeat_timeout", 1.0),
                 think_s=r.duration("think", 0.0),
                 resume=r.flag("resume", False),
                 server_name=r.text("server_name") if r.has("server_name") else None,
