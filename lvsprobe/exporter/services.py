@@ -82,12 +82,18 @@ class ServicesCollector:
 
     def collect(self, snap: Snapshot, out: Builder) -> None:
         allows = self.options.service_filter.allows_key
+        seen: set[str] = set()
         for svc in snap.services:
-            if allows(svc.key):
-                self._service(svc, out)
+            if not allows(svc.key):
+                continue
+            pairs = service_pairs(svc.key, service_family(svc))
+            # An fwmark service from procfs has no family; should two then look alike, the
+            # second would duplicate series, which Prometheus rejects.
+            if pairs not in seen:
+                seen.add(pairs)
+                self._service(svc, pairs, out)
 
-    def _service(self, svc: Service, out: Builder) -> None:
-        pairs = service_pairs(svc.key, service_family(svc))
+    def _service(self, svc: Service, pairs: str, out: Builder) -> None:
         block = out.block(pairs)
         persistence = svc.persistence
         info = label_pairs(
