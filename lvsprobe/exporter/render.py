@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from lvsprobe.exporter.metrics import MetricSpec
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Lines rendered per chunk: ~1 MB of text, so a scrape never holds a family's text whole.
+CHUNK_SAMPLES = 8192
 
 Value = int | float
 
@@ -94,23 +96,25 @@ class Builder:
 def render_chunks(families: Iterable[Family]) -> Iterator[bytes]:
     """The exposition text one family at a time; each family's samples are freed once sent.
 
-    HELP and TYPE come once per family; families without samples are left out. Each family is
-    encoded on its own, so one non-ASCII label value widens one family's string, not the body,
-    and the peak memory of a scrape is one family's text rather than the whole body's.
+    HELP and TYPE come once per family; families without samples are left out. Text is encoded
+    in chunks of CHUNK_SAMPLES lines, so one non-ASCII label value widens one chunk's string,
+    not the body, and a scrape holds ~1 MB of text at a time rather than the whole body.
     """
     for fam in families:
-        if not fam.samples:
+        samples, fam.samples = fam.samples, []
+        if not samples:
             continue
         name = fam.spec.name
-        head = f"# HELP {name} {escape_help(fam.spec.help)}\n# TYPE {name} {fam.spec.type.value}\n"
-        lines = [
-            f"{name}{block} {value}\n"
-            if type(value) is int
-            else f"{name}{block} {format_value(value)}\n"
-            for block, value in fam.samples
-        ]
-        fam.samples = []
-        yield head.encode() + "".join(lines).encode()
+        help_text = escape_help(fam.spec.help)
+        yield f"# HELP {name} {help_text}\n# TYPE {name} {fam.spec.type.value}\n".encode()
+        for start in range(0, len(samples), CHUNK_SAMPLES):
+            lines = [
+                f"{name}{block} {value}\n"
+                if type(value) is int
+                else f"{name}{block} {format_value(value)}\n"
+                for block, value in samples[start : start + CHUNK_SAMPLES]
+            ]
+            yield "".join(lines).encode()
 
 
 def render(families: Iterable[Family]) -> bytes:

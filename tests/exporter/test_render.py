@@ -20,6 +20,7 @@ from lvsprobe.exporter.render import (
     escape_label_value,
     format_value,
     render,
+    render_chunks,
 )
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.model import Snapshot
@@ -147,3 +148,14 @@ def test_netns_prefix_comes_first() -> None:
         'ipvs_x{netns="blue",a="1"} 1',
         'ipvs_x{netns="blue"} 2',
     ]
+
+
+def test_large_family_is_chunked_without_changing_the_text() -> None:
+    spec = MetricSpec("ipvs_big", "big", MetricType.GAUGE, ("i",), "x")
+    out = Builder([spec])
+    for i in range(20_000):
+        out.add_labeled("ipvs_big", (str(i),), i if i % 2 else i / 4)
+    chunks = list(render_chunks(out.families.values()))
+    assert len(chunks) == 1 + 3  # HELP/TYPE, then 8192-line chunks
+    (fam,) = text_string_to_metric_families(b"".join(chunks).decode())
+    assert [s.value for s in fam.samples] == [i if i % 2 else i / 4 for i in range(20_000)]
