@@ -30,9 +30,10 @@ def nat_ipvsadm() -> Path:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """ONE lab VM per test session (lvsprobe.lab.Lab), booted on first use, killed at the end.
 
-    The cluster is the default Topology() when handed out; tests share the boot, so each test
-    calls `lab.ensure(Topology(...))` for what it needs (a no-op when that is what runs) and
-    `lab.mark_dirty()` after changing the cluster by hand. `lab.shared_dir` is a host directory
+    No cluster is built at boot: tests share the VM, so each test calls
+    `lab.ensure(Topology(...))` (or `lab.ensure()` for the default NAT cluster) first - a no-op
+    when that cluster already runs untouched - and `lab.mark_dirty()` after changing the
+    cluster by hand (ipvsadm edits, failover, stopped backends). `lab.shared_dir` is a host directory
     mounted read-write at the same path in the guest.
     LVSPROBE_NO_LAB=1 skips lab tests; otherwise (and always with CI=true) a VM that cannot
     boot fails them.
@@ -45,7 +46,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     def progress(message: str) -> None:
         print(f"lab: {message}", file=sys.__stderr__, flush=True)
 
-    vm = Lab(shared_dir=tmp_path_factory.mktemp("lab-shared"), progress=progress)
+    vm = Lab(build=False, shared_dir=tmp_path_factory.mktemp("lab-shared"), progress=progress)
     try:
         vm.start()
     except LvsprobeError as exc:

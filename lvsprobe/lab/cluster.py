@@ -218,11 +218,11 @@ def _fwmark_filters(plan: AddressPlan) -> list[str]:
     for svc in services:
         proto, vip = ("ipv6", plan.vip6) if svc.family == "ipv6" else ("ip", plan.vip)
         for port in svc.ports:
-            for l4 in ("tcp", "udp"):
-                lines.append(
-                    f"filter add dev e0 ingress protocol {proto} pref 10 flower ip_proto {l4} "
-                    f"dst_ip {vip} dst_port {port} action skbedit mark {svc.fwmark}"
-                )
+            lines.append(
+                f"filter add dev e0 ingress protocol {proto} pref 10 flower "
+                f"ip_proto {svc.protocol} dst_ip {vip} dst_port {port} "
+                f"action skbedit mark {svc.fwmark}"
+            )
     return lines
 
 

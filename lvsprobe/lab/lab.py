@@ -306,6 +306,16 @@ class Lab:
             raise LabError(f"lab client printed no JSON: {result.stdout[-300:]!r}") from exc
         return doc
 
+    def client_batch(self, jobs: list[dict[str, Any]], timeout: float = 600.0) -> list[Any]:
+        """Several client jobs in ONE guest Python start (see lvsprobe.lab.client)."""
+        argv = [sys.executable, "-m", "lvsprobe.lab.client", "batch"]
+        result = self.run("client", argv, timeout=timeout, input=json.dumps(jobs)).check()
+        try:
+            docs: list[Any] = json.loads(result.stdout)
+        except ValueError as exc:
+            raise LabError(f"lab client printed no JSON: {result.stdout[-300:]!r}") from exc
+        return docs
+
     def teardown(self) -> None:
         self.sh(None, teardown_script()).check()
         self._dirty = True

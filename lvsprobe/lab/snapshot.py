@@ -49,7 +49,7 @@ def guest_views(
     if procfs:
         argv.append("--procfs")
     for args in ipvsadm:
-        argv += ["--ipvsadm", args]
+        argv.append(f"--ipvsadm={args}")
     result = lab.run(ns, argv, timeout=timeout).check()
     try:
         doc = json.loads(result.stdout)

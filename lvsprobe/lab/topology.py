@@ -50,11 +50,11 @@ class Mode(enum.Enum):
 class ServiceSpec:
     """One virtual service on the VIP (or VIP6), or a firewall-mark service."""
 
-    protocol: str = "tcp"  # tcp | udp (ignored for fwmark services)
+    protocol: str = "tcp"  # tcp | udp; fwmark services: the protocol the director marks
     port: int = 80
     family: str = "ipv4"  # ipv4 | ipv6
     fwmark: int = 0
-    ports: tuple[int, ...] = ()  # fwmark: the VIP ports the director marks
+    ports: tuple[int, ...] = ()  # fwmark: the VIP ports (of `protocol`) the director marks
     scheduler: str | None = None  # None: the topology's
     weights: tuple[int, ...] | None = None  # None: the topology's
     persistence_s: int | None = None
@@ -137,13 +137,13 @@ def validate(topo: Topology, source: str = "topology") -> None:
             raise _fail(f"{key}.family", f"must be ipv4 or ipv6, got {svc.family!r}", source)
         if svc.family == "ipv6" and topo.mode is Mode.TUN:
             raise _fail(f"{key}.family", "IPv6 services are not supported with mode tun", source)
+        if svc.protocol not in BACKEND_PORTS:
+            raise _fail(f"{key}.protocol", f"must be tcp or udp, got {svc.protocol!r}", source)
         if svc.is_fwmark:
             if not 0 < svc.fwmark < 2**32 or not svc.ports:
                 raise _fail(f"{key}.ports", "an fwmark service needs fwmark > 0 and ports", source)
             ident: tuple[Any, ...] = ("fwmark", svc.fwmark, svc.family)
         else:
-            if svc.protocol not in BACKEND_PORTS:
-                raise _fail(f"{key}.protocol", f"must be tcp or udp, got {svc.protocol!r}", source)
             if not 0 < svc.port < 65536:
                 raise _fail(f"{key}.port", f"must be 1..65535, got {svc.port}", source)
             ident = (svc.protocol, svc.port, svc.family)
