@@ -33,8 +33,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     No cluster is built at boot: tests share the VM, so each test calls
     `lab.ensure(Topology(...))` (or `lab.ensure()` for the default NAT cluster) first - a no-op
     when that cluster already runs untouched - and `lab.mark_dirty()` after changing the
-    cluster by hand (ipvsadm edits, failover, stopped backends). `lab.shared_dir` is a host directory
-    mounted read-write at the same path in the guest.
+    cluster by hand (ipvsadm edits, failover, stopped backends). `lab.shared_dir` is a host
+    directory mounted read-write at the same path in the guest.
     LVSPROBE_NO_LAB=1 skips lab tests; otherwise (and always with CI=true) a VM that cannot
     boot fails them.
     """
