@@ -53,7 +53,7 @@ def analyze() -> None:
     """
 
 
-@analyze.command()
+@analyze.command(short_help="Scheduler splits vs the kernel's algorithms.")
 @click.argument("run_dir", type=RUN_DIR)
 @click.option("--scheduler", help="Override the scheduler (default: the director snapshot's).")
 @click.option("--weights", help="NAME=W,... in KERNEL list order (reverse of ipvsadm -a order).")
@@ -115,6 +115,11 @@ def fairness(
     lc, wlc, sed, nq, fo, ovf: each pick against the model, given the open connections.
     sh, mh, dh: each client against the backend the kernel's hash gives it, and
     chi-square against the hash table's real shares; Jain's index and max/min for all.
+
+    \b
+    The scheduler, weights and KERNEL list order come from the director:
+      lvsprobe status --json > RUN/director.json     (before the run), or --snapshot,
+      or --scheduler wrr --weights rs1=4,rs2=3,rs3=2 (list order = reverse add order).
     """
     from lvsprobe.analyze import fairness as fair
     from lvsprobe.analyze import inputs
@@ -182,7 +187,7 @@ def _bare_run(run_dir: Path) -> Any:
         return inputs.Run(path=run_dir, flows=pd.DataFrame(), target=doc)
 
 
-@analyze.command()
+@analyze.command(short_help="Sticky clients, FTP data, TLS resumption.")
 @click.argument("run_dir", type=RUN_DIR)
 @click.option("--timeout", type=float, help="Persistence timeout (s); default the service's -p.")
 @click.option("--prefix", type=int, help="Client netmask as a prefix length (-M).")
@@ -239,7 +244,7 @@ def persistence(
     _finish(ctx, "persistence", doc, _out(run_dir, out), as_json, lines)
 
 
-@analyze.command()
+@analyze.command(short_help="Connections lost to a director failover, sync on/off.")
 @click.argument("run_dirs", type=RUN_DIR, nargs=-1, required=True)
 @click.option(
     "--failover-at", type=float, help="Failover time (s since run start); default RUN/events.json."
@@ -317,7 +322,7 @@ def failover(
     _finish(ctx, "failover", doc, _out(run_dirs[0], out), as_json, lines)
 
 
-@analyze.command()
+@analyze.command(short_help="Bytes per connection entry, fit and projection.")
 @click.argument("run_dir", type=RUN_DIR, required=False)
 @click.option("--samples", type=FILE, help="Memory samples JSON (default RUN/memory-samples.json).")
 @click.option(
