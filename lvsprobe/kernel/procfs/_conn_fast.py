@@ -11,12 +11,13 @@ of 1-19 digits, a well-formed PEName), with the same splitting as the exact pars
 
 Rows go to the exact parser (`_conn_row`), which raises the `ParseError` with the line
 number, when their shape does not check out or cannot decide alone (an `IP_<n>` protocol,
-a 20-digit Expires, an IPv6 fwmark template, a PEName with hex digits); a chunk with a NUL
-byte (which would pose as a hex digit) is parsed exactly as a whole.
+a 20-digit Expires, a PEName with hex digits); a chunk with a NUL byte (which would pose as
+a hex digit) is parsed exactly as a whole.
 
-What the shapes cannot see: a hex digit where a letter A-F belongs. A state name garbled
-only in those letters (`DSTABLISHED`) or an Expires with hex letters (`12AB`) is counted
-as if well formed; `iter_ip_vs_conn` and `summarize_ip_vs_conn` reject them.
+What the shapes cannot see, being blind to which hex digit stands where: a state name
+garbled only in the letters A-F (`DSTABLISHED`), an Expires with hex letters (`12AB`), an
+IPv6 fwmark template whose ToIP has bits set below the mark. `count_states` counts such
+rows as if well formed; `iter_ip_vs_conn` and `summarize_ip_vs_conn` reject them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import islice
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn_row
@@ -39,8 +40,6 @@ TRANSLATE = bytes(_MARK if c in _HEX_DIGITS else c for c in range(256))
 _ADDRESS = re.compile(rb"\x00{8}|\x00{4}(?::\x00{4}){7}")
 _PORT = b"\x00" * 4
 _EXPIRES = re.compile(rb"\x00{1,19}")
-# Shapes kept in the per-call cache; PE rows are mostly unique shapes, so cap it.
-_MAX_CACHED_SHAPES = 4096
 
 ShapeKey = tuple[str, str, Origin | None]
 
@@ -76,7 +75,7 @@ def decode_shape(shape: bytes, layout: ConnLayout) -> ShapeKey | None:
     caddr, cport, vaddr, vport, daddr, dport = fields[1:7]
     if not (_ADDRESS.fullmatch(caddr) and _ADDRESS.fullmatch(vaddr) and _ADDRESS.fullmatch(daddr)):
         return None
-    if (b":" in caddr) != (b":" in vaddr) or (protocol == "IP" and b":" in vaddr):
+    if (b":" in caddr) != (b":" in vaddr):
         return None
     if not (cport == vport == dport == _PORT):
         return None
@@ -107,50 +106,54 @@ def chunks(data: bytes, start: int) -> Iterator[bytes]:
 
 @dataclass
 class CheckedChunk:
-    """A chunk's rows: counted by shape, or (row index -> Conn) parsed exactly."""
+    """Rows of a chunk parsed exactly (row index -> Conn); the others were counted by shape."""
 
-    shapes: list[tuple[ShapeKey, int]]
     exact: dict[int, Conn]
     rows: int
 
 
 class ShapeCounter:
-    """Checks chunks by shape, remembering the decode of each shape seen.
+    """Counts the shapes of all chunks fed to `check`, decoding each new shape once.
 
     Rows whose shape does not decide (see the module docstring) are parsed exactly, one by
-    one; a malformed row raises `ParseError` with its line number.
+    one, and left out of the shape counts; a malformed row raises `ParseError` with its
+    line number.
     """
 
     def __init__(self, layout: ConnLayout) -> None:
         self.layout = layout
         self.parser = _conn_row.RowParser(layout)
-        self._decoded: dict[bytes, ShapeKey | None] = {}
+        self._shapes: Counter[bytes] = Counter()
+        self._decoded: dict[bytes, ShapeKey] = {}
+        self._undecided: set[bytes] = set()
 
     def check(self, chunk: bytes, first_line_no: int) -> CheckedChunk:
         if b"\x00" in chunk:
             parsed = dict(enumerate(_conn_row.iter_rows(chunk, self.layout, 0, first_line_no)))
-            return CheckedChunk([], parsed, len(parsed))
+            return CheckedChunk(parsed, len(parsed))
         lines = chunk.translate(TRANSLATE).split(b"\n")
         if chunk.endswith(b"\n"):
             lines.pop()
-        decided: list[tuple[ShapeKey, int]] = []
-        undecided: set[bytes] = set()
-        for shape, rows in Counter(lines).items():
-            key = self._decode(shape)
-            if key is None:
-                undecided.add(shape)
-            else:
-                decided.append((key, rows))
+        known = len(self._shapes)
+        self._shapes.update(lines)  # C-level counting: no Python code per row
+        if len(self._shapes) != known:
+            for shape in set(lines) - self._decoded.keys() - self._undecided:
+                self._decode(shape)
         exact: dict[int, Conn] = {}
-        if undecided:
-            # Translation keeps lengths, so line i starts at ends[i - 1] (+1 per newline).
-            ends = list(accumulate(len(line) + 1 for line in lines))
-            for index, shape in enumerate(lines):
-                if shape in undecided:
-                    offset = ends[index] - len(shape) - 1
-                    line = chunk[offset : offset + len(shape)]
-                    exact[index] = self.parse(line, first_line_no + index)
-        return CheckedChunk(decided, exact, len(lines))
+        if self._undecided and not self._undecided.isdisjoint(lines):
+            for index in self._rows_of(lines, self._undecided):
+                # Translation keeps lengths: the row starts after the lines before it.
+                offset = sum(map(len, islice(lines, index))) + index
+                line = chunk[offset : offset + len(lines[index])]
+                exact[index] = self.parse(line, first_line_no + index)
+        return CheckedChunk(exact, len(lines))
+
+    def totals(self) -> dict[ShapeKey, int]:
+        """Rows counted by shape so far (the exactly parsed ones are not included)."""
+        counts: dict[ShapeKey, int] = {}
+        for shape, key in self._decoded.items():
+            counts[key] = counts.get(key, 0) + self._shapes[shape]
+        return counts
 
     def parse(self, line: bytes, line_no: int) -> Conn:
         try:
@@ -158,27 +161,41 @@ class ShapeCounter:
         except ValueError as exc:
             raise ParseError(self.layout.source, line_no, line, str(exc)) from exc
 
-    def _decode(self, shape: bytes) -> ShapeKey | None:
-        if shape in self._decoded:
-            return self._decoded[shape]
+    def _decode(self, shape: bytes) -> None:
         key = decode_shape(shape, self.layout)
-        if len(self._decoded) < _MAX_CACHED_SHAPES:
+        if key is None:
+            self._undecided.add(shape)
+        else:
             self._decoded[shape] = key
-        return key
+
+    @staticmethod
+    def _rows_of(lines: list[bytes], shapes: set[bytes]) -> list[int]:
+        """Indices of the rows with one of `shapes`, in file order (C-level scans)."""
+        indices: list[int] = []
+        for shape in shapes:
+            index = -1
+            while True:
+                try:
+                    index = lines.index(shape, index + 1)
+                except ValueError:
+                    break
+                indices.append(index)
+        return sorted(indices)  # the first bad row in the file is the one reported
 
 
 def count_shapes(data: bytes, layout: ConnLayout) -> dict[ShapeKey, int]:
     """(protocol, state, origin) -> rows of a whole file; ParseError on a malformed row."""
     start = _conn_row.body_start(data, layout)
     counter = ShapeCounter(layout)
-    counts: dict[ShapeKey, int] = {}
+    exact: dict[ShapeKey, int] = {}
     line_no = 2
     for chunk in chunks(data, start):
         checked = counter.check(chunk, line_no)
         line_no += checked.rows
-        for key, rows in checked.shapes:
-            counts[key] = counts.get(key, 0) + rows
         for conn in checked.exact.values():
             key = (conn.protocol, conn.state, conn.origin)
-            counts[key] = counts.get(key, 0) + 1
+            exact[key] = exact.get(key, 0) + 1
+    counts = counter.totals()
+    for key, rows in exact.items():
+        counts[key] = counts.get(key, 0) + rows
     return counts

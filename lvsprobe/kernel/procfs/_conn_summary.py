@@ -1,35 +1,83 @@
 """The connection-table summary: rows counted by `ConnCountKey`, no object per row.
 
 Each chunk is first checked by the shape counter (`_conn_fast`: every field's width and
-character class), then its rows are split and counted by the raw fields the key needs;
-each distinct raw key is decoded exactly once at the end. Expires is checked row by row
+character class). Its rows are then split and counted by the raw fields of the key with
+C-level iterators only (`map`, `itemgetter`, `compress`, `Counter`); a second count of the
+rows with client port 0000 tells persistence templates from connections in the same state.
+Each distinct raw key is decoded exactly once at the end, and Expires is checked row by row
 (digits only), so unlike `count_states` nothing malformed gets through.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
+from itertools import compress
+from operator import itemgetter
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn_row, _hex
-from lvsprobe.kernel.procfs._conn_fast import ShapeCounter, chunks
+from lvsprobe.kernel.procfs._conn_fast import CheckedChunk, ShapeCounter, chunks
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
 from lvsprobe.model import Conn, ConnCountKey, ConnSummary
 
 # With per_real_server=False every key carries this destination: 0.0.0.0 port 0.
 NO_DEST = ipaddress.IPv4Address(0)
 _ZERO_PORT = b"0000"
+# Field positions in a row: Pro FromIP FPrt ToIP TPrt DestIP DPrt State [Origin] Expires
+_PROTO, _CPORT, _VADDR, _VPORT, _DADDR, _DPORT, _STATE, _ORIGIN = 0, 2, 3, 4, 5, 6, 7, 8
 
-# (protocol, client port is 0, ToIP, TPrt, DestIP, DPrt, state, origin) as raw bytes.
-RawKey = tuple[bytes, bool, bytes, bytes, bytes, bytes, bytes, bytes]
+# The raw fields a key is built from (see _Keys.fields), joined by one blank: a single
+# bytes object hashes and compares in one go, where a tuple of fields chases pointers.
+RawKey = bytes
+
+
+class _Keys:
+    """Which raw fields make a key for this layout and granularity, and how to decode it."""
+
+    def __init__(self, layout: ConnLayout, per_real_server: bool) -> None:
+        self.layout = layout
+        self.per_real_server = per_real_server
+        fields = [_PROTO, _VADDR, _VPORT, _STATE]
+        if per_real_server:
+            fields += [_DADDR, _DPORT]
+        if layout.origin:
+            fields.append(_ORIGIN)
+        self.fields = tuple(fields)
+        self.get: Callable[[list[bytes]], tuple[bytes, ...]] = itemgetter(*fields)
+        self.expires = itemgetter(layout.fixed_fields - 1)
+        self.client_port = itemgetter(_CPORT)
+
+    def decode(self, raw: RawKey, template: bool) -> ConnCountKey:
+        """A ConnCountKey from raw fields; ValueError if a field is malformed."""
+        value = dict(zip(self.fields, raw.split(b" "), strict=True))
+        protocol = value[_PROTO].decode("latin-1")
+        state = _conn_row.state(protocol, value[_STATE].decode("latin-1"))
+        vaddr, fwmark = _conn_row.virtual(protocol, value[_VADDR])
+        origin = None
+        if self.layout.origin:
+            origin = _conn_row.ORIGINS[value[_ORIGIN].decode("latin-1")]
+        return ConnCountKey(
+            protocol=protocol,
+            virtual_address=vaddr,
+            virtual_port=_hex.port(value[_VPORT]),
+            fwmark=fwmark,
+            dest_address=_hex.address(value[_DADDR]) if self.per_real_server else NO_DEST,
+            dest_port=_hex.port(value[_DPORT]) if self.per_real_server else 0,
+            state=state,
+            template=template,
+            origin=origin,
+        )
 
 
 def summarize(data: bytes, layout: ConnLayout, per_real_server: bool) -> ConnSummary:
     """Count every row of a whole file by ConnCountKey; ParseError on a malformed row."""
     start = _conn_row.body_start(data, layout)
     shapes = ShapeCounter(layout)
-    raw: dict[RawKey, int] = {}
+    keys = _Keys(layout, per_real_server)
+    rows: Counter[RawKey] = Counter()
+    zero_port: Counter[RawKey] = Counter()
     exact: dict[ConnCountKey, int] = {}
     line_no = 2
     for chunk in chunks(data, start):
@@ -37,16 +85,23 @@ def summarize(data: bytes, layout: ConnLayout, per_real_server: bool) -> ConnSum
         for conn in checked.exact.values():
             key = count_key(conn, per_real_server)
             exact[key] = exact.get(key, 0) + 1
-        if checked.shapes:
-            _count_raw(chunk, line_no, checked.exact, shapes, per_real_server, raw)
+        if len(checked.exact) < checked.rows:
+            _count_raw(chunk, line_no, checked, shapes, keys, rows, zero_port)
         line_no += checked.rows
-    for key_raw, rows in raw.items():
+    for raw, n in rows.items():
         try:
-            key = _decode(key_raw, layout, per_real_server)
+            protocol, _, _, state = raw.split(b" ", 4)[:4]
+            # Conn.is_template: protocol IP, or client port 0 in state NONE/ASSURED.
+            templates = n if protocol == b"IP" else 0
+            if protocol != b"IP" and state in (b"NONE", b"ASSURED"):
+                templates = zero_port[raw]
+            for template, count in ((True, templates), (False, n - templates)):
+                if count:
+                    key = keys.decode(raw, template)
+                    exact[key] = exact.get(key, 0) + count
         except ValueError as exc:
             _raise_exact(data, layout)
             raise ParseError(layout.source, None, None, str(exc)) from exc
-        exact[key] = exact.get(key, 0) + rows
     return ConnSummary(counts=exact, total=sum(exact.values()))
 
 
@@ -68,52 +123,30 @@ def count_key(conn: Conn, per_real_server: bool) -> ConnCountKey:
 def _count_raw(
     chunk: bytes,
     line_no: int,
-    skip: dict[int, Conn],
+    checked: CheckedChunk,
     shapes: ShapeCounter,
-    per_real_server: bool,
-    raw: dict[RawKey, int],
+    keys: _Keys,
+    rows: Counter[RawKey],
+    zero_port: Counter[RawKey],
 ) -> None:
-    """Count the shape-checked rows of a chunk by raw key into `raw` (rows in `skip` were
+    """Count the shape-checked rows of a chunk by raw key (rows in `checked.exact` were
     parsed exactly already). Expires is checked here: the shapes cannot tell digits from
     the hex letters A-F."""
     lines = chunk.split(b"\n")
     if chunk.endswith(b"\n"):
         lines.pop()
-    layout = shapes.layout
-    expires_at = layout.fixed_fields - 1
-    # Without an Origin column the key's last slot repeats the protocol and is ignored.
-    origin_at = 8 if layout.origin else 0
-    counts: dict[RawKey, int] = {}
-    for index, f in enumerate(map(bytes.split, lines)):
-        if skip and index in skip:
-            continue
-        if not f[expires_at].isdigit():
-            shapes.parse(lines[index], line_no + index)  # raises the ParseError
-        if per_real_server:
-            key = (f[0], f[2] == _ZERO_PORT, f[3], f[4], f[5], f[6], f[7], f[origin_at])
-        else:
-            key = (f[0], f[2] == _ZERO_PORT, f[3], f[4], b"", b"", f[7], f[origin_at])
-        counts[key] = counts.get(key, 0) + 1
-    for key, rows in counts.items():
-        raw[key] = raw.get(key, 0) + rows
-
-
-def _decode(raw: RawKey, layout: ConnLayout, per_real_server: bool) -> ConnCountKey:
-    proto_b, client_port_zero, vaddr_b, vport_b, daddr_b, dport_b, state_b, origin_b = raw
-    protocol = proto_b.decode("latin-1")
-    state = _conn_row.state(protocol, state_b.decode("latin-1"))
-    vaddr, fwmark = _conn_row.virtual(protocol, vaddr_b)
-    return ConnCountKey(
-        protocol=protocol,
-        virtual_address=vaddr,
-        virtual_port=int(vport_b, 16),
-        fwmark=fwmark,
-        dest_address=_hex.address(daddr_b) if per_real_server else NO_DEST,
-        dest_port=int(dport_b, 16) if per_real_server else 0,
-        state=state,
-        template=protocol == "IP" or (client_port_zero and state in _conn_row.TEMPLATE_STATES),
-        origin=_conn_row.ORIGINS[origin_b.decode("latin-1")] if layout.origin else None,
-    )
+    fields = list(map(bytes.split, lines))
+    where = list(range(len(lines)))
+    if checked.exact:  # rare: leave out the exactly parsed rows
+        where = [index for index in where if index not in checked.exact]
+        fields = [fields[index] for index in where]
+    if not all(map(bytes.isdigit, map(keys.expires, fields))):
+        for index, row in zip(where, fields, strict=True):
+            if not keys.expires(row).isdigit():
+                shapes.parse(lines[index], line_no + index)  # raises the ParseError
+    rows.update(map(b" ".join, map(keys.get, fields)))
+    zero = map(_ZERO_PORT.__eq__, map(keys.client_port, fields))
+    zero_port.update(map(b" ".join, map(keys.get, compress(fields, zero))))
 
 
 def _raise_exact(data: bytes, layout: ConnLayout) -> None:
