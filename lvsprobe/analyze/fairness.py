@@ -22,6 +22,7 @@ from lvsprobe.errors import AnalysisError
 
 TIE_WINDOW_S = 0.0005  # flows started closer than this may reach the director in any order
 MAX_LISTED = 20
+SEQUENCE_SHOWN = 200  # picks kept in the JSON (and shown in the report) per service
 
 
 @dataclass
@@ -36,6 +37,8 @@ class FairnessResult:
     checks: list[Check] = field(default_factory=list)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     excluded_flows: int = 0
+    observed_sequence: list[str] = field(default_factory=list)
+    predicted_sequence: list[str | None] = field(default_factory=list)
 
     @property
     def observed_share(self) -> list[float]:
@@ -142,6 +145,11 @@ def _list_mismatches(
     bad: Sequence[int],
     model: ServiceModel,
 ) -> None:
+    names = model.names
+    result.observed_sequence = [names[int(p)] for p in picked["pick"][:SEQUENCE_SHOWN]]
+    result.predicted_sequence = [
+        None if p is None else names[p] for p in predicted[:SEQUENCE_SHOWN]
+    ]
     for k in bad[:MAX_LISTED]:
         row = picked.iloc[k]
         want = predicted[k]

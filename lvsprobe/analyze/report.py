@@ -89,11 +89,32 @@ def _fairness(doc: Mapping[str, Any], figs: _Figures) -> str:
             f"{'n/a' if ratio is None else f'{ratio:.3f}'}</p>"
             + figs.html(fig)
             + _table(checks, ["check", "verdict", "detail"])
+            + _sequences(svc)
             + _table(
                 svc.get("mismatches", []), ["position", "flow_id", "client", "observed", "expected"]
             )
         )
     return "".join(parts)
+
+
+def _sequences(svc: Mapping[str, Any]) -> str:
+    """The first picks, observed over predicted; differences in bold."""
+    observed = svc.get("observed_sequence") or []
+    predicted = svc.get("predicted_sequence") or []
+    if not observed:
+        return ""
+    cells_o = []
+    cells_p = []
+    for k, o in enumerate(observed):
+        p = predicted[k] if k < len(predicted) else None
+        style = ' style="background:#fdd"' if p != o else ""
+        cells_o.append(f"<td{style}>{html.escape(str(o))}</td>")
+        cells_p.append(f"<td{style}>{html.escape(str(p))}</td>")
+    return (
+        "<details><summary>pick sequence (observed / model)</summary>"
+        f"<div style='overflow-x:auto'><table><tr><th>observed</th>{''.join(cells_o)}</tr>"
+        f"<tr><th>model</th>{''.join(cells_p)}</tr></table></div></details>"
+    )
 
 
 def _persistence(doc: Mapping[str, Any], figs: _Figures) -> str:
