@@ -278,3 +278,17 @@ def test_sync_hostile_origin() -> None:
 def test_source_name_is_reported() -> None:
     with pytest.raises(ParseError, match="netns-a/ip_vs_conn line 2"):
         ip_vs_conn.count_states(HEADER + b"junk\n", source="netns-a/ip_vs_conn")
+
+
+def test_expires_within_the_timeouts_ipvsadm_reports(nat_ipvsadm: Path) -> None:
+    # `ipvsadm -Ln --timeout` (tcp tcpfin udp) and the fixed per-state defaults
+    # (ip_vs_proto_tcp.c); templates count down from the persistence timeout (-p 120).
+    tcp, tcpfin, udp = map(
+        int, (nat_ipvsadm / "ipvsadm_-Ln_--timeout.txt").read_text().split()[-3:]
+    )
+    assert (tcp, tcpfin, udp) == (900, 120, 300)
+    limit = {"ESTABLISHED": tcp, "FIN_WAIT": tcpfin, "UDP": udp, "TIME_WAIT": 120, "LISTEN": 120}
+    persistent_s = 120
+    for conn in iter_ip_vs_conn(read_ip_vs_conn(KERNEL_61 / "nat" / "proc")):
+        bound = persistent_s if conn.is_template else limit[conn.state]
+        assert 0 <= conn.expires_s <= bound

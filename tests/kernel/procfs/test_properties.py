@@ -79,9 +79,9 @@ def summary_counts(conns: list[Conn], per_rs: bool) -> Counter[ConnCountKey]:
     return Counter(key_of(c, per_rs) for c in conns)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    rows=st.lists(conn_rows(), max_size=40),
+    rows=st.lists(conn_rows(), max_size=25),
     chunk=st.sampled_from([1, 64, 300, 1 << 16]),
 )
 def test_conn_views_agree_on_generated_tables(rows: list[bytes], chunk: int) -> None:
@@ -95,8 +95,8 @@ def test_conn_views_agree_on_generated_tables(rows: list[bytes], chunk: int) -> 
             assert dict(got.counts) == summary_counts(conns, per_rs)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.lists(conn_rows(sync=True), max_size=40), chunk=st.sampled_from([64, 1 << 16]))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(conn_rows(sync=True), max_size=25), chunk=st.sampled_from([64, 1 << 16]))
 def test_sync_views_agree_on_generated_tables(rows: list[bytes], chunk: int) -> None:
     data = SYNC_HEADER + b"".join(rows)
     with patch.object(_conn_fast, "CHUNK_BYTES", chunk):
