@@ -4,10 +4,12 @@ A 1M-row table is ~70 MB; splitting every row into fields in Python costs ~1 µs
 Instead the rows are taken in chunks of whole lines (~64 KiB) and each chunk goes through
 `bytes.translate`, which maps every hex digit to NUL. Rows that differ only in addresses,
 ports and Expires digits then become the same *shape* (`TCP` -> `T\\0P`, `C0A8010A` ->
-eight NULs, `ESTABLISHED` -> `\\0STABLISH\\0\\0`), so a chunk holds a handful of distinct
-shapes, counted by `Counter` on the split lines. Each distinct shape is checked once, field
-by field (addresses 8 or 4x8 hex digits, ports 4, known protocol and state names, an Expires
-of 1-19 digits, a well-formed PEName), with the same splitting as the exact parser.
+eight NULs, `ESTABLISHED` -> `\\0ST\\0\\0LISH\\0\\0`), so a table holds a few dozen distinct
+shapes, counted by `Counter` over the split lines (C code, nothing per row in Python).
+Each distinct shape is checked once, field by field (addresses 8 or 4x8 hex digits, ports
+4, known protocol and state names, an Expires of 1-19 digits, a well-formed PEName), with
+the same splitting as the exact parser. Rows with PE data (`sip <Call-ID>`) are mostly
+shapes of their own: each costs a check of its own (~ a naive split) and a counter entry.
 
 Rows go to the exact parser (`_conn_row`), which raises the `ParseError` with the line
 number, when their shape does not check out or cannot decide alone (an `IP_<n>` protocol,

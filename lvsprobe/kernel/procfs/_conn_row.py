@@ -145,7 +145,9 @@ def expires(tok: bytes) -> int:
     """Expires in whole seconds; a K4.0 wrapped value (> 2**32 - 1) reads as 0 (overdue)."""
     if not tok.isdigit():
         raise ValueError(f"bad Expires {tok.decode('latin-1')!r} (expected a decimal number)")
-    value = _hex.decimal(tok, 0, _hex.U64_MAX)
+    value = int(tok) if len(tok) <= 20 else _hex.U64_MAX + 1
+    if value > _hex.U64_MAX:
+        raise ValueError(f"Expires {tok.decode('latin-1')[:24]!r} out of range (over 64 bits)")
     return 0 if value > _hex.U32_MAX else value
 
 
@@ -177,6 +179,7 @@ class RowParser:
     def __init__(self, layout: ConnLayout) -> None:
         self.layout = layout
         self._addresses: dict[bytes, IPAddress] = {}
+        self._ports: dict[bytes, int] = {}
         self._names: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 
     def address(self, tok: bytes) -> IPAddress:
@@ -187,6 +190,15 @@ class RowParser:
                 self._addresses.clear()
             self._addresses[tok] = addr
         return addr
+
+    def port(self, tok: bytes) -> int:
+        value = self._ports.get(tok)
+        if value is None:
+            value = _hex.port(tok)
+            if len(self._ports) >= self._MAX_CACHED:
+                self._ports.clear()
+            self._ports[tok] = value
+        return value
 
     def names(self, protocol: bytes, state_tok: bytes) -> tuple[str, str]:
         """(protocol, state) as str, checked against the state tables."""
@@ -222,11 +234,11 @@ class RowParser:
         return Conn(
             protocol,
             self.address(fields[1]),
-            _hex.port(fields[2]),
+            self.port(fields[2]),
             vaddr,
-            _hex.port(fields[4]),
+            self.port(fields[4]),
             self.address(fields[5]),
-            _hex.port(fields[6]),
+            self.port(fields[6]),
             state_name,
             expires(fields[layout.fixed_fields - 1]),
             fwmark,
