@@ -67,7 +67,7 @@ STATES_BY_PROTOCOL: dict[str, frozenset[str]] = {
     "ICMP": _OTHER_STATES,
     "ICMPv6": _OTHER_STATES,
 }
-_OTHER_PROTOCOL = re.compile(r"IP_(\d{1,3})")
+_OTHER_PROTOCOL = re.compile(r"IP_([0-9]{1,3})")
 # IP_VS_PENAME_MAXLEN is 16 with the NUL; the one upstream engine is "sip".
 PE_NAME = re.compile(rb"[a-z][a-z0-9_]{0,14}")
 ORIGINS = {"LOCAL": Origin.LOCAL, "SYNC": Origin.SYNC}

@@ -25,7 +25,9 @@ from lvsprobe.model import (
     ServiceKey,
 )
 
-_HEADER = re.compile(r"IP Virtual Server version (\d+)\.(\d+)\.(\d+) \(size=(\d+)\)")
+_HEADER = re.compile(
+    r"IP Virtual Server version ([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3}) \(size=([0-9]{1,12})\)"
+)
 _SVC_COLUMNS = ["Prot", "LocalAddress:Port", "Scheduler", "Flags"]
 _DEST_COLUMNS = ["->", "RemoteAddress:Port", "Forward", "Weight", "ActiveConn", "InActConn"]
 _PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
@@ -60,7 +62,11 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
 
     Services appear in the kernel's hash-table order (not sorted); real servers in the
     kernel's list order. Fields /proc does not show (stats, thresholds, PE name, scheduler
-    flags, tunnel settings) are left None.
+    flags, tunnel settings) are left None. Persistence comes as `timeout_jiffies` with
+    `timeout_s=None` (HZ is not exported). `flags` is HASHED (every listed service is),
+    plus PERSISTENT and ONEPACKET as shown; the kernel never prints `ops` for IPv6 services,
+    so ONEPACKET is unknown there. An fwmark service gets its family from its real servers
+    (see `_service`).
     """
     lines = _hex.split_lines(text)
     if not lines:

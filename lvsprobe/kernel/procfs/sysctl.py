@@ -19,7 +19,7 @@ SYSCTL_DIR = "sys/net/ipv4/vs"
 CPULISTS = frozenset({"est_cpulist"})
 # Bigger than any NR_CPUS (8192); keeps a hostile `0-4000000000` from exhausting memory.
 _MAX_CPU = 1 << 16
-_RANGE = re.compile(r"(\d{1,6})(?:-(\d{1,6})(?::(\d{1,6})/(\d{1,6}))?)?")
+_RANGE = re.compile(r"([0-9]{1,6})(?:-([0-9]{1,6})(?::([0-9]{1,6})/([0-9]{1,6}))?)?")
 _INT_LIMIT = (-(1 << 63), (1 << 64) - 1)
 
 
