@@ -138,8 +138,8 @@ class ShapeCounter:
             lines.pop()
         known = len(self._shapes)
         self._shapes.update(lines)  # C-level counting: no Python code per row
-        if len(self._shapes) != known:
-            for shape in set(lines) - self._decoded.keys() - self._undecided:
+        if len(self._shapes) != known:  # new shapes: a dict keeps them last, in order
+            for shape in islice(reversed(self._shapes), len(self._shapes) - known):
                 self._decode(shape)
         exact: dict[int, Conn] = {}
         if self._undecided and not self._undecided.isdisjoint(lines):
