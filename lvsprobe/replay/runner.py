@@ -102,9 +102,10 @@ class Runner:
         return not self._stop.is_set()
 
     async def _open_loop(self, tasks: set[asyncio.Task[None]]) -> None:
+        limit = self.scenario.bounds.max_duration_s
         for planned in self.plan:
-            if not await self._sleep_until(planned.at_s or 0.0):
-                return
+            if not await self._sleep_until(planned.at_s or 0.0) or self.clock() >= limit:
+                return  # stopped, or late: a busy loop must not stretch the bound
             task = asyncio.ensure_future(self._one(planned))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -114,7 +115,7 @@ class Runner:
 
         async def worker() -> None:
             for planned in pending:
-                if self._stop.is_set():
+                if self._stop.is_set() or self.clock() >= self.scenario.bounds.max_duration_s:
                     return
                 await self._one(planned)
                 if planned.mix.think_s > 0 and not await self._sleep_until(

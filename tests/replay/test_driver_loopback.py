@@ -126,3 +126,14 @@ def test_refused_and_timeout_outcomes() -> None:
         idle.listen(1)  # accepts, never answers
         records = _run(port, "  - {kind: http}", max_flows=1, timeout="300ms")
     assert records[0].outcome == "timeout"
+
+
+def test_syn_flows_are_bounded_raw_syns(servers: Any) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("raw sockets need root (CAP_NET_RAW)")
+    records = _run(servers.http, "  - {kind: syn}", max_flows=20)
+    _ok(records)
+    assert len({(r.client_address, r.client_port) for r in records}) == 20
+    assert all(r.connect_s is None and r.out_bytes == 0 for r in records)

@@ -207,3 +207,22 @@ def test_ftp_hostile_replies(reply: bytes) -> None:
 def test_ftp_fuzz_never_raises(chunks: list[bytes]) -> None:
     flow = FtpFlow(_matcher(), True, "u", "p", "f")
     _feed(flow, [*chunks, b""])
+
+
+def test_syn_segment_checksums_verify_with_scapy() -> None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+
+    from lvsprobe.replay.synflow import syn_segment
+
+    for src, dst, layer in (
+        ("198.18.16.1", "198.18.1.100", IP),
+        ("2001:2:0:100::1", "2001:2:0:1::100", IPv6),
+    ):
+        segment = syn_segment(src, dst, 80, 40000, 12345)
+        packet = layer(src=src, dst=dst) / TCP(segment)
+        tcp = packet[TCP]
+        sent = tcp.chksum
+        del tcp.chksum
+        assert layer(bytes(packet))[TCP].chksum == sent
+        assert (tcp.sport, tcp.dport, tcp.seq, str(tcp.flags)) == (40000, 80, 12345, "S")
