@@ -198,5 +198,12 @@ class Prometheus:
 
     def targets_up(self) -> dict[str, bool]:
         """Each target's health as Prometheus saw it in its last scrape."""
+        return {instance: health == "up" for instance, (health, _) in self.target_health().items()}
+
+    def target_health(self) -> dict[str, tuple[str, str]]:
+        """instance -> (health, last scrape error) as Prometheus reports them."""
         data = self.api("targets", {"state": "active"})
-        return {t["labels"]["instance"]: t["health"] == "up" for t in data["activeTargets"]}
+        return {
+            t["labels"]["instance"]: (t["health"], t.get("lastError", ""))
+            for t in data["activeTargets"]
+        }

@@ -19,7 +19,8 @@ from typing import Any
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dash_m
 
-from lvsprobe.dashboards import connections, drilldown, overview, sync
+from lvsprobe.dashboards import connections, drilldown, overview, promql, sync
+from lvsprobe.errors import LvsprobeError
 
 GRAFANA_MIN_VERSION = "9.4.0"
 DS_INPUT = "DS_PROMETHEUS"
@@ -109,8 +110,33 @@ def render_all() -> dict[str, str]:
     return files
 
 
+def query_problems() -> list[str]:
+    """Queries naming a metric or label the exporter does not export (see promql.problems)."""
+    catalog = promql.exporter_catalog()
+    out = []
+    for d in DASHBOARDS:
+        data = to_dict(d.build())
+        exprs = [(q.where, q.expr) for q in promql.panel_queries(data)]
+        for var in data["templating"]["list"]:
+            if var.get("type") == "query":
+                exprs.append(
+                    (f"{data['uid']} ${var['name']}", promql.variable_expr(var["query"])[0])
+                )
+        out += [f"{where}: {p}" for where, expr in exprs for p in promql.problems(expr, catalog)]
+    return out
+
+
 def write_all(out_dir: Path) -> list[Path]:
-    """Write every file under `out_dir`; the paths written (unchanged files are left alone)."""
+    """Write every file under `out_dir`; the paths written (unchanged files are left alone).
+
+    Refuses (LvsprobeError) when a query names something the exporter does not export.
+    """
+    problems = query_problems()
+    if problems:
+        raise LvsprobeError(
+            f"{len(problems)} dashboard queries do not match lvsprobe/exporter/metrics.py; "
+            f"first: {problems[0]}"
+        )
     written = []
     for rel, text in sorted(render_all().items()):
         path = out_dir / rel

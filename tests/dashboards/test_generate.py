@@ -15,6 +15,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dash_m
 
 from lvsprobe.dashboards import connections, promql, render
+from lvsprobe.errors import LvsprobeError
 from lvsprobe.exporter import metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,6 +102,23 @@ def _all_exprs() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("where", "expr"), _all_exprs())
 def test_queries_name_only_exported_metrics_and_labels(where: str, expr: str) -> None:
     assert promql.problems(expr, promql.exporter_catalog()) == [], where
+
+
+def test_generate_refuses_queries_the_exporter_cannot_answer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert render.query_problems() == []
+    catalog = promql.exporter_catalog()
+    shrunk = dict(catalog.labels_of)
+    del shrunk["ipvs_conn_templates"]
+    monkeypatch.setattr(
+        promql,
+        "exporter_catalog",
+        lambda: promql.Catalog(shrunk, catalog.always, catalog.placeholders),
+    )
+    with pytest.raises(LvsprobeError, match="unknown metric 'ipvs_conn_templates'"):
+        render.write_all(tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_renamed_metric_breaks_the_name_check() -> None:
