@@ -124,24 +124,44 @@ def _name_of(address_port: str, names: Mapping[str, str]) -> str | None:
 def attribute(
     records: list[FlowRecord], snapshots: list[ConnSnapshot], backends: Mapping[str, str]
 ) -> int:
-    """Fill conn_backend_address / conn_backend / attribution_agrees; returns flows matched."""
-    tables = [(s.t_s, _parse(s.data)) for s in sorted(snapshots, key=lambda s: s.t_s)]
+    """Fill conn_backend_address / conn_backend / attribution_agrees; returns flows matched.
+
+    Parsing snapshots is the cost (under TCG especially), so the last snapshot is tried first
+    for every client address:port used by one flow only; the rest (ports reused within the
+    run, flows the last snapshot lacks) scan the snapshots in time order, parsed on demand.
+    """
+    ordered = sorted(snapshots, key=lambda s: s.t_s)
     names = backend_names(backends)
-    matched = 0
+    by_key: dict[ConnKey, list[FlowRecord]] = {}
     for rec in records:
-        if rec.client_port is None:
+        if rec.client_port is not None:
+            key = (rec.protocol, str(ipaddress.ip_address(rec.client_address)), rec.client_port)
+            by_key.setdefault(key, []).append(rec)
+    found: dict[int, str] = {}
+    if ordered:
+        last = ordered[-1]
+        final = _parse(last.data)
+        for key, recs in by_key.items():
+            if len(recs) == 1 and key in final and last.t_s + 1e-3 >= recs[0].start_s:
+                found[id(recs[0])] = final[key]
+    pending = [(k, r) for k, recs in by_key.items() for r in recs if id(r) not in found]
+    for snap in ordered:
+        if not pending:
+            break
+        table = _parse(snap.data)
+        still = []
+        for key, rec in pending:
+            if snap.t_s + 1e-3 >= rec.start_s and key in table:
+                found[id(rec)] = table[key]
+            else:
+                still.append((key, rec))
+        pending = still
+    for rec in records:
+        address = found.get(id(rec))
+        if address is None:
             continue
-        key = (rec.protocol, str(ipaddress.ip_address(rec.client_address)), rec.client_port)
-        found = None
-        for t_s, table in tables:
-            if t_s + 1e-3 >= rec.start_s and key in table:
-                found = table[key]
-                break
-        if found is None:
-            continue
-        matched += 1
-        rec.conn_backend_address = found
-        rec.conn_backend = _name_of(found, names)
+        rec.conn_backend_address = address
+        rec.conn_backend = _name_of(address, names)
         if rec.backend is not None and rec.conn_backend is not None:
             rec.attribution_agrees = rec.backend == rec.conn_backend
-    return matched
+    return len(found)

@@ -96,3 +96,15 @@ def test_offline_attribute_command(tmp_path: Path, conn_table: bytes, nat_proc: 
     assert summary["attribution"]["agree"] == 2
     bad = CliRunner().invoke(cli, ["replay", "attribute", str(tmp_path / "snaps")])
     assert bad.exit_code == 1 and "flows.parquet" in bad.stderr
+
+
+def test_reused_client_port_takes_the_first_snapshot_after_its_start(conn_table: bytes) -> None:
+    later = conn_table.replace(
+        b"C6120016 B0BF C6120164 0050 C612010B", b"C6120016 B0BF C6120164 0050 C612010D"
+    )
+    assert later != conn_table
+    first = _record(0, "198.18.0.22", 0xB0BF, "rs1", start_s=0.0)
+    second = _record(1, "198.18.0.22", 0xB0BF, "rs3", start_s=5.0)
+    snapshots = [ConnSnapshot(10.0, later), ConnSnapshot(1.0, conn_table)]
+    assert attribute([first, second], snapshots, BACKENDS) == 2
+    assert (first.conn_backend, second.conn_backend) == ("rs1", "rs3")
