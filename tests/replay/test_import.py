@@ -116,3 +116,15 @@ def test_fuzz_damaged_tails(tmp_path: Path, tail: bytes, keep: int) -> None:
     path.write_bytes(CAPTURE.read_bytes()[:keep] + tail)
     result = read_capture(path)
     assert result.packets >= 0
+
+
+def test_ftp_data_connections_fold_into_their_control_flow() -> None:
+    from lvsprobe.replay.pcapimport import Flow
+    from lvsprobe.replay.recorded import ftp_data_flows
+
+    control = Flow(6, "10.0.0.1", 40000, "10.0.0.9", 21, 0.0, 5.0)
+    passive = Flow(6, "10.0.0.1", 40001, "10.0.0.9", 30001, 1.0, 2.0)
+    active = Flow(6, "10.0.0.9", 20, "10.0.0.1", 40555, 3.0, 4.0)
+    other = Flow(6, "10.0.0.1", 40002, "10.0.0.9", 8080, 6.0, 7.0)
+    stranger = Flow(6, "10.0.0.2", 40003, "10.0.0.9", 30002, 1.0, 2.0)
+    assert ftp_data_flows([control, passive, active, other, stranger]) == {1, 2}
