@@ -260,12 +260,10 @@ def body_start(data: bytes, layout: ConnLayout) -> int:
     return len(data) if end < 0 else end + 1
 
 
-def iter_rows(
-    data: bytes, layout: ConnLayout, start: int, first_line_no: int, end: int | None = None
-) -> Iterator[Conn]:
-    """Parse the rows of `data[start:end]` one by one (streaming: one Conn alive at a time)."""
+def iter_rows(data: bytes, layout: ConnLayout, start: int, first_line_no: int) -> Iterator[Conn]:
+    """Parse the rows of `data[start:]` one by one (streaming: one Conn alive at a time)."""
     parser = RowParser(layout)
-    pos, line_no, size = start, first_line_no, len(data) if end is None else end
+    pos, line_no, size = start, first_line_no, len(data)
     while pos < size:
         stop = data.find(b"\n", pos, size)
         if stop < 0:

@@ -28,7 +28,7 @@ def read_proc_bytes(root: Path, name: str, *, ipvs_file: bool = True) -> bytes:
             return b"".join(chunks)
     except FileNotFoundError as exc:
         if ipvs_file:
-            raise IPVSUnavailable(f"{root} (no {name})") from exc
+            raise IPVSUnavailable(where_missing(root, path)) from exc
         raise ParseError(name, None, None, f"cannot read {path}: no such file") from exc
     except PermissionError as exc:
         raise NotPermitted(f"{path}: permission denied") from exc
@@ -43,3 +43,9 @@ def read_optional_text(root: Path, name: str) -> str | None:
         return read_proc_text(root, name, ipvs_file=True)
     except (IPVSUnavailable, NotPermitted):
         return None
+
+
+def where_missing(root: Path, path: Path) -> str:
+    """`this network namespace (/proc/net/ip_vs does not exist)`, or names the /proc tree."""
+    namespace = "this network namespace" if root == Path("/proc") else f"the /proc tree {root}"
+    return f"{namespace} ({path} does not exist)"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lvsprobe.errors import IPVSUnavailable, ParseError
 from lvsprobe.kernel.procfs import _hex
-from lvsprobe.kernel.procfs._read import read_proc_text
+from lvsprobe.kernel.procfs._read import read_proc_text, where_missing
 
 SYSCTL_DIR = "sys/net/ipv4/vs"
 CPULISTS = frozenset({"est_cpulist"})
@@ -33,7 +33,7 @@ def read_sysctls(root: Path) -> dict[str, tuple[int, ...]]:
     try:
         names = sorted(p.name for p in directory.iterdir() if p.is_file())
     except FileNotFoundError as exc:
-        raise IPVSUnavailable(f"{root} (no {SYSCTL_DIR})") from exc
+        raise IPVSUnavailable(where_missing(root, directory)) from exc
     except OSError as exc:
         raise ParseError(SYSCTL_DIR, None, None, f"cannot list {directory}: {exc}") from exc
     return {
