@@ -265,6 +265,8 @@ def import_(
     """
     import ipaddress
 
+    import yaml
+
     from lvsprobe.replay.pcapimport import read_capture
     from lvsprobe.replay.recorded import add_detail, to_scenario
 
@@ -283,7 +285,12 @@ def import_(
         add_detail(capture, result.flows)
     text = to_scenario(result, str(capture), host.strip("[]"), int(port), clients_cidr, speed)
     output.write_text(text)
-    click.echo(f"{len(result.flows)} flows from {result.packets} packets -> {output}")
+    replayed = len(yaml.safe_load(text)["recorded"])
+    folded = len(result.flows) - replayed
+    click.echo(
+        f"{replayed} flows from {result.packets} packets -> {output}"
+        + (f" ({folded} FTP data connections or non-TCP/UDP flows folded)" if folded else "")
+    )
 
 
 @replay.command("attribute")

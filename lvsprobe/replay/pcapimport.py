@@ -158,6 +158,7 @@ class _Flows:
             else:
                 flow = Flow(proto, _text(src), sport, _text(dst), dport, ts, ts)
                 flows[(proto, src, sport, dst, dport)] = flow
+                from_client = True
             flow.syn_seen = bool(flags & 0x02)
         flow.packets += 1
         flow.end = ts

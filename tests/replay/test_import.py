@@ -128,3 +128,44 @@ def test_ftp_data_connections_fold_into_their_control_flow() -> None:
     other = Flow(6, "10.0.0.1", 40002, "10.0.0.9", 8080, 6.0, 7.0)
     stranger = Flow(6, "10.0.0.2", 40003, "10.0.0.9", 30002, 1.0, 2.0)
     assert ftp_data_flows([control, passive, active, other, stranger]) == {1, 2}
+
+
+def test_udp_ipv6_and_vlan_flows_from_scapy_capture(tmp_path: Path) -> None:
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q, Ether
+    from scapy.utils import wrpcap
+
+    packets = [
+        Ether() / IP(src="10.0.0.1", dst="10.0.0.9") / UDP(sport=5000, dport=7) / (b"q" * 100),
+        Ether() / IP(src="10.0.0.9", dst="10.0.0.1") / UDP(sport=7, dport=5000) / (b"r" * 104),
+        Ether() / IPv6(src="2001:2::1", dst="2001:2::9") / TCP(sport=4000, dport=80, flags="S"),
+        Ether() / IPv6(src="2001:2::9", dst="2001:2::1") / TCP(sport=80, dport=4000, flags="SA"),
+        Ether()
+        / IPv6(src="2001:2::1", dst="2001:2::9")
+        / TCP(sport=4000, dport=80, flags="PA")
+        / b"GET /v6 HTTP/1.1\r\n\r\n",
+        Ether()
+        / Dot1Q(vlan=5)
+        / IP(src="10.0.0.2", dst="10.0.0.9")
+        / TCP(sport=1, dport=443, flags="S"),
+    ]
+    for n, packet in enumerate(packets):
+        packet.time = 1000 + n
+    path = tmp_path / "mixed.pcap"
+    wrpcap(str(path), packets)
+    result = read_capture(path)
+    assert result.error is None and result.packets == 6
+    udp, v6, vlan = result.flows
+    assert (udp.protocol, udp.client, udp.client_bytes, udp.server_bytes) == (
+        17,
+        "10.0.0.1",
+        100,
+        104,
+    )
+    assert (v6.client, v6.server_port, v6.client_bytes) == ("2001:2::1", 80, 20)
+    assert v6.first_payload.startswith(b"GET /v6")
+    assert (vlan.client, vlan.server_port, vlan.syn_seen) == ("10.0.0.2", 443, True)
+    text = to_scenario(result, str(path), "198.18.1.100", 80, "198.18.16.1/24")
+    kinds = [f.mix.kind for f in parse_scenario(text, "x.yaml").recorded]
+    assert kinds == ["udp", "http", "tls"]
