@@ -140,3 +140,10 @@ def test_hostile_percpu(text: str, line_no: int | None, reason: str) -> None:
         parse_ip_vs_stats_percpu(text)
     assert info.value.line_no == line_no
     assert info.value.source == "net/ip_vs_stats_percpu"
+
+
+def test_k40_percpu_widths() -> None:
+    # K4.0: rows "%3X %8X %8X %8X %16LX %16LX", rates "    %8X %8X %8X %16X %16X".
+    text = PERCPU_612.replace("      D15    1E26A    15A02", " FFFFFFFF FFFFFFFF FFFFFFFF")
+    percpu = parse_ip_vs_stats_percpu(text)
+    assert percpu.per_cpu[0].conns == percpu.per_cpu[0].out_pkts == 2**32 - 1
