@@ -1,8 +1,8 @@
 """/proc/net/ip_vs_conn: the connection table, persistence templates included.
 
 Three ways to read it, by cost:
-- `count_states`: (protocol, state) -> entries, at C speed (~0.2 µs a row); checks every
-  row's layout, see `_conn_fast` for the one thing it cannot see.
+- `count_states`: (protocol, state) -> entries, at C speed (~0.25 µs a row); checks every
+  row's layout and field widths, but not which hex digit stands where (`_conn_fast`).
 - `summarize_ip_vs_conn`: counts by `ConnCountKey` (service, real server, state, template),
   every field checked, no object per row kept.
 - `iter_ip_vs_conn`: one `Conn` per row, streamed.
