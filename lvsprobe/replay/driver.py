@@ -178,15 +178,12 @@ class FlowRun:
     def _spawn(self, coro: Any) -> None:
         self.tasks.append(asyncio.ensure_future(coro))
 
-    async def _act(self, step: Step, sock: socket.socket, udp: bool = False) -> None:
+    async def _act(self, step: Step, sock: socket.socket) -> None:
         self._apply(step.events)
         if step.wake_at is not None:
             self.wake_at = step.wake_at
         if step.send:
-            if udp:
-                await self.loop.sock_sendall(sock, step.send)
-            else:
-                await self.loop.sock_sendall(sock, step.send)
+            await self.loop.sock_sendall(sock, step.send)  # UDP: one datagram per step
             self.record.out_bytes += len(step.send)
         if step.half_close:
             sock.shutdown(socket.SHUT_WR)
@@ -243,7 +240,7 @@ class FlowRun:
             rec.client_port = sock.getsockname()[1]
             rec.connect_s = self.clock() - rec.start_s
             self._spawn(self._pump(sock, "ctl"))
-            await self._act(self.flow.start(self.clock()), sock, udp)
+            await self._act(self.flow.start(self.clock()), sock)
             while self.finished is None:
                 now = self.clock()
                 limit = self.deadline if self.wake_at is None else min(self.deadline, self.wake_at)
@@ -252,12 +249,12 @@ class FlowRun:
                 except TimeoutError:
                     if self.wake_at is not None and self.clock() >= self.wake_at - 1e-4:
                         self.wake_at = None
-                        await self._act(self.flow.timer(self.clock()), sock, udp)
+                        await self._act(self.flow.timer(self.clock()), sock)
                         continue
                     raise TimeoutError(
                         f"no progress within {self.deadline - rec.start_s:.1f}s"
                     ) from None
-                await self._dispatch(channel, item, sock, udp)
+                await self._dispatch(channel, item, sock)
         except (OSError, TimeoutError) as exc:
             rec.outcome, rec.detail = _outcome(exc)
         finally:
@@ -269,13 +266,13 @@ class FlowRun:
         if self.finished is not None:
             rec.outcome, rec.detail = self.finished.outcome, self.finished.detail
 
-    async def _dispatch(self, channel: str, item: Any, sock: socket.socket, udp: bool) -> None:
+    async def _dispatch(self, channel: str, item: Any, sock: socket.socket) -> None:
         now = self.clock()
         if channel.endswith("-error"):
             raise item
         if channel == "ctl":
             self.record.in_bytes += len(item)
-            await self._act(self.flow.receive(item, now), sock, udp)
+            await self._act(self.flow.receive(item, now), sock)
         elif channel == "data" and isinstance(self.flow, FtpFlow):
             self.record.in_bytes += len(item)
             await self._act(self.flow.data_received(item, now), sock)
