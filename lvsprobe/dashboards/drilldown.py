@@ -8,6 +8,7 @@ from lvsprobe.dashboards import variables
 from lvsprobe.dashboards.panels import (
     BACKEND_LEGEND,
     DIRECTOR,
+    SERVICE_DASHBOARD_UID,
     Query,
     Row,
     dashboard,
@@ -21,7 +22,7 @@ from lvsprobe.dashboards.panels import (
     timeseries,
 )
 
-UID = "lvsprobe-ipvs-service"
+UID = SERVICE_DASHBOARD_UID
 BACKEND = "instance, netns, backend_address, backend_port"
 INFO_LABELS = "scheduler, flags, persistent, pe_name"
 

@@ -20,6 +20,7 @@ from lvsprobe.dashboards.panels import (
     max_by,
     rate,
     sel,
+    service_link,
     stat,
     sum_by,
     table,
@@ -96,7 +97,8 @@ def _traffic() -> Row:
             ),
             timeseries(
                 "New connections/s per service (top 10)",
-                "The ten busiest virtual services by connections scheduled per second.",
+                "The ten busiest virtual services by connections scheduled per second. Click a "
+                "series to open the service drill-down.",
                 [
                     Query(
                         f"topk(10, {sum_by(SERVICE_BY, rate('ipvs_service_connections_total'))})",
@@ -104,6 +106,7 @@ def _traffic() -> Row:
                     )
                 ],
                 unit="cps",
+                links=[service_link("field.labels")],
             ),
             timeseries(
                 "Packets/s",
@@ -210,7 +213,8 @@ def _connections() -> Row:
             table(
                 "Virtual services",
                 "Every virtual service with its scheduler, usable/configured real servers and "
-                "connections per second over the dashboard's rate window.",
+                "connections per second over the dashboard's rate window. Click a row to open "
+                "the service drill-down.",
                 [
                     Query(
                         max_by(f"{DIRECTOR_SERVICE}, scheduler, flags", sel("ipvs_service_info"))
@@ -221,6 +225,7 @@ def _connections() -> Row:
                 ],
                 hide=("Time", "Value #A"),
                 rename={"Value #B": "usable", "Value #C": "configured", "Value #D": "conn/s"},
+                links=[service_link("data.fields")],
             ),
         ],
     )

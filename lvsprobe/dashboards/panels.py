@@ -31,7 +31,8 @@ SCOPE = 'instance=~"$instance",netns=~"$netns"'
 SERVICE_SCOPE = SCOPE + ",${service:raw}"
 RATE_WINDOW = "[$__rate_interval]"
 
-SERVICE_BY = "protocol, address, port, fwmark"
+SERVICE_BY = "protocol, address, port, fwmark, family"
+SERVICE_DASHBOARD_UID = "lvsprobe-ipvs-service"
 DIRECTOR = "instance, netns"
 DIRECTOR_SERVICE = f"{DIRECTOR}, {SERVICE_BY}"
 DIRECTOR_LEGEND = "{{instance}} {{netns}}"
@@ -122,6 +123,7 @@ def timeseries(
     height: int = 8,
     stack: bool = False,
     thresholds: Sequence[tuple[float | None, str]] | None = None,
+    links: Sequence[dash_b.DashboardLink] = (),
 ) -> ts_b.Panel:
     """A time series with a table legend (last, max) and a shared tooltip."""
     panel = (
@@ -148,6 +150,8 @@ def timeseries(
             .sort(common_m.SortOrder.DESCENDING)
         )
     )
+    if links:
+        panel = panel.data_links(list(links))
     if stack:
         panel = panel.stacking(common_b.StackingConfig().mode(common_m.StackingMode.NORMAL))
     if thresholds:
@@ -198,6 +202,7 @@ def table(
     hide: Sequence[str] = ("Time",),
     rename: dict[str, str] | None = None,
     unit: str = "none",
+    links: Sequence[dash_b.DashboardLink] = (),
 ) -> table_b.Panel:
     """An instant table: the queries' series joined on their labels (Grafana's merge)."""
     organize: dict[str, object] = {
@@ -216,6 +221,8 @@ def table(
         .with_transformation(dash_m.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(dash_m.DataTransformerConfig(id_val="organize", options=organize))
     )
+    if links:
+        panel = panel.data_links(list(links))
     return _targets(panel, [Query(q.expr, q.legend, instant=True) for q in queries])
 
 
@@ -280,6 +287,31 @@ def dashboard(
             builder = builder.with_panel(panel.id(next_id))
             next_id += 1
     return builder.build()
+
+
+def service_link(source: str) -> dash_b.DashboardLink:
+    """A data link to the drill-down for the clicked service, keeping time range, data source,
+    director and namespace selections.
+
+    `source` is where the clicked value's labels are: "data.fields" in a table (its columns),
+    "field.labels" in a time series. The `service` value is rebuilt from the five labels in
+    the order the variable's own options have (Prometheus's sorted label order).
+    """
+
+    def value(label: str) -> str:
+        return f"${{__{source}.{label}:percentencode}}"
+
+    service = "%2C".join(
+        f"{label}%3D%22{value(label)}%22" for label in sorted(SERVICE_BY.split(", "))
+    )
+    return (
+        dash_b.DashboardLink("Drill down: this service")
+        .url(
+            f"/d/{SERVICE_DASHBOARD_UID}/?${{__url_time_range}}&${{datasource:queryparam}}"
+            f"&${{instance:queryparam}}&${{netns:queryparam}}&var-service={service}"
+        )
+        .target_blank(False)
+    )
 
 
 def dashboards_link() -> dash_b.DashboardLink:

@@ -14,7 +14,7 @@ from grafana_foundation_sdk.cog import plugins
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dash_m
 
-from lvsprobe.dashboards import connections, promql, render
+from lvsprobe.dashboards import connections, promql, render, variables
 from lvsprobe.errors import LvsprobeError
 from lvsprobe.exporter import metrics
 
@@ -172,3 +172,41 @@ def test_alerts_named_in_descriptions_exist() -> None:
                 r"\b([A-Z][a-z]+(?:[A-Z][a-z]+)+)'s threshold", panel.get("description", "")
             ):
                 assert name in known, (rel, panel["title"], name)
+
+
+def _data_links() -> list[tuple[str, str]]:
+    out = []
+    for rel in DASHBOARD_FILES:
+        for panel in _load(rel)["panels"]:
+            for link in panel.get("fieldConfig", {}).get("defaults", {}).get("links", []):
+                out.append((f"{rel} {panel['title']}", link["url"]))
+    return out
+
+
+def test_drill_down_links_carry_the_clicked_service_as_the_variable_value() -> None:
+    """Interpolated as Grafana does, a link sets var-service to exactly the option value the
+    drill-down's `service` variable lists for that service."""
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    labels = {
+        "address": "2001:2:0:1::100",
+        "family": "inet6",
+        "fwmark": "0",
+        "port": "80",
+        "protocol": "tcp",
+    }
+    option = promql.grafana_regex(variables.SERVICE_REGEX).search(
+        promql.query_result_text({"metric": {**labels, "vip": "x"}, "value": [0, "1"]})
+    )
+    assert option is not None
+    links = _data_links()
+    assert len(links) == 2 * 2  # two panels of the overview, in both forms
+    for where, url in links:
+        assert url.startswith("/d/lvsprobe-ipvs-service/"), where
+        filled = re.sub(
+            r"\$\{__(?:data\.fields|field\.labels)\.(\w+):percentencode\}",
+            lambda m: quote(labels[m.group(1)], safe=""),
+            url,
+        )
+        query = parse_qs(urlsplit(filled).query)
+        assert query["var-service"] == [option.group("value")], where
