@@ -210,3 +210,10 @@ def test_drill_down_links_carry_the_clicked_service_as_the_variable_value() -> N
         )
         query = parse_qs(urlsplit(filled).query)
         assert query["var-service"] == [option.group("value")], where
+
+
+def test_provisioning_example_is_a_grafana_file_provider() -> None:
+    data = yaml.safe_load(FILES["provisioning/lvsprobe.yaml"])
+    assert data["apiVersion"] == 1
+    (provider,) = data["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
