@@ -21,11 +21,9 @@ def read_proc_bytes(root: Path, name: str, *, ipvs_file: bool = True) -> bytes:
     """Like `read_proc_text`, as bytes, in big reads (a seq_file gives <= ~4 KiB per read)."""
     path = root / name
     try:
+        # FileIO.readall(): big read() requests into one growing buffer, no join copy.
         with path.open("rb", buffering=0) as f:
-            chunks = []
-            while chunk := f.read(1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return f.readall()
     except FileNotFoundError as exc:
         if ipvs_file:
             raise IPVSUnavailable(where_missing(root, path)) from exc

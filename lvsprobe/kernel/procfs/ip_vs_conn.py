@@ -31,7 +31,7 @@ SOURCE = _conn_row.CONN.source
 
 
 def read_ip_vs_conn(root: Path) -> bytes:
-    """The bytes of `root/net/ip_vs_conn`, read in 1 MiB requests until EOF.
+    """The bytes of `root/net/ip_vs_conn`, read with large requests until EOF.
 
     The kernel hands at most ~4 KiB per read() whatever the buffer, and re-walks the hash
     table to its position on each, so a big table takes long to read. `IPVSUnavailable`
