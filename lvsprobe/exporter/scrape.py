@@ -7,6 +7,7 @@ request. A source that fails costs only its own families (and shows as
 
 from __future__ import annotations
 
+import gc
 import logging
 import platform
 import threading
@@ -38,6 +39,36 @@ if TYPE_CHECKING:
 
 ConnMode = Literal["off", "summary", "per-real-server"]
 log = logging.getLogger("lvsprobe.exporter")
+
+
+class _GCPause:
+    """Cyclic GC off while any scrape runs, back on when the last one ends.
+
+    A scrape allocates ~10^6 acyclic objects (real servers, label blocks, samples) that
+    reference counting frees; with the collector on, each allocation burst triggers full
+    collections over everything alive, which cost a kube-proxy-sized scrape a third of its time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and self._was_enabled:
+                gc.enable()
+
+
+GC_PAUSE = _GCPause()
 
 
 class SnapshotReader(Protocol):
@@ -101,11 +132,19 @@ class Scraper:
 
     def scrape(self) -> bytes:
         """Read every target and render the exposition text."""
-        return render(self.collect())
+        with GC_PAUSE:
+            return render(self.collect())
 
     def stream(self) -> Iterator[bytes]:
         """Read every target now; render family by family as the caller consumes it."""
-        return render_chunks(self.collect())
+        with GC_PAUSE:
+            families = self.collect()
+        return self._render(families)
+
+    @staticmethod
+    def _render(families: list[Family]) -> Iterator[bytes]:
+        with GC_PAUSE:
+            yield from render_chunks(families)
 
     def collect(self) -> list[Family]:
         """Read every target and build this scrape's families (in SPECS order)."""
