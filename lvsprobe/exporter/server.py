@@ -132,7 +132,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(500, "text/plain; charset=utf-8", message)
                 return
             chunks = [body] if isinstance(body, bytes) else body
-            self._stream(chunks, "gzip" in self.headers.get("Accept-Encoding", ""))
+            try:
+                self._stream(chunks, "gzip" in self.headers.get("Accept-Encoding", ""))
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                log.debug(
+                    "client went away mid-scrape: client=%s error=%s", self.client_address[0], exc
+                )
+                self.close_connection = True
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # a generator left half-read gives back what it holds now
 
     def _stream(self, chunks: Iterable[bytes], compress: bool) -> None:
         """Chunked transfer: the body is never held whole (50 MB on a kube-proxy node)."""

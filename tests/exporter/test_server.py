@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import ipaddress
 import shutil
 import ssl
 import subprocess
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import bcrypt
@@ -268,3 +270,32 @@ def test_client_certificate_required(pki: Path, scraper: Scraper) -> None:
 def test_bad_web_config_names_the_problem(pki: Path, body: str, needle: str) -> None:
     with pytest.raises(ParseError, match=needle):
         _web_config(pki, body)
+
+
+def test_client_leaving_mid_scrape_costs_nothing(make_snapshot: Callable[..., Snapshot]) -> None:
+    import gc
+    import socket
+    import time
+
+    from lvsprobe.model import Forward, RealServer
+
+    base = make_snapshot()
+    many = tuple(
+        RealServer(ipaddress.IPv4Address(0x0A000000 + i), 80, Forward.ROUTE, 1, i, i)
+        for i in range(30_000)
+    )
+    snap = replace(base, services=(replace(base.services[3], real_servers=many),))
+    scraper = Scraper(ExportOptions(), read=lambda t, **kw: snap)
+    for address in _serve(scraper.stream):
+        host, port = address.split(":")
+        for _ in range(3):
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(64).startswith(b"HTTP/1.1 200")
+        for _ in range(200):  # bounded: the server thread notices the closed socket
+            if gc.isenabled():
+                break
+            time.sleep(0.05)
+        assert gc.isenabled()
+        status, _, body = _get(f"http://{address}/metrics")
+        assert status == 200 and body.count(b"\nipvs_backend_weight{") == 30_000
