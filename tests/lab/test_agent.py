@@ -18,7 +18,7 @@ pytestmark = pytest.mark.lab
 def test_run_returns_status_and_both_streams(lab: Any) -> None:
     result = lab.run(None, ["bash", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
-    assert lab.run("client", ["cat"], input="fed on stdin").stdout == "fed on stdin"
+    assert lab.run(None, ["cat"], input="fed on stdin").stdout == "fed on stdin"
     assert lab.accel in ("kvm", "tcg") and lab.boot_s > 0
 
 
@@ -77,7 +77,7 @@ def test_forward_reaches_guest_ports_concurrently(lab: Any) -> None:
 
 def test_tls_session_resumption_on_the_same_server(lab: Any) -> None:
     lab.ensure()
-    ctx = ssl.create_default_context(cadata=lab.read_file("/run/lab/tls/cert.pem").decode())
+    ctx = ssl.create_default_context(cadata=lab.tls_certificate_pem)
     ctx.check_hostname = False
     address = lab.forward("rs1", 443)
     session = None
