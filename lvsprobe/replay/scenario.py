@@ -189,15 +189,16 @@ def _clients(doc: Doc) -> ClientPool:
         net = ipaddress.ip_network(cidr, strict=False)
     except ValueError as exc:
         raise r.err("cidr", f"{cidr!r} is not a CIDR") from exc
-    available = net.num_addresses
+    first = ipaddress.ip_address(cidr.split("/")[0])
+    usable_end = int(net.broadcast_address) + 1
+    if net.version == 4 and net.num_addresses > 2:
+        usable_end -= 1  # the broadcast address is no client
+        if first == net.network_address:
+            first = first + 1  # nor the network address, unless the CIDR names a host in it
+    available = usable_end - int(first)
     count = r.integer("count", min(available, 65536), lo=1, hi=65536)
     if count > available:
-        raise r.err("count", f"{count} addresses asked, {cidr} holds {available}")
-    first = ipaddress.ip_address(cidr.split("/")[0])
-    if first == net.network_address and net.num_addresses > 2 and net.version == 4:
-        first = first + 1  # skip the network address unless the CIDR names a host in it
-    if int(first) - int(net.network_address) + count > available:
-        raise r.err("count", f"{count} addresses from {first} run past the end of {net}")
+        raise r.err("count", f"{count} addresses asked, {cidr} holds {available} from {first}")
     return ClientPool(tuple(str(first + i) for i in range(count)), pick)
 
 

@@ -67,7 +67,7 @@ def test_open_loop_rate_and_burst_offsets() -> None:
         (("kind: http, weight: 3", "weight: 3"), 6, "kind: required"),
         (("address: 198.18.1.100", "address: vip.example"), 3, "not an IP"),
         (("cidr: 198.18.16.1/24", "cidr: 198.18.16.1/33"), 4, "not a CIDR"),
-        (("count: 10", "count: 1000"), 4, "holds 256"),
+        (("count: 10", "count: 1000"), 4, "holds 254 from 198.18.16.1"),
         (("rate: 50", "rate: -1"), 8, "out of range"),
         (("seed: 3", "seed: [1]"), 2, "integer"),
         (("name: t", "name: t\nname: u"), 2, "duplicate key"),
