@@ -169,3 +169,26 @@ def test_connection_counter_counts_every_request(lab: Any, prometheus: str) -> N
     assert _value(_query(prometheus, "ipvs_up")) == 1
     failing = _query(prometheus, "ipvs_scrape_source_success == 0")
     assert failing == [] or {r["metric"]["source"] for r in failing} <= {"slab"}
+
+
+def test_several_namespaces_in_one_scrape(lab: Any) -> None:
+    """From the VM's own namespace, --netns reads both directors; every series says which."""
+    lab.ensure(TOPOLOGY)
+    argv = [
+        *EXPORT[:4],
+        "--netns",
+        "lvs1",
+        "--netns",
+        "lvs2",
+        "--once",
+        "--compat",
+        "node-exporter",
+    ]
+    text = lab.run(None, argv, timeout=900).check().stdout
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert 'ipvs_up{netns="lvs1"} 1' in lines
+    assert any(ln.startswith('ipvs_up{netns="lvs2"}') for ln in lines)
+    vip = f'ipvs_service_info{{netns="lvs1",protocol="tcp",address="{lab.vip}",port="80"'
+    assert any(ln.startswith(vip) for ln in lines)
+    own = [ln for ln in lines if not ln.startswith("ipvs_exporter_")]
+    assert own and all('{netns="' in ln for ln in own)
