@@ -123,6 +123,8 @@ def _socket(src: str, dst: str, kind: int) -> socket.socket:
         sock.setblocking(False)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            # small writes (heartbeats, requests) go out at once: no Nagle wait for an ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((src, 0))
     except OSError:
         sock.close()
