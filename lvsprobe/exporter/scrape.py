@@ -11,7 +11,7 @@ import gc
 import logging
 import platform
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -210,6 +210,3 @@ class Scraper:
             for source in tried:
                 if source not in failures and self._failing.pop((netns, source), None) is not None:
                     self.log.info("source recovered: source=%s%s", source, where)
-
-
-ScrapeFunc = Callable[[], bytes]

@@ -18,6 +18,7 @@ Anything the toolkit knows that Python's ssl cannot do the same way is refused, 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ssl
 import threading
@@ -49,8 +50,12 @@ _TLS_KEYS = {
     "min_version",
     "max_version",
 }
-# A hash that never matches, checked for unknown users so they cost as much as known ones.
-_DUMMY_HASH = bcrypt.hashpw(b"lvsprobe-no-such-user", bcrypt.gensalt(rounds=10))
+
+
+@functools.cache
+def _dummy_hash() -> bytes:
+    """A hash checked for unknown users, so they cost as much as known ones (made on first use)."""
+    return bcrypt.hashpw(b"lvsprobe-no-such-user", bcrypt.gensalt(rounds=10))
 
 
 @dataclass
@@ -79,7 +84,7 @@ class BasicAuth:
             with self._lock:
                 if (user, hashed, digest) in self._ok:
                     return True
-        ok = bcrypt.checkpw(password.encode(), hashed if hashed is not None else _DUMMY_HASH)
+        ok = bcrypt.checkpw(password.encode(), hashed if hashed is not None else _dummy_hash())
         if ok and hashed is not None:
             with self._lock:
                 self._ok.add((user, hashed, digest))
