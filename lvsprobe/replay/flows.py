@@ -233,6 +233,7 @@ class HttpFlow(Flow):
         self._want: int | None = None  # body bytes of the current response, once known
         self._head_len = 0
         self._status = 0
+        self._chunked = False
 
     def _request(self) -> bytes:
         last = self._done + 1 >= self.requests
@@ -263,11 +264,39 @@ class HttpFlow(Flow):
         self._status = int(parts[1])
         self._head_len = end + 4
         self._want = -1  # until EOF
+        self._chunked = False
         for line in head[1:]:
             name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length" and value.strip().isdigit():
-                self._want = int(value.strip())
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length" and value.isdigit():
+                self._want = int(value)
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                self._chunked = True
+        if self._status in (204, 304) or 100 <= self._status < 200:
+            self._want = 0
         return None
+
+    def _chunked_done(self) -> bool | None:
+        """Whether the chunked body in the buffer is complete (sets `_want` to its length);
+        None if it is malformed."""
+        body, pos = self._buffer[self._head_len :], 0
+        while (eol := body.find(b"\r\n", pos)) >= 0:
+            size_text = body[pos:eol].split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                return None
+            if size == 0:  # last chunk, then optional trailers, then an empty line
+                if body[eol + 2 : eol + 4] == b"\r\n":
+                    self._want = eol + 4
+                    return True
+                trailers_end = body.find(b"\r\n\r\n", eol + 2)
+                if trailers_end < 0:
+                    return False
+                self._want = trailers_end + 4
+                return True
+            pos = eol + 2 + size + 2
+        return False
 
     def receive(self, data: bytes, now: float) -> Step:
         events: list[Any] = []
@@ -279,6 +308,14 @@ class HttpFlow(Flow):
             if not data:
                 return Step(events=[*events, Finished("error:http-eof-in-header")], done=True)
             return Step(events=events)
+        if self._chunked and self._want < 0:
+            complete = self._chunked_done()
+            if complete is None:
+                return Step(events=[*events, Finished("error:http-bad-chunk")], done=True)
+            if not complete:
+                if data:
+                    return Step(events=events)
+                return Step(events=[*events, Finished("error:http-short-body")], done=True)
         have = len(self._buffer) - self._head_len
         if self._want >= 0 and have < self._want and data:
             return Step(events=events)

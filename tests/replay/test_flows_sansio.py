@@ -226,3 +226,28 @@ def test_syn_segment_checksums_verify_with_scapy() -> None:
         del tcp.chksum
         assert layer(bytes(packet))[TCP].chksum == sent
         assert (tcp.sport, tcp.dport, tcp.seq, str(tcp.flags)) == (40000, 80, 12345, "S")
+
+
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Backend: rs1\r\n\r\n"
+    b"4\r\nrs1 \r\n6;ext=1\r\nclient\r\n0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes"])
+def test_http_chunked_keepalive(split: str) -> None:
+    flow = HttpFlow(_matcher(), "vip", "/", requests=2, keepalive=True)
+    flow.start(0.0)
+    chunks = [CHUNKED] if split == "whole" else [CHUNKED[i : i + 1] for i in range(len(CHUNKED))]
+    sends = [flow.receive(c, 0.1).send for c in chunks]
+    assert sends[-1].startswith(b"GET /")  # the first response ended exactly at its 0-chunk
+    events = flow.receive(CHUNKED.replace(b"0\r\n\r\n", b"0\r\nX-T: 1\r\n\r\n"), 0.2).events
+    assert _finished(events) == Finished("ok")
+
+
+def test_http_bad_chunk_and_no_body_statuses() -> None:
+    bad = CHUNKED.replace(b"4\r\n", b"zz\r\n")
+    assert _finished(_feed(HttpFlow(_matcher(), "v", "/"), [bad])).outcome == "error:http-bad-chunk"
+    flow = HttpFlow(_matcher(), "v", "/", requests=2, keepalive=True)
+    flow.start(0.0)
+    assert flow.receive(b"HTTP/1.1 204 No Content\r\n\r\n", 0.1).send.startswith(b"GET")
