@@ -260,7 +260,7 @@ def build_script(plan: AddressPlan, python: str = sys.executable) -> str:
     # The launcher (one Python: sysctls, backends, vsftpd) is the slow part; it needs only the
     # namespaces and links, so it starts now and runs while the shell configures the rest.
     spec = json.dumps(launcher_spec(plan))
-    launcher = _q(python, "-m", "lvsprobe.lab.launcher")
+    launcher = _q(python, "-S", "-m", "lvsprobe.lab.launcher")  # -S: see vm.guest_python
     out.append(f"{launcher} > {STATE}/launcher.log 2>&1 <<'EOF' &\n{spec}\nEOF\nlauncher=$!")
     for name, batch in parts.items():
         out.append(f"ip -n {name} -batch - <<'EOF'\nlink set lo up\n{batch}\nEOF")

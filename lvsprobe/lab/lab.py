@@ -13,7 +13,6 @@ import contextlib
 import json
 import shlex
 import subprocess
-import sys
 import tempfile
 import time
 import weakref
@@ -34,7 +33,7 @@ from lvsprobe.lab.cluster import (
 )
 from lvsprobe.lab.prepare import Prepared, prepare
 from lvsprobe.lab.topology import Topology
-from lvsprobe.lab.vm import VM, AccelVerdict, kvm_verdict
+from lvsprobe.lab.vm import VM, AccelVerdict, guest_python, kvm_verdict
 
 Progress = Callable[[str], None]
 
@@ -325,7 +324,7 @@ class Lab:
 
     def client(self, proto: str, *args: str, timeout: float = 300.0) -> dict[str, Any]:
         """Run `python -m lvsprobe.lab.client PROTO ARGS` in the client namespace; its JSON."""
-        argv = [sys.executable, "-m", "lvsprobe.lab.client", proto, *args]
+        argv = guest_python("lvsprobe.lab.client", proto, *args)
         result = self.run("client", argv, timeout=timeout).check()
         try:
             doc: dict[str, Any] = json.loads(result.stdout)
@@ -335,7 +334,7 @@ class Lab:
 
     def client_batch(self, jobs: list[dict[str, Any]], timeout: float = 600.0) -> list[Any]:
         """Several client jobs in ONE guest Python start (see lvsprobe.lab.client)."""
-        argv = [sys.executable, "-m", "lvsprobe.lab.client", "batch"]
+        argv = guest_python("lvsprobe.lab.client", "batch")
         result = self.run("client", argv, timeout=timeout, input=json.dumps(jobs)).check()
         try:
             docs: list[Any] = json.loads(result.stdout)

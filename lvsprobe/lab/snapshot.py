@@ -43,9 +43,10 @@ def guest_views(
     timeout: float = 120.0,
 ) -> GuestViews:
     """Run the probe in guest namespace `ns` and decode what it printed."""
+    from lvsprobe.lab.vm import guest_python
     from lvsprobe.snapshot_json import snapshot_from_json
 
-    argv = [sys.executable, "-m", "lvsprobe.lab.snapshot", "--conns", conns]
+    argv = guest_python("lvsprobe.lab.snapshot", "--conns", conns)
     if procfs:
         argv.append("--procfs")
     for args in ipvsadm:

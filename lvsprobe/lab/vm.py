@@ -74,6 +74,16 @@ def guest_path() -> str:
     return ":".join(dirs)
 
 
+def guest_python(module: str, *args: str) -> list[str]:
+    """argv running a stdlib-only module with this interpreter in the guest.
+
+    `-S` skips site-packages processing: the venv's .pth files (editable install finder,
+    certifi, distutils hack) cost ~8 s per start under TCG, `python -S` ~1-2 s. The guest's
+    PYTHONPATH (set by stage2.sh) finds lvsprobe; third-party packages are not importable.
+    """
+    return [sys.executable, "-S", "-m", module, *args]
+
+
 def _die_with_parent() -> None:
     """In the qemu child: get SIGKILL when the process that started it dies."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
