@@ -118,6 +118,7 @@ class MemoryResult:
     bucket_bytes: int | None
     projections: dict[int, int]
     tolerance: float = 0.10
+    fit_samples: int = 0
 
     @property
     def vs_slab_object(self) -> float:
@@ -150,8 +151,14 @@ def analyze_memory(
     if len(samples) < 2:
         raise AnalysisError(f"need at least 2 memory samples over a fill run, got {len(samples)}")
     last = samples[-1]
-    xs = [float(s.entries + s.templates) for s in samples]
-    ys = [float(s.slab_bytes) for s in samples]
+    # The cache may hold free objects before the fill (num_objs > entries): the first entries
+    # fill those without growing the slab, a flat start that would bias the slope. Fit from
+    # the point where that spare capacity is used up, when enough samples remain.
+    spare = samples[0].num_objs
+    grown = [s for s in samples if s.entries + s.templates > spare]
+    used = grown if len(grown) >= max(3, len(samples) // 3) else list(samples)
+    xs = [float(s.entries + s.templates) for s in used]
+    ys = [float(s.slab_bytes) for s in used]
     slope, intercept, r2 = fit(xs, ys)
     per_entry = last.pages_per_slab * PAGE_SIZE / last.objs_per_slab
     buckets = last.conn_table_size
@@ -169,4 +176,5 @@ def analyze_memory(
         bucket_bytes=bucket_bytes,
         projections=projections,
         tolerance=tolerance,
+        fit_samples=len(used),
     )

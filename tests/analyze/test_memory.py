@@ -103,3 +103,14 @@ def test_append_sample_builds_a_fill_run(tmp_path: Path) -> None:
         count = append_sample(path, s)
     assert count == 3
     assert analyze_memory(read_samples(path)).passed
+
+
+def test_spare_objects_before_the_fill_do_not_bias_the_slope() -> None:
+    # 144 objects allocated, none used: the first 144 entries do not grow the slab
+    samples = [
+        MemorySample(n, max(144, -(-n // 12) * 12), n, 320, 12, 1, 288, 4096)
+        for n in range(0, 3001, 100)
+    ]
+    result = analyze_memory(samples)
+    assert result.fit_samples == 29
+    assert result.fit_bytes_per_entry == pytest.approx(4096 / 12, rel=0.005)
