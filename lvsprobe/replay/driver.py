@@ -235,28 +235,14 @@ class FlowRun:
                 socket.SOCK_DGRAM if udp else socket.SOCK_STREAM,
             )
             self.socks.append(sock)
-            await asyncio.wait_for(
-                self.loop.sock_connect(sock, (planned.server_address, planned.server_port)),
-                max(0.001, self.deadline - self.clock()),
-            )
+            async with asyncio.timeout(max(0.001, self.deadline - self.clock())):
+                await self.loop.sock_connect(sock, (planned.server_address, planned.server_port))
             rec.client_port = sock.getsockname()[1]
             rec.connect_s = self.clock() - rec.start_s
-            self._spawn(self._pump(sock, "ctl"))
-            await self._act(self.flow.start(self.clock()), sock)
-            while self.finished is None:
-                now = self.clock()
-                limit = self.deadline if self.wake_at is None else min(self.deadline, self.wake_at)
-                try:
-                    channel, item = await asyncio.wait_for(self.queue.get(), max(0.0, limit - now))
-                except TimeoutError:
-                    if self.wake_at is not None and self.clock() >= self.wake_at - 1e-4:
-                        self.wake_at = None
-                        await self._act(self.flow.timer(self.clock()), sock)
-                        continue
-                    raise TimeoutError(
-                        f"no progress within {self.deadline - rec.start_s:.1f}s"
-                    ) from None
-                await self._dispatch(channel, item, sock)
+            if isinstance(self.flow, FtpFlow):
+                await self._queued(sock)
+            else:
+                await self._direct(sock)
         except (OSError, TimeoutError) as exc:
             rec.outcome, rec.detail = _outcome(exc)
         finally:
@@ -267,6 +253,46 @@ class FlowRun:
                 s.close()
         if self.finished is not None:
             rec.outcome, rec.detail = self.finished.outcome, self.finished.detail
+
+    def _limit(self) -> float:
+        """Seconds until the flow's next timer or its deadline."""
+        limit = self.deadline if self.wake_at is None else min(self.deadline, self.wake_at)
+        return max(0.0, limit - self.clock())
+
+    async def _timer_due(self, sock: socket.socket) -> None:
+        """The wait ran out: fire the flow's timer, or fail the flow if it was the deadline."""
+        if self.wake_at is not None and self.clock() >= self.wake_at - 1e-4:
+            self.wake_at = None
+            await self._act(self.flow.timer(self.clock()), sock)
+            return
+        spent = self.deadline - self.record.start_s
+        raise TimeoutError(f"no progress within {spent:.1f}s")
+
+    async def _direct(self, sock: socket.socket) -> None:
+        """One socket: receive straight from it (no queue, no extra task: the cheap path)."""
+        await self._act(self.flow.start(self.clock()), sock)
+        while self.finished is None:
+            try:
+                async with asyncio.timeout(self._limit()):
+                    data = await self.loop.sock_recv(sock, 65536)
+            except TimeoutError:
+                await self._timer_due(sock)
+                continue
+            self.record.in_bytes += len(data)
+            await self._act(self.flow.receive(data, self.clock()), sock)
+
+    async def _queued(self, sock: socket.socket) -> None:
+        """Control and data connections (FTP): their readers feed one queue."""
+        self._spawn(self._pump(sock, "ctl"))
+        await self._act(self.flow.start(self.clock()), sock)
+        while self.finished is None:
+            try:
+                async with asyncio.timeout(self._limit()):
+                    channel, item = await self.queue.get()
+            except TimeoutError:
+                await self._timer_due(sock)
+                continue
+            await self._dispatch(channel, item, sock)
 
     async def _dispatch(self, channel: str, item: Any, sock: socket.socket) -> None:
         now = self.clock()
