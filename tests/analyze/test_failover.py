@@ -92,3 +92,18 @@ def test_no_failover_time_or_nothing_open(fb: SimpleNamespace) -> None:
     assert res.exit_code == ExitCode.ERROR and "pass --failover-at" in res.output
     res = CliRunner().invoke(cli, ["analyze", "failover", str(run), "--failover-at", "500"])
     assert res.exit_code == ExitCode.ERROR and "no connection was open" in res.output
+
+
+def test_breaks_after_the_failback_are_counted_apart(fb: SimpleNamespace) -> None:
+    # sync on: every connection rode through the failover, then died at the fail-back (25 s)
+    recs = [
+        fb.flow(k, fb.names[k % 3], 0.1 * k, end_s=27.0, outcome="timeout", heartbeats=100)
+        for k in range(10)
+    ]
+    run = fb.run(recs)
+    result = analyze_failover(inputs.load_run(run).flows, FAILOVER, 25.0, sync=True)
+    assert result.lost_at == {"failback": 10}
+    assert result.broken_synced == 0 and result.loss_ratio == 0.0
+    assert expectation(result)["passed"] is True
+    result = analyze_failover(inputs.load_run(run).flows, FAILOVER, 25.0, sync=False)
+    assert expectation(result)["passed"] is False  # no sync, yet nothing broke at failover
