@@ -129,8 +129,9 @@ class Agent:
 
     def op_spawn(self, req: dict[str, Any]) -> dict[str, Any]:
         SPAWN_DIR.mkdir(parents=True, exist_ok=True)
-        handle = self.next_handle
-        self.next_handle += 1
+        with self.control_lock:  # requests run in parallel threads
+            handle = self.next_handle
+            self.next_handle += 1
         with (
             open(SPAWN_DIR / f"{handle}.out", "wb") as out,
             open(SPAWN_DIR / f"{handle}.err", "wb") as err,
@@ -177,6 +178,24 @@ class Agent:
         path.write_bytes(p.unb64(req["data"]))
         path.chmod(req.get("mode", 0o644))
         return {}
+
+    def op_views(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Snapshots + ipvsadm views of a namespace, read in this (request) thread."""
+        from lvsprobe.lab.snapshot import collect
+
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            if req.get("ns"):
+                enter_netns(req["ns"])
+            try:
+                views = collect(
+                    bool(req.get("procfs")), req.get("conns", "summary"), req["ipvsadm"]
+                )
+            finally:
+                _setns(own)
+        finally:
+            os.close(own)
+        return {"views": views}
 
     def op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"uptime_s": float(Path("/proc/uptime").read_text().split()[0])}
