@@ -269,17 +269,28 @@ class FlowRun:
         raise TimeoutError(f"no progress within {spent:.1f}s")
 
     async def _direct(self, sock: socket.socket) -> None:
-        """One socket: receive straight from it (no queue, no extra task: the cheap path)."""
+        """One socket: receive straight from it (no queue, no pump task: the cheap path).
+
+        The pending receive is never cancelled by a timer: a cancelled sock_recv can lose
+        bytes it already read (cancellation lands after the read, before the result).
+        """
         await self._act(self.flow.start(self.clock()), sock)
-        while self.finished is None:
-            try:
-                async with asyncio.timeout(self._limit()):
-                    data = await self.loop.sock_recv(sock, 65536)
-            except TimeoutError:
-                await self._timer_due(sock)
-                continue
-            self.record.in_bytes += len(data)
-            await self._act(self.flow.receive(data, self.clock()), sock)
+        receiving: asyncio.Future[bytes] | None = None
+        try:
+            while self.finished is None:
+                if receiving is None:
+                    receiving = asyncio.ensure_future(self.loop.sock_recv(sock, 65536))
+                done, _ = await asyncio.wait({receiving}, timeout=self._limit())
+                if not done:
+                    await self._timer_due(sock)
+                    continue
+                data = receiving.result()
+                receiving = None
+                self.record.in_bytes += len(data)
+                await self._act(self.flow.receive(data, self.clock()), sock)
+        finally:
+            if receiving is not None:
+                receiving.cancel()
 
     async def _queued(self, sock: socket.socket) -> None:
         """Control and data connections (FTP): their readers feed one queue."""

@@ -14,7 +14,9 @@ from lvsprobe.replay.runner import Runner, RunOptions
 from lvsprobe.replay.scenario import parse_scenario
 
 
-def _run(port: int, flows: str, max_flows: int = 6, timeout: str = "5s") -> list[FlowRecord]:
+def _run(
+    port: int, flows: str, max_flows: int = 6, timeout: str = "5s", concurrency: int = 2
+) -> list[FlowRecord]:
     text = f"""
 name: loopback
 seed: 7
@@ -22,7 +24,7 @@ target: {{address: 127.0.0.1, port: {port}}}
 clients: {{cidr: 127.0.0.2/24, count: 3}}
 flows:
 {flows}
-arrival: {{model: closed, concurrency: 2}}
+arrival: {{model: closed, concurrency: {concurrency}}}
 bounds: {{max_flows: {max_flows}, max_duration: 20s, flow_timeout: {timeout}}}
 """
     scenario = parse_scenario(text, "loopback.yaml")
@@ -68,6 +70,19 @@ def test_tcp_echo_and_held_connection_with_heartbeats(servers: Any) -> None:
     held = _run(servers.tcp, "  - {kind: tcp, hold: 450ms, heartbeat: 100ms}", max_flows=1)
     _ok(held)
     assert held[0].heartbeats >= 4
+
+
+def test_many_held_connections_lose_no_heartbeat(servers: Any) -> None:
+    # regression: a receive cancelled by a timer used to drop bytes it had already read,
+    # so answered heartbeats went uncounted and flows ended as timeout
+    held = _run(
+        servers.tcp,
+        "  - {kind: tcp, hold: 1500ms, heartbeat: 20ms, heartbeat_timeout: 5s}",
+        max_flows=12,
+        concurrency=12,
+    )
+    _ok(held)
+    assert all(r.heartbeats >= 20 for r in held)
 
 
 def test_udp_request_reply(servers: Any) -> None:
