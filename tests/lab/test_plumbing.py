@@ -6,7 +6,7 @@ import lzma
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.errors import LabError
@@ -25,6 +25,7 @@ FRAMES = st.lists(
 )
 
 
+@settings(deadline=None, max_examples=60)  # no wall-clock limits: CI machines are shared
 @given(FRAMES, st.integers(1, 50))
 def test_frames_survive_any_chunking(frames: list[tuple[int, int, bytes]], step: int) -> None:
     stream = b"".join(p.encode_frame(*f) for f in frames)
