@@ -76,6 +76,9 @@ def main() -> None:
                 ],
                 timeout=args.seconds + 600,
             )
+            if replay.returncode != 0:
+                print(f"  lvsprobe replay failed (rc {replay.returncode}): {replay.stderr[-2000:]}")
+                return
             summary = json.loads(replay.stdout)
         ok, span = summary["ok"], summary["duration_s"] or 1.0
         replay_rate = ok / span
