@@ -94,11 +94,12 @@ def decode_shape(shape: bytes, layout: ConnLayout) -> ShapeKey | None:
     return protocol, state, origin
 
 
-def chunks(data: bytes, start: int) -> Iterator[bytes]:
-    """Chunks of whole lines of data[start:], about CHUNK_BYTES each."""
+def chunks(data: bytes, start: int, chunk_bytes: int | None = None) -> Iterator[bytes]:
+    """Chunks of whole lines of data[start:], about `chunk_bytes` (CHUNK_BYTES) each."""
     pos, size = start, len(data)
+    step = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     while pos < size:
-        end = data.rfind(b"\n", pos, pos + CHUNK_BYTES) + 1
+        end = data.rfind(b"\n", pos, pos + step) + 1
         if end <= pos:  # one line longer than a chunk, or an unterminated last line
             newline = data.find(b"\n", pos)
             end = size if newline < 0 else newline + 1

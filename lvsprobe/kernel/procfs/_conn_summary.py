@@ -10,7 +10,6 @@ Each distinct raw key is decoded exactly once at the end, and Expires is checked
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter, deque
 from collections.abc import Callable
 from itertools import compress
@@ -19,11 +18,13 @@ from operator import itemgetter
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn_row, _hex
 from lvsprobe.kernel.procfs._conn_fast import CheckedChunk, ShapeCounter, chunks
+from lvsprobe.kernel.procfs._conn_fixed import NO_DEST, FixedKeys
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
 from lvsprobe.model import Conn, ConnCountKey, ConnSummary
 
-# With per_real_server=False every key carries this destination: 0.0.0.0 port 0.
-NO_DEST = ipaddress.IPv4Address(0)
+__all__ = ["NO_DEST", "count_key", "summarize"]
+# Blocks tried whole by the fixed-offset counter (fewer Python steps per row than CHUNK_BYTES).
+FIXED_BLOCK_BYTES = 1 << 20
 _ZERO_PORT = b"0000"
 # Field positions in a row: Pro FromIP FPrt ToIP TPrt DestIP DPrt State [Origin] Expires
 _PROTO, _CPORT, _VADDR, _VPORT, _DADDR, _DPORT, _STATE, _ORIGIN = 0, 2, 3, 4, 5, 6, 7, 8
@@ -71,23 +72,41 @@ class _Keys:
         )
 
 
-def summarize(data: bytes, layout: ConnLayout, per_real_server: bool) -> ConnSummary:
-    """Count every row of a whole file by ConnCountKey; ParseError on a malformed row."""
+def summarize(
+    data: bytes, layout: ConnLayout, per_real_server: bool, fixed: bool = True
+) -> ConnSummary:
+    """Count every row of a whole file by ConnCountKey; ParseError on a malformed row.
+
+    Blocks of plain IPv4 rows are counted by `_conn_fixed` (column by column), the rest
+    chunk by chunk below. Should a row counted by columns not decode (malformed in a way
+    the column checks cannot see), the whole file is counted again without that path.
+    """
     start = _conn_row.body_start(data, layout)
     shapes = ShapeCounter(layout)
     keys = _Keys(layout, per_real_server)
+    by_column = FixedKeys(layout, per_real_server)
     rows: Counter[RawKey] = Counter()
     zero_port: Counter[RawKey] = Counter()
     exact: dict[ConnCountKey, int] = {}
     line_no = 2
-    for chunk in chunks(data, start):
-        checked = shapes.check(chunk, line_no)
-        for conn in checked.exact.values():
-            key = count_key(conn, per_real_server)
-            exact[key] = exact.get(key, 0) + 1
-        if len(checked.exact) < checked.rows:
-            _count_raw(chunk, line_no, checked, shapes, keys, rows, zero_port)
-        line_no += checked.rows
+    for block in chunks(data, start, FIXED_BLOCK_BYTES):
+        if fixed and by_column.count(block):
+            line_no += block.count(b"\n")
+            continue
+        for chunk in chunks(block, 0):
+            checked = shapes.check(chunk, line_no)
+            for conn in checked.exact.values():
+                key = count_key(conn, per_real_server)
+                exact[key] = exact.get(key, 0) + 1
+            if len(checked.exact) < checked.rows:
+                _count_raw(chunk, line_no, checked, shapes, keys, rows, zero_port)
+            line_no += checked.rows
+    try:
+        for row, n in by_column.rows.items():
+            key = by_column.decode(row)
+            exact[key] = exact.get(key, 0) + n
+    except ValueError:
+        return summarize(data, layout, per_real_server, fixed=False)
     for raw, n in rows.items():
         try:
             protocol, _, _, state = raw.split(b" ", 4)[:4]

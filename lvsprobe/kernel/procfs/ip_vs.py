@@ -41,6 +41,13 @@ _FORWARDS = {
 # IP_VS_SCHEDNAME_MAXLEN is 16 including the NUL.
 _SCHEDULER = re.compile(r"[A-Za-z0-9_]{1,15}")
 _I32 = (-(1 << 31), (1 << 31) - 1)
+# The usual real-server line exactly as the kernel prints an IPv4 one
+# (`"  -> %08X:%04X      %-7s %-6d %-10d %-10d\n"`): matched whole by one regex, the fast path.
+# Anything else (IPv6, odd spacing, out-of-range numbers) goes the field-by-field way.
+_IPV4_REAL_SERVER = re.compile(
+    r"  -> ([0-9A-F]{8}):([0-9A-F]{4}) +(Masq|Local|Tunnel|Route) +([0-9]{1,10})"
+    r" +(-?[0-9]{1,10}) +(-?[0-9]{1,10}) *"
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,13 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
     services: list[Service] = []
     current: _ServiceLine | None = None
     dests: list[RealServer] = []
+    fast = _Ipv4RealServers()
     for line_no, line in enumerate(lines[3:], start=4):
+        if current is not None:
+            real_server = fast.parse(line)
+            if real_server is not None:
+                dests.append(real_server)
+                continue
         try:
             fields = line.split()
             if fields and fields[0] == "->":
@@ -147,6 +160,38 @@ def _service_line(fields: list[str], line_no: int, line: str) -> _ServiceLine:
     return _ServiceLine(
         protocol, addr, svc_port, fwmark, scheduler, one_packet, timeout, netmask, line_no, line
     )
+
+
+_INET = Family.INET
+
+
+class _Ipv4RealServers:
+    """The fast path for IPv4 real-server lines (~10x the field-by-field parse).
+
+    Addresses are decoded once per distinct hex string (a backend serving several
+    services repeats). `parse` returns None for any line it cannot vouch for; the exact
+    parser then decides, and raises the ParseError when the line is malformed.
+    """
+
+    def __init__(self) -> None:
+        self._addresses: dict[str, IPAddress] = {}
+
+    def parse(self, line: str) -> RealServer | None:
+        match = _IPV4_REAL_SERVER.fullmatch(line)
+        if match is None:
+            return None
+        addr_hex, port_hex, forward, weight_dec, active_dec, inactive_dec = match.groups()
+        weight, active, inactive = int(weight_dec), int(active_dec), int(inactive_dec)
+        low, high = _I32
+        if weight > high or not (low <= active <= high and low <= inactive <= high):
+            return None
+        addr = self._addresses.get(addr_hex)
+        if addr is None:
+            addr = self._addresses[addr_hex] = _hex.ipv4_hex(addr_hex)
+        # Positional (address, port, forward, weight, active, inactive): keywords cost more.
+        return RealServer(
+            addr, int(port_hex, 16), _FORWARDS[forward], weight, active, inactive, family=_INET
+        )
 
 
 def _real_server(fields: list[str]) -> RealServer:

@@ -1,0 +1,145 @@
+"""Counting IPv4 rows of /proc/net/ip_vs_conn{,_sync} column by column (fixed offsets).
+
+An IPv4 row with a 3-letter protocol (TCP, UDP, IP), a 7-digit Expires and no PE data has
+the same length and field offsets in every row (`"%-3s %08X %04X %08X %04X %08X %04X %-11s
+[%-6s ]%7u\\n"`, KERNEL-NOTES §1.4-1.5). A block made only of such rows is checked and
+counted with strided slices (`block[col::row_bytes]`, one C pass per column, nothing per
+row in Python):
+- every separator column is blanks, every address and port column left out of the key hex
+  digits, Expires blanks then digits (at least one), the last column of each row a newline;
+- the columns that are not part of the key (client, Expires; the real server when counting
+  per service) are overwritten with NULs, and the client port with one byte saying whether
+  it was 0000 (templates); the rows are then counted whole by `Counter`.
+Each distinct counted row is decoded once (`FixedKeys.decode`), which checks protocol,
+state, Origin and the key's addresses. A block with any other row (IPv6, SCTP, PE data, a
+wide Expires, anything malformed) is refused as a whole and goes the exact way
+(`_conn_summary`), so errors still name their line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+
+from lvsprobe.kernel.procfs import _conn_row, _hex
+from lvsprobe.kernel.procfs._conn_row import ConnLayout
+from lvsprobe.model import ConnCountKey, IPAddress
+
+# Offsets in a row with a 3-letter protocol.
+_PROTO = slice(0, 3)
+_CADDR, _CPORT, _VADDR, _VPORT, _DADDR, _DPORT = 4, 13, 18, 27, 32, 41
+_STATE = slice(46, 57)
+_ORIGIN = slice(58, 64)
+_SEPARATORS = (3, 12, 17, 26, 31, 40, 45, 57)
+_EXPIRES_DIGITS = 7
+_NOT_HEX = _hex.HEX_DIGITS
+_DIGITS_AND_BLANK = b"0123456789 "
+# Byte maps for translate(): 1 where the column holds a digit / something else than "0".
+_IS_DIGIT = bytes(1 if chr(c).isdigit() and c < 128 else 0 for c in range(256))
+_NOT_ZERO = bytes(0 if c == ord("0") else 1 for c in range(256))
+# With per_real_server=False every key carries this destination: 0.0.0.0 port 0.
+NO_DEST = ipaddress.IPv4Address(0)
+
+
+class FixedKeys:
+    """Counts fixed-layout blocks by key and decodes the counted rows once each."""
+
+    def __init__(self, layout: ConnLayout, per_real_server: bool) -> None:
+        self.layout = layout
+        self.per_real_server = per_real_server
+        self.expires_at = _ORIGIN.stop + 1 if layout.origin else _STATE.stop + 1
+        self.row_bytes = self.expires_at + _EXPIRES_DIGITS + 1
+        self.separators = _SEPARATORS + ((_ORIGIN.stop,) if layout.origin else ())
+        # Hex columns left out of the key are checked here; those in it by `decode`.
+        hex_columns = [*range(_CADDR, _CADDR + 8), *range(_CPORT, _CPORT + 4)]
+        if not per_real_server:
+            hex_columns += [*range(_DADDR, _DADDR + 8), *range(_DPORT, _DPORT + 4)]
+        self.hex_columns = tuple(hex_columns)
+        expires = range(self.expires_at, self.expires_at + _EXPIRES_DIGITS)
+        self.blank = tuple(col for col in (*hex_columns, *expires) if col != _CPORT)
+        self.rows: Counter[bytes] = Counter()
+        self._addresses: dict[bytes, IPAddress] = {}
+
+    def count(self, block: bytes) -> bool:
+        """Count a block of whole rows; False (nothing counted) unless every row fits."""
+        size = self.row_bytes
+        n = block.count(b"\n")
+        if n == 0 or len(block) != n * size or block[size - 1 :: size] != b"\n" * n:
+            return False
+        blanks = b" " * n
+        if any(block[col::size] != blanks for col in self.separators):
+            return False
+        if any(block[col::size].translate(None, _NOT_HEX) for col in self.hex_columns):
+            return False
+        if not self._expires_ok(block):
+            return False
+        rows = bytearray(block)
+        not_zero = 0
+        for col in range(_CPORT, _CPORT + 4):
+            not_zero |= int.from_bytes(block[col::size].translate(_NOT_ZERO), "big")
+        rows[_CPORT::size] = not_zero.to_bytes(n, "big")
+        nuls = bytes(n)
+        for col in self.blank:
+            rows[col::size] = nuls
+        lines = bytes(rows).split(b"\n")
+        lines.pop()  # after the last newline
+        self.rows.update(lines)
+        return True
+
+    def _expires_ok(self, block: bytes) -> bool:
+        """`%7u`: blanks then digits, the last column a digit (checked for all rows at once)."""
+        size, first = self.row_bytes, self.expires_at
+        last = block[first + _EXPIRES_DIGITS - 1 :: size]
+        if not last.isdigit():
+            return False
+        digits_after = int.from_bytes(last.translate(_IS_DIGIT), "big")
+        for col in range(first + _EXPIRES_DIGITS - 2, first - 1, -1):
+            column = block[col::size]
+            if column.translate(None, _DIGITS_AND_BLANK):
+                return False
+            digits = int.from_bytes(column.translate(_IS_DIGIT), "big")
+            if digits | digits_after != digits_after:  # a digit before a blank
+                return False
+            digits_after = digits
+        return True
+
+    def decode(self, row: bytes) -> ConnCountKey:
+        """The key of a counted row (template or not); ValueError if a field is malformed."""
+        protocol = row[_PROTO].rstrip(b" ").decode("latin-1")
+        state = _conn_row.state(protocol, row[_STATE].rstrip(b" ").decode("latin-1"))
+        to_ip = row[_VADDR : _VADDR + 8]
+        vaddr: IPAddress | None
+        if protocol == "IP":
+            vaddr, fwmark = _conn_row.virtual(protocol, to_ip)
+        else:
+            vaddr, fwmark = self._address(to_ip), 0
+        origin = None
+        if self.layout.origin:
+            name = row[_ORIGIN].rstrip(b" ").decode("latin-1")
+            if name not in _conn_row.ORIGINS:
+                raise ValueError(f"bad Origin {name!r} (expected LOCAL or SYNC)")
+            origin = _conn_row.ORIGINS[name]
+        zero_port = row[_CPORT] == 0
+        template = protocol == "IP" or (zero_port and state in _conn_row.TEMPLATE_STATES)
+        dest: IPAddress = NO_DEST
+        dest_port = 0
+        if self.per_real_server:
+            dest = self._address(row[_DADDR : _DADDR + 8])
+            dest_port = _hex.port(row[_DPORT : _DPORT + 4])
+        return ConnCountKey(
+            protocol=protocol,
+            virtual_address=vaddr,
+            virtual_port=_hex.port(row[_VPORT : _VPORT + 4]),
+            fwmark=fwmark,
+            dest_address=dest,
+            dest_port=dest_port,
+            state=state,
+            template=template,
+            origin=origin,
+        )
+
+    def _address(self, tok: bytes) -> IPAddress:
+        addr = self._addresses.get(tok)
+        if addr is None:
+            addr = self._addresses[tok] = _hex.ipv4_hex(tok)
+        return addr

@@ -1,0 +1,135 @@
+"""Hypothesis: the fast paths (fixed-offset conn counting, IPv4 real-server lines) agree
+with the exact parsers, on kernel-format input and on near-valid hostile input."""
+
+from __future__ import annotations
+
+from collections import Counter
+from unittest.mock import patch
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lvsprobe.errors import ParseError
+from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary, ip_vs
+from lvsprobe.kernel.procfs._conn_fixed import FixedKeys
+
+from .test_ip_vs_conn import HEADER, SYNC_HEADER
+from .test_properties import conn_rows, mutated, outcome, summary_counts
+
+PLAIN_STATES = {
+    "TCP": ["ESTABLISHED", "TIME_WAIT", "NONE", "ASSURED", "SYN_RECV", "ERR!"],
+    "UDP": ["UDP", "NONE", "ASSURED"],
+    "IP": ["NONE", "ASSURED"],
+}
+
+
+@st.composite
+def plain_rows(draw: st.DrawFn, sync: bool) -> bytes:
+    """An IPv4 row with a 3-letter protocol, a %7u Expires and no PE data: fixed offsets."""
+    proto = draw(st.sampled_from(sorted(PLAIN_STATES)))
+    state = draw(st.sampled_from(PLAIN_STATES[proto]))
+    addr = st.builds(lambda n: b"%08X" % n, st.integers(0, 2**32 - 1) | st.integers(0, 3))
+    port = st.sampled_from([0, 80]) | st.integers(0, 65535)
+    vaddr = b"%08X" % draw(st.integers(1, 2**32 - 1)) if proto == "IP" else draw(addr)
+    row = b"%-3s %s %04X %s %04X %s %04X %-11s " % (
+        proto.encode(),
+        draw(addr),
+        draw(port),
+        vaddr,
+        draw(port),
+        draw(addr),
+        draw(port),
+        state.encode(),
+    )
+    if sync:
+        row += b"%-6s " % draw(st.sampled_from([b"LOCAL", b"SYNC"]))
+    return row + b"%7u\n" % draw(st.integers(0, 9_999_999))
+
+
+def tables(sync: bool) -> st.SearchStrategy[bytes]:
+    header = SYNC_HEADER if sync else HEADER
+    plain = st.lists(plain_rows(sync), min_size=1, max_size=30)
+    mixed = st.lists(plain_rows(sync) | conn_rows(sync=sync), max_size=30)
+    table = st.builds(lambda rows: header + b"".join(rows), plain | mixed)
+    return table | table.flatmap(mutated)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sync=st.booleans(), data=st.data(), block=st.sampled_from([1, 200, 1 << 20]))
+def test_fixed_counting_agrees_with_exact(sync: bool, data: st.DataObject, block: int) -> None:
+    layout = _conn_row.CONN_SYNC if sync else _conn_row.CONN
+    table = data.draw(tables(sync))
+    exact = outcome(lambda: list(_conn_row.iter_conns(table, layout)))
+    with (
+        patch.object(_conn_summary, "FIXED_BLOCK_BYTES", block),
+        patch.object(_conn_fast, "CHUNK_BYTES", 128),
+    ):
+        for per_rs in (True, False):
+            got = outcome(lambda p=per_rs: _conn_summary.summarize(table, layout, p))  # type: ignore[misc]
+            if isinstance(exact, ParseError):
+                assert isinstance(got, ParseError)
+                assert (got.line_no, got.reason) == (exact.line_no, exact.reason)
+            else:
+                assert isinstance(exact, list)
+                assert not isinstance(got, ParseError)
+                assert dict(got.counts) == summary_counts(exact, per_rs)  # type: ignore[attr-defined]
+
+
+def test_fixed_counting_takes_plain_blocks_and_refuses_others() -> None:
+    row = b"TCP C0A80001 0000 0A000001 0050 C0A8010A 0050 ASSURED         287\n"
+    keys = FixedKeys(_conn_row.CONN, per_real_server=False)
+    assert keys.count(row * 3)
+    ((counted, n),) = keys.rows.items()
+    assert n == 3
+    key = keys.decode(counted)
+    assert (key.protocol, key.state, key.template, key.virtual_port) == ("TCP", "ASSURED", True, 80)
+    for bad in (
+        row.replace(b"C0A80001", b"C0A8000G"),  # client address not hex
+        row.replace(b"    287", b"  2 87"),  # a blank inside Expires
+        row[:-1],  # no newline
+        row.replace(b"TCP", b"SCTP"),  # another width
+    ):
+        assert not FixedKeys(_conn_row.CONN, per_real_server=False).count(bad), bad
+    # Key fields are checked when the distinct row is decoded (the summary then starts over
+    # without the fast path, so the exact parser names the line).
+    odd = FixedKeys(_conn_row.CONN, per_real_server=False)
+    assert odd.count(row.replace(b"ASSURED ", b"ASSURED\t"))
+    with pytest.raises(ValueError, match="unknown TCP state"):
+        odd.decode(next(iter(odd.rows)))
+
+
+@st.composite
+def real_server_lines(draw: st.DrawFn) -> str:
+    addr = draw(st.integers(0, 2**32 - 1))
+    number = st.integers(-(2**31) - 5, 2**31 + 5) | st.integers(-3, 3)
+    forward = draw(st.sampled_from(["Masq", "Local", "Tunnel", "Route", "Bypass"]))
+    weight, active, inactive = draw(number), draw(number), draw(number)
+    port = draw(st.integers(0, 65535))
+    numbers = f"{weight:<6d} {active:<10d} {inactive:<10d}"
+    return f"  -> {addr:08X}:{port:04X}      {forward:<7s} {numbers}"
+
+
+IP_VS_HEAD = (
+    "IP Virtual Server version 1.2.1 (size=4096)\n"
+    "Prot LocalAddress:Port Scheduler Flags\n"
+    "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n"
+    "TCP  0A000001:0050 rr \n"
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(real_server_lines(), min_size=1, max_size=5))
+def test_fast_real_server_lines_agree_with_exact(lines: list[str]) -> None:
+    text = IP_VS_HEAD + "".join(line + "\n" for line in lines)
+    fast = outcome(lambda: ip_vs.parse_ip_vs(text))
+    with patch.object(ip_vs._Ipv4RealServers, "parse", lambda self, line: None):
+        exact = outcome(lambda: ip_vs.parse_ip_vs(text))
+    if isinstance(exact, ParseError):
+        assert isinstance(fast, ParseError)
+        assert (fast.line_no, fast.reason) == (exact.line_no, exact.reason)
+    else:
+        assert fast == exact
+        assert Counter(map(type, fast.services[0].real_servers)) == Counter(  # type: ignore[attr-defined]
+            map(type, exact.services[0].real_servers)  # type: ignore[attr-defined]
+        )
