@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable
 from itertools import compress
-from operator import itemgetter
+from operator import itemgetter, not_
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn_row, _hex
@@ -78,8 +78,9 @@ def summarize(
     """Count every row of a whole file by ConnCountKey; ParseError on a malformed row.
 
     Blocks of plain IPv4 rows are counted by `_conn_fixed` (column by column), the rest
-    chunk by chunk below. Should a row counted by columns not decode (malformed in a way
-    the column checks cannot see), the whole file is counted again without that path.
+    chunk by chunk below, where the plain rows of a mixed chunk still go by column. Should
+    a row counted by columns not decode (malformed in a way the column checks cannot see),
+    the whole file is counted again without that path.
     """
     start = _conn_row.body_start(data, layout)
     shapes = ShapeCounter(layout)
@@ -99,7 +100,17 @@ def summarize(
                 key = count_key(conn, per_real_server)
                 exact[key] = exact.get(key, 0) + 1
             if len(checked.exact) < checked.rows:
-                _count_raw(chunk, line_no, checked, shapes, keys, rows, zero_port)
+                rest = _count_plain(chunk, by_column) if fixed and not checked.exact else None
+                if rest is None:
+                    _count_raw(chunk, line_no, checked, shapes, keys, rows, zero_port)
+                elif rest:
+                    try:
+                        _count_raw(
+                            rest, line_no, CheckedChunk({}, 0), shapes, keys, rows, zero_port
+                        )
+                    except ParseError:  # `rest` has other line numbers: name the right one
+                        _count_raw(chunk, line_no, checked, shapes, keys, rows, zero_port)
+                        raise
             line_no += checked.rows
     try:
         for row, n in by_column.rows.items():
@@ -166,6 +177,20 @@ def _count_raw(
     rows.update(map(b" ".join, map(keys.get, fields)))
     zero = map(_ZERO_PORT.__eq__, map(keys.client_port, fields))
     zero_port.update(map(b" ".join, map(keys.get, compress(fields, zero))))
+
+
+def _count_plain(chunk: bytes, by_column: FixedKeys) -> bytes | None:
+    """Count the plain IPv4 rows of a mixed chunk by column (picked by their length, C-level
+    filters only); return the other rows, b"" if none, or None if nothing was counted."""
+    if not chunk.endswith(b"\n"):
+        return None
+    lines = chunk.split(b"\n")
+    lines.pop()
+    plain = list(map((by_column.row_bytes - 1).__eq__, map(len, lines)))
+    if not any(plain) or not by_column.count(b"\n".join(compress(lines, plain)) + b"\n"):
+        return None
+    other = list(compress(lines, map(not_, plain)))
+    return b"\n".join(other) + b"\n" if other else b""
 
 
 def _raise_exact(data: bytes, layout: ConnLayout) -> None:
