@@ -58,7 +58,9 @@ class _Keys:
         vaddr, fwmark = _conn_row.virtual(protocol, value[_VADDR])
         origin = None
         if self.layout.origin:
-            origin = _conn_row.ORIGINS[value[_ORIGIN].decode("latin-1")]
+            origin = _conn_row.ORIGINS.get(value[_ORIGIN].decode("latin-1"))
+            if origin is None:  # the shapes cannot tell LOCAL from LO0AL
+                raise ValueError(f"bad Origin {value[_ORIGIN].decode('latin-1')!r}")
         return ConnCountKey(
             protocol=protocol,
             virtual_address=vaddr,

@@ -6,6 +6,7 @@ The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn ch
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +188,8 @@ class _Ipv4RealServers:
             return None
         addr = self._addresses.get(addr_hex)
         if addr is None:
-            addr = self._addresses[addr_hex] = _hex.ipv4_hex(addr_hex)
+            # The regex checked the 8 hex digits already.
+            addr = self._addresses[addr_hex] = ipaddress.IPv4Address(int(addr_hex, 16))
         # Positional (address, port, forward, weight, active, inactive): keywords cost more.
         return RealServer(
             addr, int(port_hex, 16), _FORWARDS[forward], weight, active, inactive, family=_INET
