@@ -29,12 +29,19 @@ def _verdict(passed: bool | None) -> str:
     return '<span class="pass">PASS</span>' if passed else '<span class="fail">FAIL</span>'
 
 
+def _cell(column: str, value: Any) -> str:
+    """A table cell; verdicts (True/False/None) read PASS/FAIL/info, like the headings."""
+    if column == "verdict" and (value is None or isinstance(value, bool)):
+        return _verdict(value)
+    return html.escape(str(value))
+
+
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     if not rows:
         return ""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
+        "<tr>" + "".join(f"<td>{_cell(c, r.get(c, ''))}</td>" for c in columns) + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
