@@ -1,5 +1,6 @@
 """Run every benchmark module `bench/bench_*.py` (its `main()`), or those named on the
-command line: `python -m bench [conn export ...]`."""
+command line: `python -m bench [conn export ...] [-- OPTIONS]` (options after `--` go to
+each named benchmark, e.g. `python -m bench conn -- --runs 3`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def discover() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    options: list[str] = []
+    if "--" in argv:
+        argv, options = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     names = discover()
     if argv:
         wanted = {a if a.startswith("bench_") else f"bench_{a}" for a in argv}
@@ -35,7 +39,7 @@ def main(argv: list[str]) -> int:
             continue
         print(f"== {name}", flush=True)
         started = time.monotonic()
-        saved, sys.argv = sys.argv, [f"bench.{name}"]  # each main() parses its own (empty) args
+        saved, sys.argv = sys.argv, [f"bench.{name}", *options]  # each main() parses its own
         try:
             run()
         finally:
