@@ -1,0 +1,186 @@
+"""The catalogue against the real kernel: every scenario in replays/ runs in the lab's client
+namespace through the director and its flow log must show what the scenario promises
+(`--check` runs its `expect:` block, which includes attribution (a) == (b) on every flow).
+Counts stay small: Python in the TCG guest is ~15x slower."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.lab
+
+REPLAYS = Path(__file__).resolve().parents[2] / "replays"
+CLI = [sys.executable, "-c", "from lvsprobe.cli import main; main()"]
+
+
+def _topology(**kw: Any) -> Any:
+    from lvsprobe.lab.topology import Topology
+
+    return Topology(**kw)
+
+
+def _replay(lab: Any, name: str, *extra: str, check: bool = True) -> tuple[dict[str, Any], Any]:
+    """Run replays/NAME.yaml in the client namespace; (summary, flows as a pandas frame)."""
+    out = Path(lab.shared_dir) / f"{name}-{time.monotonic_ns()}"
+    argv = [
+        *CLI,
+        "replay",
+        "run",
+        str(REPLAYS / f"{name}.yaml"),
+        "--out",
+        str(out),
+        "--conn-table",
+        "netns:lvs1",
+        "--json",
+        "--no-progress",
+        *extra,
+    ]
+    if check:
+        argv.append("--check")
+    result = lab.run("client", argv, timeout=800)
+    assert result.returncode == 0, f"{name}: rc {result.returncode}\n{result.stderr[-3000:]}"
+    summary = json.loads(result.stdout)
+    flows = pq.read_table(io.BytesIO((out / "flows.parquet").read_bytes())).to_pandas()
+    assert len(flows) == summary["flows"]
+    return summary, flows
+
+
+def _agree(flows: Any) -> None:
+    judged = flows[flows["kind"] != "syn"]
+    assert judged["attribution_agrees"].eq(True).all(), judged[
+        ["flow_id", "backend", "conn_backend", "conn_backend_address"]
+    ].head()
+
+
+def test_rr_fairness_exact_thirds(lab: Any) -> None:
+    lab.ensure(_topology())
+    summary, flows = _replay(lab, "rr-fairness")
+    assert summary["backends"] == {"rs1": 33, "rs2": 33, "rs3": 33}
+    _agree(flows)
+
+
+def test_wrr_weights_exact(lab: Any) -> None:
+    lab.ensure(_topology(scheduler="wrr", weights=(1, 2, 3)))
+    summary, flows = _replay(lab, "wrr-weights")
+    assert summary["backends"] == {"rs1": 10, "rs2": 20, "rs3": 30}
+    _agree(flows)
+
+
+def test_lc_fills_backends_with_long_connections(lab: Any) -> None:
+    lab.ensure(_topology(scheduler="lc"))
+    summary, flows = _replay(lab, "lc-long-connections")
+    assert summary["backends"] == {"rs1": 3, "rs2": 3, "rs3": 3}
+    assert flows["heartbeats"].min() >= 10
+    _agree(flows)
+
+
+def test_sh_256_clients_each_always_on_one_backend(lab: Any) -> None:
+    lab.ensure(_topology(scheduler="sh"))
+    summary, flows = _replay(lab, "sh-many-clients")
+    assert summary["flows"] == 512 and summary["ok"] == 512
+    per_client = flows.groupby("client_address")["backend"].nunique()
+    assert len(per_client) == 256 and per_client.max() == 1
+    assert set(flows["backend"]) == {"rs1", "rs2", "rs3"}
+    _agree(flows)
+
+
+@pytest.mark.parametrize("kind", ["ftp-passive", "ftp-active"])
+def test_ftp_through_nat_with_ip_vs_ftp(lab: Any, kind: str) -> None:
+    lab.ensure(_topology())
+    _, flows = _replay(lab, kind)
+    assert flows["ftp_checksum_ok"].all() and (flows["ftp_file_size"] == 262144).all()
+    assert flows["ftp_data_client_port"].notna().all()
+    _agree(flows)
+
+
+@pytest.mark.parametrize("kind", ["ftp-passive", "ftp-active"])
+def test_ftp_through_dr_with_persistence(lab: Any, kind: str) -> None:
+    from lvsprobe.lab.topology import Mode
+
+    lab.ensure(_topology(mode=Mode.DR))
+    _, flows = _replay(lab, kind)
+    assert flows["ftp_checksum_ok"].all()
+    _agree(flows)
+
+
+def test_tls_resumption_sticks_under_persistence(lab: Any) -> None:
+    from lvsprobe.lab.topology import ServiceSpec
+
+    services = (ServiceSpec("tcp", 80), ServiceSpec("tcp", 443, persistence_s=300))
+    lab.ensure(_topology(services=services))
+    _, flows = _replay(lab, "tls-persistence")
+    later = flows.sort_values("flow_id").groupby("client_address").nth[1:]
+    assert later["tls_session_reused"].all()
+    assert flows.groupby("client_address")["backend"].nunique().max() == 1
+    _agree(flows)
+
+
+def test_tls_without_persistence_spreads_and_rarely_resumes(lab: Any) -> None:
+    from lvsprobe.lab.topology import ServiceSpec
+
+    lab.ensure(_topology(services=(ServiceSpec("tcp", 80), ServiceSpec("tcp", 443))))
+    _, flows = _replay(lab, "tls-persistence", check=False)
+    assert (flows["outcome"] == "ok").all()
+    assert set(flows["backend"]) == {"rs1", "rs2", "rs3"}
+    later = flows.sort_values("flow_id").groupby("client_address").nth[1:]
+    # rr moves each client's next connection to another backend, whose cache lacks the session
+    assert later["tls_session_reused"].mean() < 0.5
+    _agree(flows)
+
+
+def _established_to_port(lab: Any, port: int) -> int:
+    table = lab.run("lvs1", ["cat", "/proc/net/ip_vs_conn"]).stdout.splitlines()[1:]
+    return sum(1 for line in table if f" {port:04X} " in line and "ESTABLISHED" in line)
+
+
+def test_long_lived_connections_across_a_failover(lab: Any) -> None:
+    lab.ensure(_topology())
+    out = Path(lab.shared_dir) / "failover"
+    process = lab.spawn(
+        "client",
+        [
+            *CLI,
+            "replay",
+            "run",
+            str(REPLAYS / "long-lived-failover.yaml"),
+            "--out",
+            str(out),
+            "--conn-table",
+            "netns:lvs1",
+            "--json",
+            "--no-progress",
+        ],
+    )
+    try:
+        deadline = time.monotonic() + 240  # python start-up in the guest, then 3 s of arrivals
+        while _established_to_port(lab, 7) < 12 and time.monotonic() < deadline:
+            time.sleep(2)
+        time.sleep(3)
+        lab.failover()
+        result = _wait(process, 400)
+    finally:
+        lab.mark_dirty()
+    assert result.returncode == 0, result.stderr[-2000:]
+    flows = pq.read_table(io.BytesIO((out / "flows.parquet").read_bytes())).to_pandas()
+    assert len(flows) == 12
+    assert (flows["heartbeats"] > 0).all()
+    assert set(flows["outcome"]) <= {"ok", "reset", "timeout"}
+    _agree(flows)
+
+
+def _wait(process: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = process.poll()
+        if result is not None:
+            return result
+        time.sleep(1)
+    return process.stop()
