@@ -143,9 +143,13 @@ def _read(
                 f"{exc}; read /proc instead: no per-service counters or rates, no daemons "
                 "or timeouts, persistence timeouts converted from jiffies"
             )
+        except (LvsprobeError, OSError) as exc:
+            col.failures.append(SourceFailure("netlink", _one_line(exc)))
         else:
             with client:
-                nl_services = col.run("services", client.services)
+                # A netlink failure keeps the /proc view of the services (source "netlink");
+                # a netlink success makes a failed /proc parse of them moot.
+                nl_services = col.run("netlink", client.services)
                 if nl_services is not None:
                     services, via = nl_services, "netlink"
                     col.failures[:] = [f for f in col.failures if f.source != "services"]

@@ -67,3 +67,27 @@ def test_json_round_trip(nat_proc: Path) -> None:
     assert back.conns == snap.conns
     assert back.daemons == snap.daemons
     assert back.slab == snap.slab and back.sysctls == snap.sysctls
+
+
+def test_a_failing_netlink_dump_keeps_the_procfs_services(tmp_path: Path, nat_proc: Path) -> None:
+    broken = tmp_path / "conversation.hex"
+    lines = GENL.read_text().splitlines()
+    # cut the service dump's first reply in half: the decoder must refuse it
+    first = lines.index("# IPVS_CMD_GET_SERVICE dump") + 2
+    assert lines[first].startswith("< ")
+    hex_digits = lines[first][2:]
+    lines[first] = "< " + hex_digits[: len(hex_digits) // 4 * 2]
+    broken.write_text("\n".join(lines) + "\n")
+    snap = read_snapshot(Target(procfs_root=nat_proc, genl_capture=broken))
+    assert snap.via == "procfs"
+    assert [f.source for f in snap.failures] == ["netlink"]
+    assert len(snap.services) == 4
+
+
+def test_an_unreadable_capture_is_a_netlink_failure(tmp_path: Path, nat_proc: Path) -> None:
+    broken = tmp_path / "conversation.hex"
+    broken.write_text("< 4001zz\n")
+    snap = read_snapshot(Target(procfs_root=nat_proc, genl_capture=broken))
+    assert [f.source for f in snap.failures] == ["netlink"]
+    assert "not a hex string" in snap.failures[0].error
+    assert len(snap.services) == 4
