@@ -79,13 +79,21 @@ def summary_counts(snap: Snapshot) -> collections.Counter[tuple[str, str, str]]:
 
 
 def agreeing_views(lab: Any) -> GuestViews:
-    """Views that agree on the connection table: entries may expire between two reads (CLOSE
-    lasts 10 s), so a disagreement is re-read, a bounded number of times."""
-    for _ in range(3):
+    """Views that agree on the services, counters and connection table: entries may expire
+    between two reads and counters move with the 2 s estimator, so a disagreement is re-read,
+    a bounded number of times."""
+    for _ in range(5):
         views = guest_views(lab, "lvs1", conns="per-real-server", ipvsadm=IPVSADM)
         netlink = views.snapshots["netlink"]
         same_list = format_list(netlink, View.LIST) == views.ipvsadm["-Ln"]
-        if same_list and summary_counts(netlink) == lnc_counts(views.ipvsadm["-Lnc"]):
+        same_stats = (
+            format_list(netlink, View.STATS, exact=True) == views.ipvsadm["-Ln --exact --stats"]
+        )
+        if (
+            same_list
+            and same_stats
+            and summary_counts(netlink) == lnc_counts(views.ipvsadm["-Lnc"])
+        ):
             return views
         time.sleep(1)
     return views
@@ -95,7 +103,9 @@ def agreeing_views(lab: Any) -> GuestViews:
 def test_readers_agree_with_ipvsadm(lab: Any, mode: Mode) -> None:
     lab.ensure(readers_topology(mode))
     drive(lab)
-    time.sleep(1)  # let closing connections settle into TIME_WAIT
+    # Counters are copied by the kernel's estimator every 2 s, and CLOSE entries live 10 s:
+    # wait both out, so the readers and ipvsadm see the same settled state.
+    time.sleep(11)
     views = agreeing_views(lab)
     netlink, procfs = views.snapshots["netlink"], views.snapshots["procfs"]
     ipvsadm = views.ipvsadm
