@@ -31,7 +31,7 @@ $(STAMPS)/apt: Makefile
 	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections && \
 	apt-get install -y -q --no-install-recommends $(APT_PACKAGES) python3-venv
 	@# Services that Debian starts on install are not ours to run: the tests start their own.
-	-command -v systemctl >/dev/null && systemctl disable --now vsftpd prometheus prometheus-node-exporter 2>/dev/null
+	command -v systemctl >/dev/null && systemctl disable --now vsftpd prometheus prometheus-node-exporter 2>/dev/null || true
 	touch $@
 
 venv: $(STAMPS)/venv
