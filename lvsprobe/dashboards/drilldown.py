@@ -13,6 +13,7 @@ from lvsprobe.dashboards.panels import (
     Row,
     dashboard,
     dashboards_link,
+    in_out,
     max_by,
     rate,
     sel,
@@ -99,32 +100,14 @@ def _service() -> Row:
             timeseries(
                 "Packets/s",
                 "Packets to (in) and from (out, NAT only) the service's real servers.",
-                [
-                    Query(
-                        sum_by(DIRECTOR, rate("ipvs_service_incoming_packets_total", service=True)),
-                        "in {{instance}}",
-                    ),
-                    Query(
-                        sum_by(DIRECTOR, rate("ipvs_service_outgoing_packets_total", service=True)),
-                        "out {{instance}}",
-                    ),
-                ],
+                in_out("packets", "{{instance}}", service=True),
                 unit="pps",
                 width=8,
             ),
             timeseries(
                 "Bytes/s",
                 "Bytes to (in) and from (out, NAT only) the service's real servers.",
-                [
-                    Query(
-                        sum_by(DIRECTOR, rate("ipvs_service_incoming_bytes_total", service=True)),
-                        "in {{instance}}",
-                    ),
-                    Query(
-                        sum_by(DIRECTOR, rate("ipvs_service_outgoing_bytes_total", service=True)),
-                        "out {{instance}}",
-                    ),
-                ],
+                in_out("bytes", "{{instance}}", service=True),
                 unit="Bps",
                 width=8,
             ),

@@ -17,6 +17,7 @@ from lvsprobe.dashboards.panels import (
     Row,
     dashboard,
     dashboards_link,
+    in_out,
     max_by,
     rate,
     sel,
@@ -112,31 +113,13 @@ def _traffic() -> Row:
                 "Packets/s",
                 "Packets through IPVS. Outgoing counts only replies that pass the director "
                 "(NAT); with DR or TUN the real servers answer clients directly, so it stays 0.",
-                [
-                    Query(
-                        sum_by(DIRECTOR, rate("ipvs_incoming_packets_total")),
-                        "in {{instance}} {{netns}}",
-                    ),
-                    Query(
-                        sum_by(DIRECTOR, rate("ipvs_outgoing_packets_total")),
-                        "out {{instance}} {{netns}}",
-                    ),
-                ],
+                in_out("packets", "{{instance}} {{netns}}"),
                 unit="pps",
             ),
             timeseries(
                 "Bytes/s",
                 "Bytes through IPVS, client to real server (in) and back (out, NAT only).",
-                [
-                    Query(
-                        sum_by(DIRECTOR, rate("ipvs_incoming_bytes_total")),
-                        "in {{instance}} {{netns}}",
-                    ),
-                    Query(
-                        sum_by(DIRECTOR, rate("ipvs_outgoing_bytes_total")),
-                        "out {{instance}} {{netns}}",
-                    ),
-                ],
+                in_out("bytes", "{{instance}} {{netns}}"),
                 unit="Bps",
             ),
         ],

@@ -73,6 +73,19 @@ def sum_by(labels: str, expr: str) -> str:
     return f"sum by ({labels}) ({expr})"
 
 
+def in_out(unit: str, legend: str, *, service: bool = False) -> list[Query]:
+    """Per-director rates of `ipvs[_service]_{incoming,outgoing}_<unit>_total`, legends
+    `in …` and `out …`: the two directions of one panel."""
+    prefix = "ipvs_service" if service else "ipvs"
+    return [
+        Query(
+            sum_by(DIRECTOR, rate(f"{prefix}_{way}_{unit}_total", service=service)),
+            f"{short} {legend}",
+        )
+        for way, short in (("incoming", "in"), ("outgoing", "out"))
+    ]
+
+
 def max_by(labels: str, expr: str) -> str:
     """`max by (labels) (expr)`: one series per label set (for info series and gauges)."""
     return f"max by ({labels}) ({expr})"

@@ -50,15 +50,27 @@ def datasource() -> dash_b.DatasourceVariable:
     )
 
 
-def instance(*, multi: bool = True) -> dash_b.QueryVariable:
+def _query(name: str, label: str, description: str, query: str) -> dash_b.QueryVariable:
+    """A variable filled from Prometheus, refreshed with the time range, sorted A→Z."""
     return (
-        dash_b.QueryVariable("instance")
-        .label("Director")
-        .description("Scrape target (director) running `lvsprobe export`.")
+        dash_b.QueryVariable(name)
+        .label(label)
+        .description(description)
         .datasource(DATASOURCE)
-        .query(INSTANCE_QUERY)
+        .query(query)
         .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def instance(*, multi: bool = True) -> dash_b.QueryVariable:
+    return (
+        _query(
+            "instance",
+            "Director",
+            "Scrape target (director) running `lvsprobe export`.",
+            INSTANCE_QUERY,
+        )
         .multi(multi)
         .include_all(True)
         .all_value(ALL)
@@ -67,16 +79,13 @@ def instance(*, multi: bool = True) -> dash_b.QueryVariable:
 
 def netns() -> dash_b.QueryVariable:
     return (
-        dash_b.QueryVariable("netns")
-        .label("Namespace")
-        .description(
+        _query(
+            "netns",
+            "Namespace",
             "Network namespace (`--netns`); empty when the exporter reads only one, "
-            "which then matches every series."
+            "which then matches every series.",
+            NETNS_QUERY,
         )
-        .datasource(DATASOURCE)
-        .query(NETNS_QUERY)
-        .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
         .include_all(True)
         .all_value(ALL)
@@ -85,14 +94,13 @@ def netns() -> dash_b.QueryVariable:
 
 def service() -> dash_b.QueryVariable:
     return (
-        dash_b.QueryVariable("service")
-        .label("Virtual service")
-        .description("One virtual service (VIP:port/protocol or firewall mark).")
-        .datasource(DATASOURCE)
-        .query(SERVICE_QUERY)
+        _query(
+            "service",
+            "Virtual service",
+            "One virtual service (VIP:port/protocol or firewall mark).",
+            SERVICE_QUERY,
+        )
         .regex(SERVICE_REGEX)
-        .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
         .multi(False)
         .include_all(False)
     )
