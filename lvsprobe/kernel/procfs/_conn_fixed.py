@@ -10,9 +10,10 @@ row in Python):
 - the columns that are not part of the key (client, Expires; the real server when counting
   per service) are overwritten with NULs, and the client port with one byte saying whether
   it was 0000 (templates); the rows are then counted whole by `Counter`.
-Each distinct counted row is decoded once (`FixedKeys.decode`), which checks protocol,
-state, Origin and the key's addresses. A block with any other row (IPv6, SCTP, PE data, a
-wide Expires, anything malformed) is refused as a whole and goes the exact way
+Each distinct counted row is decoded once, when a block first brings it
+(`FixedKeys.decode`, which checks protocol, state, Origin and the key's addresses). A block
+with any other row (IPv6, SCTP, PE data, a wide Expires, anything malformed, a row that
+does not decode) is refused as a whole, its counts taken back, and goes the exact way
 (`_conn_summary`), so errors still name their line.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from itertools import islice
 
 from lvsprobe.kernel.procfs import _conn_row, _hex
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
@@ -58,6 +60,8 @@ class FixedKeys:
         expires = range(self.expires_at, self.expires_at + _EXPIRES_DIGITS)
         self.blank = tuple(col for col in (*hex_columns, *expires) if col != _CPORT)
         self.rows: Counter[bytes] = Counter()
+        # Every counted row, decoded: filled as blocks bring new rows.
+        self.keys: dict[bytes, ConnCountKey] = {}
         self._addresses: dict[bytes, IPAddress] = {}
 
     def count(self, block: bytes) -> bool:
@@ -83,7 +87,21 @@ class FixedKeys:
             rows[col::size] = nuls
         lines = bytes(rows).split(b"\n")
         lines.pop()  # after the last newline
+        known = len(self.rows)
         self.rows.update(lines)
+        if len(self.rows) == known:
+            return True
+        # New rows come last in the Counter (a dict keeps insertion order).
+        new = list(islice(reversed(self.rows), len(self.rows) - known))
+        try:
+            for row in new:
+                self.keys[row] = self.decode(row)
+        except ValueError:
+            self.rows.subtract(lines)  # rare (malformed input): take the block back
+            for row in new:
+                del self.rows[row]
+                self.keys.pop(row, None)
+            return False
         return True
 
     def _expires_ok(self, block: bytes) -> bool:

@@ -4,15 +4,17 @@ Each chunk is first checked by the shape counter (`_conn_fast`: every field's wi
 character class). Its rows are then split and counted by the raw fields of the key with
 C-level iterators only (`map`, `itemgetter`, `compress`, `Counter`); a second count of the
 rows with client port 0000 tells persistence templates from connections in the same state.
-Each distinct raw key is decoded exactly once at the end, and Expires is checked row by row
-(digits only), so unlike `count_states` nothing malformed gets through.
+Each distinct raw key is decoded exactly once, in the chunk that first brings it, and
+Expires is checked row by row (digits only), so unlike `count_states` nothing malformed gets
+through. The file may come whole or in pieces as read: the summary holds one block at a time.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
-from itertools import compress
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from itertools import compress, islice
 from operator import itemgetter, not_
 
 from lvsprobe.errors import ParseError
@@ -75,24 +77,22 @@ class _Keys:
 
 
 def summarize(
-    data: bytes, layout: ConnLayout, per_real_server: bool, fixed: bool = True
+    data: bytes | Iterable[bytes], layout: ConnLayout, per_real_server: bool, fixed: bool = True
 ) -> ConnSummary:
-    """Count every row of a whole file by ConnCountKey; ParseError on a malformed row.
+    """Count every row of a file by ConnCountKey; ParseError on a malformed row.
 
-    Blocks of plain IPv4 rows are counted by `_conn_fixed` (column by column), the rest
-    chunk by chunk below, where the plain rows of a mixed chunk still go by column. Should
-    a row counted by columns not decode (malformed in a way the column checks cannot see),
-    the whole file is counted again without that path.
+    `data` is the whole file, or its bytes in pieces as read (`read_proc_chunks`): then no
+    more than a block of it is held at a time. Blocks of plain IPv4 rows are counted by
+    `_conn_fixed` (column by column), the rest chunk by chunk below, where the plain rows of
+    a mixed chunk still go by column. A distinct key is decoded (and so checked) when it is
+    first counted; if it does not decode, its chunk is parsed exactly to name the line.
     """
-    start = _conn_row.body_start(data, layout)
     shapes = ShapeCounter(layout)
-    keys = _Keys(layout, per_real_server)
+    raw = _RawCounts(_Keys(layout, per_real_server))
     by_column = FixedKeys(layout, per_real_server)
-    rows: Counter[RawKey] = Counter()
-    zero_port: Counter[RawKey] = Counter()
     exact: dict[ConnCountKey, int] = {}
     line_no = 2
-    for block in chunks(data, start, FIXED_BLOCK_BYTES):
+    for block in body_blocks(data, layout, FIXED_BLOCK_BYTES):
         if fixed and by_column.count(block):
             line_no += block.count(b"\n")
             continue
@@ -104,37 +104,47 @@ def summarize(
             if len(checked.exact) < checked.rows:
                 rest = _count_plain(chunk, by_column) if fixed and not checked.exact else None
                 if rest is None:
-                    _count_raw(chunk, line_no, checked, shapes, keys, rows, zero_port)
+                    raw.count(chunk, chunk, line_no, checked, shapes)
                 elif rest:
-                    try:
-                        _count_raw(
-                            rest, line_no, CheckedChunk({}, 0), shapes, keys, rows, zero_port
-                        )
-                    except ParseError:  # `rest` has other line numbers: name the right one
-                        _count_raw(chunk, line_no, checked, shapes, keys, rows, zero_port)
-                        raise
+                    # `rest` has other line numbers than `chunk`: errors are named in `chunk`.
+                    raw.count(rest, chunk, line_no, checked, shapes)
             line_no += checked.rows
-    try:
-        for row, n in by_column.rows.items():
-            key = by_column.decode(row)
-            exact[key] = exact.get(key, 0) + n
-    except ValueError:
-        return summarize(data, layout, per_real_server, fixed=False)
-    for raw, n in rows.items():
-        try:
-            protocol, _, _, state = raw.split(b" ", 4)[:4]
-            # Conn.is_template: protocol IP, or client port 0 in state NONE/ASSURED.
-            templates = n if protocol == b"IP" else 0
-            if protocol != b"IP" and state in (b"NONE", b"ASSURED"):
-                templates = zero_port[raw]
-            for template, count in ((True, templates), (False, n - templates)):
-                if count:
-                    key = keys.decode(raw, template)
-                    exact[key] = exact.get(key, 0) + count
-        except ValueError as exc:
-            _raise_exact(data, layout)
-            raise ParseError(layout.source, None, None, str(exc)) from exc
+    for row, n in by_column.rows.items():
+        key = by_column.keys[row]
+        exact[key] = exact.get(key, 0) + n
+    raw.add_to(exact)
     return ConnSummary(counts=exact, total=sum(exact.values()))
+
+
+def body_blocks(data: bytes | Iterable[bytes], layout: ConnLayout, size: int) -> Iterator[bytes]:
+    """Blocks of whole rows (about `size` bytes) after the header line, which is checked."""
+    pieces = chunks(data, 0, size) if isinstance(data, bytes) else whole_lines(data)
+    first = next(pieces, b"")
+    start = _conn_row.body_start(first, layout)
+    if start < len(first):
+        yield first[start:]
+    yield from pieces
+
+
+def whole_lines(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """The bytes of `pieces` again, cut after the last newline of each (an unterminated
+    last line comes alone at the end)."""
+    rest = b""
+    for piece in pieces:
+        if not piece:
+            continue
+        buf = rest + piece if rest else piece
+        cut = buf.rfind(b"\n") + 1
+        if cut == len(buf):
+            rest = b""
+            yield buf
+        elif cut:
+            rest = buf[cut:]
+            yield buf[:cut]
+        else:
+            rest = buf
+    if rest:
+        yield rest
 
 
 def count_key(conn: Conn, per_real_server: bool) -> ConnCountKey:
@@ -150,6 +160,51 @@ def count_key(conn: Conn, per_real_server: bool) -> ConnCountKey:
         template=conn.is_template,
         origin=conn.origin,
     )
+
+
+class _RawCounts:
+    """Rows counted by raw key fields (the chunks the column counter cannot take)."""
+
+    def __init__(self, keys: _Keys) -> None:
+        self.keys = keys
+        self.rows: Counter[RawKey] = Counter()
+        self.zero_port: Counter[RawKey] = Counter()
+        self.decoded: dict[RawKey, ConnCountKey] = {}  # as connections (template=False)
+
+    def count(
+        self, rows: bytes, chunk: bytes, line_no: int, checked: CheckedChunk, shapes: ShapeCounter
+    ) -> None:
+        """Count `rows` (all of `chunk`, or its rows that are not plain IPv4); a malformed
+        row raises ParseError with its line number in `chunk`, which starts at `line_no`."""
+        known = len(self.rows)
+        try:
+            if rows is chunk:
+                _count_raw(chunk, line_no, checked, shapes, self.keys, self.rows, self.zero_port)
+            else:
+                no_exact = CheckedChunk({}, 0)
+                _count_raw(rows, line_no, no_exact, shapes, self.keys, self.rows, self.zero_port)
+            for key in list(islice(reversed(self.rows), len(self.rows) - known)):
+                self.decoded[key] = self.keys.decode(key, False)
+        except (ValueError, ParseError) as exc:
+            # Name the right line: parse the chunk exactly (only on malformed input).
+            deque(_conn_row.iter_rows(chunk, self.keys.layout, 0, line_no), maxlen=0)
+            if isinstance(exc, ParseError):
+                raise
+            raise ParseError(self.keys.layout.source, None, None, str(exc)) from exc
+
+    def add_to(self, exact: dict[ConnCountKey, int]) -> None:
+        """Add the counts by decoded key, templates told apart from connections."""
+        for raw, n in self.rows.items():
+            protocol, _, _, state = raw.split(b" ", 4)[:4]
+            # Conn.is_template: protocol IP, or client port 0 in state NONE/ASSURED.
+            templates = n if protocol == b"IP" else 0
+            if protocol != b"IP" and state in (b"NONE", b"ASSURED"):
+                templates = self.zero_port[raw]
+            key = self.decoded[raw]
+            for template, count in ((True, templates), (False, n - templates)):
+                if count:
+                    one = replace(key, template=True) if template else key
+                    exact[one] = exact.get(one, 0) + count
 
 
 def _count_raw(
@@ -193,8 +248,3 @@ def _count_plain(chunk: bytes, by_column: FixedKeys) -> bytes | None:
         return None
     other = list(compress(lines, map(not_, plain)))
     return b"\n".join(other) + b"\n" if other else b""
-
-
-def _raise_exact(data: bytes, layout: ConnLayout) -> None:
-    """Re-read the file exactly so the error names its line (only on malformed input)."""
-    deque(_conn_row.iter_conns(data, layout), maxlen=0)

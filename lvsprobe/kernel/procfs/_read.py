@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from lvsprobe.errors import IPVSUnavailable, NotPermitted, ParseError
@@ -28,6 +29,25 @@ def read_proc_bytes(root: Path, name: str, *, ipvs_file: bool = True) -> bytes:
         if ipvs_file:
             raise IPVSUnavailable(where_missing(root, path)) from exc
         raise ParseError(name, None, None, f"cannot read {path}: no such file") from exc
+    except PermissionError as exc:
+        raise NotPermitted(f"{path}: permission denied") from exc
+    except OSError as exc:
+        raise ParseError(name, None, None, f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_proc_chunks(root: Path, name: str, size: int = 1 << 20) -> Iterator[bytes]:
+    """`root/name` in pieces of `size` bytes (the last shorter), for files too big to hold
+    whole (ip_vs_conn: ~70 MB per 10^6 entries). Errors map as in `read_proc_bytes`, raised
+    when the first piece is asked for.
+    """
+    path = root / name
+    try:
+        # A buffered read(size) repeats the kernel's small seq_file reads until it has size.
+        with path.open("rb") as f:
+            while piece := f.read(size):
+                yield piece
+    except FileNotFoundError as exc:
+        raise IPVSUnavailable(where_missing(root, path)) from exc
     except PermissionError as exc:
         raise NotPermitted(f"{path}: permission denied") from exc
     except OSError as exc:

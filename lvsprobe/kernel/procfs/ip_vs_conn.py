@@ -12,12 +12,12 @@ rows can be missed or repeated (KERNEL-NOTES §1.4). Eras are handled in `_conn_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary
 from lvsprobe.kernel.procfs._conn_summary import NO_DEST
-from lvsprobe.kernel.procfs._read import read_proc_bytes
+from lvsprobe.kernel.procfs._read import read_proc_bytes, read_proc_chunks
 from lvsprobe.model import Conn, ConnSummary
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "count_states",
     "iter_ip_vs_conn",
     "read_ip_vs_conn",
+    "stream_ip_vs_conn",
     "summarize_ip_vs_conn",
 ]
 SOURCE = _conn_row.CONN.source
@@ -40,6 +41,12 @@ def read_ip_vs_conn(root: Path) -> bytes:
     return read_proc_bytes(root, SOURCE)
 
 
+def stream_ip_vs_conn(root: Path) -> Iterator[bytes]:
+    """`root/net/ip_vs_conn` in pieces of ~1 MB as read, for `summarize_ip_vs_conn`, which
+    then never holds the table whole. `IPVSUnavailable` (on the first piece) when missing."""
+    return read_proc_chunks(root, SOURCE)
+
+
 def iter_ip_vs_conn(data: bytes, source: str = SOURCE) -> Iterator[Conn]:
     """One Conn per row, in file order, streamed; ParseError names the malformed line.
 
@@ -51,9 +58,11 @@ def iter_ip_vs_conn(data: bytes, source: str = SOURCE) -> Iterator[Conn]:
 
 
 def summarize_ip_vs_conn(
-    data: bytes, *, per_real_server: bool = True, source: str = SOURCE
+    data: bytes | Iterable[bytes], *, per_real_server: bool = True, source: str = SOURCE
 ) -> ConnSummary:
     """Entries counted by ConnCountKey (service, real server, state, template).
+
+    `data` is the file whole, or in pieces as read (`stream_ip_vs_conn`).
 
     With `per_real_server=False` the key's `dest_address`/`dest_port` are `NO_DEST`
     (0.0.0.0) and 0 for every row, so the summary is per service and state only.

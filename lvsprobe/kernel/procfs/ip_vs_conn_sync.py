@@ -7,11 +7,11 @@ a daemon runs. Rows are parsed by the same code as ip_vs_conn (`_conn_row`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary
-from lvsprobe.kernel.procfs._read import read_proc_bytes
+from lvsprobe.kernel.procfs._read import read_proc_bytes, read_proc_chunks
 from lvsprobe.model import Conn, ConnSummary, Origin
 
 SOURCE = _conn_row.CONN_SYNC.source
@@ -22,15 +22,20 @@ def read_ip_vs_conn_sync(root: Path) -> bytes:
     return read_proc_bytes(root, SOURCE)
 
 
+def stream_ip_vs_conn_sync(root: Path) -> Iterator[bytes]:
+    """`root/net/ip_vs_conn_sync` in pieces as read (see `ip_vs_conn.stream_ip_vs_conn`)."""
+    return read_proc_chunks(root, SOURCE)
+
+
 def iter_ip_vs_conn_sync(data: bytes, source: str = SOURCE) -> Iterator[Conn]:
     """One Conn per row with `origin` set, streamed; ParseError names the malformed line."""
     return _conn_row.iter_conns(data, _conn_row.CONN_SYNC.named(source))
 
 
 def summarize_ip_vs_conn_sync(
-    data: bytes, *, per_real_server: bool = True, source: str = SOURCE
+    data: bytes | Iterable[bytes], *, per_real_server: bool = True, source: str = SOURCE
 ) -> ConnSummary:
-    """Like `summarize_ip_vs_conn`; every key carries its `origin`."""
+    """Like `summarize_ip_vs_conn` (whole or streamed); every key carries its `origin`."""
     return _conn_summary.summarize(data, _conn_row.CONN_SYNC.named(source), per_real_server)
 
 

@@ -4,6 +4,7 @@ with the exact parsers, on kernel-format input and on near-valid hostile input."
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from unittest.mock import patch
 
 import pytest
@@ -56,17 +57,31 @@ def tables(sync: bool) -> st.SearchStrategy[bytes]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sync=st.booleans(), data=st.data(), block=st.sampled_from([1, 200, 1 << 20]))
-def test_fixed_counting_agrees_with_exact(sync: bool, data: st.DataObject, block: int) -> None:
+@given(
+    sync=st.booleans(),
+    data=st.data(),
+    block=st.sampled_from([1, 200, 1 << 20]),
+    piece=st.sampled_from([0, 1, 7, 100, 1 << 20]),
+)
+def test_fixed_counting_agrees_with_exact(
+    sync: bool, data: st.DataObject, block: int, piece: int
+) -> None:
+    """Whole (piece 0) or streamed in pieces of `piece` bytes as a reader gives them."""
     layout = _conn_row.CONN_SYNC if sync else _conn_row.CONN
     table = data.draw(tables(sync))
     exact = outcome(lambda: list(_conn_row.iter_conns(table, layout)))
+
+    def given_as() -> bytes | Iterator[bytes]:
+        if not piece:
+            return table
+        return (table[at : at + piece] for at in range(0, len(table), piece))
+
     with (
         patch.object(_conn_summary, "FIXED_BLOCK_BYTES", block),
         patch.object(_conn_fast, "CHUNK_BYTES", 128),
     ):
         for per_rs in (True, False):
-            got = outcome(lambda p=per_rs: _conn_summary.summarize(table, layout, p))  # type: ignore[misc]
+            got = outcome(lambda p=per_rs: _conn_summary.summarize(given_as(), layout, p))  # type: ignore[misc]
             if isinstance(exact, ParseError):
                 assert isinstance(got, ParseError)
                 assert (got.line_no, got.reason) == (exact.line_no, exact.reason)
@@ -82,7 +97,7 @@ def test_fixed_counting_takes_plain_blocks_and_refuses_others() -> None:
     assert keys.count(row * 3)
     ((counted, n),) = keys.rows.items()
     assert n == 3
-    key = keys.decode(counted)
+    key = keys.keys[counted]
     assert (key.protocol, key.state, key.template, key.virtual_port) == ("TCP", "ASSURED", True, 80)
     for bad in (
         row.replace(b"C0A80001", b"C0A8000G"),  # client address not hex
@@ -91,12 +106,15 @@ def test_fixed_counting_takes_plain_blocks_and_refuses_others() -> None:
         row.replace(b"TCP", b"SCTP"),  # another width
     ):
         assert not FixedKeys(_conn_row.CONN, per_real_server=False).count(bad), bad
-    # Key fields are checked when the distinct row is decoded (the summary then starts over
-    # without the fast path, so the exact parser names the line).
+    # Key fields are checked when a block brings a new row: a row that does not decode
+    # refuses its block, whose counts are taken back (the exact parser then names the line).
     odd = FixedKeys(_conn_row.CONN, per_real_server=False)
-    assert odd.count(row.replace(b"ASSURED ", b"ASSURED\t"))
+    assert odd.count(row)
+    assert not odd.count(row + row.replace(b"ASSURED ", b"ASSURED\t"))
+    assert dict(odd.rows) == {counted: 1}
+    assert list(odd.keys) == [counted]
     with pytest.raises(ValueError, match="unknown TCP state"):
-        odd.decode(next(iter(odd.rows)))
+        odd.decode(row.replace(b"ASSURED ", b"ASSURED\t"))
 
 
 @st.composite
@@ -133,3 +151,9 @@ def test_fast_real_server_lines_agree_with_exact(lines: list[str]) -> None:
         assert Counter(map(type, fast.services[0].real_servers)) == Counter(  # type: ignore[attr-defined]
             map(type, exact.services[0].real_servers)  # type: ignore[attr-defined]
         )
+
+
+def test_whole_lines_cuts_after_newlines() -> None:
+    pieces = [b"ab", b"c\nde", b"f\ng\n", b"", b"h", b"i"]
+    assert list(_conn_summary.whole_lines(pieces)) == [b"abc\n", b"def\ng\n", b"hi"]
+    assert list(_conn_summary.whole_lines([])) == []

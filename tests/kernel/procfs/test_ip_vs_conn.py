@@ -210,6 +210,25 @@ def test_reader(tmp_path: Path) -> None:
     assert read_ip_vs_conn(tmp_path) == MODERN
 
 
+def test_streamed_reader_gives_the_same_summary(tmp_path: Path) -> None:
+    with pytest.raises(IPVSUnavailable):
+        next(ip_vs_conn.stream_ip_vs_conn(tmp_path))
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net/ip_vs_conn").write_bytes(MODERN)
+    (tmp_path / "net/ip_vs_conn_sync").write_bytes(SYNC_HEADER)
+    assert b"".join(ip_vs_conn.stream_ip_vs_conn(tmp_path)) == MODERN
+    for per_rs in (True, False):
+        streamed = summarize_ip_vs_conn(
+            ip_vs_conn.stream_ip_vs_conn(tmp_path), per_real_server=per_rs
+        )
+        assert streamed == summarize_ip_vs_conn(MODERN, per_real_server=per_rs)
+    synced = ip_vs_conn_sync.stream_ip_vs_conn_sync(tmp_path)
+    assert ip_vs_conn_sync.summarize_ip_vs_conn_sync(synced).total == 0
+    (tmp_path / "net/ip_vs_conn").write_bytes(b"")
+    with pytest.raises(ParseError, match="empty file"):
+        summarize_ip_vs_conn(ip_vs_conn.stream_ip_vs_conn(tmp_path))
+
+
 ROW = b"TCP CB007107 C93A 0A000001 0050 C0A8010A 0050 ESTABLISHED     897\n"
 READERS: list[Callable[[bytes], object]] = [
     lambda d: list(iter_ip_vs_conn(d)),
