@@ -3,8 +3,9 @@
 prometheus-client's generic path builds one Sample object and one label dict per series; for a
 kube-proxy node (300k series) that dominates the scrape. Here a collector renders the label
 block of a service or real server once (`{protocol="tcp",…}`) and reuses it in every family,
-and a family is a list of (label block, value) pairs joined once at the end. The tests prove
-the output equal to what prometheus-client's own parser reads.
+and a family is two parallel lists, label blocks and values (no object per sample); families
+with a row per real server share one list of blocks (`Builder.rows`). The tests prove the
+output equal to what prometheus-client's own parser reads.
 """
 
 from __future__ import annotations
@@ -51,13 +52,20 @@ def format_value(value: Value) -> str:
 
 
 class Family:
-    """One metric family: its spec and (label block, value) samples in insertion order."""
+    """One metric family: its spec and samples in insertion order, as parallel lists of
+    label blocks and values."""
 
-    __slots__ = ("samples", "spec")
+    __slots__ = ("blocks", "spec", "values")
 
     def __init__(self, spec: MetricSpec) -> None:
         self.spec = spec
-        self.samples: list[tuple[str, Value]] = []
+        self.blocks: list[str] = []
+        self.values: list[Value] = []
+
+    @property
+    def samples(self) -> list[tuple[str, Value]]:
+        """(label block, value) pairs (tests; rendering walks the two lists)."""
+        return list(zip(self.blocks, self.values, strict=True))
 
 
 class Builder:
@@ -85,12 +93,26 @@ class Builder:
 
     def add(self, name: str, block: str, value: Value) -> None:
         """Add a sample whose block came from `block()` (the common, fast path)."""
-        self.families[name].samples.append((block, value))
+        fam = self.families[name]
+        fam.blocks.append(block)
+        fam.values.append(value)
 
     def add_labeled(self, name: str, values: Sequence[str], value: Value) -> None:
         """Add a sample given its label values in the order the spec lists them."""
         fam = self.families[name]
         self.add(name, self.block(label_pairs(fam.spec.labels, values)), value)
+
+    def rows(self, names: Sequence[str]) -> tuple[list[str], list[list[Value]]]:
+        """One list of blocks shared by the families `names` (which get a sample for every
+        block, and never one through `add`) and their lists of values, to append to."""
+        fams = [self.families[name] for name in names]
+        blocks = fams[0].blocks
+        for fam in fams[1:]:
+            if fam.blocks is not blocks:
+                if fam.blocks or blocks:
+                    raise ValueError(f"{fam.spec.name} has samples of its own")
+                fam.blocks = blocks
+        return blocks, [fam.values for fam in fams]
 
 
 def render_chunks(families: Iterable[Family]) -> Iterator[bytes]:
@@ -101,18 +123,20 @@ def render_chunks(families: Iterable[Family]) -> Iterator[bytes]:
     not the body, and a scrape holds ~1 MB of text at a time rather than the whole body.
     """
     for fam in families:
-        samples, fam.samples = fam.samples, []
-        if not samples:
+        blocks, values = fam.blocks, fam.values
+        fam.blocks, fam.values = [], []
+        if not values:
             continue
         name = fam.spec.name
         help_text = escape_help(fam.spec.help)
         yield f"# HELP {name} {help_text}\n# TYPE {name} {fam.spec.type.value}\n".encode()
-        for start in range(0, len(samples), CHUNK_SAMPLES):
+        for start in range(0, len(values), CHUNK_SAMPLES):
+            stop = start + CHUNK_SAMPLES
             lines = [
                 f"{name}{block} {value}\n"
                 if type(value) is int
                 else f"{name}{block} {format_value(value)}\n"
-                for block, value in samples[start : start + CHUNK_SAMPLES]
+                for block, value in zip(blocks[start:stop], values[start:stop], strict=True)
             ]
             yield "".join(lines).encode()
 

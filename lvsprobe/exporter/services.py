@@ -14,6 +14,12 @@ from lvsprobe.model import Family, Forward, Rates, Service, ServiceFlag, Service
 
 _FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
 _FORWARD = {fwd: fwd.label for fwd in Forward}
+# The families every real server has a sample in (one shared list of label blocks).
+_BACKEND_ROWS = (
+    "ipvs_backend_weight",
+    "ipvs_backend_active_connections",
+    "ipvs_backend_inactive_connections",
+)
 _STAT_FIELDS = (
     "connections",
     "incoming_packets",
@@ -121,10 +127,13 @@ class ServicesCollector:
     def _backends(self, svc: Service, pairs: str, out: Builder) -> None:
         # The hot loop of a kube-proxy node (10^5 real servers): one label block per real
         # server, built by hand, appended straight to the three families every backend has.
-        fams = out.families
-        weight = fams["ipvs_backend_weight"].samples.append
-        active = fams["ipvs_backend_active_connections"].samples.append
-        inactive = fams["ipvs_backend_inactive_connections"].samples.append
+        blocks, (weights, actives, inactives) = out.rows(_BACKEND_ROWS)
+        add_block, weight, active, inactive = (
+            blocks.append,
+            weights.append,
+            actives.append,
+            inactives.append,
+        )
         budget = self.budget
         head = "{" + (out.prefix + "," if out.prefix else "") + pairs + ',backend_address="'
         for rs in svc.real_servers:
@@ -136,9 +145,10 @@ class ServicesCollector:
             addr = rs.address
             text = inet_ntoa(addr.packed) if type(addr) is IPv4Address else str(addr)
             block = f'{head}{text}",backend_port="{rs.port}",forward="{_FORWARD[rs.forward]}"}}'
-            weight((block, rs.weight))
-            active((block, rs.active_conns))
-            inactive((block, rs.inactive_conns))
+            add_block(block)
+            weight(rs.weight)
+            active(rs.active_conns)
+            inactive(rs.inactive_conns)
             if rs.persistent_conns is not None:
                 out.add("ipvs_backend_persistent_connections", block, rs.persistent_conns)
             if rs.upper_threshold is not None:

@@ -3,8 +3,10 @@ with the exact parsers, on kernel-format input and on near-valid hostile input."
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from unittest.mock import patch
 
 import pytest
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary, ip_vs
 from lvsprobe.kernel.procfs._conn_fixed import FixedKeys
+from lvsprobe.model import Family, Forward, RealServer
 
 from .test_ip_vs_conn import HEADER, SYNC_HEADER
 from .test_properties import conn_rows, mutated, outcome, summary_counts
@@ -157,3 +160,15 @@ def test_whole_lines_cuts_after_newlines() -> None:
     pieces = [b"ab", b"c\nde", b"f\ng\n", b"", b"h", b"i"]
     assert list(_conn_summary.whole_lines(pieces)) == [b"abc\n", b"def\ng\n", b"hi"]
     assert list(_conn_summary.whole_lines([])) == []
+
+
+def test_fast_real_servers_are_the_same_objects_init_makes() -> None:
+    text = IP_VS_HEAD + "  -> C0A8010A:0050      Masq    3      1          2         \n"
+    (fast,) = ip_vs.parse_ip_vs(text).services[0].real_servers
+    made = RealServer(IPv4Address("192.168.1.10"), 80, Forward.MASQ, 3, 1, 2, family=Family.INET)
+    assert type(fast) is RealServer
+    assert fast == made
+    assert hash(fast) == hash(made)
+    assert repr(fast) == repr(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.weight = 4  # type: ignore[misc]
