@@ -48,8 +48,10 @@ def _conn_service_pairs(key: ConnCountKey, is_service: bool) -> str:
     """SERVICE_LABELS for a connection entry: its virtual address, or the fwmark of a template.
 
     Entries whose <protocol, address, port> is no configured service (FTP data connections,
-    port-0 persistence templates, connections of fwmark services) keep their address but get
-    port="": one series per address instead of one per passive port.
+    connections of fwmark services) keep their address but get port="": one series per
+    address instead of one per passive port. Port 0 stays "0", as the kernel and `ipvsadm
+    -Lnc` show it: the templates of a persistent FTP service (and of a port-0 service) are
+    keyed <protocol, client, 0, VIP, 0, real server, 0>.
     """
     addr: IPAddress | None = key.virtual_address
     family_of = addr if addr is not None else key.dest_address
@@ -57,7 +59,7 @@ def _conn_service_pairs(key: ConnCountKey, is_service: bool) -> str:
     if key.fwmark:
         values = ("", "", "0", str(key.fwmark), family)
     else:
-        port = str(key.virtual_port) if is_service else ""
+        port = str(key.virtual_port) if is_service or not key.virtual_port else ""
         values = (key.protocol.lower(), str(addr) if addr is not None else "", port, "0", family)
     return label_pairs(SERVICE_LABELS, values)
 

@@ -228,7 +228,8 @@ SPECS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec(
         "ipvs_conn_templates",
-        "Persistence templates in the connection table by virtual service.",
+        "Persistence templates in the connection table by virtual service; "
+        'port="0" for templates keyed without ports (persistent FTP or port-0 services).',
         G,
         SERVICE_LABELS,
         "conns",
