@@ -98,6 +98,15 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     "With more than one, every series carries a netns label.",
 )
 @click.option(
+    "--pid",
+    "pids",
+    multiple=True,
+    type=click.IntRange(1),
+    metavar="PID",
+    help="Read the network namespace of this process (a container's, a director pod's); "
+    'repeatable, and combines with --netns. Its series are labelled netns="PID".',
+)
+@click.option(
     "--collector.netlink/--no-collector.netlink",
     "netlink",
     default=True,
@@ -171,6 +180,7 @@ def export(
     procfs_root: Path | None,
     sysfs_root: Path | None,
     netns: tuple[str, ...],
+    pids: tuple[int, ...],
     netlink: bool,
     conns: str,
     include: tuple[str, ...],
@@ -194,6 +204,7 @@ def export(
     Examples:
       lvsprobe export                                  # :9954, this namespace
       lvsprobe export --netns blue --netns green       # two namespaces, netns label
+      lvsprobe export --pid "$(pidof keepalived)"      # the namespace of a process
       lvsprobe export --compat node-exporter           # plus node_ipvs_* for old dashboards
       lvsprobe export --procfs-root tests/fixtures/kernel-6.1/nat/proc --once
     """
@@ -204,8 +215,14 @@ def export(
     from lvsprobe.sources import Target
 
     _setup_logging(log_level)
-    if procfs_root is not None and netns:
-        raise click.UsageError("--procfs-root and --netns exclude each other: choose one")
+    if procfs_root is not None and (netns or pids):
+        other = "--netns" if netns else "--pid"
+        raise click.UsageError(f"--procfs-root and {other} exclude each other: choose one")
+    for pid in pids:
+        if not Path(f"/proc/{pid}/ns/net").exists():
+            raise click.BadParameter(
+                f"no process {pid} (/proc/{pid} does not exist)", param_hint="--pid"
+            )
     if sysfs_root is not None and procfs_root is None:
         raise click.BadParameter("only makes sense with --procfs-root", param_hint="--sysfs-root")
     try:
@@ -216,8 +233,9 @@ def export(
         targets: tuple[Target | None, ...] = (
             Target(procfs_root=procfs_root, sysfs_root=sysfs_root),
         )
-    elif netns:
+    elif netns or pids:
         targets = tuple(Target(netns=name) for name in dict.fromkeys(netns))
+        targets += tuple(Target(pid=pid) for pid in dict.fromkeys(pids))
     else:
         targets = (None,)
     options = ExportOptions(

@@ -163,3 +163,35 @@ def test_cli_errors(tmp_path: Path, nat_proc: Path) -> None:
     )
     assert bad.exit_code == 1
     assert bad.stderr.count("\n") == 1 and "names.yml" in bad.stderr
+
+
+def test_cli_pid_reads_the_namespace_of_a_process(
+    sources: Any, monkeypatch: pytest.MonkeyPatch, nat_proc: Path
+) -> None:
+    """--pid (repeatable, with --netns) makes one Target per process, labelled by pid."""
+    from lvsprobe.cli import cli
+    from lvsprobe.model import Snapshot
+
+    read: list[Any] = []
+
+    def fake_read(target: Any, **kw: Any) -> Snapshot:
+        read.append(target)
+        return Snapshot(loaded=False, via="procfs")
+
+    monkeypatch.setattr(sources, "read_snapshot", fake_read)
+    runner = CliRunner()
+    pid = os.getpid()
+    result = runner.invoke(cli, ["export", "--pid", str(pid), "--once"])
+    assert result.exit_code == 0, result.output
+    assert [(t.pid, t.netns) for t in read] == [(pid, None)]
+    assert "ipvs_up 0" in result.stdout and "netns=" not in result.stdout
+    read.clear()
+    result = runner.invoke(cli, ["export", "--pid", str(pid), "--netns", "blue", "--once"])
+    assert result.exit_code == 0, result.output
+    assert [(t.pid, t.netns) for t in read] == [(None, "blue"), (pid, None)]
+    assert f'ipvs_up{{netns="{pid}"}} 0' in result.stdout
+    assert 'ipvs_up{netns="blue"} 0' in result.stdout
+    bad = runner.invoke(cli, ["export", "--pid", str(pid), "--procfs-root", str(nat_proc)])
+    assert bad.exit_code == 2 and "--pid" in bad.stderr
+    bad = runner.invoke(cli, ["export", "--pid", "999999999", "--once"])
+    assert bad.exit_code == 2 and "no process 999999999" in bad.stderr
