@@ -144,17 +144,47 @@ def _persistence(doc: Mapping[str, Any], figs: _Figures) -> str:
     return "".join(parts)
 
 
+def _failover_marks(fig: Any, run: Mapping[str, Any]) -> None:
+    """Failover and fail-back lines, the move itself shaded, the recovery of new connections,
+    and each broken long-lived connection where it broke (by class)."""
+    label = run["label"]
+    for name, t in (("failover", run["failover_s"]), ("fail-back", run["failback_s"])):
+        if t is not None:
+            fig.add_vline(x=t, line_dash="dash", annotation_text=f"{name} ({label})")
+    done = run.get("failover_done_s")
+    if done is not None and done > run["failover_s"]:
+        fig.add_vrect(x0=run["failover_s"], x1=done, fillcolor="orange", opacity=0.2, line_width=0)
+    if run.get("recovery_s") is not None:
+        fig.add_vline(
+            x=run["failover_s"] + run["recovery_s"],
+            line_dash="dot",
+            line_color="green",
+            annotation_text=f"new conns recovered ({label})",
+            annotation_position="bottom right",
+        )
+    by_fate: dict[str, list[float]] = {}
+    for c in run.get("broken", []):
+        when = c.get("broke_at_s")
+        by_fate.setdefault(c["fate"], []).append(c["end_s"] if when is None else when)
+    for fate, xs in sorted(by_fate.items()):
+        fig.add_scatter(
+            x=xs, y=[0] * len(xs), mode="markers", name=f"broken: {fate} ({label})",
+            marker={"symbol": "x", "size": 9},
+        )  # fmt: skip
+
+
 def _failover(doc: Mapping[str, Any], figs: _Figures) -> str:
     import plotly.graph_objects as go
 
     fig = go.Figure()
     rows = []
+    broken_rows = []
     for run in doc.get("runs", []):
         tl = run["timeline"]
         fig.add_scatter(x=tl["t_s"], y=tl["open"], mode="lines", name=run["label"])
-        for name, t in (("failover", run["failover_s"]), ("fail-back", run["failback_s"])):
-            if t is not None:
-                fig.add_vline(x=t, line_dash="dash", annotation_text=f"{name} ({run['label']})")
+        _failover_marks(fig, run)
+        recovery = run["recovery_s"]
+        worst = run.get("worst_connect_s")
         rows.append(
             {
                 "run": run["label"],
@@ -164,30 +194,37 @@ def _failover(doc: Mapping[str, Any], figs: _Figures) -> str:
                 "loss": f"{run['loss_ratio']:.1%}",
                 "fates": run["fates"],
                 "lost at": run.get("lost_at"),
-                "sync gaps": run["gaps"],
-                "recovery_s": run["recovery_s"],
+                "sync evidence": f"{run['gaps']} ({run.get('evidence', 'estimate')})",
+                "time to recover": "n/a"
+                if recovery is None
+                else f"{recovery:.2f} s ({run.get('recovery_evidence', 'flow-log')})",
+                "new conns": f"{run.get('new_total', '?')} ({run['new_failed']} failed; "
+                f"slowest connect {'n/a' if worst is None else f'{worst:.2f} s'})",
                 "verdict": run.get("expectation", {}).get("passed"),
             }
         )
+        broken_rows += [dict(c, run=run["label"]) for c in run.get("broken", [])]
     fig.update_layout(
         title="Open connections over time",
         xaxis_title="seconds since start",
         yaxis_title="open connections",
         height=420,
     )
-    cols = [
-        "run",
-        "sync",
-        "long-lived",
-        "broken",
-        "loss",
-        "fates",
-        "lost at",
-        "sync gaps",
-        "recovery_s",
-        "verdict",
-    ]
-    return figs.html(fig) + _table(rows, cols)
+    details = [
+        {"run": r["label"], "verdict": r.get("expectation", {}).get("passed"),
+         "detail": r.get("expectation", {}).get("detail", "")}
+        for r in doc.get("runs", [])
+    ]  # fmt: skip
+    cols = ["run", "sync", "long-lived", "broken", "loss", "fates", "lost at", "sync evidence",
+            "time to recover", "new conns", "verdict"]  # fmt: skip
+    broken_cols = ["run", "flow_id", "client", "fate", "lost_at", "sync", "broke_at_s", "detail"]
+    return (
+        figs.html(fig)
+        + _table(rows, cols)
+        + _table(details, ["run", "verdict", "detail"])
+        + ("<h3>Broken connections</h3>" if broken_rows else "")
+        + _table(broken_rows[:200], broken_cols)
+    )
 
 
 def _memory(doc: Mapping[str, Any], figs: _Figures) -> str:

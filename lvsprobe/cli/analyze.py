@@ -255,14 +255,12 @@ def persistence(
     "sync_states",
     multiple=True,
     type=click.Choice(["on", "off", "unknown"]),
-    help="Sync daemon state per run, in order (default: target.json's `sync`).",
+    help="Sync daemon state per run, in order (default: events.json's, else target.json's).",
 )
 @click.option(
     "--heartbeat",
     type=float,
-    default=0.1,
-    show_default=True,
-    help="Heartbeat interval of the long-lived flows (s).",
+    help="Heartbeat interval of the long-lived flows (s); default the run's scenario, else 0.1.",
 )
 @click.option(
     "--out",
@@ -277,48 +275,89 @@ def failover(
     failover_at: float | None,
     failback_at: float | None,
     sync_states: tuple[str, ...],
-    heartbeat: float,
+    heartbeat: float | None,
     out: Path | None,
     as_json: bool,
 ) -> None:
-    """Classify each connection broken by a director failover (reset, timeout, wrong
-    backend, refused), time new connections' recovery; compare sync on and off runs."""
+    """Classify each long-lived connection broken by a director failover (reset, timeout,
+    wrong backend, refused), time new connections' recovery; compare sync on and off runs.
+
+    \b
+    A run directory from the lab's failover drill (lvsprobe.lab.drill) holds everything:
+      RUN/events.json     failover/fail-back times, sync daemon state and threshold
+      RUN/directors/      both directors' connection tables before/after each move
+    With the backup's table from before the failover, each connection is judged by whether
+    it was really synced; without it, by its estimated inbound packets ("3 50" rule).
+    Elsewhere give the times: --failover-at 12.5 --failback-at 30 --sync off.
+    """
     from lvsprobe.analyze import inputs
-    from lvsprobe.analyze.failover import analyze_failover, expectation, read_events
+    from lvsprobe.analyze.failover import (
+        HEARTBEAT_S,
+        SYNC_MIN_INBOUND_PKTS,
+        WHILE_ACTIVE,
+        analyze_failover,
+        director_table,
+        expectation,
+        heartbeat_settings,
+        read_drill,
+    )
 
     runs = []
     for i, run_dir in enumerate(run_dirs):
         run = inputs.load_run(run_dir)
-        events = read_events(run_dir)
-        t_fail = (
-            failover_at
-            if failover_at is not None
-            else next((e["t_s"] for e in events if e["event"] == "failover"), None)
-        )
+        drill = read_drill(run_dir)
+        t_fail = failover_at if failover_at is not None else drill.time_of("failover")
         if t_fail is None:
             raise AnalysisError(
                 f"{run_dir}: when was the failover? no events.json entry; pass --failover-at"
             )
-        t_back = (
-            failback_at
-            if failback_at is not None
-            else next((e["t_s"] for e in events if e["event"] == "failback"), None)
-        )
+        t_back = failback_at if failback_at is not None else drill.time_of("failback")
         state = sync_states[i] if i < len(sync_states) else None
-        raw = run.target.get("sync") if state is None else {"on": True, "off": False}.get(state)
-        sync = raw if isinstance(raw, bool) else None
-        result = analyze_failover(run.flows, t_fail, t_back, run_dir.name, sync, heartbeat)
+        if state is not None:
+            sync = {"on": True, "off": False}.get(state)
+        else:
+            raw = drill.sync if drill.sync is not None else run.target.get("sync")
+            sync = raw if isinstance(raw, bool) else None
+        beats = heartbeat_settings(run_dir)
+        backup = via_new = None
+        if failover_at is None and drill.directors:
+            new = drill.new_director() or "lvs2"
+            backup = director_table(run_dir, drill, new)
+            gained = [director_table(run_dir, drill, new, w) for w in WHILE_ACTIVE]
+            if backup is not None and any(t is not None for t in gained):
+                via_new = {k for t in gained if t for k in t} - set(backup)
+        result = analyze_failover(
+            run.flows,
+            t_fail,
+            t_back,
+            run_dir.name,
+            sync,
+            heartbeat if heartbeat is not None else (beats[0] if beats else HEARTBEAT_S),
+            backup=backup,
+            sync_threshold=drill.sync_threshold[0]
+            if drill.sync_threshold
+            else SYNC_MIN_INBOUND_PKTS,
+            failover_done_s=drill.done_of("failover") if failover_at is None else None,
+            heartbeat_timeout_s=beats[1] if beats else None,
+            via_new=via_new,
+        )
         doc = result.to_json()
         doc["expectation"] = expectation(result)
         runs.append(doc)
     decided = [r["expectation"]["passed"] for r in runs if r["expectation"]["passed"] is not None]
     doc = {"kind": "failover", "runs": runs, "passed": all(decided) if decided else None}
-    lines = [
-        f"{r['label']}: sync {r['sync']}, {r['broken_total']}/{r['long_lived']} broke "
-        f"{r['fates']}, gaps {r['gaps']}, new conns recovered after {r['recovery_s']} s "
-        f"[{_mark(r['expectation']['passed'])}] {r['expectation']['detail']}"
-        for r in runs
-    ]
+    lines = []
+    for r in runs:
+        recovery = "n/a" if r["recovery_s"] is None else f"{r['recovery_s']:.2f} s"
+        lines += [
+            f"{r['label']}: sync {r['sync']}, {r['broken_total']}/{r['long_lived']} broke "
+            f"{r['fates']}, lost at {r['lost_at'] or 'none'}",
+            f"  sync evidence ({r['evidence']}): {r['gaps']}",
+            f"  new connections: {r['new_total']} after the failover, {r['new_failed']} failed "
+            f"{r['new_fates']}; recovered after {recovery} ({r['recovery_evidence']}), "
+            f"slowest connect {r['worst_connect_s']} s",
+            f"  [{_mark(r['expectation']['passed'])}] {r['expectation']['detail']}",
+        ]
     _finish(ctx, "failover", doc, _out(run_dirs[0], out), as_json, lines)
 
 

@@ -286,17 +286,21 @@ def build_script(plan: AddressPlan, python: str = sys.executable) -> str:
 def failover_script(plan: AddressPlan, old: str, new: str) -> str:
     """Move the floating addresses from director `old` to `new` as keepalived does: delete on
     the old, add on the new, then gratuitous ARP (busybox arping -U) for each IPv4 address.
-    IPv6: the router's neighbour entries are flushed (no unsolicited-NA tool in the packages)."""
+    IPv6: the router's neighbour entries are flushed (no unsolicited-NA tool in the packages).
+    It prints `started T` and `done T` (guest wall clock, seconds since the epoch)."""
     batch_old = "\n".join(vip_lines(plan, "del"))
     batch_new = "\n".join(vip_lines(plan, "add"))
     v4 = [plan.vip] + ([plan.nat_gateway] if plan.topology.mode is Mode.NAT else [])
     garp = "\n".join(
         f"ip netns exec {new} busybox arping -U -c 2 -w 1 -I e0 -s {a} {a} >/dev/null" for a in v4
     )
+    # $EPOCHREALTIME (a bash variable, no exec): when the move began and when it was done
     return (
         "set -e\n"
+        'echo "started $EPOCHREALTIME"\n'
         f"ip -n {old} -batch - <<'EOF'\n{batch_old}\nEOF\n"
         f"ip -n {new} -batch - <<'EOF'\n{batch_new}\nEOF\n"
         f"{garp}\n"
         f"ip -n router -6 neigh flush dev br0\n"
+        'echo "done $EPOCHREALTIME"\n'
     )

@@ -89,6 +89,17 @@ class Process:
         return self.result
 
 
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """One move of the floating addresses: from, to, and the guest wall-clock times (seconds
+    since the epoch, as the replay's `start_unix`) when it began and when it was done."""
+
+    old: str
+    new: str
+    started_unix: float
+    done_unix: float
+
+
 def _quiet(message: str) -> None:
     del message
 
@@ -346,15 +357,23 @@ class Lab:
         self.sh(None, teardown_script()).check()
         self._dirty = True
 
-    def failover(self) -> None:
-        """Move the VIPs from lvs1 to lvs2 as keepalived does (addresses + gratuitous ARP/NA)."""
-        self.sh(None, failover_script(self.plan, "lvs1", "lvs2")).check()
-        self.active_director = "lvs2"
+    def _switch(self, old: str, new: str) -> Switch:
+        out = self.sh(None, failover_script(self.plan, old, new)).check().stdout
+        self.active_director = new
+        times = dict(line.split(" ", 1) for line in out.splitlines() if line.count(" ") == 1)
+        try:
+            return Switch(old, new, float(times["started"]), float(times["done"]))
+        except (KeyError, ValueError) as exc:
+            raise LabError(f"lab: the VIP moved but its times are missing: {out!r}") from exc
 
-    def failback(self) -> None:
+    def failover(self) -> Switch:
+        """Move the VIPs from lvs1 to lvs2 as keepalived does (addresses + gratuitous ARP/NA);
+        when it began and ended, by the guest's clock."""
+        return self._switch("lvs1", "lvs2")
+
+    def failback(self) -> Switch:
         """Move the VIPs back to lvs1."""
-        self.sh(None, failover_script(self.plan, "lvs2", "lvs1")).check()
-        self.active_director = "lvs1"
+        return self._switch("lvs2", "lvs1")
 
     @property
     def vip(self) -> str:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from click.testing import CliRunner
 
 from lvsprobe.analyze import inputs
-from lvsprobe.analyze.failover import analyze_failover, classify, expectation
+from lvsprobe.analyze.failover import (
+    analyze_failover,
+    classify,
+    director_table,
+    expectation,
+    read_drill,
+)
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
+from lvsprobe.errors import AnalysisError
 
 FAILOVER = 10.0
+HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires\n"
 
 
 def long_lived(fb: SimpleNamespace, n: int, broken: set[int], outcome: str = "reset") -> list:
@@ -24,6 +36,7 @@ def long_lived(fb: SimpleNamespace, n: int, broken: set[int], outcome: str = "re
                 fb.names[k % 3],
                 start_s=0.1 * k,
                 end_s=FAILOVER + 0.5 if dead else 30.0,
+                client=f"198.18.16.{k + 1}",
                 outcome=outcome if dead else "ok",
                 heartbeats=100,
             )
@@ -33,14 +46,54 @@ def long_lived(fb: SimpleNamespace, n: int, broken: set[int], outcome: str = "re
         t = FAILOVER + 0.5 * j
         ok = t >= FAILOVER + 3.6
         recs.append(
-            fb.flow(n + j, fb.names[j % 3] if ok else None, t, outcome="ok" if ok else "timeout")
+            fb.flow(
+                n + j,
+                fb.names[j % 3] if ok else None,
+                t,
+                client="198.18.17.1",
+                outcome="ok" if ok else "timeout",
+            )
         )
     return recs
+
+
+def conn_sync_row(client: str, port: int, state: str = "ESTABLISHED") -> str:
+    """One /proc/net/ip_vs_conn_sync row (addresses in hex, as the kernel prints them)."""
+    hexa = f"{int(ipaddress.ip_address(client)):08X}"
+    return f"TCP {hexa} {port:04X} C6120064 0050 0A000001 0050 {state:<11} SYNC       800\n"
+
+
+def drill_files(
+    run: Path, synced: list[tuple[str, int]], sync: bool = True, via_new: int | None = None
+) -> None:
+    """What the lab's drill writes: events.json (object form), the backup's table before the
+    failover, and (with `via_new`: that probe's flow id) its table before the fail-back."""
+    (run / "directors").mkdir()
+    table = HEADER + "".join(conn_sync_row(a, p) for a, p in synced)
+    (run / "directors" / "before-failover-lvs2.txt").write_text(table)
+    tables = [{"when": "before-failover", "ns": "lvs2", "t_s": 9.5,
+               "file": "directors/before-failover-lvs2.txt"}]  # fmt: skip
+    if via_new is not None:
+        later = table + conn_sync_row("198.18.17.1", 40000 + via_new, "TIME_WAIT")
+        (run / "directors" / "before-failback-lvs2.txt").write_text(later)
+        tables.append({"when": "before-failback", "ns": "lvs2", "t_s": 24.0,
+                       "file": "directors/before-failback-lvs2.txt"})  # fmt: skip
+    doc = {
+        "events": [
+            {"event": "failover", "t_s": FAILOVER, "done_s": FAILOVER + 1.2, "to": "lvs2"},
+            {"event": "failback", "t_s": 25.0, "done_s": 26.0, "to": "lvs1"},
+        ],
+        "sync": sync,
+        "sync_threshold": [3, 50],
+        "directors": tables,
+    }
+    (run / "events.json").write_text(json.dumps(doc))
 
 
 def test_classify() -> None:
     assert classify("ok", None) == "survived"
     assert classify("reset", None) == "reset"
+    assert classify("refused", "Connection refused") == "refused"
     assert classify("error:wrong_backend", "rs2 answered") == "wrong_backend"
     assert classify("error:eof", None) == "error"
 
@@ -50,20 +103,46 @@ def test_sync_off_breaks_nearly_all(fb: SimpleNamespace) -> None:
     result = analyze_failover(inputs.load_run(run).flows, FAILOVER, sync=False)
     assert result.long_lived == 50
     assert result.fates == {"reset": 50}
-    assert result.recovery_s is not None and abs(result.recovery_s - 4.0) < 1e-6
-    assert result.new_failed == 8
+    # the first connection established after the last failed one: 14.0 + 1 ms connect
+    assert result.recovery_s == pytest.approx(4.001)
+    assert result.new_failed == 8 and result.new_total == 20
+    assert result.new_fates == {"survived": 12, "timeout": 8}
     assert expectation(result)["passed"] is True
 
 
-def test_sync_on_keeps_established_and_counts_the_gaps(fb: SimpleNamespace) -> None:
-    recs = long_lived(fb, 50, set())
-    # one connection opened 50 ms before the failover: fewer than 3 packets, not synced
-    recs.append(fb.flow(999, "rs1", FAILOVER - 0.05, end_s=FAILOVER + 1, outcome="reset"))
+def test_estimate_counts_the_few_packets_gap(fb: SimpleNamespace) -> None:
+    recs = long_lived(fb, 20, set())
+    # heartbeats every 100 ms since 0.3 s before the failover: ~5 inbound packets < 10
+    recs.append(
+        fb.flow(999, "rs1", FAILOVER - 0.3, end_s=FAILOVER + 1, outcome="reset", heartbeats=2)
+    )
     run = fb.run(recs)
-    result = analyze_failover(inputs.load_run(run).flows, FAILOVER, sync=True)
-    assert result.gaps["few_packets"] == 1
+    flows = inputs.load_run(run).flows
+    result = analyze_failover(flows, FAILOVER, sync=True, sync_threshold=10)
+    assert result.gaps == {"few_packets": 1, "syncable": 20}
     assert result.broken_total == 1 and result.broken_synced == 0
     assert expectation(result)["passed"] is True
+    assert analyze_failover(flows, FAILOVER, sync=True).broken_synced == 1  # "3 50": synced
+
+
+def test_backup_table_decides_and_names_the_unsynced(fb: SimpleNamespace) -> None:
+    recs = long_lived(fb, 10, {8, 9})
+    run = fb.run(recs)
+    flows = inputs.load_run(run).flows
+    backup = {(f"198.18.16.{k + 1}", 40000 + k): "ESTABLISHED" for k in range(8)}
+    result = analyze_failover(flows, FAILOVER, sync=True, backup=backup)
+    assert result.evidence == "backup-table"
+    assert result.gaps == {"not_on_backup": 2, "synced": 8}
+    kept = {c["flow_id"] for c in result.connections if c["lost_at"] != "failover"}
+    assert kept == {c["flow_id"] for c in result.connections if c["sync"] == "synced"}
+    verdict = expectation(result)
+    assert verdict["passed"] is True
+    assert "never synced" in verdict["detail"] and "flow 8 198.18.16.9:40008" in verdict["detail"]
+    # a synced connection that broke fails the check, by name
+    backup[("198.18.16.9", 40008)] = "ESTABLISHED"
+    result = analyze_failover(flows, FAILOVER, sync=True, backup=backup)
+    verdict = expectation(result)
+    assert verdict["passed"] is False and "synced yet broken: flow 8" in verdict["detail"]
 
 
 def test_sync_on_losing_synced_connections_fails(fb: SimpleNamespace) -> None:
@@ -71,6 +150,15 @@ def test_sync_on_losing_synced_connections_fails(fb: SimpleNamespace) -> None:
     result = analyze_failover(inputs.load_run(run).flows, FAILOVER, sync=True)
     assert result.broken_synced == 2
     assert expectation(result)["passed"] is False
+
+
+def test_probes_caught_open_are_not_long_lived(fb: SimpleNamespace) -> None:
+    recs = long_lived(fb, 10, set())
+    # a short probe in flight at the failover (no heartbeats): counted apart
+    recs.append(fb.flow(500, None, FAILOVER - 0.01, FAILOVER + 2, outcome="timeout"))
+    result = analyze_failover(inputs.load_run(fb.run(recs)).flows, FAILOVER, sync=True)
+    assert result.long_lived == 10 and result.in_flight == {"timeout": 1}
+    assert expectation(result)["passed"] is True
 
 
 def test_cli_compares_runs_and_reads_events(fb: SimpleNamespace) -> None:
@@ -86,6 +174,45 @@ def test_cli_compares_runs_and_reads_events(fb: SimpleNamespace) -> None:
     assert res.exit_code == ExitCode.CHECK_FAILED
 
 
+def test_cli_works_from_a_drill_run_alone(fb: SimpleNamespace) -> None:
+    run = fb.run(long_lived(fb, 6, {5}))
+    # probe 10 (flow 16, started at 15 s) was the first through lvs2
+    drill_files(run, [(f"198.18.16.{k + 1}", 40000 + k) for k in range(5)], via_new=6 + 10)
+    drill = read_drill(run)
+    assert drill.sync is True and drill.sync_threshold == (3, 50)
+    assert drill.time_of("failback") == 25.0 and drill.done_of("failover") == FAILOVER + 1.2
+    assert director_table(run, drill, "lvs2") == {
+        (f"198.18.16.{k + 1}", 40000 + k): "ESTABLISHED" for k in range(5)
+    }
+    res = CliRunner().invoke(cli, ["analyze", "failover", str(run), "--json"])
+    assert res.exit_code == ExitCode.OK, res.output
+    doc = json.loads(res.output)["runs"][0]
+    assert doc["evidence"] == "backup-table" and doc["sync"] is True
+    assert doc["gaps"] == {"not_on_backup": 1, "synced": 5}
+    assert doc["failover_done_s"] == FAILOVER + 1.2
+    assert doc["recovery_evidence"] == "new-director-table"
+    assert doc["recovery_s"] == pytest.approx(5.001)
+    assert "never synced" in doc["expectation"]["detail"]
+    res = CliRunner().invoke(cli, ["report", str(run)])
+    assert res.exit_code == ExitCode.OK, res.output
+    page = (run / "report.html").read_text()
+    assert "time to recover" in page and "fail-back" in page
+
+
+def test_malformed_drill_record_is_named(fb: SimpleNamespace) -> None:
+    run = fb.run(long_lived(fb, 3, set()))
+    (run / "events.json").write_text('{"events": [{"event": "failover"}]}')
+    with pytest.raises(AnalysisError, match=r"events\.json: malformed"):
+        read_drill(run)
+    res = CliRunner().invoke(cli, ["analyze", "failover", str(run)])
+    assert res.exit_code == ExitCode.ERROR and "malformed event list" in res.output
+    bad = fb.run(long_lived(fb, 3, set()))
+    drill_files(bad, [])
+    (bad / "directors" / "before-failover-lvs2.txt").write_text(HEADER + "TCP garbage\n")
+    res = CliRunner().invoke(cli, ["analyze", "failover", str(bad)])
+    assert res.exit_code == ExitCode.ERROR and "before-failover-lvs2.txt" in res.output
+
+
 def test_no_failover_time_or_nothing_open(fb: SimpleNamespace) -> None:
     run = fb.run(long_lived(fb, 5, set()))
     res = CliRunner().invoke(cli, ["analyze", "failover", str(run)])
@@ -97,7 +224,7 @@ def test_no_failover_time_or_nothing_open(fb: SimpleNamespace) -> None:
 def test_breaks_after_the_failback_are_counted_apart(fb: SimpleNamespace) -> None:
     # sync on: every connection rode through the failover, then died at the fail-back (25 s)
     recs = [
-        fb.flow(k, fb.names[k % 3], 0.1 * k, end_s=27.0, outcome="timeout", heartbeats=100)
+        fb.flow(k, fb.names[k % 3], 0.1 * k, end_s=27.0, outcome="reset", heartbeats=100)
         for k in range(10)
     ]
     run = fb.run(recs)
@@ -107,3 +234,39 @@ def test_breaks_after_the_failback_are_counted_apart(fb: SimpleNamespace) -> Non
     assert expectation(result)["passed"] is True
     result = analyze_failover(inputs.load_run(run).flows, FAILOVER, 25.0, sync=False)
     assert expectation(result)["passed"] is False  # no sync, yet nothing broke at failover
+
+
+def test_a_timeout_broke_when_its_heartbeat_went_unanswered(fb: SimpleNamespace) -> None:
+    # ended by a 20 s heartbeat timeout at 31 s: the break was at 11 s, the failover's
+    recs = [
+        fb.flow(k, "rs1", 0.1 * k, end_s=31.0, outcome="timeout", heartbeats=50) for k in range(4)
+    ]
+    flows = inputs.load_run(fb.run(recs)).flows
+    result = analyze_failover(flows, FAILOVER, 25.0, sync=False, heartbeat_timeout_s=20.0)
+    assert result.lost_at == {"failover": 4}
+    assert analyze_failover(flows, FAILOVER, 25.0, sync=False).lost_at == {"failback": 4}
+
+
+def test_the_drills_record_round_trips(fb: SimpleNamespace) -> None:
+    from lvsprobe.lab.drill import Drill, write_events
+    from lvsprobe.lab.lab import Switch
+
+    run = fb.run(long_lived(fb, 4, set()))
+    t0 = 1_700_000_000.0  # the flow builder's start_unix - start_s
+    drill = Drill(
+        switches=[
+            Switch("lvs1", "lvs2", t0 + FAILOVER, t0 + FAILOVER + 1.5),
+            Switch("lvs2", "lvs1", t0 + 25.0, t0 + 26.0),
+        ],
+        tables=[{"when": "before-failover", "ns": "lvs2", "unix": t0 + 9.0, "file": "x.txt"}],
+        sync_wait={"established_s": 3.0, "synced_s": float("inf")},
+        sync_threshold=[3, 50],
+    )
+    write_events(run, drill, sync=True)
+    record = read_drill(run)
+    assert record.time_of("failover") == pytest.approx(FAILOVER)
+    assert record.done_of("failover") == pytest.approx(FAILOVER + 1.5)
+    assert record.time_of("failback") == pytest.approx(25.0)
+    assert record.new_director() == "lvs2" and record.sync is True
+    assert record.directors[0]["t_s"] == pytest.approx(9.0)
+    assert record.sync_wait["synced_s"] is None  # the wait ran out: recorded, not hidden

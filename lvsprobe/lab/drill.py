@@ -1,0 +1,219 @@
+"""A failover drill around a replay running in the lab: wait until the long-lived connections
+are established (and, with the sync daemon, on the backup), fail over, wait, fail back, and
+record into the run directory what `lvsprobe analyze failover RUN/` needs from the directors:
+
+    RUN/events.json          failover and fail-back times (s since the run's start), the sync
+                             daemon's state and threshold, how long the sync wait took
+    RUN/directors/*.txt      /proc/net/ip_vs_conn_sync of lvs1 and lvs2 (Origin column) before
+                             the failover, after it, before and after the fail-back
+    RUN/directors/*.json     `lvsprobe status --json` of both directors at the same points
+
+Every wait is bounded; a wait that runs out is recorded, not hidden: the analyzer then judges
+each connection by what the backup's table really held.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lvsprobe.analyze.failover import DIRECTORS_DIR, EVENTS_FILE
+from lvsprobe.errors import LabError, LvsprobeError
+
+if TYPE_CHECKING:
+    from lvsprobe.lab.lab import Lab, Process, Switch
+
+DIRECTORS = ("lvs1", "lvs2")
+READ_TABLE = 'echo "$EPOCHREALTIME"; echo "$(</proc/net/ip_vs_conn_sync)"'
+
+
+@dataclass(frozen=True, slots=True)
+class DrillPlan:
+    """What to watch and how long to wait (seconds; every wait is bounded)."""
+
+    port: int  # the VIP port of the long-lived connections
+    long_lived: frozenset[str]  # their client addresses (one connection each)
+    sync: bool  # is the sync daemon running (then wait for the backup's copies)
+    outage_s: float = 8.0  # failover done -> fail-back
+    settle_s: float = 1.0  # after the wait, before the failover
+    wait_s: float = 240.0  # bound of the wait for the connections (guest Python start-up)
+    sync_wait_s: float = 45.0  # bound of the wait for the backup's copies (then fail over anyway)
+    sync_clients: frozenset[str] | None = None  # whose copies to wait for (default long_lived)
+    poll_s: float = 1.0
+
+
+@dataclass
+class Drill:
+    """What happened, by the guest's wall clock (seconds since the epoch)."""
+
+    switches: list[Switch] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    sync_wait: dict[str, Any] = field(default_factory=dict)
+    sync_threshold: list[int] | None = None
+
+
+def _keys(text: str, port: int, clients: Collection[str]) -> dict[tuple[str, int], str]:
+    """(client address, client port) -> state of the TCP entries to VIP:`port` from `clients`."""
+    from lvsprobe.kernel.procfs.ip_vs_conn_sync import iter_ip_vs_conn_sync
+
+    out = {}
+    for conn in iter_ip_vs_conn_sync(text.encode()):
+        ours = conn.protocol == "TCP" and conn.virtual_port == port and not conn.is_template
+        if ours and str(conn.client_address) in clients:
+            out[(str(conn.client_address), conn.client_port)] = conn.state
+    return out
+
+
+class _Director:
+    def __init__(self, lab: Lab, run_dir: Path, drill: Drill):
+        self.lab, self.run_dir, self.drill = lab, run_dir, drill
+        (run_dir / DIRECTORS_DIR).mkdir(parents=True, exist_ok=True)
+
+    def table(self, ns: str) -> tuple[float, str]:
+        out = self.lab.sh(ns, READ_TABLE).check().stdout
+        stamp, _, text = out.partition("\n")
+        return float(stamp), text
+
+    def record(self, when: str, status: bool = False) -> None:
+        """Both directors' tables (and status snapshots), saved under RUN/directors/."""
+        for ns in DIRECTORS:
+            stamp, text = self.table(ns)
+            name = f"{DIRECTORS_DIR}/{when}-{ns}"
+            (self.run_dir / f"{name}.txt").write_text(text)
+            entry: dict[str, Any] = {"when": when, "ns": ns, "unix": stamp, "file": f"{name}.txt"}
+            try:
+                if status:
+                    (self.run_dir / f"{name}.json").write_text(self.lab.snapshot_json(ns))
+                    entry["snapshot"] = f"{name}.json"
+            except (LvsprobeError, TimeoutError) as exc:  # the table above is what matters
+                entry["snapshot_error"] = str(exc)
+            self.drill.tables.append(entry)
+
+
+def _wait_for(
+    what: str, check: Callable[[], bool], plan: DrillPlan, proc: Process, bound_s: float
+) -> float:
+    """Poll `check` until true or `bound_s` passed; seconds waited (inf if it ran out)."""
+    started = time.monotonic()
+    while time.monotonic() - started < bound_s:
+        if check():
+            return time.monotonic() - started
+        if (done := proc.poll()) is not None:
+            raise LabError(
+                f"drill: the replay ended while waiting for {what} "
+                f"(exit {done.returncode}): {(done.stderr or done.stdout)[-800:]}"
+            )
+        time.sleep(plan.poll_s)
+    return float("inf")
+
+
+def _wait_exit(proc: Process, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = proc.poll()
+        if done is not None:
+            if done.returncode != 0:
+                raise LabError(
+                    f"drill: the replay failed (exit {done.returncode}): "
+                    f"{(done.stderr or done.stdout)[-1500:]}"
+                )
+            return
+        time.sleep(1)
+    result = proc.stop()
+    raise LabError(f"drill: the replay outlived {timeout_s:.0f} s: {result.stderr[-800:]}")
+
+
+def run_drill(
+    lab: Lab, run_dir: Path, argv: Sequence[str], plan: DrillPlan, run_timeout_s: float = 600.0
+) -> Drill:
+    """Start the replay `argv` (writing `run_dir`) in the client namespace, fail over and back
+    while it runs, wait for it to end, then write the drill's record into `run_dir`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    drill = Drill()
+    directors = _Director(lab, run_dir, drill)
+    # entries left by earlier runs from the same addresses (ESTABLISHED lingers 900 s after a
+    # broken connection) are not this run's: never wait for their copies
+    stale = set(_keys(directors.table("lvs1")[1], plan.port, plan.long_lived))
+    proc = lab.spawn("client", list(argv))
+    try:
+        master: dict[tuple[str, int], str] = {}
+
+        def established() -> bool:
+            nonlocal master
+            table = _keys(directors.table("lvs1")[1], plan.port, plan.long_lived)
+            master = {k: v for k, v in table.items() if k not in stale}
+            up = {k for k, state in master.items() if state == "ESTABLISHED"}
+            return {a for a, _ in up} >= plan.long_lived
+
+        waited = _wait_for("the long-lived connections", established, plan, proc, plan.wait_s)
+        drill.sync_wait = {"established_s": waited, "long_lived": len(plan.long_lived)}
+        if plan.sync:
+            on_backup: dict[tuple[str, int], str] = {}
+
+            watched = plan.sync_clients if plan.sync_clients is not None else plan.long_lived
+
+            def synced() -> bool:
+                nonlocal on_backup
+                on_backup = _keys(directors.table("lvs2")[1], plan.port, watched)
+                want = {k for k, s in master.items() if s == "ESTABLISHED" and k[0] in watched}
+                return want <= {k for k, s in on_backup.items() if s == "ESTABLISHED"}
+
+            drill.sync_wait["synced_s"] = _wait_for(
+                "the backup's copies", synced, plan, proc, plan.sync_wait_s
+            )
+            drill.sync_wait["on_backup"] = len(on_backup)
+        threshold = lab.sh("lvs1", 'echo "$(</proc/sys/net/ipv4/vs/sync_threshold)"').check()
+        drill.sync_threshold = [int(x) for x in threshold.stdout.split()]
+        time.sleep(plan.settle_s)
+        directors.record("before-failover", status=True)
+        drill.switches.append(lab.failover())
+        moved = time.monotonic()
+        directors.record("after-failover")
+        time.sleep(max(0.0, plan.outage_s - (time.monotonic() - moved)))
+        directors.record("before-failback")
+        drill.switches.append(lab.failback())
+        directors.record("after-failback", status=True)
+        _wait_exit(proc, run_timeout_s)
+    finally:
+        if lab.active_director != "lvs1":
+            lab.failback()
+        if proc.poll() is None:
+            proc.stop()
+    write_events(run_dir, drill, plan.sync)
+    return drill
+
+
+def write_events(run_dir: Path, drill: Drill, sync: bool) -> Path:
+    """RUN/events.json, times relative to the run's start (from the flow log)."""
+    from lvsprobe.analyze import inputs
+
+    flows = inputs.load_run(run_dir).flows
+    t0 = float((flows["start_unix"] - flows["start_s"]).min())
+    events = [
+        {
+            "event": "failover" if sw.new == "lvs2" else "failback",
+            "t_s": round(sw.started_unix - t0, 6),
+            "done_s": round(sw.done_unix - t0, 6),
+            "from": sw.old,
+            "to": sw.new,
+        }
+        for sw in drill.switches
+    ]
+    tables = [
+        {k: v for k, v in t.items() if k != "unix"} | {"t_s": round(t["unix"] - t0, 6)}
+        for t in drill.tables
+    ]
+    doc = {
+        "events": events,
+        "sync": sync,
+        "sync_threshold": drill.sync_threshold,
+        "sync_wait": {k: (None if v == float("inf") else v) for k, v in drill.sync_wait.items()},
+        "directors": tables,
+    }
+    path = run_dir / EVENTS_FILE
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
