@@ -116,6 +116,14 @@ def _override_target(scenario: Any, target: str | None) -> Any:
     help="Check the scenario's `expect:` block after the run; exit 3 if it does not hold.",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["auto", "epoll", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Flow driver: epoll (a plain loop, fastest; tcp/http/udp/syn flows only), asyncio "
+    "(every kind), or auto (epoll when every planned flow allows it).",
+)
+@click.option(
     "--skip-pool-check",
     is_flag=True,
     help="Do not check that the client addresses exist on this host.",
@@ -132,6 +140,7 @@ def run(
     as_json: bool,
     no_progress: bool,
     check: bool,
+    engine: str,
     skip_pool_check: bool,
 ) -> None:
     """Run SCENARIO and write the flow log to --out.
@@ -165,8 +174,22 @@ def run(
         raise click.UsageError("--out RUN_DIR is required (or use --dry-run)")
     if not skip_pool_check:
         require_pool(tuple(sorted({p.client_address for p in plan})))
+    from lvsprobe.replay.fastloop import FAST_KINDS, fast_eligible
+
+    fast = engine == "epoll" or (engine == "auto" and fast_eligible(plan))
+    if fast and not fast_eligible(plan):
+        kinds = sorted({p.kind for p in plan} - FAST_KINDS)
+        raise click.UsageError(f"--engine epoll cannot drive {', '.join(kinds)} flows")
     summary, interrupted = _execute(
-        scenario, scenario_path, plan, out_dir, conn_table, snapshot_every, not no_progress, check
+        scenario,
+        scenario_path,
+        plan,
+        out_dir,
+        conn_table,
+        snapshot_every,
+        not no_progress,
+        check,
+        fast,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -192,8 +215,10 @@ def _execute(
     snapshot_every: float,
     progress: bool,
     check: bool,
+    fast: bool,
 ) -> tuple[dict[str, Any], bool]:
     from lvsprobe.replay.attribution import conn_table_source
+    from lvsprobe.replay.fastloop import FastRunner
     from lvsprobe.replay.runner import Runner, RunOptions, write_run
 
     line = _ProgressLine(len(plan), progress)
@@ -215,7 +240,20 @@ def _execute(
                 loop.remove_signal_handler(signum)
         return result, runner.stop_reason
 
-    result, stop_reason = asyncio.run(main())
+    def epoll() -> Any:
+        runner = FastRunner(scenario, plan, options)
+        handlers = {
+            signum: signal.signal(signum, lambda *_: runner.stop())
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            result = runner.run()
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        return result, runner.stop_reason
+
+    result, stop_reason = epoll() if fast else asyncio.run(main())
     line.close()
     summary = write_run(out_dir, scenario, scenario_path, result, stop_reason, len(plan), check)
     return summary, stop_reason == "interrupted"

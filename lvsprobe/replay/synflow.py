@@ -2,11 +2,13 @@
 (SYN_RECV entries) for memory tests. Needs CAP_NET_RAW. Bounded like every flow: the plan's
 count and the run's duration; the answer (SYN-ACK, or the client kernel's RST) is not awaited.
 
-The TCP header is built once per destination with scapy's layers; each SYN then only gets
-its source port, sequence number and checksum patched in, and goes out through a raw socket
-bound to the client address (the kernel adds the IP header and routes it). Sending every
-packet through scapy's own L3 socket cost ~10 ms each on the host (a route and ARP lookup
-per packet): far too slow to fill a table under TCG.
+Each SYN is a 24-byte TCP header (MSS option) packed here, byte for byte what scapy's
+`TCP(flags="S", window=64240, options=[("MSS", 1460)])` builds (a unit test compares them):
+importing scapy took 164 s in the TCG lab guest (its route table read alone 100 s), longer
+than a whole fill. It goes out through a raw socket bound to the client address (the kernel
+adds the IP header and routes it). Source ports are distinct per flow (flow id order from a
+seeded base), so each SYN makes its own conn-table entry and a count of SYNs is a count of
+entries.
 """
 
 from __future__ import annotations
@@ -26,16 +28,24 @@ _sockets: dict[str, socket.socket] = {}
 _templates: dict[int, bytes] = {}
 
 
-def syn_header(dport: int) -> bytes:
-    """A SYN's TCP header (with an MSS option), source port, seq and checksum zero."""
-    if dport not in _templates:
-        from scapy.layers.inet import TCP
+SYN_WINDOW = 64240
+SYN_MSS = 1460
+PORT_BASE, PORT_SPAN = 32768, 28232  # Linux's default ip_local_port_range 32768-60999
 
-        tcp = TCP(sport=0, dport=dport, flags="S", seq=0, window=64240, options=[("MSS", 1460)])
-        header = bytearray(bytes(tcp))
-        header[16:18] = b"\0\0"
-        _templates[dport] = bytes(header)
+
+def syn_header(dport: int) -> bytes:
+    """A SYN's TCP header (MSS option), source port, seq and checksum zero."""
+    if dport not in _templates:
+        offset_flags = (6 << 12) | 0x02  # 6 words (20 + MSS option), SYN
+        _templates[dport] = struct.pack(
+            "!HHIIHHHHBBH", 0, dport, 0, 0, offset_flags, SYN_WINDOW, 0, 0, 2, 4, SYN_MSS
+        )
     return _templates[dport]
+
+
+def syn_source_port(seed: int, flow_id: int) -> int:
+    """The source port of flow `flow_id`: distinct for PORT_SPAN consecutive flows."""
+    return PORT_BASE + (seed * 7919 + flow_id) % PORT_SPAN
 
 
 def _checksum(data: bytes) -> int:
@@ -74,18 +84,14 @@ def _raw_socket(src: str) -> socket.socket:
     return _sockets[src]
 
 
-async def send_syn(
+def send_syn_now(
     planned: PlannedFlow, record: FlowRecord, clock: Callable[[], float], seed: int
 ) -> None:
-    """Send one SYN for `planned` from a seeded source port; fills `record`."""
-    rng = random.Random(seed * 1_000_003 + planned.flow_id)
-    sport = rng.randint(32768, 60999)
+    """Send the one SYN of `planned`; fills `record`."""
+    sport = syn_source_port(seed, planned.flow_id)
+    seq = random.Random(seed * 1_000_003 + planned.flow_id).getrandbits(32)
     segment = syn_segment(
-        planned.client_address,
-        planned.server_address,
-        planned.server_port,
-        sport,
-        rng.getrandbits(32),
+        planned.client_address, planned.server_address, planned.server_port, sport, seq
     )
     record.client_port = sport
     try:
@@ -97,4 +103,11 @@ async def send_syn(
     else:
         record.outcome = "ok"
     record.end_s = clock()
+
+
+async def send_syn(
+    planned: PlannedFlow, record: FlowRecord, clock: Callable[[], float], seed: int
+) -> None:
+    """`send_syn_now` for the asyncio runner (yields to the loop once)."""
+    send_syn_now(planned, record, clock, seed)
     await asyncio.sleep(0)

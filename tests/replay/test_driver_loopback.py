@@ -8,14 +8,26 @@ from typing import Any
 
 import pytest
 
+from lvsprobe.replay.fastloop import FastRunner, fast_eligible
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.plan import make_plan
 from lvsprobe.replay.runner import Runner, RunOptions
 from lvsprobe.replay.scenario import parse_scenario
 
 
+@pytest.fixture(params=["asyncio", "fastloop"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Both drivers: the asyncio one (every kind) and the epoll loop (tcp/http/udp/syn)."""
+    return str(request.param)
+
+
 def _run(
-    port: int, flows: str, max_flows: int = 6, timeout: str = "5s", concurrency: int = 2
+    port: int,
+    flows: str,
+    max_flows: int = 6,
+    timeout: str = "5s",
+    concurrency: int = 2,
+    engine: str = "asyncio",
 ) -> list[FlowRecord]:
     text = f"""
 name: loopback
@@ -28,8 +40,12 @@ arrival: {{model: closed, concurrency: {concurrency}}}
 bounds: {{max_flows: {max_flows}, max_duration: 20s, flow_timeout: {timeout}}}
 """
     scenario = parse_scenario(text, "loopback.yaml")
-    runner = Runner(scenario, make_plan(scenario), RunOptions())
-    result = asyncio.run(runner.run())
+    plan = make_plan(scenario)
+    if engine == "fastloop":
+        assert fast_eligible(plan)
+        result = FastRunner(scenario, plan, RunOptions()).run()
+    else:
+        result = asyncio.run(Runner(scenario, plan, RunOptions()).run())
     assert len(result.records) == max_flows
     return result.records
 
@@ -39,8 +55,8 @@ def _ok(records: list[FlowRecord]) -> None:
     assert not bad
 
 
-def test_http_close_names_backend_and_binds_pool_addresses(servers: Any) -> None:
-    records = _run(servers.http, "  - {kind: http, path: /x}")
+def test_http_close_names_backend_and_binds_pool_addresses(servers: Any, engine: str) -> None:
+    records = _run(servers.http, "  - {kind: http, path: /x}", engine=engine)
     _ok(records)
     assert {r.backend for r in records} == {"rs1"}
     assert {r.client_address for r in records} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
@@ -48,31 +64,34 @@ def test_http_close_names_backend_and_binds_pool_addresses(servers: Any) -> None
     assert all(r.requests == 1 and r.in_bytes > 0 and r.out_bytes > 0 for r in records)
 
 
-def test_http_keepalive_many_requests_and_post(servers: Any) -> None:
+def test_http_keepalive_many_requests_and_post(servers: Any, engine: str) -> None:
     records = _run(
         servers.http,
         "  - {kind: http, keepalive: true, requests: 5, payload_bytes: 300, think: 10ms}",
         max_flows=2,
+        engine=engine,
     )
     _ok(records)
     assert [r.requests for r in records] == [5, 5]
 
 
-def test_http_error_status_is_an_outcome(servers: Any) -> None:
-    records = _run(servers.http, "  - {kind: http, path: /missing}", max_flows=1)
+def test_http_error_status_is_an_outcome(servers: Any, engine: str) -> None:
+    records = _run(servers.http, "  - {kind: http, path: /missing}", max_flows=1, engine=engine)
     assert records[0].outcome == "error:http-404"
 
 
-def test_tcp_echo_and_held_connection_with_heartbeats(servers: Any) -> None:
-    records = _run(servers.tcp, "  - {kind: tcp, payload_bytes: 1000}", max_flows=2)
+def test_tcp_echo_and_held_connection_with_heartbeats(servers: Any, engine: str) -> None:
+    records = _run(servers.tcp, "  - {kind: tcp, payload_bytes: 1000}", max_flows=2, engine=engine)
     _ok(records)
     assert all(r.backend == "rs2" and r.in_bytes == 1000 + len(b"rs2 echo\n") for r in records)
-    held = _run(servers.tcp, "  - {kind: tcp, hold: 450ms, heartbeat: 100ms}", max_flows=1)
+    held = _run(
+        servers.tcp, "  - {kind: tcp, hold: 450ms, heartbeat: 100ms}", max_flows=1, engine=engine
+    )
     _ok(held)
     assert held[0].heartbeats >= 4
 
 
-def test_many_held_connections_lose_no_heartbeat(servers: Any) -> None:
+def test_many_held_connections_lose_no_heartbeat(servers: Any, engine: str) -> None:
     # regression: a receive cancelled by a timer used to drop bytes it had already read,
     # so answered heartbeats went uncounted and flows ended as timeout
     held = _run(
@@ -80,13 +99,14 @@ def test_many_held_connections_lose_no_heartbeat(servers: Any) -> None:
         "  - {kind: tcp, hold: 1500ms, heartbeat: 20ms, heartbeat_timeout: 5s}",
         max_flows=12,
         concurrency=12,
+        engine=engine,
     )
     _ok(held)
     assert all(r.heartbeats >= 20 for r in held)
 
 
-def test_udp_request_reply(servers: Any) -> None:
-    records = _run(servers.udp, "  - {kind: udp, requests: 3, payload_bytes: 50}")
+def test_udp_request_reply(servers: Any, engine: str) -> None:
+    records = _run(servers.udp, "  - {kind: udp, requests: 3, payload_bytes: 50}", engine=engine)
     _ok(records)
     assert all(r.protocol == "udp" and r.requests == 3 and r.backend == "rs3" for r in records)
 
@@ -130,25 +150,25 @@ def test_ftp_wrong_checksum_is_an_error(servers: Any) -> None:
     assert records[0].ftp_checksum_ok is False
 
 
-def test_refused_and_timeout_outcomes() -> None:
+def test_refused_and_timeout_outcomes(engine: str) -> None:
     import socket
 
     with socket.socket() as idle:
         idle.bind(("127.0.0.1", 0))
         port = idle.getsockname()[1]
-        records = _run(port, "  - {kind: http}", max_flows=1)
+        records = _run(port, "  - {kind: http}", max_flows=1, engine=engine)
         assert records[0].outcome == "refused"
         idle.listen(1)  # accepts, never answers
-        records = _run(port, "  - {kind: http}", max_flows=1, timeout="300ms")
+        records = _run(port, "  - {kind: http}", max_flows=1, timeout="300ms", engine=engine)
     assert records[0].outcome == "timeout"
 
 
-def test_syn_flows_are_bounded_raw_syns(servers: Any) -> None:
+def test_syn_flows_are_bounded_raw_syns(servers: Any, engine: str) -> None:
     import os
 
     if os.geteuid() != 0:
         pytest.skip("raw sockets need root (CAP_NET_RAW)")
-    records = _run(servers.http, "  - {kind: syn}", max_flows=20)
+    records = _run(servers.http, "  - {kind: syn}", max_flows=20, engine=engine)
     _ok(records)
     assert len({(r.client_address, r.client_port) for r in records}) == 20
     assert all(r.connect_s is None and r.out_bytes == 0 for r in records)

@@ -228,6 +228,28 @@ def test_syn_segment_checksums_verify_with_scapy() -> None:
         assert (tcp.sport, tcp.dport, tcp.seq, str(tcp.flags)) == (40000, 80, 12345, "S")
 
 
+def test_syn_header_is_byte_for_byte_scapys() -> None:
+    from scapy.layers.inet import TCP
+
+    from lvsprobe.replay.synflow import SYN_MSS, SYN_WINDOW, syn_header
+
+    for dport in (80, 443, 9999):
+        built = TCP(sport=0, dport=dport, flags="S", seq=0, window=SYN_WINDOW,
+                    options=[("MSS", SYN_MSS)])  # fmt: skip
+        expected = bytearray(bytes(built))
+        expected[16:18] = b"\0\0"  # the checksum is filled in per segment
+        assert syn_header(dport) == bytes(expected)
+
+
+def test_syn_source_ports_are_distinct_per_flow_and_in_range() -> None:
+    from lvsprobe.replay.synflow import PORT_SPAN, syn_source_port
+
+    for seed in (0, 1, 99):
+        ports = [syn_source_port(seed, flow_id) for flow_id in range(PORT_SPAN)]
+        assert len(set(ports)) == PORT_SPAN
+        assert min(ports) >= 32768 and max(ports) <= 60999
+
+
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Backend: rs1\r\n\r\n"
     b"4\r\nrs1 \r\n6;ext=1\r\nclient\r\n0\r\n\r\n"
