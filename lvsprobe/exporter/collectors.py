@@ -7,7 +7,7 @@ from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import SERVICE_LABELS
 from lvsprobe.exporter.render import Builder, escape_label_value, label_pairs
 from lvsprobe.exporter.services import add_stats
-from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Snapshot
+from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Origin, Snapshot
 
 # hlist_head: one pointer per bucket on 64-bit kernels (KERNEL-NOTES §3.3).
 BUCKET_BYTES = 8
@@ -64,6 +64,10 @@ def _conn_service_pairs(key: ConnCountKey, is_service: bool) -> str:
     return label_pairs(SERVICE_LABELS, values)
 
 
+_ORIGIN = {None: "unknown", Origin.LOCAL: "local", Origin.SYNC: "sync"}
+_UNSEEN = ""  # no label pairs are empty: a service has five labels
+
+
 class ConnsCollector:
     """Entries by service and state, templates, and origins (/proc/net/ip_vs_conn[_sync])."""
 
@@ -87,14 +91,15 @@ class ConnsCollector:
             if svc.key.protocol is not None and not svc.key.fwmark
         }
         for key, n in summary.counts.items():
-            origin = key.origin.value.lower() if key.origin is not None else "unknown"
+            origin = _ORIGIN[key.origin]
             origins[origin] = origins.get(origin, 0) + n
+            # One lookup per key: hashing an IP address runs Python code (ipaddress).
             svc = (key.protocol, key.virtual_address, key.virtual_port, key.fwmark)
-            if svc not in pairs_of:
+            pairs = pairs_of.get(svc, _UNSEEN)
+            if pairs is _UNSEEN:
                 ok = allows(key.virtual_address, key.virtual_port, key.fwmark)
-                is_service = (key.protocol, key.virtual_address, key.virtual_port) in services
-                pairs_of[svc] = _conn_service_pairs(key, is_service) if ok else None
-            pairs = pairs_of[svc]
+                is_service = svc[:3] in services
+                pairs = pairs_of[svc] = _conn_service_pairs(key, is_service) if ok else None
             if pairs is None:
                 continue
             if key.template:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address
 from socket import inet_ntoa
 
@@ -10,10 +11,21 @@ from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import BACKEND_LABELS, SERVICE_LABELS
 from lvsprobe.exporter.names import ServiceNames
 from lvsprobe.exporter.render import Builder, escape_label_value, label_pairs
-from lvsprobe.model import Family, Forward, Rates, Service, ServiceFlag, ServiceKey, Snapshot, Stats
+from lvsprobe.model import (
+    Family,
+    Forward,
+    Protocol,
+    Rates,
+    Service,
+    ServiceFlag,
+    ServiceKey,
+    Snapshot,
+    Stats,
+)
 
 _FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
 _FORWARD = {fwd: fwd.label for fwd in Forward}
+_PROTOCOL = {proto: proto.name.lower() for proto in Protocol}
 # The families every real server has a sample in (one shared list of label blocks).
 _BACKEND_ROWS = (
     "ipvs_backend_weight",
@@ -52,29 +64,48 @@ def service_family(svc: Service) -> str:
 
 
 def service_pairs(key: ServiceKey, family: str) -> str:
-    """The SERVICE_LABELS pairs of a service."""
-    proto = key.protocol.name.lower() if key.protocol is not None and not key.fwmark else ""
-    address = "" if key.address is None or key.fwmark else str(key.address)
-    port = "0" if key.fwmark else str(key.port)
-    return label_pairs(SERVICE_LABELS, (proto, address, port, str(key.fwmark), family))
+    """The SERVICE_LABELS pairs of a service (no value here can need escaping: names of
+    enums, numbers and addresses)."""
+    if key.fwmark:
+        return f'protocol="",address="",port="0",fwmark="{key.fwmark}",family="{family}"'
+    proto = _PROTOCOL[key.protocol] if key.protocol is not None else ""
+    address = "" if key.address is None else str(key.address)
+    return f'protocol="{proto}",address="{address}",port="{key.port}",fwmark="0",family="{family}"'
+
+
+assert SERVICE_LABELS == ("protocol", "address", "port", "fwmark", "family")
 
 
 def flag_names(svc: Service) -> str:
     """Flags as ipvsadm names them; HASHED (set on every live service) is left out."""
+    return _flag_names(svc.flags, svc.scheduler)
+
+
+@lru_cache(maxsize=256)
+def _flag_names(flags: ServiceFlag, scheduler: str) -> str:
     names = []
-    if svc.flags & ServiceFlag.PERSISTENT:
+    if flags & ServiceFlag.PERSISTENT:
         names.append("persistent")
-    if svc.flags & ServiceFlag.ONEPACKET:
+    if flags & ServiceFlag.ONEPACKET:
         names.append("ops")
-    sched = svc.scheduler if svc.scheduler in ("sh", "mh") else "sched"
+    sched = scheduler if scheduler in ("sh", "mh") else "sched"
     for flag, suffix in (
         (ServiceFlag.SCHED1, "fallback"),
         (ServiceFlag.SCHED2, "port"),
         (ServiceFlag.SCHED3, "flag3"),
     ):
-        if svc.flags & flag:
+        if flags & flag:
             names.append(f"{sched}-{suffix}")
     return ",".join(names)
+
+
+@lru_cache(maxsize=256)
+def _info_pairs(scheduler: str, flags: ServiceFlag, persistent: bool, pe_name: str) -> str:
+    """The ipvs_service_info labels after the service's (few distinct values: cached)."""
+    return label_pairs(
+        ("scheduler", "flags", "persistent", "pe_name"),
+        (scheduler, _flag_names(flags, scheduler), "true" if persistent else "false", pe_name),
+    )
 
 
 class ServicesCollector:
@@ -102,10 +133,7 @@ class ServicesCollector:
     def _service(self, svc: Service, pairs: str, out: Builder) -> None:
         block = out.block(pairs)
         persistence = svc.persistence
-        info = label_pairs(
-            ("scheduler", "flags", "persistent", "pe_name"),
-            (svc.scheduler, flag_names(svc), "true" if persistence else "false", svc.pe_name or ""),
-        )
+        info = _info_pairs(svc.scheduler, svc.flags, persistence is not None, svc.pe_name or "")
         out.add("ipvs_service_info", out.block(f"{pairs},{info}"), 1)
         if self.options.names is not None:
             name = self.options.names.lookup(svc.key)

@@ -39,6 +39,9 @@ _DIGITS_AND_BLANK = b"0123456789 "
 # Byte maps for translate(): 1 where the column holds a digit / something else than "0".
 _IS_DIGIT = bytes(1 if chr(c).isdigit() and c < 128 else 0 for c in range(256))
 _NOT_ZERO = bytes(0 if c == ord("0") else 1 for c in range(256))
+_ORIGINS = {
+    name.encode().ljust(_ORIGIN.stop - _ORIGIN.start): o for name, o in _conn_row.ORIGINS.items()
+}
 # With per_real_server=False every key carries this destination: 0.0.0.0 port 0.
 NO_DEST = ipaddress.IPv4Address(0)
 
@@ -63,6 +66,8 @@ class FixedKeys:
         # Every counted row, decoded: filled as blocks bring new rows.
         self.keys: dict[bytes, ConnCountKey] = {}
         self._addresses: dict[bytes, IPAddress] = {}
+        self._ports: dict[bytes, int] = {}
+        self._names: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 
     def count(self, block: bytes) -> bool:
         """Count a block of whole rows; False (nothing counted) unless every row fits."""
@@ -123,8 +128,12 @@ class FixedKeys:
 
     def decode(self, row: bytes) -> ConnCountKey:
         """The key of a counted row (template or not); ValueError if a field is malformed."""
-        protocol = row[_PROTO].rstrip(b" ").decode("latin-1")
-        state = _conn_row.state(protocol, row[_STATE].rstrip(b" ").decode("latin-1"))
+        names = self._names.get((row[_PROTO], row[_STATE]))
+        if names is None:
+            protocol = row[_PROTO].rstrip(b" ").decode("latin-1")
+            state = _conn_row.state(protocol, row[_STATE].rstrip(b" ").decode("latin-1"))
+            names = self._names[(row[_PROTO], row[_STATE])] = (protocol, state)
+        protocol, state = names
         to_ip = row[_VADDR : _VADDR + 8]
         vaddr: IPAddress | None
         if protocol == "IP":
@@ -133,28 +142,35 @@ class FixedKeys:
             vaddr, fwmark = self._address(to_ip), 0
         origin = None
         if self.layout.origin:
-            name = row[_ORIGIN].rstrip(b" ").decode("latin-1")
-            if name not in _conn_row.ORIGINS:
+            origin = _ORIGINS.get(row[_ORIGIN])
+            if origin is None:
+                name = row[_ORIGIN].rstrip(b" ").decode("latin-1")
                 raise ValueError(f"bad Origin {name!r} (expected LOCAL or SYNC)")
-            origin = _conn_row.ORIGINS[name]
         zero_port = row[_CPORT] == 0
         template = protocol == "IP" or (zero_port and state in _conn_row.TEMPLATE_STATES)
         dest: IPAddress = NO_DEST
         dest_port = 0
         if self.per_real_server:
             dest = self._address(row[_DADDR : _DADDR + 8])
-            dest_port = _hex.port(row[_DPORT : _DPORT + 4])
+            dest_port = self._port(row[_DPORT : _DPORT + 4])
+        # Positional, in ConnCountKey's field order (keywords cost more, once per key).
         return ConnCountKey(
-            protocol=protocol,
-            virtual_address=vaddr,
-            virtual_port=_hex.port(row[_VPORT : _VPORT + 4]),
-            fwmark=fwmark,
-            dest_address=dest,
-            dest_port=dest_port,
-            state=state,
-            template=template,
-            origin=origin,
+            protocol,
+            vaddr,
+            self._port(row[_VPORT : _VPORT + 4]),
+            fwmark,
+            dest,
+            dest_port,
+            state,
+            template,
+            origin,
         )
+
+    def _port(self, tok: bytes) -> int:
+        port = self._ports.get(tok)
+        if port is None:
+            port = self._ports[tok] = _hex.port(tok)
+        return port
 
     def _address(self, tok: bytes) -> IPAddress:
         addr = self._addresses.get(tok)

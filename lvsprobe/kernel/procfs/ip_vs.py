@@ -6,12 +6,10 @@ The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn ch
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
-from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 
 from lvsprobe.errors import ParseError
@@ -79,7 +77,9 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
     so ONEPACKET is unknown there. An fwmark service gets its family from its real servers
     (see `_service`).
     """
-    lines = _hex.split_lines(text)
+    # The header from the first lines; the body streamed line by line (a kube-proxy node's
+    # ~10^5 lines are not held as a list beside the real servers they become).
+    lines = _hex.split_lines(text[: _header_end(text)])
     if not lines:
         raise ParseError(source, None, None, "empty file: expected the 'IP Virtual Server' header")
     match = _HEADER.fullmatch(lines[0].rstrip())
@@ -95,29 +95,50 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
     current: _ServiceLine | None = None
     dests: list[RealServer] = []
     fast = _Ipv4RealServers()
-    rows = fast.rows  # real servers of the fast path not built yet (in order, after dests)
-    for line_no, line in enumerate(lines[3:], start=4):
+    for line_no, line in enumerate(_iter_lines(text, _header_end(text)), start=4):
         if current is not None:
-            row = fast.parse(line)
-            if row is not None:
-                rows.append(row)
+            real_server = fast.parse(line)
+            if real_server is not None:
+                dests.append(real_server)
                 continue
         try:
             fields = line.split()
             if fields and fields[0] == "->":
                 if current is None:
                     raise ValueError("real-server line before any service line")
-                dests += fast.build()
                 dests.append(_real_server(fields))
             else:
                 if current is not None:
-                    services.append(_service(current, [*dests, *fast.build()], source))
+                    services.append(_service(current, dests, source))
                 current, dests = _service_line(fields, line_no, line), []
         except ValueError as exc:
             raise ParseError(source, line_no, line, str(exc)) from exc
     if current is not None:
-        services.append(_service(current, [*dests, *fast.build()], source))
+        services.append(_service(current, dests, source))
     return IpVsTable(version=version, conn_table_size=table_size, services=tuple(services))
+
+
+def _header_end(text: str) -> int:
+    """Where the fourth line starts (or the end of the text)."""
+    end = 0
+    for _ in range(3):
+        end = text.find("\n", end) + 1
+        if end == 0:
+            return len(text)
+    return end
+
+
+def _iter_lines(text: str, start: int) -> Iterator[str]:
+    """The lines of text[start:], split on "\n" only, as `_hex.split_lines` splits them."""
+    size = len(text)
+    find = text.find
+    while start < size:
+        end = find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start:end]
+        start = end + 1
 
 
 @dataclass(frozen=True)
@@ -168,10 +189,7 @@ def _service_line(fields: list[str], line_no: int, line: str) -> _ServiceLine:
     )
 
 
-# RealServer's fields in order, and the slot setters `_Ipv4RealServers.build` fills them by.
-_RS_FIELDS = tuple(f.name for f in dataclasses.fields(RealServer))
-_RS_SETTERS = tuple(getattr(RealServer, name).__set__ for name in _RS_FIELDS)
-_Row = tuple[IPAddress, int, Forward, int, int, int]
+_INET = Family.INET
 
 
 class _Ipv4RealServers:
@@ -183,11 +201,10 @@ class _Ipv4RealServers:
     """
 
     def __init__(self) -> None:
-        self._addresses: dict[str, IPAddress] = {}
-        self.rows: list[_Row] = []
+        # Keyed by the address's int, which the IPv4Address then holds: no key of its own.
+        self._addresses: dict[int, IPAddress] = {}
 
-    def parse(self, line: str) -> _Row | None:
-        """(address, port, forward, weight, active, inactive) of a usual IPv4 line."""
+    def parse(self, line: str) -> RealServer | None:
         match = _IPV4_REAL_SERVER.fullmatch(line)
         if match is None:
             return None
@@ -196,42 +213,14 @@ class _Ipv4RealServers:
         low, high = _I32
         if weight > high or not (low <= active <= high and low <= inactive <= high):
             return None
-        addr = self._addresses.get(addr_hex)
+        number = int(addr_hex, 16)  # the regex checked the 8 hex digits already
+        addr = self._addresses.get(number)
         if addr is None:
-            # The regex checked the 8 hex digits already.
-            addr = self._addresses[addr_hex] = ipaddress.IPv4Address(int(addr_hex, 16))
-        return addr, int(port_hex, 16), _FORWARDS[forward], weight, active, inactive
-
-    def build(self) -> list[RealServer]:
-        """RealServers of the rows parsed since the last build (and forget the rows).
-
-        The same objects `RealServer(*row, family=INET)` makes, at a fifth of the cost: the
-        frozen dataclass's __init__ sets its 13 slots one Python call each (~3 µs a real
-        server, most of a kube-proxy node's parse); here each slot is set for all rows at
-        once by its descriptor in a C-level map, as __init__ itself does (object.__setattr__).
-        RealServer has no __post_init__ to skip.
-        """
-        rows = self.rows
-        if not rows:
-            return []
-        n = len(rows)
-        out: list[RealServer] = list(map(object.__new__, repeat(RealServer, n)))
-        columns = [*zip(*rows, strict=True)]
-        defaults = [repeat(_DEFAULTS[name], n) for name in _RS_FIELDS[len(columns) :]]
-        for setter, column in zip(_RS_SETTERS, [*columns, *defaults], strict=True):
-            deque(map(setter, out, column), maxlen=0)
-        rows.clear()
-        return out
-
-
-# The fields after the six a row gives: their defaults, but the family is known (IPv4).
-_DEFAULTS: dict[str, object] = {
-    f.name: f.default
-    for f in dataclasses.fields(RealServer)
-    if f.default is not dataclasses.MISSING
-}
-_DEFAULTS["family"] = Family.INET
-assert _RS_FIELDS[:6] == ("address", "port", "forward", "weight", "active_conns", "inactive_conns")
+            addr = self._addresses[number] = ipaddress.IPv4Address(number)
+        # Positional (address, port, forward, weight, active, inactive): keywords cost more.
+        return RealServer(
+            addr, int(port_hex, 16), _FORWARDS[forward], weight, active, inactive, family=_INET
+        )
 
 
 def _real_server(fields: list[str]) -> RealServer:
