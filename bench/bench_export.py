@@ -2,7 +2,8 @@
 
 The tree: 10k services x 10 real servers (100k backends, 300k node_ipvs_* series) and a
 1M-line connection table. Both exporters run as their own process on loopback; the figures are
-client-side scrape time (full body, no gzip) and each process's peak RSS (VmHWM).
+client-side scrape time (full body, no gzip), each process's CPU time per scrape and its peak
+RSS (VmHWM). The exporters run side by side and are scraped in turn.
 
     python -m bench                     # every bench; or:
     python bench/bench_export.py [--services N] [--backends N] [--conns N] [--scrapes N]
@@ -181,34 +182,52 @@ def _scrape(url: str, timeout: float = 300) -> tuple[float, int]:
     return time.perf_counter() - started, len(body)
 
 
-def measure(argv: list[str], port: int, scrapes: int) -> tuple[float, float, float, int]:
-    """Start an exporter, wait for it, scrape it.
+class Exporter:
+    """One exporter process on loopback, its scrapes and CPU time counted from the first."""
 
-    (best scrape wall s, CPU s per scrape, peak RSS MB, body bytes). CPU time is the figure to
-    trust on a busy machine: wall time there measures the neighbours too.
-    """
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/metrics"
-    try:
-        deadline = time.monotonic() + 60
+    def __init__(self, label: str, argv: list[str], port: int) -> None:
+        self.label, self.argv, self.port = label, argv, port
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.times: list[float] = []
+        self.size = 0
+        self.cpu_before = 0.0
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     break
             except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"{argv[0]} did not start") from None
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.argv[0]} did not start") from None
                 time.sleep(0.1)
-        times, size = [], 0
-        cpu_before = _cpu_s(proc.pid)
-        for _ in range(scrapes):
-            elapsed, size = _scrape(url)
-            times.append(elapsed)
-        cpu = (_cpu_s(proc.pid) - cpu_before) / scrapes
-        return min(times), cpu, _peak_rss_mb(proc.pid), size
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        self.cpu_before = _cpu_s(self.proc.pid)
+
+    def scrape(self) -> None:
+        elapsed, self.size = _scrape(self.url)
+        self.times.append(elapsed)
+
+    def figures(self) -> tuple[float, float, float, int]:
+        """(best scrape wall s, CPU s per scrape, peak RSS MB, body bytes)."""
+        cpu = (_cpu_s(self.proc.pid) - self.cpu_before) / len(self.times)
+        return min(self.times), cpu, _peak_rss_mb(self.proc.pid), self.size
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def measure_all(exporters: list[Exporter], scrapes: int) -> None:
+    """Scrape the exporters in turn, `scrapes` rounds: on a shared machine each then meets
+    the same neighbours, so the ratios compare like with like. CPU time is the figure to
+    trust there: wall time measures the neighbours too."""
+    for exporter in exporters:
+        exporter.wait_ready()
+    for _ in range(scrapes):
+        for exporter in exporters:
+            exporter.scrape()
 
 
 def _lvsprobe(tree: Path, port: int, *extra: str) -> list[str]:
@@ -248,25 +267,33 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.conns} conn entries, written in {time.perf_counter() - started:.1f} s"
         )
         port = _free_port()
-        ne = measure(
-            [
-                NODE_EXPORTER,
-                f"--path.procfs={tree}",
-                "--collector.disable-defaults",
-                "--collector.ipvs",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            port,
-            args.scrapes,
+        node_argv = [
+            NODE_EXPORTER,
+            f"--path.procfs={tree}",
+            "--collector.disable-defaults",
+            "--collector.ipvs",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        exporters = [Exporter("node_exporter 1.x (ipvs only)", node_argv, port)]
+        try:
+            for label, extra in (
+                ("lvsprobe export", ()),
+                ("lvsprobe export --compat node-exporter", ("--compat", "node-exporter")),
+                ("lvsprobe export --collector.conns=off", ("--collector.conns", "off")),
+            ):
+                port = _free_port()
+                exporters.append(Exporter(label, _lvsprobe(tree, port, *extra), port))
+            load_before = os.getloadavg()[0]
+            measure_all(exporters, args.scrapes)
+            rows = [(e.label, e.figures()) for e in exporters]
+        finally:
+            for exporter in exporters:
+                exporter.stop()
+        ne = rows[0][1]
+        print(
+            f"{args.scrapes} scrapes each, taken in turn; load average {load_before:.1f} before, "
+            f"{os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)"
         )
-        rows = [("node_exporter 1.x (ipvs only)", ne)]
-        for label, extra in (
-            ("lvsprobe export", ()),
-            ("lvsprobe export --compat node-exporter", ("--compat", "node-exporter")),
-            ("lvsprobe export --collector.conns=off", ("--collector.conns", "off")),
-        ):
-            port = _free_port()
-            rows.append((label, measure(_lvsprobe(tree, port, *extra), port, args.scrapes)))
         print(
             f"{'exporter':40s} {'wall s':>7s} {'CPU s':>7s} {'RSS MB':>7s} {'body MB':>7s} "
             f"{'wall x':>7s} {'CPU x':>7s} {'RSS x':>7s}"
