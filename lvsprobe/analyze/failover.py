@@ -36,7 +36,7 @@ ConnKey = tuple[str, int]  # (client address, client port)
 
 
 def classify(outcome: str, detail: str | None) -> str:
-    """A flow's fate: survived, reset, timeout, refused, wrong_backend or error."""
+    """A flow's fate: survived, reset, timeout, refused, wrong_backend, unreachable or error."""
     text = f"{outcome} {detail or ''}".lower()
     if outcome == "ok":
         return "survived"
@@ -44,6 +44,8 @@ def classify(outcome: str, detail: str | None) -> str:
         return "wrong_backend"
     if outcome in ("reset", "timeout", "refused"):
         return outcome
+    if outcome in ("error:ehostunreach", "error:enetunreach"):
+        return "unreachable"  # ICMP from a director that had lost (or not yet got) the VIP
     return "error"
 
 
@@ -61,6 +63,7 @@ class DrillRecord:
     sync_threshold: tuple[int, int] | None = None
     directors: list[dict[str, Any]] = field(default_factory=list)
     sync_wait: dict[str, Any] = field(default_factory=dict)
+    sysctls: dict[str, dict[str, str]] = field(default_factory=dict)  # per director
 
     def time_of(self, event: str) -> float | None:
         return next((e["t_s"] for e in self.events if e["event"] == event), None)
@@ -94,8 +97,12 @@ def read_drill(run_dir: Path) -> DrillRecord:
             (int(threshold[0]), int(threshold[1])) if threshold else None,
             [dict(d) for d in meta.get("directors", [])],
             dict(meta.get("sync_wait") or {}),
+            {
+                str(k): {str(n): str(v) for n, v in d.items()}
+                for k, d in meta.get("sysctls", {}).items()
+            },
         )
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise AnalysisError(f"{path}: malformed event list: {exc}") from exc
 
 
@@ -124,10 +131,14 @@ def heartbeat_settings(run_dir: Path) -> tuple[float, float] | None:
 
 
 def director_table(
-    run_dir: Path, drill: DrillRecord, ns: str, when: str = "before-failover"
+    run_dir: Path,
+    drill: DrillRecord,
+    ns: str,
+    when: str = "before-failover",
+    origin: str | None = None,
 ) -> dict[ConnKey, str] | None:
-    """(client address, port) -> state of director `ns`'s entries at `when`; None if the run
-    did not record it."""
+    """(client address, port) -> state of director `ns`'s entries at `when` (only those of
+    `origin` LOCAL or SYNC, if given); None if the run did not record it."""
     entry = next((d for d in drill.directors if d.get("ns") == ns and d.get("when") == when), None)
     if entry is None:
         return None
@@ -140,7 +151,11 @@ def director_table(
         raise AnalysisError(f"{path}: cannot read the director's table: {exc}") from exc
     except LvsprobeError as exc:
         raise AnalysisError(f"{path}: {exc}") from exc
-    return {(str(c.client_address), c.client_port): c.state for c in conns if not c.is_template}
+    return {
+        (str(c.client_address), c.client_port): c.state
+        for c in conns
+        if not c.is_template and (origin is None or (c.origin and c.origin.value == origin))
+    }
 
 
 @dataclass
@@ -167,6 +182,7 @@ class FailoverResult:
     new_fates: dict[str, int] = field(default_factory=dict)
     worst_connect_s: float | None = None
     recovery_evidence: str = "flow-log"  # "new-director-table": first through the new director
+    sysctls: dict[str, dict[str, str]] = field(default_factory=dict)  # per director, if recorded
 
     @property
     def broken_total(self) -> int:
@@ -355,6 +371,16 @@ def analyze_failover(
     )
 
 
+def conntrack_risk(sysctls: Mapping[str, Mapping[str, str]]) -> bool:
+    """Does a director run conntrack=1 with strict TCP window tracking? In the lab, synced
+    connections that carry traffic across the switch then die (timeouts) while conntrack=0,
+    or nf_conntrack_tcp_be_liberal=1, keeps every one."""
+    return any(
+        d.get("vs.conntrack") == "1" and d.get("nf_conntrack_tcp_be_liberal", "0") == "0"
+        for d in sysctls.values()
+    )
+
+
 def _named(items: list[dict[str, Any]], limit: int = 8) -> str:
     shown = ", ".join(f"flow {c['flow_id']} {c['client']} ({c['sync']})" for c in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
@@ -376,6 +402,13 @@ def expectation(result: FailoverResult, max_loss_no_sync: float = 0.9) -> dict[s
         )
         if synced:
             detail += f"; synced yet broken: {_named(synced)}"
+            if conntrack_risk(result.sysctls):
+                detail += (
+                    "; the directors track IPVS connections in conntrack (vs.conntrack=1) with "
+                    "strict TCP windows (nf_conntrack_tcp_be_liberal=0): packets after the "
+                    "switch fall outside a stale or picked-up entry's window and are lost; "
+                    "conntrack=0, or be_liberal=1, or conntrackd keeps them"
+                )
         if unsynced:
             detail += f"; never synced, so lost as documented: {_named(unsynced)}"
         return {"passed": not synced, "detail": detail}

@@ -323,7 +323,8 @@ def failover(
         if failover_at is None and drill.directors:
             new = drill.new_director() or "lvs2"
             backup = director_table(run_dir, drill, new)
-            gained = [director_table(run_dir, drill, new, w) for w in WHILE_ACTIVE]
+            # what it scheduled itself (LOCAL), not the copies the old director still syncs
+            gained = [director_table(run_dir, drill, new, w, "LOCAL") for w in WHILE_ACTIVE]
             if backup is not None and any(t is not None for t in gained):
                 via_new = {k for t in gained if t for k in t} - set(backup)
         result = analyze_failover(
@@ -341,6 +342,7 @@ def failover(
             heartbeat_timeout_s=beats[1] if beats else None,
             via_new=via_new,
         )
+        result.sysctls = drill.sysctls
         doc = result.to_json()
         doc["expectation"] = expectation(result)
         runs.append(doc)

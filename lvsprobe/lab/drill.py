@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 
 DIRECTORS = ("lvs1", "lvs2")
 READ_TABLE = 'echo "$EPOCHREALTIME"; echo "$(</proc/net/ip_vs_conn_sync)"'
+SYSCTLS = {
+    "vs.sync_threshold": "ipv4/vs/sync_threshold",
+    "vs.sync_refresh_period": "ipv4/vs/sync_refresh_period",
+    "vs.conntrack": "ipv4/vs/conntrack",
+    "nf_conntrack_tcp_be_liberal": "netfilter/nf_conntrack_tcp_be_liberal",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class Drill:
     tables: list[dict[str, Any]] = field(default_factory=list)
     sync_wait: dict[str, Any] = field(default_factory=dict)
     sync_threshold: list[int] | None = None
+    sysctls: dict[str, dict[str, str]] = field(default_factory=dict)  # per director
 
 
 def _keys(text: str, port: int, clients: Collection[str]) -> dict[tuple[str, int], str]:
@@ -94,6 +101,13 @@ class _Director:
             self.drill.tables.append(entry)
 
 
+def _sysctls(lab: Lab, ns: str) -> dict[str, str]:
+    """The director settings that decide what survives a failover (bash builtins only)."""
+    script = "".join(f'echo "{name}=$(</proc/sys/net/{path})"\n' for name, path in SYSCTLS.items())
+    out = lab.sh(ns, script).check().stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 def _wait_for(
     what: str, check: Callable[[], bool], plan: DrillPlan, proc: Process, bound_s: float
 ) -> float:
@@ -123,12 +137,13 @@ def _wait_exit(proc: Process, timeout_s: float) -> None:
                 )
             return
         time.sleep(1)
-    result = proc.stop()
-    raise LabError(f"drill: the replay outlived {timeout_s:.0f} s: {result.stderr[-800:]}")
+    out, err = proc.output()
+    proc.stop()
+    raise LabError(f"drill: the replay outlived {timeout_s:.0f} s: {(err or out)[-1500:]}")
 
 
 def run_drill(
-    lab: Lab, run_dir: Path, argv: Sequence[str], plan: DrillPlan, run_timeout_s: float = 600.0
+    lab: Lab, run_dir: Path, argv: Sequence[str], plan: DrillPlan, run_timeout_s: float = 400.0
 ) -> Drill:
     """Start the replay `argv` (writing `run_dir`) in the client namespace, fail over and back
     while it runs, wait for it to end, then write the drill's record into `run_dir`."""
@@ -166,8 +181,9 @@ def run_drill(
                 "the backup's copies", synced, plan, proc, plan.sync_wait_s
             )
             drill.sync_wait["on_backup"] = len(on_backup)
-        threshold = lab.sh("lvs1", 'echo "$(</proc/sys/net/ipv4/vs/sync_threshold)"').check()
-        drill.sync_threshold = [int(x) for x in threshold.stdout.split()]
+        for ns in DIRECTORS:
+            drill.sysctls[ns] = _sysctls(lab, ns)
+        drill.sync_threshold = [int(x) for x in drill.sysctls["lvs1"]["vs.sync_threshold"].split()]
         time.sleep(plan.settle_s)
         directors.record("before-failover", status=True)
         drill.switches.append(lab.failover())
@@ -181,7 +197,7 @@ def run_drill(
     finally:
         if lab.active_director != "lvs1":
             lab.failback()
-        if proc.poll() is None:
+        if proc.result is None and proc.poll() is None:
             proc.stop()
     write_events(run_dir, drill, plan.sync)
     return drill
@@ -212,6 +228,7 @@ def write_events(run_dir: Path, drill: Drill, sync: bool) -> Path:
         "sync": sync,
         "sync_threshold": drill.sync_threshold,
         "sync_wait": {k: (None if v == float("inf") else v) for k, v in drill.sync_wait.items()},
+        "sysctls": drill.sysctls,
         "directors": tables,
     }
     path = run_dir / EVENTS_FILE

@@ -57,14 +57,18 @@ def long_lived(fb: SimpleNamespace, n: int, broken: set[int], outcome: str = "re
     return recs
 
 
-def conn_sync_row(client: str, port: int, state: str = "ESTABLISHED") -> str:
+def conn_sync_row(client: str, port: int, state: str = "ESTABLISHED", origin: str = "SYNC") -> str:
     """One /proc/net/ip_vs_conn_sync row (addresses in hex, as the kernel prints them)."""
     hexa = f"{int(ipaddress.ip_address(client)):08X}"
-    return f"TCP {hexa} {port:04X} C6120064 0050 0A000001 0050 {state:<11} SYNC       800\n"
+    return f"TCP {hexa} {port:04X} C6120064 0050 0A000001 0050 {state:<11} {origin:<6}     800\n"
 
 
 def drill_files(
-    run: Path, synced: list[tuple[str, int]], sync: bool = True, via_new: int | None = None
+    run: Path,
+    synced: list[tuple[str, int]],
+    sync: bool = True,
+    via_new: int | None = None,
+    sysctls: dict[str, dict[str, str]] | None = None,
 ) -> None:
     """What the lab's drill writes: events.json (object form), the backup's table before the
     failover, and (with `via_new`: that probe's flow id) its table before the fail-back."""
@@ -74,7 +78,9 @@ def drill_files(
     tables = [{"when": "before-failover", "ns": "lvs2", "t_s": 9.5,
                "file": "directors/before-failover-lvs2.txt"}]  # fmt: skip
     if via_new is not None:
-        later = table + conn_sync_row("198.18.17.1", 40000 + via_new, "TIME_WAIT")
+        later = table + conn_sync_row("198.18.17.1", 40000 + via_new, "TIME_WAIT", "LOCAL")
+        # an earlier probe as a copy from the old director (SYNC): not evidence of recovery
+        later += conn_sync_row("198.18.17.1", 40000 + via_new - 2, "TIME_WAIT")
         (run / "directors" / "before-failback-lvs2.txt").write_text(later)
         tables.append({"when": "before-failback", "ns": "lvs2", "t_s": 24.0,
                        "file": "directors/before-failback-lvs2.txt"})  # fmt: skip
@@ -86,6 +92,7 @@ def drill_files(
         "sync": sync,
         "sync_threshold": [3, 50],
         "directors": tables,
+        "sysctls": sysctls or {},
     }
     (run / "events.json").write_text(json.dumps(doc))
 
@@ -96,6 +103,7 @@ def test_classify() -> None:
     assert classify("refused", "Connection refused") == "refused"
     assert classify("error:wrong_backend", "rs2 answered") == "wrong_backend"
     assert classify("error:eof", None) == "error"
+    assert classify("error:ehostunreach", "No route to host") == "unreachable"
 
 
 def test_sync_off_breaks_nearly_all(fb: SimpleNamespace) -> None:
@@ -270,3 +278,16 @@ def test_the_drills_record_round_trips(fb: SimpleNamespace) -> None:
     assert record.new_director() == "lvs2" and record.sync is True
     assert record.directors[0]["t_s"] == pytest.approx(9.0)
     assert record.sync_wait["synced_s"] is None  # the wait ran out: recorded, not hidden
+
+
+def test_synced_yet_broken_under_strict_conntrack_says_why(fb: SimpleNamespace) -> None:
+    run = fb.run(long_lived(fb, 4, {0, 1, 2, 3}, outcome="timeout"))
+    strict = {"vs.conntrack": "1", "nf_conntrack_tcp_be_liberal": "0"}
+    drill_files(
+        run, [(f"198.18.16.{k + 1}", 40000 + k) for k in range(4)], sysctls={"lvs2": strict}
+    )
+    res = CliRunner().invoke(cli, ["analyze", "failover", str(run), "--json"])
+    assert res.exit_code == ExitCode.CHECK_FAILED, res.output
+    detail = json.loads(res.output)["runs"][0]["expectation"]["detail"]
+    assert "synced yet broken" in detail and "vs.conntrack=1" in detail
+    assert read_drill(run).sysctls == {"lvs2": strict}

@@ -53,22 +53,24 @@ def render(page: Path, profile: Path) -> tuple[str, list[str]]:
 def full_run(fb: SimpleNamespace) -> Path:
     picks = schedulers.wrr_sequence([4, 3, 2], 32, schedulers.wrr_after_adds([4, 3, 2]))
     # the last 5 flows are long-lived: they are open across the failover at 10 s
+    # (heartbeats), one of them reset by it
     recs = [
         fb.flow(
             k,
             fb.names[p],
             0.05 * k,
-            end_s=40.0 if k >= 27 else None,
+            end_s=(10.5 if k == 27 else 40.0) if k >= 27 else None,
             client=f"198.18.0.{k % 5 + 1}",
+            outcome="reset" if k == 27 else "ok",
+            heartbeats=50 if k >= 27 else 0,
         )
         for k, p in enumerate(picks)
     ]
-    run = fb.run(
-        recs,
-        scheduler="wrr",
-        weights=(4, 3, 2),
-        events=[{"t_s": 10.0, "event": "failover"}, {"t_s": 30.0, "event": "failback"}],
-    )
+    events = [
+        {"t_s": 10.0, "done_s": 11.5, "event": "failover", "to": "lvs2"},
+        {"t_s": 30.0, "done_s": 31.0, "event": "failback", "to": "lvs1"},
+    ]
+    run = fb.run(recs, scheduler="wrr", weights=(4, 3, 2), events=events)
     samples = [
         MemorySample(n, -(-n // 12) * 12, n, 320, 12, 1, 288, 4096) for n in range(0, 5001, 500)
     ]
