@@ -104,7 +104,8 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     type=click.IntRange(1),
     metavar="PID",
     help="Read the network namespace of this process (a container's, a director pod's); "
-    'repeatable, and combines with --netns. Its series are labelled netns="PID".',
+    "repeatable, and combines with --netns (with several read, its series carry "
+    'netns="PID").',
 )
 @click.option(
     "--collector.netlink/--no-collector.netlink",
