@@ -184,6 +184,8 @@ class TcpFlow(Flow):
             self._sent_at.append(now)
             send = f"hb {self.flow_id} {len(self._sent_at)}\n".encode()
             self._next_beat = max(self._next_beat + self.heartbeat_s, now)
+        if now >= self._hold_until:  # a late timer: no more beats, never a wake-up in the past
+            self._next_beat = self._hold_until
         return Step(send=send, wake_at=self._wake())
 
     def receive(self, data: bytes, now: float) -> Step:

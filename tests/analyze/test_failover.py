@@ -291,3 +291,17 @@ def test_synced_yet_broken_under_strict_conntrack_says_why(fb: SimpleNamespace) 
     detail = json.loads(res.output)["runs"][0]["expectation"]["detail"]
     assert "synced yet broken" in detail and "vs.conntrack=1" in detail
     assert read_drill(run).sysctls == {"lvs2": strict}
+
+
+def test_a_late_heartbeat_timer_never_asks_for_a_wake_up_in_the_past() -> None:
+    # Found by the failover proof: under TCG the timer of a beat due before the end of the
+    # hold fired after it, with a beat unanswered; the flow asked to be woken at that past
+    # beat again and again (the epoll engine's timer loop then never returned).
+    from lvsprobe.replay.flows import BackendMatcher, TcpFlow
+
+    flow = TcpFlow(BackendMatcher(r"(rs\d+)"), 1, 64, hold_s=1.0, heartbeat_s=0.3,
+                   heartbeat_timeout_s=20.0)  # fmt: skip
+    flow.start(0.0)
+    flow.timer(0.3)
+    step = flow.timer(1.05)
+    assert step.wake_at is not None and step.wake_at > 1.05 and not step.done
