@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from lvsprobe.cli import cli
@@ -48,7 +49,8 @@ def test_dry_run_prints_plan(tmp_path: Path) -> None:
     assert json.loads(result.output)["clients_used"] == 4
 
 
-def test_run_writes_run_directory(tmp_path: Path, servers: Any) -> None:
+@pytest.mark.parametrize("engine", ["auto", "asyncio"])
+def test_run_writes_run_directory(tmp_path: Path, servers: Any, engine: str) -> None:
     out = tmp_path / "run"
     conn = tmp_path / "ip_vs_conn"
     conn.write_text(
@@ -67,6 +69,8 @@ def test_run_writes_run_directory(tmp_path: Path, servers: Any) -> None:
             str(conn),
             "--snapshot-every",
             "0.05",
+            "--engine",
+            engine,
         ],
     )
     assert result.exit_code == 0, result.output
@@ -95,6 +99,15 @@ def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     assert "not configured on this host: 198.18.250.1" in result.stderr
     result = CliRunner().invoke(cli, ["replay", "run", str(bad)])
     assert result.exit_code == ExitCode.USAGE and "--out" in result.stderr
+
+
+def test_epoll_engine_refuses_kinds_it_cannot_drive(tmp_path: Path) -> None:
+    scenario = _scenario(tmp_path, 443).read_text().replace("kind: http", "kind: tls")
+    (tmp_path / "tls.yaml").write_text(scenario)
+    argv = ["replay", "run", str(tmp_path / "tls.yaml"), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, [*argv, "--engine", "epoll", "--skip-pool-check"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "--engine epoll cannot drive tls flows" in result.stderr
 
 
 def test_ctrl_c_leaves_a_valid_partial_log(tmp_path: Path, servers: Any) -> None:
