@@ -172,3 +172,19 @@ def test_fast_real_servers_are_the_same_objects_init_makes() -> None:
     assert repr(fast) == repr(made)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.weight = 4  # type: ignore[misc]
+
+
+def test_fast_and_exact_real_servers_keep_file_order() -> None:
+    text = (
+        IP_VS_HEAD.replace("TCP  0A000001:0050 rr \n", "FWM  00000001 rr \n")
+        + "  -> C0A8010A:0050      Masq    1      0          0         \n"
+        + "  -> [2001:0002:0000:0001:0000:0000:0000:0011]:0050      Route   2      0          0\n"
+        + "  -> C0A8010B:0050      Masq    3      0          0         \n"
+        + "TCP  0A000001:0050 rr \n"
+        + "  -> C0A8010C:0050      Masq    4      0          0         \n"
+    )
+    first, second = ip_vs.parse_ip_vs(text).services
+    assert [rs.weight for rs in first.real_servers] == [1, 2, 3]
+    assert [rs.family for rs in first.real_servers] == [Family.INET, Family.INET6, Family.INET]
+    assert first.key.family is None  # mixed families: unknown
+    assert [rs.weight for rs in second.real_servers] == [4]
