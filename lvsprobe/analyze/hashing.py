@@ -103,7 +103,14 @@ def dh_table(count: int, bits: int = DH_TAB_BITS) -> list[int | None]:
 
 
 def dh_bucket(addr: IPAddress, bits: int = DH_TAB_BITS) -> int:
-    """ip_vs_dh_hashkey: (ntohl(addr_fold) * 2654435761) & mask, on the destination."""
+    """ip_vs_dh_hashkey as the lab's 6.1 kernel runs it: hash_32(ntohl(addr_fold), bits) on the
+    destination (the high bits of the golden-ratio product). The older form, the low bits of
+    addr * 2654435761, put the lab's VIP on another real server: see dh_bucket_legacy."""
+    return hash_32(addr_fold(addr), bits)
+
+
+def dh_bucket_legacy(addr: IPAddress, bits: int = DH_TAB_BITS) -> int:
+    """ip_vs_dh_hashkey before hash_32: (ntohl(addr_fold) * 2654435761) & mask."""
     return (addr_fold(addr) * 2654435761) & ((1 << bits) - 1)
 
 

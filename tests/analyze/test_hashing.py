@@ -97,8 +97,12 @@ def test_mh_pick_is_deterministic_per_client() -> None:
     assert min(counts.values()) > 850
 
 
-def test_dh_last_octet_is_one_to_one_with_buckets() -> None:
-    assert len({h.dh_bucket(A(f"10.0.0.{i}")) for i in range(256)}) == 256
+def test_dh_buckets() -> None:
+    # the old hash: the last octet alone, one to one with the buckets
+    assert len({h.dh_bucket_legacy(A(f"10.0.0.{i}")) for i in range(256)}) == 256
+    # hash_32 (the lab kernel's): the lab VIP 198.18.1.100 lands in bucket 85, so the second
+    # dest in list order serves it (the legacy hash said bucket 36: the first)
+    assert h.dh_bucket(A("198.18.1.100")) == 85 and h.dh_bucket_legacy(A("198.18.1.100")) == 36
     assert Counter(h.dh_table(3)) == {0: 86, 1: 85, 2: 85}
 
 
