@@ -27,9 +27,12 @@ def _topology(**kw: Any) -> Any:
     return Topology(**kw)
 
 
-def _replay(lab: Any, name: str, *extra: str, check: bool = True) -> tuple[dict[str, Any], Any]:
-    """Run replays/NAME.yaml in the client namespace; (summary, flows as a pandas frame)."""
-    out = Path(lab.shared_dir) / f"{name}-{time.monotonic_ns()}"
+def _replay(
+    lab: Any, name: str, *extra: str, check: bool = True, out: Path | None = None
+) -> tuple[dict[str, Any], Any]:
+    """Run replays/NAME.yaml in the client namespace into `out` (default: a new directory
+    in the shared dir); (summary, flows as a pandas frame)."""
+    out = out or Path(lab.shared_dir) / f"{name}-{time.monotonic_ns()}"
     argv = [
         *CLI,
         "replay",
@@ -184,3 +187,80 @@ def _wait(process: Any, timeout_s: float) -> Any:
             return result
         time.sleep(1)
     return process.stop()
+
+
+def _syn_recv_entries(run_dir: Path, vip: str, port: int) -> list[tuple[float, set[Any]]]:
+    """Per conn-table snapshot of the run: its time and the (client, port) of every SYN_RECV
+    entry for VIP:PORT."""
+    from lvsprobe.kernel.procfs.ip_vs_conn import iter_ip_vs_conn
+    from lvsprobe.replay.attribution import load_snapshots
+
+    out = []
+    for snap in load_snapshots(run_dir / "conn-snapshots"):
+        entries = {
+            (str(c.client_address), c.client_port)
+            for c in iter_ip_vs_conn(snap.data)
+            if c.state == "SYN_RECV" and str(c.virtual_address) == vip and c.virtual_port == port
+        }
+        out.append((snap.t_s, entries))
+    return out
+
+
+def test_conn_table_fill_leaves_one_syn_recv_entry_per_syn(lab: Any) -> None:
+    # A service whose real server never answers (no host at .250): the director forwards
+    # each SYN and no SYN-ACK (so no RST from the client's kernel) ever comes back, so every
+    # SYN's entry stays SYN_RECV for its 60 s timeout.
+    lab.ensure(_topology())
+    vip, port = lab.vip, 9999
+    lab.sh(
+        "lvs1",
+        f"ipvsadm -A -t {vip}:{port} -s rr && ipvsadm -a -t {vip}:{port} -r 198.18.1.250:80 -m",
+    ).check()
+    run_dir = Path(lab.shared_dir) / "conn-table-fill"
+    try:
+        summary, flows = _replay(
+            lab, "conn-table-fill", "--target", f"{vip}:{port}", "--snapshot-every", "2",
+            out=run_dir,
+        )  # fmt: skip
+    finally:
+        lab.mark_dirty()
+    assert summary["flows"] == summary["ok"] == 5000 and summary["complete"]
+    sent = set(zip(flows["client_address"], flows["client_port"], strict=True))
+    assert len(sent) == 5000  # distinct source ports: one entry per SYN
+    assert summary["conn_table_matched"] == 5000
+    snapshots = _syn_recv_entries(run_dir, vip, port)
+    seen = set().union(*(entries for _, entries in snapshots))
+    assert seen == sent  # every SYN left a SYN_RECV entry, and nothing else did
+    # and each entry was there in SYN_RECV when a snapshot after its SYN looked (snapshot
+    # times are taken when a read ends, so "first after" is not exact: any later one)
+    for row in flows.itertuples():
+        key = (row.client_address, row.client_port)
+        assert any(key in entries for t, entries in snapshots if t >= row.end_s), key
+    print("conn-table-fill: peak SYN_RECV entries", max(len(e) for _, e in snapshots))
+
+
+def test_recorded_example_replays_with_its_outcomes_and_backends(lab: Any) -> None:
+    import yaml
+
+    lab.ensure(_topology())
+    summary, flows = _replay(lab, "recorded-example")  # --check: all ok, (a) == (b)
+    recorded = yaml.safe_load((REPLAYS / "recorded-example.yaml").read_text())["recorded"]
+    assert summary["flows"] == summary["ok"] == len(recorded) == 32
+    flows = flows.sort_values("flow_id").reset_index(drop=True)
+    # each recorded flow ran as recorded: kind, port, offset, and the client mapped in order
+    for row, rec in zip(flows.itertuples(), recorded, strict=True):
+        assert row.kind == rec["kind"]
+        assert row.server_port == rec.get("port", 80)
+        assert abs(row.scheduled_s - float(rec["at"].removesuffix("ms")) / 1000) < 1e-6
+    assert flows.groupby("client_address").ngroups == 12
+    ftp = flows[flows["kind"] == "ftp-passive"]
+    assert ftp["ftp_checksum_ok"].all() and (ftp["ftp_file_size"] == 262144).all()
+    assert (flows[flows["kind"] == "http"]["requests"] >= 1).all()
+    keepalive = [i for i, r in enumerate(recorded) if r.get("keepalive")]
+    assert (flows.loc[keepalive, "requests"] == 3).all()
+    # rr per service: any run of new connections spreads over the 3 servers within one
+    for _, service in flows.groupby(["protocol", "server_port"]):
+        counts = service["backend"].value_counts()
+        spread = [counts.get(name, 0) for name in ("rs1", "rs2", "rs3")]
+        assert max(spread) - min(spread) <= 1, service[["flow_id", "backend"]]
+    _agree(flows)
