@@ -323,9 +323,10 @@ def analyze_failover(
             phase = "failback" if failback_s is not None and broke_at >= failback_s else "failover"
             lost_at[phase] += 1
             broken_synced += gap in ("synced", "syncable") and phase == "failover"
+        port = int(row.client_port) if pd.notna(row.client_port) else "?"
         item = {
             "flow_id": int(row.flow_id),
-            "client": f"{row.client_address}:{row.client_port}",
+            "client": f"{row.client_address}:{port}",
             "fate": fate,
             "lost_at": phase,
             "sync": gap,
@@ -396,9 +397,10 @@ def expectation(result: FailoverResult, max_loss_no_sync: float = 0.9) -> dict[s
         at_failover = [c for c in result.broken if c["lost_at"] == "failover"]
         synced = [c for c in at_failover if c["sync"] in ("synced", "syncable")]
         unsynced = [c for c in at_failover if c["sync"] not in ("synced", "syncable")]
+        on_backup = result.gaps.get("synced", 0) + result.gaps.get("syncable", 0)
         detail = (
-            f"{lost}/{result.long_lived} broke at the failover; {len(synced)} of them were "
-            f"synced (evidence: {result.evidence}; sync: {result.gaps})"
+            f"{lost}/{result.long_lived} broke at the failover; {on_backup} were synced "
+            f"({result.evidence}: {result.gaps}), {len(synced)} of those broke"
         )
         if synced:
             detail += f"; synced yet broken: {_named(synced)}"

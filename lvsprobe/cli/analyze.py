@@ -351,13 +351,14 @@ def failover(
     lines = []
     for r in runs:
         recovery = "n/a" if r["recovery_s"] is None else f"{r['recovery_s']:.2f} s"
+        slowest = "n/a" if r["worst_connect_s"] is None else f"{r['worst_connect_s']:.2f} s"
         lines += [
             f"{r['label']}: sync {r['sync']}, {r['broken_total']}/{r['long_lived']} broke "
             f"{r['fates']}, lost at {r['lost_at'] or 'none'}",
             f"  sync evidence ({r['evidence']}): {r['gaps']}",
             f"  new connections: {r['new_total']} after the failover, {r['new_failed']} failed "
             f"{r['new_fates']}; recovered after {recovery} ({r['recovery_evidence']}), "
-            f"slowest connect {r['worst_connect_s']} s",
+            f"slowest connect {slowest}",
             f"  [{_mark(r['expectation']['passed'])}] {r['expectation']['detail']}",
         ]
     _finish(ctx, "failover", doc, _out(run_dirs[0], out), as_json, lines)
