@@ -37,7 +37,7 @@ def _scenario(seconds: float, concurrency: int) -> str:
         "flows: [{kind: http, path: /}]\n"
         f"arrival: {{model: closed, concurrency: {concurrency}}}\n"
         # a count bound far above any rate reachable here: the duration ends the run
-        f"bounds: {{max_flows: {int(seconds * 500)}, max_duration: {seconds}s, "
+        f"bounds: {{max_flows: {int(seconds * 250)}, max_duration: {seconds}s, "
         "flow_timeout: 20s}\n"
     )
 
@@ -50,14 +50,16 @@ def _loads(lab: Any) -> str:
 
 def _wrk(lab: Any, seconds: float, concurrency: int) -> float:
     loads = _loads(lab)
-    argv = ["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "-H", "Connection: close"]
+    # --timeout: the replay's flow_timeout (wrk's default 2 s drops slow TCG connections)
+    argv = ["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--timeout", "20s",
+            "-H", "Connection: close"]  # fmt: skip
     out = lab.run("client", [*argv, f"http://{VIP}/"], timeout=seconds + 120).check().stdout
     match = re.search(r"Requests/sec:\s*([\d.]+)", out)
     rate = float(match.group(1)) if match else 0.0
     total = re.search(r"(\d+) requests in ([\d.]+)s", out)
     errors = re.search(r"Socket errors:[^\n]*|Non-2xx[^\n]*", out)
     shown = f"{total.group(1)} in {total.group(2)} s" if total else "?"
-    print(f"  wrk -t2 -c{concurrency} -d{int(seconds)}s, 1 source address: {rate:7.1f} new conns/s "
+    print(f"  wrk {' '.join(argv[1:6])}, 1 source address: {rate:7.1f} new conns/s "
           f"({shown}{'; ' + errors.group(0) if errors else ''}; {loads})", flush=True)  # fmt: skip
     return rate
 
