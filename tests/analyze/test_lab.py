@@ -254,6 +254,49 @@ def test_mh_exact_mapping_on_the_kernels_siphash_table(director: Director) -> No
     assert result.passed, result.to_json()
 
 
+def test_fo_sends_everything_to_the_heaviest(director: Director) -> None:
+    n = director.names
+    director.service(8084, "fo", [(n[0], 1), (n[1], 3), (n[2], 2)])
+    run = director.replay("fo", 8084, {"kind": "http"}, 12, SEQUENTIAL)
+    result = fairness(run)
+    assert result.passed, result.to_json()
+    assert set(inputs.load_run(run).flows["backend"]) == {n[1]}
+
+
+def test_dh_maps_the_vip_where_the_kernels_table_puts_it(director: Director) -> None:
+    # one VIP: every connection, from any client, to the dest of the VIP's bucket
+    director.service(8085, "dh", [(name, 1) for name in director.names])
+    arrival = {"model": "closed", "concurrency": 4}
+    run = director.replay("dh", 8085, {"kind": "http"}, 16, arrival, clients=16)
+    result = fairness(run)
+    assert result.passed, result.to_json()
+    assert inputs.load_run(run).flows["backend"].nunique() == 1
+
+
+HELD = {"kind": "tcp", "hold": "25s", "heartbeat": "5s"}
+
+
+def test_sed_weighs_active_connections(director: Director) -> None:
+    # add order rs1(3), rs2(1), rs3(1) -> list order rs3, rs2, rs1: (active+1)/weight
+    n = director.names
+    director.service(8086, "sed", [(n[0], 3), (n[1], 1), (n[2], 1)], rs_port=7)
+    run = director.replay("sed", 8086, HELD, 6, {"model": "open", "rate": 1})
+    result = fairness(run)
+    assert result.passed, result.to_json()
+    picks = inputs.load_run(run).flows.sort_values("start_s")["backend"].tolist()
+    assert picks[0] == n[0] and picks.count(n[0]) >= 3  # the weight-3 server leads
+
+
+def test_nq_fills_idle_servers_first_in_list_order(director: Director) -> None:
+    n = director.names
+    director.service(8087, "nq", [(n[0], 3), (n[1], 1), (n[2], 1)], rs_port=7)
+    run = director.replay("nq", 8087, HELD, 6, {"model": "open", "rate": 1})
+    result = fairness(run)
+    assert result.passed, result.to_json()
+    picks = inputs.load_run(run).flows.sort_values("start_s")["backend"].tolist()
+    assert picks[:3] == [n[2], n[1], n[0]]  # idle ones first, weights aside
+
+
 def test_persistence_tls_resumption_sticks(director: Director) -> None:
     director.service(
         8443, "rr", [(name, 1) for name in director.names], rs_port=443, options=["-p", "300"]
