@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Iterator
 from itertools import islice
 
 from lvsprobe.kernel.procfs import _conn_row, _hex
+from lvsprobe.kernel.procfs._conn_hashed import HashedRows
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
 from lvsprobe.model import ConnCountKey, IPAddress
 
@@ -42,6 +44,8 @@ _NOT_ZERO = bytes(0 if c == ord("0") else 1 for c in range(256))
 _ORIGINS = {
     name.encode().ljust(_ORIGIN.stop - _ORIGIN.start): o for name, o in _conn_row.ORIGINS.items()
 }
+# Blocks of at least this many rows are counted by hash (numpy), smaller ones by Counter.
+HASHED_MIN_ROWS = 2048
 # With per_real_server=False every key carries this destination: 0.0.0.0 port 0.
 NO_DEST = ipaddress.IPv4Address(0)
 
@@ -63,6 +67,12 @@ class FixedKeys:
         expires = range(self.expires_at, self.expires_at + _EXPIRES_DIGITS)
         self.blank = tuple(col for col in (*hex_columns, *expires) if col != _CPORT)
         self.rows: Counter[bytes] = Counter()
+        key_columns = [
+            col
+            for col in range(self.expires_at)
+            if col not in self.blank and col not in self.separators
+        ]
+        self.hashed = HashedRows(self.row_bytes, key_columns, self.blank, _CPORT, self.decode)
         # Every counted row, decoded: filled as blocks bring new rows.
         self.keys: dict[bytes, ConnCountKey] = {}
         self._addresses: dict[bytes, IPAddress] = {}
@@ -82,10 +92,14 @@ class FixedKeys:
             return False
         if not self._expires_ok(block):
             return False
-        rows = bytearray(block)
         not_zero = 0
         for col in range(_CPORT, _CPORT + 4):
             not_zero |= int.from_bytes(block[col::size].translate(_NOT_ZERO), "big")
+        if n >= HASHED_MIN_ROWS:
+            counted = self.hashed.count(block, not_zero.to_bytes(n, "big"))
+            if counted is not None:
+                return counted
+        rows = bytearray(block)
         rows[_CPORT::size] = not_zero.to_bytes(n, "big")
         nuls = bytes(n)
         for col in self.blank:
@@ -108,6 +122,12 @@ class FixedKeys:
                 self.keys.pop(row, None)
             return False
         return True
+
+    def counted(self) -> Iterator[tuple[ConnCountKey, int]]:
+        """Every key counted so far with its count (a key may come more than once)."""
+        for row, n in self.rows.items():
+            yield self.keys[row], n
+        yield from self.hashed.items()
 
     def _expires_ok(self, block: bytes) -> bool:
         """`%7u`: blanks then digits, the last column a digit (checked for all rows at once)."""

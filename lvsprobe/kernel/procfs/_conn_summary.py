@@ -109,8 +109,7 @@ def summarize(
                     # `rest` has other line numbers than `chunk`: errors are named in `chunk`.
                     raw.count(rest, chunk, line_no, checked, shapes)
             line_no += checked.rows
-    for row, n in by_column.rows.items():
-        key = by_column.keys[row]
+    for key, n in by_column.counted():
         exact[key] = exact.get(key, 0) + n
     raw.add_to(exact)
     return ConnSummary(counts=exact, total=sum(exact.values()))
