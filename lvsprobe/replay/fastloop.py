@@ -219,12 +219,12 @@ class FastRunner:
             self._close(conn)
 
     def _due(self, conn: _Conn, now: float) -> None:
-        if conn.wake_at is not None and now >= conn.wake_at - 1e-4:
-            conn.wake_at = None
-            self._act(conn, conn.flow.timer(now))
-        elif now >= conn.deadline - 1e-6:
+        if now >= conn.deadline - 1e-6:  # first: a flow that keeps asking still ends
             spent = conn.deadline - conn.record.start_s
             self._fail(conn, TimeoutError(f"no progress within {spent:.1f}s"))
+        elif conn.wake_at is not None and now >= conn.wake_at - 1e-4:
+            conn.wake_at = None
+            self._act(conn, conn.flow.timer(now))
 
     def _fail(self, conn: _Conn, exc: BaseException) -> None:
         conn.record.outcome, conn.record.detail = _outcome(exc)
@@ -334,9 +334,10 @@ class FastRunner:
                         self._flush(conn)
                     if mask & ~_OUT and not conn.closed:
                         self._readable(conn)
-                now = self.clock()
+                now, due = self.clock(), []
                 while self._timers and self._timers[0][0] <= now:
-                    _, _, conn = heapq.heappop(self._timers)
+                    due.append(heapq.heappop(self._timers)[2])
+                for conn in due:  # a wake-up asked for now or earlier waits a turn: no spin
                     if not conn.closed:
                         self._due(conn, now)
         finally:

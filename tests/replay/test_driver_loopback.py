@@ -172,3 +172,27 @@ def test_syn_flows_are_bounded_raw_syns(servers: Any, engine: str) -> None:
     _ok(records)
     assert len({(r.client_address, r.client_port) for r in records}) == 20
     assert all(r.connect_s is None and r.out_bytes == 0 for r in records)
+
+
+@pytest.mark.timeout(120)
+def test_fastloop_survives_a_flow_asking_for_wakeups_in_the_past(
+    servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # regression: a TcpFlow past its hold asked for a wake-up in the past and the epoll
+    # loop's timer pass re-ran it forever; now each pass runs only what was due when it began
+    from lvsprobe.replay import fastloop
+    from lvsprobe.replay.flows import BackendMatcher, Flow, Step
+
+    class Eager(Flow):
+        def start(self, now: float) -> Step:
+            return Step(wake_at=now - 1.0)
+
+        def timer(self, now: float) -> Step:
+            return Step(wake_at=now - 1.0)
+
+        def receive(self, data: bytes, now: float) -> Step:
+            return Step()
+
+    monkeypatch.setattr(fastloop, "make_flow", lambda *_: Eager(BackendMatcher("(x)")))
+    records = _run(servers.tcp, "  - {kind: tcp}", max_flows=1, timeout="300ms", engine="fastloop")
+    assert records[0].outcome == "timeout"
