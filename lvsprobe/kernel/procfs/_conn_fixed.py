@@ -10,8 +10,11 @@ row in Python):
 - the columns that are not part of the key (client, Expires; the real server when counting
   per service) are overwritten with NULs, and the client port with one byte saying whether
   it was 0000 (templates); the rows are then counted whole by `Counter`.
-Each distinct counted row is decoded once, when a block first brings it
-(`FixedKeys.decode`, which checks protocol, state, Origin and the key's addresses). A block
+Blocks of `HASHED_MIN_ROWS` rows or more are counted by a numpy row hash instead
+(`_conn_hashed`; the same canonical rows, exactly). Each distinct counted row is decoded
+once, when a block first brings it (`FixedKeys.decode`, which checks protocol, state,
+Origin and the key's addresses), or taken from the rows the previous summary of the same
+layout and granularity decoded (a scrape decodes only the rows that are new). A block
 with any other row (IPv6, SCTP, PE data, a wide Expires, anything malformed, a row that
 does not decode) is refused as a whole, its counts taken back, and goes the exact way
 (`_conn_summary`), so errors still name their line.
@@ -46,6 +49,8 @@ _ORIGINS = {
 }
 # Blocks of at least this many rows are counted by hash (numpy), smaller ones by Counter.
 HASHED_MIN_ROWS = 2048
+# Canonical row -> key, decoded by the last summary of a (layout, per_real_server).
+_REMEMBERED: dict[tuple[ConnLayout, bool], dict[bytes, ConnCountKey]] = {}
 # With per_real_server=False every key carries this destination: 0.0.0.0 port 0.
 NO_DEST = ipaddress.IPv4Address(0)
 
@@ -67,14 +72,17 @@ class FixedKeys:
         expires = range(self.expires_at, self.expires_at + _EXPIRES_DIGITS)
         self.blank = tuple(col for col in (*hex_columns, *expires) if col != _CPORT)
         self.rows: Counter[bytes] = Counter()
+        self.last_rows = 0  # rows of the last block given to `count`
         key_columns = [
             col
             for col in range(self.expires_at)
             if col not in self.blank and col not in self.separators
         ]
-        self.hashed = HashedRows(self.row_bytes, key_columns, self.blank, _CPORT, self.decode)
+        self.hashed = HashedRows(self.row_bytes, key_columns, self.blank, _CPORT, self.key)
         # Every counted row, decoded: filled as blocks bring new rows.
         self.keys: dict[bytes, ConnCountKey] = {}
+        # The keys the last summary of this layout and granularity decoded (`remember`).
+        self._previous = _REMEMBERED.get((layout, per_real_server), {})
         self._addresses: dict[bytes, IPAddress] = {}
         self._ports: dict[bytes, int] = {}
         self._names: dict[tuple[bytes, bytes], tuple[str, str]] = {}
@@ -82,7 +90,7 @@ class FixedKeys:
     def count(self, block: bytes) -> bool:
         """Count a block of whole rows; False (nothing counted) unless every row fits."""
         size = self.row_bytes
-        n = block.count(b"\n")
+        n = self.last_rows = block.count(b"\n")
         if n == 0 or len(block) != n * size or block[size - 1 :: size] != b"\n" * n:
             return False
         blanks = b" " * n
@@ -114,7 +122,7 @@ class FixedKeys:
         new = list(islice(reversed(self.rows), len(self.rows) - known))
         try:
             for row in new:
-                self.keys[row] = self.decode(row)
+                self.key(row)
         except ValueError:
             self.rows.subtract(lines)  # rare (malformed input): take the block back
             for row in new:
@@ -122,6 +130,20 @@ class FixedKeys:
                 self.keys.pop(row, None)
             return False
         return True
+
+    def key(self, row: bytes) -> ConnCountKey:
+        """`decode`, or the key the last summary decoded for this row (the same, as `decode`
+        depends on the row alone); remembered in `keys`."""
+        key = self._previous.get(row)
+        if key is None:
+            key = self.decode(row)
+        self.keys[row] = key
+        return key
+
+    def remember(self) -> None:
+        """Keep this summary's decoded rows for the next one (a scrape decodes only rows it
+        has not seen the scrape before; what is kept is one table's distinct rows)."""
+        _REMEMBERED[(self.layout, self.per_real_server)] = self.keys
 
     def counted(self) -> Iterator[tuple[ConnCountKey, int]]:
         """Every key counted so far with its count (a key may come more than once)."""

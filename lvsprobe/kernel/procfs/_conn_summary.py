@@ -94,7 +94,7 @@ def summarize(
     line_no = 2
     for block in body_blocks(data, layout, FIXED_BLOCK_BYTES):
         if fixed and by_column.count(block):
-            line_no += block.count(b"\n")
+            line_no += by_column.last_rows
             continue
         for chunk in chunks(block, 0):
             checked = shapes.check(chunk, line_no)
@@ -109,10 +109,23 @@ def summarize(
                     # `rest` has other line numbers than `chunk`: errors are named in `chunk`.
                     raw.count(rest, chunk, line_no, checked, shapes)
             line_no += checked.rows
-    for key, n in by_column.counted():
-        exact[key] = exact.get(key, 0) + n
+    exact = _merged(exact, list(by_column.counted()))
+    by_column.remember()
     raw.add_to(exact)
     return ConnSummary(counts=exact, total=sum(exact.values()))
+
+
+def _merged(
+    exact: dict[ConnCountKey, int], counted: list[tuple[ConnCountKey, int]]
+) -> dict[ConnCountKey, int]:
+    """`exact` plus `counted` (keys may repeat); one hash per key when they do not."""
+    if not exact:
+        merged = dict(counted)
+        if len(merged) == len(counted):
+            return merged
+    for key, n in counted:
+        exact[key] = exact.get(key, 0) + n
+    return exact
 
 
 def body_blocks(data: bytes | Iterable[bytes], layout: ConnLayout, size: int) -> Iterator[bytes]:

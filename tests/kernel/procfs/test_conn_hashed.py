@@ -167,3 +167,35 @@ def test_small_tables_do_not_import_numpy() -> None:
         "assert 'numpy' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("hashed_min", [1, 1 << 30])
+def test_the_next_summary_decodes_only_new_rows(
+    hashed_min: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_conn_fixed, "HASHED_MIN_ROWS", hashed_min)
+    monkeypatch.setattr(_conn_fixed, "_REMEMBERED", {})
+    table = HEADER + rows(300)
+    first = _conn_summary.summarize(table, _conn_row.CONN, True)
+    decoded: list[bytes] = []
+    decode = FixedKeys.decode
+
+    def counting(self: FixedKeys, row: bytes) -> object:
+        decoded.append(row)
+        return decode(self, row)
+
+    monkeypatch.setattr(FixedKeys, "decode", counting)
+    assert _conn_summary.summarize(table, _conn_row.CONN, True) == first
+    assert decoded == []
+    changed = table + ROW + ROW.replace(b"ASSURED", b"ASSUREX")  # a new row, a bad one
+    with pytest.raises(ParseError) as bad:
+        _conn_summary.summarize(changed, _conn_row.CONN, True)
+    assert bad.value.line_no == 2 + 300 + 1
+    assert decoded  # the new rows are decoded (until the bad one)
+    decoded.clear()
+    again = _conn_summary.summarize(table + ROW, _conn_row.CONN, True)
+    assert dict(again.counts) == exact_counts(table + ROW, False, True)
+    assert len(decoded) == 1  # ROW only
+    # Another granularity or layout never takes these keys.
+    per_service = _conn_summary.summarize(table, _conn_row.CONN, False)
+    assert dict(per_service.counts) == exact_counts(table, False, False)
