@@ -156,19 +156,10 @@ class FlowRun:
         self.loop = asyncio.get_running_loop()
 
     def _apply(self, events: list[Any]) -> None:
-        rec = self.record
         for event in events:
-            if isinstance(event, FirstByte) and rec.ttfb_s is None:
-                rec.ttfb_s = self.clock() - rec.start_s
-            elif isinstance(event, BackendSeen) and rec.backend is None:
-                rec.backend = event.name
-            elif isinstance(event, RequestDone):
-                rec.requests += 1
-            elif isinstance(event, HeartbeatDone):
-                rec.heartbeats += 1
-            elif isinstance(event, FieldSet):
-                setattr(rec, event.name, event.value)
-            elif isinstance(event, TlsSession):
+            if record_event(self.record, event, self.clock):
+                continue
+            if isinstance(event, TlsSession):
                 self.ctx.sessions[self.planned.client_address] = event.session
             elif isinstance(event, Finished) and self.finished is None:
                 self.finished = event
@@ -317,6 +308,26 @@ class FlowRun:
             await self._act(self.flow.data_received(item, now), sock)
         elif channel == "listening" and isinstance(self.flow, FtpFlow):
             await self._act(self.flow.data_listening(self.planned.client_address, item, now), sock)
+
+
+def record_event(rec: FlowRecord, event: object, clock: Callable[[], float]) -> bool:
+    """Apply an event that only updates the flow's record (first byte, backend, request,
+    heartbeat, field); False for the events an engine handles itself."""
+    if isinstance(event, FirstByte):
+        if rec.ttfb_s is None:
+            rec.ttfb_s = clock() - rec.start_s
+    elif isinstance(event, BackendSeen):
+        if rec.backend is None:
+            rec.backend = event.name
+    elif isinstance(event, RequestDone):
+        rec.requests += 1
+    elif isinstance(event, HeartbeatDone):
+        rec.heartbeats += 1
+    elif isinstance(event, FieldSet):
+        setattr(rec, event.name, event.value)
+    else:
+        return False
+    return True
 
 
 def new_record(

@@ -23,16 +23,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from lvsprobe.replay.attribution import ConnSnapshot
-from lvsprobe.replay.driver import FlowContext, _outcome, _socket, make_flow, new_record
+from lvsprobe.replay.driver import (
+    FlowContext,
+    _outcome,
+    _socket,
+    make_flow,
+    new_record,
+    record_event,
+)
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.flows import (
-    BackendSeen,
-    FieldSet,
     Finished,
-    FirstByte,
     Flow,
-    HeartbeatDone,
-    RequestDone,
     Step,
 )
 from lvsprobe.replay.plan import PlannedFlow
@@ -146,21 +148,10 @@ class FastRunner:
             self._ep.modify(conn.fd, mask)
 
     def _act(self, conn: _Conn, step: Step) -> None:
-        rec = conn.record
         for event in step.events:
-            if isinstance(event, FirstByte):
-                if rec.ttfb_s is None:
-                    rec.ttfb_s = self.clock() - rec.start_s
-            elif isinstance(event, BackendSeen):
-                if rec.backend is None:
-                    rec.backend = event.name
-            elif isinstance(event, RequestDone):
-                rec.requests += 1
-            elif isinstance(event, HeartbeatDone):
-                rec.heartbeats += 1
-            elif isinstance(event, FieldSet):
-                setattr(rec, event.name, event.value)
-            elif isinstance(event, Finished) and conn.finished is None:
+            if record_event(conn.record, event, self.clock):
+                continue
+            if isinstance(event, Finished) and conn.finished is None:
                 conn.finished = event
         if step.wake_at is not None:
             conn.wake_at = step.wake_at
@@ -174,7 +165,7 @@ class FastRunner:
                 except OSError as exc:
                     self._fail(conn, exc)
                     return
-                rec.out_bytes += len(step.send)
+                conn.record.out_bytes += len(step.send)
         conn.half_close = conn.half_close or step.half_close
         if conn.out or conn.half_close:
             self._flush(conn)
