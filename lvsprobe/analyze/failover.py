@@ -23,8 +23,9 @@ from typing import Any
 import pandas as pd
 
 from lvsprobe.errors import AnalysisError, LvsprobeError
+from lvsprobe.replay import hooks
 
-EVENTS_FILE = "events.json"
+EVENTS_FILE = hooks.EVENTS_FILE
 DIRECTORS_DIR = "directors"
 HEARTBEAT_S = 0.1
 SYNC_MIN_INBOUND_PKTS = 3  # sync_threshold "3 50": first sync on the 3rd inbound packet

@@ -81,6 +81,17 @@ def _override_target(scenario: Any, target: str | None) -> Any:
     return dataclasses.replace(scenario, target=new_target)
 
 
+def _timed_commands(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[Any, ...]:
+    from lvsprobe.replay.hooks import parse_timed_command
+
+    try:
+        return tuple(parse_timed_command(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @replay.command("run")
 @click.argument(
     "scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path)
@@ -128,6 +139,17 @@ def _override_target(scenario: Any, target: str | None) -> Any:
     is_flag=True,
     help="Do not check that the client addresses exist on this host.",
 )
+@click.option(
+    "--at",
+    "timed",
+    multiple=True,
+    metavar="SECONDS:EVENT:COMMAND",
+    callback=_timed_commands,
+    help="Run a shell COMMAND SECONDS into the replay and record it as EVENT in "
+    "RUN/events.json (repeatable), e.g. --at '30:failover:ssh lvs1 systemctl stop keepalived' "
+    "--at '60:failback:ssh lvs1 systemctl start keepalived'; then `lvsprobe analyze failover "
+    "RUN` knows when it happened. Each command may take up to 300 s.",
+)
 def run(
     scenario_path: Path,
     out_dir: Path | None,
@@ -142,6 +164,7 @@ def run(
     check: bool,
     engine: str,
     skip_pool_check: bool,
+    timed: tuple[Any, ...],
 ) -> None:
     """Run SCENARIO and write the flow log to --out.
 
@@ -190,6 +213,7 @@ def run(
         not no_progress,
         check,
         fast,
+        timed,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -216,6 +240,7 @@ def _execute(
     progress: bool,
     check: bool,
     fast: bool,
+    timed: tuple[Any, ...] = (),
 ) -> tuple[dict[str, Any], bool]:
     from lvsprobe.replay.attribution import conn_table_source
     from lvsprobe.replay.fastloop import FastRunner
@@ -253,9 +278,22 @@ def _execute(
                 signal.signal(signum, handler)
         return result, runner.stop_reason
 
-    result, stop_reason = epoll() if fast else asyncio.run(main())
+    from lvsprobe.replay import hooks
+
+    schedule = hooks.CommandSchedule(timed) if timed else None
+    if schedule is not None:
+        schedule.start()
+    try:
+        result, stop_reason = epoll() if fast else asyncio.run(main())
+    finally:
+        runs = schedule.finish() if schedule is not None else []
     line.close()
     summary = write_run(out_dir, scenario, scenario_path, result, stop_reason, len(plan), check)
+    if schedule is not None:
+        starts = [r.start_unix - r.start_s for r in result.records]
+        hooks.write_events(out_dir, runs, min(starts, default=schedule.started_unix))
+        for problem in hooks.problems(runs):
+            click.echo(f"lvsprobe: warning: {problem}", err=True)
     return summary, stop_reason == "interrupted"
 
 

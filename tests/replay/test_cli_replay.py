@@ -141,3 +141,57 @@ def test_ctrl_c_leaves_a_valid_partial_log(tmp_path: Path, servers: Any) -> None
     assert 0 < len(frame) < 100000 and summary["complete"] is False
     assert summary["stopped"] == "interrupted" and summary["flows"] == len(frame)
     assert set(frame["outcome"]) <= {"ok", "error:interrupted"}
+
+
+def test_timed_commands_land_in_events_json(tmp_path: Path, servers: Any) -> None:
+    """`--at` runs commands during the replay (a real cluster's failover trigger) and records
+    when, for `lvsprobe analyze failover`; failures and commands past the end are warned of."""
+    out = tmp_path / "run"
+    scenario = tmp_path / "held.yaml"
+    scenario.write_text(
+        f"name: held\ntarget: {{address: 127.0.0.1, port: {servers.tcp}}}\n"
+        "clients: {cidr: 127.0.0.10/24, count: 4}\n"
+        "flows: [{kind: tcp, hold: 1500ms, heartbeat: 100ms, payload_bytes: 16}]\n"
+        "arrival: {model: open, rate: 20}\n"
+        "bounds: {max_flows: 4, max_duration: 20s}\n"
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "replay",
+            "run",
+            str(scenario),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--at",
+            f"0.8:failover:touch {tmp_path / 'moved'}",
+            "--at",
+            "1.0:failback:echo no route >&2; exit 3",
+            "--at",
+            "3600:never:true",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "moved").exists()
+    events = json.loads((out / "events.json").read_text())["events"]
+    assert [e["event"] for e in events] == ["failover", "failback"]
+    assert [e["exit_status"] for e in events] == [0, 3]
+    assert events[0]["t_s"] <= events[0]["done_s"] <= events[1]["t_s"] <= events[1]["done_s"]
+    assert "--at 1:failback: no route" in result.stderr
+    assert "--at 3600:never: not run, the replay had ended" in result.stderr
+    analysed = CliRunner().invoke(
+        cli, ["analyze", "failover", str(out), "--sync", "off", "--out", str(tmp_path / "a")]
+    )
+    assert analysed.exit_code in (ExitCode.OK, ExitCode.CHECK_FAILED), analysed.output
+    assert "failover" in analysed.output
+
+
+@pytest.mark.parametrize(
+    "bad", ["30", "x:failover:true", "30::true", "30:failover:", "-1:failover:true"]
+)
+def test_timed_command_errors_name_the_value(tmp_path: Path, bad: str) -> None:
+    argv = ["replay", "run", str(_scenario(tmp_path, 80)), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, [*argv, "--at", bad])
+    assert result.exit_code == ExitCode.USAGE
+    assert "--at" in result.output and repr(bad) in result.output
