@@ -202,9 +202,18 @@ class Conn:
 
     @property
     def is_template(self) -> bool:
-        return self.protocol == "IP" or (
-            self.client_port == 0 and self.state in ("NONE", "ASSURED")
-        )
+        return is_template_entry(self.protocol, self.client_port == 0, self.state)
+
+
+# States a persistence template shows: the template table's (4.19+), or K4.0's protocol-named
+# state 0 (`NONE` for TCP/SCTP, `UDP` for UDP). No connection has client port 0.
+TEMPLATE_STATES = frozenset({"NONE", "ASSURED", "UDP"})
+
+
+def is_template_entry(protocol: str, client_port_zero: bool, state: str) -> bool:
+    """A conn-table row is a persistence template: protocol IP (an fwmark template), or client
+    port 0 in a template state."""
+    return protocol == "IP" or (client_port_zero and state in TEMPLATE_STATES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from itertools import islice
 from lvsprobe.kernel.procfs import _conn_row, _hex
 from lvsprobe.kernel.procfs._conn_hashed import HashedRows
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
-from lvsprobe.model import ConnCountKey, IPAddress
+from lvsprobe.model import ConnCountKey, IPAddress, is_template_entry
 
 # Offsets in a row with a 3-letter protocol.
 _PROTO = slice(0, 3)
@@ -189,7 +189,7 @@ class FixedKeys:
                 name = row[_ORIGIN].rstrip(b" ").decode("latin-1")
                 raise ValueError(f"bad Origin {name!r} (expected LOCAL or SYNC)")
         zero_port = row[_CPORT] == 0
-        template = protocol == "IP" or (zero_port and state in _conn_row.TEMPLATE_STATES)
+        template = is_template_entry(protocol, zero_port, state)
         dest: IPAddress = NO_DEST
         dest_port = 0
         if self.per_real_server:

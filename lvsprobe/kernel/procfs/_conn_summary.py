@@ -22,7 +22,7 @@ from lvsprobe.kernel.procfs import _conn_row, _hex
 from lvsprobe.kernel.procfs._conn_fast import CheckedChunk, ShapeCounter, chunks
 from lvsprobe.kernel.procfs._conn_fixed import NO_DEST, FixedKeys
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
-from lvsprobe.model import Conn, ConnCountKey, ConnSummary
+from lvsprobe.model import Conn, ConnCountKey, ConnSummary, is_template_entry
 
 __all__ = ["NO_DEST", "count_key", "summarize"]
 # Blocks tried whole by the fixed-offset counter (fewer Python steps per row than CHUNK_BYTES).
@@ -207,11 +207,13 @@ class _RawCounts:
     def add_to(self, exact: dict[ConnCountKey, int]) -> None:
         """Add the counts by decoded key, templates told apart from connections."""
         for raw, n in self.rows.items():
-            protocol, _, _, state = raw.split(b" ", 4)[:4]
-            # Conn.is_template: protocol IP, or client port 0 in state NONE/ASSURED.
-            templates = n if protocol == b"IP" else 0
-            if protocol != b"IP" and state in (b"NONE", b"ASSURED"):
-                templates = self.zero_port[raw]
+            protocol, _, _, state = raw.decode("latin-1").split(" ", 4)[:4]
+            if protocol == "IP":
+                templates = n
+            elif is_template_entry(protocol, True, state):
+                templates = self.zero_port[raw]  # those of its rows with client port 0
+            else:
+                templates = 0
             key = self.decoded[raw]
             for template, count in ((True, templates), (False, n - templates)):
                 if count:

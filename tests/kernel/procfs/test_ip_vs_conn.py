@@ -173,6 +173,8 @@ def test_k40_sample_wrapped_expires_and_protocol_named_template_states() -> None
     assert overdue.expires_s == 0
     assert tcp_template.is_template
     assert udp_template.state == "UDP" and udp_template.client_port == 0
+    assert udp_template.is_template  # K4.0 named a UDP template's state by UDP's table
+    assert summarize_ip_vs_conn(data).templates == 2
 
 
 def test_sync_sample_origins() -> None:
