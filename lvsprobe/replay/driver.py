@@ -241,6 +241,12 @@ class FlowRun:
             for task in self.tasks:
                 task.cancel()
             for s in self.socks:
+                # Unregister before closing: a cancelled sock_recv leaves its fd in the loop's
+                # selector until its task runs again; a new socket reusing the fd number would
+                # then fail in epoll_ctl(MOD) with ENOENT (seen on FTP data connections).
+                if s.fileno() >= 0:
+                    self.loop.remove_reader(s)
+                    self.loop.remove_writer(s)
                 s.close()
         if self.finished is not None:
             rec.outcome, rec.detail = self.finished.outcome, self.finished.detail

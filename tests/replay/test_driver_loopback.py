@@ -196,3 +196,38 @@ def test_fastloop_survives_a_flow_asking_for_wakeups_in_the_past(
     monkeypatch.setattr(fastloop, "make_flow", lambda *_: Eager(BackendMatcher("(x)")))
     records = _run(servers.tcp, "  - {kind: tcp}", max_flows=1, timeout="300ms", engine="fastloop")
     assert records[0].outcome == "timeout"
+
+
+def test_an_ended_flow_leaves_no_stale_fd_in_the_loop() -> None:
+    """Regression: a flow that ended with a receive pending closed its socket while the loop
+    still watched the fd; the next socket got the same fd number and its connect failed in
+    epoll_ctl(MOD) with ENOENT (seen as `error:enoent` on FTP passive data connections)."""
+    import socket
+    import time
+
+    from lvsprobe.replay.driver import FlowContext, drive_flow, new_record
+
+    with socket.socket() as idle:
+        idle.bind(("127.0.0.1", 0))
+        idle.listen(4)  # accepts, never answers: the flow ends by timeout, a receive pending
+        port = idle.getsockname()[1]
+        scenario = parse_scenario(
+            f"name: stale\ntarget: {{address: 127.0.0.1, port: {port}}}\n"
+            "clients: {cidr: 127.0.0.2/24, count: 1}\nflows: [{kind: http}]\n"
+            "arrival: {model: closed, concurrency: 1}\n"
+            "bounds: {max_flows: 1, max_duration: 20s, flow_timeout: 300ms}\n",
+            "stale.yaml",
+        )
+        planned = make_plan(scenario)[0]
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            record = new_record(planned, 0.0, time.time(), "tcp")
+            await drive_flow(planned, record, lambda: loop.time() - start, FlowContext(scenario))
+            assert record.outcome == "timeout"
+            with socket.socket() as after:  # the lowest free fd: the flow's, just closed
+                after.setblocking(False)
+                await loop.sock_connect(after, ("127.0.0.1", port))
+
+        asyncio.run(main())
