@@ -229,6 +229,17 @@ class ConnCountKey:
     state: str
     template: bool
     origin: Origin | None
+    # Hashing an ipaddress object runs Python code (~1 µs); a summary's keys are hashed
+    # several times per scrape and live across scrapes, so the hash is made once.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.protocol, self.virtual_address, self.virtual_port, self.fwmark)
+        more = (self.dest_address, self.dest_port, self.state, self.template, self.origin)
+        object.__setattr__(self, "_hash", hash(fields + more))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import SERVICE_LABELS
-from lvsprobe.exporter.render import Builder, escape_label_value, label_pairs
+from lvsprobe.exporter.render import Builder, escape_label_value
 from lvsprobe.exporter.services import add_stats
 from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Origin, Snapshot
 
@@ -57,11 +57,15 @@ def _conn_service_pairs(key: ConnCountKey, is_service: bool) -> str:
     family_of = addr if addr is not None else key.dest_address
     family = "inet" if family_of.version == 4 else "inet6"
     if key.fwmark:
-        values = ("", "", "0", str(key.fwmark), family)
-    else:
-        port = str(key.virtual_port) if is_service or not key.virtual_port else ""
-        values = (key.protocol.lower(), str(addr) if addr is not None else "", port, "0", family)
-    return label_pairs(SERVICE_LABELS, values)
+        return f'protocol="",address="",port="0",fwmark="{key.fwmark}",family="{family}"'
+    # Only the protocol comes as text from the table; the rest are numbers and addresses.
+    protocol = escape_label_value(key.protocol.lower())
+    address = str(addr) if addr is not None else ""
+    port = key.virtual_port if is_service or not key.virtual_port else ""
+    return f'protocol="{protocol}",address="{address}",port="{port}",fwmark="0",family="{family}"'
+
+
+assert SERVICE_LABELS == ("protocol", "address", "port", "fwmark", "family")
 
 
 _ORIGIN = {None: "unknown", Origin.LOCAL: "local", Origin.SYNC: "sync"}
@@ -83,7 +87,7 @@ class ConnsCollector:
         backend_entries: dict[tuple[str, str, str, str], int] = {}
         templates: dict[str, int] = {}
         origins: dict[str, int] = {}
-        pairs_of: dict[tuple[str, IPAddress | None, int, int], str | None] = {}
+        pairs_of: dict[tuple[str, int, int, int], str | None] = {}
         allows = self.service_filter.allows
         services = {
             (svc.key.protocol.name, svc.key.address, svc.key.port)
@@ -93,13 +97,16 @@ class ConnsCollector:
         for key, n in summary.counts.items():
             origin = _ORIGIN[key.origin]
             origins[origin] = origins.get(origin, 0) + n
-            # One lookup per key: hashing an IP address runs Python code (ipaddress).
-            svc = (key.protocol, key.virtual_address, key.virtual_port, key.fwmark)
-            pairs = pairs_of.get(svc, _UNSEEN)
+            # Memoised by the address object's identity (the summary keeps them all alive):
+            # hashing an IP address runs Python code (ipaddress). Equal addresses held by
+            # two objects just cost a second, equal, computation.
+            vaddr = key.virtual_address
+            memo = (key.protocol, id(vaddr), key.virtual_port, key.fwmark)
+            pairs = pairs_of.get(memo, _UNSEEN)
             if pairs is _UNSEEN:
-                ok = allows(key.virtual_address, key.virtual_port, key.fwmark)
-                is_service = svc[:3] in services
-                pairs = pairs_of[svc] = _conn_service_pairs(key, is_service) if ok else None
+                ok = allows(vaddr, key.virtual_port, key.fwmark)
+                is_service = (key.protocol, vaddr, key.virtual_port) in services
+                pairs = pairs_of[memo] = _conn_service_pairs(key, is_service) if ok else None
             if pairs is None:
                 continue
             if key.template:

@@ -7,16 +7,18 @@ The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn ch
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import repeat
+from functools import lru_cache
+from itertools import compress, filterfalse, repeat
+from operator import not_
 from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
+from lvsprobe.kernel.procfs._ip_vs_fixed import FORWARD_NAMES, take_fixed
 from lvsprobe.kernel.procfs._read import read_proc_text
 from lvsprobe.model import (
     Family,
@@ -43,6 +45,7 @@ _FORWARDS = {
     "Tunnel": Forward.TUNNEL,
     "Route": Forward.ROUTE,
 }
+_FIXED_FORWARDS = tuple(_FORWARDS[name] for name in FORWARD_NAMES)
 # IP_VS_SCHEDNAME_MAXLEN is 16 including the NUL.
 _SCHEDULER = re.compile(r"[A-Za-z0-9_]{1,15}")
 _I32 = (-(1 << 31), (1 << 31) - 1)
@@ -53,6 +56,12 @@ _IPV4_REAL_SERVER = re.compile(
     r"  -> ([0-9A-F]{8}):([0-9A-F]{4}) +(Masq|Local|Tunnel|Route) +([0-9]{1,10})"
     r" +(-?[0-9]{1,10}) +(-?[0-9]{1,10}) *"
 )
+
+
+# Characters of /proc/net/ip_vs taken as one block of lines by the fast path (~1000 lines).
+BLOCK_CHARS = 1 << 16
+# Tables at least this big (~16k lines) take their real-server lines by numpy.
+NUMPY_MIN_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -95,40 +104,48 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
             shown = lines[line_no - 1] if len(lines) >= line_no else None
             raise ParseError(source, line_no, shown, f"expected the header {' '.join(expected)!r}")
     # Services are assembled at the end, when the real servers of the fast path are built
-    # all at once (`_Ipv4RealServers.build`); until then `dests` holds their row numbers.
-    heads: list[tuple[_ServiceLine, _ServiceHead, list[RealServer | int]]] = []
+    # all at once (`_Ipv4RealServers.build`); until then `dests` holds ranges of their rows.
+    heads: list[tuple[_ServiceLine, _ServiceHead, list[RealServer | range]]] = []
     current: _ServiceLine | None = None
-    dests: list[RealServer | int] = []
-    fast = _Ipv4RealServers()
-    for line_no, line in enumerate(_iter_lines(text, _header_end(text)), start=4):
-        if current is not None:
-            row = fast.parse(line)
-            if row is not None:
-                dests.append(row)
-                continue
-        try:
-            fields = line.split()
-            if fields and fields[0] == "->":
-                if current is None:
-                    raise ValueError("real-server line before any service line")
-                dests.append(_real_server(fields))
-            else:
-                if current is not None:
-                    heads.append((current, _service_head(current, dests, source), dests))
-                current, dests = _service_line(fields, line_no, line), []
-        except ValueError as exc:
-            raise ParseError(source, line_no, line, str(exc)) from exc
+    current_no = 0
+    dests: list[RealServer | range] = []
+    fast = _Ipv4RealServers(numpy=len(text) >= NUMPY_MIN_CHARS)
+    line_no = 4
+    for block in _blocks(text, _header_end(text), BLOCK_CHARS):
+        rows = fast.rows  # the row number of this block's first taken line
+        count, others = fast.take(block)
+        # Runs of taken lines between the others (service lines, IPv6 or odd real servers).
+        start = 0
+        for index, line in [*others, (count, "")]:
+            if index > start:
+                if current is None:  # a real-server line before any service line
+                    line = _hex.split_lines(block)[start]
+                    index = start
+                else:
+                    dests.append(range(rows, rows + index - start))
+                    rows += index - start
+            if index == count:
+                break
+            try:
+                fields = line.split()
+                if fields and fields[0] == "->":
+                    if current is None:
+                        raise ValueError("real-server line before any service line")
+                    dests.append(_real_server(fields))
+                else:
+                    if current is not None:
+                        head = _service_head(current, current_no, dests, source)
+                        heads.append((current, head, dests))
+                    current, current_no, dests = _service_line(line), line_no + index, []
+            except ValueError as exc:
+                raise ParseError(source, line_no + index, line, str(exc)) from exc
+            start = index + 1
+        line_no += count
     if current is not None:
-        heads.append((current, _service_head(current, dests, source), dests))
+        heads.append((current, _service_head(current, current_no, dests, source), dests))
     built = fast.build()
     services = tuple(
-        Service(
-            key,
-            line.scheduler,
-            flags,
-            persistence,
-            tuple([built[d] if isinstance(d, int) else d for d in dests]),
-        )
+        Service(key, line.scheduler, flags, persistence, _assembled(dests, built))
         for line, (key, flags, persistence), dests in heads
     )
     return IpVsTable(version=version, conn_table_size=table_size, services=services)
@@ -144,17 +161,29 @@ def _header_end(text: str) -> int:
     return end
 
 
-def _iter_lines(text: str, start: int) -> Iterator[str]:
-    """The lines of text[start:], split on "\n" only, as `_hex.split_lines` splits them."""
-    size = len(text)
-    find = text.find
-    while start < size:
-        end = find("\n", start)
-        if end < 0:
-            yield text[start:]
-            return
-        yield text[start:end]
-        start = end + 1
+def _blocks(text: str, start: int, size: int) -> Iterator[str]:
+    """text[start:] in blocks of whole lines of about `size` characters: a few thousand
+    lines at a time are taken by C-level maps, and a kube-proxy node's ~10^5 lines are never
+    held as one list."""
+    end = len(text)
+    while start < end:
+        stop = text.find("\n", start + size)
+        stop = end if stop < 0 else stop + 1
+        yield text[start:stop]
+        start = stop
+
+
+def _assembled(dests: list[RealServer | range], built: list[RealServer]) -> tuple[RealServer, ...]:
+    """A service's real servers: ranges of fast-path rows and exactly parsed ones, in order."""
+    if len(dests) == 1 and isinstance(dests[0], range):
+        return tuple(built[dests[0].start : dests[0].stop])
+    out: list[RealServer] = []
+    for dest in dests:
+        if isinstance(dest, range):
+            out += built[dest.start : dest.stop]
+        else:
+            out.append(dest)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -167,12 +196,17 @@ class _ServiceLine:
     one_packet: bool
     timeout_jiffies: int | None
     netmask: int | None
-    line_no: int
     line: str
 
 
-def _service_line(fields: list[str], line_no: int, line: str) -> _ServiceLine:
-    """`TCP  0A000001:0050 rr [ops] [persistent <jiffies> <mask>]`, or `FWM  %08X …`."""
+@lru_cache(maxsize=1 << 17)
+def _service_line(line: str) -> _ServiceLine:
+    """`TCP  0A000001:0050 rr [ops] [persistent <jiffies> <mask>]`, or `FWM  %08X …`.
+
+    A pure function of the line, which holds no counter: cached, so that a scrape decodes
+    only the service lines that are new (ValueError, on a malformed line, is not cached).
+    """
+    fields = line.split()
     if len(fields) < 3:
         raise ValueError(f"expected at least 3 fields on a service line, got {len(fields)}")
     proto_name, where, scheduler, *flags = fields
@@ -201,7 +235,7 @@ def _service_line(fields: list[str], line_no: int, line: str) -> _ServiceLine:
         timeout = _hex.decimal(flags[1], *_I32) & _hex.U32_MAX
         netmask = _hex.hex_number(flags[2], _hex.U32_MAX)
     return _ServiceLine(
-        protocol, addr, svc_port, fwmark, scheduler, one_packet, timeout, netmask, line_no, line
+        protocol, addr, svc_port, fwmark, scheduler, one_packet, timeout, netmask, line
     )
 
 
@@ -221,40 +255,92 @@ assert _RS_FIELDS[:6] == ("address", "port", "forward", "weight", "active_conns"
 class _Ipv4RealServers:
     """The fast path for IPv4 real-server lines (~10x the field-by-field parse).
 
-    Addresses are decoded once per distinct hex string (a backend serving several
-    services repeats). `parse` returns None for any line it cannot vouch for; the exact
-    parser then decides, and raises the ParseError when the line is malformed.
+    A block of lines is matched, split and converted by C-level maps column by column (or,
+    for big tables, by numpy: `_ip_vs_fixed`); addresses are decoded once per distinct
+    value (a backend serving several services repeats). Lines it cannot vouch for (and, on
+    the regex way, a block with a number out of range) are left to the exact parser, which
+    raises the ParseError when a line is malformed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, numpy: bool = False) -> None:
+        self.numpy = numpy
         # Keyed by the address's int, which the IPv4Address then holds: no key of its own.
         self._addresses: dict[int, IPAddress] = {}
-        # The six fields of the parsed rows, column by column (no object per row).
+        # The six fields of the rows taken, column by column (no object per row).
         self.columns: tuple[list[object], ...] = ([], [], [], [], [], [])
 
-    def parse(self, line: str) -> int | None:
-        """The row number of a usual IPv4 line, its fields kept for `build`."""
-        match = _IPV4_REAL_SERVER.fullmatch(line)
-        if match is None:
-            return None
-        addr_hex, port_hex, forward, weight_dec, active_dec, inactive_dec = match.groups()
-        weight, active, inactive = int(weight_dec), int(active_dec), int(inactive_dec)
+    @property
+    def rows(self) -> int:
+        return len(self.columns[0])
+
+    def take(self, block: str) -> tuple[int, list[tuple[int, str]]]:
+        """Keep the fields of a block's usual IPv4 real-server lines (in line order); return
+        how many lines the block has and the others, with their index in it."""
+        fixed = take_fixed(block) if self.numpy else None
+        if fixed is None:
+            return self._take_matched(block)
+        self._extend(
+            fixed.addresses,
+            fixed.ports,
+            map(_FIXED_FORWARDS.__getitem__, fixed.forwards),
+            fixed.weights,
+            fixed.actives,
+            fixed.inactives,
+        )
+        if len(fixed.taken) == fixed.lines:
+            return fixed.lines, []
+        lines = _hex.split_lines(block)
+        left = set(range(fixed.lines)).difference(fixed.taken)
+        return fixed.lines, [(index, lines[index]) for index in sorted(left)]
+
+    def _take_matched(self, block: str) -> tuple[int, list[tuple[int, str]]]:
+        lines = _hex.split_lines(block)
+        matches = list(map(_IPV4_REAL_SERVER.fullmatch, lines))
+        taken = list(filter(None, matches))
+        others = [(index, lines[index]) for index in range(len(lines))]
+        if not taken:
+            return len(lines), others
+        addr_hex, port_hex, forward, weight_dec, active_dec, inactive_dec = zip(
+            *map(re.Match.groups, taken),
+            strict=True,
+        )
+        weights = list(map(int, weight_dec))
+        actives = list(map(int, active_dec))
+        inactives = list(map(int, inactive_dec))
         low, high = _I32
-        if weight > high or not (low <= active <= high and low <= inactive <= high):
-            return None
-        number = int(addr_hex, 16)  # the regex checked the 8 hex digits already
-        addr = self._addresses.get(number)
-        if addr is None:
-            addr = self._addresses[number] = ipaddress.IPv4Address(number)
-        addresses, ports, forwards, weights, actives, inactives = self.columns
-        row = len(addresses)
-        addresses.append(addr)
-        ports.append(int(port_hex, 16))
-        forwards.append(_FORWARDS[forward])
-        weights.append(weight)
-        actives.append(active)
-        inactives.append(inactive)
-        return row
+        if max(weights) > high or min(actives) < low or max(actives) > high:
+            return len(lines), others
+        if min(inactives) < low or max(inactives) > high:
+            return len(lines), others
+        self._extend(
+            list(map(int, addr_hex, repeat(16))),  # 8 hex digits each: the regex says
+            map(int, port_hex, repeat(16)),
+            map(_FORWARDS.__getitem__, forward),
+            weights,
+            actives,
+            inactives,
+        )
+        return len(lines), list(compress(others, map(not_, matches)))
+
+    def _extend(
+        self,
+        numbers: list[int],
+        ports: Iterable[int],
+        forwards: Iterable[Forward],
+        weights: list[int],
+        actives: list[int],
+        inactives: list[int],
+    ) -> None:
+        known = self._addresses
+        new = list(dict.fromkeys(filterfalse(known.__contains__, numbers)))
+        known.update(zip(new, _hex.ipv4_addresses(new), strict=True))
+        columns = self.columns
+        columns[0].extend(map(known.__getitem__, numbers))
+        columns[1].extend(ports)
+        columns[2].extend(forwards)
+        columns[3].extend(weights)
+        columns[4].extend(actives)
+        columns[5].extend(inactives)
 
     def build(self) -> list[RealServer]:
         """The RealServers of all rows, in order: `RealServer(*row, family=INET)` each.
@@ -299,7 +385,9 @@ def _real_server(fields: list[str]) -> RealServer:
 _ServiceHead = tuple[ServiceKey, ServiceFlag, Persistence | None]
 
 
-def _service_head(line: _ServiceLine, dests: list[RealServer | int], source: str) -> _ServiceHead:
+def _service_head(
+    line: _ServiceLine, line_no: int, dests: list[RealServer | range], source: str
+) -> _ServiceHead:
     """Key, flags and persistence of a service; an fwmark service takes its family from
     its real servers.
 
@@ -311,8 +399,8 @@ def _service_head(line: _ServiceLine, dests: list[RealServer | int], source: str
     if line.address is not None:
         family = Family.INET6 if line.address.version == 6 else Family.INET
     else:
-        # A row number stands for a real server of the fast path: IPv4.
-        families = {Family.INET if isinstance(d, int) else d.family for d in dests}
+        # A range of rows stands for real servers of the fast path: IPv4.
+        families = {Family.INET if isinstance(d, range) else d.family for d in dests}
         family = families.pop() if len(families) == 1 else None
     flags = ServiceFlag.HASHED
     persistence = None
@@ -321,7 +409,7 @@ def _service_head(line: _ServiceLine, dests: list[RealServer | int], source: str
         try:
             prefix_len = _prefix_len(line.netmask, family)
         except ValueError as exc:
-            raise ParseError(source, line.line_no, line.line, str(exc)) from exc
+            raise ParseError(source, line_no, line.line, str(exc)) from exc
         persistence = Persistence(
             timeout_s=None, timeout_jiffies=line.timeout_jiffies, prefix_len=prefix_len
         )

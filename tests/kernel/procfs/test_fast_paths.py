@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.errors import ParseError
-from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary, ip_vs
+from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary, _hex, ip_vs
 from lvsprobe.kernel.procfs._conn_fixed import FixedKeys
 from lvsprobe.model import Family, Forward, RealServer
 
@@ -122,13 +122,19 @@ def test_fixed_counting_takes_plain_blocks_and_refuses_others() -> None:
 
 @st.composite
 def real_server_lines(draw: st.DrawFn) -> str:
+    """IPv4 real-server lines as the kernel prints them, numbers in and out of range, and
+    some with one character changed (near-valid hostile input)."""
     addr = draw(st.integers(0, 2**32 - 1))
     number = st.integers(-(2**31) - 5, 2**31 + 5) | st.integers(-3, 3)
     forward = draw(st.sampled_from(["Masq", "Local", "Tunnel", "Route", "Bypass"]))
     weight, active, inactive = draw(number), draw(number), draw(number)
     port = draw(st.integers(0, 65535))
     numbers = f"{weight:<6d} {active:<10d} {inactive:<10d}"
-    return f"  -> {addr:08X}:{port:04X}      {forward:<7s} {numbers}"
+    line = f"  -> {addr:08X}:{port:04X}      {forward:<7s} {numbers}"
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(line) - 1))
+        line = line[:at] + draw(st.sampled_from(" -0A9aG:\t>é")) + line[at + 1 :]
+    return line
 
 
 IP_VS_HEAD = (
@@ -139,12 +145,19 @@ IP_VS_HEAD = (
 )
 
 
+def _take_nothing(self: object, block: str) -> tuple[int, list[tuple[int, str]]]:
+    lines = _hex.split_lines(block)
+    return len(lines), list(enumerate(lines))
+
+
 @settings(max_examples=300, deadline=None)
 @given(lines=st.lists(real_server_lines(), min_size=1, max_size=5))
-def test_fast_real_server_lines_agree_with_exact(lines: list[str]) -> None:
+@pytest.mark.parametrize("numpy_min_chars", [0, 1 << 40], ids=["numpy", "regex"])
+def test_fast_real_server_lines_agree_with_exact(lines: list[str], numpy_min_chars: int) -> None:
     text = IP_VS_HEAD + "".join(line + "\n" for line in lines)
-    fast = outcome(lambda: ip_vs.parse_ip_vs(text))
-    with patch.object(ip_vs._Ipv4RealServers, "parse", lambda self, line: None):
+    with patch.object(ip_vs, "NUMPY_MIN_CHARS", numpy_min_chars):
+        fast = outcome(lambda: ip_vs.parse_ip_vs(text))
+    with patch.object(ip_vs._Ipv4RealServers, "take", _take_nothing):
         exact = outcome(lambda: ip_vs.parse_ip_vs(text))
     if isinstance(exact, ParseError):
         assert isinstance(fast, ParseError)
@@ -154,6 +167,49 @@ def test_fast_real_server_lines_agree_with_exact(lines: list[str]) -> None:
         assert Counter(map(type, fast.services[0].real_servers)) == Counter(  # type: ignore[attr-defined]
             map(type, exact.services[0].real_servers)  # type: ignore[attr-defined]
         )
+
+
+@pytest.mark.parametrize("numpy_min_chars", [0, 1 << 40], ids=["numpy", "regex"])
+def test_fast_paths_take_blocks_of_many_services(numpy_min_chars: int) -> None:
+    """Several blocks, services split across them, exotic lines in between: the same
+    table as the exact parser's."""
+    body = []
+    for svc in range(300):
+        body.append(f"TCP  0A0000{svc % 256:02X}:{svc:04X} wlc \n")
+        for rs in range(svc % 7):
+            body.append(
+                f"  -> AC10{svc % 256:02X}{rs:02X}:0050      Route   {rs:<6d} {svc:<10d} 0         \n"
+            )
+        if svc % 50 == 0:
+            body.append(
+                "  -> [2001:0002:0000:0001:0000:0000:0000:0011]:0050"
+                "      Route   2      0          0\n"
+            )
+            body.append(
+                "  -> c0a8010a:0050      Masq    1      0          0         \n"
+            )  # lower case
+            body.append("  -> C0A8010A:0050      Masq    1234567 0          0\n")  # wide weight
+    text = IP_VS_HEAD.split("TCP")[0] + "".join(body)
+    with (
+        patch.object(ip_vs, "BLOCK_CHARS", 1000),
+        patch.object(ip_vs, "NUMPY_MIN_CHARS", numpy_min_chars),
+    ):
+        fast = ip_vs.parse_ip_vs(text)
+    with patch.object(ip_vs._Ipv4RealServers, "take", _take_nothing):
+        exact = ip_vs.parse_ip_vs(text)
+    assert fast == exact
+    assert (
+        sum(len(svc.real_servers) for svc in fast.services) == sum(s % 7 for s in range(300)) + 18
+    )
+
+
+def test_ipv4_addresses_are_the_objects_init_makes() -> None:
+    numbers = [0, 1, 0xC0A8010A, 2**32 - 1]
+    made = _hex.ipv4_addresses(numbers)
+    assert made == [IPv4Address(n) for n in numbers]
+    assert [type(a) for a in made] == [IPv4Address] * 4
+    assert [str(a) for a in made] == ["0.0.0.0", "0.0.0.1", "192.168.1.10", "255.255.255.255"]
+    assert hash(made[2]) == hash(IPv4Address("192.168.1.10"))
 
 
 def test_whole_lines_cuts_after_newlines() -> None:
