@@ -266,6 +266,8 @@ class _Ipv4RealServers:
         self.numpy = numpy
         # Keyed by the address's int, which the IPv4Address then holds: no key of its own.
         self._addresses: dict[int, IPAddress] = {}
+        # One int object per distinct port (a converted column makes one per row: 32 B each).
+        self._ports: dict[int, int] = {}
         # The six fields of the rows taken, column by column (no object per row).
         self.columns: tuple[list[object], ...] = ([], [], [], [], [], [])
 
@@ -314,7 +316,7 @@ class _Ipv4RealServers:
             return len(lines), others
         self._extend(
             list(map(int, addr_hex, repeat(16))),  # 8 hex digits each: the regex says
-            map(int, port_hex, repeat(16)),
+            list(map(int, port_hex, repeat(16))),
             map(_FORWARDS.__getitem__, forward),
             weights,
             actives,
@@ -325,7 +327,7 @@ class _Ipv4RealServers:
     def _extend(
         self,
         numbers: list[int],
-        ports: Iterable[int],
+        ports: list[int],
         forwards: Iterable[Forward],
         weights: list[int],
         actives: list[int],
@@ -336,7 +338,7 @@ class _Ipv4RealServers:
         known.update(zip(new, _hex.ipv4_addresses(new), strict=True))
         columns = self.columns
         columns[0].extend(map(known.__getitem__, numbers))
-        columns[1].extend(ports)
+        columns[1].extend(map(self._ports.setdefault, ports, ports))
         columns[2].extend(forwards)
         columns[3].extend(weights)
         columns[4].extend(actives)
