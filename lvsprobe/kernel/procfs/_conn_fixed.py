@@ -78,7 +78,9 @@ class FixedKeys:
             for col in range(self.expires_at)
             if col not in self.blank and col not in self.separators
         ]
-        self.hashed = HashedRows(self.row_bytes, key_columns, self.blank, _CPORT, self.key)
+        self.hashed: HashedRows[ConnCountKey] = HashedRows(
+            self.row_bytes, key_columns, self.blank, _CPORT
+        )
         # Every counted row, decoded: filled as blocks bring new rows.
         self.keys: dict[bytes, ConnCountKey] = {}
         # The keys the last summary of this layout and granularity decoded (`remember`).
@@ -104,7 +106,7 @@ class FixedKeys:
         for col in range(_CPORT, _CPORT + 4):
             not_zero |= int.from_bytes(block[col::size].translate(_NOT_ZERO), "big")
         if n >= HASHED_MIN_ROWS:
-            counted = self.hashed.count(block, not_zero.to_bytes(n, "big"))
+            counted = self.hashed.count(block, not_zero.to_bytes(n, "big"), self.key)
             if counted is not None:
                 return counted
         rows = bytearray(block)

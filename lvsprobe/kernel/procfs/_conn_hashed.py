@@ -65,8 +65,9 @@ class HashedRows(Generic[K]):
 
     `blank` are the columns NUL'ed in a canonical row, `flag` the column that holds the
     client-port-is-not-0000 byte (computed by the caller), `key_columns` the columns that
-    tell keys apart (the flag column included), `decode` the key of a canonical row
-    (ValueError if malformed).
+    tell keys apart (the flag column included). `count` is given `decode`, the key of a
+    canonical row (ValueError if malformed): held by the caller, not here, so that the
+    caller and this table make no reference cycle (a scrape runs with the cyclic GC paused).
     """
 
     def __init__(
@@ -75,21 +76,19 @@ class HashedRows(Generic[K]):
         key_columns: list[int],
         blank: tuple[int, ...],
         flag: int,
-        decode: Callable[[bytes], K],
     ) -> None:
         self.row_bytes = row_bytes
         self.runs = key_runs(key_columns)
         self.width = -(-len(key_columns) // 8) * 8  # padded to whole uint64 words
         self.blank = list(blank)
         self.flag = flag
-        self.decode = decode
         self.keys: list[K] = []  # slot -> decoded key
         self._counts: I64 | None = None  # slot -> count (capacity grows by doubling)
         self._words: U64 | None = None  # slot -> key words
         self._hashes: U64 | None = None  # sorted
         self._slots: I64 | None = None  # slot of each sorted hash
 
-    def count(self, block: bytes, not_zero: bytes) -> bool | None:
+    def count(self, block: bytes, not_zero: bytes, decode: Callable[[bytes], K]) -> bool | None:
         """Count a checked block of `len(not_zero)` whole rows (`not_zero`: one byte per
         row, 1 unless the client port is 0000). False (nothing counted) if a new row does not
         decode, None (nothing counted) on a hash collision."""
@@ -122,14 +121,22 @@ class HashedRows(Generic[K]):
             return None  # two keys share a hash
         starts = np.flatnonzero(first)
         counts = np.diff(np.append(starts, n))
-        return self._add(hashes[starts], words[starts], counts, order[starts], table, flags)
+        picked = (hashes[starts], words[starts], counts, order[starts])
+        return self._add(*picked, table, flags, decode)
 
     def hash(self, words: U64) -> U64:
         """The hash of each row (a method so that tests can force collisions)."""
         return row_hashes(words)
 
     def _add(
-        self, hashes: U64, words: U64, counts: I64, at: I64, table: U8, flags: U8
+        self,
+        hashes: U64,
+        words: U64,
+        counts: I64,
+        at: I64,
+        table: U8,
+        flags: U8,
+        decode: Callable[[bytes], K],
     ) -> bool | None:
         """Add a block's distinct keys (sorted by hash) to the table, all or nothing."""
         import numpy as np
@@ -148,7 +155,7 @@ class HashedRows(Generic[K]):
         fresh = ~found
         rows = self._canonical(table[at[fresh]], flags[at[fresh]])
         try:
-            keys = list(map(self.decode, rows))
+            keys = list(map(decode, rows))
         except ValueError:
             return False
         if found.any():

@@ -178,7 +178,8 @@ def test_fast_paths_take_blocks_of_many_services(numpy_min_chars: int) -> None:
         body.append(f"TCP  0A0000{svc % 256:02X}:{svc:04X} wlc \n")
         for rs in range(svc % 7):
             body.append(
-                f"  -> AC10{svc % 256:02X}{rs:02X}:0050      Route   {rs:<6d} {svc:<10d} 0         \n"
+                f"  -> AC10{svc % 256:02X}{rs:02X}:0050      Route   "
+                f"{rs:<6d} {svc:<10d} 0         \n"
             )
         if svc % 50 == 0:
             body.append(
