@@ -89,7 +89,7 @@ class ServiceFilter:
     def allows(self, address: IPAddress | None, port: int, fwmark: int) -> bool:
         if self.include and not any(m.matches(address, port, fwmark) for m in self.include):
             return False
-        return not any(m.matches(address, port, fwmark) for m in self.exclude)
+        return not self.exclude or not any(m.matches(address, port, fwmark) for m in self.exclude)
 
     def allows_key(self, key: ServiceKey) -> bool:
         return self.allows(key.address, key.port, key.fwmark)

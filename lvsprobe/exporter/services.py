@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import IPv4Address
+from operator import attrgetter
 from socket import inet_ntoa
 
 from lvsprobe.exporter.filters import ServiceFilter
@@ -24,6 +25,8 @@ from lvsprobe.model import (
 )
 
 _FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
+# The int an IPv4Address holds, read from its slot: `packed` and int() run Python code.
+_IPV4_INT = attrgetter("_ip")
 _FORWARD = {fwd: fwd.label for fwd in Forward}
 _PROTOCOL = {proto: proto.name.lower() for proto in Protocol}
 # The families every real server has a sample in (one shared list of label blocks).
@@ -171,7 +174,9 @@ class ServicesCollector:
                     continue
                 budget.remaining -= 1
             addr = rs.address
-            text = inet_ntoa(addr.packed) if type(addr) is IPv4Address else str(addr)
+            text = (
+                inet_ntoa(_IPV4_INT(addr).to_bytes(4)) if type(addr) is IPv4Address else str(addr)
+            )
             block = f'{head}{text}",backend_port="{rs.port}",forward="{_FORWARD[rs.forward]}"}}'
             add_block(block)
             weight(rs.weight)
