@@ -72,7 +72,7 @@ class FixedKeys:
         expires = range(self.expires_at, self.expires_at + _EXPIRES_DIGITS)
         self.blank = tuple(col for col in (*hex_columns, *expires) if col != _CPORT)
         self.rows: Counter[bytes] = Counter()
-        self.last_rows = 0  # rows of the last block given to `count`
+        self.last_rows = 0  # rows of the last block counted
         key_columns = [
             col
             for col in range(self.expires_at)
@@ -92,9 +92,12 @@ class FixedKeys:
     def count(self, block: bytes) -> bool:
         """Count a block of whole rows; False (nothing counted) unless every row fits."""
         size = self.row_bytes
-        n = self.last_rows = block.count(b"\n")
-        if n == 0 or len(block) != n * size or block[size - 1 :: size] != b"\n" * n:
+        # Rows of `size` bytes, each ending in a newline (a newline anywhere else fails the
+        # check of its column: every column is checked or decoded).
+        n, rest = divmod(len(block), size)
+        if n == 0 or rest or block[size - 1 :: size] != b"\n" * n:
             return False
+        self.last_rows = n
         blanks = b" " * n
         if any(block[col::size] != blanks for col in self.separators):
             return False
