@@ -17,6 +17,7 @@ from lvsprobe.model import (
     Forward,
     Protocol,
     Rates,
+    RealServer,
     Service,
     ServiceFlag,
     ServiceKey,
@@ -165,14 +166,15 @@ class ServicesCollector:
             actives.append,
             inactives.append,
         )
+        rss = svc.real_servers
         budget = self.budget
+        if budget.remaining is not None:
+            kept = max(0, min(len(rss), budget.remaining))
+            budget.dropped += len(rss) - kept
+            budget.remaining -= kept
+            rss = rss[:kept]
         head = "{" + (out.prefix + "," if out.prefix else "") + pairs + ',backend_address="'
-        for rs in svc.real_servers:
-            if budget.remaining is not None:
-                if budget.remaining <= 0:
-                    budget.dropped += 1
-                    continue
-                budget.remaining -= 1
+        for rs in rss:
             addr = rs.address
             text = (
                 inet_ntoa(_IPV4_INT(addr).to_bytes(4)) if type(addr) is IPv4Address else str(addr)
@@ -182,14 +184,27 @@ class ServicesCollector:
             weight(rs.weight)
             active(rs.active_conns)
             inactive(rs.inactive_conns)
-            if rs.persistent_conns is not None:
-                out.add("ipvs_backend_persistent_connections", block, rs.persistent_conns)
-            if rs.upper_threshold is not None:
-                out.add("ipvs_backend_upper_threshold_connections", block, rs.upper_threshold)
-            if rs.lower_threshold is not None:
-                out.add("ipvs_backend_lower_threshold_connections", block, rs.lower_threshold)
-            if rs.stats is not None or rs.rates is not None:
-                add_stats(out, "ipvs_backend_", block, rs.stats, rs.rates)
+            # Fields only a netlink dump gives: all None from /proc.
+            if (
+                rs.stats is not None
+                or rs.rates is not None
+                or rs.persistent_conns is not None
+                or rs.upper_threshold is not None
+                or rs.lower_threshold is not None
+            ):
+                _netlink_only(out, block, rs)
+
+
+def _netlink_only(out: Builder, block: str, rs: RealServer) -> None:
+    """A real server's families that only a netlink dump fills."""
+    if rs.persistent_conns is not None:
+        out.add("ipvs_backend_persistent_connections", block, rs.persistent_conns)
+    if rs.upper_threshold is not None:
+        out.add("ipvs_backend_upper_threshold_connections", block, rs.upper_threshold)
+    if rs.lower_threshold is not None:
+        out.add("ipvs_backend_lower_threshold_connections", block, rs.lower_threshold)
+    if rs.stats is not None or rs.rates is not None:
+        add_stats(out, "ipvs_backend_", block, rs.stats, rs.rates)
 
 
 assert BACKEND_LABELS[len(SERVICE_LABELS) :] == ("backend_address", "backend_port", "forward")
