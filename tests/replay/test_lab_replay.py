@@ -133,7 +133,7 @@ def test_tls_without_persistence_spreads_and_rarely_resumes(lab: Any) -> None:
     _, flows = _replay(lab, "tls-persistence", check=False)
     assert (flows["outcome"] == "ok").all()
     assert set(flows["backend"]) == {"rs1", "rs2", "rs3"}
-    later = flows.sort_values("flow_id").groupby("client_address").nth[1:]
+    later = flows.sort_values("flow_id").groupby("client_address").nth(slice(1, None))
     # rr moves each client's next connection to another backend, whose cache lacks the session
     assert later["tls_session_reused"].mean() < 0.5
     _agree(flows)
