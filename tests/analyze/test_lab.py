@@ -276,24 +276,28 @@ def test_dh_maps_the_vip_where_the_kernels_table_puts_it(director: Director) -> 
 HELD = {"kind": "tcp", "hold": "25s", "heartbeat": "5s"}
 
 
-def test_sed_weighs_active_connections(director: Director) -> None:
-    # add order rs1(3), rs2(1), rs3(1) -> list order rs3, rs2, rs1: (active+1)/weight
+def _held_picks(director: Director, scheduler: str, port: int) -> list[str]:
+    """Six held connections to rs1(3), rs2(1), rs3(1) under `scheduler` (fairness checked):
+    the backend of each, in arrival order. Add order makes the kernel's list rs3, rs2, rs1."""
     n = director.names
-    director.service(8086, "sed", [(n[0], 3), (n[1], 1), (n[2], 1)], rs_port=7)
-    run = director.replay("sed", 8086, HELD, 6, {"model": "open", "rate": 1})
+    director.service(port, scheduler, [(n[0], 3), (n[1], 1), (n[2], 1)], rs_port=7)
+    run = director.replay(scheduler, port, HELD, 6, {"model": "open", "rate": 1})
     result = fairness(run)
     assert result.passed, result.to_json()
-    picks = inputs.load_run(run).flows.sort_values("start_s")["backend"].tolist()
+    picks: list[str] = inputs.load_run(run).flows.sort_values("start_s")["backend"].tolist()
+    return picks
+
+
+def test_sed_weighs_active_connections(director: Director) -> None:
+    # (active+1)/weight: the weight-3 server takes the first and most connections
+    picks = _held_picks(director, "sed", 8086)
+    n = director.names
     assert picks[0] == n[0] and picks.count(n[0]) >= 3  # the weight-3 server leads
 
 
 def test_nq_fills_idle_servers_first_in_list_order(director: Director) -> None:
+    picks = _held_picks(director, "nq", 8087)
     n = director.names
-    director.service(8087, "nq", [(n[0], 3), (n[1], 1), (n[2], 1)], rs_port=7)
-    run = director.replay("nq", 8087, HELD, 6, {"model": "open", "rate": 1})
-    result = fairness(run)
-    assert result.passed, result.to_json()
-    picks = inputs.load_run(run).flows.sort_values("start_s")["backend"].tolist()
     assert picks[:3] == [n[2], n[1], n[0]]  # idle ones first, weights aside
 
 

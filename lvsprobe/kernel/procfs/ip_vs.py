@@ -300,7 +300,7 @@ class _Ipv4RealServers:
         lines = _hex.split_lines(block)
         matches = list(map(_IPV4_REAL_SERVER.fullmatch, lines))
         taken = list(filter(None, matches))
-        others = [(index, lines[index]) for index in range(len(lines))]
+        others = list(enumerate(lines))
         if not taken:
             return len(lines), others
         addr_hex, port_hex, forward, weight_dec, active_dec, inactive_dec = zip(
