@@ -120,7 +120,7 @@ def test_tls_resumption_sticks_under_persistence(lab: Any) -> None:
     services = (ServiceSpec("tcp", 80), ServiceSpec("tcp", 443, persistence_s=300))
     lab.ensure(_topology(services=services))
     _, flows = _replay(lab, "tls-persistence")
-    later = flows.sort_values("flow_id").groupby("client_address").nth[1:]
+    later = flows.sort_values("flow_id").groupby("client_address").nth(slice(1, None))
     assert later["tls_session_reused"].all()
     assert flows.groupby("client_address")["backend"].nunique().max() == 1
     _agree(flows)
