@@ -13,8 +13,6 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from lvsprobe.errors import ParseError
 from lvsprobe.model import IPAddress, Protocol, ServiceKey
 
@@ -36,6 +34,8 @@ class ServiceNames:
 
 def read_names(path: Path) -> ServiceNames:
     """Read a names file; every problem is a ParseError naming the file and the entry."""
+    import yaml  # here: a sidecar without a names file does not carry it (~2 MB)
+
     source = str(path)
     try:
         data = yaml.safe_load(path.read_text())

@@ -26,9 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-import yaml
-
 from lvsprobe.errors import ParseError
 
 _CLIENT_AUTH = {
@@ -55,6 +52,8 @@ _TLS_KEYS = {
 @functools.cache
 def _dummy_hash() -> bytes:
     """A hash checked for unknown users, so they cost as much as known ones (made on first use)."""
+    import bcrypt
+
     return bcrypt.hashpw(b"lvsprobe-no-such-user", bcrypt.gensalt(rounds=10))
 
 
@@ -84,6 +83,8 @@ class BasicAuth:
             with self._lock:
                 if (user, hashed, digest) in self._ok:
                     return True
+        import bcrypt  # here, as yaml: only a web config needs them
+
         ok = bcrypt.checkpw(password.encode(), hashed if hashed is not None else _dummy_hash())
         if ok and hashed is not None:
             with self._lock:
@@ -102,6 +103,8 @@ class WebConfig:
 
 def read_web_config(path: Path) -> WebConfig:
     """Read and check the file; every problem is a ParseError naming the file and the key."""
+    import yaml  # here: a sidecar without a web config does not carry it (~2 MB)
+
     src = str(path)
     try:
         data = yaml.safe_load(path.read_text())

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from itertools import islice
 
 from lvsprobe.kernel.procfs import _conn_row, _hex
-from lvsprobe.kernel.procfs._conn_hashed import HashedRows
+from lvsprobe.kernel.procfs._conn_hashed import HashedRows, PackedRows
 from lvsprobe.kernel.procfs._conn_row import ConnLayout
 from lvsprobe.model import ConnCountKey, IPAddress, is_template_entry
 
@@ -64,11 +64,14 @@ class FixedKeys:
         self.expires_at = _ORIGIN.stop + 1 if layout.origin else _STATE.stop + 1
         self.row_bytes = self.expires_at + _EXPIRES_DIGITS + 1
         self.separators = _SEPARATORS + ((_ORIGIN.stop,) if layout.origin else ())
-        # Hex columns left out of the key are checked here; those in it by `decode`.
+        # Hex columns left out of the key are checked here; those in it by `decode`, but
+        # for the virtual address and port of a packed key (per service), here too.
         hex_columns = [*range(_CADDR, _CADDR + 8), *range(_CPORT, _CPORT + 4)]
+        packed_runs = [(_VADDR, _VADDR + 8), (_VPORT, _VPORT + 4)]
+        packed = [col for start, stop in packed_runs for col in range(start, stop)]
         if not per_real_server:
             hex_columns += [*range(_DADDR, _DADDR + 8), *range(_DPORT, _DPORT + 4)]
-        self.hex_columns = tuple(hex_columns)
+        self.hex_columns = (*hex_columns, *(packed if not per_real_server else ()))
         expires = range(self.expires_at, self.expires_at + _EXPIRES_DIGITS)
         self.blank = tuple(col for col in (*hex_columns, *expires) if col != _CPORT)
         self.rows: Counter[bytes] = Counter()
@@ -78,9 +81,12 @@ class FixedKeys:
             for col in range(self.expires_at)
             if col not in self.blank and col not in self.separators
         ]
-        self.hashed: HashedRows[ConnCountKey] = HashedRows(
-            self.row_bytes, key_columns, self.blank, _CPORT
-        )
+        self.hashed: HashedRows[ConnCountKey]
+        if per_real_server:
+            self.hashed = HashedRows(self.row_bytes, key_columns, self.blank, _CPORT)
+        else:  # the key's hex columns are 48 bits: counted by exact packed keys
+            texts = [col for col in key_columns if col not in packed and col != _CPORT]
+            self.hashed = PackedRows(self.row_bytes, packed_runs, texts, self.blank, _CPORT)
         # Every counted row, decoded: filled as blocks bring new rows.
         self.keys: dict[bytes, ConnCountKey] = {}
         # The keys the last summary of this layout and granularity decoded (`remember`).

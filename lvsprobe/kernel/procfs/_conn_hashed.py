@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     U64 = npt.NDArray[np.uint64]
     I64 = npt.NDArray[np.int64]
     U8 = npt.NDArray[np.uint8]
+    Bools = npt.NDArray[np.bool_]
 
 K = TypeVar("K")
 # Odd 64-bit constants (splitmix64's) for the row hash.
@@ -200,3 +201,157 @@ class HashedRows(Generic[K]):
         """Every key counted so far, with its count."""
         if self._counts is not None:
             yield from zip(self.keys, self._counts[: len(self.keys)].tolist(), strict=True)
+
+
+class PackedRows(HashedRows[K]):
+    """Counts of canonical rows keyed by an exact uint64, when the key's hex columns hold
+    at most 48 bits (counting per service: virtual address and port).
+
+    Each row's key columns are read as a few unaligned 8-byte words straight from the
+    block (no copy of columns). The hex runs (checked hex digits by the caller) become
+    their number, and the text columns (protocol, state, Origin: a handful of distinct
+    values in a table) a code, the index of their words in a small table of the values
+    seen (found by hash, the words checked). A row's key is then `number << 16 | code << 1
+    | flag`: exact, so rows are counted by one `np.unique` (a sort, no argsort) and no
+    words need checking. A collision of two text values, or more than 2^15 of them,
+    answers None, as in HashedRows.
+    """
+
+    def __init__(
+        self,
+        row_bytes: int,
+        hex_runs: list[tuple[int, int]],
+        text_columns: list[int],
+        blank: tuple[int, ...],
+        flag: int,
+    ) -> None:
+        if any(stop - start not in (4, 8) for start, stop in hex_runs):
+            raise ValueError("hex runs are of 4 or 8 digits")
+        if sum(4 * (stop - start) for start, stop in hex_runs) > 48:
+            raise ValueError("more than 48 bits of hex digits")
+        hex_columns = [col for start, stop in hex_runs for col in range(start, stop)]
+        super().__init__(row_bytes, sorted({*hex_columns, *text_columns, flag}), blank, flag)
+        self.hex_runs = hex_runs
+        self.text_words = _windows(text_columns, row_bytes)
+        self._texts: U64 | None = None  # code -> text words
+        self._text_hashes: U64 | None = None  # sorted
+        self._text_codes: I64 | None = None  # code of each sorted hash
+
+    def count(self, block: bytes, not_zero: bytes, decode: Callable[[bytes], K]) -> bool | None:
+        import numpy as np
+
+        n = len(not_zero)
+        number = np.zeros(n, np.uint64)
+        for start, stop in self.hex_runs:
+            number <<= np.uint64(4 * (stop - start))
+            number |= _hex_number(_word(block, n, self.row_bytes, start), stop - start)
+        code = self._codes(block, n)
+        if code is None:
+            return None
+        flags = np.frombuffer(not_zero, np.uint8)
+        packed = number << np.uint64(16) | code << np.uint64(1) | flags
+        values, counts = np.unique(packed, return_counts=True)
+        at = np.zeros(len(values), np.intp)
+        if self._hashes is not None:
+            fresh = np.flatnonzero(~_found(self._hashes, values))
+        else:
+            fresh = np.arange(len(values))
+        if len(fresh):
+            # The first row of each new value, found among the rows that have one.
+            rows = np.flatnonzero(_found(values[fresh], packed))
+            _, first = np.unique(packed[rows], return_index=True)
+            at[fresh] = rows[first]
+        table = np.frombuffer(block, np.uint8).reshape(n, self.row_bytes)
+        return self._add(values, values[:, None], counts, at, table, flags, decode)
+
+    def _codes(self, block: bytes, n: int) -> U64 | None:
+        """The code of each row's text columns (see the class docstring); None on a hash
+        collision or too many distinct values."""
+        import numpy as np
+
+        words = np.empty((n, len(self.text_words)), np.uint64)
+        for index, (start, mask) in enumerate(self.text_words):
+            np.bitwise_and(_word(block, n, self.row_bytes, start), np.uint64(mask), words[:, index])
+        hashes = self.hash(words)
+        if self._text_hashes is None or not _found(self._text_hashes, hashes).all():
+            self._learn(hashes, words)
+        assert self._text_hashes is not None and self._text_codes is not None
+        assert self._texts is not None
+        if len(self._texts) > 1 << 15:
+            return None
+        code = self._text_codes[np.searchsorted(self._text_hashes, hashes)]
+        if not (self._texts[code] == words).all():
+            return None  # two text values share a hash
+        return code.astype(np.uint64)
+
+    def _learn(self, hashes: U64, words: U64) -> None:
+        """Add the text values of rows whose hash is new (codes in order of learning)."""
+        import numpy as np
+
+        if self._text_hashes is None:
+            rows = np.arange(len(hashes))
+        else:
+            rows = np.flatnonzero(~_found(self._text_hashes, hashes))
+        # With return_index: a plain np.unique (np.isin too) imports numpy.ma (~MBs).
+        values, first = np.unique(hashes[rows], return_index=True)
+        old = 0 if self._texts is None else len(self._texts)
+        added = words[rows[first]]
+        self._texts = added if self._texts is None else np.concatenate([self._texts, added])
+        all_hashes = values if self._text_hashes is None else np.append(self._text_hashes, values)
+        all_codes = np.arange(old, old + len(values))
+        if self._text_codes is not None:
+            all_codes = np.append(self._text_codes, all_codes)
+        order = np.argsort(all_hashes)
+        self._text_hashes, self._text_codes = all_hashes[order], all_codes[order]
+
+
+def _found(table: U64, values: U64) -> Bools:
+    """Whether each value is in a sorted table (np.isin sorts both and imports numpy.ma)."""
+    import numpy as np
+
+    at = np.minimum(np.searchsorted(table, values), len(table) - 1)
+    found: Bools = table[at] == values
+    return found
+
+
+def _windows(columns: list[int], row_bytes: int) -> list[tuple[int, int]]:
+    """8-byte windows (start, mask of the bytes that are `columns`) covering `columns`,
+    each within the row (so the last row's word stays in the block)."""
+    windows = []
+    left = sorted(columns)
+    while left:
+        start = min(left[0], row_bytes - 8)
+        mask = sum(0xFF << 8 * (col - start) for col in left if col < start + 8)
+        windows.append((start, mask))
+        left = [col for col in left if col >= start + 8]
+    return windows
+
+
+def _word(block: bytes, rows: int, row_bytes: int, start: int) -> U64:
+    """Bytes start..start+7 of every row as a little-endian uint64 (a strided, unaligned
+    view of the block: no copy)."""
+    import numpy as np
+
+    return np.ndarray((rows,), "<u8", block, start, (row_bytes,))
+
+
+def _hex_number(word: U64, digits: int) -> U64:
+    """The number that the first `digits` (4 or 8) hex digits of each word spell, most
+    significant first; the digits are checked already. SWAR: a digit's value is its low
+    nibble, plus 9 for a letter (bit 6 set)."""
+    import numpy as np
+
+    u64 = np.uint64
+    if digits == 4:
+        word = word & u64(0xFFFFFFFF)
+    value = (word & u64(0x0F0F0F0F0F0F0F0F)) + ((word >> u64(6)) & u64(0x0101010101010101)) * u64(9)
+    # Adjacent digits into bytes (the first the high nibble), then bytes into 16-bit halves.
+    pairs = (value & u64(0x000F000F000F000F)) << u64(4) | (value >> u64(8)) & u64(
+        0x000F000F000F000F
+    )
+    quads = (pairs & u64(0x000000FF000000FF)) << u64(8) | (pairs >> u64(16)) & u64(
+        0x000000FF000000FF
+    )
+    if digits == 4:
+        return quads & u64(0xFFFF)
+    return (quads & u64(0xFFFF)) << u64(16) | (quads >> u64(32)) & u64(0xFFFF)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn_fast, _conn_fixed, _conn_row, _conn_summary
 from lvsprobe.kernel.procfs._conn_fixed import FixedKeys
-from lvsprobe.kernel.procfs._conn_hashed import HashedRows, key_runs
+from lvsprobe.kernel.procfs._conn_hashed import HashedRows, _hex_number, _windows, _word, key_runs
 
 from .test_fast_paths import tables
 from .test_ip_vs_conn import HEADER, SYNC_HEADER, key_of
@@ -112,7 +112,9 @@ def test_big_blocks_are_hashed_and_exact(sync: bool, per_rs: bool) -> None:
 @pytest.mark.parametrize("per_rs", [False, True])
 def test_a_hash_collision_is_counted_exactly(per_rs: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A constant hash: every block with two keys collides (in the block, or with a key of
-    an earlier block) and is counted by Counter instead; the counts stay exact."""
+    an earlier block) and is counted by Counter instead; the counts stay exact. Per service
+    only the text columns are hashed (the address and port are packed exactly): `other`,
+    another service, is no collision there, but two states in one block are."""
     monkeypatch.setattr(HashedRows, "hash", lambda self, words: np.zeros(len(words), np.uint64))
     monkeypatch.setattr(_conn_fixed, "HASHED_MIN_ROWS", 1)
     same = ROW * 5
@@ -121,8 +123,12 @@ def test_a_hash_collision_is_counted_exactly(per_rs: bool, monkeypatch: pytest.M
     keys = FixedKeys(_conn_row.CONN, per_rs)
     for block in (same, other, same, rows(400)):
         assert keys.count(block)
-    assert [n for _, n in keys.hashed.items()] == [10]  # `same` twice, by hash
-    assert sum(keys.rows.values()) == 3 + 400  # collided: counted by Counter
+    if per_rs:
+        assert [n for _, n in keys.hashed.items()] == [10]  # `same` twice, by hash
+        assert sum(keys.rows.values()) == 3 + 400  # collided: counted by Counter
+    else:
+        assert [n for _, n in keys.hashed.items()] == [10, 3]
+        assert sum(keys.rows.values()) == 400
     got = Counter[object]()
     for key, n in keys.counted():
         got[key] += n
@@ -217,3 +223,23 @@ def test_a_summary_leaves_no_reference_cycle() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+@given(st.lists(st.text("0123456789ABCDEFabcdef", min_size=8, max_size=8), min_size=1))
+def test_packed_hex_words_decode_as_int(digits: list[str]) -> None:
+    """The SWAR decode of 8 and of 4 hex digits (either case) per row, read in place."""
+    block = b"".join(f"{d} {d[:4]}    \n".encode() for d in digits)  # 18-byte rows
+    for start, width in ((0, 8), (9, 4)):
+        word = _word(block, len(digits), 18, start)
+        got = _hex_number(word, width).tolist()
+        assert got == [int(d[:width], 16) for d in digits]
+
+
+def test_text_windows_cover_the_columns_within_the_row() -> None:
+    # Protocol, state and Origin of a sync row (73 bytes): the last window ends in the row.
+    columns = [0, 1, 2, *range(46, 57), *range(58, 64)]
+    windows = _windows(columns, 73)
+    covered = {s + i for s, mask in windows for i in range(8) if mask >> 8 * i & 0xFF}
+    assert covered == set(columns)
+    assert all(start + 8 <= 73 for start, _ in windows)
+    assert _windows([70, 71], 73) == [(65, 0xFF << 40 | 0xFF << 48)]
