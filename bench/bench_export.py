@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"{cpu_mean / ne[2]:7.2f} {rss / ne[3]:7.2f}"
             )
         print("wall: best scrape; CPU: the least and the mean of the scrapes' CPU times")
+        for exporter in exporters:  # the first scrape is the cold one (imports, first decodes)
+            cpu_s = " ".join(f"{s:.2f}" for s in exporter.cpu)
+            print(f"CPU s of each scrape, {exporter.label}: {cpu_s}")
         print(f"target: <= {TARGET_RATIO} x node_exporter's scrape time and peak RSS (VmHWM)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
