@@ -3,10 +3,12 @@ the health of each source. Each reads one part of a Snapshot and adds fresh samp
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import SERVICE_LABELS
 from lvsprobe.exporter.render import Builder, escape_label_value
-from lvsprobe.exporter.services import add_stats
+from lvsprobe.exporter.services import add_stats, address_texts
 from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Origin, Snapshot
 
 # hlist_head: one pointer per bucket on 64-bit kernels (KERNEL-NOTES §3.3).
@@ -60,7 +62,7 @@ def _conn_service_pairs(key: ConnCountKey, is_service: bool) -> str:
         return f'protocol="",address="",port="0",fwmark="{key.fwmark}",family="{family}"'
     # Only the protocol comes as text from the table; the rest are numbers and addresses.
     protocol = escape_label_value(key.protocol.lower())
-    address = str(addr) if addr is not None else ""
+    address = address_texts([addr])[0] if addr is not None else ""
     port = key.virtual_port if is_service or not key.virtual_port else ""
     return f'protocol="{protocol}",address="{address}",port="{port}",fwmark="0",family="{family}"'
 
@@ -69,6 +71,9 @@ assert SERVICE_LABELS == ("protocol", "address", "port", "fwmark", "family")
 
 
 _ORIGIN = {None: "unknown", Origin.LOCAL: "local", Origin.SYNC: "sync"}
+_ORIGIN_OF_ID = {id(origin): name for origin, name in _ORIGIN.items()}
+# The int an IPv4Address or IPv6Address holds, read from its slot (int() runs Python code).
+_NUMBER = attrgetter("_ip")
 _UNSEEN = ""  # no label pairs are empty: a service has five labels
 
 
@@ -86,17 +91,18 @@ class ConnsCollector:
         entries: dict[tuple[str, str], int] = {}
         backend_entries: dict[tuple[str, str, str, str], int] = {}
         templates: dict[str, int] = {}
-        origins: dict[str, int] = {}
         pairs_of: dict[tuple[str, int, int, int], str | None] = {}
         allows = self.service_filter.allows
+        # Addresses by (type, int): hashing an ipaddress object runs Python code.
         services = {
-            (svc.key.protocol.name, svc.key.address, svc.key.port)
+            (svc.key.protocol.name, type(svc.key.address), _NUMBER(svc.key.address), svc.key.port)
             for svc in snap.services
             if svc.key.protocol is not None and not svc.key.fwmark
         }
+        by_origin: dict[int, int] = {}  # by id(): an Enum member's hash runs Python code
         for key, n in summary.counts.items():
-            origin = _ORIGIN[key.origin]
-            origins[origin] = origins.get(origin, 0) + n
+            origin_id = id(key.origin)
+            by_origin[origin_id] = by_origin.get(origin_id, 0) + n
             # Memoised by the address object's identity (the summary keeps them all alive):
             # hashing an IP address runs Python code (ipaddress). Equal addresses held by
             # two objects just cost a second, equal, computation.
@@ -105,7 +111,10 @@ class ConnsCollector:
             pairs = pairs_of.get(memo, _UNSEEN)
             if pairs is _UNSEEN:
                 ok = allows(vaddr, key.virtual_port, key.fwmark)
-                is_service = (key.protocol, vaddr, key.virtual_port) in services
+                is_service = (
+                    vaddr is not None
+                    and (key.protocol, type(vaddr), _NUMBER(vaddr), key.virtual_port) in services
+                )
                 pairs = pairs_of[memo] = _conn_service_pairs(key, is_service) if ok else None
             if pairs is None:
                 continue
@@ -128,6 +137,7 @@ class ConnsCollector:
             out.add("ipvs_backend_conn_entries", block, n)
         for pairs, n in sorted(templates.items()):
             out.add("ipvs_conn_templates", out.block(pairs), n)
+        origins = {_ORIGIN_OF_ID[origin_id]: n for origin_id, n in by_origin.items()}
         for origin, n in sorted(origins.items()):
             out.add_labeled("ipvs_conn_table_entries", (origin,), n)
 

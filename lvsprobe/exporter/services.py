@@ -40,6 +40,7 @@ _IPV4_INT = attrgetter("_ip")
 _ADDRESS, _PORT, _FORWARD_OF = attrgetter("address"), attrgetter("port"), attrgetter("forward")
 _WEIGHT, _ACTIVE = attrgetter("weight"), attrgetter("active_conns")
 _INACTIVE = attrgetter("inactive_conns")
+_ZERO_LT = (0).__lt__
 _NETLINK_ONLY = attrgetter(
     "persistent_conns", "upper_threshold", "lower_threshold", "stats", "rates"
 )
@@ -174,7 +175,9 @@ class ServicesCollector:
             out.add("ipvs_service_persistence_timeout_seconds", block, persistence.timeout_s)
         out.add("ipvs_service_backends", block, len(svc.real_servers))
         out.add(
-            "ipvs_service_usable_backends", block, sum(rs.weight > 0 for rs in svc.real_servers)
+            "ipvs_service_usable_backends",
+            block,
+            sum(map(_ZERO_LT, map(_WEIGHT, svc.real_servers))),  # weight > 0, C-level
         )
         add_stats(out, "ipvs_service_", block, svc.stats, svc.rates)
 
