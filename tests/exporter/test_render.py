@@ -4,9 +4,10 @@ prometheus-client's generic exposition of the same families does."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,7 +24,8 @@ from lvsprobe.exporter.render import (
     render_chunks,
 )
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.model import Snapshot
+from lvsprobe.exporter.services import address_texts
+from lvsprobe.model import IPAddress, Snapshot
 
 BUILD = ("0.1.0", "3.11.0")
 
@@ -159,3 +161,16 @@ def test_large_family_is_chunked_without_changing_the_text() -> None:
     assert len(chunks) == 1 + 3  # HELP/TYPE, then 8192-line chunks
     (fam,) = text_string_to_metric_families(b"".join(chunks).decode())
     assert [s.value for s in fam.samples] == [i if i % 2 else i / 4 for i in range(20_000)]
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=64), st.booleans())
+@settings(max_examples=30, deadline=None)
+def test_address_texts_are_what_str_gives(numbers: list[int], with_v6: bool) -> None:
+    """Big lists of IPv4 addresses go to text by numpy (every octet value 0-255 among them
+    here); a list with an IPv6 address one by one."""
+    octets = [octet * 0x01010101 for octet in range(256)]
+    addresses: list[IPAddress] = [IPv4Address(n) for n in (numbers + octets) * 16]
+    assert len(addresses) >= 4096
+    if with_v6:
+        addresses.append(IPv6Address("2001:db8::1"))
+    assert address_texts(addresses) == [str(a) for a in addresses]
