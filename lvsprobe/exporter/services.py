@@ -186,9 +186,10 @@ class ServicesCollector:
 
         The hot part of a kube-proxy node's scrape (10^5 real servers): each step is one
         C-level map over every real server (addresses to text by numpy for big tables), and
-        one label block per real server is made and shared by the three families.
+        one label block per real server is made and shared by the three families: its
+        service's labels (a head shared by the service's real servers) and its own.
         """
-        blocks, (weights, actives, inactives) = out.rows(_BACKEND_ROWS)
+        heads_of_rows, blocks, (weights, actives, inactives) = out.rows(_BACKEND_ROWS)
         lead = "{" + (out.prefix + "," if out.prefix else "")
         heads = [f'{lead}{pairs},backend_address="' for pairs, _ in kept]
         counts = [len(rss) for _, rss in kept]
@@ -200,21 +201,17 @@ class ServicesCollector:
             part = rss[start : start + _PART]
             texts = address_texts(list(map(_ADDRESS, part)))
             forwards = map(_FORWARD.__getitem__, map(_FORWARD_OF, part))
-            rows = zip(
-                islice(head_of_each, len(part)), texts, map(_PORT, part), forwards, strict=True
-            )
+            heads_of_rows.extend(islice(head_of_each, len(part)))
+            rows = zip(texts, map(_PORT, part), forwards, strict=True)
             blocks.extend(
-                [
-                    f'{head}{text}",backend_port="{port}",forward="{fwd}"}}'
-                    for head, text, port, fwd in rows
-                ]
+                [f'{text}",backend_port="{port}",forward="{fwd}"}}' for text, port, fwd in rows]
             )
         weights.extend(map(_WEIGHT, rss))
         actives.extend(map(_ACTIVE, rss))
         inactives.extend(map(_INACTIVE, rss))
         # Fields only a netlink dump gives: all None from /proc.
         for index in compress(range(len(rss)), map(_NO_NETLINK.__ne__, map(_NETLINK_ONLY, rss))):
-            _netlink_only(out, blocks[first + index], rss[index])
+            _netlink_only(out, heads_of_rows[first + index] + blocks[first + index], rss[index])
 
     def _kept(self, svc: Service) -> tuple[RealServer, ...]:
         """The service's real servers within the --collector.backends cap (counting those

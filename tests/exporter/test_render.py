@@ -174,3 +174,29 @@ def test_address_texts_are_what_str_gives(numbers: list[int], with_v6: bool) -> 
     if with_v6:
         addresses.append(IPv6Address("2001:db8::1"))
     assert address_texts(addresses) == [str(a) for a in addresses]
+
+
+def test_rows_share_heads_and_blocks_and_render_as_whole_blocks() -> None:
+    """Families of `Builder.rows` share one list of heads and one of blocks; a sample's
+    label block is its head then its block, in samples and in the text alike."""
+    weight, active = (
+        spec
+        for spec in SPECS
+        if spec.name in ("ipvs_backend_weight", "ipvs_backend_active_connections")
+    )
+    out = Builder([weight, active])
+    heads, blocks, (weights, actives) = out.rows([weight.name, active.name])
+    heads += ['{a="1",b="', '{a="1",b="']
+    blocks += ['x"}', 'y"}']
+    weights += [1, 2]
+    actives += [3, 4.5]
+    again, same, _ = out.rows([weight.name, active.name])
+    assert again is heads and same is blocks
+    assert out.families[active.name].samples == [('{a="1",b="x"}', 3), ('{a="1",b="y"}', 4.5)]
+    text = render(out.families.values()).decode()
+    assert 'ipvs_backend_weight{a="1",b="y"} 2\n' in text
+    assert 'ipvs_backend_active_connections{a="1",b="y"} 4.5\n' in text
+    other = Builder([weight, active])
+    other.add(weight.name, "", 1)
+    with pytest.raises(ValueError, match="has samples of its own"):
+        other.rows([weight.name, active.name])
