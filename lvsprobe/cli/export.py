@@ -262,10 +262,8 @@ def export(
 
 
 def _serve(listen: str, web_config: Path | None, path: str, max_requests: int, scrape: Any) -> None:
-    from lvsprobe.exporter.server import ExporterServer, fix_mmap_threshold, parse_listen_address
+    from lvsprobe.exporter.server import ExporterServer, parse_listen_address
     from lvsprobe.exporter.webconfig import read_web_config
-
-    fix_mmap_threshold()
 
     try:
         host, port = parse_listen_address(listen)

@@ -6,10 +6,8 @@ accept loop); a semaphore bounds how many scrapes read the kernel at once.
 
 from __future__ import annotations
 
-import ctypes
 import html
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -48,30 +46,6 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"{text!r}: port out of range")
     return host, port
-
-
-# glibc's mallopt() parameter, and the size from which a block is mmap'ed (its initial one).
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 128 * 1024
-
-
-def fix_mmap_threshold() -> bool:
-    """Pin glibc's mmap threshold, so that big buffers go back to the kernel when freed.
-
-    glibc raises the threshold to the size of each mmap'ed block freed, up to 32 MB: after
-    the first scrape, the 1 MB pieces of the connection table and the numpy arrays of a
-    10^5-server table come from the heap instead, where freed memory stays. The sidecar's
-    peak RSS then rose 8-16 MB, by a different amount each run. A fixed threshold (set by
-    mallopt, which also turns the raising off) keeps the peak where the first scrape put
-    it. Left alone when MALLOC_MMAP_THRESHOLD_ is set, or without glibc. True if set.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 class ExporterServer(ThreadingHTTPServer):

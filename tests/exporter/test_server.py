@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import gzip
 import ipaddress
-import os
 import shutil
 import ssl
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -301,21 +299,3 @@ def test_client_leaving_mid_scrape_costs_nothing(make_snapshot: Callable[..., Sn
         assert gc.isenabled()
         status, _, body = _get(f"http://{address}/metrics")
         assert status == 200 and body.count(b"\nipvs_backend_weight{") == 30_000
-
-
-def test_the_mmap_threshold_is_pinned_unless_the_environment_sets_it() -> None:
-    """On glibc (this machine, Debian) the sidecar pins it; MALLOC_MMAP_THRESHOLD_ wins."""
-    code = (
-        "import os, sys\n"
-        "from lvsprobe.exporter.server import fix_mmap_threshold\n"
-        "print(fix_mmap_threshold())\n"
-    )
-    pinned = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert pinned.stdout.strip() == "True"
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    left = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    )
-    assert left.stdout.strip() == "False"
