@@ -3,12 +3,10 @@ the health of each source. Each reads one part of a Snapshot and adds fresh samp
 
 from __future__ import annotations
 
-from operator import attrgetter
-
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import SERVICE_LABELS
 from lvsprobe.exporter.render import Builder, escape_label_value
-from lvsprobe.exporter.services import add_stats, address_texts
+from lvsprobe.exporter.services import add_stats, address_number, address_texts
 from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Origin, Snapshot
 
 # hlist_head: one pointer per bucket on 64-bit kernels (KERNEL-NOTES §3.3).
@@ -72,8 +70,6 @@ assert SERVICE_LABELS == ("protocol", "address", "port", "fwmark", "family")
 
 _ORIGIN = {None: "unknown", Origin.LOCAL: "local", Origin.SYNC: "sync"}
 _ORIGIN_OF_ID = {id(origin): name for origin, name in _ORIGIN.items()}
-# The int an IPv4Address or IPv6Address holds, read from its slot (int() runs Python code).
-_NUMBER = attrgetter("_ip")
 _UNSEEN = ""  # no label pairs are empty: a service has five labels
 
 
@@ -95,7 +91,12 @@ class ConnsCollector:
         allows = self.service_filter.allows
         # Addresses by (type, int): hashing an ipaddress object runs Python code.
         services = {
-            (svc.key.protocol.name, type(svc.key.address), _NUMBER(svc.key.address), svc.key.port)
+            (
+                svc.key.protocol.name,
+                type(svc.key.address),
+                address_number(svc.key.address),
+                svc.key.port,
+            )
             for svc in snap.services
             if svc.key.protocol is not None and not svc.key.fwmark
         }
@@ -113,7 +114,8 @@ class ConnsCollector:
                 ok = allows(vaddr, key.virtual_port, key.fwmark)
                 is_service = (
                     vaddr is not None
-                    and (key.protocol, type(vaddr), _NUMBER(vaddr), key.virtual_port) in services
+                    and (key.protocol, type(vaddr), address_number(vaddr), key.virtual_port)
+                    in services
                 )
                 pairs = pairs_of[memo] = _conn_service_pairs(key, is_service) if ok else None
             if pairs is None:

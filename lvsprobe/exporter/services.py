@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     U8 = npt.NDArray[np.uint8]
 
 _FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
-# The int an IPv4Address holds, read from its slot: `packed` and int() run Python code.
-_IPV4_INT = attrgetter("_ip")
+# The int an IPv4Address or IPv6Address holds, read from its slot: `packed` and int() run
+# Python code.
+address_number = attrgetter("_ip")
 _ADDRESS, _PORT, _FORWARD_OF = attrgetter("address"), attrgetter("port"), attrgetter("forward")
 _WEIGHT, _ACTIVE = attrgetter("weight"), attrgetter("active_conns")
 _INACTIVE = attrgetter("inactive_conns")
@@ -235,12 +236,12 @@ def address_texts(addresses: list[IPAddress]) -> list[str]:
     """
     if len(addresses) < _NUMPY_MIN_ADDRESSES or set(map(type, addresses)) != {IPv4Address}:
         return [
-            inet_ntoa(_IPV4_INT(addr).to_bytes(4)) if type(addr) is IPv4Address else str(addr)
+            inet_ntoa(address_number(addr).to_bytes(4)) if type(addr) is IPv4Address else str(addr)
             for addr in addresses
         ]
     import numpy as np
 
-    numbers = np.fromiter(map(_IPV4_INT, addresses), np.uint32, len(addresses))
+    numbers = np.fromiter(map(address_number, addresses), np.uint32, len(addresses))
     # Per row: four octets of 3 characters (NUL-padded) with "." after the first three and a
     # newline after the last; the NULs then go, and the newlines split the rows.
     chars = np.zeros((len(addresses), 16), np.uint8)
