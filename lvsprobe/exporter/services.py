@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from ipaddress import IPv4Address
@@ -21,6 +22,8 @@ from lvsprobe.model import (
     Protocol,
     Rates,
     RealServer,
+    RealServerRows,
+    RealServerTable,
     Service,
     ServiceFlag,
     ServiceKey,
@@ -50,7 +53,8 @@ _NO_NETLINK = (None,) * 5
 _NUMPY_MIN_ADDRESSES = 4096
 # Real servers whose label blocks are made in one go.
 _PART = 8192
-_FORWARD = {fwd: fwd.label for fwd in Forward}
+# Labels by the Forward value (a list index: hashing an enum member runs Python code).
+_FORWARD_LABELS = tuple(Forward(value).label for value in range(len(Forward)))
 _PROTOCOL = {proto: proto.name.lower() for proto in Protocol}
 # The families every real server has a sample in (one shared list of label blocks).
 _BACKEND_ROWS = (
@@ -146,7 +150,7 @@ class ServicesCollector:
     def collect(self, snap: Snapshot, out: Builder) -> None:
         allows = self.options.service_filter.allows_key
         seen: set[str] = set()
-        kept: list[tuple[str, tuple[RealServer, ...]]] = []
+        kept: list[tuple[str, Sequence[RealServer]]] = []
         for svc in snap.services:
             if not allows(svc.key):
                 continue
@@ -178,43 +182,43 @@ class ServicesCollector:
         out.add(
             "ipvs_service_usable_backends",
             block,
-            sum(map(_ZERO_LT, map(_WEIGHT, svc.real_servers))),  # weight > 0, C-level
+            sum(map(_ZERO_LT, _weights(svc.real_servers))),  # weight > 0, C-level
         )
         add_stats(out, "ipvs_service_", block, svc.stats, svc.rates)
 
-    def _backends(self, kept: list[tuple[str, tuple[RealServer, ...]]], out: Builder) -> None:
+    def _backends(self, kept: list[tuple[str, Sequence[RealServer]]], out: Builder) -> None:
         """The three families every real server has, for all services at once.
 
-        The hot part of a kube-proxy node's scrape (10^5 real servers): each step is one
-        C-level map over every real server (addresses to text by numpy for big tables), and
-        one label block per real server is made and shared by the three families: its
-        service's labels (a head shared by the service's real servers) and its own.
+        The hot part of a kube-proxy node's scrape (10^5 real servers): the real servers are
+        read column by column (`BackendColumns`), each step is one C-level map over a
+        column (addresses to text by numpy for big tables), and one label block per real
+        server is made and shared by the three families: its service's labels (a head
+        shared by the service's real servers) and its own.
         """
         heads_of_rows, blocks, (weights, actives, inactives) = out.rows(_BACKEND_ROWS)
         lead = "{" + (out.prefix + "," if out.prefix else "")
         heads = [f'{lead}{pairs},backend_address="' for pairs, _ in kept]
         counts = [len(rss) for _, rss in kept]
-        rss = list(chain.from_iterable(rss for _, rss in kept))
+        columns = BackendColumns.of(rss for _, rss in kept)
         head_of_each = chain.from_iterable(map(repeat, heads, counts))
         first = len(blocks)
         # In parts: the address texts of a part are all held at once.
-        for start in range(0, len(rss), _PART):
-            part = rss[start : start + _PART]
-            texts = address_texts(list(map(_ADDRESS, part)))
-            forwards = map(_FORWARD.__getitem__, map(_FORWARD_OF, part))
-            heads_of_rows.extend(islice(head_of_each, len(part)))
-            rows = zip(texts, map(_PORT, part), forwards, strict=True)
+        for start in range(0, len(columns.ports), _PART):
+            stop = start + _PART
+            texts = address_texts(columns.addresses[start:stop])
+            forwards = map(_FORWARD_LABELS.__getitem__, columns.forwards[start:stop])
+            heads_of_rows.extend(islice(head_of_each, len(texts)))
+            rows = zip(texts, columns.ports[start:stop], forwards, strict=True)
             blocks.extend(
                 [f'{text}",backend_port="{port}",forward="{fwd}"}}' for text, port, fwd in rows]
             )
-        weights.extend(map(_WEIGHT, rss))
-        actives.extend(map(_ACTIVE, rss))
-        inactives.extend(map(_INACTIVE, rss))
-        # Fields only a netlink dump gives: all None from /proc.
-        for index in compress(range(len(rss)), map(_NO_NETLINK.__ne__, map(_NETLINK_ONLY, rss))):
-            _netlink_only(out, heads_of_rows[first + index] + blocks[first + index], rss[index])
+        weights.extend(columns.weights)
+        actives.extend(columns.active_conns)
+        inactives.extend(columns.inactive_conns)
+        for index, rs in columns.netlink_only():
+            _netlink_only(out, heads_of_rows[first + index] + blocks[first + index], rs)
 
-    def _kept(self, svc: Service) -> tuple[RealServer, ...]:
+    def _kept(self, svc: Service) -> Sequence[RealServer]:
         """The service's real servers within the --collector.backends cap (counting those
         dropped)."""
         rss = svc.real_servers
@@ -227,21 +231,106 @@ class ServicesCollector:
         return rss
 
 
-def address_texts(addresses: list[IPAddress]) -> list[str]:
-    """Addresses as label text; a big list of IPv4 ones by numpy, as dotted quads.
+def _weights(rss: Sequence[RealServer]) -> Iterable[int]:
+    if isinstance(rss, RealServerRows):
+        return rss.table.weights[rss.start : rss.stop]
+    return map(_WEIGHT, rss)
+
+
+@dataclass
+class BackendColumns:
+    """The real servers of many services as columns, in order.
+
+    Rows of a `RealServerTable` (/proc/net/ip_vs) are taken as slices of its columns, with
+    each address as its int; real servers given as objects (netlink) are read by C-level
+    maps, and only they can have the fields only netlink fills.
+    """
+
+    addresses: list[int | IPAddress]
+    ports: list[int]
+    forwards: list[Forward]
+    weights: list[int]
+    active_conns: list[int]
+    inactive_conns: list[int]
+    objects: list[tuple[int, list[RealServer]]]  # (first row, the objects) of object runs
+
+    @classmethod
+    def of(cls, groups: Iterable[Sequence[RealServer]]) -> BackendColumns:
+        columns = cls([], [], [], [], [], [], [])
+        for run in _runs(groups):
+            if isinstance(run, tuple):
+                table, start, stop = run
+                columns.addresses += table.address_numbers[start:stop]
+                columns.ports += table.ports[start:stop]
+                columns.forwards += table.forwards[start:stop]
+                columns.weights += table.weights[start:stop]
+                columns.active_conns += table.active_conns[start:stop]
+                columns.inactive_conns += table.inactive_conns[start:stop]
+            else:
+                columns.objects.append((len(columns.ports), run))
+                columns.addresses += map(_ADDRESS, run)
+                columns.ports += map(_PORT, run)
+                columns.forwards += map(_FORWARD_OF, run)
+                columns.weights += map(_WEIGHT, run)
+                columns.active_conns += map(_ACTIVE, run)
+                columns.inactive_conns += map(_INACTIVE, run)
+        return columns
+
+    def netlink_only(self) -> Iterator[tuple[int, RealServer]]:
+        """(row, real server) of those with a field only a netlink dump fills."""
+        for first, run in self.objects:
+            for index in compress(
+                range(len(run)), map(_NO_NETLINK.__ne__, map(_NETLINK_ONLY, run))
+            ):
+                yield first + index, run[index]
+
+
+def _runs(
+    groups: Iterable[Sequence[RealServer]],
+) -> Iterator[tuple[RealServerTable, int, int] | list[RealServer]]:
+    """Consecutive groups merged: table rows that follow on (every service of a /proc
+    table, unfiltered, is one run) and objects."""
+    table: RealServerTable | None = None
+    start = stop = 0
+    objects: list[RealServer] = []
+    for rss in groups:
+        if isinstance(rss, RealServerRows):
+            if objects:
+                yield objects
+                objects = []
+            if rss.table is table and rss.start == stop:
+                stop = rss.stop
+                continue
+            if table is not None:
+                yield table, start, stop
+            table, start, stop = rss.table, rss.start, rss.stop
+        else:
+            if table is not None:
+                yield table, start, stop
+                table = None
+            objects += rss
+    if table is not None:
+        yield table, start, stop
+    if objects:
+        yield objects
+
+
+def address_texts(addresses: Sequence[int | IPAddress]) -> list[str]:
+    """Addresses (an int stands for an IPv4 one) as label text; a big list of IPv4 ones by
+    numpy, as dotted quads.
 
     `str()` of an address runs Python code and socket.inet_ntoa costs ~0.5 µs a call: for
     10^5 real servers that is a tenth of the scrape. numpy writes every quad into one
     buffer, split into strings in C.
     """
-    if len(addresses) < _NUMPY_MIN_ADDRESSES or set(map(type, addresses)) != {IPv4Address}:
-        return [
-            inet_ntoa(address_number(addr).to_bytes(4)) if type(addr) is IPv4Address else str(addr)
-            for addr in addresses
-        ]
+    kinds = set(map(type, addresses))
+    if len(addresses) < _NUMPY_MIN_ADDRESSES or not (kinds <= {int} or kinds <= {IPv4Address}):
+        return list(map(_address_text, addresses))
     import numpy as np
 
-    numbers = np.fromiter(map(address_number, addresses), np.uint32, len(addresses))
+    numbers = np.fromiter(
+        addresses if int in kinds else map(address_number, addresses), np.uint32, len(addresses)
+    )
     # Per row: four octets of 3 characters (NUL-padded) with "." after the first three and a
     # newline after the last; the NULs then go, and the newlines split the rows.
     chars = np.zeros((len(addresses), 16), np.uint8)
@@ -250,6 +339,14 @@ def address_texts(addresses: list[IPAddress]) -> list[str]:
         chars[:, 4 * index + 3] = ord(".") if index < 3 else ord("\n")
     text = chars.tobytes().replace(b"\0", b"").decode("ascii")
     return text.split("\n")[:-1]
+
+
+def _address_text(address: int | IPAddress) -> str:
+    if type(address) is int:
+        return inet_ntoa(address.to_bytes(4))
+    if type(address) is IPv4Address:
+        return inet_ntoa(address_number(address).to_bytes(4))
+    return str(address)
 
 
 @cache

@@ -6,13 +6,11 @@ The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn ch
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import compress, filterfalse, repeat
+from itertools import compress, repeat
 from operator import not_
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from lvsprobe.model import (
     Persistence,
     Protocol,
     RealServer,
+    RealServerRows,
+    RealServerTable,
     Service,
     ServiceFlag,
     ServiceKey,
@@ -83,7 +83,8 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
     """Parse the text of /proc/net/ip_vs into services with their real servers in file order.
 
     Services appear in the kernel's hash-table order (not sorted); real servers in the
-    kernel's list order. Fields /proc does not show (stats, thresholds, PE name, scheduler
+    kernel's list order, the usual IPv4 ones as rows of one `RealServerTable` (see
+    `RealServerRows`). Fields /proc does not show (stats, thresholds, PE name, scheduler
     flags, tunnel settings) are left None. Persistence comes as `timeout_jiffies` with
     `timeout_s=None` (HZ is not exported). `flags` is HASHED (every listed service is),
     plus PERSISTENT and ONEPACKET as shown; the kernel never prints `ops` for IPv6 services,
@@ -104,8 +105,8 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
         if len(lines) < line_no or lines[line_no - 1].split() != expected:
             shown = lines[line_no - 1] if len(lines) >= line_no else None
             raise ParseError(source, line_no, shown, f"expected the header {' '.join(expected)!r}")
-    # Services are assembled at the end, when the real servers of the fast path are built
-    # all at once (`_Ipv4RealServers.build`); until then `dests` holds ranges of their rows.
+    # Services are assembled at the end, when the rows of the fast path are one table
+    # (`_Ipv4RealServers.build`); until then `dests` holds ranges of their rows.
     heads: list[tuple[_ServiceLine, _ServiceHead, list[RealServer | range]]] = []
     current: _ServiceLine | None = None
     current_no = 0
@@ -123,8 +124,13 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
                     line = _hex.split_lines(block)[start]
                     index = start
                 else:
-                    dests.append(range(rows, rows + index - start))
-                    rows += index - start
+                    run = range(rows, rows + index - start)
+                    rows = run.stop
+                    last = dests[-1] if dests else None
+                    if isinstance(last, range) and last.stop == run.start:
+                        dests[-1] = range(last.start, run.stop)  # on from the last block
+                    else:
+                        dests.append(run)
             if index == count:
                 break
             try:
@@ -144,9 +150,9 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
         line_no += count
     if current is not None:
         heads.append((current, _service_head(current, current_no, dests, source), dests))
-    built = fast.build()
+    table = fast.build()
     services = tuple(
-        Service(key, line.scheduler, flags, persistence, _assembled(dests, built))
+        Service(key, line.scheduler, flags, persistence, _assembled(dests, table))
         for line, (key, flags, persistence), dests in heads
     )
     return IpVsTable(version=version, conn_table_size=table_size, services=services)
@@ -174,14 +180,15 @@ def _blocks(text: str, start: int, size: int) -> Iterator[str]:
         start = stop
 
 
-def _assembled(dests: list[RealServer | range], built: list[RealServer]) -> tuple[RealServer, ...]:
-    """A service's real servers: ranges of fast-path rows and exactly parsed ones, in order."""
+def _assembled(dests: list[RealServer | range], table: RealServerTable) -> Sequence[RealServer]:
+    """A service's real servers: a range of the fast path's table (the usual case), or
+    ranges of it and exactly parsed ones, in order."""
     if len(dests) == 1 and isinstance(dests[0], range):
-        return tuple(built[dests[0].start : dests[0].stop])
+        return RealServerRows(table, dests[0].start, dests[0].stop)
     out: list[RealServer] = []
     for dest in dests:
         if isinstance(dest, range):
-            out += built[dest.start : dest.stop]
+            out += table.real_servers(dest.start, dest.stop)
         else:
             out.append(dest)
     return tuple(out)
@@ -240,41 +247,36 @@ def _service_line(line: str) -> _ServiceLine:
     )
 
 
-# RealServer's fields in order, and the slot setters `_Ipv4RealServers.build` fills them by.
-_RS_FIELDS = tuple(f.name for f in dataclasses.fields(RealServer))
-_RS_SETTERS = tuple(getattr(RealServer, name).__set__ for name in _RS_FIELDS)
-# The fields after the six a row gives: their defaults, but the family is known (IPv4).
-_RS_DEFAULTS: dict[str, object] = {
-    f.name: f.default
-    for f in dataclasses.fields(RealServer)
-    if f.default is not dataclasses.MISSING
-}
-_RS_DEFAULTS["family"] = Family.INET
-assert _RS_FIELDS[:6] == ("address", "port", "forward", "weight", "active_conns", "inactive_conns")
-
-
 class _Ipv4RealServers:
     """The fast path for IPv4 real-server lines (~10x the field-by-field parse).
 
     A block of lines is matched, split and converted by C-level maps column by column (or,
-    for big tables, by numpy: `_ip_vs_fixed`); addresses are decoded once per distinct
-    value (a backend serving several services repeats). Lines it cannot vouch for (and, on
+    for big tables, by numpy: `_ip_vs_fixed`) into the columns of a `RealServerTable`.
+    Lines it cannot vouch for (and, on
     the regex way, a block with a number out of range) are left to the exact parser, which
     raises the ParseError when a line is malformed.
     """
 
     def __init__(self, numpy: bool = False) -> None:
         self.numpy = numpy
-        # Keyed by the address's int, which the IPv4Address then holds: no key of its own.
-        self._addresses: dict[int, IPAddress] = {}
-        # One int object per distinct port (a converted column makes one per row: 32 B each).
+        # One int object per distinct address and port (a converted column makes one per
+        # row: 32 B each).
+        self._numbers: dict[int, int] = {}
         self._ports: dict[int, int] = {}
-        # The six fields of the rows taken, column by column (no object per row).
-        self.columns: tuple[list[object], ...] = ([], [], [], [], [], [])
+        self._new_columns()
+
+    def _new_columns(self) -> None:
+        """The six fields of the rows taken, column by column (no object per row)."""
+        self.numbers: list[int] = []
+        self.ports: list[int] = []
+        self.forwards: list[Forward] = []
+        self.weights: list[int] = []
+        self.actives: list[int] = []
+        self.inactives: list[int] = []
 
     @property
     def rows(self) -> int:
-        return len(self.columns[0])
+        return len(self.numbers)
 
     def take(self, block: str) -> tuple[int, list[tuple[int, str]]]:
         """Keep the fields of a block's usual IPv4 real-server lines (in line order); return
@@ -334,35 +336,20 @@ class _Ipv4RealServers:
         actives: list[int],
         inactives: list[int],
     ) -> None:
-        known = self._addresses
-        new = list(dict.fromkeys(filterfalse(known.__contains__, numbers)))
-        known.update(zip(new, _hex.ipv4_addresses(new), strict=True))
-        columns = self.columns
-        columns[0].extend(map(known.__getitem__, numbers))
-        columns[1].extend(map(self._ports.setdefault, ports, ports))
-        columns[2].extend(forwards)
-        columns[3].extend(weights)
-        columns[4].extend(actives)
-        columns[5].extend(inactives)
+        self.numbers.extend(map(self._numbers.setdefault, numbers, numbers))
+        self.ports.extend(map(self._ports.setdefault, ports, ports))
+        self.forwards.extend(forwards)
+        self.weights.extend(weights)
+        self.actives.extend(actives)
+        self.inactives.extend(inactives)
 
-    def build(self) -> list[RealServer]:
-        """The RealServers of all rows, in order: `RealServer(*row, family=INET)` each.
-
-        The frozen dataclass's __init__ sets its 13 slots one Python-level call each
-        (~2.5 µs a real server, a third of a kube-proxy node's parse); here each slot is
-        set for every row by its descriptor in one C-level map, as __init__ does through
-        object.__setattr__ (half the cost, measured once all rows are in). RealServer has
-        no __post_init__ to skip; the tests compare with __init__'s objects.
-        """
-        n = len(self.columns[0])
-        out: list[RealServer] = list(map(object.__new__, repeat(RealServer, n)))
-        if n:
-            columns: list[Iterable[object]] = list(self.columns)
-            columns += [repeat(_RS_DEFAULTS[name], n) for name in _RS_FIELDS[len(columns) :]]
-            for setter, column in zip(_RS_SETTERS, columns, strict=True):
-                deque(map(setter, out, column), maxlen=0)
-        self.columns = ([], [], [], [], [], [])
-        return out
+    def build(self) -> RealServerTable:
+        """The table of all rows taken, in order (and a fresh start)."""
+        table = RealServerTable(
+            self.numbers, self.ports, self.forwards, self.weights, self.actives, self.inactives
+        )
+        self._new_columns()
+        return table
 
 
 def _real_server(fields: list[str]) -> RealServer:

@@ -1,0 +1,135 @@
+"""Real servers read column by column (`RealServerRows` from /proc/net/ip_vs) export exactly
+what the same real servers as objects do, under every cap and filter, in any mix."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from ipaddress import IPv4Address, IPv6Address
+from unittest.mock import patch
+
+import pytest
+
+from lvsprobe.exporter.filters import ServiceFilter, parse_service_match
+from lvsprobe.exporter.scrape import ExportOptions, Scraper
+from lvsprobe.exporter.services import address_texts
+from lvsprobe.kernel.procfs import ip_vs
+from lvsprobe.model import IPAddress, RealServerRows, Service, Snapshot
+
+HEAD = (
+    "IP Virtual Server version 1.2.1 (size=4096)\n"
+    "Prot LocalAddress:Port Scheduler Flags\n"
+    "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n"
+)
+FORWARDS = ("Masq", "Local", "Tunnel", "Route")
+
+
+def _table_text(services: int, seed: int) -> str:
+    """A kube-proxy-like table (~5000 real servers, backends shared between services) with
+    an fwmark service, empty services and exotic lines (IPv6, lower case) among them."""
+    rnd = random.Random(seed)
+    lines = [HEAD]
+    for number in range(services):
+        if number % 97 == 5:
+            lines.append(f"FWM  {number:08X} wlc \n")
+        else:
+            lines.append(
+                f"TCP  0A00{number // 256:02X}{number % 256:02X}:{number % 65536:04X} rr \n"
+            )
+        for _ in range(rnd.choice([0, 1, 8, 10, 12])):
+            backend = (
+                rnd.randrange(1 << 32) if rnd.random() < 0.5 else 0xAC100000 + rnd.randrange(64)
+            )
+            lines.append(
+                f"  -> {backend:08X}:{rnd.randrange(65536):04X}      "
+                f"{rnd.choice(FORWARDS):<7s} {rnd.randrange(3):<6d} {rnd.randrange(-1, 99):<10d} "
+                f"{rnd.randrange(10**6):<10d}\n"
+            )
+        if number % 131 == 7:
+            lines.append(
+                "  -> [2001:0002:0000:0001:0000:0000:0000:0011]:0050"
+                "      Route   2      0          0\n"
+            )
+            lines.append("  -> c0a8010a:0050      Masq    1      0          0         \n")
+    return "".join(lines)
+
+
+def _body(snap: Snapshot, **options: object) -> list[str]:
+    opts = ExportOptions(**options)  # type: ignore[arg-type]
+    body = Scraper(opts, read=lambda target, **kw: snap, build=("0", "3")).scrape().decode()
+    return [line for line in body.splitlines() if "duration_seconds" not in line]
+
+
+def _as_objects(services: tuple[Service, ...]) -> tuple[Service, ...]:
+    return tuple(dataclasses.replace(svc, real_servers=tuple(svc.real_servers)) for svc in services)
+
+
+@pytest.fixture(scope="module")
+def parsed() -> tuple[Service, ...]:
+    with patch.object(ip_vs, "NUMPY_MIN_CHARS", 0), patch.object(ip_vs, "BLOCK_CHARS", 1 << 12):
+        services = ip_vs.parse_ip_vs(_table_text(800, seed=4)).services
+    kinds = {type(svc.real_servers) for svc in services if svc.real_servers}
+    assert kinds == {RealServerRows, tuple}
+    assert sum(map(len, (svc.real_servers for svc in services))) > 4096  # numpy texts too
+    return services
+
+
+OPTIONS = {
+    "default": {},
+    "cap mid-service": {"max_backends": 2345},
+    "cap at 0": {"max_backends": 0},
+    "filtered": {
+        "service_filter": ServiceFilter(
+            include=(parse_service_match("10.0.0.0/15"),),
+            exclude=(parse_service_match("10.0.1.0/24"),),
+        )
+    },
+    "compat": {"compat_node_exporter": True},
+    "per real server": {"conns": "per-real-server"},
+}
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_rows_export_what_objects_do(
+    parsed: tuple[Service, ...], options: dict[str, object]
+) -> None:
+    snap = Snapshot(loaded=True, via="procfs", version="1.2.1", services=parsed)
+    want = _body(dataclasses.replace(snap, services=_as_objects(parsed)), **options)
+    assert _body(snap, **options) == want
+    assert (
+        any(line.startswith("ipvs_backend_weight{") for line in want)
+        or options.get("max_backends") == 0
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_in_any_order_and_mix_export_what_objects_do(
+    parsed: tuple[Service, ...], seed: int
+) -> None:
+    """Rows out of table order, of two tables, and objects between them (netlink's form)."""
+    rnd = random.Random(seed)
+    other = ip_vs.parse_ip_vs(_table_text(40, seed=seed + 10)).services
+    mixed = list(parsed[: 300 + seed]) + list(other)
+    mixed = [
+        dataclasses.replace(svc, real_servers=tuple(svc.real_servers))
+        if rnd.random() < 0.2
+        else svc
+        for svc in mixed
+    ]
+    rnd.shuffle(mixed)
+    snap = Snapshot(loaded=True, via="procfs", services=tuple(mixed))
+    want = _body(dataclasses.replace(snap, services=_as_objects(snap.services)))
+    assert _body(snap) == want
+
+
+def test_address_texts_of_numbers_addresses_and_mixes() -> None:
+    numbers = [octet * 0x01010101 for octet in range(256)] * 20
+    assert address_texts(numbers) == [str(IPv4Address(n)) for n in numbers]
+    mixed: list[int | IPAddress] = [*numbers[:10], IPv4Address(7), IPv6Address("2001:db8::1")]
+    assert address_texts(mixed) == [
+        *(str(IPv4Address(n)) for n in numbers[:10]),
+        "0.0.0.7",
+        "2001:db8::1",
+    ]
+    big_mix: list[int | IPAddress] = [*numbers, IPv4Address(7)]
+    assert address_texts(big_mix)[-2:] == ["255.255.255.255", "0.0.0.7"]
