@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvsprobe.errors import ParseError
+from lvsprobe.exporter.yamlfile import read_yaml
 from lvsprobe.model import IPAddress, Protocol, ServiceKey
 
 NameKey = tuple[str, IPAddress | None, int, int]  # protocol, address, port, fwmark
@@ -34,15 +35,8 @@ class ServiceNames:
 
 def read_names(path: Path) -> ServiceNames:
     """Read a names file; every problem is a ParseError naming the file and the entry."""
-    import yaml  # here: a sidecar without a names file does not carry it (~2 MB)
-
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ParseError(source, None, None, f"cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ParseError(source, None, None, f"not YAML: {exc}") from exc
+    data = read_yaml(path)
     if data is None:
         return ServiceNames({})
     if not isinstance(data, dict):

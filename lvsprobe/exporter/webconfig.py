@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lvsprobe.errors import ParseError
+from lvsprobe.exporter.yamlfile import read_yaml
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -83,7 +84,7 @@ class BasicAuth:
             with self._lock:
                 if (user, hashed, digest) in self._ok:
                     return True
-        import bcrypt  # here, as yaml: only a web config needs them
+        import bcrypt  # here: only a web config with users needs it
 
         ok = bcrypt.checkpw(password.encode(), hashed if hashed is not None else _dummy_hash())
         if ok and hashed is not None:
@@ -103,16 +104,8 @@ class WebConfig:
 
 def read_web_config(path: Path) -> WebConfig:
     """Read and check the file; every problem is a ParseError naming the file and the key."""
-    import yaml  # here: a sidecar without a web config does not carry it (~2 MB)
-
     src = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ParseError(src, None, None, f"cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ParseError(src, None, None, f"not YAML: {exc}") from exc
-    data = data or {}
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ParseError(src, None, None, "expected a mapping")
     _only(src, "", data, {"tls_server_config", "http_server_config", "basic_auth_users"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from lvsprobe.errors import ParseError
 from lvsprobe.exporter.filters import ServiceFilter, parse_service_match
 from lvsprobe.exporter.names import parse_name_key, read_names
+from lvsprobe.exporter.webconfig import read_web_config
 from lvsprobe.model import Protocol, ServiceKey
 
 ip = ipaddress.ip_address
@@ -94,6 +96,14 @@ def test_bad_names_file_names_the_entry(tmp_path: Path, text: str, reason: str) 
     with pytest.raises(ParseError, match=reason) as info:
         read_names(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("reader", [read_names, read_web_config])
+def test_unreadable_yaml_file_is_named(tmp_path: Path, reader: Callable[[Path], object]) -> None:
+    for path in (tmp_path / "missing.yml", tmp_path):
+        with pytest.raises(ParseError, match="cannot read") as info:
+            reader(path)
+        assert str(path) in str(info.value)
 
 
 def test_name_key_forms() -> None:
