@@ -38,6 +38,15 @@ class Violation:
     expected: str | None
     reason: str
 
+    @classmethod
+    def of_flow(
+        cls, check: str, net: object, row: Any, expected: str | None, reason: str
+    ) -> Violation:
+        """A violation by one flow (a row of the flow log)."""
+        return cls(
+            check, str(net), int(row.flow_id), float(row.start_s), row.served_by, expected, reason
+        )
+
 
 @dataclass
 class PersistenceResult:
@@ -72,17 +81,8 @@ def _sticky(flows: pd.DataFrame, timeout_s: float, prefix: int | None) -> list[V
         for row in group.itertuples(index=False):
             start = float(row.start_s)
             if template is not None and start < must_until and row.served_by != template:
-                out.append(
-                    Violation(
-                        "client",
-                        str(net),
-                        int(row.flow_id),
-                        start,
-                        row.served_by,
-                        template,
-                        f"moved while its template lived (until {must_until:.3f} s)",
-                    )
-                )
+                reason = f"moved while its template lived (until {must_until:.3f} s)"
+                out.append(Violation.of_flow("client", net, row, template, reason))
                 continue
             if template is None or start >= may_until or row.served_by == template:
                 template = row.served_by
@@ -107,17 +107,7 @@ def _ftp(flows: pd.DataFrame, data_backends: dict[tuple[str, int], str]) -> list
         if problem is None and key in data_backends and data_backends[key] != expected:
             problem = f"data connection went to {data_backends[key]}"
         if problem:
-            out.append(
-                Violation(
-                    "ftp",
-                    str(row.net),
-                    int(row.flow_id),
-                    float(row.start_s),
-                    row.served_by,
-                    expected,
-                    problem,
-                )
-            )
+            out.append(Violation.of_flow("ftp", row.net, row, expected, problem))
     return out
 
 
@@ -131,31 +121,13 @@ def _tls(flows: pd.DataFrame, persistent: bool) -> tuple[list[Violation], int, i
             if row.tls_session_reused is True:
                 resumed += 1
                 if issuer is not None and row.served_by != issuer:
-                    out.append(
-                        Violation(
-                            "tls",
-                            str(net),
-                            int(row.flow_id),
-                            float(row.start_s),
-                            row.served_by,
-                            issuer,
-                            "resumed a session on a server that did not issue it",
-                        )
-                    )
+                    reason = "resumed a session on a server that did not issue it"
+                    out.append(Violation.of_flow("tls", net, row, issuer, reason))
             else:
                 if issuer is not None and persistent:
                     not_resumed += 1
-                    out.append(
-                        Violation(
-                            "tls",
-                            str(net),
-                            int(row.flow_id),
-                            float(row.start_s),
-                            row.served_by,
-                            issuer,
-                            "full handshake: the saved session was not resumed",
-                        )
-                    )
+                    reason = "full handshake: the saved session was not resumed"
+                    out.append(Violation.of_flow("tls", net, row, issuer, reason))
                 issuer = row.served_by
     return out, resumed, not_resumed
 
