@@ -103,6 +103,12 @@ class Builder:
         fam.blocks.append(block)
         fam.values.append(value)
 
+    def extend(self, name: str, blocks: Iterable[str], values: Iterable[Value]) -> None:
+        """Add samples whose blocks came from `block()`, in bulk."""
+        fam = self.families[name]
+        fam.blocks.extend(blocks)
+        fam.values.extend(values)
+
     def add_labeled(self, name: str, values: Sequence[str], value: Value) -> None:
         """Add a sample given its label values in the order the spec lists them."""
         fam = self.families[name]

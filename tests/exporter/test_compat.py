@@ -16,9 +16,23 @@ from types import ModuleType
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lvsprobe.exporter.compat import parse_backend_labels
+from lvsprobe.exporter.compat import (
+    FULL_BACKEND_LABELS,
+    NodeExporterCollector,
+    parse_backend_labels,
+)
+from lvsprobe.exporter.render import Builder, render
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.model import Forward, Protocol, RealServer, Service, ServiceFlag, ServiceKey, Snapshot
+from lvsprobe.model import (
+    Forward,
+    Protocol,
+    RealServer,
+    Service,
+    ServiceFlag,
+    ServiceKey,
+    Snapshot,
+    Stats,
+)
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 Series = dict[str, tuple[str, str, frozenset[tuple[tuple[tuple[str, str], ...], float]]]]
@@ -190,3 +204,43 @@ def test_captured_fixture_tree(node_exporter: str, nat_proc: Path) -> None:
 def test_unknown_backend_label() -> None:
     with pytest.raises(ValueError, match="unknown label"):
         parse_backend_labels("local_address,vip")
+
+
+def test_blocks_keep_a_braced_prefix_and_mapped_addresses() -> None:
+    """Blocks are formatted from the Builder's own: a namespace prefix with braces stays as it
+    is, an IPv4-mapped backend prints as IPv4 (net.IP.String()), no labels is one series."""
+    ip = ipaddress.ip_address
+    services = (
+        Service(
+            ServiceKey(None, Protocol.TCP, ip("::ffff:10.0.0.1"), 80),
+            "rr",
+            ServiceFlag.HASHED,
+            None,
+            (
+                RealServer(ip("::ffff:192.168.1.10"), 80, Forward.MASQ, 2, 3, 4),
+                RealServer(ip("2001:db8::1"), 80, Forward.MASQ, 1, 1, 1),
+            ),
+        ),
+    )
+    snap = Snapshot(loaded=True, via="procfs", services=services, totals=Stats(0, 0, 0, 0, 0))
+    for labels, want in (
+        (
+            FULL_BACKEND_LABELS,
+            [
+                ("10.0.0.1", "80", "192.168.1.10", "80", "TCP", "", 3.0),
+                ("10.0.0.1", "80", "2001:db8::1", "80", "TCP", "", 1.0),
+            ],
+        ),
+        ((), [(4.0,)]),
+    ):
+        collector = NodeExporterCollector(labels)
+        out = Builder(collector.specs)
+        out.prefix = 'netns="{a}"'
+        collector.collect(snap, out)
+        (fam,) = (
+            fam
+            for fam in text_string_to_metric_families(render(out.families.values()).decode())
+            if fam.name == "node_ipvs_backend_connections_active"
+        )
+        assert [s.labels.pop("netns") for s in fam.samples] == ["{a}"] * len(want)
+        assert [(*(s.labels[name] for name in labels), s.value) for s in fam.samples] == want
