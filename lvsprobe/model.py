@@ -8,14 +8,10 @@ status command and the analyzers only read them. Units are in the names (`timeou
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import ipaddress
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from typing import overload
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -163,158 +159,13 @@ class RealServer:
     tunnel: Tunnel | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class RealServerTable:
-    """IPv4 real servers of /proc/net/ip_vs as six columns, one row each (file order).
-
-    A kube-proxy node lists 10^5 real servers; the exporter reads them column by column and
-    never needs one object per row (13 slots and an IPv4Address each: ~0.1 s and ~20 MB a
-    scrape). Services hold `RealServerRows`, ranges of this table; objects are made only
-    when something iterates them. The lists are never changed once the table is made.
-    """
-
-    address_numbers: list[int]  # the int of each IPv4 address
-    ports: list[int]
-    forwards: list[Forward]
-    weights: list[int]
-    active_conns: list[int]
-    inactive_conns: list[int]
-
-    def __len__(self) -> int:
-        return len(self.address_numbers)
-
-    def real_servers(self, start: int, stop: int) -> tuple[RealServer, ...]:
-        """`RealServer(*row, family=INET)` for rows start..stop.
-
-        The frozen dataclass's __init__ sets its 13 slots one Python-level call each
-        (~2.5 µs a real server); here each slot is set for every row by its descriptor in
-        one C-level map, as __init__ does through object.__setattr__. RealServer has no
-        __post_init__ to skip; the tests compare with __init__'s objects.
-        """
-        n = max(0, stop - start)
-        out = tuple(map(object.__new__, repeat(RealServer, n)))
-        if n:
-            numbers = self.address_numbers[start:stop]
-            distinct = list(dict.fromkeys(numbers))  # a backend of several services repeats
-            known = dict(zip(distinct, ipv4_addresses(distinct), strict=True))
-            columns: list[Iterable[object]] = [
-                map(known.__getitem__, numbers),
-                *(
-                    column[start:stop]
-                    for column in (
-                        self.ports,
-                        self.forwards,
-                        self.weights,
-                        self.active_conns,
-                        self.inactive_conns,
-                    )
-                ),
-            ]
-            columns += [repeat(_RS_DEFAULTS[name], n) for name in _RS_FIELDS[len(columns) :]]
-            for setter, column in zip(_RS_SETTERS, columns, strict=True):
-                deque(map(setter, out, column), maxlen=0)
-        return out
-
-
-class RealServerRows(Sequence[RealServer]):
-    """A service's real servers as rows start..stop of a `RealServerTable`.
-
-    A sequence of `RealServer` like the tuple other readers give (equal to it, same hash);
-    the objects are made on first use and kept. Readers of many real servers take the
-    columns instead (`table`, `start`, `stop`).
-    """
-
-    __slots__ = ("_objects", "start", "stop", "table")
-
-    def __init__(self, table: RealServerTable, start: int, stop: int) -> None:
-        if not 0 <= start <= stop <= len(table):
-            raise ValueError(f"rows {start}..{stop} are not in a table of {len(table)}")
-        self.table = table
-        self.start = start
-        self.stop = stop
-        self._objects: tuple[RealServer, ...] | None = None
-
-    def objects(self) -> tuple[RealServer, ...]:
-        if self._objects is None:
-            self._objects = self.table.real_servers(self.start, self.stop)
-        return self._objects
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    @overload
-    def __getitem__(self, index: int) -> RealServer: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[RealServer]: ...
-
-    def __getitem__(self, index: int | slice) -> RealServer | Sequence[RealServer]:
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                return self.objects()[index]
-            return RealServerRows(self.table, self.start + start, self.start + max(start, stop))
-        return self.objects()[index]
-
-    def __iter__(self) -> Iterator[RealServer]:
-        return iter(self.objects())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RealServerRows):
-            if (other.table, other.start, other.stop) == (self.table, self.start, self.stop):
-                return True
-            return self.objects() == other.objects()
-        if isinstance(other, tuple):
-            return self.objects() == other
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.objects())
-
-    def __repr__(self) -> str:
-        return repr(self.objects())
-
-    def __reduce__(self) -> tuple[type[tuple[RealServer, ...]], tuple[tuple[RealServer, ...]]]:
-        """Pickled (and deep-copied) as the tuple it stands for."""
-        return tuple, (self.objects(),)
-
-
-# RealServer's fields in order, and the slot setters `RealServerTable` fills them by.
-_RS_FIELDS = tuple(f.name for f in dataclasses.fields(RealServer))
-_RS_SETTERS = tuple(getattr(RealServer, name).__set__ for name in _RS_FIELDS)
-# The fields after the six a row gives: their defaults, but the family is known (IPv4).
-_RS_DEFAULTS: dict[str, object] = {
-    f.name: f.default
-    for f in dataclasses.fields(RealServer)
-    if f.default is not dataclasses.MISSING
-}
-_RS_DEFAULTS["family"] = Family.INET
-assert _RS_FIELDS[:6] == ("address", "port", "forward", "weight", "active_conns", "inactive_conns")
-
-# The one slot an IPv4Address holds its int in (CPython's ipaddress); None elsewhere.
-_IPV4_SET = getattr(getattr(ipaddress.IPv4Address, "_ip", None), "__set__", None)
-
-
-def ipv4_addresses(numbers: Sequence[int]) -> list[ipaddress.IPv4Address]:
-    """`IPv4Address(n)` for each int the caller has checked to be in [0, 2^32).
-
-    __init__'s type and range checks cost more than the object (~0.6 µs each); here each
-    object's one slot is set by its descriptor in a C-level map, as __init__ does. The
-    tests compare with __init__'s objects.
-    """
-    if _IPV4_SET is None:
-        return list(map(ipaddress.IPv4Address, numbers))
-    out = list(map(object.__new__, repeat(ipaddress.IPv4Address, len(numbers))))
-    deque(map(_IPV4_SET, out, numbers), maxlen=0)
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class Service:
     """A virtual service with its real servers in the kernel's list order.
 
-    `real_servers` is a tuple, or `RealServerRows` (which compares equal to the tuple) from
-    the /proc/net/ip_vs reader.
+    `real_servers` is a tuple, or from the /proc/net/ip_vs reader a `RealServerRows`
+    (lvsprobe.realserver_table), which compares and hashes as the tuple it stands for;
+    `tuple(svc.real_servers)` where a tuple itself is needed (`dataclasses.asdict`).
     """
 
     key: ServiceKey

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from itertools import chain, repeat, starmap
+from itertools import starmap
 
 from lvsprobe.exporter.metrics import MetricSpec, MetricType
 from lvsprobe.exporter.render import Builder
-from lvsprobe.exporter.services import BackendColumns, address_texts
+from lvsprobe.exporter.services import BackendColumns, address_texts, repeated
 from lvsprobe.model import IPAddress, Protocol, Snapshot
 
 FULL_BACKEND_LABELS = (
@@ -142,7 +142,7 @@ class NodeExporterCollector:
         columns = BackendColumns.of(svc.real_servers for svc in snap.services)
 
         def per_row(values: Sequence[object]) -> list[str]:
-            return list(chain.from_iterable(map(repeat, map(str, values), counts)))
+            return list(repeated(map(str, values), counts))
 
         full = {
             "local_address": per_row(local_address),

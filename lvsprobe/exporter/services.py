@@ -9,7 +9,7 @@ from ipaddress import IPv4Address
 from itertools import chain, compress, islice, repeat
 from operator import attrgetter
 from socket import inet_ntoa
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import BACKEND_LABELS, SERVICE_LABELS
@@ -22,20 +22,21 @@ from lvsprobe.model import (
     Protocol,
     Rates,
     RealServer,
-    RealServerRows,
-    RealServerTable,
     Service,
     ServiceFlag,
     ServiceKey,
     Snapshot,
     Stats,
 )
+from lvsprobe.realserver_table import RealServerRows, RealServerTable
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
     U8 = npt.NDArray[np.uint8]
+
+T = TypeVar("T")
 
 _FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
 # The int an IPv4Address or IPv6Address holds, read from its slot: `packed` and int() run
@@ -89,6 +90,8 @@ def service_family(svc: Service) -> str:
     """inet/inet6; an fwmark service read from procfs has none, so its real servers tell."""
     if svc.key.family is not None:
         return _FAMILY[svc.key.family]
+    if isinstance(svc.real_servers, RealServerRows) and svc.real_servers:
+        return "inet"  # table rows are IPv4 (and made no objects)
     versions = {rs.address.version for rs in svc.real_servers}
     return ("inet" if 4 in versions else "inet6") if len(versions) == 1 else ""
 
@@ -200,7 +203,7 @@ class ServicesCollector:
         heads = [f'{lead}{pairs},backend_address="' for pairs, _ in kept]
         counts = [len(rss) for _, rss in kept]
         columns = BackendColumns.of(rss for _, rss in kept)
-        head_of_each = chain.from_iterable(map(repeat, heads, counts))
+        head_of_each = repeated(heads, counts)
         first = len(blocks)
         # In parts: the address texts of a part are all held at once.
         for start in range(0, len(columns.ports), _PART):
@@ -231,7 +234,14 @@ class ServicesCollector:
         return rss
 
 
+def repeated(values: Iterable[T], counts: Iterable[int]) -> Iterator[T]:
+    """Each value as many times as its count: a service's labels for each of its real
+    servers (C-level, no loop per real server)."""
+    return chain.from_iterable(map(repeat, values, counts))
+
+
 def _weights(rss: Sequence[RealServer]) -> Iterable[int]:
+    """The real servers' weights, from the column when they are table rows (no objects)."""
     if isinstance(rss, RealServerRows):
         return rss.table.weights[rss.start : rss.stop]
     return map(_WEIGHT, rss)
@@ -256,6 +266,7 @@ class BackendColumns:
 
     @classmethod
     def of(cls, groups: Iterable[Sequence[RealServer]]) -> BackendColumns:
+        """The real servers of the groups (services' `real_servers`), in order."""
         columns = cls([], [], [], [], [], [], [])
         for run in _runs(groups):
             if isinstance(run, tuple):

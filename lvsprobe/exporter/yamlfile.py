@@ -18,5 +18,7 @@ def read_yaml(path: Path) -> object:
         return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ParseError(str(path), None, None, f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ParseError(str(path), None, None, f"not UTF-8 text: {exc.reason}") from exc
     except yaml.YAMLError as exc:
         raise ParseError(str(path), None, None, f"not YAML: {exc}") from exc

@@ -100,8 +100,14 @@ def test_bad_names_file_names_the_entry(tmp_path: Path, text: str, reason: str) 
 
 @pytest.mark.parametrize("reader", [read_names, read_web_config])
 def test_unreadable_yaml_file_is_named(tmp_path: Path, reader: Callable[[Path], object]) -> None:
-    for path in (tmp_path / "missing.yml", tmp_path):
-        with pytest.raises(ParseError, match="cannot read") as info:
+    latin1 = tmp_path / "latin1.yml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    for path, reason in (
+        (tmp_path / "missing.yml", "cannot read"),
+        (tmp_path, "cannot read"),
+        (latin1, "not UTF-8 text"),
+    ):
+        with pytest.raises(ParseError, match=reason) as info:
             reader(path)
         assert str(path) in str(info.value)
 

@@ -25,12 +25,11 @@ from lvsprobe.model import (
     Persistence,
     Protocol,
     RealServer,
-    RealServerRows,
-    RealServerTable,
     Service,
     ServiceFlag,
     ServiceKey,
 )
+from lvsprobe.realserver_table import RealServerRows, RealServerTable
 
 _HEADER = re.compile(
     r"IP Virtual Server version ([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3}) \(size=([0-9]{1,12})\)"
@@ -181,8 +180,11 @@ def _blocks(text: str, start: int, size: int) -> Iterator[str]:
 
 
 def _assembled(dests: list[RealServer | range], table: RealServerTable) -> Sequence[RealServer]:
-    """A service's real servers: a range of the fast path's table (the usual case), or
-    ranges of it and exactly parsed ones, in order."""
+    """A service's real servers, in order: rows of the fast path's table.
+
+    The usual service is one range of rows; one with lines the exact parser took (IPv6,
+    odd spacing) is a tuple of both kinds.
+    """
     if len(dests) == 1 and isinstance(dests[0], range):
         return RealServerRows(table, dests[0].start, dests[0].stop)
     out: list[RealServer] = []
@@ -252,9 +254,8 @@ class _Ipv4RealServers:
 
     A block of lines is matched, split and converted by C-level maps column by column (or,
     for big tables, by numpy: `_ip_vs_fixed`) into the columns of a `RealServerTable`.
-    Lines it cannot vouch for (and, on
-    the regex way, a block with a number out of range) are left to the exact parser, which
-    raises the ParseError when a line is malformed.
+    Lines it cannot vouch for (and, on the regex way, a block with a number out of range)
+    are left to the exact parser, which raises the ParseError when a line is malformed.
     """
 
     def __init__(self, numpy: bool = False) -> None:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary, _hex, ip_vs
 from lvsprobe.kernel.procfs._conn_fixed import FixedKeys
-from lvsprobe.model import Family, Forward, RealServer, RealServerRows, ipv4_addresses
+from lvsprobe.model import Family, Forward, RealServer
+from lvsprobe.realserver_table import RealServerRows, ipv4_addresses
 
 from .test_ip_vs_conn import HEADER, SYNC_HEADER
 from .test_properties import conn_rows, mutated, outcome, summary_counts

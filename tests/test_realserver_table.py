@@ -1,4 +1,4 @@
-"""The columnar real servers of the model: a `RealServerRows` is the tuple it stands for."""
+"""The columnar real servers: a `RealServerRows` is the tuple it stands for."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from lvsprobe.model import (
     Family,
     Forward,
     RealServer,
-    RealServerRows,
-    RealServerTable,
     Service,
     ServiceFlag,
     ServiceKey,
 )
+from lvsprobe.realserver_table import RealServerRows, RealServerTable
 
 
 def _table() -> RealServerTable:
@@ -53,7 +52,7 @@ def test_rows_are_the_objects_init_makes() -> None:
     assert [type(rs) for rs in rows] == [RealServer] * 3
     assert rows == want and want == rows
     assert hash(rows) == hash(want)
-    assert repr(rows) == repr(want)
+    assert repr(rows) == f"RealServerRows({want!r})"
     assert rows[0] == want[0] and rows[-1] == want[-1]
     with pytest.raises(IndexError):
         rows[3]
@@ -70,6 +69,16 @@ def test_rows_slice_to_rows_of_the_same_table() -> None:
     assert rows[5:] == () and rows[:0] == () and rows[2:1] == ()
     assert rows[::2] == (rows[0], rows[2])
     assert rows[-1:] == (rows[2],)
+
+
+def test_rows_add_as_tuples() -> None:
+    table = _table()
+    rows = RealServerRows(table, 0, 2)
+    last = (_made(table, 3),)
+    assert rows + last == (*rows, *last) and type(rows + last) is tuple
+    assert last + rows == (*last, *rows) and type(last + rows) is tuple
+    assert rows + rows[1:] == (*rows, rows[1])
+    assert rows.__add__([last[0]]) is NotImplemented  # a list, as with a tuple
 
 
 def test_rows_compare_by_value() -> None:
