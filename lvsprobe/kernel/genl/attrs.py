@@ -12,11 +12,16 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from functools import partial
+from operator import itemgetter
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from lvsprobe.errors import ParseError
+
+if TYPE_CHECKING:
+    from lvsprobe.kernel.genl.layout import Layouts
 
 T = TypeVar("T")
 
@@ -95,13 +100,23 @@ def walk_attrs(buf: bytes, where: Where) -> tuple[Attr, ...]:
     The last attribute's alignment padding may be missing (nothing follows it); any other
     leftover is an error, as are lengths shorter than the header or running past the end.
     """
-    out: list[Attr] = []
+    return tuple(
+        Attr(nla_type & NLA_TYPE_MASK, payload, bool(nla_type & NLA_F_NESTED))
+        for nla_type, payload in _walk(buf, where)
+    )
+
+
+def _walk(buf: bytes, where: Where) -> Iterator[tuple[int, bytes]]:
+    """(raw nla_type, payload) of each attribute, as `walk_attrs` checks them (no object
+    per attribute: a 10^5-real-server dump has 10^6 of them)."""
     off, end = 0, len(buf)
+    unpack_header = NLA_HDR.unpack_from
+    header_size = NLA_HDR.size
     while off < end:
-        if end - off < NLA_HDR.size:
+        if end - off < header_size:
             raise where.error(buf, off, f"{end - off} stray byte(s) where an attribute should be")
-        nla_len, nla_type = NLA_HDR.unpack_from(buf, off)
-        if nla_len < NLA_HDR.size:
+        nla_len, nla_type = unpack_header(buf, off)
+        if nla_len < header_size:
             raise where.error(buf, off, f"attribute length {nla_len} is shorter than its header")
         if nla_len > end - off:
             raise where.error(
@@ -110,15 +125,8 @@ def walk_attrs(buf: bytes, where: Where) -> tuple[Attr, ...]:
                 f"attribute type {nla_type & NLA_TYPE_MASK} claims {nla_len} bytes, "
                 f"{end - off} left",
             )
-        out.append(
-            Attr(
-                nla_type & NLA_TYPE_MASK,
-                bytes(buf[off + NLA_HDR.size : off + nla_len]),
-                bool(nla_type & NLA_F_NESTED),
-            )
-        )
+        yield nla_type, bytes(buf[off + header_size : off + nla_len])
         off += nla_align(nla_len)
-    return tuple(out)
 
 
 def encode_attr(attr_type: int, payload: bytes, *, nested_flag: bool = False) -> bytes:
@@ -139,25 +147,33 @@ class Codec(Generic[T]):
         size: int | None,
         decode: Callable[[bytes], T],
         encode: Callable[[T], bytes],
+        packer: struct.Struct | None = None,
     ) -> None:
         self.name = name
         self.size = size
         self._decode = decode
         self._encode = encode
+        # An integer's struct: `Attrs.get` unpacks a payload of the right size itself (the
+        # hot path of a big dump: no call that cannot fail).
+        self.packer = packer
 
-    def decode(self, payload: bytes, where: Where, attr_name: str) -> T:
+    def decode(self, payload: bytes, where: Where, attr_name: str | Callable[[], str]) -> T:
+        """The value; a ParseError naming the attribute (`attr_name`, or a function that
+        gives it: made only for the error) when the payload is not one."""
         if self.size is not None and len(payload) != self.size:
+            name = attr_name if isinstance(attr_name, str) else attr_name()
             raise ParseError(
                 where.source,
                 where.index,
                 payload[:SNIPPET_BYTES].hex(),
-                f"{attr_name}: a {self.name} needs {self.size} bytes, got {len(payload)}",
+                f"{name}: a {self.name} needs {self.size} bytes, got {len(payload)}",
             )
         try:
             return self._decode(payload)
         except ValueError as exc:
+            name = attr_name if isinstance(attr_name, str) else attr_name()
             raise ParseError(
-                where.source, where.index, payload[:SNIPPET_BYTES].hex(), f"{attr_name}: {exc}"
+                where.source, where.index, payload[:SNIPPET_BYTES].hex(), f"{name}: {exc}"
             ) from exc
 
     def encode(self, value: T) -> bytes:
@@ -166,7 +182,7 @@ class Codec(Generic[T]):
 
 def _int_codec(name: str, fmt: str) -> Codec[int]:
     packer = struct.Struct(fmt)
-    return Codec(name, packer.size, lambda b: int(packer.unpack(b)[0]), packer.pack)
+    return Codec(name, packer.size, lambda b: packer.unpack(b)[0], packer.pack, packer)
 
 
 def _decode_string(payload: bytes) -> str:
@@ -190,17 +206,40 @@ IN_ADDR = Codec[ipaddress.IPv4Address](
 IN6_ADDR = Codec[ipaddress.IPv6Address]("in6_addr", 16, ipaddress.IPv6Address, lambda a: a.packed)
 
 
+class Ints:
+    """Integer attributes read together by `Attrs.ints`: their types and codecs, in order."""
+
+    def __init__(self, items: Sequence[tuple[int, Codec[int]]]) -> None:
+        packers = [codec.packer for _, codec in items]
+        if len(items) < 2 or any(p is None or p.format[0] != "=" for p in packers):
+            raise ValueError("Ints needs two or more native-order integer codecs")
+        self.payloads = itemgetter(*(attr_type for attr_type, _ in items))
+        self.sizes = tuple(p.size for p in packers if p is not None)
+        self.packer = struct.Struct("=" + "".join(p.format[1:] for p in packers if p is not None))
+
+
 class Attrs:
     """The attributes of one nest, indexed by type; the last of duplicates wins (nla_parse).
 
     Typed getters check the payload size; unknown types stay available via `unknown()`.
     """
 
-    def __init__(self, buf: bytes, where: Where, names: type[enum.IntEnum]) -> None:
+    def __init__(
+        self,
+        buf: bytes,
+        where: Where,
+        names: type[enum.IntEnum],
+        layouts: Layouts | None = None,
+    ) -> None:
+        """`layouts`: those of this kind of record, to split `buf` by when it has one of
+        them (the same attributes as a walk; see `layout`)."""
+        split = None if layouts is None else layouts.split(buf)
+        if split is None:
+            split = {nla_type & NLA_TYPE_MASK: value for nla_type, value in _walk(buf, where)}, {}
         self.where = where
         self._names = names
-        self._items = walk_attrs(buf, where)
-        self._by_type = {a.type: a.payload for a in self._items}
+        self._buf = buf
+        self._by_type, self._nests = split
 
     def _name(self, attr_type: int) -> str:
         try:
@@ -215,7 +254,23 @@ class Attrs:
         payload = self._by_type.get(attr_type)
         if payload is None:
             return None
-        return codec.decode(payload, self.where, self._name(attr_type))
+        packer = codec.packer
+        if packer is not None and len(payload) == packer.size:
+            value: T = packer.unpack(payload)[0]
+            return value
+        return codec.decode(payload, self.where, partial(self._name, attr_type))
+
+    def ints(self, many: Ints) -> tuple[int, ...] | None:
+        """The values of several integer attributes in one step, when every one is there
+        with its size; None otherwise (`get` each then, which says what is wrong)."""
+        try:
+            payloads = many.payloads(self._by_type)
+        except KeyError:
+            return None
+        if tuple(map(len, payloads)) != many.sizes:
+            return None
+        values: tuple[int, ...] = many.packer.unpack(b"".join(payloads))
+        return values
 
     def need(self, attr_type: int, codec: Codec[T]) -> T:
         value = self.get(attr_type, codec)
@@ -229,12 +284,18 @@ class Attrs:
         payload = self._by_type.get(attr_type)
         if payload is None:
             return None
-        return Attrs(payload, self.where.sub(self._name(attr_type)), names)
+        where = self.where.sub(self._name(attr_type))
+        split = self._nests.get(attr_type)
+        if split is None:
+            return Attrs(payload, where, names)
+        nest = Attrs(b"", where, names)  # then given the split nest's attributes
+        nest._buf, nest._by_type = payload, split
+        return nest
 
     def unknown(self) -> tuple[Attr, ...]:
         """Attributes whose type is not in the table (newer kernels add some)."""
         known = {int(m) for m in self._names}
-        return tuple(a for a in self._items if a.type not in known)
+        return tuple(a for a in walk_attrs(self._buf, self.where) if a.type not in known)
 
 
 def encode_attrs(items: Iterable[tuple[int, bytes]]) -> bytes:

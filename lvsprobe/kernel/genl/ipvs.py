@@ -30,12 +30,14 @@ from lvsprobe.kernel.genl.attrs import (
     U32,
     U64,
     Attrs,
+    Ints,
     NlFlag,
     Where,
     encode_attr,
     encode_genl,
     encode_message,
 )
+from lvsprobe.kernel.genl.layout import Layouts
 from lvsprobe.kernel.genl.replies import (
     encode_config,
     encode_daemon,
@@ -145,8 +147,18 @@ def _address(raw: bytes, family: Family) -> IPAddress:
 # --- stats ------------------------------------------------------------------------------
 
 
+# The ten values of a stats nest in Stats then Rates order, read in one step when all are
+# there with their sizes (a big dump has two nests per record).
+_STATS_ORDER = tuple(StatsAttr)[:10]
+_STATS64_INTS = Ints([(attr, U64) for attr in _STATS_ORDER])
+_STATS32_INTS = Ints([(attr, STATS32_CODECS[attr]) for attr in _STATS_ORDER])
+
+
 def decode_stats(attrs: Attrs, *, wide: bool) -> tuple[Stats, Rates]:
     """A STATS (wide=False) or STATS64 (wide=True) nest; PAD and unknown types are skipped."""
+    values = attrs.ints(_STATS64_INTS if wide else _STATS32_INTS)
+    if values is not None:
+        return Stats(*values[:5]), Rates(*values[5:])
 
     def value(attr: StatsAttr) -> int:
         return attrs.need(attr, U64 if wide else STATS32_CODECS[attr])
@@ -218,9 +230,14 @@ def _service_key(attrs: Attrs) -> tuple[Family, ServiceKey]:
     )
 
 
-def decode_service(payload: bytes, *, index: int | None = None) -> Service:
-    """The body of IPVS_CMD_ATTR_SERVICE (ip_vs_genl_fill_service) → Service, no real servers."""
-    attrs = Attrs(payload, _where("service", index), SvcAttr)
+def decode_service(
+    payload: bytes, *, index: int | None = None, layouts: Layouts | None = None
+) -> Service:
+    """The body of IPVS_CMD_ATTR_SERVICE (ip_vs_genl_fill_service) → Service, no real servers.
+
+    `layouts`: those of the dump's earlier records (`service_layouts()`), a fast way through
+    a big dump with the same result."""
+    attrs = Attrs(payload, _where("service", index), SvcAttr, layouts)
     family, key = _service_key(attrs)
     raw_flags = attrs.need(SvcAttr.FLAGS, BINARY)
     if len(raw_flags) != FLAGS.size:
@@ -246,19 +263,34 @@ def decode_service(payload: bytes, *, index: int | None = None) -> Service:
     )
 
 
+def service_layouts() -> Layouts:
+    """Layouts for the SERVICE records of dumps (to pass to `decode_service`)."""
+    return Layouts(nests=(SvcAttr.STATS, SvcAttr.STATS64))
+
+
 # --- real servers -----------------------------------------------------------------------
 
 
+def dest_layouts() -> Layouts:
+    """Layouts for the DEST records of dumps (to pass to `decode_dest`)."""
+    return Layouts(nests=(DestAttr.STATS, DestAttr.STATS64))
+
+
 def decode_dest(
-    payload: bytes, *, service_family: Family | None = None, index: int | None = None
+    payload: bytes,
+    *,
+    service_family: Family | None = None,
+    index: int | None = None,
+    layouts: Layouts | None = None,
 ) -> RealServer:
     """The body of IPVS_CMD_ATTR_DEST (ip_vs_genl_fill_dest) → RealServer.
 
     The address family comes from ADDR_FAMILY (sent since ~3.18), else `service_family`.
     `tunnel` is set whenever TUN_TYPE is present: 5.3+ sends it for every dest, so it only
-    means something when `forward` is TUNNEL.
+    means something when `forward` is TUNNEL. `layouts`: as for `decode_service`
+    (`dest_layouts()`).
     """
-    attrs = Attrs(payload, _where("dest", index), DestAttr)
+    attrs = Attrs(payload, _where("dest", index), DestAttr, layouts)
     where = attrs.where
     family_value = attrs.get(DestAttr.ADDR_FAMILY, U16)
     family = None if family_value is None else _family(family_value, where, "ADDR_FAMILY")

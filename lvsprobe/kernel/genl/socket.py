@@ -120,6 +120,9 @@ class IPVSNetlink:
         self.family_id = family_id
         self._seq = 0
         self._info: tuple[str, int] | None = None
+        # The kernel's record layouts, learned from the first records (see genl.layout).
+        self._service_layouts = ipvs.service_layouts()
+        self._dest_layouts = ipvs.dest_layouts()
 
     @classmethod
     def open(
@@ -209,7 +212,7 @@ class IPVSNetlink:
         out = []
         for index, msg in enumerate(replies, 1):
             nest = ipvs.top_level(msg.attrs, ipvs.CmdAttr.SERVICE, index=index)
-            service = ipvs.decode_service(nest, index=index)
+            service = ipvs.decode_service(nest, index=index, layouts=self._service_layouts)
             out.append(dataclasses.replace(service, real_servers=self._dests(service)))
         return tuple(out)
 
@@ -222,6 +225,7 @@ class IPVSNetlink:
                 ipvs.top_level(msg.attrs, ipvs.CmdAttr.DEST, index=index),
                 service_family=key.family,
                 index=index,
+                layouts=self._dest_layouts,
             )
             for index, msg in enumerate(replies, 1)
         )
