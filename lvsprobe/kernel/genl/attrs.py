@@ -153,8 +153,8 @@ class Codec(Generic[T]):
         self.size = size
         self._decode = decode
         self._encode = encode
-        # An integer's struct: `Attrs.get` unpacks a payload of the right size itself (the
-        # hot path of a big dump: no call that cannot fail).
+        # An integer's struct: `Attrs.get` unpacks a payload of the right size itself, which
+        # cannot fail (the hot path of a big dump; `decode` is for the rest, and the errors).
         self.packer = packer
 
     def decode(self, payload: bytes, where: Where, attr_name: str | Callable[[], str]) -> T:
