@@ -157,27 +157,11 @@ _STATS32_INTS = Ints([(attr, STATS32_CODECS[attr]) for attr in _STATS_ORDER])
 def decode_stats(attrs: Attrs, *, wide: bool) -> tuple[Stats, Rates]:
     """A STATS (wide=False) or STATS64 (wide=True) nest; PAD and unknown types are skipped."""
     values = attrs.ints(_STATS64_INTS if wide else _STATS32_INTS)
-    if values is not None:
-        return Stats(*values[:5]), Rates(*values[5:])
-
-    def value(attr: StatsAttr) -> int:
-        return attrs.need(attr, U64 if wide else STATS32_CODECS[attr])
-
-    stats = Stats(
-        conns=value(StatsAttr.CONNS),
-        in_pkts=value(StatsAttr.INPKTS),
-        out_pkts=value(StatsAttr.OUTPKTS),
-        in_bytes=value(StatsAttr.INBYTES),
-        out_bytes=value(StatsAttr.OUTBYTES),
-    )
-    rates = Rates(
-        conns_per_s=value(StatsAttr.CPS),
-        in_pkts_per_s=value(StatsAttr.INPPS),
-        out_pkts_per_s=value(StatsAttr.OUTPPS),
-        in_bytes_per_s=value(StatsAttr.INBPS),
-        out_bytes_per_s=value(StatsAttr.OUTBPS),
-    )
-    return stats, rates
+    if values is None:  # one is missing or of another size: read one by one, which says so
+        values = tuple(
+            attrs.need(attr, U64 if wide else STATS32_CODECS[attr]) for attr in _STATS_ORDER
+        )
+    return Stats(*values[:5]), Rates(*values[5:])
 
 
 def _stats_of(attrs: Attrs, stats32: int, stats64: int) -> tuple[Stats | None, Rates | None]:
