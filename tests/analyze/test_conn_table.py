@@ -7,14 +7,11 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 from click.testing import CliRunner
 
 from lvsprobe.analyze import hashing
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
-
-pytest.importorskip("lvsprobe.kernel.procfs.ip_vs_conn")  # the procfs reader parses the rows
 
 HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
 

@@ -24,6 +24,8 @@ from lvsprobe.analyze import inputs, schedulers
 from lvsprobe.analyze.fairness import analyze_fairness
 from lvsprobe.analyze.memory import MemorySample, analyze_memory
 from lvsprobe.analyze.persistence import analyze_persistence
+from lvsprobe.lab import backends
+from lvsprobe.lab.snapshot import guest_snapshot_json
 
 pytestmark = pytest.mark.lab
 
@@ -102,7 +104,7 @@ class Director:
         ]
 
     def snapshot(self, run: Path) -> None:
-        (run / "director.json").write_text(self.lab.snapshot_json("lvs1"))
+        (run / "director.json").write_text(guest_snapshot_json(self.lab, "lvs1"))
 
     def replay(
         self,
@@ -313,7 +315,6 @@ def test_persistence_tls_resumption_sticks(director: Director) -> None:
 
 
 def test_persistence_ftp_data_follows_control(director: Director) -> None:
-    backends = pytest.importorskip("lvsprobe.lab.backends")
     sums = {n: hashlib.sha256(backends.ftp_file(n)).hexdigest() for n in director.names}
     director.lab.sh("lvs1", f"ipvsadm -E -t {director.lab.vip}:21 -s rr -p 120").check()
     try:
