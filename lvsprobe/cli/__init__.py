@@ -145,7 +145,6 @@ def _needs_extra(command: str, extra: Extra, module: str) -> click.Command:
     return click.Command(
         command,
         callback=explain,
-        help=f"Needs the [{extra.name}] extra: {extra.install_hint()}",
         add_help_option=False,
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )
