@@ -1,6 +1,8 @@
 # lvsprobe: the two commands that matter are `make demo` and `make test`.
-# Both set up everything on a fresh Debian 12 machine as root (apt packages, a venv,
-# the lab's kernel cache) and are safe to run again (stamps make re-runs quick).
+# Both set up everything on a fresh Debian 12 machine as root (apt packages, a venv with every
+# extra, `.[all,test]`, the lab's kernel cache) and are safe to run again (stamps make re-runs
+# quick). `make test` also builds the wheel and runs the sidecar from a clean venv of it
+# (tests/test_packaging.py; pip fetches the core dependencies from PyPI or its cache).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -39,7 +41,7 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[all,test]'
 	touch $@
 
 lab-prepare: $(STAMPS)/venv
