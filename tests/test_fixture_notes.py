@@ -9,17 +9,20 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOTES = sorted(FIXTURES.glob("*/NOTE.md"))
-# a backticked relative path: `nat/proc/`, `modules.txt` (not `/proc/modules` or `--flag`)
-PATH = re.compile(r"`([A-Za-z0-9][\w.-]*(?:/[\w.-]+)*/?)`")
+ITEM = re.compile(r"^- `([^`]+)`", re.MULTILINE)  # a list item names a path first
+QUOTED = re.compile(r"`([^`\s]+)`")
 
 
 @pytest.mark.parametrize("note", NOTES, ids=lambda p: p.parent.name)
 def test_note_lists_what_exists(note: Path) -> None:
+    """Each list item's path exists, and so does every quoted path under a listed entry."""
     root = note.parent
-    named = {m for m in PATH.findall(note.read_text()) if "/" in m or "." in m}
+    text = note.read_text()
+    top = {p.name for p in root.iterdir()} - {"NOTE.md"}
+    named = set(ITEM.findall(text))
+    named |= {q for q in QUOTED.findall(text) if q.split("/")[0] in top}
     missing = sorted(m for m in named if not (root / m).exists())
     assert not missing, f"{note} names what is not there: {missing}"
-    top = {p.name for p in root.iterdir()} - {"NOTE.md"}
     listed = {m.split("/")[0] for m in named}
     assert top <= listed, f"{note} does not mention {sorted(top - listed)}"
 

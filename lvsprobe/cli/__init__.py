@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "analyze": ("lvsprobe.cli.analyze", "analyze", "Check what a replay run shows."),
     "report": ("lvsprobe.cli.report", "report", "Render a run's analyses as HTML."),
     "dashboards": ("lvsprobe.cli.dashboards", "dashboards", "Generate Grafana dashboards."),
+    "names": ("lvsprobe.cli.names", "names", "Write the exporter's names file (Kubernetes)."),
     "demo": ("lvsprobe.cli.demo", "demo", "Boot the lab, drive traffic, show what happened."),
 }
 

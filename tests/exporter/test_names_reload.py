@@ -176,3 +176,28 @@ def test_concurrent_scrapes_see_one_version_or_the_other(mount: ConfigMapMount) 
     assert not errors
     assert seen <= {"web", *(f"v{n}" for n in range(20))}
     assert list(names.refresh().names.by_key.values()) == ["v19"]
+
+
+def test_a_scrape_during_a_reload_does_not_wait_for_it(
+    mount: ConfigMapMount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = NamesFile(mount.path)
+    entered, release = threading.Event(), threading.Event()
+    real = names_module.read_names
+
+    def slow(path: Path) -> names_module.ServiceNames:
+        entered.set()
+        assert release.wait(timeout=60)  # a safety bound, never reached in a passing run
+        return real(path)
+
+    monkeypatch.setattr(names_module, "read_names", slow)
+    mount.publish(f"{WEB}: new\n")
+    reloading = threading.Thread(target=names.refresh)
+    reloading.start()
+    assert entered.wait(timeout=60)
+    during = names.refresh()  # returns while the reload is still blocked
+    assert not release.is_set()
+    assert list(during.names.by_key.values()) == ["web"] and during.error is None
+    release.set()
+    reloading.join(timeout=60)
+    assert list(names.refresh().names.by_key.values()) == ["new"]
