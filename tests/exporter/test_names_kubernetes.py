@@ -188,7 +188,7 @@ def _mutations() -> st.SearchStrategy[Any]:
     return mutated()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutations())
 def test_mutated_input_raises_only_parse_error(doc: Any) -> None:
     with contextlib.suppress(ParseError):
