@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted
 from lvsprobe.kernel.netns import run_in_netns
 from lvsprobe.kernel.procfs import ip_vs, ip_vs_conn, ip_vs_conn_sync, ip_vs_stats, slab, sysctl
-from lvsprobe.model import ConnSummary, Daemon, Service, Snapshot, SourceFailure, Timeouts
+from lvsprobe.model import ConnSummary, Daemon, Service, Snapshot, SourceFailure, Timeouts, Unread
 
 ConnMode = Literal["off", "summary", "per-real-server"]
 T = TypeVar("T")
@@ -26,6 +26,17 @@ T = TypeVar("T")
 # export HZ, so /proc/net/ip_vs's persistence timeout (jiffies) is converted with this unless
 # the caller knows better (`--hz`) or netlink gives seconds.
 DEFAULT_HZ = 250
+
+# What only generic netlink shows (/proc/net/ip_vs has neither counters nor thresholds per
+# service or real server, and no sync daemons or connection timeouts anywhere in /proc).
+NETLINK_ONLY = (
+    "service_stats",
+    "service_rates",
+    "thresholds",
+    "persistent_conns",
+    "daemons",
+    "timeouts",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,7 @@ def _read(
     timeouts: Timeouts | None = None
     daemons: tuple[Daemon, ...] = ()
     via = "procfs"
+    netlink_unused = "netlink turned off" if not netlink else "netlink reads a live namespace only"
 
     live = target.procfs_root is None and netlink
     if target.genl_capture is not None or live:
@@ -139,11 +151,9 @@ def _read(
                 else socket.IPVSNetlink.open()
             )
         except NotPermitted as exc:
-            warnings.append(
-                f"{exc}; read /proc instead: no per-service counters or rates, no daemons "
-                "or timeouts, persistence timeouts converted from jiffies"
-            )
+            netlink_unused = str(exc)
         except (LvsprobeError, OSError) as exc:
+            netlink_unused = f"netlink failed: {_one_line(exc)}"
             col.failures.append(SourceFailure("netlink", _one_line(exc)))
         else:
             with client:
@@ -153,6 +163,8 @@ def _read(
                 if nl_services is not None:
                     services, via = nl_services, "netlink"
                     col.failures[:] = [f for f in col.failures if f.source != "services"]
+                else:
+                    netlink_unused = f"netlink failed: {col.failures[-1].error}"
                 info = col.run("info", client.info)
                 if info is not None:
                     version, table_size = info
@@ -192,6 +204,7 @@ def _read(
         warnings=tuple(warnings),
         durations_s=col.durations,
         namespace=namespace,
+        unread=(Unread(NETLINK_ONLY, netlink_unused),) if via == "procfs" else (),
     )
 
 

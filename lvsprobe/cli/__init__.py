@@ -87,6 +87,12 @@ def _dashboards() -> click.Command:
     return dashboards
 
 
+def _names() -> click.Command:
+    from lvsprobe.cli.names import names
+
+    return names
+
+
 def _demo() -> click.Command:
     from lvsprobe.cli.demo import demo
 
@@ -115,6 +121,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "analyze": Subcommand(_analyze, "Check what a replay run shows.", ANALYZE),
     "report": Subcommand(_report, "Render a run's analyses as HTML.", ANALYZE),
     "dashboards": Subcommand(_dashboards, "Generate Grafana dashboards.", DASHBOARDS),
+    "names": Subcommand(_names, "Write the exporter's names file (Kubernetes)."),
     "demo": Subcommand(_demo, "Boot the lab, drive traffic, show what happened.", LAB),
 }
 

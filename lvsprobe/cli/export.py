@@ -211,7 +211,7 @@ def export(
     """
     from lvsprobe.exporter.compat import parse_backend_labels
     from lvsprobe.exporter.filters import ServiceFilter
-    from lvsprobe.exporter.names import read_names
+    from lvsprobe.exporter.names import NamesFile
     from lvsprobe.exporter.scrape import ExportOptions, Scraper
     from lvsprobe.sources import Target
 
@@ -249,7 +249,7 @@ def export(
             _matches("--collector.services.exclude", exclude),
         ),
         max_backends=max_backends,
-        names=read_names(names_file) if names_file is not None else None,
+        names=NamesFile(names_file) if names_file is not None else None,
         compat_node_exporter=compat == "node-exporter",
         compat_backend_labels=labels,
     )

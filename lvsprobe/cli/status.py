@@ -50,6 +50,49 @@ def render_text(snap: Snapshot, view: View, exact: bool, extra: tuple[str, ...])
     return "".join(parts)
 
 
+# What a view or an extra section shows that an interface may not give (Snapshot.unread parts).
+_VIEW_PART = {
+    View.STATS: "service_stats",
+    View.RATE: "service_rates",
+    View.THRESHOLDS: "thresholds",
+    View.PERSISTENT_CONN: "persistent_conns",
+}
+_EXTRA_PART = {"timeout": "timeouts", "daemon": "daemons"}
+_PART_TEXT = {
+    "service_stats": "per-service counters",
+    "service_rates": "per-service rates",
+    "thresholds": "thresholds",
+    "persistent_conns": "persistent connection counts",
+    "daemons": "daemons",
+    "timeouts": "timeouts",
+}
+
+
+def unread_notes(snap: Snapshot, view: View, extra: tuple[str, ...]) -> list[str]:
+    """One line per reason the text lacks something asked for: a `-` column or a missing
+    --timeout/--daemon section must not pass for zero or for "none configured"."""
+    wanted = [p for p in (_VIEW_PART.get(view), *map(_EXTRA_PART.get, extra)) if p is not None]
+    notes = []
+    for unread in snap.unread:
+        missing = [_PART_TEXT.get(part, part) for part in wanted if part in unread.parts]
+        if missing:
+            listed = f"{', '.join(missing[:-1])} or {missing[-1]}" if missing[1:] else missing[0]
+            where = "; reading /proc only" if snap.via == "procfs" else ""
+            notes.append(f"no {listed}: {unread.reason}{where}")
+    return notes
+
+
+def warning_lines(snap: Snapshot, view: View, extra: tuple[str, ...]) -> list[str]:
+    """Everything the text view must say on stderr: what it lacks, assumptions, failures."""
+    notes = unread_notes(snap, view, extra)
+    failures = [
+        f"could not read {failure.source}: {failure.error}"
+        for failure in snap.failures
+        if not (notes and failure.source == "netlink")  # the note gave its reason
+    ]
+    return [f"warning: {line}" for line in (*notes, *snap.warnings, *failures)]
+
+
 def _take(target: Target, with_conns: bool, netlink: bool, hz: int | None) -> Snapshot:
     snap = read_snapshot(target, conns="summary" if with_conns else "off", netlink=netlink, hz=hz)
     if not snap.loaded:
@@ -148,10 +191,8 @@ def status(
             if watch and shown:
                 click.clear()
             click.echo(render_text(snap, chosen, exact, extra), nl=False)
-            for warning in snap.warnings:
-                click.echo(f"warning: {warning}", err=True)
-            for failure in snap.failures:
-                click.echo(f"warning: could not read {failure.source}: {failure.error}", err=True)
+            for line in warning_lines(snap, chosen, extra):
+                click.echo(line, err=True)
         shown += 1
         if not watch or (count is not None and shown >= count):
             return

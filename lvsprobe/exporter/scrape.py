@@ -29,7 +29,7 @@ from lvsprobe.exporter.collectors import (
 from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
-from lvsprobe.exporter.names import ServiceNames
+from lvsprobe.exporter.names import NamesFile, NamesRead
 from lvsprobe.exporter.render import Builder, Family, escape_label_value, render, render_chunks
 from lvsprobe.exporter.services import Budget, ServiceOptions, ServicesCollector
 from lvsprobe.model import Snapshot
@@ -100,7 +100,7 @@ class ExportOptions:
     hz: int | None = None
     service_filter: ServiceFilter = field(default_factory=ServiceFilter)
     max_backends: int | None = None
-    names: ServiceNames | None = None
+    names: NamesFile | None = None
     compat_node_exporter: bool = False
     compat_backend_labels: tuple[str, ...] = FULL_BACKEND_LABELS
 
@@ -157,6 +157,7 @@ class Scraper:
             out.add_specs(self._compat.specs)
         budget = Budget(self.options.max_backends)
         multi = len(self.options.targets) > 1
+        names = self.options.names.refresh() if self.options.names is not None else None
         for target in self.options.targets:
             name = self._label(target)
             out.prefix = f'{NETNS_LABEL}="{escape_label_value(name)}"' if multi else ""
@@ -175,8 +176,10 @@ class Scraper:
                 out.add_labeled("ipvs_scrape_source_success", ("namespace",), 0)
                 continue
             self._note(name, {f.source: f.error for f in snap.failures}, list(snap.durations_s))
-            self._collect(snap, out, budget)
+            self._collect(snap, out, budget, names)
         out.prefix = ""
+        if names is not None:  # a file that failed to reload: the names read before serve
+            out.add_labeled("ipvs_scrape_source_success", ("names",), 0 if names.error else 1)
         with self._lock:
             self._dropped_total += budget.dropped
             dropped_total = self._dropped_total
@@ -186,12 +189,15 @@ class Scraper:
             out.add("ipvs_exporter_dropped_backends", "", budget.dropped)
         return list(out.families.values())
 
-    def _collect(self, snap: Snapshot, out: Builder, budget: Budget) -> None:
+    def _collect(
+        self, snap: Snapshot, out: Builder, budget: Budget, names: NamesRead | None
+    ) -> None:
         opts = self.options
         HealthCollector().collect(snap, out)
         if not snap.loaded:
             return
-        ServicesCollector(ServiceOptions(opts.service_filter, opts.names), budget).collect(
+        service_names = names.names if names is not None else None
+        ServicesCollector(ServiceOptions(opts.service_filter, service_names), budget).collect(
             snap, out
         )
         StatsCollector().collect(snap, out)
