@@ -49,7 +49,7 @@ def bcrypt_hash_problem(hashed: str) -> str | None:
         return f"expected 53 characters after {hashed[:7]}, got {len(rest)}"
     for position, char in enumerate(rest):
         if char not in _BCRYPT_ALPHABET:
-            return f"{char!r} at position {position + 8} is not one of bcrypt's characters"
+            return f"{char!r} at position {position + 7} is not one of bcrypt's characters"
     if rest[21] not in _SALT_LAST or rest[52] not in _HASH_LAST:
         return "not a hash bcrypt can write (a placeholder?)"
     return None

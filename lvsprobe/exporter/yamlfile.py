@@ -108,7 +108,8 @@ class Section:
         """The dotted key of `key` in this section (the section itself for None)."""
         if key is None:
             return self.key or "(top level)"
-        name = key if isinstance(key, str) else reprlib.repr(key)
+        # repr for anything else: a key with a line break must not break the one-line error
+        name = key if isinstance(key, str) and key.isprintable() else reprlib.repr(key)
         return f"{self.key}.{name}" if self.key else name
 
     def error(self, key: object, reason: str) -> ParseError:
