@@ -69,6 +69,7 @@ UNSUPPORTED = {
     "client_allowed_sans": "not supported by lvsprobe: give the scrapers certificates from "
     "their own CA (client_ca_file) instead",
 }
+# Read at most this much of a PEM file: certificates are small, /dev/zero is not.
 _MAX_PEM_BYTES = 1 << 20
 
 
@@ -130,24 +131,23 @@ def _read_pem(tls: Section, key: str, path: Path) -> bytes:
 
 
 def _versions(tls: Section, ctx: ssl.SSLContext) -> None:
-    lowest = _version(tls, "min_version") or ssl.TLSVersion.TLSv1_2  # the toolkit's default
-    highest = _version(tls, "max_version") or ssl.TLSVersion.TLSv1_3
-    if lowest > highest:
+    lowest = _version(tls, "min_version", "TLS12")  # the toolkit's defaults
+    highest = _version(tls, "max_version", "TLS13")
+    if TLS_VERSIONS[lowest] > TLS_VERSIONS[highest]:
         raise tls.error(
             "min_version",
-            f"{tls.data['min_version']} is above max_version "
-            f"{tls.data.get('max_version')}: every handshake would fail",
+            f"{lowest} is above max_version {highest} (either may be the default): "
+            "every handshake would fail",
         )
-    ctx.minimum_version, ctx.maximum_version = lowest, highest
+    ctx.minimum_version, ctx.maximum_version = TLS_VERSIONS[lowest], TLS_VERSIONS[highest]
 
 
-def _version(tls: Section, key: str) -> ssl.TLSVersion | None:
-    name = tls.text(key)
-    if name is None:
-        return None
+def _version(tls: Section, key: str, default: str) -> str:
+    """The name, one of TLS_VERSIONS, at `key`."""
+    name = tls.text(key) or default
     if name not in TLS_VERSIONS:
         raise tls.error(key, f"unknown TLS version {name!r}; use one of {', '.join(TLS_VERSIONS)}")
-    return TLS_VERSIONS[name]
+    return name
 
 
 def _cipher_suites(tls: Section, ctx: ssl.SSLContext) -> None:

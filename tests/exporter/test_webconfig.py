@@ -171,8 +171,9 @@ HOSTILE = [
     (
         TLS + "  min_version: TLS13\n  max_version: TLS12\n",
         f"{T}.min_version",
-        "TLS13 is above max_version TLS12: every handshake would fail",
+        "TLS13 is above max_version TLS12 (either may be the default): every handshake would fail",
     ),
+    (TLS + "  max_version: TLS11\n", f"{T}.min_version", "TLS12 is above max_version TLS11"),
     (TLS + "  min_version: TLS1.2\n", f"{T}.min_version", "unknown TLS version 'TLS1.2'; use"),
     (TLS + "  max_version: SSL3\n", f"{T}.max_version", "unknown TLS version"),
     (
@@ -384,8 +385,9 @@ SCALARS = (
     | st.floats(allow_nan=False)
     | st.text(max_size=20)
     | st.sampled_from(
-        ["server.crt", "server.key", "ca.crt", "enc.key", "TLS12", "TLS13", HASH, PLACEHOLDER,
-         "RequireAndVerifyClientCert", "NoClientCert", "deny", "nosniff", "adir", "/dev/null",
+        ["server.crt", "server.key", "ca.crt", "enc.key", "TLS10", "TLS11", "TLS12", "TLS13",
+         HASH, PLACEHOLDER, "RequireAndVerifyClientCert", "NoClientCert", "deny", "nosniff",
+         "adir", "/dev/null",
          "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"]
     )
 )  # fmt: skip
