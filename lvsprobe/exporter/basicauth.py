@@ -8,7 +8,6 @@ time every failure is a plain False, logged once per client and interval.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import logging
 import threading
@@ -142,7 +141,7 @@ class BasicAuth:
             user_bytes, sep, password = base64.b64decode(token.strip(), validate=True).partition(
                 b":"
             )
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a non-ASCII header (http.server decodes latin-1)
             return "malformed Basic credentials"
         if not sep:
             return "malformed Basic credentials (no ':')"

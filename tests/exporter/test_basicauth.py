@@ -67,6 +67,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bytes]]:
         ("", "no credentials"),
         ("Bearer abc", "not Basic authorization"),
         ("Basic !!!", "malformed Basic credentials"),
+        ("Basic caf\u00e9", "malformed Basic credentials"),  # was a ValueError traceback
         ("Basic " + base64.b64encode(b"no-colon").decode(), "no ':'"),
         (_basic("prometheus", "wrong"), "wrong password for user 'prometheus'"),
         (_basic("nobody", "s3cret"), "unknown user 'nobody'"),
@@ -87,6 +88,17 @@ def test_every_failure_is_false_and_says_why(
     (record,) = caplog.records
     assert "401 unauthorized: client=192.0.2.1 reason=" in record.message
     assert reason in record.message and "\n" not in record.message
+
+
+@settings(deadline=None, max_examples=300)  # no wall-clock limits in tests
+@given(
+    header=st.text(max_size=40)
+    | st.builds(lambda s: "Basic " + s, st.text(max_size=40))
+    | st.builds(lambda b: "Basic " + base64.b64encode(b).decode(), st.binary(max_size=90))
+)
+def test_any_header_is_true_or_false(header: str) -> None:
+    auth = BasicAuth({"a": b"$2b$04$" + b"." * 53}, RejectionLog(interval_s=0))
+    assert auth.check(header, "192.0.2.1") is False
 
 
 def test_right_passwords_pass_and_are_cached(
