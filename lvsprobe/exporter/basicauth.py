@@ -97,7 +97,7 @@ class RejectionLog:
                 self._last[client] = (logged_at, unlogged + 1)
                 return
             if len(self._last) >= self.max_clients:
-                del self._last[next(iter(self._last))]  # the one logged longest ago
+                del self._last[next(iter(self._last))]  # the one heard from longest ago
             self._last[client] = (now, 0)
         since = f"{unlogged} more since the last line; " if logged_at is not None else ""
         log.warning(
@@ -111,7 +111,7 @@ class RejectionLog:
 
 @dataclass(frozen=True)
 class BasicAuth:
-    """Users and bcrypt hashes; successful checks are cached (bcrypt costs ~50 ms each)."""
+    """Users and bcrypt hashes; successful checks are cached (bcrypt is slow by design)."""
 
     users: Mapping[str, bytes]
     rejections: RejectionLog = field(default_factory=RejectionLog)

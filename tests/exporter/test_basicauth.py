@@ -147,7 +147,7 @@ def test_401s_are_logged_once_per_client_and_interval(caplog: pytest.LogCaptureF
     assert all(record.levelno == logging.WARNING for record in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, "lvsprobe.exporter"):
-        auth.check(None, "192.0.2.3")  # memory is bounded: .2, logged longest ago, is forgotten
+        auth.check(None, "192.0.2.3")  # memory is bounded: .2, heard from longest ago, is forgotten
         auth.check(None, "192.0.2.2")
         auth.check(None, "192.0.2.3")
         auth.check(None, "192.0.2.1")  # .1 was forgotten in turn
