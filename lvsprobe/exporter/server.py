@@ -111,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         auth = self.server.web.auth
-        if auth is None or auth.check(self.headers.get("Authorization")):
+        if auth is None or auth.check(self.headers.get("Authorization"), self.client_address[0]):
             return True
         self._send(
             401,

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lvsprobe.cli.export import DEFAULT_PORT, export
+from lvsprobe.errors import ParseError
 from lvsprobe.exporter.webconfig import read_web_config
 
 EXPORTERS = Path(__file__).resolve().parents[2] / "exporters"
@@ -118,6 +119,10 @@ def test_example_web_config_keys(tmp_path: Path) -> None:
     assert set(data) == {"tls_server_config", "http_server_config", "basic_auth_users"}
     del data["tls_server_config"]  # its files are the user's
     path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ParseError, match=r"basic_auth_users\.prometheus: .*placeholder.*htpasswd"):
+        read_web_config(path)  # the placeholder hash is refused, not a silent 401 per scrape
+    data["basic_auth_users"]["prometheus"] = "$2y$10$" + "." * 53
     path.write_text(yaml.safe_dump(data))
     web = read_web_config(path)
     assert web.auth is not None and "prometheus" in web.auth.users

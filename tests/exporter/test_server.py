@@ -250,7 +250,7 @@ def test_client_certificate_required(pki: Path, scraper: Scraper) -> None:
     ("body", "needle"),
     [
         ("tls_server_config:\n  cert_file: server.crt\n", "cert_file and key_file"),
-        ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot load"),
+        ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot read"),
         (
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
             "  client_auth_type: RequireAnyClientCert\n",
