@@ -21,7 +21,7 @@ def hexip(text: str) -> str:
 
 
 def conn_rows(fb: SimpleNamespace, pairs: list[tuple[str, str]]) -> str:
-    """Rows in /proc/net/ip_vs_conn's exact layout (KERNEL-NOTES §1.4)."""
+    """Rows in /proc/net/ip_vs_conn's exact layout (docs/kernel/procfs.md#ip_vs_conn)."""
     rows = [
         f"TCP {hexip(c)} {40000 + k:04X} {hexip(fb.vip)} 0050 {hexip(fb.addresses[b])} 0050 "
         f"{'ESTABLISHED':<11} {897:7d}\n"

@@ -481,7 +481,7 @@ def slab_sample(lab: Any) -> MemorySample:
             "grep '^ip_vs_conn ' /proc/slabinfo; "
             "cat /sys/kernel/slab/ip_vs_conn/object_size 2>/dev/null || echo 0; "
             # entries from the per-dest counters (exact atomics); reading ip_vs_conn while it
-            # grows re-walks the hash and can repeat rows (KERNEL-NOTES §1.4)
+            # grows re-walks the hash and can repeat rows (docs/kernel/procfs.md#reading-the-table)
             "for n in lvs1 lvs2; do ip netns exec $n ipvsadm -Ln; done "
             "| awk '$1 == \"->\" && $5 ~ /^[0-9]+$/ {n += $5 + $6} END {print n + 0}'",
         )

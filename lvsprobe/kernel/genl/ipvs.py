@@ -9,7 +9,7 @@ Read-only by construction: the only request builders are GET_SERVICE/GET_DEST/GE
 dumps, GET_INFO, GET_CONFIG and the controller's GETFAMILY. No encoder exists for NEW, SET,
 DEL, ZERO or FLUSH, and `_request` refuses any command outside `READ_ONLY_CMDS`.
 
-Why not pyroute2 0.9.7 (KERNEL-NOTES §5.1): it byte-swaps the tunnel port, mis-decodes the
+pyroute2 0.9.7 (docs/kernel/netlink.md#why-not-pyroute2) byte-swaps the tunnel port, mis-decodes the
 IPv6 netmask and GET_INFO, leaves daemon/config undecoded, and its `update` sends DEL.
 """
 

@@ -1,7 +1,7 @@
 """/proc/net/ip_vs: virtual services and their real servers (`ip_vs_info_seq_show`).
 
 The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn changed in
-6.12: it is max(totalconns - activeconns, 0) there). See KERNEL-NOTES §1.1.
+6.12: it is max(totalconns - activeconns, 0) there). See docs/kernel/procfs.md#ip_vs.
 """
 
 from __future__ import annotations

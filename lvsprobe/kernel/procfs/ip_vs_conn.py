@@ -7,7 +7,7 @@ Three ways to read it, by cost:
   every field checked, no object per row kept.
 - `iter_ip_vs_conn`: one `Conn` per row, streamed.
 The table is one global hash shared by all namespaces and is read without a snapshot:
-rows can be missed or repeated (KERNEL-NOTES §1.4). Eras are handled in `_conn_row`.
+rows can be missed or repeated (docs/kernel/procfs.md#reading-the-table). Eras are in `_conn_row`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """/proc/net/ip_vs_stats_percpu: per-CPU counters, the `~` total row, rates.
 
 Eras: K4.0 printed conns, packets and rates with `%8X`/`%16X` (32-bit); K6.1 and K6.12
-use `%8LX`/`%16LX`. Read by whitespace, both parse the same. See KERNEL-NOTES §1.3.
+use `%8LX`/`%16LX`. Read by whitespace, both parse alike (docs/kernel/procfs.md#ip_vs_stats_percpu).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ip_vs_conn slab cache: /proc/slabinfo and /sys/kernel/slab/ip_vs_conn (KERNEL-NOTES §3.3).
+"""The ip_vs_conn slab: /proc/slabinfo and /sys/kernel/slab/ip_vs_conn (docs/kernel/procfs.md#slab).
 
 One cache (`KMEM_CACHE(ip_vs_conn, SLAB_HWCACHE_ALIGN)`) holds the connections and
 templates of all namespaces. SLUB may merge it into another cache of the same size (the

@@ -1,4 +1,4 @@
-"""/proc/sys/net/ipv4/vs/*: the IPVS sysctls of a namespace (KERNEL-NOTES §3.1).
+"""/proc/sys/net/ipv4/vs/*: the IPVS sysctls of a namespace (docs/kernel/procfs.md#sysctls).
 
 Most hold one decimal integer; `sync_threshold` holds two, tab-separated (threshold and
 period). `est_cpulist` (6.2+; present in K6.12, absent in K6.1) is a cpulist such as
