@@ -18,7 +18,8 @@ set -euo pipefail
 
 wheel=$(realpath "$1")
 outdir=$2
-tag=${3:-localhost/lvsprobe-export:latest}
+version=$(basename "$wheel" | cut -d- -f2)
+tag=${3:-localhost/lvsprobe-export:$version}
 here=$(dirname "$(realpath "$0")")
 python=${PYTHON:-python3}
 uid=65532
