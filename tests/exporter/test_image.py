@@ -105,21 +105,29 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     if not (built / "image.oci.tar").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         staging = CACHE / f".{key}.{os.getpid()}"
-        subprocess.run(
-            [
-                str(EXPORTERS / "build-image.sh"),
-                str(wheel),
-                str(staging),
-                f"localhost/lvsprobe-export:{key}",
-            ],
-            check=True,
-            timeout=BUILD_TIMEOUT_S,
-            env={**os.environ, "PYTHON": sys.executable},
-        )
+        try:
+            subprocess.run(
+                [
+                    str(EXPORTERS / "build-image.sh"),
+                    str(wheel),
+                    str(staging),
+                    f"localhost/lvsprobe-export:{key}",
+                ],
+                check=True,
+                timeout=BUILD_TIMEOUT_S,
+                env={**os.environ, "PYTHON": sys.executable},
+            )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # Finished builds of other keys go; another run's staging directory (".") stays.
         for old in CACHE.iterdir():
-            if old.name != staging.name:
+            if not old.name.startswith(".") and old.name != key:
                 shutil.rmtree(old)
-        staging.rename(built)
+        if built.exists():  # a concurrent run finished first
+            shutil.rmtree(staging)
+        else:
+            staging.rename(built)
     name = f"localhost/lvsprobe-export:{key}"
     for other in _podman(
         "images", "--format", "{{.Repository}}:{{.Tag}}", "lvsprobe-export"
