@@ -12,7 +12,8 @@ STAMPS := $(VENV)/.stamps
 # Debian packages: the lab VM (qemu, busybox, kmod, ipvsadm, vsftpd, iproute2), the real peers
 # the tests compare against (prometheus + promtool, node_exporter, tshark, chromium, wrk).
 APT_PACKAGES := qemu-system-x86 busybox-static kmod ipvsadm vsftpd iproute2 procps \
-	prometheus prometheus-node-exporter tshark chromium wrk openssl ca-certificates
+	prometheus prometheus-node-exporter tshark chromium wrk openssl ca-certificates \
+	mmdebstrap podman runc uidmap
 
 .PHONY: demo test setup apt venv lab-prepare lint typecheck unit lab-test bench clean
 
@@ -55,7 +56,7 @@ typecheck: $(STAMPS)/venv
 	$(BIN)/mypy
 
 unit: $(STAMPS)/venv
-	$(BIN)/python -m pytest -m "not lab"
+	$(BIN)/python -m pytest -m "not lab and not slow"
 
 lab-test: setup
 	$(BIN)/python -m pytest -m lab
