@@ -14,12 +14,14 @@ from lvsprobe.replay.limits import (
     MAX_FLOW_TIMEOUT_S,
     MAX_MIX_ENTRIES,
     MAX_RECORDED,
+    MAX_RUN_S,
     MIN_HEARTBEAT_S,
 )
 from lvsprobe.replay.yamldoc import Reader
 
 KINDS = ("tcp", "http", "udp", "ftp-active", "ftp-passive", "tls", "syn")
 MAX_PAYLOAD_BYTES = 1 << 30
+MAX_REQUESTS = 100_000  # per flow (keep-alive)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -102,7 +104,7 @@ def _mix(r: Reader) -> FlowMix:
         weight=r.number("weight", 1.0, lo=0.0, hi=1e6),
         port=r.integer("port", lo=1, hi=65535) if r.has("port") else None,
         payload_bytes=_size_range(r, "payload_bytes", 64),
-        requests=r.integer("requests", 1, lo=1, hi=100_000),
+        requests=r.integer("requests", 1, lo=1, hi=MAX_REQUESTS),
         keepalive=r.flag("keepalive", False),
         path=r.line("path", "/"),
         hold_s=r.duration("hold", 0.0),
@@ -135,12 +137,14 @@ def read_flows(top: Reader) -> tuple[FlowMix, ...]:
     return out
 
 
-def read_recorded(top: Reader, pool: int) -> tuple[RecordedFlow, ...]:
-    """The `recorded:` list (written by `replay import`): offset, client index, flow shape."""
+def read_recorded(top: Reader, pool: int, speed: float) -> tuple[RecordedFlow, ...]:
+    """The `recorded:` list (written by `replay import`): offset, client index, flow shape.
+    Offsets are recorded time: replayed `speed` times faster, within MAX_RUN_S."""
     entries = top.items("recorded", "recorded flows", MAX_RECORDED)
     out = []
     for i in range(len(entries)):
         r = Reader(top.doc, ("recorded", i), RECORDED_KEYS)
-        at_s, client = r.duration("at", 0.0), r.integer("client", 0, hi=pool - 1)
+        at_s = r.duration("at", 0.0, hi=MAX_RUN_S * speed)
+        client = r.integer("client", 0, hi=pool - 1)
         out.append(RecordedFlow(at_s, client, _mix(r)))
     return tuple(out)

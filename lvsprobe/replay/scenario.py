@@ -136,7 +136,19 @@ def pool_span(cidr: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
         usable_end -= 1  # the broadcast address is no client
         if first == net.network_address:
             first = first + 1  # nor the network address, unless the CIDR names a host in it
+    if usable_end <= int(first):
+        raise ValueError(f"{cidr!r} holds no client address (it names the broadcast address)")
     return first, usable_end - int(first)
+
+
+def check_families(target_address: str, client_address: str) -> None:
+    """ValueError unless the target and the clients are both IPv4 or both IPv6."""
+    target, client = ipaddress.ip_address(target_address), ipaddress.ip_address(client_address)
+    if target.version != client.version:
+        raise ValueError(
+            f"the clients are IPv{client.version} ({client}), the target is IPv{target.version} "
+            f"({target}): a flow needs both in one family"
+        )
 
 
 def _target(doc: Doc) -> Target:
@@ -261,8 +273,13 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         source=source,
         expect=read_expect(top),
     )
+    try:
+        check_families(scenario.target.address, scenario.clients.addresses[0])
+    except ValueError as exc:
+        raise doc.error(("clients",), str(exc)) from exc
     if top.has("recorded"):
-        scenario = replace(scenario, recorded=read_recorded(top, len(scenario.clients.addresses)))
+        pool, speed = len(scenario.clients.addresses), scenario.arrival.speed
+        scenario = replace(scenario, recorded=read_recorded(top, pool, speed))
     return scenario
 
 

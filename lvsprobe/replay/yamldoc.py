@@ -10,11 +10,11 @@ from typing import Any
 import yaml
 
 from lvsprobe.errors import ScenarioError
-from lvsprobe.replay.limits import MAX_NESTING, MAX_RUN_S, MAX_SCENARIO_BYTES
+from lvsprobe.replay.limits import MAX_NESTING, MAX_RECORDED, MAX_RUN_S, MAX_SCENARIO_BYTES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")  # no text sent on the wire holds these
 KeyPath = tuple[str | int, ...]
 
 
@@ -40,7 +40,8 @@ class Doc:
 
     Built from the parser's events in one loop (no recursion, no node tree): an anchor or
     alias is refused (a recursive alias never ends, a few nested ones expand to gigabytes),
-    and so is nesting deeper than MAX_NESTING or a text longer than MAX_SCENARIO_BYTES.
+    and so is nesting deeper than MAX_NESTING, a list longer than MAX_RECORDED or a text
+    longer than MAX_SCENARIO_BYTES: the cost of reading a file is bounded before it is read.
     """
 
     def __init__(self, source: str, text: str):
@@ -112,6 +113,11 @@ class Doc:
                 parent.value[parent.key] = value
                 parent.key = None
             else:
+                if len(parent.value) >= MAX_RECORDED:  # the longest list a scenario holds
+                    where = ".".join(str(p) for p in parent.path)
+                    raise ScenarioError(
+                        f"{self._where(line)}: {where}: more than {MAX_RECORDED:,} entries"
+                    )
                 path = (*parent.path, len(parent.value))
                 parent.value.append(value)
             self.lines[path] = line
@@ -184,7 +190,7 @@ class Reader:
     def line(self, key: str, default: str | None = None) -> str:
         """Text sent on the wire (a path, a name): no line breaks or control characters."""
         value = self.text(key, default)
-        if _CONTROL.search(value):
+        if CONTROL_CHARS.search(value):
             raise self.err(key, f"{value[:40]!r}: no line breaks or control characters allowed")
         return value
 
@@ -195,7 +201,7 @@ class Reader:
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.err(key, f"expected an integer, got {described(value)}")
         if not lo <= value <= hi:
-            raise self.err(key, f"{value} is out of range {lo:,}..{hi:,}")
+            raise self.err(key, f"{value:,} is out of range {lo:,}..{hi:,}")
         return value
 
     def number(self, key: str, default: float, lo: float = 0.0, hi: float = 1e12) -> float:
