@@ -105,8 +105,9 @@ def _entry(flow: Flow, start: float, client: int, main_port: int) -> dict[str, A
         entry["payload_bytes"] = min(flow.client_bytes, MAX_PAYLOAD)
     if kind == "http":
         path = flow.detail.get("http_path")
-        if path is None and flow.first_payload[:4].rstrip() in (b"GET", b"POST", b"HEAD"):
-            path = flow.first_payload.split(b" ", 2)[1].decode("latin-1")
+        words = flow.first_payload.split(None, 2)  # method, target, the rest
+        if path is None and len(words) > 1 and words[0] in (b"GET", b"POST", b"HEAD"):
+            path = words[1].decode("latin-1")
         if path and (path := _request_path(path)):
             entry["path"] = path
         requests = min(flow.detail.get("http_requests", 1), MAX_REQUESTS)

@@ -104,19 +104,19 @@ class Scenario:
 def parse_endpoint(text: str) -> tuple[str, int | None]:
     """`A.B.C.D`, `A.B.C.D:PORT`, `V6`, `[V6]` or `[V6]:PORT` -> (address, port or None);
     ValueError says what is wrong. The one reading of ADDRESS[:PORT] (scenario, CLI)."""
-    host, port = text.strip(), ""
+    host, port = text.strip(), None
     if host.startswith("["):
         host, _, rest = host[1:].partition("]")
         if rest and not rest.startswith(":"):
             raise ValueError(f"{text!r} is not ADDRESS[:PORT]")
-        port = rest[1:]
+        port = rest[1:] if rest else None
     elif host.count(":") == 1:
         host, port = host.split(":")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{text!r} is not ADDRESS[:PORT]: {host!r} is not an IP address") from None
-    if not port:
+    if port is None:
         return str(address), None
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"{text!r}: port {port!r} is not in 1..65535")
