@@ -1,6 +1,8 @@
 """A scenario's `expect:` block: what its flow log must show, checked after a run.
 
-Keys (all optional; `lab` is free-form: the lab topology the scenario is meant for):
+Keys (all optional; `lab` is free-form: the lab topology the scenario is meant for).
+Each value is checked when the scenario loads, so a mistyped check stops the run before
+any traffic:
 
     all_ok: true                   every flow ended `ok`
     shares: {rs1: 33, rs2: 33}     exact flows per backend

@@ -54,7 +54,7 @@ class Doc:
             )
         loader: yaml.SafeLoader | None = None
         try:
-            loader = _Loader(text)  # the pure-Python reader checks the characters here
+            loader = _Loader(text)  # may raise: the pure-Python reader checks characters now
             self.root = self._build(loader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)

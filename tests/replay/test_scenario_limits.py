@@ -248,3 +248,31 @@ def test_catalogue_passes_dry_run_within_the_bounds(path: Path) -> None:
     res = CliRunner().invoke(cli, ["replay", "run", str(path), "--dry-run", "--json"])
     assert res.exit_code == ExitCode.OK, res.output
     assert '"flows": ' in res.output
+
+
+def test_pure_python_parser_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libyaml (PyYAML built without it) the same documents and errors result."""
+    import yaml
+
+    from lvsprobe.replay import yamldoc
+
+    texts = [
+        BASE,
+        BASE + "expect: {lab: &a [*a]}\n",
+        BASE + "expect: {lab: " + "[" * 20 + "]" * 20 + "}\n",
+        BASE.replace("rate: 50", "rate: '50'"),
+        "\x00\x01",
+        "a: [1\n",
+    ]
+    results = []
+    for loader in (yamldoc._Loader, yaml.SafeLoader):
+        monkeypatch.setattr(yamldoc, "_Loader", loader)
+        out: list[object] = []
+        for text in texts:
+            try:
+                out.append(parse_scenario(text, "s.yaml"))
+            except ScenarioError as exc:
+                out.append(str(exc).split(": ")[0:2])
+        results.append(out)
+    assert results[0][:4] == results[1][:4]
+    assert all(isinstance(r, list) and r[0].startswith("s.yaml") for r in results[1][4:])
