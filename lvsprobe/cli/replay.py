@@ -297,6 +297,23 @@ def _execute(
     return summary, stop_reason == "interrupted"
 
 
+def _import_options(target: str, clients_cidr: str) -> tuple[str, int | None]:
+    """`replay import`'s --target and --clients, checked by the rules `replay run` applies
+    to the scenario it writes: (target address, port or None)."""
+    from lvsprobe.replay.scenario import check_families, parse_endpoint, pool_span
+
+    try:
+        host, port = parse_endpoint(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from None
+    try:
+        first_client, _ = pool_span(clients_cidr)
+        check_families(host, str(first_client))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--clients") from None
+    return host, port
+
+
 @replay.command("import")
 @click.argument("capture", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option(
@@ -304,13 +321,13 @@ def _execute(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Scenario file to write.",
+    help="Scenario file to write (its directory is created).",
 )
 @click.option(
     "--target",
     default="198.18.1.100:80",
     show_default=True,
-    help="VIP[:PORT] the recorded server is mapped to.",
+    help="VIP[:PORT] the recorded server is mapped to (no port: the recorded one).",
 )
 @click.option(
     "--clients",
@@ -321,7 +338,7 @@ def _execute(
 )
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.001),
+    type=click.FloatRange(min=0.001, max=1e6),
     default=1.0,
     show_default=True,
     help="Replay this many times faster than recorded.",
@@ -337,36 +354,47 @@ def import_(
     """Turn the TCP/UDP flows of CAPTURE (pcap or pcapng) into a scenario.
 
     A truncated or corrupt capture still gives the flows read before the damage, with a
-    warning naming where it stopped.
+    warning naming where it stopped. The scenario written always loads in `replay run`.
     """
-    import ipaddress
-
-    import yaml
-
+    from lvsprobe.errors import LvsprobeError, ScenarioError
+    from lvsprobe.replay.limits import MAX_RECORDED
     from lvsprobe.replay.pcapimport import read_capture
-    from lvsprobe.replay.recorded import add_detail, to_scenario
+    from lvsprobe.replay.recorded import add_detail, replayable, to_scenario
+    from lvsprobe.replay.scenario import parse_scenario
 
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit():
-        raise click.BadParameter(f"{target!r} is not VIP:PORT", param_hint="--target")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        ipaddress.ip_network(clients_cidr, strict=False)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    host, port = _import_options(target, clients_cidr)
     result = read_capture(capture)
     if result.error:
         click.echo(f"lvsprobe: warning: {result.error}; kept {len(result.flows)} flows", err=True)
     if detail:
         add_detail(capture, result.flows)
-    text = to_scenario(result, str(capture), host.strip("[]"), int(port), clients_cidr, speed)
-    output.write_text(text)
-    replayed = len(yaml.safe_load(text)["recorded"])
-    folded = len(result.flows) - replayed
+    text = to_scenario(result, str(capture), host, port, clients_cidr, speed)
+    try:
+        scenario = parse_scenario(text, str(output))
+    except ScenarioError as exc:
+        raise LvsprobeError(
+            f"replay import made a scenario that does not load (a bug): {exc}"
+        ) from exc
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except FileExistsError as exc:  # a file where a directory of the path should be
+        raise LvsprobeError(f"{output}: cannot write: {exc.filename} is not a directory") from exc
+    except OSError as exc:
+        raise LvsprobeError(f"{output}: cannot write the scenario: {exc.strerror or exc}") from exc
+    replayed = len(scenario.recorded)
+    kept = len(replayable(result))
+    folded, dropped = len(result.flows) - kept, kept - replayed
     click.echo(
         f"{replayed} flows from {result.packets} packets -> {output}"
         + (f" ({folded} FTP data connections or non-TCP/UDP flows folded)" if folded else "")
     )
+    if dropped:
+        click.echo(
+            f"lvsprobe: warning: {dropped} later flows left out: a scenario holds at most "
+            f"{MAX_RECORDED:,} (split the capture, e.g. editcap -c, to replay the rest)",
+            err=True,
+        )
 
 
 @replay.command("attribute")
