@@ -95,8 +95,10 @@ def test_slab_merged(tmp_path: Path) -> None:
     assert got.active_objs is None and got.slab_object_size == 320
 
 
-def test_slab_absent(tmp_path: Path) -> None:
-    assert slab.read_slab(tmp_path, tmp_path) is None
+def test_slab_absent_is_a_failure(tmp_path: Path) -> None:
+    # Nothing read is not "no slab": the source must fail, never succeed with no series.
+    with pytest.raises(ParseError, match="slabinfo: no such file"):
+        slab.read_slab(tmp_path, tmp_path)
     assert slab.parse_slabinfo("slabinfo - version: 2.1\n") is None
 
 
