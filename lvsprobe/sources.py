@@ -19,6 +19,7 @@ from lvsprobe.deadline import Deadline
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted
 from lvsprobe.kernel.netns import run_in_netns
 from lvsprobe.kernel.procfs import ip_vs, ip_vs_conn, ip_vs_conn_sync, ip_vs_stats, slab, sysctl
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 from lvsprobe.model import ConnSummary, Daemon, Service, Snapshot, SourceFailure, Timeouts
 
 ConnMode = Literal["off", "summary", "per-real-server"]
@@ -94,7 +95,7 @@ def read_snapshot(
     hz: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
     deadline: Deadline | None = None,
-    max_conn_table_bytes: int = ip_vs_conn.DEFAULT_MAX_BYTES,
+    max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES,
 ) -> Snapshot:
     """Read everything IPVS shows in one namespace. Never raises for a per-source failure.
 

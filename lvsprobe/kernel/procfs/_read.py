@@ -18,10 +18,8 @@ from pathlib import Path
 
 from lvsprobe.deadline import Deadline
 from lvsprobe.errors import IPVSUnavailable, NotPermitted, ParseError
+from lvsprobe.kernel.procfs.limits import GIB, KIB, MIB
 
-KIB = 1 << 10
-MIB = 1 << 20
-GIB = 1 << 30
 # The first buffer of a whole-file read from procfs (size 0): grown by doubling up to the limit.
 _FIRST_READ = 64 * KIB
 # O_NONBLOCK: opening a FIFO with no writer returns at once (then it is refused), instead of
@@ -162,16 +160,17 @@ def _require_regular(path: Path, name: str, mode: int) -> None:
 
 def _too_big(path: Path, name: str, max_bytes: int, raise_with: str | None) -> ParseError:
     why = f"raise the limit with {raise_with}" if raise_with else "more than the kernel writes"
-    size = f"{max_bytes} bytes ({format_size(max_bytes)})"
+    unit = _in_units(max_bytes)
+    size = f"{max_bytes} bytes" + (f" ({unit})" if unit else "")
     return ParseError(name, None, None, f"{path} is larger than {size}: {why}")
 
 
-def format_size(n_bytes: int) -> str:
-    """4096 -> `4 KiB`, 268435456 -> `256 MiB`; whole units, else bytes."""
+def _in_units(n_bytes: int) -> str | None:
+    """4096 -> `4 KiB`, 268435456 -> `256 MiB`; None unless a whole number of one."""
     for unit, scale in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
         if n_bytes >= scale and n_bytes % scale == 0:
             return f"{n_bytes // scale} {unit}"
-    return f"{n_bytes} bytes"
+    return None
 
 
 @contextmanager

@@ -17,7 +17,8 @@ from pathlib import Path
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
 from lvsprobe.kernel.procfs._ip_vs_fixed import FORWARD_NAMES, take_fixed
-from lvsprobe.kernel.procfs._read import MIB, read_proc_text
+from lvsprobe.kernel.procfs._read import read_proc_text
+from lvsprobe.kernel.procfs.limits import IP_VS_MAX_BYTES
 from lvsprobe.model import (
     Family,
     Forward,
@@ -62,8 +63,6 @@ _IPV4_REAL_SERVER = re.compile(
 BLOCK_CHARS = 1 << 18
 # Tables at least this big (~16k lines) take their real-server lines by numpy.
 NUMPY_MIN_CHARS = 1 << 20
-# A service line and ~60 bytes per real server: room for millions of real servers.
-MAX_BYTES = 256 * MIB
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class IpVsTable:
 
 def read_ip_vs(root: Path) -> IpVsTable:
     """Services from `root/net/ip_vs`; `IPVSUnavailable` when the file does not exist."""
-    return parse_ip_vs(read_proc_text(root, "net/ip_vs", max_bytes=MAX_BYTES))
+    return parse_ip_vs(read_proc_text(root, "net/ip_vs", max_bytes=IP_VS_MAX_BYTES))
 
 
 def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:

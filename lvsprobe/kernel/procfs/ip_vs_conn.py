@@ -18,7 +18,8 @@ from pathlib import Path
 from lvsprobe.deadline import Deadline
 from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary
 from lvsprobe.kernel.procfs._conn_summary import NO_DEST
-from lvsprobe.kernel.procfs._read import GIB, read_file_bytes, read_proc_bytes, read_proc_chunks
+from lvsprobe.kernel.procfs._read import read_file_bytes, read_proc_bytes, read_proc_chunks
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES, CONN_TABLE_OPTION
 from lvsprobe.model import Conn, ConnSummary
 
 __all__ = [
@@ -33,10 +34,8 @@ __all__ = [
     "summarize_ip_vs_conn",
 ]
 SOURCE = _conn_row.CONN.source
-# The kernel caps the table only by memory. 4 GiB of rows is ~55 million IPv4 entries (~75
-# bytes a row) or ~25 million IPv6 ones: past it, reading takes minutes and is refused.
-DEFAULT_MAX_BYTES = 4 * GIB
-RAISE_WITH = "--max-conn-table-bytes"
+DEFAULT_MAX_BYTES = CONN_TABLE_DEFAULT_MAX_BYTES
+RAISE_WITH = CONN_TABLE_OPTION
 
 
 def read_ip_vs_conn(root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:

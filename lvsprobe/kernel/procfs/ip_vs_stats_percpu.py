@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
-from lvsprobe.kernel.procfs._read import MIB, read_proc_text
+from lvsprobe.kernel.procfs._read import read_proc_text
 from lvsprobe.kernel.procfs.ip_vs_stats import (
     RATES_HEADER,
     expect_empty,
@@ -20,6 +20,7 @@ from lvsprobe.kernel.procfs.ip_vs_stats import (
     five_hex,
     rates_from_line,
 )
+from lvsprobe.kernel.procfs.limits import IP_VS_STATS_PERCPU_MAX_BYTES
 from lvsprobe.model import Rates, Stats
 
 SOURCE = "net/ip_vs_stats_percpu"
@@ -29,8 +30,6 @@ _HEADER = (
 )
 # NR_CPUS is at most 8192 on any kernel config; the CPU number is printed `%3X`.
 _MAX_CPU = 1 << 16
-# A row of ~60 bytes per possible CPU: 8192 CPUs make ~500 KiB.
-MAX_BYTES = 1 * MIB
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,9 @@ class PerCpuStats:
 
 def read_ip_vs_stats_percpu(root: Path) -> PerCpuStats:
     """Parse `root/net/ip_vs_stats_percpu`, read in one go."""
-    return parse_ip_vs_stats_percpu(read_proc_text(root, SOURCE, max_bytes=MAX_BYTES))
+    return parse_ip_vs_stats_percpu(
+        read_proc_text(root, SOURCE, max_bytes=IP_VS_STATS_PERCPU_MAX_BYTES)
+    )
 
 
 def parse_ip_vs_stats_percpu(text: str, source: str = SOURCE) -> PerCpuStats:

@@ -13,17 +13,14 @@ from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
-from lvsprobe.kernel.procfs._read import KIB, MIB, read_optional_text, read_proc_text
+from lvsprobe.kernel.procfs._read import read_optional_text, read_proc_text
+from lvsprobe.kernel.procfs.limits import SLABINFO_MAX_BYTES, SYSFS_MAX_BYTES
 from lvsprobe.model import Slab
 
 SLABINFO = "slabinfo"
 SLAB_DIR = "kernel/slab/ip_vs_conn"
 CONN_TAB_BITS = "module/ip_vs/parameters/conn_tab_bits"
 _INT_MAX = (1 << 63) - 1
-# A row of ~110 bytes per cache: a few hundred caches make ~40 KiB, thousands still fit.
-SLABINFO_MAX_BYTES = 8 * MIB
-# A sysfs attribute is at most one page (64 KiB on arm64 and ppc64 kernels).
-SYSFS_MAX_BYTES = 64 * KIB
 
 
 def parse_slabinfo(text: str, source: str = SLABINFO) -> Slab | None:

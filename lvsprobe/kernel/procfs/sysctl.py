@@ -14,7 +14,8 @@ from pathlib import Path
 
 from lvsprobe.errors import IPVSUnavailable, ParseError
 from lvsprobe.kernel.procfs import _hex
-from lvsprobe.kernel.procfs._read import KIB, read_proc_text, where_missing
+from lvsprobe.kernel.procfs._read import read_proc_text, where_missing
+from lvsprobe.kernel.procfs.limits import SYSCTL_MAX_BYTES
 
 SYSCTL_DIR = "sys/net/ipv4/vs"
 CPULISTS = frozenset({"est_cpulist"})
@@ -22,8 +23,6 @@ CPULISTS = frozenset({"est_cpulist"})
 _MAX_CPU = 1 << 16
 _RANGE = re.compile(r"([0-9]{1,6})(?:-([0-9]{1,6})(?::([0-9]{1,6})/([0-9]{1,6}))?)?")
 _INT_LIMIT = (-(1 << 63), (1 << 64) - 1)
-# One or two numbers, or a cpulist: every other CPU of 8192 printed is ~20 KiB.
-MAX_BYTES = 64 * KIB
 # K6.12 has 30 files; a directory with more than this many entries is not the kernel's.
 MAX_FILES = 1024
 
@@ -48,7 +47,9 @@ def read_sysctls(root: Path) -> dict[str, tuple[int, ...]]:
     return {
         name: parse_sysctl(
             name,
-            read_proc_text(root, f"{SYSCTL_DIR}/{name}", max_bytes=MAX_BYTES, ipvs_file=False),
+            read_proc_text(
+                root, f"{SYSCTL_DIR}/{name}", max_bytes=SYSCTL_MAX_BYTES, ipvs_file=False
+            ),
         )
         for name in names
     }
