@@ -65,21 +65,24 @@ def read_proc_chunks(
     max_bytes: int,
     deadline: Deadline | None = None,
     raise_with: str | None = None,
+    max_line_bytes: int | None = None,
     size: int = MIB,
 ) -> Iterator[bytes]:
     """`root/name` in pieces of `size` bytes (the last shorter), for files too big to hold
     whole (ip_vs_conn: ~70 MB per 10^6 entries).
 
     Errors map as in `read_proc_text`, raised when the first piece is asked for. Past
-    `max_bytes` it raises `ParseError`; once `deadline` has passed, `DeadlineExceeded`
-    before the next piece is read. Closing the generator stops the reading.
+    `max_bytes` it raises `ParseError`, and as soon as a piece ends in a line already longer
+    than `max_line_bytes` (a consumer would carry it into the next piece, and the next...);
+    once `deadline` has passed, `DeadlineExceeded` before the next piece is read. Closing
+    the generator stops the reading.
     """
     path = root / name
     with _os_errors(root, path, name, ipvs_file=True):
         fd, _ = _open_regular(path, name)
         # A buffered read(size) repeats the kernel's small seq_file reads until it has size.
         with open(fd, "rb") as f:
-            total = 0
+            total = open_line = 0
             while True:
                 if deadline is not None:
                     deadline.check(name)
@@ -89,6 +92,16 @@ def read_proc_chunks(
                 total += len(piece)
                 if total > max_bytes:
                     raise _too_big(path, name, max_bytes, raise_with)
+                if max_line_bytes is not None:
+                    newline = piece.rfind(b"\n")
+                    open_line = open_line + len(piece) if newline < 0 else len(piece) - newline - 1
+                    if open_line > max_line_bytes:
+                        start = total - open_line
+                        reason = (
+                            f"{path}: the line at byte {start} runs past {max_line_bytes} "
+                            "bytes, longer than any the kernel writes"
+                        )
+                        raise ParseError(name, None, None, reason)
                 yield piece
 
 

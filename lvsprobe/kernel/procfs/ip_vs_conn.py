@@ -19,7 +19,11 @@ from lvsprobe.deadline import Deadline
 from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary
 from lvsprobe.kernel.procfs._conn_summary import NO_DEST
 from lvsprobe.kernel.procfs._read import read_file_bytes, read_proc_bytes, read_proc_chunks
-from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES, CONN_TABLE_OPTION
+from lvsprobe.kernel.procfs.limits import (
+    CONN_TABLE_DEFAULT_MAX_BYTES,
+    CONN_TABLE_LINE_MAX_BYTES,
+    CONN_TABLE_OPTION,
+)
 from lvsprobe.model import Conn, ConnSummary
 
 __all__ = [
@@ -55,7 +59,12 @@ def stream_ip_vs_conn(
     then never holds the table whole. `IPVSUnavailable` (on the first piece) when missing;
     `ParseError` past `max_bytes`; `DeadlineExceeded` once `deadline` passed between pieces."""
     return read_proc_chunks(
-        root, SOURCE, max_bytes=max_bytes, deadline=deadline, raise_with=RAISE_WITH
+        root,
+        SOURCE,
+        max_bytes=max_bytes,
+        deadline=deadline,
+        raise_with=RAISE_WITH,
+        max_line_bytes=CONN_TABLE_LINE_MAX_BYTES,
     )
 
 

@@ -14,6 +14,7 @@ from lvsprobe.deadline import Deadline
 from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary
 from lvsprobe.kernel.procfs._read import read_proc_bytes, read_proc_chunks
 from lvsprobe.kernel.procfs.ip_vs_conn import DEFAULT_MAX_BYTES, RAISE_WITH
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_LINE_MAX_BYTES
 from lvsprobe.model import Conn, ConnSummary, Origin
 
 SOURCE = _conn_row.CONN_SYNC.source
@@ -29,7 +30,12 @@ def stream_ip_vs_conn_sync(
 ) -> Iterator[bytes]:
     """`root/net/ip_vs_conn_sync` in pieces as read (see `ip_vs_conn.stream_ip_vs_conn`)."""
     return read_proc_chunks(
-        root, SOURCE, max_bytes=max_bytes, deadline=deadline, raise_with=RAISE_WITH
+        root,
+        SOURCE,
+        max_bytes=max_bytes,
+        deadline=deadline,
+        raise_with=RAISE_WITH,
+        max_line_bytes=CONN_TABLE_LINE_MAX_BYTES,
     )
 
 

@@ -26,5 +26,8 @@ SYSFS_MAX_BYTES = 64 * KIB
 # The kernel caps the connection table only by memory. 4 GiB of rows is ~55 million IPv4
 # entries (~75 bytes a row) or ~25 million IPv6 ones; reading that takes minutes.
 CONN_TABLE_DEFAULT_MAX_BYTES = 4 * GIB
+# A row is at most ~450 bytes: three IPv6 addresses, and PEName/PEData (16 + 255 bytes, the
+# SIP Call-ID). A read refuses a longer one before holding it across pieces.
+CONN_TABLE_LINE_MAX_BYTES = 4 * KIB
 # What a user passes to read a bigger table (export, status, replay).
 CONN_TABLE_OPTION = "--max-conn-table-bytes"
