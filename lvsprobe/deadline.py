@@ -9,6 +9,10 @@ from dataclasses import dataclass
 
 from lvsprobe.errors import DeadlineExceeded
 
+# Prometheus' default scrape_timeout is 10 s: a scrape's reads stop a second before, leaving
+# time to render and send what was read.
+DEFAULT_READ_TIMEOUT_S = 9.0
+
 
 @dataclass(frozen=True, slots=True)
 class Deadline:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
 
 DEFAULT_PORT = 9954
 LOG_LEVELS = {
@@ -177,7 +178,7 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     "--scrape.read-timeout",
     "read_timeout_s",
     type=click.FloatRange(min=0),
-    default=9.0,
+    default=DEFAULT_READ_TIMEOUT_S,
     metavar="SECONDS",
     help="Stop reading the kernel this long into a scrape: the sources not read by then "
     "report ipvs_scrape_source_success 0. Keep it under Prometheus' scrape_timeout; "

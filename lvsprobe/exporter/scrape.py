@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from lvsprobe import __version__
-from lvsprobe.deadline import Deadline
+from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S, Deadline
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError
 from lvsprobe.exporter.collectors import (
     ConnsCollector,
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 
 ConnMode = Literal["off", "summary", "per-real-server"]
 log = logging.getLogger("lvsprobe.exporter")
-# Prometheus' default scrape_timeout is 10 s: reads stop a second before, leaving time to
-# render and send what was read.
-DEFAULT_READ_TIMEOUT_S = 9.0
 # Taken off a timeout the scraper announces (X-Prometheus-Scrape-Timeout-Seconds) for the
 # same reason, as the blackbox exporter's --timeout-offset does.
 SEND_MARGIN_S = 0.5
