@@ -9,6 +9,9 @@ from typing import Any
 
 import click
 
+from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
+
 DEFAULT_PORT = 9954
 LOG_LEVELS = {
     "debug": logging.DEBUG,
@@ -171,6 +174,17 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     help="The kernel's CONFIG_HZ, to convert "
     "/proc persistence timeouts from jiffies.  [default: 250]",
 )
+@click.option(
+    "--scrape.read-timeout",
+    "read_timeout_s",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_READ_TIMEOUT_S,
+    metavar="SECONDS",
+    help="Stop reading the kernel this long into a scrape: the sources not read by then "
+    "report ipvs_scrape_source_success 0. Keep it under Prometheus' scrape_timeout; "
+    "0 reads to the end.",
+)
+@max_conn_table_bytes_option
 @click.option("--once", is_flag=True, help="Print one scrape on stdout and exit.")
 def export(
     listen: str,
@@ -191,6 +205,8 @@ def export(
     compat: str | None,
     backend_labels: str,
     hz: int | None,
+    read_timeout_s: float,
+    max_conn_table_bytes: int,
     once: bool,
 ) -> None:
     """Serve Prometheus metrics of IPVS, read at scrape time.
@@ -252,6 +268,8 @@ def export(
         names=NamesFile(names_file) if names_file is not None else None,
         compat_node_exporter=compat == "node-exporter",
         compat_backend_labels=labels,
+        read_timeout_s=read_timeout_s or None,
+        max_conn_table_bytes=max_conn_table_bytes,
     )
     scraper = Scraper(options)
     if once:

@@ -12,6 +12,8 @@ from typing import Any
 import click
 
 from lvsprobe.cli.exit import ExitCode
+from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 
 
 @click.group("replay")
@@ -116,6 +118,7 @@ def _timed_commands(
     show_default=True,
     help="Seconds between conn-table snapshots.",
 )
+@max_conn_table_bytes_option
 @click.option("--seed", type=int, help="Override the scenario's seed.")
 @click.option("--max-flows", type=click.IntRange(min=1), help="Run at most this many flows.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; send nothing.")
@@ -156,6 +159,7 @@ def run(
     target: str | None,
     conn_table: str | None,
     snapshot_every: float,
+    max_conn_table_bytes: int,
     seed: int | None,
     max_flows: int | None,
     dry_run: bool,
@@ -214,6 +218,7 @@ def run(
         check,
         fast,
         timed,
+        max_conn_table_bytes,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -241,6 +246,7 @@ def _execute(
     check: bool,
     fast: bool,
     timed: tuple[Any, ...] = (),
+    max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES,
 ) -> tuple[dict[str, Any], bool]:
     from lvsprobe.replay.attribution import conn_table_source
     from lvsprobe.replay.fastloop import FastRunner
@@ -248,7 +254,7 @@ def _execute(
 
     line = _ProgressLine(len(plan), progress)
     options = RunOptions(
-        conn_table=conn_table_source(conn_table) if conn_table else None,
+        conn_table=conn_table_source(conn_table, max_conn_table_bytes) if conn_table else None,
         snapshot_every_s=snapshot_every,
         on_progress=line,
     )
@@ -413,7 +419,10 @@ def import_(
     metavar="NAME=ADDRESS[:PORT]",
     help="Name a real server (repeatable); default: the run's target.json.",
 )
-def attribute(run_dir: Path, snapshot_dir: Path | None, backends: tuple[str, ...]) -> None:
+@max_conn_table_bytes_option
+def attribute(
+    run_dir: Path, snapshot_dir: Path | None, backends: tuple[str, ...], max_conn_table_bytes: int
+) -> None:
     """Join a finished run's flows with director conn-table snapshots, after the fact.
 
     Rewrites RUN/flows.parquet's conn_backend* and attribution_agrees columns and the
@@ -439,7 +448,7 @@ def attribute(run_dir: Path, snapshot_dir: Path | None, backends: tuple[str, ...
     for record in records:  # a fresh join replaces the old one
         for name in ("conn_backend_address", "conn_backend", "attribution_agrees"):
             setattr(record, name, None)
-    snapshots = load_snapshots(snapshot_dir or run_dir / flowlog.SNAPSHOT_DIR)
+    snapshots = load_snapshots(snapshot_dir or run_dir / flowlog.SNAPSHOT_DIR, max_conn_table_bytes)
     matched = join(records, snapshots, names)
     writer = flowlog.FlowLogWriter(run_dir / flowlog.FLOWS_FILE)
     for record in records:

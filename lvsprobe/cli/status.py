@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from lvsprobe import ipvsadm_view
-from lvsprobe.cli.options import target_from_options, target_options
+from lvsprobe.cli.options import max_conn_table_bytes_option, target_from_options, target_options
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError
 from lvsprobe.ipvsadm_view import View
 from lvsprobe.model import Origin, Snapshot
@@ -93,8 +93,16 @@ def warning_lines(snap: Snapshot, view: View, extra: tuple[str, ...]) -> list[st
     return [f"warning: {line}" for line in (*notes, *snap.warnings, *failures)]
 
 
-def _take(target: Target, with_conns: bool, netlink: bool, hz: int | None) -> Snapshot:
-    snap = read_snapshot(target, conns="summary" if with_conns else "off", netlink=netlink, hz=hz)
+def _take(
+    target: Target, with_conns: bool, netlink: bool, hz: int | None, max_conn_table_bytes: int
+) -> Snapshot:
+    snap = read_snapshot(
+        target,
+        conns="summary" if with_conns else "off",
+        netlink=netlink,
+        hz=hz,
+        max_conn_table_bytes=max_conn_table_bytes,
+    )
     if not snap.loaded:
         raise IPVSUnavailable(target.describe())
     for failure in snap.failures:
@@ -137,6 +145,7 @@ def _take(target: Target, with_conns: bool, netlink: bool, hz: int | None) -> Sn
     "(default 250, Debian's; netlink needs no guess).",
 )
 @click.option("--no-netlink", is_flag=True, help="Read /proc only, even when netlink works.")
+@max_conn_table_bytes_option
 @click.option(
     "--watch",
     type=click.FloatRange(0.5, 3600),
@@ -158,6 +167,7 @@ def status(
     conns: bool,
     hz: int | None,
     no_netlink: bool,
+    max_conn_table_bytes: int,
     watch: float | None,
     count: int | None,
 ) -> None:
@@ -184,7 +194,7 @@ def status(
     chosen = View(view) if view else View.LIST
     shown = 0
     while True:
-        snap = _take(target, conns, not no_netlink, hz)
+        snap = _take(target, conns, not no_netlink, hz, max_conn_table_bytes)
         if as_json:
             click.echo(json.dumps(snapshot_to_json(snap), indent=2))
         else:

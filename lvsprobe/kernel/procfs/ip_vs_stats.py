@@ -13,6 +13,7 @@ from pathlib import Path
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
 from lvsprobe.kernel.procfs._read import read_proc_text
+from lvsprobe.kernel.procfs.limits import IP_VS_STATS_MAX_BYTES
 from lvsprobe.model import Rates, Stats
 
 SOURCE = "net/ip_vs_stats"
@@ -25,7 +26,7 @@ RATES_HEADER = ["Conns/s", "Pkts/s", "Pkts/s", "Bytes/s", "Bytes/s"]
 
 def read_ip_vs_stats(root: Path) -> tuple[Stats, Rates]:
     """Totals and rates from `root/net/ip_vs_stats`, read in one go (the file moves)."""
-    return parse_ip_vs_stats(read_proc_text(root, SOURCE))
+    return parse_ip_vs_stats(read_proc_text(root, SOURCE, max_bytes=IP_VS_STATS_MAX_BYTES))
 
 
 def parse_ip_vs_stats(text: str, source: str = SOURCE) -> tuple[Stats, Rates]:
