@@ -13,7 +13,7 @@ STAMPS := $(VENV)/.stamps
 # the tests compare against (prometheus + promtool, node_exporter, tshark, chromium, wrk).
 APT_PACKAGES := qemu-system-x86 busybox-static kmod ipvsadm vsftpd iproute2 procps \
 	prometheus prometheus-node-exporter tshark chromium wrk openssl ca-certificates \
-	mmdebstrap podman runc uidmap
+	mmdebstrap podman runc uidmap keepalived
 
 .PHONY: demo test setup apt venv lab-prepare lint typecheck unit lab-test bench clean
 
@@ -34,7 +34,7 @@ $(STAMPS)/apt: Makefile
 	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections && \
 	apt-get install -y -q --no-install-recommends $(APT_PACKAGES) python3-venv
 	@# Services that Debian starts on install are not ours to run: the tests start their own.
-	command -v systemctl >/dev/null && systemctl disable --now vsftpd prometheus prometheus-node-exporter 2>/dev/null || true
+	command -v systemctl >/dev/null && systemctl disable --now vsftpd prometheus prometheus-node-exporter keepalived 2>/dev/null || true
 	touch $@
 
 venv: $(STAMPS)/venv
