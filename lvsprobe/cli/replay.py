@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,22 @@ def _timed_commands(
         raise click.BadParameter(str(exc)) from None
 
 
+def _snapshot_every(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    from lvsprobe.replay.runner import check_snapshot_every
+
+    try:
+        return check_snapshot_every(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    return (
+        f"{summary['flows']} flows, {summary['ok']} ok, {summary['errors']} errors; "
+        f"backends {summary['backends']}"
+    )
+
+
 @replay.command("run")
 @click.argument(
     "scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path)
@@ -100,7 +116,13 @@ def _timed_commands(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run directory to write (flows.parquet, summary.json, ...).",
+    help="Run directory to write (flows.parquet, summary.json, ...); checked before any "
+    "traffic is sent.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the run --out already holds (removes only the files lvsprobe writes).",
 )
 @click.option("--target", help="Override the scenario's target: VIP[:PORT].")
 @click.option(
@@ -114,7 +136,8 @@ def _timed_commands(
     type=float,
     default=1.0,
     show_default=True,
-    help="Seconds between conn-table snapshots.",
+    callback=_snapshot_every,
+    help="Seconds between conn-table snapshots (at least 0.1).",
 )
 @click.option("--seed", type=int, help="Override the scenario's seed.")
 @click.option("--max-flows", type=click.IntRange(min=1), help="Run at most this many flows.")
@@ -153,6 +176,7 @@ def _timed_commands(
 def run(
     scenario_path: Path,
     out_dir: Path | None,
+    force: bool,
     target: str | None,
     conn_table: str | None,
     snapshot_every: float,
@@ -168,8 +192,13 @@ def run(
 ) -> None:
     """Run SCENARIO and write the flow log to --out.
 
+    Each flow is journaled as it finishes (RUN/flows.journal.arrows, flushed every second),
+    so a run killed before its end keeps its finished flows: `lvsprobe replay summary RUN`
+    then writes flows.parquet and summary.json from the journal.
+
     Ctrl-C stops the run early and still writes a valid flow log (the flows in flight are
-    recorded as error:interrupted) and exits 130.
+    recorded as error:interrupted) and exits 130; a second Ctrl-C skips the slow steps left
+    (the final conn-table snapshot and attribution), a third quits at once.
     """
     import dataclasses
 
@@ -214,14 +243,12 @@ def run(
         check,
         fast,
         timed,
+        force,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
-        click.echo(
-            f"{summary['flows']} flows, {summary['ok']} ok, {summary['errors']} errors; "
-            f"backends {summary['backends']}; written to {out_dir}"
-        )
+        click.echo(f"{_summary_line(summary)}; written to {out_dir}")
     if interrupted:
         raise click.exceptions.Exit(ExitCode.INTERRUPTED)
     if summary.get("checks") and not summary["checks"]["passed"]:
@@ -241,59 +268,60 @@ def _execute(
     check: bool,
     fast: bool,
     timed: tuple[Any, ...] = (),
+    force: bool = False,
 ) -> tuple[dict[str, Any], bool]:
+    from lvsprobe.replay import hooks
     from lvsprobe.replay.attribution import conn_table_source
     from lvsprobe.replay.fastloop import FastRunner
-    from lvsprobe.replay.runner import Runner, RunOptions, write_run
+    from lvsprobe.replay.rundir import open_run_dir, write_run
+    from lvsprobe.replay.runner import Runner, RunOptions, StopSignals
 
+    run_dir = open_run_dir(out_dir, scenario, scenario_path, len(plan), force)
+    signals = StopSignals(out_dir, ExitCode.INTERRUPTED)
     line = _ProgressLine(len(plan), progress)
     options = RunOptions(
         conn_table=conn_table_source(conn_table) if conn_table else None,
         snapshot_every_s=snapshot_every,
         on_progress=line,
+        journal=run_dir.journal,
+        hurry=signals.hurry,
     )
 
     async def main() -> Any:
         runner = Runner(scenario, plan, options)
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, runner.stop)
+        signals.on_stop(lambda: loop.call_soon_threadsafe(runner.stop))
         try:
-            result = await runner.run()
+            return await runner.run(), runner.stop_reason
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-        return result, runner.stop_reason
+            signals.on_stop(lambda: None)  # the loop is about to close
 
     def epoll() -> Any:
         runner = FastRunner(scenario, plan, options)
-        handlers = {
-            signum: signal.signal(signum, lambda *_: runner.stop())
-            for signum in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            result = runner.run()
-        finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
-        return result, runner.stop_reason
-
-    from lvsprobe.replay import hooks
+        signals.on_stop(runner.stop)
+        return runner.run(), runner.stop_reason
 
     schedule = hooks.CommandSchedule(timed) if timed else None
-    if schedule is not None:
-        schedule.start()
-    try:
-        result, stop_reason = epoll() if fast else asyncio.run(main())
-    finally:
-        runs = schedule.finish() if schedule is not None else []
-    line.close()
-    summary = write_run(out_dir, scenario, scenario_path, result, stop_reason, len(plan), check)
-    if schedule is not None:
-        starts = [r.start_unix - r.start_s for r in result.records]
-        hooks.write_events(out_dir, runs, min(starts, default=schedule.started_unix))
-        for problem in hooks.problems(runs):
-            click.echo(f"lvsprobe: warning: {problem}", err=True)
+    with signals:
+        try:
+            if schedule is not None:
+                schedule.start()
+            try:
+                result, stop_reason = epoll() if fast else asyncio.run(main())
+            finally:
+                run_dir.journal.flush()
+                runs = schedule.finish(signals.hurry) if schedule is not None else []
+            line.close()
+            summary = write_run(
+                run_dir, scenario, result, stop_reason, len(plan), check, signals.hurry()
+            )
+            if schedule is not None:
+                starts = [r.start_unix - r.start_s for r in result.records]
+                hooks.write_events(out_dir, runs, min(starts, default=schedule.started_unix))
+                for problem in hooks.problems(runs):
+                    click.echo(f"lvsprobe: warning: {problem}", err=True)
+        finally:
+            run_dir.close()
     return summary, stop_reason == "interrupted"
 
 
@@ -389,13 +417,14 @@ def attribute(run_dir: Path, snapshot_dir: Path | None, backends: tuple[str, ...
     """Join a finished run's flows with director conn-table snapshots, after the fact.
 
     Rewrites RUN/flows.parquet's conn_backend* and attribution_agrees columns and the
-    summary. Use it when the snapshots were taken by another tool (`cat /proc/net/ip_vs_conn`
-    on the director every second, say) rather than by `replay run --conn-table`.
+    summary (a run killed before its end is read from its journal). Use it when the
+    snapshots were taken by another tool (`cat /proc/net/ip_vs_conn` on the director every
+    second, say) rather than by `replay run --conn-table`.
     """
-    from lvsprobe.errors import LvsprobeError
     from lvsprobe.replay import flowlog
     from lvsprobe.replay.attribution import attribute as join
     from lvsprobe.replay.attribution import load_snapshots
+    from lvsprobe.replay.rundir import lock_run_dir
 
     names = dict(b.split("=", 1) for b in backends if "=" in b)
     if len(names) != len(backends):
@@ -403,35 +432,54 @@ def attribute(run_dir: Path, snapshot_dir: Path | None, backends: tuple[str, ...
     target_path = run_dir / flowlog.TARGET_FILE
     if not names and target_path.exists():
         names = json.loads(target_path.read_text()).get("backends", {})
+    lock_fd = lock_run_dir(run_dir)  # LvsprobeError while a run is writing it
     try:
-        table = flowlog.read_flows(run_dir)
-    except (OSError, ValueError) as exc:
-        raise LvsprobeError(f"{run_dir}: no readable {flowlog.FLOWS_FILE}: {exc}") from exc
-    records = [flowlog.FlowRecord(**row) for row in table.to_pylist()]
-    for record in records:  # a fresh join replaces the old one
-        for name in ("conn_backend_address", "conn_backend", "attribution_agrees"):
-            setattr(record, name, None)
-    snapshots = load_snapshots(snapshot_dir or run_dir / flowlog.SNAPSHOT_DIR)
-    matched = join(records, snapshots, names)
-    writer = flowlog.FlowLogWriter(run_dir / flowlog.FLOWS_FILE)
-    for record in records:
-        writer.add(record)
-    writer.close()
-    old = (
-        json.loads((run_dir / flowlog.SUMMARY_FILE).read_text())
-        if (run_dir / flowlog.SUMMARY_FILE).exists()
-        else {}
-    )
-    keep = {k: v for k, v in old.items() if k not in flowlog.summarize([])}
-    summary = flowlog.summarize(
-        records, **{**keep, "conn_table_matched": matched, "snapshots": len(snapshots)}
-    )
-    flowlog.write_summary(run_dir, summary)
+        records = flowlog.records_from_table(flowlog.read_flows(run_dir))
+        for record in records:  # a fresh join replaces the old one
+            for name in ("conn_backend_address", "conn_backend", "attribution_agrees"):
+                setattr(record, name, None)
+        snapshots = load_snapshots(snapshot_dir or run_dir / flowlog.SNAPSHOT_DIR)
+        matched = join(records, snapshots, names)
+        old = flowlog.read_summary(run_dir)
+        flowlog.write_flows(run_dir, records)
+        keep = {k: v for k, v in old.items() if k not in flowlog.summarize([])}
+        summary = flowlog.summarize(
+            records, **{**keep, "conn_table_matched": matched, "snapshots": len(snapshots)}
+        )
+        flowlog.write_summary(run_dir, summary)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
     agree = summary["attribution"]
     click.echo(
         f"{matched} of {len(records)} flows found in {len(snapshots)} snapshots; "
         f"{agree['agree']} agree, {agree['disagree']} disagree"
     )
+
+
+@replay.command("summary")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def summary_(run_dir: Path, as_json: bool) -> None:
+    """Print RUN's summary, and finish RUN first if its run was killed before its end.
+
+    A run killed before its end (SIGKILL, the OOM killer, a third Ctrl-C) leaves its finished
+    flows in RUN/flows.journal.arrows and no summary: this writes flows.parquet and
+    summary.json from them (`complete` false, `stopped` "unfinished"). A run still going is
+    only read.
+    """
+    from lvsprobe.replay.rundir import finish_run_dir
+
+    summary = finish_run_dir(run_dir)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    state = "in progress" if summary.get("in_progress") else None
+    if state is None and summary.get("rebuilt"):
+        state = "unfinished: rebuilt from its journal"
+    elif state is None:
+        state = "complete" if summary.get("complete") else f"stopped: {summary.get('stopped')}"
+    click.echo(f"{_summary_line(summary)} ({state})")
 
 
 @replay.command("schema")
