@@ -105,7 +105,10 @@ class StopSignals:
 
     def __exit__(self, *_: object) -> None:
         for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
+            # Interrupted, the command is ending in 130 with all written: a late Ctrl-C is
+            # ignored, not a traceback or a death by SIGINT (Python restores the default
+            # handler while it exits, but leaves an ignored signal ignored).
+            signal.signal(signum, signal.SIG_IGN if self.received else handler)
 
     def _say(self, text: str) -> None:
         # os.write: the signal may have interrupted a write to sys.stderr (the progress line)
