@@ -163,6 +163,25 @@ def write_run(
 
     `result` is a RunResult (records and snapshots) from either engine.
     """
+    try:
+        return _write_run(run, scenario, result, stop_reason, planned, check, hurry)
+    except OSError as exc:  # a full disk, say: the journal still holds every finished flow
+        raise LvsprobeError(
+            f"--out {run.path}: cannot write the run's files: {exc.strerror or exc}; its "
+            f"finished flows are in {flowlog.JOURNAL_FILE}, and `lvsprobe replay summary "
+            f"{run.path}` finishes the directory once that is fixed"
+        ) from exc
+
+
+def _write_run(
+    run: RunDir,
+    scenario: Scenario,
+    result: Any,
+    stop_reason: str | None,
+    planned: int,
+    check: bool,
+    hurry: bool,
+) -> dict[str, Any]:
     run.journal.flush()  # every finished flow is on disk before the slower steps below
     matched = 0
     conn_error = None
