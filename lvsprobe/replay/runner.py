@@ -1,5 +1,5 @@
 """One replay run: schedule the plan (open loop, closed loop, bursts), take conn-table
-snapshots, stop at the bounds or on request, and write the run directory.
+snapshots, stop at the bounds or on request (rundir.py writes the run directory).
 
 A stop request (Ctrl-C) ends the run early but cleanly: flows still in flight are recorded as
 `error:interrupted`, the flow log and summary are written, `complete` is false. Each flow is
@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -82,7 +83,7 @@ class StopSignals:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, run_dir: object, quit_status: int) -> None:
+    def __init__(self, run_dir: Path, quit_status: int) -> None:
         self.received = 0
         self._run_dir, self._quit_status = run_dir, quit_status
         self._stop: Callable[[], object] = lambda: None

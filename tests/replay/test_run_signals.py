@@ -160,9 +160,10 @@ def test_stop_signals_stop_then_hurry_then_quit() -> None:
     """The escalation itself, in a process of its own (the third signal ends it)."""
     code = """
 import os, signal
+from pathlib import Path
 from lvsprobe.replay.runner import StopSignals
 stops = []
-with StopSignals("RUN", 130) as signals:
+with StopSignals(Path("RUN"), 130) as signals:
     signals.on_stop(lambda: stops.append(signals.hurry()))
     os.kill(os.getpid(), signal.SIGINT)
     os.kill(os.getpid(), signal.SIGTERM)
