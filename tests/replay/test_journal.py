@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -123,10 +124,11 @@ def test_a_journal_cut_before_its_schema_reads_as_no_flows(tmp_path: Path) -> No
 def test_no_log_or_a_foreign_file_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LvsprobeError, match="no flow log"):
         flowlog.read_flows(tmp_path)
-    other = Journal(
+    schema = flowlog.flow_schema().remove(0)
+    other: Journal[dict[str, object]] = Journal(
         tmp_path / flowlog.JOURNAL_FILE,
-        flowlog.flow_schema().remove(0),
-        lambda rows: rows[0],
+        schema,
+        lambda rows: pa.Table.from_pylist(rows, schema=schema),
     )
     other.close()
     with pytest.raises(LvsprobeError, match="not a flow journal"):
