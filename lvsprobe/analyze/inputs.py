@@ -7,7 +7,6 @@ Everything missing or malformed becomes an AnalysisError naming the file and wha
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,8 @@ import pandas as pd
 
 from lvsprobe.analyze.schedulers import KNOWN
 from lvsprobe.errors import AnalysisError, LvsprobeError
+from lvsprobe.kernel.procfs.ip_vs_conn import iter_ip_vs_conn
+from lvsprobe.replay import flowlog
 from lvsprobe.replay.flowlog import COLUMNS
 
 FLOWS_FILE = "flows.parquet"
@@ -145,7 +146,8 @@ def _check_column(path: Path, name: str, column: Any) -> None:
 
 def read_flows(path: Path) -> pd.DataFrame:
     """flows.parquet as a DataFrame with the columns the analyzers use, checked."""
-    if not path.is_file():
+    journal = path.parent / flowlog.JOURNAL_FILE
+    if not path.is_file() and not journal.is_file():
         raise AnalysisError(
             f"{path}: no flow log (a run directory written by `lvsprobe replay run --out` "
             "has flows.parquet)"
@@ -153,8 +155,9 @@ def read_flows(path: Path) -> pd.DataFrame:
     try:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(str(path))
-    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+        # A run that was killed left its journal only: every flow it finished is there.
+        table = pq.read_table(str(path)) if path.is_file() else flowlog.read_flows(path.parent)
+    except (OSError, ValueError, LvsprobeError) as exc:  # ArrowInvalid is a ValueError
         raise AnalysisError(f"{path}: not a readable Parquet flow log: {exc}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
@@ -326,14 +329,10 @@ def read_conn_snapshots(run_dir: Path) -> list[tuple[float, list[Any]]]:
             times = {str(e["file"]): float(e["t_s"]) for e in entries}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise AnalysisError(f"{index_path}: malformed snapshot index: {exc}") from exc
-    try:
-        parser = importlib.import_module("lvsprobe.kernel.procfs.ip_vs_conn")
-    except ImportError as exc:
-        raise AnalysisError("the /proc/net/ip_vs_conn reader is not available") from exc
     out: list[tuple[float, list[Any]]] = []
     for n, path in enumerate(sorted(folder.glob("*.txt"))):
         try:
-            conns = list(parser.iter_ip_vs_conn(path.read_bytes(), source=str(path)))
+            conns = list(iter_ip_vs_conn(path.read_bytes(), source=str(path)))
         except LvsprobeError as exc:
             raise AnalysisError(f"{path}: {exc}") from exc
         out.append((times.get(path.name, float(n)), conns))

@@ -9,7 +9,6 @@ client port was reused, the first snapshot taken after the flow started wins.
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import json
 import math
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvsprobe.errors import LvsprobeError
+from lvsprobe.kernel.procfs.ip_vs_conn import iter_ip_vs_conn
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES, CONN_TABLE_OPTION
 from lvsprobe.replay.flowlog import SNAPSHOT_DIR, SNAPSHOT_INDEX, FlowRecord
 
@@ -97,11 +97,8 @@ def _read_table(path: Path, max_bytes: int) -> bytes:
 
 
 def _parse(data: bytes) -> dict[ConnKey, str]:
-    # The procfs reader (iter_ip_vs_conn(data: bytes) -> Iterator[Conn]) is imported by name:
-    # it is the kernel package's, and only this join needs it.
-    reader = importlib.import_module("lvsprobe.kernel.procfs.ip_vs_conn")
     table: dict[ConnKey, str] = {}
-    for conn in reader.iter_ip_vs_conn(data):
+    for conn in iter_ip_vs_conn(data):
         if conn.is_template:
             continue
         dest = conn.dest_address

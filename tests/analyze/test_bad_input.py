@@ -206,3 +206,33 @@ def test_integer_times_and_all_null_optional_columns_are_accepted(fb: SimpleName
     _retyped(run, "backend", pa.array([None] * 3, pa.null()))
     frame = inputs.read_flows(run / "flows.parquet")
     assert list(frame["start_s"]) == [0, 1, 2]
+
+
+def test_killed_run_is_read_from_its_journal(tmp_path: Path) -> None:
+    """A run killed before flows.parquet was written still has every flushed flow to analyse."""
+    from lvsprobe.replay import flowlog
+    from lvsprobe.replay.flowlog import FlowRecord
+
+    journal = flowlog.open_journal(tmp_path, planned=4, scenario="killed")
+    for flow_id in range(3):
+        journal.add(
+            FlowRecord(
+                flow_id=flow_id,
+                kind="http",
+                client_address="127.0.0.2",
+                client_port=40000 + flow_id,
+                server_address="127.0.0.1",
+                server_port=8080,
+                protocol="tcp",
+                scheduled_s=0.1 * flow_id,
+                start_s=0.1 * flow_id,
+                start_unix=1.7e9,
+                end_s=0.1 * flow_id + 0.01,
+                outcome="ok",
+                backend=f"rs{flow_id}",
+            )
+        )
+    journal.flush()
+    assert not (tmp_path / flowlog.FLOWS_FILE).exists()
+    frame = inputs.read_flows(tmp_path / flowlog.FLOWS_FILE)
+    assert list(frame["flow_id"]) == [0, 1, 2]
