@@ -32,7 +32,16 @@ from lvsprobe.kernel.genl.attrs import (
     split_messages,
 )
 from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
-from lvsprobe.model import Daemon, Family, RealServer, Service, ServiceKey, Timeouts
+from lvsprobe.model import (
+    Daemon,
+    Family,
+    RealServer,
+    RealServerRows,
+    Service,
+    ServiceKey,
+    TableBuilder,
+    Timeouts,
+)
 
 NETLINK_GENERIC = 16
 SOL_NETLINK = 270
@@ -209,12 +218,22 @@ class IPVSNetlink:
         """Every service, each with its real servers, in the kernel's order."""
         fid = self.family_id
         replies = self._exchange(lambda s: ipvs.encode_get_services(fid, s), "GET_SERVICE", fid)
-        out = []
+        services = []
         for index, msg in enumerate(replies, 1):
             nest = ipvs.top_level(msg.attrs, ipvs.CmdAttr.SERVICE, index=index)
-            service = ipvs.decode_service(nest, index=index, layouts=self._service_layouts)
-            out.append(dataclasses.replace(service, real_servers=self._dests(service)))
-        return tuple(out)
+            services.append(ipvs.decode_service(nest, index=index, layouts=self._service_layouts))
+        builder = TableBuilder()
+        bounds = []
+        for service in services:
+            start = builder.rows
+            for rs in self._dests(service):
+                builder.add(rs)
+            bounds.append((start, builder.rows))
+        table = builder.build()
+        return tuple(
+            dataclasses.replace(service, real_servers=RealServerRows(table, start, stop))
+            for service, (start, stop) in zip(services, bounds, strict=True)
+        )
 
     def _dests(self, service: Service) -> tuple[RealServer, ...]:
         fid, key = self.family_id, service.key
