@@ -3,10 +3,10 @@
 No ip_vs is loaded on this host, so `SimulatedKernel` frames the replies as 6.1 does (dump
 skbs of up to ~32 KiB, NLMSG_DONE on its own) from generated services of 10 real servers
 (IPv4, with the thresholds, tunnel, STATS and STATS64 attributes 6.1 sends). Figures per
-size: a full read (`IPVSNetlink.services()`), a scrape of those services (the exporter's
-default families), each the best of `--runs`, and the peak RSS each step adds (VmHWM reset
-through /proc/self/clear_refs, each step in a fresh process); `--profile` shows where a
-read's time goes.
+size, each the best of `--runs`: a full read (`IPVSNetlink.services()`) and a scrape of
+those services (the exporter's default families, rendered chunk by chunk as the server
+sends them); the peak RSS each step adds (VmHWM reset through /proc/self/clear_refs, each
+step in a fresh process); `--profile` shows where a read's time goes.
 
     python -m bench netlink -- [--sizes 20000,100000] [--runs 3] [--profile]
 """
@@ -46,10 +46,11 @@ def _read(kernel: SimulatedKernel) -> tuple[Service, ...]:
     return IPVSNetlink.connect(kernel).services()
 
 
-def _scrape(services: tuple[Service, ...]) -> bytes:
+def _scrape(services: tuple[Service, ...]) -> int:
+    """A scrape as the server sends it (chunk by chunk); the body's size."""
     snap = Snapshot(loaded=True, via="netlink", version="1.2.1", services=services)
     scraper = Scraper(ExportOptions(), read=lambda target, **kw: snap, build=("0", "3"))
-    return scraper.scrape()
+    return sum(map(len, scraper.stream()))
 
 
 def child(step: str, size: int, runs: int) -> dict[str, float]:

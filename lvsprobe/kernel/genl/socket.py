@@ -133,9 +133,9 @@ class IPVSNetlink:
         self.family_id = family_id
         self._seq = 0
         self._info: tuple[str, int] | None = None
-        # The kernel's record layouts, learned from the first records (see genl.layout).
+        # The kernel's SERVICE record layouts, learned from the first ones (genl.layout);
+        # DEST records are decoded column-wise (genl.dest_table).
         self._service_layouts = ipvs.service_layouts()
-        self._dest_layouts = ipvs.dest_layouts()
 
     @classmethod
     def open(
@@ -219,7 +219,16 @@ class IPVSNetlink:
         return ipvs.decode_config(_single(replies, "GET_CONFIG").attrs)
 
     def services(self) -> tuple[Service, ...]:
-        """Every service, each with its real servers, in the kernel's order."""
+        """Every service, each with its real servers (rows of one table), in the kernel's
+        order.
+
+        The GET_DEST dumps go one at a time. A window of requests on the socket is not
+        possible: the kernel answers a dump request on a socket whose dump has not ended
+        with EBUSY (__netlink_dump_start), and an IPVS dump ends only in the netlink_dump()
+        run by the recvmsg that takes its last records (ip_vs_genl_dump_dests returns
+        skb->len while it adds any). Several sockets would make the same syscalls; the time
+        is in decoding (bench/bench_netlink.py), so that is what `dest_table` does at once.
+        """
         fid = self.family_id
         replies = self._exchange(lambda s: ipvs.encode_get_services(fid, s), "GET_SERVICE", fid)
         services = []
@@ -245,10 +254,10 @@ class IPVSNetlink:
         them all at once), the rest of the replies handled as `_exchange` does."""
         fid, key = self.family_id, service.key
         what = f"GET_DEST of {_describe(key)}"
+        into.start_dump(key.family)
         self._seq += 1
         seq = self._seq
         self._transport.send(ipvs.encode_get_dests(fid, seq, key))
-        into.start_dump(key.family)
         where = Where(f"genl IPVS {what} reply")
         records = 0
         while True:

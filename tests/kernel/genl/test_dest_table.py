@@ -4,6 +4,8 @@ gives one by one: the same real servers, or the same first error."""
 from __future__ import annotations
 
 import dataclasses
+import errno
+import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -182,3 +184,16 @@ def test_a_run_of_records_may_end_without_its_padding() -> None:
     assert _records_run(padded + message[:-1], FID, 7) is None
     assert _records_run(padded + message, FID, 8) is None  # another dump's
     assert _records_run(padded + replies.encode_done(7, 0), FID, 7) is None
+
+
+def test_the_simulated_kernel_refuses_a_second_dump_while_one_runs() -> None:
+    """Why the reader sends one GET_DEST at a time (as 6.1 and, measured, 6.18 do)."""
+    kernel = SimulatedKernel(generated_services(2))
+    reader = IPVSNetlink.connect(kernel)
+    keys = [svc.key for svc in kernel.services]
+    kernel.send(ipvs.encode_get_dests(reader.family_id, 100, keys[0]))
+    kernel.send(ipvs.encode_get_dests(reader.family_id, 101, keys[1]))
+    records, refused = kernel.recv(), kernel.recv()
+    assert NLMSG_HDR.unpack_from(records)[3] == 100
+    assert NLMSG_HDR.unpack_from(refused)[1:4:2] == (NlMsgType.ERROR, 101)
+    assert struct.unpack_from("=i", refused, NLMSG_HDR.size)[0] == -errno.EBUSY
