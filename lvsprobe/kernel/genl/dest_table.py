@@ -42,6 +42,8 @@ _FORWARDS = tuple(Forward)
 _FAMILIES = {int(family): family for family in Family}
 # Records checked against a layout at a time (bounds the temporary header arrays).
 _CHUNK_ROWS = 1 << 14
+# Records kept as bytes before they are decoded (~3 MB of 6.1's records).
+FLUSH_RECORDS = 1 << 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +73,17 @@ class DestTableBuilder:
     """Collects the DEST records of many GET_DEST dumps, then makes one table of them."""
 
     def __init__(self) -> None:
-        self._runs: list[_Run] = []
+        self._runs: list[_Run] = []  # records not decoded yet
+        self._pending = 0  # how many
+        self._tables: list[RealServerTable] = []  # those decoded, in order
         self._families: list[Family | None] = []  # each dump's service family
         self._counts: list[int] = []  # records per dump
 
     def start_dump(self, service_family: Family | None) -> None:
+        """A dump begins. The records of those before are decoded once there are enough,
+        so that a read holds their bytes a few thousand at a time, not all at once."""
+        if self._pending >= FLUSH_RECORDS:
+            self._flush()
         self._families.append(service_family)
         self._counts.append(0)
 
@@ -85,11 +93,13 @@ class DestTableBuilder:
         dump = len(self._counts) - 1
         self._runs.append(_Run(datagram, start, count, length, dump, self._counts[dump] + 1))
         self._counts[dump] += count
+        self._pending += count
 
     def abandon_dump(self) -> None:
         """Forget the dump being read (it failed: its records are never decoded)."""
         dump = len(self._counts) - 1
         self._runs = [run for run in self._runs if run.dump != dump]
+        self._pending = sum(run.count for run in self._runs)
         del self._counts[dump:], self._families[dump:]
 
     def build(self) -> tuple[RealServerTable, list[tuple[int, int]]]:
@@ -98,11 +108,22 @@ class DestTableBuilder:
         for count in self._counts:
             bounds.append((row, row + count))
             row += count
+        self._flush()
+        if len(self._tables) == 1:
+            return self._tables[0], bounds
+        builder = TableBuilder()
+        for table in self._tables:
+            builder.add_rows(table, 0, len(table))
+        return builder.build(), bounds
+
+    def _flush(self) -> None:
+        """Decode the pending records (earlier ones are decoded: the first error is theirs)."""
         try:
             table = self._columnar()
         except ParseError:
             table = self._exact()  # raises the first bad record's error, as one by one
-        return table, bounds
+        self._tables.append(table)
+        self._runs, self._pending = [], 0
 
     def _columnar(self) -> RealServerTable:
         """Runs grouped by message length, each group decoded column-wise, then the rows

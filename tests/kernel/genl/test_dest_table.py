@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import struct
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.errors import ParseError
-from lvsprobe.kernel.genl import ipvs, replies
+from lvsprobe.kernel.genl import dest_table, ipvs, replies
 from lvsprobe.kernel.genl.attrs import (
     NLA_HDR,
     NLMSG_HDR,
@@ -54,9 +55,19 @@ def _exact(dumps: list[tuple[Family, list[bytes]]]) -> object:
     return out
 
 
-def _columnar(dumps: list[tuple[Family, list[bytes]]], per_datagram: int) -> object:
+def _columnar(
+    dumps: list[tuple[Family, list[bytes]]], per_datagram: int, flush: int = 1 << 13
+) -> object:
     """The same records through `DestTableBuilder`, up to `per_datagram` to a datagram (a
-    run is records of one length that follow on)."""
+    run is records of one length that follow on), decoded every `flush` records."""
+    with patch.object(dest_table, "FLUSH_RECORDS", flush):
+        try:
+            return _columnar_now(dumps, per_datagram)
+        except ParseError as exc:  # from a dump's start (the records before decoded) or the end
+            return ("ParseError", str(exc))
+
+
+def _columnar_now(dumps: list[tuple[Family, list[bytes]]], per_datagram: int) -> object:
     builder = DestTableBuilder()
     for family, messages in dumps:
         builder.start_dump(family)
@@ -75,10 +86,7 @@ def _columnar(dumps: list[tuple[Family, list[bytes]]], per_datagram: int) -> obj
                 offset += nla_align(len(message))
             if run_count:
                 builder.add_run(datagram, run_start, run_count, run_length)
-    try:
-        table, bounds = builder.build()
-    except ParseError as exc:
-        return ("ParseError", str(exc))
+    table, bounds = builder.build()
     return [RealServerRows(table, start, stop).objects() for start, stop in bounds]
 
 
@@ -91,6 +99,7 @@ families = st.sampled_from(Family)
     others=st.lists(st.tuples(dests(), st.booleans()), max_size=12),
     dump_families=st.lists(families, min_size=1, max_size=4),
     per_datagram=st.integers(1, 6),
+    flush=st.sampled_from([1, 3, 1 << 13]),
     data=st.data(),
 )
 def test_columnar_decode_is_the_exact_one(
@@ -98,6 +107,7 @@ def test_columnar_decode_is_the_exact_one(
     others: list[tuple[RealServer, bool]],
     dump_families: list[Family],
     per_datagram: int,
+    flush: int,
     data: st.DataObject,
 ) -> None:
     """Records of one layout (the first one's values varied) and of others (IPv6, tunnel
@@ -117,7 +127,7 @@ def test_columnar_decode_is_the_exact_one(
         (dump_families[i % len(dump_families)], messages[edges[i] : edges[i + 1]])
         for i in range(len(edges) - 1)
     ]
-    assert _columnar(dumps, per_datagram) == _exact(dumps)
+    assert _columnar(dumps, per_datagram, flush) == _exact(dumps)
 
 
 def test_many_records_of_one_layout_with_odd_ones_between() -> None:
