@@ -15,8 +15,10 @@ then decoded one by one, in order, and the first bad one raises.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from lvsprobe.errors import ParseError
@@ -138,15 +140,16 @@ class DestTableBuilder:
             group = decoded[run.length]
             first = used[run.length]
             used[run.length] += run.count
-            if group.bad_before[first + run.count] == group.bad_before[first]:
-                table_row = first - group.bad_before[first]
+            before = int(group.bad_before[first])
+            if int(group.bad_before[first + run.count]) == before:
+                table_row = first - before
                 builder.add_rows(group.table, table_row, table_row + run.count)
                 continue
             for row in range(first, first + run.count):
                 if row in group.exact:
                     builder.add(group.exact[row])
                 else:
-                    table_row = row - group.bad_before[row]
+                    table_row = row - int(group.bad_before[row])
                     builder.add_rows(group.table, table_row, table_row + 1)
         return builder.build()
 
@@ -170,11 +173,14 @@ class DestTableBuilder:
                 buf, stride, layout, _address_families(buf, stride, layout, service_families)
             )
         exact = {}
-        positions = [(run, k) for run in runs for k in range(run.count)]
-        for row in np.flatnonzero(~good).tolist():
-            run, k = positions[row]
-            exact[row] = self._decode_one(run, run.start + k * stride)
-        bad_before = np.concatenate(([0], np.cumsum(~good))).tolist()
+        bad = np.flatnonzero(~good).tolist()
+        if bad:
+            firsts = list(accumulate((run.count for run in runs), initial=0))
+            for row in bad:
+                place = bisect_right(firsts, row) - 1
+                run = runs[place]
+                exact[row] = self._decode_one(run, run.start + (row - firsts[place]) * stride)
+        bad_before = np.concatenate(([0], np.cumsum(~good)))
         table = _EMPTY
         if layout is not None:
             table = _columns(buf, stride, layout, good, service_families)
@@ -200,7 +206,7 @@ class DestTableBuilder:
 class _Group:
     table: RealServerTable  # the rows of the learned layout, in order
     exact: dict[int, RealServer]  # the others, by their row in the group
-    bad_before: list[int]  # how many of the group's rows before each are exact ones
+    bad_before: npt.NDArray[np.int64]  # how many of the group's rows before each are exact
 
 
 def _run_bytes(run: _Run, stride: int) -> bytes:
