@@ -72,9 +72,8 @@ def _cmp_addr(a: IPAddress | None, b: IPAddress | None, v6: bool) -> int:
 def _family_of(svc: Service) -> Family:
     if svc.key.family is not None:
         return svc.key.family
-    if svc.real_servers and svc.real_servers[0].address.version == 6:
-        return Family.INET6
-    return Family.INET
+    families = svc.real_servers.address_families
+    return families[0] if families else Family.INET
 
 
 def sort_services(services: Iterable[Service]) -> list[Service]:
@@ -243,7 +242,9 @@ def format_list(snap: Snapshot, view: View = View.LIST, *, exact: bool = False) 
             lines.append(f"{service_name(svc):<33}" + "".join(largenum(v, exact) for v in values))
         else:
             lines.append(_service_line(svc))
-        lines.extend(_dest_line(rs, view, exact) for rs in sort_real_servers(svc.real_servers))
+        lines.extend(
+            _dest_line(rs, view, exact) for rs in sort_real_servers(svc.real_servers.objects())
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 from lvsprobe.errors import ParseError
 from lvsprobe.model import (
+    RATE_FIELDS,
+    STAT_FIELDS,
     ConnCountKey,
     ConnSummary,
     Daemon,
@@ -25,6 +28,7 @@ from lvsprobe.model import (
     Protocol,
     Rates,
     RealServer,
+    RealServerRows,
     Service,
     ServiceFlag,
     ServiceKey,
@@ -35,6 +39,7 @@ from lvsprobe.model import (
     Timeouts,
     Tunnel,
     Unread,
+    address_texts,
 )
 
 SCHEMA = 1
@@ -71,26 +76,70 @@ def service_to_json(svc: Service) -> dict[str, Any]:
         "pe_name": svc.pe_name,
         "stats": _plain(svc.stats),
         "rates": _plain(svc.rates),
-        "backends": [backend_to_json(rs) for rs in svc.real_servers],
+        "backends": backends_to_json(svc.real_servers),
     }
 
 
-def backend_to_json(rs: RealServer) -> dict[str, Any]:
-    return {
-        "address": str(rs.address),
-        "port": rs.port,
-        "forward": rs.forward.label,
-        "weight": rs.weight,
-        "active_conns": rs.active_conns,
-        "inactive_conns": rs.inactive_conns,
-        "persistent_conns": rs.persistent_conns,
-        "upper_threshold": rs.upper_threshold,
-        "lower_threshold": rs.lower_threshold,
-        "family": rs.family.name.lower() if rs.family is not None else None,
-        "tunnel": _plain(rs.tunnel),
-        "stats": _plain(rs.stats),
-        "rates": _plain(rs.rates),
-    }
+_BACKEND_KEYS = (
+    "address",
+    "port",
+    "forward",
+    "weight",
+    "active_conns",
+    "inactive_conns",
+    "persistent_conns",
+    "upper_threshold",
+    "lower_threshold",
+    "family",
+    "tunnel",
+    "stats",
+    "rates",
+)
+_TUNNEL_KEYS = tuple(f.name for f in dataclasses.fields(Tunnel))
+_FAMILY_NAMES: dict[Family | None, str | None] = {f: f.name.lower() for f in Family}
+_FAMILY_NAMES[None] = None
+_FORWARD_NAMES = {f: f.label for f in Forward}
+
+
+def backends_to_json(rows: RealServerRows) -> list[dict[str, Any]]:
+    """The `backends` of a service, read column by column (no `RealServer` objects)."""
+    table, span = rows.table, slice(rows.start, rows.stop)
+    n = len(rows)
+    families = table.address_families[span]
+    reported = families if table.families is None else table.families[span]
+    stats = table.stats
+    columns = (
+        address_texts(families, table.address_numbers[span]),
+        table.ports[span],
+        map(_FORWARD_NAMES.__getitem__, table.forwards[span]),
+        table.weights[span],
+        table.active_conns[span],
+        table.inactive_conns[span],
+        _optional(table.persistent_conns, span, n),
+        _optional(table.upper_thresholds, span, n),
+        _optional(table.lower_thresholds, span, n),
+        map(_FAMILY_NAMES.__getitem__, reported),
+        _records(_TUNNEL_KEYS, table.tunnels, span, n),
+        _records(STAT_FIELDS, None if stats is None else stats[:5], span, n),
+        _records(RATE_FIELDS, None if stats is None else stats[5:], span, n),
+    )
+    return [dict(zip(_BACKEND_KEYS, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _optional(column: Sequence[int | None] | None, span: slice, n: int) -> Iterable[int | None]:
+    return repeat(None, n) if column is None else column[span]
+
+
+def _records(
+    keys: tuple[str, ...], columns: Sequence[Sequence[int | None]] | None, span: slice, n: int
+) -> Iterable[dict[str, int] | None]:
+    """A dict per row of a group of columns (stats, rates, tunnel); None where it has none."""
+    if columns is None:
+        return repeat(None, n)
+    return (
+        None if values[0] is None else dict(zip(keys, values, strict=True))
+        for values in zip(*(column[span] for column in columns), strict=True)
+    )
 
 
 def conns_to_json(summary: ConnSummary) -> dict[str, Any]:
@@ -204,7 +253,7 @@ def _service(d: Mapping[str, Any]) -> Service:
         scheduler=d["scheduler"],
         flags=ServiceFlag(d["flags"]),
         persistence=None if p is None else Persistence(**p),
-        real_servers=tuple(_backend(b) for b in d["backends"]),
+        real_servers=RealServerRows.of(_backend(b) for b in d["backends"]),
         stats=_stats(d.get("stats")),
         rates=_rates(d.get("rates")),
         pe_name=d.get("pe_name"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import SERVICE_LABELS
 from lvsprobe.exporter.render import Builder, escape_label_value
-from lvsprobe.exporter.services import add_stats, address_number, address_texts
+from lvsprobe.exporter.services import add_stats
 from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Origin, Snapshot
 
 # hlist_head: a pointer per bucket on 64-bit kernels (docs/kernel/memory.md#connection-hash-table)
@@ -60,7 +60,7 @@ def _conn_service_pairs(key: ConnCountKey, is_service: bool) -> str:
         return f'protocol="",address="",port="0",fwmark="{key.fwmark}",family="{family}"'
     # Only the protocol comes as text from the table; the rest are numbers and addresses.
     protocol = escape_label_value(key.protocol.lower())
-    address = address_texts([addr])[0] if addr is not None else ""
+    address = str(addr) if addr is not None else ""
     port = key.virtual_port if is_service or not key.virtual_port else ""
     return f'protocol="{protocol}",address="{address}",port="{port}",fwmark="0",family="{family}"'
 
@@ -94,11 +94,11 @@ class ConnsCollector:
             (
                 svc.key.protocol.name,
                 type(svc.key.address),
-                address_number(svc.key.address),
+                int(svc.key.address),
                 svc.key.port,
             )
             for svc in snap.services
-            if svc.key.protocol is not None and not svc.key.fwmark
+            if svc.key.protocol is not None and svc.key.address is not None and not svc.key.fwmark
         }
         by_origin: dict[int, int] = {}  # by id(): an Enum member's hash runs Python code
         for key, n in summary.counts.items():
@@ -114,8 +114,7 @@ class ConnsCollector:
                 ok = allows(vaddr, key.virtual_port, key.fwmark)
                 is_service = (
                     vaddr is not None
-                    and (key.protocol, type(vaddr), address_number(vaddr), key.virtual_port)
-                    in services
+                    and (key.protocol, type(vaddr), int(vaddr), key.virtual_port) in services
                 )
                 pairs = pairs_of[memo] = _conn_service_pairs(key, is_service) if ok else None
             if pairs is None:

@@ -13,14 +13,21 @@ The tests compare this with the real node_exporter binary on the same /proc tree
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from itertools import starmap
 
 from lvsprobe.exporter.metrics import MetricSpec, MetricType
 from lvsprobe.exporter.render import Builder
-from lvsprobe.exporter.services import BackendColumns, address_texts, repeated
-from lvsprobe.model import IPAddress, Protocol, Snapshot
+from lvsprobe.exporter.services import repeated
+from lvsprobe.model import (
+    Family,
+    IPAddress,
+    Protocol,
+    RealServerTable,
+    Snapshot,
+    address_number,
+    address_texts,
+)
 
 FULL_BACKEND_LABELS = (
     "local_address",
@@ -63,13 +70,6 @@ def parse_backend_labels(text: str) -> tuple[str, ...]:
             f"unknown label(s) {', '.join(unknown)}; choose from {','.join(FULL_BACKEND_LABELS)}"
         )
     return labels
-
-
-def _go_ip(address: IPAddress) -> str:
-    """net.IP.String(): an IPv4-mapped IPv6 address prints as IPv4."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
 
 
 class NodeExporterCollector:
@@ -115,7 +115,7 @@ class NodeExporterCollector:
         out.extend("node_ipvs_backend_connections_inactive", blocks, inactives)
         out.extend("node_ipvs_backend_weight", blocks, weights)
 
-    def _backend_keys(self, snap: Snapshot) -> tuple[list[tuple[str, ...]], BackendColumns]:
+    def _backend_keys(self, snap: Snapshot) -> tuple[list[tuple[str, ...]], RealServerTable]:
         """Each real server's label values (the chosen ones), and the real servers' columns.
 
         Column by column (10^5 real servers on a kube-proxy node): a service's values are
@@ -136,10 +136,11 @@ class NodeExporterCollector:
             addresses.append(local[1])
             local_port.append(local[2])
             local_mark.append(local[3])
-        texts = iter(_go_texts([address for address in addresses if address is not None]))
+        numbers = [address_number(address) for address in addresses if address is not None]
+        texts = iter(_go_texts([family for family, _ in numbers], [n for _, n in numbers]))
         local_address = [next(texts) if address is not None else "" for address in addresses]
         counts = [len(svc.real_servers) for svc in snap.services]
-        columns = BackendColumns.of(svc.real_servers for svc in snap.services)
+        columns = RealServerTable.concat(svc.real_servers for svc in snap.services)
 
         def per_row(values: Sequence[object]) -> list[str]:
             return list(repeated(map(str, values), counts))
@@ -147,23 +148,26 @@ class NodeExporterCollector:
         full = {
             "local_address": per_row(local_address),
             "local_port": per_row(local_port),
-            "remote_address": _go_texts(columns.addresses),
+            "remote_address": _go_texts(columns.address_families, columns.address_numbers),
             "remote_port": list(map(str, columns.ports)),
             "proto": per_row(proto),
             "local_mark": per_row(local_mark),
         }
         if not self.backend_labels:
-            return [()] * len(columns.ports), columns
+            return [()] * len(columns), columns
         chosen = (full[label] for label in self.backend_labels)
         return list(zip(*chosen, strict=True)), columns
 
 
-def _go_texts(addresses: Sequence[int | IPAddress]) -> list[str]:
-    """Addresses as node_exporter prints them (an int stands for an IPv4 address)."""
-    texts = address_texts(addresses)
-    if any(type(address) is ipaddress.IPv6Address for address in addresses):
-        texts = [
-            _go_ip(address) if type(address) is ipaddress.IPv6Address else text
-            for address, text in zip(addresses, texts, strict=True)
-        ]
-    return texts
+def _go_texts(families: Sequence[Family], numbers: Sequence[int]) -> list[str]:
+    """Addresses as node_exporter prints them: net.IP.String() shows an IPv4-mapped IPv6
+    address as IPv4."""
+    if Family.INET6 not in families:
+        return address_texts(families, numbers)
+    mapped = [
+        family is Family.INET6 and number >> 32 == 0xFFFF
+        for family, number in zip(families, numbers, strict=True)
+    ]
+    families = [Family.INET if m else f for m, f in zip(mapped, families, strict=True)]
+    numbers = [n & 0xFFFFFFFF if m else n for m, n in zip(mapped, numbers, strict=True)]
+    return address_texts(families, numbers)

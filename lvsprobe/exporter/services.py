@@ -2,56 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
-from ipaddress import IPv4Address
+from functools import lru_cache
 from itertools import chain, compress, islice, repeat
-from operator import attrgetter
-from socket import inet_ntoa
-from typing import TYPE_CHECKING, TypeVar
+from operator import is_not
+from typing import TypeVar, cast
 
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import BACKEND_LABELS, SERVICE_LABELS
 from lvsprobe.exporter.names import ServiceNames
 from lvsprobe.exporter.render import Builder, escape_label_value, label_pairs
 from lvsprobe.model import (
+    RATE_FIELDS,
+    STAT_FIELDS,
     Family,
     Forward,
-    IPAddress,
     Protocol,
     Rates,
-    RealServer,
+    RealServerRows,
+    RealServerTable,
     Service,
     ServiceFlag,
     ServiceKey,
     Snapshot,
     Stats,
+    address_texts,
 )
-from lvsprobe.realserver_table import RealServerRows, RealServerTable
-
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    U8 = npt.NDArray[np.uint8]
 
 T = TypeVar("T")
 
 _FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
-# The int an IPv4Address or IPv6Address holds, read from its slot: `packed` and int() run
-# Python code.
-address_number = attrgetter("_ip")
-_ADDRESS, _PORT, _FORWARD_OF = attrgetter("address"), attrgetter("port"), attrgetter("forward")
-_WEIGHT, _ACTIVE = attrgetter("weight"), attrgetter("active_conns")
-_INACTIVE = attrgetter("inactive_conns")
 _ZERO_LT = (0).__lt__
-_NETLINK_ONLY = attrgetter(
-    "persistent_conns", "upper_threshold", "lower_threshold", "stats", "rates"
-)
-_NO_NETLINK = (None,) * 5
-# Below this many real servers, addresses go to text one by one (numpy is not imported).
-_NUMPY_MIN_ADDRESSES = 4096
 # Real servers whose label blocks are made in one go.
 _PART = 8192
 # Labels by the Forward value (a list index: hashing an enum member runs Python code).
@@ -70,6 +52,32 @@ _STAT_FIELDS = (
     "incoming_bytes",
     "outgoing_bytes",
 )
+# The families of the columns only a netlink dump fills: each group shares the label blocks
+# of the rows that have its columns (the five counters come together, as do the rates).
+_Columns = Callable[[RealServerTable], "tuple[list[int | None], ...] | None"]
+_NETLINK_ROWS: tuple[tuple[_Columns, tuple[str, ...]], ...] = (
+    (
+        lambda t: None if t.persistent_conns is None else (t.persistent_conns,),
+        ("ipvs_backend_persistent_connections",),
+    ),
+    (
+        lambda t: None if t.upper_thresholds is None else (t.upper_thresholds,),
+        ("ipvs_backend_upper_threshold_connections",),
+    ),
+    (
+        lambda t: None if t.lower_thresholds is None else (t.lower_thresholds,),
+        ("ipvs_backend_lower_threshold_connections",),
+    ),
+    (
+        lambda t: None if t.stats is None else t.stats[:5],
+        tuple(f"ipvs_backend_{name}_total" for name in _STAT_FIELDS),
+    ),
+    (
+        lambda t: None if t.stats is None else t.stats[5:],
+        tuple(f"ipvs_backend_{name}_per_second" for name in _STAT_FIELDS),
+    ),
+)
+assert len(STAT_FIELDS) == len(RATE_FIELDS) == len(_STAT_FIELDS)
 
 
 @dataclass
@@ -90,10 +98,8 @@ def service_family(svc: Service) -> str:
     """inet/inet6; an fwmark service read from procfs has none, so its real servers tell."""
     if svc.key.family is not None:
         return _FAMILY[svc.key.family]
-    if isinstance(svc.real_servers, RealServerRows) and svc.real_servers:
-        return "inet"  # table rows are IPv4 (and made no objects)
-    versions = {rs.address.version for rs in svc.real_servers}
-    return ("inet" if 4 in versions else "inet6") if len(versions) == 1 else ""
+    families = set(svc.real_servers.address_families)
+    return _FAMILY[families.pop()] if len(families) == 1 else ""
 
 
 def service_pairs(key: ServiceKey, family: str) -> str:
@@ -153,7 +159,7 @@ class ServicesCollector:
     def collect(self, snap: Snapshot, out: Builder) -> None:
         allows = self.options.service_filter.allows_key
         seen: set[str] = set()
-        kept: list[tuple[str, Sequence[RealServer]]] = []
+        kept: list[tuple[str, RealServerRows]] = []
         for svc in snap.services:
             if not allows(svc.key):
                 continue
@@ -185,43 +191,61 @@ class ServicesCollector:
         out.add(
             "ipvs_service_usable_backends",
             block,
-            sum(map(_ZERO_LT, _weights(svc.real_servers))),  # weight > 0, C-level
+            sum(map(_ZERO_LT, svc.real_servers.weights)),  # weight > 0, C-level
         )
         add_stats(out, "ipvs_service_", block, svc.stats, svc.rates)
 
-    def _backends(self, kept: list[tuple[str, Sequence[RealServer]]], out: Builder) -> None:
-        """The three families every real server has, for all services at once.
+    def _backends(self, kept: list[tuple[str, RealServerRows]], out: Builder) -> None:
+        """The families of the real servers of all services at once.
 
-        The hot part of a kube-proxy node's scrape (10^5 real servers): the real servers are
-        read column by column (`BackendColumns`), each step is one C-level map over a
+        The hot part of a kube-proxy node's scrape (10^5 real servers): the real servers'
+        columns are read (`RealServerTable.concat`), each step is one C-level map over a
         column (addresses to text by numpy for big tables), and one label block per real
-        server is made and shared by the three families: its service's labels (a head
-        shared by the service's real servers) and its own.
+        server is made and shared by its families: its service's labels (a head shared by
+        the service's real servers) and its own.
         """
         heads_of_rows, blocks, (weights, actives, inactives) = out.rows(_BACKEND_ROWS)
         lead = "{" + (out.prefix + "," if out.prefix else "")
         heads = [f'{lead}{pairs},backend_address="' for pairs, _ in kept]
         counts = [len(rss) for _, rss in kept]
-        columns = BackendColumns.of(rss for _, rss in kept)
+        table = RealServerTable.concat(rss for _, rss in kept)
         head_of_each = repeated(heads, counts)
         first = len(blocks)
         # In parts: the address texts of a part are all held at once.
-        for start in range(0, len(columns.ports), _PART):
+        for start in range(0, len(table), _PART):
             stop = start + _PART
-            texts = address_texts(columns.addresses[start:stop])
-            forwards = map(_FORWARD_LABELS.__getitem__, columns.forwards[start:stop])
+            texts = address_texts(
+                table.address_families[start:stop], table.address_numbers[start:stop]
+            )
+            forwards = map(_FORWARD_LABELS.__getitem__, table.forwards[start:stop])
             heads_of_rows.extend(islice(head_of_each, len(texts)))
-            rows = zip(texts, columns.ports[start:stop], forwards, strict=True)
+            rows = zip(texts, table.ports[start:stop], forwards, strict=True)
             blocks.extend(
                 [f'{text}",backend_port="{port}",forward="{fwd}"}}' for text, port, fwd in rows]
             )
-        weights.extend(columns.weights)
-        actives.extend(columns.active_conns)
-        inactives.extend(columns.inactive_conns)
-        for index, rs in columns.netlink_only():
-            _netlink_only(out, heads_of_rows[first + index] + blocks[first + index], rs)
+        weights.extend(table.weights)
+        actives.extend(table.active_conns)
+        inactives.extend(table.inactive_conns)
+        row_heads, row_blocks = heads_of_rows[first:], blocks[first:]
+        for columns_of, names in _NETLINK_ROWS:
+            columns = columns_of(table)
+            if columns is None:
+                continue
+            group_heads, group_blocks, values = out.rows(names)
+            present = columns[0]
+            if present.count(None):
+                has = list(map(is_not, present, repeat(None)))
+                group_heads.extend(compress(row_heads, has))
+                group_blocks.extend(compress(row_blocks, has))
+                for column, family_values in zip(columns, values, strict=True):
+                    family_values.extend(compress(cast(list[int], column), has))
+            else:
+                group_heads.extend(row_heads)
+                group_blocks.extend(row_blocks)
+                for column, family_values in zip(columns, values, strict=True):
+                    family_values.extend(cast(list[int], column))  # no None: checked
 
-    def _kept(self, svc: Service) -> Sequence[RealServer]:
+    def _kept(self, svc: Service) -> RealServerRows:
         """The service's real servers within the --collector.backends cap (counting those
         dropped)."""
         rss = svc.real_servers
@@ -230,7 +254,7 @@ class ServicesCollector:
             kept = max(0, min(len(rss), budget.remaining))
             budget.dropped += len(rss) - kept
             budget.remaining -= kept
-            rss = rss[:kept]
+            rss = rss.head(kept)
         return rss
 
 
@@ -238,150 +262,6 @@ def repeated(values: Iterable[T], counts: Iterable[int]) -> Iterator[T]:
     """Each value as many times as its count: a service's labels for each of its real
     servers (C-level, no loop per real server)."""
     return chain.from_iterable(map(repeat, values, counts))
-
-
-def _weights(rss: Sequence[RealServer]) -> Iterable[int]:
-    """The real servers' weights, from the column when they are table rows (no objects)."""
-    if isinstance(rss, RealServerRows):
-        return rss.table.weights[rss.start : rss.stop]
-    return map(_WEIGHT, rss)
-
-
-@dataclass
-class BackendColumns:
-    """The real servers of many services as columns, in order.
-
-    Rows of a `RealServerTable` (/proc/net/ip_vs) are taken as slices of its columns, with
-    each address as its int; real servers given as objects (netlink) are read by C-level
-    maps, and only they can have the fields only netlink fills.
-    """
-
-    addresses: list[int | IPAddress]
-    ports: list[int]
-    forwards: list[Forward]
-    weights: list[int]
-    active_conns: list[int]
-    inactive_conns: list[int]
-    objects: list[tuple[int, list[RealServer]]]  # (first row, the objects) of object runs
-
-    @classmethod
-    def of(cls, groups: Iterable[Sequence[RealServer]]) -> BackendColumns:
-        """The real servers of the groups (services' `real_servers`), in order."""
-        columns = cls([], [], [], [], [], [], [])
-        for run in _runs(groups):
-            if isinstance(run, tuple):
-                table, start, stop = run
-                columns.addresses += table.address_numbers[start:stop]
-                columns.ports += table.ports[start:stop]
-                columns.forwards += table.forwards[start:stop]
-                columns.weights += table.weights[start:stop]
-                columns.active_conns += table.active_conns[start:stop]
-                columns.inactive_conns += table.inactive_conns[start:stop]
-            else:
-                columns.objects.append((len(columns.ports), run))
-                columns.addresses += map(_ADDRESS, run)
-                columns.ports += map(_PORT, run)
-                columns.forwards += map(_FORWARD_OF, run)
-                columns.weights += map(_WEIGHT, run)
-                columns.active_conns += map(_ACTIVE, run)
-                columns.inactive_conns += map(_INACTIVE, run)
-        return columns
-
-    def netlink_only(self) -> Iterator[tuple[int, RealServer]]:
-        """(row, real server) of those with a field only a netlink dump fills."""
-        for first, run in self.objects:
-            for index in compress(
-                range(len(run)), map(_NO_NETLINK.__ne__, map(_NETLINK_ONLY, run))
-            ):
-                yield first + index, run[index]
-
-
-def _runs(
-    groups: Iterable[Sequence[RealServer]],
-) -> Iterator[tuple[RealServerTable, int, int] | list[RealServer]]:
-    """Consecutive groups merged: table rows that follow on (every service of a /proc
-    table, unfiltered, is one run) and objects."""
-    table: RealServerTable | None = None
-    start = stop = 0
-    objects: list[RealServer] = []
-    for rss in groups:
-        if isinstance(rss, RealServerRows):
-            if objects:
-                yield objects
-                objects = []
-            if rss.table is table and rss.start == stop:
-                stop = rss.stop
-                continue
-            if table is not None:
-                yield table, start, stop
-            table, start, stop = rss.table, rss.start, rss.stop
-        else:
-            if table is not None:
-                yield table, start, stop
-                table = None
-            objects += rss
-    if table is not None:
-        yield table, start, stop
-    if objects:
-        yield objects
-
-
-def address_texts(addresses: Sequence[int | IPAddress]) -> list[str]:
-    """Addresses (an int stands for an IPv4 one) as label text; a big list of IPv4 ones by
-    numpy, as dotted quads.
-
-    `str()` of an address runs Python code and socket.inet_ntoa costs ~0.5 µs a call: for
-    10^5 real servers that is a tenth of the scrape. numpy writes every quad into one
-    buffer, split into strings in C.
-    """
-    kinds = set(map(type, addresses))
-    if len(addresses) < _NUMPY_MIN_ADDRESSES or not (kinds <= {int} or kinds <= {IPv4Address}):
-        return list(map(_address_text, addresses))
-    import numpy as np
-
-    numbers = np.fromiter(
-        addresses if int in kinds else map(address_number, addresses), np.uint32, len(addresses)
-    )
-    # Per row: four octets of 3 characters (NUL-padded) with "." after the first three and a
-    # newline after the last; the NULs then go, and the newlines split the rows.
-    chars = np.zeros((len(addresses), 16), np.uint8)
-    for index, shift in enumerate((24, 16, 8, 0)):
-        chars[:, 4 * index : 4 * index + 3] = _octet_chars()[(numbers >> shift) & 0xFF]
-        chars[:, 4 * index + 3] = ord(".") if index < 3 else ord("\n")
-    text = chars.tobytes().replace(b"\0", b"").decode("ascii")
-    return text.split("\n")[:-1]
-
-
-def _address_text(address: int | IPAddress) -> str:
-    if type(address) is int:
-        return inet_ntoa(address.to_bytes(4))
-    if type(address) is IPv4Address:
-        return inet_ntoa(address_number(address).to_bytes(4))
-    return str(address)
-
-
-@cache
-def _octet_chars() -> U8:
-    """The decimal digits of 0..255, left-aligned in 3 bytes, NUL-padded."""
-    import numpy as np
-
-    table = np.zeros((256, 3), np.uint8)
-    for octet in range(256):
-        digits = str(octet).encode()
-        table[octet, : len(digits)] = np.frombuffer(digits, np.uint8)
-    return table
-
-
-def _netlink_only(out: Builder, block: str, rs: RealServer) -> None:
-    """A real server's families that only a netlink dump fills."""
-    if rs.persistent_conns is not None:
-        out.add("ipvs_backend_persistent_connections", block, rs.persistent_conns)
-    if rs.upper_threshold is not None:
-        out.add("ipvs_backend_upper_threshold_connections", block, rs.upper_threshold)
-    if rs.lower_threshold is not None:
-        out.add("ipvs_backend_lower_threshold_connections", block, rs.lower_threshold)
-    if rs.stats is not None or rs.rates is not None:
-        add_stats(out, "ipvs_backend_", block, rs.stats, rs.rates)
 
 
 assert BACKEND_LABELS[len(SERVICE_LABELS) :] == ("backend_address", "backend_port", "forward")

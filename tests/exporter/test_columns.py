@@ -1,21 +1,22 @@
-"""Real servers read column by column (`RealServerRows` from /proc/net/ip_vs) export exactly
-what the same real servers as objects do, under every cap and filter, in any mix."""
+"""Real servers read column by column (the tables /proc/net/ip_vs and netlink dumps fill)
+export exactly what the same real servers given as objects do, under every cap and filter,
+in any mix."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from ipaddress import IPv4Address, IPv6Address
 from unittest.mock import patch
 
 import pytest
 
 from lvsprobe.exporter.filters import ServiceFilter, parse_service_match
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.exporter.services import address_texts
+from lvsprobe.kernel.genl.simulated import SimulatedKernel, generated_services
+from lvsprobe.kernel.genl.socket import IPVSNetlink
 from lvsprobe.kernel.procfs import ip_vs
-from lvsprobe.model import IPAddress, Service, Snapshot
-from lvsprobe.realserver_table import RealServerRows
+from lvsprobe.model import Service, Snapshot
+from lvsprobe.sources import Target
 
 HEAD = (
     "IP Virtual Server version 1.2.1 (size=4096)\n"
@@ -62,15 +63,18 @@ def _body(snap: Snapshot, **options: object) -> list[str]:
 
 
 def _as_objects(services: tuple[Service, ...]) -> tuple[Service, ...]:
-    return tuple(dataclasses.replace(svc, real_servers=tuple(svc.real_servers)) for svc in services)
+    """The services with their real servers given as objects (a table each)."""
+    return tuple(
+        dataclasses.replace(svc, real_servers=svc.real_servers.objects()) for svc in services
+    )
 
 
 @pytest.fixture(scope="module")
 def parsed() -> tuple[Service, ...]:
     with patch.object(ip_vs, "NUMPY_MIN_CHARS", 0), patch.object(ip_vs, "BLOCK_CHARS", 1 << 12):
         services = ip_vs.parse_ip_vs(_table_text(800, seed=4)).services
-    kinds = {type(svc.real_servers) for svc in services if svc.real_servers}
-    assert kinds == {RealServerRows, tuple}
+    tables = {id(svc.real_servers.table) for svc in services}
+    assert len(tables) == 1  # exotic lines joined into the fast path's table
     assert sum(map(len, (svc.real_servers for svc in services))) > 4096  # numpy texts too
     return services
 
@@ -107,12 +111,12 @@ def test_rows_export_what_objects_do(
 def test_rows_in_any_order_and_mix_export_what_objects_do(
     parsed: tuple[Service, ...], seed: int
 ) -> None:
-    """Rows out of table order, of two tables, and objects between them (netlink's form)."""
+    """Rows out of table order, of two tables, and tables of objects between them."""
     rnd = random.Random(seed)
     other = ip_vs.parse_ip_vs(_table_text(40, seed=seed + 10)).services
     mixed = list(parsed[: 300 + seed]) + list(other)
     mixed = [
-        dataclasses.replace(svc, real_servers=tuple(svc.real_servers))
+        dataclasses.replace(svc, real_servers=svc.real_servers.objects())
         if rnd.random() < 0.2
         else svc
         for svc in mixed
@@ -130,14 +134,41 @@ def test_rows_in_any_order_and_mix_export_what_objects_do(
     assert _body(snap) == want
 
 
-def test_address_texts_of_numbers_addresses_and_mixes() -> None:
-    numbers = [octet * 0x01010101 for octet in range(256)] * 20
-    assert address_texts(numbers) == [str(IPv4Address(n)) for n in numbers]
-    mixed: list[int | IPAddress] = [*numbers[:10], IPv4Address(7), IPv6Address("2001:db8::1")]
-    assert address_texts(mixed) == [
-        *(str(IPv4Address(n)) for n in numbers[:10]),
-        "0.0.0.7",
-        "2001:db8::1",
-    ]
-    big_mix: list[int | IPAddress] = [*numbers, IPv4Address(7)]
-    assert address_texts(big_mix)[-2:] == ["255.255.255.255", "0.0.0.7"]
+@pytest.fixture(scope="module")
+def netlink_read() -> tuple[Service, ...]:
+    """A netlink read of services whose real servers have every netlink-only field, some
+    without thresholds, counters or rates, and IPv6 and fwmark services among them."""
+    services = generated_services(120, seed=3)
+    return IPVSNetlink.connect(SimulatedKernel(services)).services()
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_netlink_rows_export_what_objects_do(
+    netlink_read: tuple[Service, ...], options: dict[str, object]
+) -> None:
+    snap = Snapshot(loaded=True, via="netlink", version="1.2.1", services=netlink_read)
+    want = _body(dataclasses.replace(snap, services=_as_objects(netlink_read)), **options)
+    assert _body(snap, **options) == want
+    if options.get("max_backends") != 0:
+        assert any(line.startswith("ipvs_backend_incoming_bytes_total{") for line in want)
+        assert any(line.startswith("ipvs_backend_persistent_connections{") for line in want)
+
+
+def test_netlink_and_procfs_namespaces_in_one_scrape(
+    netlink_read: tuple[Service, ...], parsed: tuple[Service, ...]
+) -> None:
+    """Two namespaces, one read each way, share the families' lists of label blocks."""
+    snaps = {
+        "a": Snapshot(loaded=True, via="netlink", services=netlink_read[:50]),
+        "b": Snapshot(loaded=True, via="procfs", services=parsed[:50]),
+    }
+    objects = {
+        name: dataclasses.replace(s, services=_as_objects(s.services)) for name, s in snaps.items()
+    }
+
+    def body(by_name: dict[str, Snapshot]) -> str:
+        opts = ExportOptions(targets=(Target(netns="a"), Target(netns="b")))
+        scraper = Scraper(opts, read=lambda target, **kw: by_name[target.netns], build=("0", "3"))
+        return scraper.scrape().decode()
+
+    assert body(snaps) == body(objects)

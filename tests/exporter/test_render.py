@@ -24,8 +24,7 @@ from lvsprobe.exporter.render import (
     render_chunks,
 )
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.exporter.services import address_texts
-from lvsprobe.model import IPAddress, Snapshot
+from lvsprobe.model import IPAddress, Snapshot, address_number, address_texts
 
 BUILD = ("0.1.0", "3.11.0")
 
@@ -173,7 +172,8 @@ def test_address_texts_are_what_str_gives(numbers: list[int], with_v6: bool) -> 
     assert len(addresses) >= 4096
     if with_v6:
         addresses.append(IPv6Address("2001:db8::1"))
-    assert address_texts(addresses) == [str(a) for a in addresses]
+    families, numbers = zip(*map(address_number, addresses), strict=True)
+    assert address_texts(families, numbers) == [str(a) for a in addresses]
 
 
 def test_rows_share_heads_and_blocks_and_render_as_whole_blocks() -> None:

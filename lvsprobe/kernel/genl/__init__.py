@@ -9,6 +9,10 @@ codec here is smaller, read-only by construction, and decodes all of them.
 - `tables`: the numbers of include/uapi/linux/ip_vs.h (IntEnums).
 - `ipvs`: decoders into `lvsprobe.model` and the read-only request builders (pure).
 - `replies`: the inverse encoders (kernel-format replies, for round-trip tests).
+- `layout`: SERVICE records split by a learned struct (a fast way through a big dump).
+- `dest_table`: GET_DEST records decoded column-wise into a `RealServerTable`.
 - `socket`: `IPVSNetlink`, the only module that does I/O.
+- `simulated`: `SimulatedKernel`, a transport framing replies as 6.1 does (scale tests,
+  benchmarks).
 - `capture`: `CapturedIPVS`, an `IPVSNetlink` replaying a captured conversation file.
 """

@@ -51,6 +51,7 @@ from lvsprobe.kernel.genl.replies import (
 from lvsprobe.kernel.genl.tables import (
     ADDR_LEN,
     CTRL_VERSION,
+    DEST_CODECS,
     FLAGS,
     FWD_MASK,
     GENL_ID_CTRL,
@@ -79,6 +80,7 @@ from lvsprobe.model import (
     Protocol,
     Rates,
     RealServer,
+    RealServerRows,
     Service,
     ServiceFlag,
     ServiceKey,
@@ -245,7 +247,7 @@ def decode_service(
         scheduler=attrs.need(SvcAttr.SCHED_NAME, STRING),
         flags=flags,
         persistence=persistence,
-        real_servers=(),
+        real_servers=RealServerRows.of(()),
         stats=stats,
         rates=rates,
         pe_name=attrs.get(SvcAttr.PE_NAME, STRING),
@@ -281,7 +283,8 @@ def decode_dest(
     """
     attrs = Attrs(payload, _where("dest", index), DestAttr, _splitter(layouts))
     where = attrs.where
-    family_value = attrs.get(DestAttr.ADDR_FAMILY, U16)
+    codec = DEST_CODECS
+    family_value = attrs.get(DestAttr.ADDR_FAMILY, codec[DestAttr.ADDR_FAMILY])
     family = None if family_value is None else _family(family_value, where, "ADDR_FAMILY")
     addr_family = family or service_family
     if addr_family is None:
@@ -289,30 +292,30 @@ def decode_dest(
     raw = attrs.need(DestAttr.ADDR, BINARY)
     if len(raw) != ADDR_LEN:
         raise _fail(where, f"ADDR: expected {ADDR_LEN} bytes, got {len(raw)}")
-    fwd = attrs.need(DestAttr.FWD_METHOD, U32) & FWD_MASK
+    fwd = attrs.need(DestAttr.FWD_METHOD, codec[DestAttr.FWD_METHOD]) & FWD_MASK
     try:
         forward = Forward(fwd)
     except ValueError:
         raise _fail(where, f"FWD_METHOD: unknown forwarding method {fwd}") from None
     tunnel = None
-    tun_type = attrs.get(DestAttr.TUN_TYPE, U8)
+    tun_type = attrs.get(DestAttr.TUN_TYPE, codec[DestAttr.TUN_TYPE])
     if tun_type is not None:
         tunnel = Tunnel(
             tun_type=tun_type,
-            port=attrs.get(DestAttr.TUN_PORT, BE16) or 0,
-            flags=attrs.get(DestAttr.TUN_FLAGS, U16) or 0,
+            port=attrs.get(DestAttr.TUN_PORT, codec[DestAttr.TUN_PORT]) or 0,
+            flags=attrs.get(DestAttr.TUN_FLAGS, codec[DestAttr.TUN_FLAGS]) or 0,
         )
     stats, rates = _stats_of(attrs, DestAttr.STATS, DestAttr.STATS64)
     return RealServer(
         address=_address(raw, addr_family),
-        port=attrs.need(DestAttr.PORT, BE16),
+        port=attrs.need(DestAttr.PORT, codec[DestAttr.PORT]),
         forward=forward,
-        weight=attrs.need(DestAttr.WEIGHT, U32),
-        active_conns=attrs.need(DestAttr.ACTIVE_CONNS, U32),
-        inactive_conns=attrs.need(DestAttr.INACT_CONNS, U32),
-        persistent_conns=attrs.get(DestAttr.PERSIST_CONNS, U32),
-        upper_threshold=attrs.get(DestAttr.U_THRESH, U32),
-        lower_threshold=attrs.get(DestAttr.L_THRESH, U32),
+        weight=attrs.need(DestAttr.WEIGHT, codec[DestAttr.WEIGHT]),
+        active_conns=attrs.need(DestAttr.ACTIVE_CONNS, codec[DestAttr.ACTIVE_CONNS]),
+        inactive_conns=attrs.need(DestAttr.INACT_CONNS, codec[DestAttr.INACT_CONNS]),
+        persistent_conns=attrs.get(DestAttr.PERSIST_CONNS, codec[DestAttr.PERSIST_CONNS]),
+        upper_threshold=attrs.get(DestAttr.U_THRESH, codec[DestAttr.U_THRESH]),
+        lower_threshold=attrs.get(DestAttr.L_THRESH, codec[DestAttr.L_THRESH]),
         stats=stats,
         rates=rates,
         family=family,

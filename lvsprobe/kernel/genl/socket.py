@@ -22,17 +22,29 @@ from typing import Protocol, Self
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted, ParseError
 from lvsprobe.kernel.genl import ipvs
 from lvsprobe.kernel.genl.attrs import (
+    GENL_HDR,
+    NLMSG_HDR,
     GenlMsg,
     NlFlag,
+    NlMsg,
     NlMsgType,
     Where,
+    nla_align,
     parse_done,
     parse_error,
     split_genl,
     split_messages,
 )
+from lvsprobe.kernel.genl.dest_table import DestTableBuilder
 from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
-from lvsprobe.model import Daemon, Family, RealServer, Service, ServiceKey, Timeouts
+from lvsprobe.model import (
+    Daemon,
+    Family,
+    RealServerRows,
+    Service,
+    ServiceKey,
+    Timeouts,
+)
 
 NETLINK_GENERIC = 16
 SOL_NETLINK = 270
@@ -41,6 +53,7 @@ NETLINK_EXT_ACK = 11  # errors carry the kernel's text (4.12+)
 RECV_BUFSIZE = 1 << 17  # a dump skb is at most 32 KiB; MSG_TRUNC is checked anyway
 DEFAULT_TIMEOUT_S = 5.0
 NOT_PERMITTED = "netlink IPVS needs CAP_NET_ADMIN in the initial user namespace"
+_MIN_RECORD = NLMSG_HDR.size + GENL_HDR.size  # a record message holds genlmsghdr
 
 
 class Transport(Protocol):
@@ -120,9 +133,9 @@ class IPVSNetlink:
         self.family_id = family_id
         self._seq = 0
         self._info: tuple[str, int] | None = None
-        # The kernel's record layouts, learned from the first records (see genl.layout).
+        # The kernel's SERVICE record layouts, learned from the first ones (genl.layout);
+        # DEST records are decoded column-wise (genl.dest_table).
         self._service_layouts = ipvs.service_layouts()
-        self._dest_layouts = ipvs.dest_layouts()
 
     @classmethod
     def open(
@@ -206,29 +219,65 @@ class IPVSNetlink:
         return ipvs.decode_config(_single(replies, "GET_CONFIG").attrs)
 
     def services(self) -> tuple[Service, ...]:
-        """Every service, each with its real servers, in the kernel's order."""
+        """Every service, each with its real servers (rows of one table), in the kernel's
+        order.
+
+        The GET_DEST dumps go one at a time. A window of requests on the socket is not
+        possible: the kernel answers a dump request on a socket whose dump has not ended
+        with EBUSY (__netlink_dump_start), and an IPVS dump ends only in the netlink_dump()
+        run by the recvmsg that takes its last records (ip_vs_genl_dump_dests returns
+        skb->len while it adds any). Several sockets would make the same syscalls; the time
+        is in decoding (bench/bench_netlink.py), so that is what `dest_table` does at once.
+        """
         fid = self.family_id
         replies = self._exchange(lambda s: ipvs.encode_get_services(fid, s), "GET_SERVICE", fid)
-        out = []
+        services = []
         for index, msg in enumerate(replies, 1):
             nest = ipvs.top_level(msg.attrs, ipvs.CmdAttr.SERVICE, index=index)
-            service = ipvs.decode_service(nest, index=index, layouts=self._service_layouts)
-            out.append(dataclasses.replace(service, real_servers=self._dests(service)))
-        return tuple(out)
+            services.append(ipvs.decode_service(nest, index=index, layouts=self._service_layouts))
+        dests = DestTableBuilder()
+        try:
+            for service in services:
+                self._dests(service, dests)
+        except LvsprobeError:
+            dests.abandon_dump()  # an earlier service's bad record is the first error
+            dests.build()
+            raise
+        table, bounds = dests.build()
+        return tuple(
+            dataclasses.replace(service, real_servers=RealServerRows(table, start, stop))
+            for service, (start, stop) in zip(services, bounds, strict=True)
+        )
 
-    def _dests(self, service: Service) -> tuple[RealServer, ...]:
+    def _dests(self, service: Service, into: DestTableBuilder) -> None:
+        """GET_DEST dump of one service: its records kept as bytes (`dest_table` decodes
+        them all at once), the rest of the replies handled as `_exchange` does."""
         fid, key = self.family_id, service.key
         what = f"GET_DEST of {_describe(key)}"
-        replies = self._exchange(lambda s: ipvs.encode_get_dests(fid, s, key), what, fid)
-        return tuple(
-            ipvs.decode_dest(
-                ipvs.top_level(msg.attrs, ipvs.CmdAttr.DEST, index=index),
-                service_family=key.family,
-                index=index,
-                layouts=self._dest_layouts,
-            )
-            for index, msg in enumerate(replies, 1)
-        )
+        into.start_dump(key.family)
+        self._seq += 1
+        seq = self._seq
+        self._transport.send(ipvs.encode_get_dests(fid, seq, key))
+        where = Where(f"genl IPVS {what} reply")
+        records = 0
+        while True:
+            datagram = self._transport.recv()
+            taken = _records_run(datagram, fid, seq)
+            if taken is not None:  # the usual datagram: records of this dump, nothing else
+                start, count, length = taken
+                into.add_run(datagram, start, count, length)
+                records += count
+                continue
+            offset = 0
+            for msg in split_messages(datagram, where):
+                at, offset = offset, offset + nla_align(NLMSG_HDR.size + len(msg.payload))
+                if msg.seq != seq or msg.msg_type == NlMsgType.NOOP:
+                    continue
+                if _ends_dump(msg, what, Where(where.source, records + 1), fid):
+                    return
+                split_genl(msg.payload, Where(where.source, records + 1))
+                into.add_run(datagram, at, 1, NLMSG_HDR.size + len(msg.payload))
+                records += 1
 
     def daemons(self) -> tuple[Daemon, ...]:
         """The connection-sync daemons: none, master, backup or both (master first)."""
@@ -252,23 +301,49 @@ class IPVSNetlink:
                     continue
                 index = len(replies) + 1
                 at = Where(where.source, index)
-                if msg.msg_type == NlMsgType.ERROR:
-                    err = parse_error(msg, at)
-                    if err.errno:
-                        raise _refused(err.errno, what, err.message)
+                if _ends_dump(msg, what, at, msg_type):
                     return replies
-                if msg.msg_type == NlMsgType.DONE:
-                    code = parse_done(msg, at)
-                    if code:
-                        raise _refused(code, what, None)
-                    return replies
-                if msg.msg_type != msg_type:
-                    raise ParseError(
-                        at.source, index, None, f"unexpected message type {msg.msg_type}"
-                    )
-                if msg.flags & NlFlag.DUMP_INTR:
-                    raise LvsprobeError(f"netlink IPVS {what}: dump interrupted by a change; retry")
                 replies.append(split_genl(msg.payload, at))
+
+
+def _ends_dump(msg: NlMsg, what: str, at: Where, msg_type: int) -> bool:
+    """True for the ACK or NLMSG_DONE ending a request's replies; raises on an error, an
+    interrupted dump or a foreign message; False for a record."""
+    if msg.msg_type == NlMsgType.ERROR:
+        err = parse_error(msg, at)
+        if err.errno:
+            raise _refused(err.errno, what, err.message)
+        return True
+    if msg.msg_type == NlMsgType.DONE:
+        code = parse_done(msg, at)
+        if code:
+            raise _refused(code, what, None)
+        return True
+    if msg.msg_type != msg_type:
+        raise ParseError(at.source, at.index, None, f"unexpected message type {msg.msg_type}")
+    if msg.flags & NlFlag.DUMP_INTR:
+        raise LvsprobeError(f"netlink IPVS {what}: dump interrupted by a change; retry")
+    return False
+
+
+def _records_run(datagram: bytes, msg_type: int, seq: int) -> tuple[int, int, int] | None:
+    """(start, count, length) when the datagram is only records of the dump `seq`, all of
+    one length and each long enough for genlmsghdr (what `_ends_dump` and `split_genl`
+    would take without a word); None for anything else, which goes the general way."""
+    end = len(datagram)
+    if end < _MIN_RECORD:
+        return None
+    length = NLMSG_HDR.unpack_from(datagram)[0]
+    stride = nla_align(length)
+    if length < _MIN_RECORD or length > end or end % stride not in (0, length % stride):
+        return None  # the last message may lack its padding: nothing follows it
+    count = (end + stride - 1) // stride
+    unpack = NLMSG_HDR.unpack_from
+    for offset in range(0, count * stride, stride):
+        m_len, m_type, m_flags, m_seq, _pid = unpack(datagram, offset)
+        if m_len != length or m_type != msg_type or m_seq != seq or m_flags & NlFlag.DUMP_INTR:
+            return None
+    return 0, count, length
 
 
 def _describe(key: ServiceKey) -> str:

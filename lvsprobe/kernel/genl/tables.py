@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import struct
 
-from lvsprobe.kernel.genl.attrs import U32, U64
+from lvsprobe.kernel.genl.attrs import BE16, U8, U16, U32, U64, Codec
 
 IPVS_GENL_NAME = "IPVS"
 IPVS_GENL_VERSION = 0x1
@@ -171,4 +171,21 @@ STATS32_CODECS = {
     StatsAttr.OUTPPS: U32,
     StatsAttr.INBPS: U32,
     StatsAttr.OUTBPS: U32,
+}
+# How each DEST attribute is laid out (ip_vs_genl_fill_dest): the exact decoder and the
+# columnar one (kernel/genl/dest_table.py) both read them from here.
+# ADDR is ADDR_LEN bytes of union nf_inet_addr (network order).
+DEST_CODECS: dict[DestAttr, Codec[int]] = {
+    DestAttr.PORT: BE16,
+    DestAttr.FWD_METHOD: U32,
+    DestAttr.WEIGHT: U32,
+    DestAttr.U_THRESH: U32,
+    DestAttr.L_THRESH: U32,
+    DestAttr.ACTIVE_CONNS: U32,
+    DestAttr.INACT_CONNS: U32,
+    DestAttr.PERSIST_CONNS: U32,
+    DestAttr.ADDR_FAMILY: U16,
+    DestAttr.TUN_TYPE: U8,
+    DestAttr.TUN_PORT: BE16,
+    DestAttr.TUN_FLAGS: U16,
 }

@@ -7,7 +7,7 @@ The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn ch
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import compress, repeat
@@ -30,7 +30,7 @@ from lvsprobe.model import (
     ServiceFlag,
     ServiceKey,
 )
-from lvsprobe.realserver_table import RealServerRows, RealServerTable
+from lvsprobe.model.realservers import RealServerRows, RealServerTable, TableBuilder
 
 _HEADER = re.compile(
     r"IP Virtual Server version ([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3}) \(size=([0-9]{1,12})\)"
@@ -83,9 +83,9 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
     """Parse the text of /proc/net/ip_vs into services with their real servers in file order.
 
     Services appear in the kernel's hash-table order (not sorted); real servers in the
-    kernel's list order, the usual IPv4 ones as rows of one `RealServerTable` (see
-    `RealServerRows`). Fields /proc does not show (stats, thresholds, PE name, scheduler
-    flags, tunnel settings) are left None. Persistence comes as `timeout_jiffies` with
+    kernel's list order, as rows of one `RealServerTable` (see `RealServerRows`). Fields
+    /proc does not show (stats, thresholds, PE name, scheduler flags, tunnel settings) are
+    left None. Persistence comes as `timeout_jiffies` with
     `timeout_s=None` (HZ is not exported). `flags` is HASHED (every listed service is),
     plus PERSISTENT and ONEPACKET as shown; the kernel never prints `ops` for IPv6 services,
     so ONEPACKET is unknown there. An fwmark service gets its family from its real servers
@@ -150,10 +150,10 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
         line_no += count
     if current is not None:
         heads.append((current, _service_head(current, current_no, dests, source), dests))
-    table = fast.build()
+    assembled = _assembled([dests for _, _, dests in heads], fast.build())
     services = tuple(
-        Service(key, line.scheduler, flags, persistence, _assembled(dests, table))
-        for line, (key, flags, persistence), dests in heads
+        Service(key, line.scheduler, flags, persistence, service_rows)
+        for (line, (key, flags, persistence), _), service_rows in zip(heads, assembled, strict=True)
     )
     return IpVsTable(version=version, conn_table_size=table_size, services=services)
 
@@ -180,21 +180,26 @@ def _blocks(text: str, start: int, size: int) -> Iterator[str]:
         start = stop
 
 
-def _assembled(dests: list[RealServer | range], table: RealServerTable) -> Sequence[RealServer]:
-    """A service's real servers, in order: rows of the fast path's table.
+def _assembled(
+    services: list[list[RealServer | range]], fast: RealServerTable
+) -> list[RealServerRows]:
+    """Each service's real servers as rows of one table, in file order.
 
-    The usual service is one range of rows; one with lines the exact parser took (IPv6,
-    odd spacing) is a tuple of both kinds.
+    The fast path's table is that table when it took every real-server line (the usual
+    file); lines the exact parser took (IPv6, odd spacing) are joined in between.
     """
-    if len(dests) == 1 and isinstance(dests[0], range):
-        return RealServerRows(table, dests[0].start, dests[0].stop)
-    out: list[RealServer] = []
-    for dest in dests:
-        if isinstance(dest, range):
-            out += table.real_servers(dest.start, dest.stop)
-        else:
-            out.append(dest)
-    return tuple(out)
+    builder = TableBuilder()
+    bounds = []
+    for dests in services:
+        start = builder.rows
+        for dest in dests:
+            if isinstance(dest, range):
+                builder.add_rows(fast, dest.start, dest.stop)
+            else:
+                builder.add(dest)
+        bounds.append((start, builder.rows))
+    table = builder.build()
+    return [RealServerRows(table, start, stop) for start, stop in bounds]
 
 
 @dataclass(frozen=True)
@@ -348,7 +353,13 @@ class _Ipv4RealServers:
     def build(self) -> RealServerTable:
         """The table of all rows taken, in order (and a fresh start)."""
         table = RealServerTable(
-            self.numbers, self.ports, self.forwards, self.weights, self.actives, self.inactives
+            [Family.INET] * len(self.numbers),
+            self.numbers,
+            self.ports,
+            self.forwards,
+            self.weights,
+            self.actives,
+            self.inactives,
         )
         self._new_columns()
         return table

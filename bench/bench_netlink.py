@@ -1,0 +1,128 @@
+"""The generic-netlink reader at kube-proxy scale, in process, over a simulated 6.1 kernel.
+
+No ip_vs is loaded on this host, so `SimulatedKernel` frames the replies as 6.1 does (dump
+skbs of up to ~32 KiB, NLMSG_DONE on its own) from generated services of 10 real servers
+(IPv4, with the thresholds, tunnel, STATS and STATS64 attributes 6.1 sends). Figures per
+size, each the best of `--runs`: a full read (`IPVSNetlink.services()`) and a scrape of
+those services (the exporter's default families, rendered chunk by chunk as the server
+sends them); the peak RSS each step adds (VmHWM reset through /proc/self/clear_refs, each
+step in a fresh process); `--profile` shows where a read's time goes.
+
+    python -m bench netlink -- [--sizes 20000,100000] [--runs 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import pstats
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lvsprobe.exporter.scrape import ExportOptions, Scraper
+from lvsprobe.kernel.genl.simulated import SimulatedKernel, generated_services
+from lvsprobe.kernel.genl.socket import IPVSNetlink
+from lvsprobe.model import Service, Snapshot
+
+_WIDTHS = (12, 7, 8, 7, 9, 9)
+
+
+def _vm(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux 4.0+)
+
+
+def _read(kernel: SimulatedKernel) -> tuple[Service, ...]:
+    return IPVSNetlink.connect(kernel).services()
+
+
+def _scrape(services: tuple[Service, ...]) -> int:
+    """A scrape as the server sends it (chunk by chunk); the body's size."""
+    snap = Snapshot(loaded=True, via="netlink", version="1.2.1", services=services)
+    scraper = Scraper(ExportOptions(), read=lambda target, **kw: snap, build=("0", "3"))
+    return sum(map(len, scraper.stream()))
+
+
+def child(step: str, size: int, runs: int) -> dict[str, float]:
+    """One step at one size, in this (fresh) process: best time and the peak RSS it adds."""
+    kernel = SimulatedKernel(generated_services(size // 10))
+    services = _read(kernel) if step == "scrape" else ()
+    gc.collect()
+    _reset_peak()
+    base = _vm("VmRSS")
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = _read(kernel) if step == "read" else _scrape(services)
+        best = min(best, time.perf_counter() - started)
+        del result
+    return {
+        "seconds": best,
+        "peak_rise_mb": _vm("VmHWM") - base,
+        "syscalls": (kernel.sent + kernel.received) / runs if step == "read" else 0,
+    }
+
+
+def profile(size: int) -> None:
+    kernel = SimulatedKernel(generated_services(size // 10))
+    prof = cProfile.Profile()
+    prof.enable()
+    _read(kernel)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(14)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", default="20000,100000")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("STEP", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        step, size = args.child
+        print(json.dumps(child(step, int(size), args.runs)))
+        return
+    sizes = [int(part) for part in args.sizes.split(",")]
+    if args.profile:
+        profile(sizes[0])
+        return
+    heads = ("real servers", "step", "best s", "us/rs", "peak+ MB", "syscalls")
+    print(" ".join(f"{head:>{width}s}" for head, width in zip(heads, _WIDTHS, strict=True)))
+    for size in sizes:
+        for step in ("read", "scrape"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.bench_netlink",
+                    "--runs",
+                    str(args.runs),
+                    "--child",
+                    step,
+                    str(size),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            fig = json.loads(out.strip().splitlines()[-1])
+            print(
+                f"{size:12d} {step:>7s} {fig['seconds']:8.3f} {fig['seconds'] / size * 1e6:7.2f} "
+                f"{fig['peak_rise_mb']:9.1f} {fig['syscalls']:9.0f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""GET_DEST dump records straight into the columns of a `RealServerTable`.
+
+A kube-proxy node's dumps carry 10^4–10^5 DEST records. Decoded one by one (an Attrs, a
+RealServer, a Stats, a Rates and an address object each) they cost ~100 µs a real server
+in Python. But every record one kernel sends has the same attributes in the same order and
+sizes (ip_vs_genl_fill_dest): only the values differ. So the records of a dump are kept as
+raw message bytes; those of one length are joined into one buffer, the layout of the first
+(decoded exactly, so it is a valid record) is learned as byte offsets, every record's
+attribute headers are compared with it at once (numpy), and each value is read for all
+matching records as one strided column. A record that does not match (another layout) is
+decoded exactly, and any error is reported as the exact decoder reports it: all records are
+then decoded one by one, in order, and the first bad one raises.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import TYPE_CHECKING
+
+from lvsprobe.errors import ParseError
+from lvsprobe.kernel.genl import ipvs
+from lvsprobe.kernel.genl.attrs import GENL_HDR, NLA_HDR, NLA_TYPE_MASK, NLMSG_HDR, nla_align
+from lvsprobe.kernel.genl.tables import (
+    DEST_CODECS,
+    FWD_MASK,
+    STATS32_CODECS,
+    CmdAttr,
+    DestAttr,
+    StatsAttr,
+)
+from lvsprobe.model import Family, Forward, RealServer, RealServerTable, TableBuilder
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+_RECORD_START = NLMSG_HDR.size + GENL_HDR.size  # the first top-level attribute
+_STATS_ORDER = tuple(StatsAttr)[:10]
+_FORWARDS = tuple(Forward)
+_FAMILIES = {int(family): family for family in Family}
+# Records checked against a layout at a time (bounds the temporary header arrays).
+_CHUNK_ROWS = 1 << 14
+# Records kept as bytes before they are decoded (~3 MB of 6.1's records).
+FLUSH_RECORDS = 1 << 13
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Records of one dump that follow on in one datagram, all of one message length."""
+
+    datagram: bytes
+    start: int
+    count: int
+    length: int
+    dump: int  # which dump (service) they belong to
+    first_index: int  # the first one's 1-based place in its dump (for errors)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where one record's attribute headers and values are, as byte offsets in its message."""
+
+    header_offsets: tuple[int, ...]
+    header_words: tuple[int, ...]  # each header's (nla_len, nla_type) as one native u32
+    values: dict[int, tuple[int, int]]  # DEST attribute type -> (offset, size)
+    stats: tuple[tuple[int, int], ...] | None  # the ten stats values (offset, size)
+    stats_wide: bool
+
+
+class DestTableBuilder:
+    """Collects the DEST records of many GET_DEST dumps, then makes one table of them."""
+
+    def __init__(self) -> None:
+        self._runs: list[_Run] = []  # records not decoded yet
+        self._pending = 0  # how many
+        self._tables: list[RealServerTable] = []  # those decoded, in order
+        self._families: list[Family | None] = []  # each dump's service family
+        self._counts: list[int] = []  # records per dump
+
+    def start_dump(self, service_family: Family | None) -> None:
+        """A dump begins. The records of those before are decoded once there are enough,
+        so that a read holds their bytes a few thousand at a time, not all at once."""
+        if self._pending >= FLUSH_RECORDS:
+            self._flush()
+        self._families.append(service_family)
+        self._counts.append(0)
+
+    def add_run(self, datagram: bytes, start: int, count: int, length: int) -> None:
+        """`count` records of `length` bytes at `start`, each at the aligned stride, all
+        checked by the reader to be whole messages of the current dump."""
+        dump = len(self._counts) - 1
+        self._runs.append(_Run(datagram, start, count, length, dump, self._counts[dump] + 1))
+        self._counts[dump] += count
+        self._pending += count
+
+    def abandon_dump(self) -> None:
+        """Forget the dump being read (it failed: its records are never decoded)."""
+        dump = len(self._counts) - 1
+        self._runs = [run for run in self._runs if run.dump != dump]
+        self._pending = sum(run.count for run in self._runs)
+        del self._counts[dump:], self._families[dump:]
+
+    def build(self) -> tuple[RealServerTable, list[tuple[int, int]]]:
+        """The table of every record, in order, and each dump's rows in it."""
+        bounds, row = [], 0
+        for count in self._counts:
+            bounds.append((row, row + count))
+            row += count
+        self._flush()
+        if len(self._tables) == 1:
+            return self._tables[0], bounds
+        builder = TableBuilder()
+        for table in self._tables:
+            builder.add_rows(table, 0, len(table))
+        return builder.build(), bounds
+
+    def _flush(self) -> None:
+        """Decode the pending records (earlier ones are decoded: the first error is theirs)."""
+        try:
+            table = self._columnar()
+        except ParseError:
+            table = self._exact()  # raises the first bad record's error, as one by one
+        self._tables.append(table)
+        self._runs, self._pending = [], 0
+
+    def _columnar(self) -> RealServerTable:
+        """Runs grouped by message length, each group decoded column-wise, then the rows
+        put back in arrival order (records of another layout decoded exactly in between)."""
+        groups: dict[int, list[_Run]] = {}
+        for run in self._runs:
+            groups.setdefault(run.length, []).append(run)
+        decoded = {length: self._group(length, runs) for length, runs in groups.items()}
+        builder = TableBuilder()
+        used = dict.fromkeys(groups, 0)  # rows of each group put back so far
+        for run in self._runs:
+            group = decoded[run.length]
+            first = used[run.length]
+            used[run.length] += run.count
+            before = int(group.bad_before[first])
+            if int(group.bad_before[first + run.count]) == before:
+                table_row = first - before
+                builder.add_rows(group.table, table_row, table_row + run.count)
+                continue
+            for row in range(first, first + run.count):
+                if row in group.exact:
+                    builder.add(group.exact[row])
+                else:
+                    table_row = row - int(group.bad_before[row])
+                    builder.add_rows(group.table, table_row, table_row + 1)
+        return builder.build()
+
+    def _group(self, length: int, runs: list[_Run]) -> _Group:
+        """The records of one message length: a table of those of the first one's layout,
+        the others decoded exactly."""
+        import numpy as np
+
+        stride = nla_align(length)
+        buf = b"".join(_run_bytes(run, stride) for run in runs)
+        rows = len(buf) // stride
+        first = runs[0]
+        self._decode_one(first, first.start)  # a valid record: raises if it is not
+        layout = _learn(buf[:length])
+        families = [int(self._families[run.dump] or 0) for run in runs]
+        service_families = np.repeat(np.array(families, np.int64), [run.count for run in runs])
+        good = np.zeros(rows, bool)
+        if layout is not None:
+            good = _matching(buf, stride, rows, layout)
+            good &= _valid(
+                buf, stride, layout, _address_families(buf, stride, layout, service_families)
+            )
+        exact = {}
+        bad = np.flatnonzero(~good).tolist()
+        if bad:
+            firsts = list(accumulate((run.count for run in runs), initial=0))
+            for row in bad:
+                place = bisect_right(firsts, row) - 1
+                run = runs[place]
+                exact[row] = self._decode_one(run, run.start + (row - firsts[place]) * stride)
+        bad_before = np.concatenate(([0], np.cumsum(~good)))
+        table = _EMPTY
+        if layout is not None:
+            table = _columns(buf, stride, layout, good, service_families)
+        return _Group(table, exact, bad_before)
+
+    def _exact(self) -> RealServerTable:
+        builder = TableBuilder()
+        for run in self._runs:
+            stride = nla_align(run.length)
+            for k in range(run.count):
+                builder.add(self._decode_one(run, run.start + k * stride))
+        return builder.build()
+
+    def _decode_one(self, run: _Run, offset: int) -> RealServer:
+        """One record the exact way (`ipvs.decode_dest`), with its place in its dump."""
+        message = run.datagram[offset : offset + run.length]
+        index = run.first_index + (offset - run.start) // nla_align(run.length)
+        nest = ipvs.top_level(message[_RECORD_START:], CmdAttr.DEST, index=index)
+        return ipvs.decode_dest(nest, service_family=self._families[run.dump], index=index)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    table: RealServerTable  # the rows of the learned layout, in order
+    exact: dict[int, RealServer]  # the others, by their row in the group
+    bad_before: npt.NDArray[np.int64]  # how many of the group's rows before each are exact
+
+
+def _run_bytes(run: _Run, stride: int) -> bytes:
+    """A run's messages at their stride (the last one's padding added if the datagram
+    ends without it)."""
+    end = run.start + run.count * stride
+    chunk = run.datagram[run.start : end]
+    return chunk + bytes(end - run.start - len(chunk))
+
+
+def _learn(message: bytes) -> _Layout | None:
+    """The layout of a record message: every attribute header (top level, the DEST nest,
+    its stats nests) and where the values `ipvs.decode_dest` reads are. The last of
+    duplicate attributes counts, as in a walk. None when it is not a clean run of
+    attributes (its records are then decoded exactly)."""
+    headers: list[int] = []
+    values: dict[int, tuple[int, int]] = {}
+    nests: dict[int, dict[int, tuple[int, int]]] = {}
+
+    def walk(start: int, end: int) -> Iterator[tuple[int, int, int]] | None:
+        found = []
+        off = start
+        while off < end:
+            if end - off < NLA_HDR.size:
+                return None
+            nla_len, nla_type = NLA_HDR.unpack_from(message, off)
+            if nla_len < NLA_HDR.size or nla_len > end - off:
+                return None
+            headers.append(off)
+            found.append((nla_type & NLA_TYPE_MASK, off + NLA_HDR.size, nla_len - NLA_HDR.size))
+            off += nla_align(nla_len)
+        return iter(found)
+
+    top = walk(_RECORD_START, len(message))
+    if top is None:
+        return None
+    dest = None
+    for attr_type, offset, size in top:
+        if attr_type == CmdAttr.DEST:
+            dest = (offset, size)
+    if dest is None:
+        return None
+    attrs = walk(dest[0], dest[0] + dest[1])
+    if attrs is None:
+        return None
+    for attr_type, offset, size in attrs:
+        values[attr_type] = (offset, size)
+        if attr_type in (DestAttr.STATS, DestAttr.STATS64):
+            inner = walk(offset, offset + size)
+            if inner is None:
+                return None
+            nests[attr_type] = {t: (o, n) for t, o, n in inner}
+    stats = None
+    wide = DestAttr.STATS64 in nests
+    nest = nests.get(DestAttr.STATS64 if wide else DestAttr.STATS)
+    if nest is not None:
+        if any(attr not in nest for attr in _STATS_ORDER):
+            return None
+        stats = tuple(nest[attr] for attr in _STATS_ORDER)
+    words = tuple(struct.unpack_from("=I", message, off)[0] for off in headers)
+    return _Layout(tuple(headers), words, values, stats, wide)
+
+
+def _matching(buf: bytes, stride: int, rows: int, layout: _Layout) -> npt.NDArray[np.bool_]:
+    """Which records have every attribute header the layout has (hence the same walk)."""
+    import numpy as np
+
+    words = np.frombuffer(buf, "=u4").reshape(rows, stride // 4)
+    columns = np.array(layout.header_offsets) // 4
+    expected = np.array(layout.header_words, np.uint32)
+    good = np.empty(rows, bool)
+    for start in range(0, rows, _CHUNK_ROWS):
+        part = words[start : start + _CHUNK_ROWS][:, columns]
+        good[start : start + _CHUNK_ROWS] = (part == expected).all(axis=1)
+    return good
+
+
+def _column(buf: bytes, stride: int, offset: int, dtype: str) -> npt.NDArray[np.uint64]:
+    """The value at `offset` of every record, as one strided read of the buffer."""
+    import numpy as np
+
+    rows = len(buf) // stride
+    return np.ndarray((rows,), dtype, buf, offset, (stride,)).astype(np.uint64)
+
+
+def _value(
+    buf: bytes, stride: int, layout: _Layout, attr: DestAttr
+) -> npt.NDArray[np.uint64] | None:
+    """A DEST attribute of every record by its codec, or None when the layout has none."""
+    place = layout.values.get(attr)
+    if place is None:
+        return None
+    return _column(buf, stride, place[0], _dtype(DEST_CODECS[attr].packer))
+
+
+def _address_families(
+    buf: bytes, stride: int, layout: _Layout, service_families: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """ADDR_FAMILY where sent (~3.18+), else the family of the service dumped."""
+    reported = _value(buf, stride, layout, DestAttr.ADDR_FAMILY)
+    return service_families if reported is None else reported.astype(service_families.dtype)
+
+
+def _valid(
+    buf: bytes, stride: int, layout: _Layout, families: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """Records whose values the exact decoder takes: a forwarding method and address family
+    it knows (the others are left to it, to say what is wrong)."""
+    forwards = _value(buf, stride, layout, DestAttr.FWD_METHOD)
+    assert forwards is not None  # decode_dest needs it; the layout is of a valid record
+    known_family = (families == Family.INET) | (families == Family.INET6)
+    return known_family & ((forwards & FWD_MASK) < len(_FORWARDS))
+
+
+def _columns(
+    buf: bytes,
+    stride: int,
+    layout: _Layout,
+    good: npt.NDArray[np.bool_],
+    service_families: npt.NDArray[np.int64],
+) -> RealServerTable:
+    """The table of the good records, each column read for all records at once."""
+    import numpy as np
+
+    def required(attr: DestAttr) -> list[int]:
+        values = _value(buf, stride, layout, attr)
+        assert values is not None  # decode_dest needs it; the layout is of a valid record
+        return values[good].tolist()
+
+    def optional(attr: DestAttr) -> list[int | None] | None:
+        values = _value(buf, stride, layout, attr)
+        return None if values is None else values[good].tolist()
+
+    families = _address_families(buf, stride, layout, service_families)[good]
+    offset = layout.values[DestAttr.ADDR][0]
+    rows = len(good)
+    high = np.ndarray((rows,), ">u8", buf, offset, (stride,))[good]
+    numbers = (high >> np.uint64(32)).tolist()  # IPv4: the first four bytes
+    v6 = np.flatnonzero(families == Family.INET6)
+    if len(v6):
+        low = np.ndarray((rows,), ">u8", buf, offset + 8, (stride,))[good]
+        for index, hi, lo in zip(v6.tolist(), high[v6].tolist(), low[v6].tolist(), strict=True):
+            numbers[index] = hi << 64 | lo
+    tunnels = None
+    tun_type = optional(DestAttr.TUN_TYPE)
+    if tun_type is not None:
+        # TUN_PORT and TUN_FLAGS missing read as 0, as decode_dest reads them
+        zeros: list[int | None] = [0] * len(tun_type)
+        tunnels = (
+            tun_type,
+            optional(DestAttr.TUN_PORT) or zeros,
+            optional(DestAttr.TUN_FLAGS) or zeros,
+        )
+    stats = None
+    if layout.stats is not None:
+        dtypes = (
+            ["=u8"] * 10
+            if layout.stats_wide
+            else [_dtype(STATS32_CODECS[attr].packer) for attr in _STATS_ORDER]
+        )
+        stats = tuple(
+            _column(buf, stride, offset, dtype)[good].tolist()
+            for (offset, _size), dtype in zip(layout.stats, dtypes, strict=True)
+        )
+    address_families = [_FAMILIES[f] for f in families.tolist()]
+    reported = DestAttr.ADDR_FAMILY in layout.values
+    forwards = required(DestAttr.FWD_METHOD)
+    return RealServerTable(
+        address_families=address_families,
+        address_numbers=numbers,
+        ports=required(DestAttr.PORT),
+        forwards=[_FORWARDS[f & FWD_MASK] for f in forwards],
+        weights=required(DestAttr.WEIGHT),
+        active_conns=required(DestAttr.ACTIVE_CONNS),
+        inactive_conns=required(DestAttr.INACT_CONNS),
+        families=None if reported else [None] * len(address_families),
+        persistent_conns=optional(DestAttr.PERSIST_CONNS),
+        upper_thresholds=optional(DestAttr.U_THRESH),
+        lower_thresholds=optional(DestAttr.L_THRESH),
+        stats=stats,
+        tunnels=tunnels,
+    )
+
+
+def _dtype(packer: struct.Struct | None) -> str:
+    """The numpy dtype of an integer codec's struct: host ("=") or network ("!") order."""
+    assert packer is not None
+    return packer.format.replace("!", ">")
+
+
+_EMPTY = RealServerTable([], [], [], [], [], [], [])

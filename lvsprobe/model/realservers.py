@@ -1,0 +1,375 @@
+"""Real servers as columns: the one form `Service.real_servers` takes, whichever reader.
+
+A kube-proxy node lists 10^5 real servers. As frozen `RealServer` objects (13 slots, an
+address object, a Stats and a Rates each) they cost seconds and tens of MB a scrape to
+make, and as much again for the exporter to read back, which needs them column by column.
+So both readers fill the columns of one `RealServerTable` per snapshot (/proc/net/ip_vs
+gives seven, a netlink GET_DEST dump up to twenty-one), and each service holds a range of
+its rows (`RealServerRows`). Consumers read columns (`RealServerTable.concat` joins the
+rows of many services); objects are made only by the explicit `objects()` view (the
+analyzers, the ipvsadm views).
+
+An optional column is None when no row has the field (procfs has no counters), else a
+list with None in the rows that lack it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from typing import overload
+
+from lvsprobe.model.addresses import address_number, address_objects
+from lvsprobe.model.values import Family, Forward, Rates, RealServer, Stats, Tunnel
+
+# The ten counter columns, Stats's fields then Rates's (the order of a netlink stats nest).
+STAT_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
+RATE_FIELDS = tuple(f.name for f in dataclasses.fields(Rates))
+Column = list[int | None]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RealServerTable:
+    """Real servers as columns, one row each, in the kernel's order. The lists are never
+    changed once the table is made."""
+
+    address_families: list[Family]
+    address_numbers: list[int]  # the int of each address, of its family
+    ports: list[int]
+    forwards: list[Forward]
+    weights: list[int]
+    active_conns: list[int]
+    inactive_conns: list[int]
+    # The family the kernel reported (netlink's ADDR_FAMILY, absent before ~3.18); None:
+    # the address family in every row.
+    families: list[Family | None] | None = None
+    persistent_conns: Column | None = None
+    upper_thresholds: Column | None = None
+    lower_thresholds: Column | None = None
+    # Ten columns in STAT_FIELDS + RATE_FIELDS order; a row without stats is None in each.
+    stats: tuple[Column, ...] | None = None
+    # TUN_TYPE, TUN_PORT, TUN_FLAGS (5.3+); a row without a tunnel is None in each.
+    tunnels: tuple[Column, Column, Column] | None = None
+
+    def __post_init__(self) -> None:
+        rows = len(self.address_numbers)
+        for name, column in _columns(self):
+            if len(column) != rows:
+                raise ValueError(f"column {name} has {len(column)} rows, not {rows}")
+
+    def __len__(self) -> int:
+        return len(self.address_numbers)
+
+    @classmethod
+    def of(cls, objects: Iterable[RealServer]) -> RealServerTable:
+        """The table of these real servers, in order (tests, JSON)."""
+        builder = TableBuilder()
+        for rs in objects:
+            builder.add(rs)
+        return builder.build()
+
+    @classmethod
+    def concat(cls, parts: Iterable[RealServerRows]) -> RealServerTable:
+        """The rows of all parts, in order, as one table: slices of their columns (rows that
+        follow on in one table, as every service of a snapshot does, are one slice)."""
+        builder = TableBuilder()
+        for rows in parts:
+            builder.add_rows(rows.table, rows.start, rows.stop)
+        return builder.build()
+
+    def real_servers(self, start: int, stop: int) -> tuple[RealServer, ...]:
+        """`RealServer` objects of rows start..stop.
+
+        The frozen dataclass's __init__ sets its 13 slots one Python-level call each; here
+        each slot is set for every row by its descriptor in one C-level map, as __init__
+        does through object.__setattr__ (RealServer has no __post_init__ to skip).
+        """
+        n = max(0, stop - start)
+        out = tuple(map(object.__new__, repeat(RealServer, n)))
+        if not n:
+            return out
+        rows = slice(start, stop)
+        families = self.address_families[rows]
+        columns: dict[str, Iterable[object]] = {
+            "address": address_objects(families, self.address_numbers[rows]),
+            "port": self.ports[rows],
+            "forward": self.forwards[rows],
+            "weight": self.weights[rows],
+            "active_conns": self.active_conns[rows],
+            "inactive_conns": self.inactive_conns[rows],
+            "persistent_conns": _optional(self.persistent_conns, rows, n),
+            "upper_threshold": _optional(self.upper_thresholds, rows, n),
+            "lower_threshold": _optional(self.lower_thresholds, rows, n),
+            "stats": _records(Stats, self.stats[:5] if self.stats else None, rows, n),
+            "rates": _records(Rates, self.stats[5:] if self.stats else None, rows, n),
+            "family": families if self.families is None else self.families[rows],
+            "tunnel": _records(Tunnel, self.tunnels, rows, n),
+        }
+        for name, column in columns.items():
+            deque(map(_RS_SETTERS[name], out, column), maxlen=0)
+        return out
+
+
+def _optional(column: Column | None, rows: slice, n: int) -> Iterable[int | None]:
+    return repeat(None, n) if column is None else column[rows]
+
+
+def _records(
+    kind: type[Stats] | type[Rates] | type[Tunnel],
+    columns: Sequence[Column] | None,
+    rows: slice,
+    n: int,
+) -> Iterable[object]:
+    """One record per row from its columns; None where the row has none."""
+    if columns is None:
+        return repeat(None, n)
+    return [
+        None if values[0] is None else kind(*values)
+        for values in zip(*(column[rows] for column in columns), strict=True)
+    ]
+
+
+def _columns(table: RealServerTable) -> Iterator[tuple[str, Sequence[object]]]:
+    """(name, column) of every column the table has."""
+    for field in dataclasses.fields(table):
+        value = getattr(table, field.name)
+        if isinstance(value, tuple):
+            for index, column in enumerate(value):
+                yield f"{field.name}[{index}]", column
+        elif value is not None:
+            yield field.name, value
+
+
+class TableBuilder:
+    """Columns grown by rows of other tables (sliced in C) and by objects, into one table."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[RealServerTable, int, int]] = []
+        self._objects: list[RealServer] = []
+        self.rows = 0  # rows added so far
+
+    def add_rows(self, table: RealServerTable, start: int, stop: int) -> None:
+        if start == stop:
+            return
+        self._flush()
+        self.rows += stop - start
+        if self._parts:
+            last, last_start, last_stop = self._parts[-1]
+            if last is table and last_stop == start:
+                self._parts[-1] = (table, last_start, stop)
+                return
+        self._parts.append((table, start, stop))
+
+    def add(self, rs: RealServer) -> None:
+        self._objects.append(rs)
+        self.rows += 1
+
+    def build(self) -> RealServerTable:
+        self._flush()
+        if not self._parts:
+            return _EMPTY
+        if len(self._parts) == 1:
+            table, start, stop = self._parts[0]
+            if (start, stop) == (0, len(table)):
+                return table
+        return _joined(self._parts)
+
+    def _flush(self) -> None:
+        if self._objects:
+            self._parts.append(_from_objects(self._objects))
+            self._objects = []
+
+
+def _from_objects(objects: list[RealServer]) -> tuple[RealServerTable, int, int]:
+    numbers = [address_number(rs.address) for rs in objects]
+    families = [family for family, _ in numbers]
+    reported = [rs.family for rs in objects]
+    stats = _record_columns([rs.stats for rs in objects], len(STAT_FIELDS))
+    rates = _record_columns([rs.rates for rs in objects], len(RATE_FIELDS))
+    table = RealServerTable(
+        address_families=families,
+        address_numbers=[number for _, number in numbers],
+        ports=[rs.port for rs in objects],
+        forwards=[rs.forward for rs in objects],
+        weights=[rs.weight for rs in objects],
+        active_conns=[rs.active_conns for rs in objects],
+        inactive_conns=[rs.inactive_conns for rs in objects],
+        families=None if reported == families else reported,
+        persistent_conns=_optional_column([rs.persistent_conns for rs in objects]),
+        upper_thresholds=_optional_column([rs.upper_threshold for rs in objects]),
+        lower_thresholds=_optional_column([rs.lower_threshold for rs in objects]),
+        stats=None if stats is None and rates is None else _both(stats, rates, len(objects)),
+        tunnels=_record_columns([rs.tunnel for rs in objects], 3),  # type: ignore[arg-type]
+    )
+    return table, 0, len(objects)
+
+
+def _optional_column(values: Column) -> Column | None:
+    """None for a column no row has a value in."""
+    return None if values.count(None) == len(values) else values
+
+
+def _record_columns(
+    records: list[Stats | None] | list[Rates | None] | list[Tunnel | None], width: int
+) -> tuple[Column, ...] | None:
+    """Columns of the records' fields, None in rows without one; None when no row has one."""
+    if records.count(None) == len(records):
+        return None
+    rows = [(None,) * width if r is None else dataclasses.astuple(r) for r in records]
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+def _both(
+    stats: tuple[Column, ...] | None, rates: tuple[Column, ...] | None, rows: int
+) -> tuple[Column, ...]:
+    nothing = [None] * rows
+    return (*(stats or (nothing,) * 5), *(rates or (nothing,) * 5))
+
+
+def _joined(parts: list[tuple[RealServerTable, int, int]]) -> RealServerTable:
+    """One table of the parts' rows: each column the concatenation of the parts' slices;
+    an optional column any part has is None-filled in the parts without it."""
+
+    def joined(get: object) -> list[object]:
+        out: list[object] = []
+        for table, start, stop in parts:
+            out += get(table)[start:stop]  # type: ignore[operator]
+        return out
+
+    def optional(name: str, width: int | None) -> object:
+        present = [getattr(table, name) is not None for table, _, _ in parts]
+        if not any(present):
+            return None
+
+        def column(index: int | None) -> list[object]:
+            out: list[object] = []
+            for table, start, stop in parts:
+                value = getattr(table, name)
+                if value is None:
+                    out += repeat(None, stop - start)
+                else:
+                    out += (value if index is None else value[index])[start:stop]
+            return out
+
+        return column(None) if width is None else tuple(column(i) for i in range(width))
+
+    families = None
+    if any(table.families is not None for table, _, _ in parts):
+        families = joined(lambda t: t.address_families if t.families is None else t.families)
+    return RealServerTable(
+        address_families=joined(lambda t: t.address_families),  # type: ignore[arg-type]
+        address_numbers=joined(lambda t: t.address_numbers),  # type: ignore[arg-type]
+        ports=joined(lambda t: t.ports),  # type: ignore[arg-type]
+        forwards=joined(lambda t: t.forwards),  # type: ignore[arg-type]
+        weights=joined(lambda t: t.weights),  # type: ignore[arg-type]
+        active_conns=joined(lambda t: t.active_conns),  # type: ignore[arg-type]
+        inactive_conns=joined(lambda t: t.inactive_conns),  # type: ignore[arg-type]
+        families=families,  # type: ignore[arg-type]
+        persistent_conns=optional("persistent_conns", None),  # type: ignore[arg-type]
+        upper_thresholds=optional("upper_thresholds", None),  # type: ignore[arg-type]
+        lower_thresholds=optional("lower_thresholds", None),  # type: ignore[arg-type]
+        stats=optional("stats", 10),  # type: ignore[arg-type]
+        tunnels=optional("tunnels", 3),  # type: ignore[arg-type]
+    )
+
+
+class RealServerRows(Sequence[RealServer]):
+    """A service's real servers: rows start..stop of a `RealServerTable`.
+
+    Consumers read the columns (`table` with `start` and `stop`, or the column properties
+    here) or the explicit `objects()` view, made once on demand. As a Sequence it is that
+    view (tests compare it with tuples); equal to, and hashed as, the tuple of objects.
+    """
+
+    __slots__ = ("_objects", "_start", "_stop", "_table")
+
+    def __init__(self, table: RealServerTable, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= len(table):
+            raise ValueError(f"rows {start}..{stop} are not in a table of {len(table)}")
+        self._table = table
+        self._start = start
+        self._stop = stop
+        self._objects: tuple[RealServer, ...] | None = None
+
+    @classmethod
+    def of(cls, objects: Iterable[RealServer]) -> RealServerRows:
+        """Rows of a table of their own for these objects (tests, JSON)."""
+        table = RealServerTable.of(objects)
+        return cls(table, 0, len(table))
+
+    @property
+    def table(self) -> RealServerTable:
+        return self._table
+
+    @property
+    def start(self) -> int:
+        return self._start
+
+    @property
+    def stop(self) -> int:
+        return self._stop
+
+    @property
+    def address_families(self) -> list[Family]:
+        return self._table.address_families[self._start : self._stop]
+
+    @property
+    def weights(self) -> list[int]:
+        return self._table.weights[self._start : self._stop]
+
+    def head(self, count: int) -> RealServerRows:
+        """The first `count` rows."""
+        return RealServerRows(self._table, self._start, self._start + max(0, min(count, len(self))))
+
+    def objects(self) -> tuple[RealServer, ...]:
+        """The rows as `RealServer` objects (made once)."""
+        if self._objects is None:
+            self._objects = self._table.real_servers(self._start, self._stop)
+        return self._objects
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> RealServer: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[RealServer]: ...
+
+    def __getitem__(self, index: int | slice) -> RealServer | Sequence[RealServer]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return self.objects()[index]
+            return RealServerRows(self._table, self._start + start, self._start + max(start, stop))
+        return self.objects()[index]
+
+    def __iter__(self) -> Iterator[RealServer]:
+        return iter(self.objects())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RealServerRows):
+            if (other.table, other.start, other.stop) == (self._table, self._start, self._stop):
+                return True
+            return self.objects() == other.objects()
+        if isinstance(other, tuple):
+            return self.objects() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.objects())
+
+    def __repr__(self) -> str:
+        return f"RealServerRows({self.objects()!r})"
+
+    def __reduce__(self) -> tuple[object, tuple[tuple[RealServer, ...]]]:
+        """Pickled (and deep-copied) as rows of a table of their own."""
+        return RealServerRows.of, (self.objects(),)
+
+
+_EMPTY = RealServerTable([], [], [], [], [], [], [])
+# The slot setter of each RealServer field, by name.
+_RS_SETTERS = {f.name: getattr(RealServer, f.name).__set__ for f in dataclasses.fields(RealServer)}
