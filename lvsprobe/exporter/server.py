@@ -26,8 +26,10 @@ import gc
 import html
 import logging
 import socket
+import struct
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -162,11 +164,25 @@ class ExporterServer:
         self._shutdown.set()
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
-            loop.call_soon_threadsafe(stop.set)
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                loop.call_soon_threadsafe(stop.set)
             self._stopped.wait(timeout=10)
 
     def server_close(self) -> None:
         self.socket.close()
+
+    @contextlib.contextmanager
+    def in_thread(self) -> Iterator[str]:
+        """Serve from a daemon thread for the block (tests, embedding); yields `HOST:PORT`."""
+        thread = threading.Thread(target=self.serve_forever, name="exporter-http", daemon=True)
+        thread.start()
+        try:
+            host, port = self.server_address
+            yield f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        finally:
+            self.shutdown()
+            self.server_close()
+            thread.join(timeout=10)
 
     async def _serve(self) -> None:
         stop = asyncio.Event()
@@ -183,7 +199,7 @@ class ExporterServer:
         finally:
             server.close()
             for writer in list(self._open):
-                writer.transport.abort()
+                _reset(writer)
             sweep.cancel()
             if warm is not None:
                 warm.cancel()
@@ -212,7 +228,7 @@ class ExporterServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._open) >= self.limits.max_connections and not self._evict_one():
-            writer.transport.abort()
+            _reset(writer)
             self.refused_total += 1
             self._note_cap()
             return
@@ -223,10 +239,10 @@ class ExporterServer:
             writer.close()  # everything sent is in the kernel already: a plain close
         except (TimeoutError, OSError, h11.RemoteProtocolError, _ClientGone) as exc:
             log.debug("connection closed: client=%s reason=%s", peer[0], type(exc).__name__)
-            writer.transport.abort()
+            _reset(writer)
         except Exception:
             log.warning("request failed: client=%s", peer[0], exc_info=True)
-            writer.transport.abort()
+            _reset(writer)
         finally:
             self._open.discard(writer)
             self._waiting.pop(writer, None)
@@ -238,7 +254,7 @@ class ExporterServer:
             return False
         del self._waiting[writer]
         self._open.discard(writer)
-        writer.transport.abort()
+        _reset(writer)
         self.evicted_total += 1
         self._note_cap()
         return True
@@ -383,12 +399,14 @@ class ExporterServer:
                 conn.receive_data(data)  # a pipelined request: kept for the next cycle
                 return await body
             watch.cancel()
-            if watch.done() and not watch.cancelled() and watch.exception() is None:
+            await asyncio.wait((watch,))  # the reader is free for the next request
+            if not watch.cancelled() and watch.exception() is None:
                 conn.receive_data(watch.result())
             return body.result()
         finally:
             body.cancel()
             watch.cancel()
+            await asyncio.wait((body, watch))
 
 
 @dataclass(frozen=True)
@@ -432,6 +450,16 @@ class _Reply:
                     await writer.drain()
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset: what the kernel still holds to send (megabytes, for a client that
+    stopped reading) is dropped now, rather than kept by an orphaned socket for minutes."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 def _headers(request: h11.Request) -> dict[str, str]:
