@@ -1,26 +1,30 @@
 """/metrics answers rendered off the event loop, one read at a time per format, shared.
 
-A request that arrives while a read of the same format and encoding runs waits for that read
-and gets its answer ("single flight"): forty clients asking at once cost one read of the kernel
-and hold one body between them, not forty. The answer is rendered whole (and gzipped, when
-asked, as it is rendered: a 15 MB text holds ~1.5 MB) in a worker thread before any byte is
-sent, so a client that reads slowly holds only a reference to a finished body, never a worker,
-the kernel-read slot or a half-rendered scrape. A read whose every waiter has gone is abandoned
-at its next rendered chunk (the kernel read itself runs to its end).
+A worker thread reads and renders a scrape (gzipped as it goes, when asked) into pieces of
+PIECE_BYTES, handing each to the event loop as soon as it is made; it never waits for a client,
+so a client that reads slowly never holds a worker or the kernel-read slot. The requests that
+read the pieces share them ("single flight"): a request that arrives while a read of the same
+format and encoding runs joins it rather than reading the kernel again, as long as no piece
+has been let go yet. A piece is let go once every request reading it has sent it, so one fast
+client holds about what the old streaming writer held (the families not yet rendered plus a
+piece), and forty clients that never read hold one body between them, not forty scrapes. A
+read whose every reader has left is abandoned at its next chunk (the kernel read itself runs to
+its end).
 
-The price: a request that joins a running read gets data read up to one scrape duration
-before it arrived; Prometheus's own timestamps are already that far off.
+The price of sharing: a request that joins a running read gets data read up to one scrape
+duration before it arrived; Prometheus's own timestamps are already that far off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lvsprobe.exporter.render import ExpositionFormat, render_chunks
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lvsprobe.exporter")
 
 Scrape = Callable[[ExpositionFormat], Iterable[bytes]]
-# Rendered text is kept in pieces of at least this size (a family can be a few hundred bytes).
+# Rendered text is handed over in pieces of at least this size (a family can be 200 bytes).
 PIECE_BYTES = 256 * 1024
 
 
@@ -47,31 +51,108 @@ def scrape_formats(scraper: Scraper) -> Scrape:
     return scrape
 
 
-@dataclass(frozen=True)
-class Body:
-    """One rendered /metrics answer, in the pieces it was rendered in."""
-
-    chunks: tuple[bytes, ...]
-    size: int
-    fmt: ExpositionFormat
-    gzip: bool
-
-
 class ScrapeFailed(Exception):
     """The scrape raised (a bug: collectors turn read errors into series); logged once."""
 
 
 class _Abandoned(Exception):
-    """Every client waiting for this read left before it was rendered."""
+    """Every request reading this flight left before it was rendered."""
 
 
-class _Flight:
-    """One read: its future answer, how many requests wait for it, and its stop flag."""
+class Flight:
+    """One read being rendered: the pieces so far, and where each of its readers is.
 
-    def __init__(self) -> None:
-        self.future: asyncio.Future[Body]
-        self.waiters = 0
+    Lives on the event loop; the worker thread reaches it only through call_soon_threadsafe.
+    """
+
+    def __init__(self, fmt: ExpositionFormat, gzip: bool) -> None:
+        self.fmt, self.gzip = fmt, gzip
+        self.pieces: list[bytes] = []
+        self.released = 0  # pieces[:released] are let go (b"")
+        self.done = False
+        self.error: ScrapeFailed | None = None
+        self.positions: dict[int, int] = {}  # reader id -> index of its next piece
         self.abandoned = threading.Event()
+        self._changed = asyncio.Event()
+
+    @property
+    def joinable(self) -> bool:
+        return self.released == 0 and not self.done
+
+    @property
+    def size(self) -> int | None:
+        """The whole answer's size, once it is rendered and all there (a Content-Length)."""
+        if not self.done or self.released:
+            return None
+        return sum(map(len, self.pieces))
+
+    def append(self, piece: bytes) -> None:
+        self.pieces.append(piece)
+        self._wake()
+
+    def finish(self, error: ScrapeFailed | None) -> None:
+        self.done, self.error = True, error
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def leave(self, reader: int) -> None:
+        del self.positions[reader]
+        if not self.positions and not self.done:
+            self.abandoned.set()
+        self.release()
+
+    def release(self) -> None:
+        """Let go of the pieces every reader has taken (a reader holds the one it sends)."""
+        low = min(self.positions.values(), default=len(self.pieces) if self.done else 0)
+        for index in range(self.released, low):
+            self.pieces[index] = b""
+        self.released = max(self.released, low)
+
+
+class FlightReader:
+    """One request's place in a flight: the pieces in order, from the first."""
+
+    def __init__(self, flight: Flight, reader_id: int) -> None:
+        self.flight = flight
+        self._id = reader_id
+        flight.positions[reader_id] = 0
+
+    async def started(self) -> None:
+        """Wait until there is a piece or the read has ended; ScrapeFailed if it failed first."""
+        flight = self.flight
+        while not flight.pieces and not flight.done:
+            await flight.wait_changed()
+        if not flight.pieces and flight.error is not None:
+            raise flight.error
+
+    async def next_piece(self) -> bytes | None:
+        """The next piece, waiting for it to be rendered; None at the end, ScrapeFailed if the
+        read failed."""
+        flight = self.flight
+        index = flight.positions[self._id]
+        while index >= len(flight.pieces):
+            if flight.done:
+                if flight.error is not None:
+                    raise flight.error
+                return None
+            await flight.wait_changed()
+        piece = flight.pieces[index]
+        flight.positions[self._id] = index + 1
+        flight.release()
+        return piece
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (piece := await self.next_piece()) is not None:
+            yield piece
+
+    def leave(self) -> None:
+        self.flight.leave(self._id)
 
 
 class Flights:
@@ -80,82 +161,86 @@ class Flights:
     def __init__(self, scrape: Scrape, executor: Executor) -> None:
         self._scrape = scrape
         self._executor = executor
-        self._flights: dict[tuple[ExpositionFormat, bool], _Flight] = {}
+        self._flights: dict[tuple[ExpositionFormat, bool], Flight] = {}
+        self._reader_ids = itertools.count()
         self.reads_started = 0
         self.ready = False  # a read has completed: /-/ready
 
-    async def get(self, fmt: ExpositionFormat, gzip: bool) -> Body:
-        """This format's answer: from the read running now if there is one, else a new read.
-
-        Raises ScrapeFailed when the read failed; cancelling the caller leaves the read to the
-        other waiters, or abandons it when none is left.
-        """
+    @contextlib.contextmanager
+    def reading(self, fmt: ExpositionFormat, gzip: bool) -> Iterator[FlightReader]:
+        """A place in this format's running read (or a new one) for the block; leaving the last
+        place abandons the read."""
         key = (fmt, gzip)
         flight = self._flights.get(key)
-        if flight is None:
+        if flight is None or not flight.joinable:
             flight = self._start(key)
-        flight.waiters += 1
+        reader = FlightReader(flight, next(self._reader_ids))
         try:
-            return await asyncio.shield(flight.future)
+            yield reader
         finally:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not flight.future.done():
-                flight.abandoned.set()
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
+            reader.leave()
+            if flight.abandoned.is_set() and self._flights.get(key) is flight:
+                del self._flights[key]
 
-    def _start(self, key: tuple[ExpositionFormat, bool]) -> _Flight:
+    def _start(self, key: tuple[ExpositionFormat, bool]) -> Flight:
         loop = asyncio.get_running_loop()
-        flight = _Flight()
-        flight.future = loop.run_in_executor(
-            self._executor, self._render, key[0], key[1], flight.abandoned
-        )
+        flight = Flight(*key)
         self._flights[key] = flight
         self.reads_started += 1
 
-        def done(fut: asyncio.Future[Body]) -> None:
+        def hand_over(piece: bytes) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended (shutdown)
+                loop.call_soon_threadsafe(flight.append, piece)
+
+        def finished(last: bytes, error: ScrapeFailed | None) -> None:
+            # The last piece and the end in one step: a reader that starts now knows the size.
             if self._flights.get(key) is flight:
                 del self._flights[key]
-            if not fut.cancelled() and fut.exception() is None:
+            if error is None:
                 self.ready = True
+                flight.pieces.append(last)
+            flight.finish(error)
 
-        flight.future.add_done_callback(done)
+        def render() -> None:
+            last, error = self._render(flight, hand_over)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(finished, last, error)
+
+        self._executor.submit(render)
         return flight
 
-    def _render(self, fmt: ExpositionFormat, gzip: bool, abandoned: threading.Event) -> Body:
-        """In a worker thread: read and render the whole answer, unless abandoned first.
+    def _render(
+        self, flight: Flight, hand_over: Callable[[bytes], None]
+    ) -> tuple[bytes, ScrapeFailed | None]:
+        """In a worker thread: read and render the answer into pieces, unless abandoned.
 
-        The text comes a family at a time (many are a few hundred bytes): it is kept in pieces
-        of at least PIECE_BYTES, so sending costs a system call per piece, not per family.
-        """
+        Returns the last piece (handed over with the end) or what failed."""
         chunks: Iterable[bytes] = ()
-        pieces: list[bytes] = []
         pending: list[bytes] = []
         pending_bytes = 0
         try:
-            chunks = self._scrape(fmt)
-            gz = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None
+            chunks = self._scrape(flight.fmt)
+            gz = zlib.compressobj(1, zlib.DEFLATED, 31) if flight.gzip else None
             for chunk in chunks:
-                if abandoned.is_set():
+                if flight.abandoned.is_set():
                     raise _Abandoned
                 piece = gz.compress(chunk) if gz is not None else chunk
                 pending.append(piece)
                 pending_bytes += len(piece)
                 if pending_bytes >= PIECE_BYTES:
-                    pieces.append(b"".join(pending))
+                    hand_over(b"".join(pending))
                     pending, pending_bytes = [], 0
             if gz is not None:
                 pending.append(gz.flush())
-            pieces.append(b"".join(pending))
+            return b"".join(pending), None
         except _Abandoned:
             log.debug("scrape abandoned: every client waiting for it has gone")
-            raise
+            return b"", ScrapeFailed("abandoned")
         except Exception as exc:
             # A bug must cost one scrape, never the exporter; one log line per read.
             log.exception("scrape failed")
-            raise ScrapeFailed(str(exc)) from exc
+            return b"", ScrapeFailed(str(exc))
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # a generator left half-read gives back what it holds now
-        return Body(tuple(pieces), sum(map(len, pieces)), fmt, gzip)

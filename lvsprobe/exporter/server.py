@@ -26,19 +26,18 @@ import gc
 import html
 import logging
 import socket
-import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 
 import h11
 
 from lvsprobe import __version__
-from lvsprobe.exporter.flights import Body, Flights, Scrape, ScrapeFailed
+from lvsprobe.exporter.exchange import Reply, request_headers, reset
+from lvsprobe.exporter.flights import Flights, Scrape, ScrapeFailed
 from lvsprobe.exporter.negotiate import accepts_gzip, negotiate_format
 from lvsprobe.exporter.render import ExpositionFormat
 from lvsprobe.exporter.webconfig import WebConfig
@@ -49,12 +48,9 @@ HEALTH_PATHS = ("/healthz", "/-/healthy")
 READY_PATH = "/-/ready"
 # A request head beyond this is refused with 431 (h11's default, Go's is 1 MB; ours are tiny).
 MAX_HEAD_BYTES = 16 * 1024
-# A response is handed to the kernel in pieces this big: a stalled client holds a copy of one.
-WRITE_PIECE_BYTES = 64 * 1024
 CAP_NOTE_INTERVAL_S = 60.0
 GC_SWEEP_INTERVAL_S = 5.0
 
-_TEXT = "text/plain; charset=utf-8"
 _LANDING = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>lvsprobe IPVS exporter</title></head>
 <body><h1>lvsprobe IPVS exporter</h1>
@@ -199,7 +195,7 @@ class ExporterServer:
         finally:
             server.close()
             for writer in list(self._open):
-                _reset(writer)
+                reset(writer)
             sweep.cancel()
             if warm is not None:
                 warm.cancel()
@@ -207,8 +203,10 @@ class ExporterServer:
     async def _warm_up(self) -> None:
         """A first read at start, so /-/ready turns 200 before Prometheus first scrapes."""
         # A failure is logged by the flight; /-/ready stays 503 until a read completes.
-        with contextlib.suppress(ScrapeFailed):
-            await self.flights.get(ExpositionFormat.CLASSIC, gzip=True)
+        first_read = self.flights.reading(ExpositionFormat.CLASSIC, gzip=True)
+        with first_read as body, contextlib.suppress(ScrapeFailed):
+            async for _ in body:
+                pass
 
     @staticmethod
     async def _sweep_cycles() -> None:
@@ -228,7 +226,7 @@ class ExporterServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._open) >= self.limits.max_connections and not self._evict_one():
-            _reset(writer)
+            reset(writer)
             self.refused_total += 1
             self._note_cap()
             return
@@ -239,10 +237,10 @@ class ExporterServer:
             writer.close()  # everything sent is in the kernel already: a plain close
         except (TimeoutError, OSError, h11.RemoteProtocolError, _ClientGone) as exc:
             log.debug("connection closed: client=%s reason=%s", peer[0], type(exc).__name__)
-            _reset(writer)
+            reset(writer)
         except Exception:
             log.warning("request failed: client=%s", peer[0], exc_info=True)
-            _reset(writer)
+            reset(writer)
         finally:
             self._open.discard(writer)
             self._waiting.pop(writer, None)
@@ -254,7 +252,7 @@ class ExporterServer:
             return False
         del self._waiting[writer]
         self._open.discard(writer)
-        _reset(writer)
+        reset(writer)
         self.evicted_total += 1
         self._note_cap()
         return True
@@ -291,7 +289,7 @@ class ExporterServer:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     code = exc.error_status_hint
                     text = f"{code} {HTTPStatus(code).phrase}\n".encode()
-                    await _Reply(conn, writer, False, self).send(code, text, close=True)
+                    await self._reply(conn, writer, head=False).send(code, text, close=True)
                 return
             self._waiting.pop(writer, None)
             if request is None:
@@ -332,6 +330,9 @@ class ExporterServer:
 
     # --- answers --------------------------------------------------------------------------
 
+    def _reply(self, conn: h11.Connection, writer: asyncio.StreamWriter, head: bool) -> Reply:
+        return Reply(conn, writer, head, self.limits.write_timeout_s, self.web.headers)
+
     async def _respond(
         self,
         conn: h11.Connection,
@@ -339,8 +340,8 @@ class ExporterServer:
         writer: asyncio.StreamWriter,
         request: h11.Request,
     ) -> None:
-        reply = _Reply(conn, writer, request.method == b"HEAD", self)
-        headers = _headers(request)
+        reply = self._reply(conn, writer, head=request.method == b"HEAD")
+        headers = request_headers(request)
         target = request.target.split(b"?", 1)[0].decode("ascii", "replace")
         if request.method not in (b"GET", b"HEAD"):
             await reply.send(405, b"method not allowed\n", {"Allow": "GET, HEAD"})
@@ -369,104 +370,43 @@ class ExporterServer:
         return await asyncio.to_thread(auth.check, header)
 
     async def _metrics(
-        self, reply: _Reply, reader: asyncio.StreamReader, headers: dict[str, str]
+        self, reply: Reply, reader: asyncio.StreamReader, headers: dict[str, str]
     ) -> None:
         fmt = negotiate_format(headers.get("accept"))
-        gzip = accepts_gzip(headers.get("accept-encoding"))
-        try:
-            body = await self._body_unless_gone(reply.conn, reader, fmt, gzip)
-        except ScrapeFailed:
-            await reply.send(500, b"scrape failed; see the exporter log\n")
-            return
-        extra = {"Vary": "Accept, Accept-Encoding"}
-        if body.gzip:
-            extra["Content-Encoding"] = "gzip"
-        await reply.send(200, body.chunks, extra, fmt.value)
+        with self.flights.reading(fmt, accepts_gzip(headers.get("accept-encoding"))) as body:
+            try:
+                await self._unless_gone(reply.conn, reader, body.started())
+            except ScrapeFailed:
+                await reply.send(500, b"scrape failed; see the exporter log\n")
+                return
+            extra = {"Vary": "Accept, Accept-Encoding"}
+            if body.flight.gzip:
+                extra["Content-Encoding"] = "gzip"
+            await reply.send(200, body, extra, fmt.value, size=body.flight.size)
 
-    async def _body_unless_gone(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, fmt: ExpositionFormat, gz: bool
-    ) -> Body:
-        """The answer, watching the connection meanwhile: a client that closes gives up its
-        place (the read is abandoned if nobody else waits for it), as Go's servers do."""
-        body = asyncio.ensure_future(self.flights.get(fmt, gz))
+    @staticmethod
+    async def _unless_gone(
+        conn: h11.Connection, reader: asyncio.StreamReader, wait: Awaitable[None]
+    ) -> None:
+        """Await `wait`, watching the connection meanwhile: a client that closes gives up its
+        place (the read is abandoned if nobody else reads it), as Go's servers do."""
+        task = asyncio.ensure_future(wait)
         watch = asyncio.ensure_future(reader.read(MAX_HEAD_BYTES))
         try:
-            await asyncio.wait((body, watch), return_when=asyncio.FIRST_COMPLETED)
-            if not body.done():
+            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
                 data = watch.result()  # OSError: the connection broke
                 if not data:
                     raise _ClientGone
                 conn.receive_data(data)  # a pipelined request: kept for the next cycle
-                return await body
+                await task
+                return
             watch.cancel()
             await asyncio.wait((watch,))  # the reader is free for the next request
             if not watch.cancelled() and watch.exception() is None:
                 conn.receive_data(watch.result())
-            return body.result()
+            task.result()
         finally:
-            body.cancel()
+            task.cancel()
             watch.cancel()
-            await asyncio.wait((body, watch))
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """How to answer one request: its connection, and whether it was HEAD (no body sent)."""
-
-    conn: h11.Connection
-    writer: asyncio.StreamWriter
-    head: bool
-    server: ExporterServer
-
-    async def send(
-        self,
-        code: int,
-        body: bytes | tuple[bytes, ...],
-        extra: dict[str, str] | None = None,
-        ctype: str = _TEXT,
-        close: bool = False,
-    ) -> None:
-        """One response with a Content-Length (every answer is whole before it is sent, so
-        HTTP/1.0 and 1.1 clients alike get a plain body), within the write timeout."""
-        chunks = (body,) if isinstance(body, bytes) else body
-        fields = {
-            "Content-Type": ctype,
-            "Content-Length": str(sum(map(len, chunks))),
-            "Date": formatdate(usegmt=True),
-            "Server": f"lvsprobe/{__version__}",
-            **self.server.web.headers,
-            **(extra or {}),
-        }
-        if close:
-            fields["Connection"] = "close"
-        conn, writer = self.conn, self.writer
-        async with asyncio.timeout(self.server.limits.write_timeout_s):
-            writer.write(conn.send(h11.Response(status_code=code, headers=list(fields.items()))))
-            for chunk in () if self.head else chunks:
-                for start in range(0, len(chunk), WRITE_PIECE_BYTES):
-                    piece = h11.Data(data=chunk[start : start + WRITE_PIECE_BYTES])
-                    for data in conn.send_with_data_passthrough(piece) or ():
-                        writer.write(data)
-                    await writer.drain()
-            writer.write(conn.send(h11.EndOfMessage()))
-            await writer.drain()
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with a reset: what the kernel still holds to send (megabytes, for a client that
-    stopped reading) is dropped now, rather than kept by an orphaned socket for minutes."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
-def _headers(request: h11.Request) -> dict[str, str]:
-    """Request headers by lower-case name; repeated ones joined with commas (RFC 9110 5.3)."""
-    out: dict[str, str] = {}
-    for name, value in request.headers:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        out[key] = f"{out[key]}, {text}" if key in out else text
-    return out
+            await asyncio.wait((task, watch))

@@ -145,6 +145,26 @@ def test_never_reading_clients_neither_stall_others_nor_stay() -> None:
                 sock.close()
 
 
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+def test_a_body_streamed_before_its_size_is_known_is_framed_for_the_client(version: bytes) -> None:
+    """HTTP/1.0 gets a body delimited by the close, never chunks; HTTP/1.1 gets chunks."""
+    with _server(_big, write_timeout_s=60).in_thread() as address:
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=BOUND_S) as sock:
+            sock.sendall(
+                b"GET /metrics HTTP/" + version + b"\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+            reply = bytearray()
+            while data := sock.recv(1 << 20):
+                reply += data
+    head, _, body = bytes(reply).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    if version == b"1.0":
+        assert b"transfer-encoding" not in head.lower() and body == BIG_BODY
+    else:
+        assert b"transfer-encoding: chunked" in head.lower() and len(body) > len(BIG_BODY)
+
+
 def test_beyond_the_cap_the_longest_waiting_connection_goes() -> None:
     server = _server(_small, max_connections=8, read_timeout_s=60)
     with server.in_thread() as address:
