@@ -37,6 +37,9 @@ log = logging.getLogger("lvsprobe.exporter")
 Scrape = Callable[[ExpositionFormat], Iterable[bytes]]
 # Rendered text is handed over in pieces of at least this size (a family can be 200 bytes).
 PIECE_BYTES = 256 * 1024
+# How many pieces rendering may run ahead of the fastest reader: beyond, it waits (the
+# families not yet rendered are smaller than their text), until a reader moves on or all leave.
+LOOKAHEAD_PIECES = 8
 
 
 def scrape_formats(scraper: Scraper) -> Scrape:
@@ -72,6 +75,8 @@ class Flight:
         self.done = False
         self.error: ScrapeFailed | None = None
         self.positions: dict[int, int] = {}  # reader id -> index of its next piece
+        self.lead = 0  # the most pieces any reader has taken (read by the worker thread)
+        self.progress = threading.Event()  # a reader took a piece
         self.abandoned = threading.Event()
         self._changed = asyncio.Event()
 
@@ -105,6 +110,7 @@ class Flight:
         del self.positions[reader]
         if not self.positions and not self.done:
             self.abandoned.set()
+            self.progress.set()
         self.release()
 
     def release(self) -> None:
@@ -144,6 +150,8 @@ class FlightReader:
             await flight.wait_changed()
         piece = flight.pieces[index]
         flight.positions[self._id] = index + 1
+        flight.lead = max(flight.lead, index + 1)
+        flight.progress.set()
         flight.release()
         return piece
 
@@ -165,6 +173,34 @@ class Flights:
         self._reader_ids = itertools.count()
         self.reads_started = 0
         self.ready = False  # a read has completed: /-/ready
+
+    async def warm_up(self) -> None:
+        """A first read of the kernel, rendered no further than its first family: /-/ready
+        turns 200 before the first scrape, and the read costs its families only."""
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self._executor, self._first_chunk):
+            self.ready = True
+
+    def _first_chunk(self) -> bool:
+        chunks: Iterator[bytes] = iter(())
+        try:
+            chunks = iter(self._scrape(ExpositionFormat.CLASSIC))
+            next(chunks, None)
+            return True
+        except Exception:
+            log.exception("scrape failed")
+            return False
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    def abandon_all(self) -> None:
+        """Stop every read at its next chunk (the server is stopping)."""
+        for flight in self._flights.values():
+            flight.abandoned.set()
+            flight.progress.set()
+        self._flights.clear()
 
     @contextlib.contextmanager
     def reading(self, fmt: ExpositionFormat, gzip: bool) -> Iterator[FlightReader]:
@@ -188,9 +224,18 @@ class Flights:
         self._flights[key] = flight
         self.reads_started += 1
 
+        handed = 0
+
         def hand_over(piece: bytes) -> None:
+            nonlocal handed
             with contextlib.suppress(RuntimeError):  # the loop has ended (shutdown)
                 loop.call_soon_threadsafe(flight.append, piece)
+            handed += 1
+            while handed - flight.lead >= LOOKAHEAD_PIECES and not flight.abandoned.is_set():
+                flight.progress.clear()
+                if handed - flight.lead < LOOKAHEAD_PIECES:
+                    break
+                flight.progress.wait(1.0)  # bounded: readers leave by the write timeout
 
         def finished(last: bytes, error: ScrapeFailed | None) -> None:
             # The last piece and the end in one step: a reader that starts now knows the size.

@@ -39,7 +39,6 @@ from lvsprobe import __version__
 from lvsprobe.exporter.exchange import Reply, request_headers, reset
 from lvsprobe.exporter.flights import Flights, Scrape, ScrapeFailed
 from lvsprobe.exporter.negotiate import accepts_gzip, negotiate_format
-from lvsprobe.exporter.render import ExpositionFormat
 from lvsprobe.exporter.webconfig import WebConfig
 
 log = logging.getLogger("lvsprobe.exporter")
@@ -141,6 +140,7 @@ class ExporterServer:
         self._noted_cap_at = -CAP_NOTE_INTERVAL_S
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._warm: asyncio.Task[None] | None = None
         self._shutdown = threading.Event()
         self._stopped = threading.Event()
 
@@ -188,7 +188,7 @@ class ExporterServer:
         server = await asyncio.start_server(
             self._connection, sock=self.socket, backlog=1024, limit=MAX_HEAD_BYTES
         )
-        warm = asyncio.create_task(self._warm_up()) if self.warm_up else None
+        self._warm = asyncio.create_task(self.flights.warm_up()) if self.warm_up else None
         sweep = asyncio.create_task(self._sweep_cycles())
         try:
             await stop.wait()
@@ -196,17 +196,10 @@ class ExporterServer:
             server.close()
             for writer in list(self._open):
                 reset(writer)
+            self.flights.abandon_all()
             sweep.cancel()
-            if warm is not None:
-                warm.cancel()
-
-    async def _warm_up(self) -> None:
-        """A first read at start, so /-/ready turns 200 before Prometheus first scrapes."""
-        # A failure is logged by the flight; /-/ready stays 503 until a read completes.
-        first_read = self.flights.reading(ExpositionFormat.CLASSIC, gzip=True)
-        with first_read as body, contextlib.suppress(ScrapeFailed):
-            async for _ in body:
-                pass
+            if self._warm is not None:
+                self._warm.cancel()
 
     @staticmethod
     async def _sweep_cycles() -> None:
@@ -372,6 +365,9 @@ class ExporterServer:
     async def _metrics(
         self, reply: Reply, reader: asyncio.StreamReader, headers: dict[str, str]
     ) -> None:
+        if self._warm is not None and not self._warm.done():
+            # One read at a time at start: a scrape waits for the first read to end.
+            await self._unless_gone(reply.conn, reader, asyncio.shield(self._warm))
         fmt = negotiate_format(headers.get("accept"))
         with self.flights.reading(fmt, accepts_gzip(headers.get("accept-encoding"))) as body:
             try:

@@ -215,7 +215,7 @@ def test_2000_slowloris_sockets_cost_no_thread_each_and_scrapes_go_on() -> None:
 
 
 class _Gate:
-    """A scrape that renders one chunk, then waits for `release` before the rest."""
+    """A scrape that waits for `release` (its kernel read), then renders two chunks."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -226,8 +226,8 @@ class _Gate:
         self.calls += 1
         finished = False
         try:
-            yield b"ipvs_up 1\n"
             self.release.wait(BOUND_S)
+            yield b"ipvs_up 1\n"
             yield b"ipvs_info 1\n"
             finished = True
         finally:
