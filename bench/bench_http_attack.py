@@ -44,9 +44,11 @@ class Watch:
     url: str
     rss_mb: list[float] = field(default_factory=list)
     threads: list[int] = field(default_factory=list)
-    latencies_s: list[float] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)  # during the attack
+    baseline_s: list[float] = field(default_factory=list)  # before it
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    attacking: threading.Event = field(default_factory=threading.Event)
 
     def sample(self) -> None:
         while not self.stop.wait(0.5):
@@ -66,7 +68,8 @@ class Watch:
             try:
                 with urllib.request.urlopen(request, timeout=timeout_s) as resp:
                     resp.read()
-                self.latencies_s.append(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                (self.latencies_s if self.attacking.is_set() else self.baseline_s).append(elapsed)
             except OSError as exc:
                 self.failures.append(f"{time.perf_counter() - started:.1f} s: {exc}")
             self.stop.wait(max(0.0, 1.0 - (time.perf_counter() - started)))
@@ -93,8 +96,10 @@ class Watch:
             scrapes = f"{len(lat)} ok, median {p50:.2f} s, max {worst:.2f} s"
         else:
             scrapes = "none ok"
+        base = statistics.median(self.baseline_s) if self.baseline_s else float("nan")
         print(
-            f"{label}: normal scrapes {scrapes}, {len(self.failures)} failed; "
+            f"{label}: normal scrapes before the attack median {base:.2f} s; during it "
+            f"{scrapes}, {len(self.failures)} failed; "
             f"exporter RSS peak {max(self.rss_mb, default=0):.0f} MB "
             f"(first {self.rss_mb[0] if self.rss_mb else 0:.0f} MB), "
             f"threads peak {max(self.threads, default=0)}"
@@ -133,7 +138,8 @@ def _connect(port: int, count: int) -> list[socket.socket]:
 def slow_readers(port: int, watch: Watch, readers: int, seconds: float) -> None:
     """`readers` clients ask for /metrics and never read; hold them for `seconds`."""
     with watch.running(timeout_s=20):
-        time.sleep(2)  # a baseline scrape or two first
+        time.sleep(5)  # baseline scrapes first
+        watch.attacking.set()
         socks = _connect(port, readers)
         for sock in socks:
             with contextlib.suppress(OSError):
@@ -149,7 +155,8 @@ def slow_readers(port: int, watch: Watch, readers: int, seconds: float) -> None:
 def slowloris(port: int, watch: Watch, sockets: int, seconds: float) -> None:
     """`sockets` connections that never finish a request; hold them for `seconds`."""
     with watch.running(timeout_s=20):
-        time.sleep(2)
+        time.sleep(5)  # baseline scrapes first
+        watch.attacking.set()
         socks = _connect(port, sockets)
         silent, partial, dribble = socks[0::3], socks[1::3], socks[2::3]
         for sock in partial + dribble:

@@ -114,7 +114,7 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     "write_timeout_s",
     default="30s",
     type=Duration(),
-    help="Time a client has to receive a whole answer, once it is rendered.",
+    help="Time a client has to receive a whole answer, from its first byte.",
 )
 @click.option(
     "--web.idle-timeout",

@@ -1,14 +1,15 @@
 """The HTTP side of `lvsprobe export`: /metrics, health endpoints, a landing page, TLS, auth.
 
 One asyncio event loop serves every connection (h11 parses HTTP/1.x), and the scrapes run in a
-small pool of worker threads (`flights.py`): an open connection costs a few kilobytes and no
-thread, so a slowloris flood costs memory it cannot grow, and a client that reads slowly holds
-a finished body, never a scrape. Every connection is bounded in time:
+small pool of worker threads, shared by concurrent requests (`flights.py`): an open connection
+costs a few kilobytes and no thread, so a slowloris flood costs memory it cannot grow, and
+clients that do not read share one scrape's pieces until their write timeout cuts them off.
+Every connection is bounded in time:
 
 - read timeout: from accept (TLS handshake included) or from the first byte of a keep-alive
   request, the whole request head must arrive within it;
 - idle timeout: how long a keep-alive connection may wait for its next request;
-- write timeout: how long sending one response may take, once it is rendered.
+- write timeout: how long sending one response may take, from its first byte.
 
 Beyond `max_connections` a new connection evicts the one that has waited longest for a request
 (never one being answered), or is closed at once when every connection is being answered.
@@ -70,7 +71,7 @@ class HTTPLimits:
     write_timeout_s: float = 30.0
     idle_timeout_s: float = 90.0
     max_connections: int = 512
-    max_scrapes: int = 40  # worker threads rendering answers (one read per format at a time)
+    max_scrapes: int = 40  # worker threads reading and rendering (--web.max-requests)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:

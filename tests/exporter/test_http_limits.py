@@ -145,6 +145,29 @@ def test_never_reading_clients_neither_stall_others_nor_stay() -> None:
                 sock.close()
 
 
+def test_rendering_waits_for_a_client_that_does_not_read() -> None:
+    """A 100 MB answer to a client that stops reading is not rendered ahead into memory: the
+    worker waits a few pieces ahead of it, and gives up once the write timeout cuts it off."""
+    rendered = []
+    closed = threading.Event()
+
+    def huge(fmt: ExpositionFormat) -> Iterator[bytes]:
+        try:
+            for _ in range(400):
+                rendered.append(1)
+                yield b"x" * (256 * 1024)
+        finally:
+            closed.set()
+
+    with _server(huge, write_timeout_s=2.0).in_thread() as address, _connect(address) as sock:
+        sock.sendall(GET)
+        assert _wait_until(lambda: len(rendered) > 0)
+        time.sleep(1.0)  # within the write timeout: rendering has stopped well short of the end
+        assert len(rendered) < 200
+        assert closed.wait(BOUND_S)  # cut off at the write timeout; the read is abandoned
+        assert len(rendered) < 400
+
+
 @pytest.mark.parametrize("version", [b"1.0", b"1.1"])
 def test_a_body_streamed_before_its_size_is_known_is_framed_for_the_client(version: bytes) -> None:
     """HTTP/1.0 gets a body delimited by the close, never chunks; HTTP/1.1 gets chunks."""
