@@ -268,6 +268,11 @@ def export(
     {source} turns 0 and one log line says why. IPVS not loaded is `ipvs_up 0`, not an error.
 
     \b
+    HTTP: /metrics (OpenMetrics when Prometheus asks for it), /healthz and /-/healthy
+    (liveness), /-/ready (200 once a first read has completed). Basic auth guards /metrics
+    and the landing page, not the health endpoints (a kubelet probe sends no credentials).
+
+    \b
     Examples:
       lvsprobe export                                  # :9954, this namespace
       lvsprobe export --netns blue --netns green       # two namespaces, netns label

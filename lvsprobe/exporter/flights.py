@@ -65,7 +65,8 @@ class _Abandoned(Exception):
 class Flight:
     """One read being rendered: the pieces so far, and where each of its readers is.
 
-    Lives on the event loop; the worker thread reaches it only through call_soon_threadsafe.
+    Lives on the event loop: the worker thread hands pieces over through call_soon_threadsafe
+    and reads only `lead`, `progress` and `abandoned`.
     """
 
     def __init__(self, fmt: ExpositionFormat, gzip: bool) -> None:
@@ -171,7 +172,6 @@ class Flights:
         self._executor = executor
         self._flights: dict[tuple[ExpositionFormat, bool], Flight] = {}
         self._reader_ids = itertools.count()
-        self.reads_started = 0
         self.ready = False  # a read has completed: /-/ready
 
     async def warm_up(self) -> None:
@@ -194,6 +194,11 @@ class Flights:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+
+    @property
+    def running(self) -> int:
+        """Reads being rendered that a request may still join or is reading."""
+        return len(self._flights)
 
     def abandon_all(self) -> None:
         """Stop every read at its next chunk (the server is stopping)."""
@@ -222,7 +227,6 @@ class Flights:
         loop = asyncio.get_running_loop()
         flight = Flight(*key)
         self._flights[key] = flight
-        self.reads_started += 1
 
         handed = 0
 

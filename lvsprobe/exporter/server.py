@@ -149,6 +149,11 @@ class ExporterServer:
     def open_connections(self) -> int:
         return len(self._open)
 
+    @property
+    def answering_connections(self) -> int:
+        """Open connections whose request has been read and is being answered."""
+        return len(self._open) - len(self._waiting)
+
     def serve_forever(self) -> None:
         try:
             asyncio.run(self._serve())
@@ -229,7 +234,8 @@ class ExporterServer:
         try:
             await self._converse(reader, writer)
             writer.close()  # everything sent is in the kernel already: a plain close
-        except (TimeoutError, OSError, h11.RemoteProtocolError, _ClientGone) as exc:
+        except (TimeoutError, OSError, h11.RemoteProtocolError, _ClientGone, ScrapeFailed) as exc:
+            # A scrape that fails after its answer began is cut short (logged once, by its read).
             log.debug("connection closed: client=%s reason=%s", peer[0], type(exc).__name__)
             reset(writer)
         except Exception:
