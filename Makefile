@@ -1,6 +1,8 @@
 # lvsprobe: the two commands that matter are `make demo` and `make test`.
-# Both set up everything on a fresh Debian 12 machine as root (apt packages, a venv,
-# the lab's kernel cache) and are safe to run again (stamps make re-runs quick).
+# Both set up everything on a fresh Debian 12 machine as root (apt packages, a venv with every
+# extra, `.[all,test]`, the lab's kernel cache) and are safe to run again (stamps make re-runs
+# quick). `make test` also builds the wheel and runs the sidecar from a clean venv of it
+# (tests/test_packaging.py; pip fetches the core dependencies from PyPI or its cache).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +12,8 @@ STAMPS := $(VENV)/.stamps
 # Debian packages: the lab VM (qemu, busybox, kmod, ipvsadm, vsftpd, iproute2), the real peers
 # the tests compare against (prometheus + promtool, node_exporter, tshark, chromium, wrk).
 APT_PACKAGES := qemu-system-x86 busybox-static kmod ipvsadm vsftpd iproute2 procps \
-	prometheus prometheus-node-exporter tshark chromium wrk openssl ca-certificates
+	prometheus prometheus-node-exporter tshark chromium wrk openssl ca-certificates \
+	mmdebstrap podman runc uidmap keepalived
 
 .PHONY: demo test setup apt venv lab-prepare lint typecheck unit lab-test bench clean
 
@@ -31,7 +34,7 @@ $(STAMPS)/apt: Makefile
 	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections && \
 	apt-get install -y -q --no-install-recommends $(APT_PACKAGES) python3-venv
 	@# Services that Debian starts on install are not ours to run: the tests start their own.
-	command -v systemctl >/dev/null && systemctl disable --now vsftpd prometheus prometheus-node-exporter 2>/dev/null || true
+	command -v systemctl >/dev/null && systemctl disable --now vsftpd prometheus prometheus-node-exporter keepalived 2>/dev/null || true
 	touch $@
 
 venv: $(STAMPS)/venv
@@ -39,7 +42,7 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[all,test]'
 	touch $@
 
 lab-prepare: $(STAMPS)/venv
@@ -53,7 +56,7 @@ typecheck: $(STAMPS)/venv
 	$(BIN)/mypy
 
 unit: $(STAMPS)/venv
-	$(BIN)/python -m pytest -m "not lab"
+	$(BIN)/python -m pytest -m "not lab and not slow"
 
 lab-test: setup
 	$(BIN)/python -m pytest -m lab

@@ -46,7 +46,7 @@ def _addr(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 
 def format_ip_vs(services: Iterable[Service], table_size: int = 4096) -> str:
-    """/proc/net/ip_vs as ip_vs_info_seq_show prints it (KERNEL-NOTES §1.1), blanks included."""
+    """/proc/net/ip_vs exactly as ip_vs_info_seq_show prints it (docs/kernel/procfs.md#ip_vs)."""
     out = [
         f"IP Virtual Server version 1.2.1 (size={table_size})\n",
         "Prot LocalAddress:Port Scheduler Flags\n",

@@ -50,3 +50,7 @@ class LabError(LvsprobeError):
 
 class AnalysisError(LvsprobeError):
     """An analyzer lacks the data it needs (no flows, unknown service, foreign log)."""
+
+
+class DeadlineExceeded(LvsprobeError):
+    """A read stopped because its deadline (a scrape's time budget) passed."""

@@ -316,11 +316,21 @@ class SourceFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class Unread:
+    """Parts of the state the interface that was read cannot show, and why (e.g. /proc has
+    no per-service counters): absent by design, not failed, so said rather than logged."""
+
+    parts: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything read from one network namespace at one moment.
 
     `loaded` False means IPVS is not loaded there (a state, not a failure). Parts that
-    failed to read are None/empty and named in `failures`; `durations_s` times each source.
+    failed to read are None/empty and named in `failures`, parts the interface read cannot
+    show in `unread`; `durations_s` times each source.
     """
 
     loaded: bool
@@ -340,3 +350,4 @@ class Snapshot:
     warnings: tuple[str, ...] = ()
     durations_s: Mapping[str, float] = field(default_factory=dict)
     namespace: str | None = None
+    unread: tuple[Unread, ...] = ()

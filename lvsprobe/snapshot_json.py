@@ -34,6 +34,7 @@ from lvsprobe.model import (
     Stats,
     Timeouts,
     Tunnel,
+    Unread,
 )
 
 SCHEMA = 1
@@ -147,6 +148,7 @@ def snapshot_to_json(snap: Snapshot) -> dict[str, Any]:
         "slab": _plain(snap.slab),
         "failures": [_plain(f) for f in snap.failures],
         "warnings": list(snap.warnings),
+        "unread": [{"parts": list(u.parts), "reason": u.reason} for u in snap.unread],
     }
 
 
@@ -265,6 +267,9 @@ def snapshot_from_json(doc: Mapping[str, Any]) -> Snapshot:
             slab=None if doc.get("slab") is None else Slab(**doc["slab"]),
             failures=tuple(SourceFailure(**f) for f in doc.get("failures", [])),
             warnings=tuple(doc.get("warnings", [])),
+            unread=tuple(
+                Unread(tuple(u["parts"]), str(u["reason"])) for u in doc.get("unread", [])
+            ),
         )
     except ParseError:
         raise

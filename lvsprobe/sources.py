@@ -4,6 +4,7 @@ directory laid out like /proc. The only I/O edge between the kernel readers and 
 Netlink first (per-service stats, rates, seconds-exact persistence, daemons, timeouts); procfs
 when netlink is not permitted (no CAP_NET_ADMIN in the initial user namespace), with a warning.
 Each source fails alone: a failure is recorded in `Snapshot.failures` and the rest is served.
+With a deadline, the sources not read by then fail too (the conn table stops mid-read).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from lvsprobe.deadline import Deadline
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted
 from lvsprobe.kernel.netns import run_in_netns
 from lvsprobe.kernel.procfs import ip_vs, ip_vs_conn, ip_vs_conn_sync, ip_vs_stats, slab, sysctl
-from lvsprobe.model import ConnSummary, Daemon, Service, Snapshot, SourceFailure, Timeouts
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
+from lvsprobe.model import ConnSummary, Daemon, Service, Snapshot, SourceFailure, Timeouts, Unread
 
 ConnMode = Literal["off", "summary", "per-real-server"]
 T = TypeVar("T")
@@ -26,6 +29,17 @@ T = TypeVar("T")
 # export HZ, so /proc/net/ip_vs's persistence timeout (jiffies) is converted with this unless
 # the caller knows better (`--hz`) or netlink gives seconds.
 DEFAULT_HZ = 250
+
+# What only generic netlink shows (/proc/net/ip_vs has neither counters nor thresholds per
+# service or real server, and no sync daemons or connection timeouts anywhere in /proc).
+NETLINK_ONLY = (
+    "service_stats",
+    "service_rates",
+    "thresholds",
+    "persistent_conns",
+    "daemons",
+    "timeouts",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +64,18 @@ class Target:
 
 @dataclass
 class _Collector:
-    """Runs each source, timing it and recording its failure instead of raising."""
+    """Runs each source, timing it and recording its failure instead of raising; once the
+    deadline has passed, records the sources left as failed without reading them."""
 
     clock: Callable[[], float]
     durations: dict[str, float]
     failures: list[SourceFailure]
+    deadline: Deadline | None = None
 
     def run(self, source: str, read: Callable[[], T]) -> T | None:
+        if self.deadline is not None and self.deadline.expired():
+            self.failures.append(SourceFailure(source, f"not read: {self.deadline.reason()}"))
+            return None
         started = self.clock()
         try:
             return read()
@@ -86,34 +105,44 @@ def read_snapshot(
     netlink: bool = True,
     hz: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    deadline: Deadline | None = None,
+    max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES,
 ) -> Snapshot:
     """Read everything IPVS shows in one namespace. Never raises for a per-source failure.
 
-    Raises NamespaceError when the namespace cannot be entered.
+    `clock` times the sources; `deadline` ends the reading (the sources left fail);
+    `max_conn_table_bytes` bounds the connection table. Raises NamespaceError when the
+    namespace cannot be entered.
     """
     target = target or Target()
+    options = _ReadOptions(conns, netlink, hz, clock, deadline, max_conn_table_bytes)
     if target.procfs_root is not None:
-        return _read(target, target.procfs_root, target.procfs_root, conns, netlink, hz, clock)
+        return _read(target, target.procfs_root, target.procfs_root, options)
     if target.netns is None and target.pid is None:
-        return _read(target, Path("/proc/thread-self"), Path("/proc"), conns, netlink, hz, clock)
+        return _read(target, Path("/proc/thread-self"), Path("/proc"), options)
     return run_in_netns(
-        lambda: _read(target, Path("/proc/thread-self"), Path("/proc"), conns, netlink, hz, clock),
+        lambda: _read(target, Path("/proc/thread-self"), Path("/proc"), options),
         netns=target.netns,
         pid=target.pid,
     )
 
 
-def _read(
-    target: Target,
-    net_root: Path,
-    proc_root: Path,
-    conns: ConnMode,
-    netlink: bool,
-    hz: int | None,
-    clock: Callable[[], float],
-) -> Snapshot:
+@dataclass(frozen=True, slots=True)
+class _ReadOptions:
+    """How `read_snapshot` was asked to read: what, and within which bounds."""
+
+    conns: ConnMode
+    netlink: bool
+    hz: int | None
+    clock: Callable[[], float]
+    deadline: Deadline | None
+    max_conn_table_bytes: int
+
+
+def _read(target: Target, net_root: Path, proc_root: Path, options: _ReadOptions) -> Snapshot:
     """Read in the current thread's namespace: `net_root/net/…`, `proc_root/sys/…`."""
-    col = _Collector(clock, {}, [])
+    conns, netlink, hz = options.conns, options.netlink, options.hz
+    col = _Collector(options.clock, {}, [], options.deadline)
     warnings: list[str] = []
     namespace = target.netns or (str(target.pid) if target.pid is not None else None)
     try:
@@ -127,6 +156,7 @@ def _read(
     timeouts: Timeouts | None = None
     daemons: tuple[Daemon, ...] = ()
     via = "procfs"
+    netlink_unused = "netlink turned off" if not netlink else "netlink reads a live namespace only"
 
     live = target.procfs_root is None and netlink
     if target.genl_capture is not None or live:
@@ -139,11 +169,9 @@ def _read(
                 else socket.IPVSNetlink.open()
             )
         except NotPermitted as exc:
-            warnings.append(
-                f"{exc}; read /proc instead: no per-service counters or rates, no daemons "
-                "or timeouts, persistence timeouts converted from jiffies"
-            )
+            netlink_unused = str(exc)
         except (LvsprobeError, OSError) as exc:
+            netlink_unused = f"netlink failed: {_one_line(exc)}"
             col.failures.append(SourceFailure("netlink", _one_line(exc)))
         else:
             with client:
@@ -153,6 +181,8 @@ def _read(
                 if nl_services is not None:
                     services, via = nl_services, "netlink"
                     col.failures[:] = [f for f in col.failures if f.source != "services"]
+                else:
+                    netlink_unused = f"netlink failed: {col.failures[-1].error}"
                 info = col.run("info", client.info)
                 if info is not None:
                     version, table_size = info
@@ -170,7 +200,12 @@ def _read(
     totals_rates = col.run("stats", lambda: ip_vs_stats.read_ip_vs_stats(net_root))
     summary = None
     if conns != "off":
-        summary = col.run("conns", lambda: _read_conns(net_root, conns == "per-real-server"))
+        summary = col.run(
+            "conns",
+            lambda: _read_conns(
+                net_root, conns == "per-real-server", options.max_conn_table_bytes, options.deadline
+            ),
+        )
     sysctls = col.run("sysctls", lambda: sysctl.read_sysctls(proc_root)) or {}
     sys_root = target.sysfs_root or (None if target.procfs_root else Path("/sys"))
     slab_info = col.run("slab", lambda: slab.read_slab(proc_root, sys_root))
@@ -192,16 +227,21 @@ def _read(
         warnings=tuple(warnings),
         durations_s=col.durations,
         namespace=namespace,
+        unread=(Unread(NETLINK_ONLY, netlink_unused),) if via == "procfs" else (),
     )
 
 
-def _read_conns(net_root: Path, per_real_server: bool) -> ConnSummary:
+def _read_conns(
+    net_root: Path, per_real_server: bool, max_bytes: int, deadline: Deadline | None
+) -> ConnSummary:
     """The connection table with its Origin column when the kernel has ip_vs_conn_sync
     (streamed: ~70 MB per 10^6 entries is never held whole)."""
     if (net_root / "net/ip_vs_conn_sync").exists():
-        data = ip_vs_conn_sync.stream_ip_vs_conn_sync(net_root)
+        data = ip_vs_conn_sync.stream_ip_vs_conn_sync(
+            net_root, max_bytes=max_bytes, deadline=deadline
+        )
         return ip_vs_conn_sync.summarize_ip_vs_conn_sync(data, per_real_server=per_real_server)
-    data = ip_vs_conn.stream_ip_vs_conn(net_root)
+    data = ip_vs_conn.stream_ip_vs_conn(net_root, max_bytes=max_bytes, deadline=deadline)
     return ip_vs_conn.summarize_ip_vs_conn(data, per_real_server=per_real_server)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,27 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KERNEL_61 = FIXTURES / "kernel-6.1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs_bin(*names): needs these external programs (`make test` installs them); "
+        "skipped where one is missing, failed under CI=true",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A missing external program skips a test on a developer's machine, but CI installs
+    everything, so there a missing program is a broken install step: fail, never skip."""
+    for marker in item.iter_markers("needs_bin"):
+        missing = [name for name in marker.args if shutil.which(name) is None]
+        if not missing:
+            continue
+        reason = f"{', '.join(missing)} missing: `make test` installs it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from lvsprobe.deadline import Deadline
 from lvsprobe.snapshot_json import snapshot_from_json, snapshot_to_json
 from lvsprobe.sources import Target, read_snapshot
 
@@ -91,3 +94,75 @@ def test_an_unreadable_capture_is_a_netlink_failure(tmp_path: Path, nat_proc: Pa
     assert [f.source for f in snap.failures] == ["netlink"]
     assert "not a hex string" in snap.failures[0].error
     assert len(snap.services) == 4
+
+
+def _counting_deadline(at_call: int) -> Deadline:
+    """Passes on the `at_call`-th look at its clock: deterministic, no wall clock."""
+    calls = itertools.count(1)
+    return Deadline(at_s=at_call, budget_s=9, clock=lambda: next(calls))
+
+
+def test_sources_left_at_the_deadline_fail_unread(nat_proc: Path) -> None:
+    # services and stats are looked at before the deadline (looks 1 and 2), the rest after
+    snap = read_snapshot(Target(procfs_root=nat_proc), deadline=_counting_deadline(3))
+    assert len(snap.services) == 4 and snap.totals is not None
+    assert {f.source: f.error for f in snap.failures} == {
+        source: "not read: the scrape deadline (9 s) passed"
+        for source in ("conns", "sysctls", "slab")
+    }
+    assert "conns" not in snap.durations_s
+
+
+def test_a_conn_table_read_stops_between_chunks_at_the_deadline(
+    tmp_path: Path, nat_proc: Path
+) -> None:
+    tree = tmp_path / "proc"
+    shutil.copytree(nat_proc, tree)
+    table = tree / "net/ip_vs_conn_sync"
+    header, rows = table.read_bytes().split(b"\n", 1)
+    table.write_bytes(header + b"\n" + rows * (3 * (1 << 20) // len(rows)))  # 3 MiB: 3 chunks
+    # looks: services 1, stats 2, conns 3, first chunk 4, second chunk 5: stop
+    snap = read_snapshot(Target(procfs_root=tree), deadline=_counting_deadline(5))
+    errors = {f.source: f.error for f in snap.failures}
+    assert errors["conns"] == (
+        "net/ip_vs_conn_sync: stopped reading, the scrape deadline (9 s) passed"
+    )
+    assert set(errors) == {"conns", "sysctls", "slab"}
+    assert snap.conns is None and len(snap.services) == 4
+
+
+@pytest.mark.parametrize(
+    ("relative", "source"),
+    [
+        ("net/ip_vs", "services"),
+        ("net/ip_vs_stats", "stats"),
+        ("net/ip_vs_conn_sync", "conns"),
+        ("sys/net/ipv4/vs/amemthresh", "sysctls"),
+        ("slabinfo", "slab"),
+    ],
+)
+@pytest.mark.timeout(30)
+def test_a_fifo_or_device_in_the_tree_fails_its_source_alone(
+    tmp_path: Path, nat_proc: Path, relative: str, source: str
+) -> None:
+    for kind, make in (("a FIFO", os.mkfifo), ("a character device", _to_dev_zero)):
+        tree = tmp_path / kind / "proc"
+        shutil.copytree(nat_proc, tree)
+        (tree / relative).unlink()
+        make(tree / relative)
+        snap = read_snapshot(Target(procfs_root=tree))
+        assert [f.source for f in snap.failures] == [source]
+        assert f"{tree / relative}" in snap.failures[0].error
+        assert f"is {kind}, not a regular file" in snap.failures[0].error
+
+
+def _to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def test_the_conn_table_limit_is_the_callers(nat_proc: Path) -> None:
+    snap = read_snapshot(Target(procfs_root=nat_proc), max_conn_table_bytes=1000)
+    assert [f.source for f in snap.failures] == ["conns"]
+    assert "larger than 1000 bytes: raise the limit with --max-conn-table-bytes" in (
+        snap.failures[0].error
+    )

@@ -19,6 +19,7 @@ import pandas as pd
 
 from lvsprobe.analyze.schedulers import KNOWN
 from lvsprobe.errors import AnalysisError, LvsprobeError
+from lvsprobe.replay.flowlog import COLUMNS
 
 FLOWS_FILE = "flows.parquet"
 SUMMARY_FILE = "summary.json"
@@ -50,6 +51,10 @@ OPTIONAL_COLUMNS = (
     "ftp_checksum_ok",
     "detail",
 )
+
+
+# What each column holds: the replay's own declaration, (Arrow type name, nullable).
+_DECLARED = {name: (kind, nullable) for name, kind, nullable in COLUMNS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,32 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc
 
 
+def _check_column(path: Path, name: str, column: Any) -> None:
+    """AnalysisError unless `column` holds what the flow log declares (flowlog.COLUMNS):
+    an analyzer doing arithmetic on text would fail far from the cause."""
+    import pyarrow as pa
+
+    declared, nullable = _DECLARED[name]
+    expected, fits = {
+        "int32": ("integers", pa.types.is_integer),
+        "int64": ("integers", pa.types.is_integer),
+        "float64": ("numbers", lambda t: pa.types.is_floating(t) or pa.types.is_integer(t)),
+        "string": ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+        "bool_": ("true/false", pa.types.is_boolean),
+    }[declared]
+    kind = column.type
+    if pa.types.is_dictionary(kind):  # pandas categoricals are written this way
+        kind = kind.value_type
+    if pa.types.is_null(kind) and nullable:
+        return
+    if not fits(kind):
+        raise AnalysisError(f"{path}: column {name!r} holds {kind} values, expected {expected}")
+    if not nullable and column.null_count:
+        raise AnalysisError(
+            f"{path}: column {name!r} has {column.null_count} empty values, expected {expected}"
+        )
+
+
 def read_flows(path: Path) -> pd.DataFrame:
     """flows.parquet as a DataFrame with the columns the analyzers use, checked."""
     if not path.is_file():
@@ -130,6 +161,9 @@ def read_flows(path: Path) -> pd.DataFrame:
         raise AnalysisError(
             f"{path}: not an lvsprobe flow log: missing column(s) {', '.join(missing)}"
         )
+    for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS):
+        if name in table.column_names:
+            _check_column(path, name, table.column(name))
     frame = table.to_pandas()
     for col in OPTIONAL_COLUMNS:
         if col not in frame.columns:

@@ -1,7 +1,7 @@
 """Connection-table memory: bytes per entry from the ip_vs_conn slab, the hash table's buckets,
 a least-squares fit of slab memory against entries over a fill run, and a projection.
 
-Facts (KERNEL-NOTES §3.3): sizeof(struct ip_vs_conn) = 288 on 6.1/6.12 x86_64, slab object 320
+Facts (docs/kernel/memory.md#entry-size): ip_vs_conn is 288 B on 6.1/6.12 x86_64, slab object 320
 (SLAB_HWCACHE_ALIGN), 12 per 4 KiB page -> ~341 B per entry; buckets are 8-byte hlist_heads.
 The LVS paper (and Kconfig's help) says 128 bytes.
 """

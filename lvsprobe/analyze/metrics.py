@@ -1,5 +1,5 @@
 """Fairness metrics: Jain's index, max/min, Pearson chi-square against the implementation's
-shares (LVS-BEHAVIOUR-NOTES §3.4), and the Check record every analyzer reports."""
+shares (docs/lvs/schedulers.md#fairness-metrics), and the Check record every analyzer reports."""
 
 from __future__ import annotations
 

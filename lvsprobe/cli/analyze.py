@@ -212,9 +212,16 @@ def persistence(
     run = inputs.load_run(run_dir)
     try:
         model = inputs.service_model(run, snapshot=snapshot)
-    except AnalysisError:
+    except AnalysisError as exc:
+        # Stickiness does not depend on the scheduler or the weights: what is missing here is
+        # the service's -p, which --snapshot gives (and --timeout replaces).
         if timeout is None:
-            raise
+            where = snapshot or " or ".join(str(run_dir / n) for n in inputs.DIRECTOR_FILES)
+            raise AnalysisError(
+                f"the service's persistence timeout (-p) is unknown: no director snapshot "
+                f"describes it ({where}); pass --snapshot FILE (`lvsprobe status --json` "
+                "of the director) or --timeout SECONDS"
+            ) from exc
         model = inputs.ServiceModel("rr", (), source="flags")
     data: list[tuple[str, int, str]] = []
     if (run_dir / inputs.SNAPSHOT_DIR).is_dir():

@@ -7,16 +7,21 @@ scheduler's fairness and writes an HTML report. Every step is bounded and stops 
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.errors import LabError
+
+if TYPE_CHECKING:
+    from lvsprobe.lab import Lab
 
 REPLAYS = Path(__file__).resolve().parents[2] / "replays"
 CLI = [sys.executable, "-m", "lvsprobe"]
@@ -43,6 +48,36 @@ def _scrape(host: str, port: int, attempts: int = 60) -> str:
             last = exc
             time.sleep(1)
     raise LabError(f"the exporter in the lab did not answer: {last}")
+
+
+def director_text(status_json: str) -> str:
+    """`lvsprobe status --json` output as `lvsprobe status` prints it (ipvsadm -Ln, the
+    connection table), then its warnings (--json prints none)."""
+    from lvsprobe.cli.status import render_text, warning_lines
+    from lvsprobe.ipvsadm_view import View
+    from lvsprobe.snapshot_json import snapshot_from_json
+
+    try:
+        doc = json.loads(status_json)
+    except json.JSONDecodeError as exc:
+        raise LabError(f"lvsprobe status --json printed no JSON: {exc}") from exc
+    snap = snapshot_from_json(doc)
+    lines = warning_lines(snap, View.LIST, ("conns",))
+    return render_text(snap, View.LIST, exact=False, extra=("conns",)) + "".join(
+        f"{line}\n" for line in lines
+    )
+
+
+def show_director_before(lab: Lab, run_dir: Path) -> None:
+    """Save the director's snapshot for the analyzers, and show it.
+
+    The JSON is for `analyze fairness --snapshot`; people read the ipvsadm view of it (the
+    step used to save the JSON and print nothing).
+    """
+    result = lab.run("lvs1", [*CLI, "status", "--json"], timeout=300).check()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "director.json").write_text(result.stdout)
+    _show("lvsprobe status", director_text(result.stdout))
 
 
 @click.command()
@@ -79,9 +114,7 @@ def demo(out: Path, scenario: Path) -> None:
         click.echo(f"{lab.topology.describe()} — booted in {lab.boot_s:.1f} s ({lab.accel})")
 
         _step("Director before traffic (lvsprobe status in namespace lvs1)")
-        director_json = lab.run("lvs1", [*CLI, "status", "--json"], timeout=300).check().stdout
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "director.json").write_text(director_json)
+        show_director_before(lab, run_dir)
 
         _step(f"Replaying {scenario.name} from the client namespace")
         replay = [

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
+
 if TYPE_CHECKING:
     from lvsprobe.exporter.server import HTTPLimits
 
@@ -104,21 +107,21 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
 )
 @click.option(
     "--web.read-timeout",
-    "read_timeout_s",
+    "web_read_timeout_s",
     default="10s",
     type=Duration(),
     help="Time a client has to send a whole request head (TLS handshake included).",
 )
 @click.option(
     "--web.write-timeout",
-    "write_timeout_s",
+    "web_write_timeout_s",
     default="30s",
     type=Duration(),
     help="Time a client has to receive a whole answer, from its first byte.",
 )
 @click.option(
     "--web.idle-timeout",
-    "idle_timeout_s",
+    "web_idle_timeout_s",
     default="90s",
     type=Duration(),
     help="Time a keep-alive connection may wait for its next request.",
@@ -233,15 +236,26 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     help="The kernel's CONFIG_HZ, to convert "
     "/proc persistence timeouts from jiffies.  [default: 250]",
 )
+@click.option(
+    "--scrape.read-timeout",
+    "read_timeout_s",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_READ_TIMEOUT_S,
+    metavar="SECONDS",
+    help="Stop reading the kernel this long into a scrape: the sources not read by then "
+    "report ipvs_scrape_source_success 0. Keep it under Prometheus' scrape_timeout; "
+    "0 reads to the end.",
+)
+@max_conn_table_bytes_option
 @click.option("--once", is_flag=True, help="Print one scrape on stdout and exit.")
 def export(
     listen: str,
     web_config: Path | None,
     telemetry_path: str,
     max_requests: int,
-    read_timeout_s: float,
-    write_timeout_s: float,
-    idle_timeout_s: float,
+    web_read_timeout_s: float,
+    web_write_timeout_s: float,
+    web_idle_timeout_s: float,
     max_connections: int,
     log_level: str,
     procfs_root: Path | None,
@@ -257,6 +271,8 @@ def export(
     compat: str | None,
     backend_labels: str,
     hz: int | None,
+    read_timeout_s: float,
+    max_conn_table_bytes: int,
     once: bool,
 ) -> None:
     """Serve Prometheus metrics of IPVS, read at scrape time.
@@ -283,7 +299,7 @@ def export(
     from lvsprobe.exporter.compat import parse_backend_labels
     from lvsprobe.exporter.filters import ServiceFilter
     from lvsprobe.exporter.flights import scrape_formats
-    from lvsprobe.exporter.names import read_names
+    from lvsprobe.exporter.names import NamesFile
     from lvsprobe.exporter.scrape import ExportOptions, Scraper
     from lvsprobe.exporter.server import HTTPLimits, check_telemetry_path
     from lvsprobe.sources import Target
@@ -326,9 +342,11 @@ def export(
             _matches("--collector.services.exclude", exclude),
         ),
         max_backends=max_backends,
-        names=read_names(names_file) if names_file is not None else None,
+        names=NamesFile(names_file) if names_file is not None else None,
         compat_node_exporter=compat == "node-exporter",
         compat_backend_labels=labels,
+        read_timeout_s=read_timeout_s or None,
+        max_conn_table_bytes=max_conn_table_bytes,
     )
     scraper = Scraper(options)
     if once:
@@ -336,9 +354,9 @@ def export(
             sys.stdout.buffer.write(chunk)
         return
     limits = HTTPLimits(
-        read_timeout_s=read_timeout_s,
-        write_timeout_s=write_timeout_s,
-        idle_timeout_s=idle_timeout_s,
+        read_timeout_s=web_read_timeout_s,
+        write_timeout_s=web_write_timeout_s,
+        idle_timeout_s=web_idle_timeout_s,
         max_connections=max_connections,
         max_scrapes=max_requests,
     )

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from lvsprobe.sources import Target
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES, CONN_TABLE_OPTION
+
+if TYPE_CHECKING:  # the readers are imported by the commands that read (not by replay's)
+    from lvsprobe.sources import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+max_conn_table_bytes_option = click.option(
+    CONN_TABLE_OPTION,
+    "max_conn_table_bytes",
+    type=click.IntRange(min=1),
+    default=CONN_TABLE_DEFAULT_MAX_BYTES,
+    show_default=True,
+    metavar="BYTES",
+    help="Refuse a connection table longer than this (~75 bytes an IPv4 entry, ~150 IPv6).",
+)
 
 
 def target_options(func: F) -> F:
@@ -61,6 +74,8 @@ def target_from_options(
     genl_capture: Path | None,
 ) -> Target:
     """Validate the combination and build the Target."""
+    from lvsprobe.sources import Target
+
     chosen = [
         name
         for name, v in (("--netns", netns), ("--pid", pid), ("--procfs-root", procfs_root))

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from lvsprobe import ipvsadm_view
-from lvsprobe.cli.options import target_from_options, target_options
+from lvsprobe.cli.options import max_conn_table_bytes_option, target_from_options, target_options
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError
 from lvsprobe.ipvsadm_view import View
 from lvsprobe.model import Origin, Snapshot
@@ -50,8 +50,59 @@ def render_text(snap: Snapshot, view: View, exact: bool, extra: tuple[str, ...])
     return "".join(parts)
 
 
-def _take(target: Target, with_conns: bool, netlink: bool, hz: int | None) -> Snapshot:
-    snap = read_snapshot(target, conns="summary" if with_conns else "off", netlink=netlink, hz=hz)
+# What a view or an extra section shows that an interface may not give (Snapshot.unread parts).
+_VIEW_PART = {
+    View.STATS: "service_stats",
+    View.RATE: "service_rates",
+    View.THRESHOLDS: "thresholds",
+    View.PERSISTENT_CONN: "persistent_conns",
+}
+_EXTRA_PART = {"timeout": "timeouts", "daemon": "daemons"}
+_PART_TEXT = {
+    "service_stats": "per-service counters",
+    "service_rates": "per-service rates",
+    "thresholds": "thresholds",
+    "persistent_conns": "persistent connection counts",
+    "daemons": "daemons",
+    "timeouts": "timeouts",
+}
+
+
+def unread_notes(snap: Snapshot, view: View, extra: tuple[str, ...]) -> list[str]:
+    """One line per reason the text lacks something asked for: a `-` column or a missing
+    --timeout/--daemon section must not pass for zero or for "none configured"."""
+    wanted = [p for p in (_VIEW_PART.get(view), *map(_EXTRA_PART.get, extra)) if p is not None]
+    notes = []
+    for unread in snap.unread:
+        missing = [_PART_TEXT.get(part, part) for part in wanted if part in unread.parts]
+        if missing:
+            listed = f"{', '.join(missing[:-1])} or {missing[-1]}" if missing[1:] else missing[0]
+            where = "; reading /proc only" if snap.via == "procfs" else ""
+            notes.append(f"no {listed}: {unread.reason}{where}")
+    return notes
+
+
+def warning_lines(snap: Snapshot, view: View, extra: tuple[str, ...]) -> list[str]:
+    """Everything the text view must say on stderr: what it lacks, assumptions, failures."""
+    notes = unread_notes(snap, view, extra)
+    failures = [
+        f"could not read {failure.source}: {failure.error}"
+        for failure in snap.failures
+        if not (notes and failure.source == "netlink")  # the note gave its reason
+    ]
+    return [f"warning: {line}" for line in (*notes, *snap.warnings, *failures)]
+
+
+def _take(
+    target: Target, with_conns: bool, netlink: bool, hz: int | None, max_conn_table_bytes: int
+) -> Snapshot:
+    snap = read_snapshot(
+        target,
+        conns="summary" if with_conns else "off",
+        netlink=netlink,
+        hz=hz,
+        max_conn_table_bytes=max_conn_table_bytes,
+    )
     if not snap.loaded:
         raise IPVSUnavailable(target.describe())
     for failure in snap.failures:
@@ -94,6 +145,7 @@ def _take(target: Target, with_conns: bool, netlink: bool, hz: int | None) -> Sn
     "(default 250, Debian's; netlink needs no guess).",
 )
 @click.option("--no-netlink", is_flag=True, help="Read /proc only, even when netlink works.")
+@max_conn_table_bytes_option
 @click.option(
     "--watch",
     type=click.FloatRange(0.5, 3600),
@@ -115,6 +167,7 @@ def status(
     conns: bool,
     hz: int | None,
     no_netlink: bool,
+    max_conn_table_bytes: int,
     watch: float | None,
     count: int | None,
 ) -> None:
@@ -141,17 +194,15 @@ def status(
     chosen = View(view) if view else View.LIST
     shown = 0
     while True:
-        snap = _take(target, conns, not no_netlink, hz)
+        snap = _take(target, conns, not no_netlink, hz, max_conn_table_bytes)
         if as_json:
             click.echo(json.dumps(snapshot_to_json(snap), indent=2))
         else:
             if watch and shown:
                 click.clear()
             click.echo(render_text(snap, chosen, exact, extra), nl=False)
-            for warning in snap.warnings:
-                click.echo(f"warning: {warning}", err=True)
-            for failure in snap.failures:
-                click.echo(f"warning: could not read {failure.source}: {failure.error}", err=True)
+            for line in warning_lines(snap, chosen, extra):
+                click.echo(line, err=True)
         shown += 1
         if not watch or (count is not None and shown >= count):
             return

@@ -9,7 +9,7 @@ from lvsprobe.exporter.render import Builder, escape_label_value
 from lvsprobe.exporter.services import add_stats, address_number, address_texts
 from lvsprobe.model import ConnCountKey, DaemonState, IPAddress, Origin, Snapshot
 
-# hlist_head: one pointer per bucket on 64-bit kernels (KERNEL-NOTES §3.3).
+# hlist_head: a pointer per bucket on 64-bit kernels (docs/kernel/memory.md#connection-hash-table)
 BUCKET_BYTES = 8
 CACHE_LINE = 64
 # sizeof(struct ip_vs_conn) is 288 on 6.1 and 6.12 x86_64, 320 in its HWCACHE_ALIGN slab: the

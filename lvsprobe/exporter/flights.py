@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lvsprobe.exporter")
 
-Scrape = Callable[[ExpositionFormat], Iterable[bytes]]
+# (format, the time the scraper allows, from X-Prometheus-Scrape-Timeout-Seconds) -> text
+Scrape = Callable[[ExpositionFormat, float | None], Iterable[bytes]]
 # Rendered text is handed over in pieces of at least this size (a family can be 200 bytes).
 PIECE_BYTES = 256 * 1024
 # How many pieces rendering may run ahead of the fastest reader: beyond, it waits (the
@@ -46,9 +47,9 @@ def scrape_formats(scraper: Scraper) -> Scrape:
     """`scraper`'s read, rendered in the format a request negotiated (as Scraper.stream)."""
     from lvsprobe.exporter.scrape import GC_PAUSE
 
-    def scrape(fmt: ExpositionFormat) -> Iterator[bytes]:
+    def scrape(fmt: ExpositionFormat, timeout_s: float | None) -> Iterator[bytes]:
         with GC_PAUSE:
-            families = scraper.collect()
+            families = scraper.collect(timeout_s)
             yield from render_chunks(families, fmt)
 
     return scrape
@@ -69,8 +70,9 @@ class Flight:
     and reads only `lead`, `progress` and `abandoned`.
     """
 
-    def __init__(self, fmt: ExpositionFormat, gzip: bool) -> None:
+    def __init__(self, fmt: ExpositionFormat, gzip: bool, timeout_s: float | None) -> None:
         self.fmt, self.gzip = fmt, gzip
+        self.timeout_s = timeout_s  # the first request's; those that join share its deadline
         self.pieces: list[bytes] = []
         self.released = 0  # pieces[:released] are let go (b"")
         self.done = False
@@ -184,7 +186,7 @@ class Flights:
     def _first_chunk(self) -> bool:
         chunks: Iterator[bytes] = iter(())
         try:
-            chunks = iter(self._scrape(ExpositionFormat.CLASSIC))
+            chunks = iter(self._scrape(ExpositionFormat.CLASSIC, None))
             next(chunks, None)
             return True
         except Exception:
@@ -208,13 +210,15 @@ class Flights:
         self._flights.clear()
 
     @contextlib.contextmanager
-    def reading(self, fmt: ExpositionFormat, gzip: bool) -> Iterator[FlightReader]:
-        """A place in this format's running read (or a new one) for the block; leaving the last
-        place abandons the read."""
+    def reading(
+        self, fmt: ExpositionFormat, gzip: bool, timeout_s: float | None = None
+    ) -> Iterator[FlightReader]:
+        """A place in this format's running read (or a new one, within `timeout_s`) for the
+        block; leaving the last place abandons the read."""
         key = (fmt, gzip)
         flight = self._flights.get(key)
         if flight is None or not flight.joinable:
-            flight = self._start(key)
+            flight = self._start(key, timeout_s)
         reader = FlightReader(flight, next(self._reader_ids))
         try:
             yield reader
@@ -223,9 +227,9 @@ class Flights:
             if flight.abandoned.is_set() and self._flights.get(key) is flight:
                 del self._flights[key]
 
-    def _start(self, key: tuple[ExpositionFormat, bool]) -> Flight:
+    def _start(self, key: tuple[ExpositionFormat, bool], timeout_s: float | None) -> Flight:
         loop = asyncio.get_running_loop()
-        flight = Flight(*key)
+        flight = Flight(*key, timeout_s)
         self._flights[key] = flight
 
         handed = 0
@@ -268,7 +272,7 @@ class Flights:
         pending: list[bytes] = []
         pending_bytes = 0
         try:
-            chunks = self._scrape(flight.fmt)
+            chunks = self._scrape(flight.fmt, flight.timeout_s)
             gz = zlib.compressobj(1, zlib.DEFLATED, 31) if flight.gzip else None
             for chunk in chunks:
                 if flight.abandoned.is_set():

@@ -3,6 +3,8 @@
 No background thread and no cache: what Prometheus gets is what the kernel showed during the
 request. A source that fails costs only its own families (and shows as
 `ipvs_scrape_source_success{source} 0` plus one log line when it starts or stops failing).
+A scrape reads within a deadline, so one that Prometheus gave up on does not read on: the
+sources it did not finish by then fail.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import gc
 import logging
 import platform
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from lvsprobe import __version__
+from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S, Deadline
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError
 from lvsprobe.exporter.collectors import (
     ConnsCollector,
@@ -29,9 +33,10 @@ from lvsprobe.exporter.collectors import (
 from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
-from lvsprobe.exporter.names import ServiceNames
+from lvsprobe.exporter.names import NamesFile, NamesRead
 from lvsprobe.exporter.render import Builder, Family, escape_label_value, render, render_chunks
 from lvsprobe.exporter.services import Budget, ServiceOptions, ServicesCollector
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 from lvsprobe.model import Snapshot
 
 if TYPE_CHECKING:
@@ -39,6 +44,9 @@ if TYPE_CHECKING:
 
 ConnMode = Literal["off", "summary", "per-real-server"]
 log = logging.getLogger("lvsprobe.exporter")
+# Taken off a timeout the scraper announces (X-Prometheus-Scrape-Timeout-Seconds) for the
+# same reason, as the blackbox exporter's --timeout-offset does.
+SEND_MARGIN_S = 0.5
 
 
 class _GCPause:
@@ -77,17 +85,37 @@ GC_PAUSE = _GCPause()
 
 class SnapshotReader(Protocol):
     def __call__(
-        self, target: Target | None, *, conns: ConnMode, netlink: bool, hz: int | None
+        self,
+        target: Target | None,
+        *,
+        conns: ConnMode,
+        netlink: bool,
+        hz: int | None,
+        deadline: Deadline | None,
+        max_conn_table_bytes: int,
     ) -> Snapshot: ...
 
 
 def default_reader(
-    target: Target | None, *, conns: ConnMode, netlink: bool, hz: int | None
+    target: Target | None,
+    *,
+    conns: ConnMode,
+    netlink: bool,
+    hz: int | None,
+    deadline: Deadline | None,
+    max_conn_table_bytes: int,
 ) -> Snapshot:
     """lvsprobe.sources.read_snapshot, imported on first use."""
     from lvsprobe.sources import read_snapshot
 
-    return read_snapshot(target, conns=conns, netlink=netlink, hz=hz)
+    return read_snapshot(
+        target,
+        conns=conns,
+        netlink=netlink,
+        hz=hz,
+        deadline=deadline,
+        max_conn_table_bytes=max_conn_table_bytes,
+    )
 
 
 @dataclass(frozen=True)
@@ -100,9 +128,11 @@ class ExportOptions:
     hz: int | None = None
     service_filter: ServiceFilter = field(default_factory=ServiceFilter)
     max_backends: int | None = None
-    names: ServiceNames | None = None
+    names: NamesFile | None = None
     compat_node_exporter: bool = False
     compat_backend_labels: tuple[str, ...] = FULL_BACKEND_LABELS
+    read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S  # None: read to the end
+    max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES
 
 
 class Scraper:
@@ -114,11 +144,13 @@ class Scraper:
         read: SnapshotReader = default_reader,
         logger: logging.Logger = log,
         build: tuple[str, str] = (__version__, platform.python_version()),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
         self.build = build
         self.read = read
         self.log = logger
+        self.clock = clock
         self._lock = threading.Lock()
         self._dropped_total = 0
         self._failing: dict[tuple[str, str], str] = {}
@@ -134,15 +166,19 @@ class Scraper:
             return ""
         return target.netns or (str(target.pid) if target.pid is not None else "")
 
-    def scrape(self) -> bytes:
-        """Read every target and render the exposition text."""
+    def scrape(self, timeout_s: float | None = None) -> bytes:
+        """Read every target and render the exposition text (`timeout_s`: as in `collect`)."""
         with GC_PAUSE:
-            return render(self.collect())
+            return render(self.collect(timeout_s))
 
-    def stream(self) -> Iterator[bytes]:
-        """Read every target now; render family by family as the caller consumes it."""
+    def stream(self, timeout_s: float | None = None) -> Iterator[bytes]:
+        """Read every target now; render family by family as the caller consumes it.
+
+        The reading is over when this returns (within the deadline), so a caller that closes
+        the iterator early (its client went away) leaves nothing reading behind it.
+        """
         with GC_PAUSE:
-            families = self.collect()
+            families = self.collect(timeout_s)
         return self._render(families)
 
     @staticmethod
@@ -150,13 +186,28 @@ class Scraper:
         with GC_PAUSE:
             yield from render_chunks(families)
 
-    def collect(self) -> list[Family]:
-        """Read every target and build this scrape's families (in SPECS order)."""
+    def deadline(self, timeout_s: float | None = None) -> Deadline | None:
+        """When this scrape's reads stop: `read_timeout_s` from now, sooner when the scraper
+        announced a shorter `timeout_s` (X-Prometheus-Scrape-Timeout-Seconds), less a margin
+        to send the result."""
+        budgets = [self.options.read_timeout_s]
+        if timeout_s is not None:
+            budgets.append(max(timeout_s - SEND_MARGIN_S, timeout_s / 2))
+        chosen = [b for b in budgets if b is not None]
+        return Deadline.after(min(chosen), self.clock) if chosen else None
+
+    def collect(self, timeout_s: float | None = None) -> list[Family]:
+        """Read every target and build this scrape's families (in SPECS order).
+
+        Reads stop at `deadline(timeout_s)`: what was not read by then shows as failed.
+        """
+        deadline = self.deadline(timeout_s)
         out = Builder(SPECS)
         if self._compat is not None:
             out.add_specs(self._compat.specs)
         budget = Budget(self.options.max_backends)
         multi = len(self.options.targets) > 1
+        names = self.options.names.refresh() if self.options.names is not None else None
         for target in self.options.targets:
             name = self._label(target)
             out.prefix = f'{NETNS_LABEL}="{escape_label_value(name)}"' if multi else ""
@@ -166,6 +217,8 @@ class Scraper:
                     conns=self.options.conns,
                     netlink=self.options.netlink,
                     hz=self.options.hz,
+                    deadline=deadline,
+                    max_conn_table_bytes=self.options.max_conn_table_bytes,
                 )
             except IPVSUnavailable:
                 # A reader that finds IPVS gone mid-read says so by raising: a state too.
@@ -175,8 +228,10 @@ class Scraper:
                 out.add_labeled("ipvs_scrape_source_success", ("namespace",), 0)
                 continue
             self._note(name, {f.source: f.error for f in snap.failures}, list(snap.durations_s))
-            self._collect(snap, out, budget)
+            self._collect(snap, out, budget, names)
         out.prefix = ""
+        if names is not None:  # a file that failed to reload: the names read before serve
+            out.add_labeled("ipvs_scrape_source_success", ("names",), 0 if names.error else 1)
         with self._lock:
             self._dropped_total += budget.dropped
             dropped_total = self._dropped_total
@@ -186,12 +241,15 @@ class Scraper:
             out.add("ipvs_exporter_dropped_backends", "", budget.dropped)
         return list(out.families.values())
 
-    def _collect(self, snap: Snapshot, out: Builder, budget: Budget) -> None:
+    def _collect(
+        self, snap: Snapshot, out: Builder, budget: Budget, names: NamesRead | None
+    ) -> None:
         opts = self.options
         HealthCollector().collect(snap, out)
         if not snap.loaded:
             return
-        ServicesCollector(ServiceOptions(opts.service_filter, opts.names), budget).collect(
+        service_names = names.names if names is not None else None
+        ServicesCollector(ServiceOptions(opts.service_filter, service_names), budget).collect(
             snap, out
         )
         StatsCollector().collect(snap, out)

@@ -230,16 +230,16 @@ class ExporterServer:
             self._note_cap()
             return
         self._open.add(writer)
-        peer = writer.get_extra_info("peername") or ("?",)
+        peer = _peer(writer)
         try:
             await self._converse(reader, writer)
             writer.close()  # everything sent is in the kernel already: a plain close
         except (TimeoutError, OSError, h11.RemoteProtocolError, _ClientGone, ScrapeFailed) as exc:
             # A scrape that fails after its answer began is cut short (logged once, by its read).
-            log.debug("connection closed: client=%s reason=%s", peer[0], type(exc).__name__)
+            log.debug("connection closed: client=%s reason=%s", peer, type(exc).__name__)
             reset(writer)
         except Exception:
-            log.warning("request failed: client=%s", peer[0], exc_info=True)
+            log.warning("request failed: client=%s", peer, exc_info=True)
             reset(writer)
         finally:
             self._open.discard(writer)
@@ -352,7 +352,7 @@ class ExporterServer:
                 await reply.send(200, b"lvsprobe exporter is ready.\n")
             else:
                 await reply.send(503, b"not ready: the first read of IPVS has not completed\n")
-        elif not await self._authorized(headers.get("authorization")):
+        elif not await self._authorized(headers.get("authorization"), _peer(writer)):
             await reply.send(401, b"Unauthorized\n", {"WWW-Authenticate": 'Basic realm="lvsprobe"'})
         elif target == self.path:
             await self._metrics(reply, reader, headers)
@@ -362,12 +362,12 @@ class ExporterServer:
         else:
             await reply.send(404, b"404 page not found\n")
 
-    async def _authorized(self, header: str | None) -> bool:
+    async def _authorized(self, header: str | None, client: str) -> bool:
         auth = self.web.auth
         if auth is None:
             return True
         # bcrypt costs ~50 ms: off the event loop, so wrong passwords cannot stall it.
-        return await asyncio.to_thread(auth.check, header)
+        return await asyncio.to_thread(auth.check, header, client)
 
     async def _metrics(
         self, reply: Reply, reader: asyncio.StreamReader, headers: dict[str, str]
@@ -376,7 +376,9 @@ class ExporterServer:
             # One read at a time at start: a scrape waits for the first read to end.
             await self._unless_gone(reply.conn, reader, asyncio.shield(self._warm))
         fmt = negotiate_format(headers.get("accept"))
-        with self.flights.reading(fmt, accepts_gzip(headers.get("accept-encoding"))) as body:
+        gzip = accepts_gzip(headers.get("accept-encoding"))
+        timeout_s = _scrape_timeout_s(headers.get("x-prometheus-scrape-timeout-seconds"))
+        with self.flights.reading(fmt, gzip, timeout_s) as body:
             try:
                 await self._unless_gone(reply.conn, reader, body.started())
             except ScrapeFailed:
@@ -413,3 +415,17 @@ class ExporterServer:
             task.cancel()
             watch.cancel()
             await asyncio.wait((task, watch))
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if peer else "unknown"
+
+
+def _scrape_timeout_s(header: str | None) -> float | None:
+    """X-Prometheus-Scrape-Timeout-Seconds, when it is a sane number of seconds."""
+    try:
+        seconds = float(header) if header is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 < seconds < 86_400 else None

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from lvsprobe.analyze.failover import DIRECTORS_DIR, EVENTS_FILE
 from lvsprobe.errors import LabError, LvsprobeError
+from lvsprobe.lab.snapshot import guest_snapshot_json
 
 if TYPE_CHECKING:
     from lvsprobe.lab.lab import Lab, Process, Switch
@@ -94,7 +95,7 @@ class _Director:
             entry: dict[str, Any] = {"when": when, "ns": ns, "unix": stamp, "file": f"{name}.txt"}
             try:
                 if status:
-                    (self.run_dir / f"{name}.json").write_text(self.lab.snapshot_json(ns))
+                    (self.run_dir / f"{name}.json").write_text(guest_snapshot_json(self.lab, ns))
                     entry["snapshot"] = f"{name}.json"
             except (LvsprobeError, TimeoutError) as exc:  # the table above is what matters
                 entry["snapshot_error"] = str(exc)

@@ -403,18 +403,6 @@ class Lab:
     def real_server_names(self) -> tuple[str, ...]:
         return self.plan.real_server_names
 
-    def snapshot_json(self, ns: str = "lvs1") -> str:
-        """`lvsprobe status --json` run inside the guest in namespace `ns`."""
-        from lvsprobe.lab.snapshot import guest_snapshot_json
-
-        return guest_snapshot_json(self, ns)
-
-    def snapshot(self, ns: str = "lvs1") -> Any:
-        """The lvsprobe.model.Snapshot of namespace `ns`, read inside the guest."""
-        from lvsprobe.lab.snapshot import guest_snapshot
-
-        return guest_snapshot(self, ns)
-
 
 def _kill_vm(vm: VM) -> None:
     """Last resort (garbage collection, interpreter exit): never leave a qemu running."""

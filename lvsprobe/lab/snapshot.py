@@ -16,11 +16,24 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from lvsprobe.lab.lab import Lab
     from lvsprobe.model import Snapshot
+
+
+class ControlChannel(Protocol):
+    """The agent's request channel (`lab.channel.Control`)."""
+
+    def request(self, op: str, timeout_s: float | None, **fields: Any) -> dict[str, Any]: ...
+
+
+class GuestLab(Protocol):
+    """What a snapshot needs of a running lab: its control channel to the guest agent.
+    A protocol, so this module need not import `Lab` (which the snapshot does not drive)."""
+
+    @property
+    def control(self) -> ControlChannel: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +46,7 @@ class GuestViews:
 
 
 def guest_views(
-    lab: Lab,
+    lab: GuestLab,
     ns: str = "lvs1",
     *,
     procfs: bool = True,
@@ -72,12 +85,12 @@ def collect(procfs: bool, conns: str, ipvsadm: list[str]) -> dict[str, Any]:
     return out
 
 
-def guest_snapshot(lab: Lab, ns: str = "lvs1") -> Snapshot:
+def guest_snapshot(lab: GuestLab, ns: str = "lvs1") -> Snapshot:
     """The Snapshot `lvsprobe status --json` would print inside namespace `ns`."""
     return guest_views(lab, ns, procfs=False).snapshots["netlink"]
 
 
-def guest_snapshot_json(lab: Lab, ns: str = "lvs1") -> str:
+def guest_snapshot_json(lab: GuestLab, ns: str = "lvs1") -> str:
     """The raw JSON `lvsprobe status --json` would print inside namespace `ns`."""
     return json.dumps(guest_views(lab, ns, procfs=False).snapshot_json["netlink"])
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvsprobe.errors import LvsprobeError
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES, CONN_TABLE_OPTION
 from lvsprobe.replay.flowlog import SNAPSHOT_DIR, SNAPSHOT_INDEX, FlowRecord
 
 ConnKey = tuple[str, str, int]  # (protocol lower-case, client address, client port)
@@ -30,29 +31,32 @@ class ConnSnapshot:
     data: bytes
 
 
-def conn_table_source(spec: str) -> Callable[[], bytes]:
-    """A reader for `--conn-table`: `netns:NAME` (ip netns exec NAME cat …) or a file path."""
+def conn_table_source(
+    spec: str, max_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES
+) -> Callable[[], bytes]:
+    """A reader for `--conn-table`: `netns:NAME` (ip netns exec NAME head …) or a file path;
+    a table longer than `max_bytes` is an error, never read further."""
     if spec.startswith("netns:"):
         name = spec.removeprefix("netns:")
-        argv = ["ip", "netns", "exec", name, "cat", "/proc/net/ip_vs_conn"]
+        # head stops at one byte past the limit: that byte says the table is too long.
+        argv = ["ip", "netns", "exec", name, "head", "-c", str(max_bytes + 1)]
+        argv.append("/proc/net/ip_vs_conn")
 
         def read_netns() -> bytes:
             proc = subprocess.run(argv, capture_output=True, timeout=30, check=False)
             if proc.returncode != 0:
                 err = proc.stderr.decode(errors="replace").strip()
                 raise LvsprobeError(f"conn table of netns {name}: {err or proc.returncode}")
+            if len(proc.stdout) > max_bytes:
+                raise LvsprobeError(
+                    f"conn table of netns {name}: longer than {max_bytes} bytes: raise the "
+                    f"limit with {CONN_TABLE_OPTION}"
+                )
             return proc.stdout
 
         return read_netns
     path = Path(spec)
-
-    def read_file() -> bytes:
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise LvsprobeError(f"conn table {path}: {exc.strerror or exc}") from exc
-
-    return read_file
+    return lambda: _read_table(path, max_bytes)
 
 
 def save_snapshots(run_dir: Path, snapshots: Iterable[ConnSnapshot]) -> int:
@@ -68,17 +72,28 @@ def save_snapshots(run_dir: Path, snapshots: Iterable[ConnSnapshot]) -> int:
     return len(index)
 
 
-def load_snapshots(directory: Path) -> list[ConnSnapshot]:
-    """Snapshots from a conn-snapshots directory (index.json if present, else every file)."""
+def load_snapshots(
+    directory: Path, max_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES
+) -> list[ConnSnapshot]:
+    """Snapshots from a conn-snapshots directory (index.json if present, else every file),
+    each at most `max_bytes`."""
     index_path = directory / SNAPSHOT_INDEX
     if index_path.exists():
         entries = json.loads(index_path.read_text())
         return [
-            ConnSnapshot(float(e["t_s"]), (directory / e["file"]).read_bytes()) for e in entries
+            ConnSnapshot(float(e["t_s"]), _read_table(directory / e["file"], max_bytes))
+            for e in entries
         ]
     # no index: capture times unknown, so every snapshot may serve every flow (in name order)
     files = sorted(p for p in directory.iterdir() if p.is_file())
-    return [ConnSnapshot(math.inf, p.read_bytes()) for p in files]
+    return [ConnSnapshot(math.inf, _read_table(p, max_bytes)) for p in files]
+
+
+def _read_table(path: Path, max_bytes: int) -> bytes:
+    """A regular file of at most `max_bytes` (the conn-table readers are imported when used)."""
+    from lvsprobe.kernel.procfs.ip_vs_conn import read_conn_table_file
+
+    return read_conn_table_file(path, max_bytes=max_bytes)
 
 
 def _parse(data: bytes) -> dict[ConnKey, str]:

@@ -1,6 +1,8 @@
 """A scenario's `expect:` block: what its flow log must show, checked after a run.
 
-Keys (all optional; `lab` is free-form: the lab topology the scenario is meant for):
+Keys (all optional; `lab` is free-form: the lab topology the scenario is meant for).
+Each value is checked when the scenario loads, so a mistyped check stops the run before
+any traffic:
 
     all_ok: true                   every flow ended `ok`
     shares: {rs1: 33, rs2: 33}     exact flows per backend
@@ -17,24 +19,61 @@ Keys (all optional; `lab` is free-form: the lab topology the scenario is meant f
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.limits import MAX_FLOWS
+from lvsprobe.replay.yamldoc import Reader
 
-KNOWN = (
-    "all_ok",
-    "shares",
-    "equal_shares",
-    "backends_used",
-    "sticky_per_client",
-    "tls_resumed_after_first",
-    "tls_max_resumed_fraction",
-    "ftp_checksums",
-    "attribution_agrees",
-    "min_heartbeats",
-    "lab",
-)
+
+def _flag(r: Reader, key: str) -> bool:
+    return r.flag(key, False)
+
+
+def _count(r: Reader, key: str) -> int:
+    return r.integer(key, lo=0, hi=MAX_FLOWS)
+
+
+def _fraction(r: Reader, key: str) -> float:
+    return r.number(key, 0.0, lo=0.0, hi=1.0)
+
+
+def _shares(r: Reader, key: str) -> dict[str, int]:
+    shares = Reader(r.doc, (*r.path, key), None, "a mapping BACKEND: FLOWS")
+    if not shares.data:
+        raise r.err(key, "expected at least one BACKEND: FLOWS")
+    return {name: _count(shares, name) for name in shares.data}
+
+
+def _free(r: Reader, key: str) -> Any:
+    return r.data[key]  # documentation for people and the lab, not checked here
+
+
+# Every check and how its value is read: the loader validates `expect:` with this table,
+# so a mistyped check fails before the run, not after it.
+READERS: dict[str, Callable[[Reader, str], Any]] = {
+    "all_ok": _flag,
+    "shares": _shares,
+    "equal_shares": _flag,
+    "backends_used": _count,
+    "sticky_per_client": _flag,
+    "tls_resumed_after_first": _flag,
+    "tls_max_resumed_fraction": _fraction,
+    "ftp_checksums": _flag,
+    "attribution_agrees": _flag,
+    "min_heartbeats": _count,
+    "lab": _free,
+}
+KNOWN = tuple(READERS)
+
+
+def read_expect(top: Reader) -> dict[str, Any]:
+    """The scenario's `expect:` block (under the top-level reader), every value checked."""
+    if not top.has("expect"):
+        return {}
+    r = Reader(top.doc, ("expect",), KNOWN, "a mapping of checks")
+    return {key: READERS[key](r, key) for key in r.data}
 
 
 def _backend(record: FlowRecord) -> str | None:

@@ -89,6 +89,7 @@ class FastRunner:
         self._seq = 0
         self._free = 0  # closed loop: slots ready for their next flow
         self._thinking: list[float] = []  # closed loop: when slots in think time free up
+        self._journal = options.journal
 
     def stop(self, reason: str = "interrupted") -> None:
         """Ask the run to end now (safe from a signal handler)."""
@@ -240,6 +241,8 @@ class FastRunner:
         self.progress.done += 1
         if rec.outcome != "ok":
             self.progress.errors += 1
+        if self._journal is not None:
+            self._journal.add(rec)
         if self.scenario.arrival.model == "closed":
             if planned.mix.think_s > 0:
                 heapq.heappush(self._thinking, self.clock() + planned.mix.think_s)
@@ -331,6 +334,8 @@ class FastRunner:
                 for conn in due:  # a wake-up asked for now or earlier waits a turn: no spin
                     if not conn.closed:
                         self._due(conn, now)
+                if self._journal is not None:
+                    self._journal.tick()
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn, f"error:{self.stop_reason or 'run-ended'}")
@@ -338,7 +343,7 @@ class FastRunner:
             halt.set()
             if snapper is not None:
                 snapper.join()
-        if self.options.conn_table is not None:
+        if self.options.conn_table is not None and not self.options.hurry():
             self.snapshots.append(ConnSnapshot(self.clock(), self.options.conn_table()))
         if self.options.on_progress is not None:
             self.progress.elapsed_s = self.clock()

@@ -2,7 +2,14 @@
 
 Run directory layout (what `lvsprobe replay run … --out RUN/` writes; the analyzers read it):
 
-    RUN/flows.parquet          one row per flow, columns = FLOW_SCHEMA (below)
+    RUN/flows.parquet          one row per flow, columns = FLOW_SCHEMA (below), sorted by
+                               flow_id; written when the run ends
+    RUN/flows.journal.arrows   while the run goes on: each flow appended as it finishes
+                               (Arrow IPC stream, flushed every second), so a run killed
+                               before its end keeps its finished flows; removed once
+                               flows.parquet is written. `read_flows` reads whichever is there,
+                               `lvsprobe replay summary RUN` turns a dead run's journal into
+                               flows.parquet and summary.json
     RUN/summary.json           totals: flows, outcomes, per-backend counts, attribution
                                agreement, `complete` (False after Ctrl-C or a bound hit early)
     RUN/scenario.yaml          the scenario as run (byte copy of the input file)
@@ -40,6 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lvsprobe.errors import LvsprobeError
+from lvsprobe.replay.journal import Journal, read_journal
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -47,11 +57,15 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 FLOWS_FILE = "flows.parquet"
+JOURNAL_FILE = "flows.journal.arrows"
 SUMMARY_FILE = "summary.json"
 SCENARIO_FILE = "scenario.yaml"
 TARGET_FILE = "target.json"
 SNAPSHOT_DIR = "conn-snapshots"
 SNAPSHOT_INDEX = "index.json"
+
+_META_PLANNED = b"lvsprobe.run.planned"
+_META_SCENARIO = b"lvsprobe.run.scenario"
 
 OUTCOMES = ("ok", "refused", "reset", "timeout")  # plus "error:<reason>"
 
@@ -157,20 +171,24 @@ def records_to_table(records: Iterable[FlowRecord]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=flow_schema())
 
 
+def records_from_table(table: pa.Table) -> list[FlowRecord]:
+    """The records of a flow-log table (the inverse of `records_to_table`)."""
+    return [FlowRecord(**row) for row in table.select(list(_COLUMNS)).to_pylist()]
+
+
 class FlowLogWriter:
-    """Streams records into RUN/flows.parquet in row groups; `close()` makes the file valid.
+    """Streams records into RUN/flows.parquet in row groups; `close()` puts the finished file
+    in place (written beside it, then renamed: a reader never sees half a log, and an older
+    log stays whole until the new one is complete)."""
 
-    Records are buffered and written every `batch` rows, so an interrupted run that reaches
-    `close()` (Ctrl-C does) leaves a readable file with every finished flow.
-    """
-
-    def __init__(self, path: Path, batch: int = 512):
+    def __init__(self, path: Path, batch: int = 4096):
         self.path = path
+        self._tmp = path.with_name(path.name + ".tmp")
         self._batch = batch
         self._pending: list[FlowRecord] = []
         import pyarrow.parquet as pq
 
-        self._writer: Any = pq.ParquetWriter(str(path), flow_schema())
+        self._writer: Any = pq.ParquetWriter(str(self._tmp), flow_schema())
         self.written = 0
 
     def add(self, record: FlowRecord) -> None:
@@ -190,13 +208,78 @@ class FlowLogWriter:
         self.flush()
         self._writer.close()
         self._writer = None
+        self._tmp.replace(self.path)
+
+
+def write_flows(run_dir: Path, records: Iterable[FlowRecord]) -> int:
+    """RUN/flows.parquet from `records` (sorted by flow_id), then the journal it supersedes
+    is removed; returns the rows written."""
+    writer = FlowLogWriter(run_dir / FLOWS_FILE)
+    for record in sorted(records, key=lambda r: r.flow_id):
+        writer.add(record)
+    writer.close()
+    (run_dir / JOURNAL_FILE).unlink(missing_ok=True)
+    return writer.written
+
+
+def open_journal(run_dir: Path, planned: int, scenario: str) -> Journal[FlowRecord]:
+    """RUN/flows.journal.arrows, to which each flow is added as it finishes; the run's
+    planned flow count and scenario name ride in its schema for a summary rebuilt later."""
+    meta = {_META_PLANNED: str(planned).encode(), _META_SCENARIO: scenario.encode()}
+    schema = flow_schema().with_metadata({**flow_schema().metadata, **meta})
+    return Journal(run_dir / JOURNAL_FILE, schema, records_to_table)
+
+
+@dataclass(frozen=True)
+class FlowLog:
+    """A run's flow log as read: the table, and whether it is the journal of an unfinished
+    run (`planned` and `scenario` then come from the journal, `torn` if it ends mid-batch)."""
+
+    table: pa.Table
+    from_journal: bool = False
+    torn: bool = False
+    planned: int | None = None
+    scenario: str | None = None
+
+
+def read_flow_log(run_dir: Path) -> FlowLog:
+    """RUN/flows.parquet, or else the journal of a run that is still going or never ended.
+
+    Raises LvsprobeError naming the file when neither is there or readable.
+    """
+    import pyarrow.parquet as pq
+
+    final, journal = run_dir / FLOWS_FILE, run_dir / JOURNAL_FILE
+    if final.is_file():
+        try:
+            return FlowLog(pq.read_table(str(final), schema=flow_schema()))
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+            raise LvsprobeError(f"{final}: not a readable flow log: {exc}") from exc
+    if not journal.is_file():
+        raise LvsprobeError(f"{run_dir}: no flow log (neither {FLOWS_FILE} nor {JOURNAL_FILE})")
+    try:
+        read = read_journal(journal)
+    except OSError as exc:
+        raise LvsprobeError(f"{journal}: unreadable journal: {exc.strerror or exc}") from exc
+    if read.table.num_columns == 0:  # the writer died before its first write
+        return FlowLog(flow_schema().empty_table(), True, read.torn)
+    meta = read.table.schema.metadata or {}
+    if not read.table.schema.remove_metadata().equals(flow_schema().remove_metadata()):
+        raise LvsprobeError(f"{journal}: not a flow journal of this lvsprobe version")
+    planned = meta.get(_META_PLANNED)
+    return FlowLog(
+        read.table.replace_schema_metadata(flow_schema().metadata).sort_by("flow_id"),
+        True,
+        read.torn,
+        int(planned) if planned is not None else None,
+        meta[_META_SCENARIO].decode() if _META_SCENARIO in meta else None,
+    )
 
 
 def read_flows(run_dir: Path) -> pa.Table:
-    """RUN/flows.parquet as an Arrow table (`.to_pandas()` for a DataFrame)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(str(run_dir / FLOWS_FILE), schema=flow_schema())
+    """Every finished flow of RUN as an Arrow table (`.to_pandas()` for a DataFrame), from
+    flows.parquet or, for a run still going or killed, its journal (see `read_flow_log`)."""
+    return read_flow_log(run_dir).table
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -248,3 +331,31 @@ def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
     tmp = run_dir / (SUMMARY_FILE + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     tmp.replace(run_dir / SUMMARY_FILE)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """RUN/summary.json, or one rebuilt from the flow log when it is missing (a run killed
+    before its end): then `complete` is false, `stopped` is "unfinished" and `rebuilt` true."""
+    path = run_dir / SUMMARY_FILE
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise LvsprobeError(f"{path}: unreadable summary: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise LvsprobeError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+        return doc
+    return rebuild_summary(read_flow_log(run_dir))
+
+
+def rebuild_summary(log: FlowLog) -> dict[str, Any]:
+    """The summary of a run that ended without writing one, from its flow log."""
+    return summarize(
+        records_from_table(log.table),
+        scenario=log.scenario,
+        planned=log.planned,
+        complete=False,
+        stopped="unfinished",
+        rebuilt=True,
+        journal_torn=log.torn,
+    )

@@ -13,7 +13,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,21 +70,30 @@ class CommandSchedule:
         self.runs: list[CommandRun] = []
         self.started_unix = 0.0
         self._ended = threading.Event()
+        self._running: tuple[TimedCommand, float] | None = None  # and when it started
         self._thread = threading.Thread(target=self._work, name="lvsprobe-at", daemon=True)
 
     def start(self) -> None:
         self.started_unix = time.time()
         self._thread.start()
 
-    def finish(self) -> list[CommandRun]:
+    def finish(self, give_up: Callable[[], bool] = lambda: False) -> list[CommandRun]:
         """The replay has ended: run nothing new, wait for a command still running (bounded
-        by its timeout), and return what happened to every command."""
+        by its timeout, or until `give_up()`: a second Ctrl-C), and return what happened to
+        every command (one still running then says so)."""
         self._ended.set()
-        self._thread.join(self.timeout_s + 5)
-        done = {id(r.timed) for r in self.runs}
-        return self.runs + [
-            CommandRun(c, None, None, None) for c in self.commands if id(c) not in done
-        ]
+        deadline = time.monotonic() + self.timeout_s + 5
+        while self._thread.is_alive() and time.monotonic() < deadline and not give_up():
+            self._thread.join(0.1)
+        alive = self._thread.is_alive()
+        runs = list(self.runs)  # after the check: a command ending meanwhile is in here
+        done = {id(r.timed) for r in runs}
+        running = self._running
+        if alive and running is not None and id(running[0]) not in done:
+            timed, started = running
+            runs.append(CommandRun(timed, started, None, None, "still running, not waited for"))
+            done.add(id(timed))
+        return runs + [CommandRun(c, None, None, None) for c in self.commands if id(c) not in done]
 
     def _work(self) -> None:
         for timed in self.commands:
@@ -95,6 +104,7 @@ class CommandSchedule:
 
     def _run(self, timed: TimedCommand) -> CommandRun:
         started = time.time()
+        self._running = (timed, started)
         try:
             proc = subprocess.run(
                 timed.command,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import random
 import socket
 from collections import Counter
@@ -16,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lvsprobe.errors import ScenarioError
-from lvsprobe.replay.scenario import FlowMix, Scenario
+from lvsprobe.replay.flowmix import FlowMix
+from lvsprobe.replay.scenario import Scenario
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +65,14 @@ def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedF
         return _recorded_plan(scenario, limit)
     rng = random.Random(scenario.seed)
     mixes = [m for m in scenario.flows if m.weight > 0]
-    weights = [m.weight for m in mixes]
+    cum_weights = list(itertools.accumulate(m.weight for m in mixes))  # what choices() sums
     clients = scenario.clients.addresses
     target = scenario.target
     plan: list[PlannedFlow] = []
     for flow_id, at in enumerate(_offsets(scenario, rng)):
         if flow_id >= limit:
             break
-        mix = mixes[0] if len(mixes) == 1 else rng.choices(mixes, weights)[0]
+        mix = mixes[0] if len(mixes) == 1 else rng.choices(mixes, cum_weights=cum_weights)[0]
         if scenario.clients.pick == "random":
             client = clients[rng.randrange(len(clients))]
         elif scenario.clients.pick == "sequential":

@@ -5,14 +5,18 @@ appearance), the server mapped to the target, start offsets kept (scaled at run 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
-from lvsprobe.errors import ParseError
+from lvsprobe.errors import ParseError, ScenarioError
+from lvsprobe.replay.flowmix import MAX_REQUESTS
+from lvsprobe.replay.limits import MAX_CLIENTS, MAX_RECORDED, MAX_RUN_S
 from lvsprobe.replay.pcapimport import Flow, FlowKey, ImportResult, guess_kind
+from lvsprobe.replay.scenario import pool_span
+from lvsprobe.replay.yamldoc import CONTROL_CHARS
 
 MAX_PAYLOAD = 1 << 20
 
@@ -69,6 +73,23 @@ def add_detail(path: Path, flows: list[Flow]) -> int:
     return len(touched)
 
 
+def _plain(text: object) -> str | None:
+    """Recorded text (a name, a file) fit for a scenario: one line, no control characters."""
+    value = str(text)
+    return None if not value or CONTROL_CHARS.search(value) else value
+
+
+def _request_path(raw: str) -> str | None:
+    """The path of a recorded request target: origin-form as is, absolute-form's path and
+    query; None for `*`, authority-form or garbage (the replay then asks for `/`)."""
+    words = raw.split(None, 1)
+    target = words[0] if words else ""
+    if target.startswith(("http://", "https://")):
+        parts = urlsplit(target)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+    return _plain(target) if target.startswith("/") else None
+
+
 def _entry(flow: Flow, start: float, client: int, main_port: int) -> dict[str, Any]:
     kind = guess_kind(flow)
     if "ftp_commands" in flow.detail:
@@ -84,17 +105,18 @@ def _entry(flow: Flow, start: float, client: int, main_port: int) -> dict[str, A
         entry["payload_bytes"] = min(flow.client_bytes, MAX_PAYLOAD)
     if kind == "http":
         path = flow.detail.get("http_path")
-        if path is None and flow.first_payload[:4].rstrip() in (b"GET", b"POST", b"HEAD"):
-            path = flow.first_payload.split(b" ", 2)[1].decode("latin-1")
-        if path:
+        words = flow.first_payload.split(None, 2)  # method, target, the rest
+        if path is None and len(words) > 1 and words[0] in (b"GET", b"POST", b"HEAD"):
+            path = words[1].decode("latin-1")
+        if path and (path := _request_path(path)):
             entry["path"] = path
-        requests = flow.detail.get("http_requests", 1)
+        requests = min(flow.detail.get("http_requests", 1), MAX_REQUESTS)
         if requests > 1:
             entry.update(keepalive=True, requests=requests)
-    if kind == "tls" and "tls_sni" in flow.detail:
-        entry["server_name"] = flow.detail["tls_sni"]
-    if kind.startswith("ftp") and "ftp_file" in flow.detail:
-        entry["file"] = flow.detail["ftp_file"]
+    if kind == "tls" and (name := _plain(flow.detail.get("tls_sni", ""))):
+        entry["server_name"] = name
+    if kind.startswith("ftp") and (file := _plain(flow.detail.get("ftp_file", ""))):
+        entry["file"] = file
     return entry
 
 
@@ -121,31 +143,46 @@ def ftp_data_flows(flows: list[Flow]) -> set[int]:
     return data
 
 
+def replayable(result: ImportResult) -> list[Flow]:
+    """The flows a scenario replays: TCP and UDP to a real port, FTP data folded into its
+    control connection's flow. The scenario keeps the first MAX_RECORDED of them."""
+    flows = [f for f in result.flows if f.protocol in (6, 17) and f.server_port > 0]
+    folded = ftp_data_flows(flows)
+    return [f for i, f in enumerate(flows) if i not in folded]
+
+
 def to_scenario(
     result: ImportResult,
     source: str,
     target: str,
-    target_port: int,
+    target_port: int | None,
     clients_cidr: str,
     speed: float = 1.0,
 ) -> str:
-    """A scenario YAML replaying `result`'s flows against target:port from clients_cidr."""
-    flows = [f for f in result.flows if f.protocol in (6, 17)]
-    folded = ftp_data_flows(flows)
-    flows = [f for i, f in enumerate(flows) if i not in folded]
-    if not flows:
+    """A scenario YAML replaying `result`'s flows against target:port (default: the recorded
+    service's port) from clients_cidr (checked by the caller: scenario.pool_span).
+    ScenarioError if the recording is longer than a run may last at this speed."""
+    every = replayable(result)
+    if not every:
         raise ParseError(
             source,
             None,
             None,
             "no TCP or UDP flows found" + (f" ({result.error})" if result.error else ""),
         )
+    flows = every[:MAX_RECORDED]
     start = flows[0].start
     ports: dict[int, int] = {}
     for flow in flows:
         ports[flow.server_port] = ports.get(flow.server_port, 0) + 1
     main_port = max(ports, key=lambda p: ports[p])  # the recorded service: it becomes the target
-    pool = min(65536, ipaddress.ip_network(clients_cidr, strict=False).num_addresses - 1) or 1
+    pool = min(MAX_CLIENTS, pool_span(clients_cidr)[1])  # ValueError: not a client pool
+    span = max(f.end for f in flows) - start
+    if span / speed + 30 > MAX_RUN_S:
+        raise ScenarioError(
+            f"{source}: {span:.0f} s recorded, at speed {speed:g} that is more than a run may "
+            f"last ({MAX_RUN_S / 3600:g} h): replay it faster (--speed)"
+        )
     clients: dict[str, int] = {}
     recorded = []
     kinds: dict[str, int] = {}
@@ -154,16 +191,20 @@ def to_scenario(
         entry = _entry(flow, start, client, main_port)
         kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
         recorded.append(entry)
-    span = max(f.end for f in flows) - start
+    cut = (
+        f"; the first {len(flows):,} of {len(every):,} flows (a scenario's limit)"
+        if len(flows) < len(every)
+        else ""
+    )
     doc = {
         "name": Path(source).stem,
         "description": (
             f"Recorded from {Path(source).name}: {len(flows)} flows from {len(clients)} clients "
-            f"over {span:.3f}s ({result.packets} packets)"
+            f"over {span:.3f}s ({result.packets} packets){cut}"
             + (f"; capture damaged: {result.error}" if result.error else "")
         ),
-        "target": {"address": target, "port": target_port},
-        "clients": {"cidr": clients_cidr, "count": max(1, min(pool, len(clients)))},
+        "target": {"address": target, "port": target_port or main_port},
+        "clients": {"cidr": clients_cidr, "count": min(pool, len(clients))},
         "flows": [{"kind": k, "weight": n} for k, n in sorted(kinds.items())],
         "arrival": {"model": "open", "speed": speed},
         "bounds": {"max_flows": len(flows), "max_duration": f"{span / speed + 30:.3f}s"},

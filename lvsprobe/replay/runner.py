@@ -1,29 +1,43 @@
 """One replay run: schedule the plan (open loop, closed loop, bursts), take conn-table
-snapshots, stop at the bounds or on request, and write the run directory.
+snapshots, stop at the bounds or on request (rundir.py writes the run directory).
 
 A stop request (Ctrl-C) ends the run early but cleanly: flows still in flight are recorded as
-`error:interrupted`, the flow log and summary are written, `complete` is false.
+`error:interrupted`, the flow log and summary are written, `complete` is false. Each flow is
+handed to the run's journal (`RunOptions.journal`) as it finishes, so a run killed before its
+end keeps the flows it finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from lvsprobe.errors import LvsprobeError
-from lvsprobe.replay import flowlog
-from lvsprobe.replay.attribution import ConnSnapshot, attribute, save_snapshots
+from lvsprobe.replay.attribution import ConnSnapshot
 from lvsprobe.replay.driver import FlowContext, drive_flow, new_record
-from lvsprobe.replay.expect import check_expectations
-from lvsprobe.replay.flowlog import FlowLogWriter, FlowRecord
+from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.journal import Journal
 from lvsprobe.replay.plan import PlannedFlow
 from lvsprobe.replay.scenario import Scenario
+
+# Below this, snapshots of a busy director's table (megabytes each) would be taken back to
+# back: 0 wrote 18k files in a one-second run.
+MIN_SNAPSHOT_EVERY_S = 0.1
+
+
+def check_snapshot_every(seconds: float) -> float:
+    """`seconds` if it is a sane interval between conn-table snapshots, else ValueError."""
+    if not MIN_SNAPSHOT_EVERY_S <= seconds < float("inf"):  # false for nan too
+        raise ValueError(f"{seconds} is not a number of seconds >= {MIN_SNAPSHOT_EVERY_S}")
+    return seconds
 
 
 @dataclass(slots=True)
@@ -41,6 +55,11 @@ class RunOptions:
     snapshot_every_s: float = 1.0
     on_progress: Callable[[Progress], None] | None = None
     progress_every_s: float = 0.5
+    journal: Journal[FlowRecord] | None = None  # where each flow goes as it finishes
+    hurry: Callable[[], bool] = lambda: False  # true: skip the final conn-table snapshot
+
+    def __post_init__(self) -> None:
+        check_snapshot_every(self.snapshot_every_s)
 
 
 @dataclass
@@ -49,6 +68,64 @@ class RunResult:
     summary: dict[str, Any]
     interrupted: bool
     snapshots: list[ConnSnapshot] = field(default_factory=list)
+
+
+class StopSignals:
+    """SIGINT and SIGTERM from a run's start until its directory is written.
+
+    The first asks the run to stop: flows in flight become error:interrupted, all is written.
+    The second also skips the slow steps left (the final conn-table snapshot, attribution,
+    waiting for a running --at command). A third quits at once with `quit_status`: the journal
+    keeps the flows finished up to its last flush, and `lvsprobe replay summary RUN` finishes
+    the directory. Installed for the whole run, not only the engine's part, so a signal never
+    lands as a KeyboardInterrupt in the middle of writing the log.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, run_dir: Path, quit_status: int) -> None:
+        self.received = 0
+        self._run_dir, self._quit_status = run_dir, quit_status
+        self._stop: Callable[[], object] = lambda: None
+        self._saved: dict[int, Any] = {}
+
+    def on_stop(self, stop: Callable[[], object]) -> None:
+        """What a signal calls (the engine's `stop`, made safe for its loop); called at once
+        if a signal came before the engine was there to stop."""
+        self._stop = stop
+        if self.received:
+            stop()
+
+    def hurry(self) -> bool:
+        return self.received >= 2
+
+    def __enter__(self) -> StopSignals:
+        for signum in self.SIGNALS:
+            self._saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for signum, handler in self._saved.items():
+            # Interrupted, the command is ending in 130 with all written: a late Ctrl-C is
+            # ignored, not a traceback or a death by SIGINT (Python restores the default
+            # handler while it exits, but leaves an ignored signal ignored).
+            signal.signal(signum, signal.SIG_IGN if self.received else handler)
+
+    def _say(self, text: str) -> None:
+        # os.write: the signal may have interrupted a write to sys.stderr (the progress line)
+        os.write(sys.stderr.fileno(), f"\nlvsprobe: {text}\n".encode())
+
+    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
+        self.received += 1
+        if self.received >= 3:
+            self._say(
+                "quitting now: the flows finished up to the last second are in the journal; "
+                f"`lvsprobe replay summary {self._run_dir}` finishes the run directory"
+            )
+            os._exit(self._quit_status)
+        if self.received == 2:
+            self._say("interrupted again: writing the finished flows now (again to quit at once)")
+        self._stop()
 
 
 class Runner:
@@ -92,6 +169,8 @@ class Runner:
             self.progress.done += 1
             if record.outcome != "ok":
                 self.progress.errors += 1
+            if self.options.journal is not None:
+                self.options.journal.add(record)
 
     async def _sleep_until(self, at_s: float) -> bool:
         """Wait until run time `at_s`; False if the run was stopped meanwhile."""
@@ -133,6 +212,12 @@ class Runner:
             self.snapshots.append(ConnSnapshot(self.clock(), data))
             await asyncio.sleep(self.options.snapshot_every_s)
 
+    async def _journal_loop(self, journal: Journal[FlowRecord]) -> None:
+        """Flush flows that have waited their time while none finish to flush them."""
+        while True:
+            await asyncio.sleep(journal.flush_every_s / 4)
+            journal.tick()
+
     async def _progress_loop(self) -> None:
         callback = self.options.on_progress
         assert callback is not None
@@ -149,6 +234,8 @@ class Runner:
             helpers.append(asyncio.ensure_future(self._snapshot_loop()))
         if self.options.on_progress is not None:
             helpers.append(asyncio.ensure_future(self._progress_loop()))
+        if self.options.journal is not None:
+            helpers.append(asyncio.ensure_future(self._journal_loop(self.options.journal)))
         tasks: set[asyncio.Task[None]] = set()
         if self.scenario.arrival.model == "closed":
             driver = asyncio.ensure_future(self._closed_loop())
@@ -172,7 +259,7 @@ class Runner:
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
-        if self.options.conn_table is not None:
+        if self.options.conn_table is not None and not self.options.hurry():
             data = await asyncio.to_thread(self.options.conn_table)
             self.snapshots.append(ConnSnapshot(self.clock(), data))
         if self.options.on_progress is not None:
@@ -180,68 +267,3 @@ class Runner:
             self.options.on_progress(self.progress)
         self.records.sort(key=lambda r: r.flow_id)
         return RunResult(self.records, {}, self.stop_reason == "interrupted", self.snapshots)
-
-
-def write_run(
-    run_dir: Path,
-    scenario: Scenario,
-    scenario_path: Path | None,
-    result: RunResult,
-    stop_reason: str | None,
-    planned: int,
-    check: bool = False,
-) -> dict[str, Any]:
-    """Attribute, then write flows.parquet, summary.json, scenario.yaml, target.json and the
-    conn-table snapshots into `run_dir`; returns the summary."""
-    import json
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    matched = 0
-    conn_error = None
-    if result.snapshots:
-        save_snapshots(run_dir, result.snapshots)
-        try:
-            matched = attribute(result.records, result.snapshots, scenario.target.backends)
-        except (LvsprobeError, ImportError) as exc:
-            # the flows are still worth writing: say why the join is missing
-            conn_error = f"conn-table attribution failed: {exc}"
-    checks = None
-    if check:
-        failures = check_expectations(scenario.expect, result.records)
-        checks = {"passed": not failures, "failures": failures}
-    writer = FlowLogWriter(run_dir / flowlog.FLOWS_FILE)
-    for record in result.records:
-        writer.add(record)
-    writer.close()
-    if scenario_path is not None:
-        shutil.copyfile(scenario_path, run_dir / flowlog.SCENARIO_FILE)
-    target = scenario.target
-    (run_dir / flowlog.TARGET_FILE).write_text(
-        json.dumps(
-            {
-                "address": target.address,
-                "port": target.port,
-                "protocol": target.protocol,
-                "fwmark": target.fwmark,
-                "backends": dict(target.backends),
-                "seed": scenario.seed,
-                "scenario": scenario.name,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    summary = flowlog.summarize(
-        result.records,
-        scenario=scenario.name,
-        planned=planned,
-        complete=stop_reason is None and len(result.records) == planned,
-        stopped=stop_reason,
-        snapshots=len(result.snapshots),
-        conn_table_matched=matched,
-        conn_table_error=conn_error,
-        checks=checks,
-    )
-    flowlog.write_summary(run_dir, summary)
-    result.summary = summary
-    return summary

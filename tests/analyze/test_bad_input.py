@@ -146,3 +146,63 @@ def test_counter_source_needs_snapshots(fb: SimpleNamespace, tmp_path: Path) -> 
     )
     assert code == ExitCode.ERROR
     assert "counter went down" in out
+
+
+def _retyped(run: Path, column: str, values: pa.Array) -> Path:
+    """RUN with one flow-log column replaced by `values`."""
+    path = run / "flows.parquet"
+    table = pq.read_table(str(path))
+    index = table.column_names.index(column)
+    pq.write_table(table.set_column(index, column, values), str(path))
+    return run
+
+
+def _wrong_values(kind: pa.DataType, rows: int) -> pa.Array:
+    """Values of another type than `kind`: text for numbers and flags, numbers for text."""
+    if pa.types.is_string(kind):
+        return pa.array([1.5] * rows)
+    return pa.array(["x"] * rows)
+
+
+@pytest.mark.parametrize("column", inputs.REQUIRED_COLUMNS + inputs.OPTIONAL_COLUMNS)
+def test_every_column_an_analyzer_reads_is_type_checked(fb: SimpleNamespace, column: str) -> None:
+    run = fb.run([fb.flow(k, "rs1", 0.1 * k) for k in range(4)])
+    kind = pq.read_schema(str(run / "flows.parquet")).field(column).type
+    _retyped(run, column, _wrong_values(kind, 4))
+    with pytest.raises(AnalysisError, match=rf"flows\.parquet: column '{column}' holds \w+ values"):
+        inputs.read_flows(run / "flows.parquet")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("persistence", "--timeout", "300"),
+        ("failover", "--failover-at", "1"),
+        ("fairness",),
+    ],
+    ids=lambda a: a[0],
+)
+def test_text_start_times_give_one_line_naming_the_column(
+    fb: SimpleNamespace, args: tuple[str, ...]
+) -> None:
+    run = fb.run([fb.flow(k, fb.names[k % 2], 0.1 * k, end_s=5.0) for k in range(4)])
+    _retyped(run, "start_s", pa.array(["a", "b", "c", "d"]))
+    code, out = invoke("analyze", args[0], str(run), *args[1:])
+    assert code == ExitCode.ERROR
+    assert "column 'start_s' holds string values, expected numbers" in out
+    assert "Traceback" not in out
+
+
+def test_empty_values_in_a_required_column_are_named(fb: SimpleNamespace) -> None:
+    run = fb.run([fb.flow(k, "rs1", 0.1 * k) for k in range(3)])
+    _retyped(run, "end_s", pa.array([1.0, None, 2.0]))
+    with pytest.raises(AnalysisError, match=r"column 'end_s' has 1 empty values"):
+        inputs.read_flows(run / "flows.parquet")
+
+
+def test_integer_times_and_all_null_optional_columns_are_accepted(fb: SimpleNamespace) -> None:
+    run = fb.run([fb.flow(k, "rs1", float(k)) for k in range(3)])
+    _retyped(run, "start_s", pa.array([0, 1, 2], pa.int64()))
+    _retyped(run, "backend", pa.array([None] * 3, pa.null()))
+    frame = inputs.read_flows(run / "flows.parquet")
+    assert list(frame["start_s"]) == [0, 1, 2]

@@ -7,14 +7,11 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 from click.testing import CliRunner
 
 from lvsprobe.analyze import hashing
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
-
-pytest.importorskip("lvsprobe.kernel.procfs.ip_vs_conn")  # the procfs reader parses the rows
 
 HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
 
@@ -24,7 +21,7 @@ def hexip(text: str) -> str:
 
 
 def conn_rows(fb: SimpleNamespace, pairs: list[tuple[str, str]]) -> str:
-    """Rows in /proc/net/ip_vs_conn's exact layout (KERNEL-NOTES §1.4)."""
+    """Rows in /proc/net/ip_vs_conn's exact layout (docs/kernel/procfs.md#ip_vs_conn)."""
     rows = [
         f"TCP {hexip(c)} {40000 + k:04X} {hexip(fb.vip)} 0050 {hexip(fb.addresses[b])} 0050 "
         f"{'ESTABLISHED':<11} {897:7d}\n"

@@ -24,6 +24,8 @@ from lvsprobe.analyze import inputs, schedulers
 from lvsprobe.analyze.fairness import analyze_fairness
 from lvsprobe.analyze.memory import MemorySample, analyze_memory
 from lvsprobe.analyze.persistence import analyze_persistence
+from lvsprobe.lab import backends
+from lvsprobe.lab.snapshot import guest_snapshot_json
 
 pytestmark = pytest.mark.lab
 
@@ -102,7 +104,7 @@ class Director:
         ]
 
     def snapshot(self, run: Path) -> None:
-        (run / "director.json").write_text(self.lab.snapshot_json("lvs1"))
+        (run / "director.json").write_text(guest_snapshot_json(self.lab, "lvs1"))
 
     def replay(
         self,
@@ -313,7 +315,6 @@ def test_persistence_tls_resumption_sticks(director: Director) -> None:
 
 
 def test_persistence_ftp_data_follows_control(director: Director) -> None:
-    backends = pytest.importorskip("lvsprobe.lab.backends")
     sums = {n: hashlib.sha256(backends.ftp_file(n)).hexdigest() for n in director.names}
     director.lab.sh("lvs1", f"ipvsadm -E -t {director.lab.vip}:21 -s rr -p 120").check()
     try:
@@ -480,7 +481,7 @@ def slab_sample(lab: Any) -> MemorySample:
             "grep '^ip_vs_conn ' /proc/slabinfo; "
             "cat /sys/kernel/slab/ip_vs_conn/object_size 2>/dev/null || echo 0; "
             # entries from the per-dest counters (exact atomics); reading ip_vs_conn while it
-            # grows re-walks the hash and can repeat rows (KERNEL-NOTES §1.4)
+            # grows re-walks the hash and can repeat rows (docs/kernel/procfs.md#reading-the-table)
             "for n in lvs1 lvs2; do ip netns exec $n ipvsadm -Ln; done "
             "| awk '$1 == \"->\" && $5 ~ /^[0-9]+$/ {n += $5 + $6} END {print n + 0}'",
         )

@@ -1,4 +1,4 @@
-"""The exact scheduler models against the kernel rules (LVS-BEHAVIOUR-NOTES §3.2)."""
+"""The exact scheduler models against the kernel rules (docs/lvs/schedulers.md#exact-schedulers)."""
 
 from __future__ import annotations
 

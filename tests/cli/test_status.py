@@ -140,3 +140,129 @@ def test_malformed_file_is_reported_not_a_traceback(tmp_path: Path, nat_proc: Pa
     assert code == 1
     assert "Traceback" not in err
     assert "net/ip_vs line 2" in err
+
+
+# --- what status could not see (issue #16) ------------------------------------------------
+
+ASKED = ("--stats", "--daemon", "--timeout", "--no-conns")
+
+
+def notes(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning: no ")]
+
+
+def test_procfs_tree_says_what_it_could_not_show(nat_proc: Path) -> None:
+    code, out, err = run("--procfs-root", str(nat_proc), *ASKED)
+    assert code == 0, err
+    # stdout stays ipvsadm's text (dashes for the counters /proc lacks), the note goes to stderr
+    assert "TCP  198.18.1.100:80                     -        -" in out
+    assert "Timeout" not in out and "sync daemon" not in out
+    assert notes(err) == [
+        "warning: no per-service counters, timeouts or daemons: "
+        "netlink reads a live namespace only; reading /proc only"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--rate",), "per-service rates"),
+        (("--thresholds",), "thresholds"),
+        (("--persistent-conn",), "persistent connection counts"),
+        (("--daemon",), "daemons"),
+    ],
+)
+def test_each_netlink_only_view_is_named(
+    nat_proc: Path, flags: tuple[str, ...], named: str
+) -> None:
+    code, _, err = run("--procfs-root", str(nat_proc), "--no-conns", *flags)
+    assert code == 0
+    assert notes(err) == [
+        f"warning: no {named}: netlink reads a live namespace only; reading /proc only"
+    ]
+
+
+def test_list_view_from_procfs_lacks_nothing_so_says_nothing(nat_proc: Path) -> None:
+    code, _, err = run("--procfs-root", str(nat_proc), "--hz", "250")
+    assert code == 0
+    assert err == ""
+
+
+def test_no_netlink_flag_is_the_reason_given(nat_proc: Path) -> None:
+    code, _, err = run(
+        "--procfs-root",
+        str(nat_proc),
+        "--no-netlink",
+        "--stats",
+        "--no-conns",
+        "--hz",
+        "250",
+    )
+    assert code == 0
+    assert notes(err) == [
+        "warning: no per-service counters: netlink turned off; reading /proc only"
+    ]
+
+
+def test_no_cap_net_admin_is_one_line_naming_the_capability(
+    nat_proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lvsprobe.errors import NotPermitted
+    from lvsprobe.kernel.genl import capture
+    from lvsprobe.kernel.genl.socket import NOT_PERMITTED
+
+    def refused(path: Path) -> None:
+        raise NotPermitted(f"{NOT_PERMITTED} (get family: Operation not permitted)")
+
+    monkeypatch.setattr(capture.CapturedIPVS, "from_file", refused)
+    code, out, err = run(
+        "--procfs-root", str(nat_proc), "--genl-capture", str(GENL), *ASKED, "--hz", "250"
+    )
+    assert code == 0 and out
+    assert err.splitlines() == [
+        "warning: no per-service counters, timeouts or daemons: netlink IPVS needs "
+        "CAP_NET_ADMIN in the initial user namespace (get family: Operation not permitted); "
+        "reading /proc only"
+    ]
+
+
+def test_broken_netlink_is_the_reason_and_not_said_twice(nat_proc: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "genl.hex"
+    broken.write_text("> zz\n")
+    code, _, err = run(
+        "--procfs-root", str(nat_proc), "--genl-capture", str(broken), *ASKED, "--hz", "250"
+    )
+    assert code == 0
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(
+        "warning: no per-service counters, timeouts or daemons: netlink failed: "
+    )
+
+
+def test_json_carries_what_was_not_read(nat_proc: Path) -> None:
+    code, out, _ = run("--procfs-root", str(nat_proc), "--json")
+    assert code == 0
+    assert json.loads(out)["unread"] == [
+        {
+            "parts": [
+                "service_stats",
+                "service_rates",
+                "thresholds",
+                "persistent_conns",
+                "daemons",
+                "timeouts",
+            ],
+            "reason": "netlink reads a live namespace only",
+        }
+    ]
+    code, out, _ = run("--procfs-root", str(nat_proc), "--genl-capture", str(GENL), "--json")
+    assert json.loads(out)["unread"] == []
+
+
+def test_unread_survives_the_json_round_trip(nat_proc: Path) -> None:
+    from lvsprobe.snapshot_json import snapshot_from_json, snapshot_to_json
+    from lvsprobe.sources import Target, read_snapshot
+
+    snap = read_snapshot(Target(procfs_root=nat_proc), conns="off")
+    assert snapshot_from_json(snapshot_to_json(snap)).unread == snap.unread

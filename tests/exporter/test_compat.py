@@ -16,6 +16,7 @@ from types import ModuleType
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lvsprobe import sources
 from lvsprobe.exporter.compat import (
     FULL_BACKEND_LABELS,
     NodeExporterCollector,
@@ -189,11 +190,7 @@ def test_identical_series(
 
 
 def test_captured_fixture_tree(node_exporter: str, nat_proc: Path) -> None:
-    """Through the real readers once lvsprobe.sources can read the captured tree."""
-    try:
-        from lvsprobe import sources
-    except ImportError as exc:
-        pytest.skip(f"the procfs readers are not there yet: {exc}")
+    """Through the real readers, on the captured tree."""
     opts = ExportOptions(
         targets=(sources.Target(procfs_root=nat_proc),), compat_node_exporter=True, netlink=False
     )

@@ -17,7 +17,7 @@ import pytest
 
 from lvsprobe.errors import NamespaceError
 from lvsprobe.exporter.filters import ServiceFilter, parse_service_match
-from lvsprobe.exporter.names import ServiceNames
+from lvsprobe.exporter.names import NamesFile, encode_names
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.model import Snapshot
 
@@ -48,12 +48,15 @@ def _golden(name: str, text: bytes) -> None:
     assert text.decode() == path.read_text()
 
 
-def _cases(make: Callable[..., Snapshot], broken: Snapshot) -> dict[str, bytes]:
-    names = ServiceNames(
-        {
-            ("tcp", ipaddress.ip_address("198.18.1.100"), 80, 0): 'web "front"',
-            ("", None, 0, 5): "mail",
-        }
+def _cases(make: Callable[..., Snapshot], broken: Snapshot, tmp: Path) -> dict[str, bytes]:
+    names_file = tmp / "names.yml"
+    names_file.write_text(
+        encode_names(
+            {
+                ("tcp", ipaddress.ip_address("198.18.1.100"), 80, 0): 'web "front"',
+                ("", None, 0, 5): "mail",
+            }
+        )
     )
 
     def two_namespaces(target: Target | None, **kw: object) -> Snapshot:
@@ -80,7 +83,7 @@ def _cases(make: Callable[..., Snapshot], broken: Snapshot) -> dict[str, bytes]:
                 exclude=(parse_service_match(":53"),),
             ),
             max_backends=3,
-            names=names,
+            names=NamesFile(names_file),
             compat_node_exporter=True,
             compat_backend_labels=("local_address", "local_port", "proto"),
         ),
@@ -88,8 +91,10 @@ def _cases(make: Callable[..., Snapshot], broken: Snapshot) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def cases(make_snapshot: Callable[..., Snapshot], broken_snapshot: Snapshot) -> dict[str, bytes]:
-    return _cases(make_snapshot, broken_snapshot)
+def cases(
+    make_snapshot: Callable[..., Snapshot], broken_snapshot: Snapshot, tmp_path: Path
+) -> dict[str, bytes]:
+    return _cases(make_snapshot, broken_snapshot, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from lvsprobe.exporter.flights import Scrape
 from lvsprobe.exporter.render import ExpositionFormat
 from lvsprobe.exporter.server import ExporterServer, HTTPLimits
 
@@ -28,16 +29,16 @@ GET = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
 BIG_BODY = (b"x" * 1023 + b"\n") * 32 * 1024
 
 
-def _server(scrape: Callable[[ExpositionFormat], list[bytes]], **limits: float) -> ExporterServer:
+def _server(scrape: Scrape, **limits: float) -> ExporterServer:
     fields = {**FAST.__dict__, **limits}
     return ExporterServer(("127.0.0.1", 0), scrape, limits=HTTPLimits(**fields), warm_up=False)
 
 
-def _small(fmt: ExpositionFormat) -> list[bytes]:
+def _small(fmt: ExpositionFormat, timeout_s: float | None) -> list[bytes]:
     return [b"ipvs_up 1\n"]
 
 
-def _big(fmt: ExpositionFormat) -> list[bytes]:
+def _big(fmt: ExpositionFormat, timeout_s: float | None) -> list[bytes]:
     return [BIG_BODY]
 
 
@@ -151,7 +152,7 @@ def test_rendering_waits_for_a_client_that_does_not_read() -> None:
     rendered = []
     closed = threading.Event()
 
-    def huge(fmt: ExpositionFormat) -> Iterator[bytes]:
+    def huge(fmt: ExpositionFormat, timeout_s: float | None) -> Iterator[bytes]:
         try:
             for _ in range(400):
                 rendered.append(1)
@@ -173,7 +174,7 @@ def test_a_body_streamed_before_its_size_is_known_is_framed_for_the_client(versi
     """HTTP/1.0 gets a body delimited by the close, never chunks; HTTP/1.1 gets chunks."""
     rest = threading.Event()
 
-    def two_halves(fmt: ExpositionFormat) -> Iterator[bytes]:
+    def two_halves(fmt: ExpositionFormat, timeout_s: float | None) -> Iterator[bytes]:
         yield BIG_BODY[:1_000_000]
         rest.wait(BOUND_S)  # the answer has begun before its size is known
         yield BIG_BODY[1_000_000:]
@@ -265,7 +266,7 @@ class _Gate:
         self.calls = 0
         self.closed_early = threading.Event()
 
-    def __call__(self, fmt: ExpositionFormat) -> Iterator[bytes]:
+    def __call__(self, fmt: ExpositionFormat, timeout_s: float | None) -> Iterator[bytes]:
         self.calls += 1
         finished = False
         try:
@@ -323,3 +324,22 @@ def _status(url: str) -> int:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+@pytest.mark.parametrize(("header", "timeout_s"), [("7.5", 7.5), ("nope", None), ("-1", None)])
+def test_the_scrape_gets_the_timeout_prometheus_announces(
+    header: str, timeout_s: float | None
+) -> None:
+    seen: list[float | None] = []
+
+    def scrape(fmt: ExpositionFormat, timeout_s: float | None) -> list[bytes]:
+        seen.append(timeout_s)
+        return [b"ipvs_up 1\n"]
+
+    with _server(scrape).in_thread() as address:
+        request = urllib.request.Request(
+            f"http://{address}/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": header}
+        )
+        with urllib.request.urlopen(request, timeout=BOUND_S) as resp:
+            assert resp.read() == b"ipvs_up 1\n"
+    assert seen == [timeout_s]

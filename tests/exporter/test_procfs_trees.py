@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from lvsprobe import sources as lvsprobe_sources
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -22,11 +23,7 @@ BUILD = ("0.1.0", "3.11.0")
 
 @pytest.fixture(scope="module")
 def sources() -> Any:
-    try:
-        from lvsprobe import sources
-    except ImportError as exc:
-        pytest.skip(f"the procfs readers are not there yet: {exc}")
-    return sources
+    return lvsprobe_sources
 
 
 def _reader(sources: Any) -> Callable[..., Any]:

@@ -84,7 +84,7 @@ def test_gzip_when_asked(plain: str) -> None:
 def test_a_bug_costs_one_scrape_not_the_exporter() -> None:
     calls = []
 
-    def scrape(fmt: ExpositionFormat) -> list[bytes]:
+    def scrape(fmt: ExpositionFormat, timeout_s: float | None) -> list[bytes]:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("boom")
@@ -254,7 +254,7 @@ def test_client_certificate_required(pki: Path, scraper: Scraper) -> None:
     ("body", "needle"),
     [
         ("tls_server_config:\n  cert_file: server.crt\n", "cert_file and key_file"),
-        ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot load"),
+        ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot read"),
         (
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
             "  client_auth_type: RequireAnyClientCert\n",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from lvsprobe.lab.backends import ftp_file
 from lvsprobe.replay.plan import make_plan
 from lvsprobe.replay.scenario import load_scenario
 
@@ -44,10 +44,6 @@ def test_scenario_loads_and_is_bounded(path: Path) -> None:
 
 
 def test_ftp_checksums_are_the_lab_backends_files() -> None:
-    if importlib.util.find_spec("lvsprobe.lab.backends") is None:
-        pytest.skip("the lab package is not installed")
-    from lvsprobe.lab.backends import ftp_file
-
     for name in ("ftp-active", "ftp-passive"):
         mix = load_scenario(REPLAYS / f"{name}.yaml").flows[0]
         assert mix.sha256 is not None

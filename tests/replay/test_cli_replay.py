@@ -68,7 +68,7 @@ def test_run_writes_run_directory(tmp_path: Path, servers: Any, engine: str) -> 
             "--conn-table",
             str(conn),
             "--snapshot-every",
-            "0.05",
+            "0.1",
             "--engine",
             engine,
         ],

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lvsprobe.replay import flowlog
 from lvsprobe.replay.fastloop import FastRunner, fast_eligible
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.plan import make_plan
@@ -28,6 +31,7 @@ def _run(
     timeout: str = "5s",
     concurrency: int = 2,
     engine: str = "asyncio",
+    options: RunOptions | None = None,
 ) -> list[FlowRecord]:
     text = f"""
 name: loopback
@@ -43,9 +47,9 @@ bounds: {{max_flows: {max_flows}, max_duration: 20s, flow_timeout: {timeout}}}
     plan = make_plan(scenario)
     if engine == "fastloop":
         assert fast_eligible(plan)
-        result = FastRunner(scenario, plan, RunOptions()).run()
+        result = FastRunner(scenario, plan, options or RunOptions()).run()
     else:
-        result = asyncio.run(Runner(scenario, plan, RunOptions()).run())
+        result = asyncio.run(Runner(scenario, plan, options or RunOptions()).run())
     assert len(result.records) == max_flows
     return result.records
 
@@ -231,3 +235,17 @@ def test_an_ended_flow_leaves_no_stale_fd_in_the_loop() -> None:
                 await loop.sock_connect(after, ("127.0.0.1", port))
 
         asyncio.run(main())
+
+
+def test_every_finished_flow_reaches_the_journal_once(
+    servers: Any, engine: str, tmp_path: Path
+) -> None:
+    """Both engines hand each flow to the journal as it ends: refused ones and ok ones alike."""
+    journal = flowlog.open_journal(tmp_path, planned=8, scenario="loopback")
+    options = RunOptions(journal=journal)
+    flows = "  - {kind: http}\n  - {kind: tcp, payload_bytes: 8, port: 1}"
+    records = _run(servers.http, flows, max_flows=8, engine=engine, options=options)
+    journal.flush()
+    journaled = flowlog.read_flows(tmp_path).to_pylist()
+    assert journaled == [dataclasses.asdict(r) for r in records]
+    assert {r.outcome for r in records} == {"ok", "refused"}

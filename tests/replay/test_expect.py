@@ -84,5 +84,5 @@ def test_unknown_check_is_a_scenario_error_with_line() -> None:
         "flows: [{kind: http}]\nbounds: {max_flows: 1, max_duration: 1s}\n"
         "expect:\n  all_ok: true\n  fast: true\n"
     )
-    with pytest.raises(ScenarioError, match=r"e\.yaml line 7: expect\.fast: unknown check"):
+    with pytest.raises(ScenarioError, match=r"e\.yaml line 7: expect\.fast: unknown key"):
         parse_scenario(text, "e.yaml")

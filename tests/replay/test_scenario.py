@@ -71,7 +71,7 @@ def test_open_loop_rate_and_burst_offsets() -> None:
         (("rate: 50", "rate: -1"), 8, "out of range"),
         (("seed: 3", "seed: [1]"), 2, "integer"),
         (("name: t", "name: t\nname: u"), 2, "duplicate key"),
-        (("heartbeat: 100ms", "heartbeat: 0s"), 7, "must be > 0"),
+        (("heartbeat: 100ms", "heartbeat: 0s"), 7, "at least 1ms when hold is set"),
         (("weight: 1,", "weight: 1, colour: red,"), 7, "unknown key"),
         (
             (

@@ -2,7 +2,7 @@
 
 Why not pyroute2 (0.9.7): its `update` sends DEL, `dest("get")` fails, `from_message()`
 returns class defaults for short keys, the tunnel port is byte-swapped, the IPv6 netmask is
-mis-decoded, and GET_DAEMON/GET_CONFIG/GET_INFO are not decoded (KERNEL-NOTES §5.1). The
+mis-decoded, GET_DAEMON/CONFIG/INFO are not decoded (docs/kernel/netlink.md#why-not-pyroute2). The
 codec here is smaller, read-only by construction, and decodes all of them.
 
 - `attrs`: netlink message and attribute TLV walk/encode (pure).

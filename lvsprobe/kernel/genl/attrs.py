@@ -16,14 +16,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from lvsprobe.errors import ParseError
 
-if TYPE_CHECKING:
-    from lvsprobe.kernel.genl.layout import Layouts
-
 T = TypeVar("T")
+
+# {type: payload} of a record, and of each laid-out nest by its type: what a fast splitter
+# (kernel/genl/layout.py) hands `Attrs` instead of a walk.
+Split = tuple[dict[int, bytes], dict[int, dict[int, bytes]]]
+Splitter = Callable[[bytes], Split | None]
 
 NLA_ALIGNTO = 4
 NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -229,11 +231,11 @@ class Attrs:
         buf: bytes,
         where: Where,
         names: type[enum.IntEnum],
-        layouts: Layouts | None = None,
+        splitter: Splitter | None = None,
     ) -> None:
-        """`layouts`: those of this kind of record, to split `buf` by when it has one of
-        them (the same attributes as a walk; see `layout`)."""
-        split = None if layouts is None else layouts.split(buf)
+        """`splitter`: a fast way to split `buf` into the same attributes a walk gives
+        (`Layouts.split`); when it gives None, the record is walked."""
+        split = None if splitter is None else splitter(buf)
         if split is None:
             split = {nla_type & NLA_TYPE_MASK: value for nla_type, value in _walk(buf, where)}, {}
         self.where = where

@@ -9,7 +9,7 @@ Read-only by construction: the only request builders are GET_SERVICE/GET_DEST/GE
 dumps, GET_INFO, GET_CONFIG and the controller's GETFAMILY. No encoder exists for NEW, SET,
 DEL, ZERO or FLUSH, and `_request` refuses any command outside `READ_ONLY_CMDS`.
 
-Why not pyroute2 0.9.7 (KERNEL-NOTES §5.1): it byte-swaps the tunnel port, mis-decodes the
+pyroute2 0.9.7 (docs/kernel/netlink.md#why-not-pyroute2) byte-swaps the tunnel port, mis-decodes the
 IPv6 netmask and GET_INFO, leaves daemon/config undecoded, and its `update` sends DEL.
 """
 
@@ -32,6 +32,7 @@ from lvsprobe.kernel.genl.attrs import (
     Attrs,
     Ints,
     NlFlag,
+    Splitter,
     Where,
     encode_attr,
     encode_genl,
@@ -125,6 +126,10 @@ __all__ = [
 
 def _where(source: str, index: int | None) -> Where:
     return Where(f"{SOURCE} {source}", index)
+
+
+def _splitter(layouts: Layouts | None) -> Splitter | None:
+    return None if layouts is None else layouts.split
 
 
 def _fail(where: Where, reason: str) -> ParseError:
@@ -221,7 +226,7 @@ def decode_service(
 
     `layouts`: those of the dump's earlier records (`service_layouts()`), a fast way through
     a big dump with the same result."""
-    attrs = Attrs(payload, _where("service", index), SvcAttr, layouts)
+    attrs = Attrs(payload, _where("service", index), SvcAttr, _splitter(layouts))
     family, key = _service_key(attrs)
     raw_flags = attrs.need(SvcAttr.FLAGS, BINARY)
     if len(raw_flags) != FLAGS.size:
@@ -274,7 +279,7 @@ def decode_dest(
     means something when `forward` is TUNNEL. `layouts`: as for `decode_service`
     (`dest_layouts()`).
     """
-    attrs = Attrs(payload, _where("dest", index), DestAttr, layouts)
+    attrs = Attrs(payload, _where("dest", index), DestAttr, _splitter(layouts))
     where = attrs.where
     family_value = attrs.get(DestAttr.ADDR_FAMILY, U16)
     family = None if family_value is None else _family(family_value, where, "ADDR_FAMILY")

@@ -19,14 +19,11 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from lvsprobe.kernel.genl.attrs import NLA_HDR, NLA_TYPE_MASK, nla_align
+from lvsprobe.kernel.genl.attrs import NLA_HDR, NLA_TYPE_MASK, Split, nla_align
 
 # Layouts kept per kind of record: one per distinct record size (tunnel dests have three
 # attributes more, say); a dump that keeps changing shape is walked.
 MAX_LAYOUTS = 8
-
-# {type: payload} of a record, and of each laid-out nest by its type.
-Split = tuple[dict[int, bytes], dict[int, dict[int, bytes]]]
 
 
 def _picker(indices: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:

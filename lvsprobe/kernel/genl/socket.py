@@ -5,7 +5,7 @@ read-only requests built by `ipvs` and decodes replies with it. Dumps are multip
 with NLMSG_DONE; GET_INFO/GET_CONFIG/GETFAMILY ask for an ACK and end with it. Replies
 carrying another sequence number (late answers to a request that timed out) are skipped.
 
-Resolving the family name "IPVS" makes the kernel load ip_vs (KERNEL-NOTES §2, §7.12), so
+Resolving the name "IPVS" makes the kernel load ip_vs (docs/kernel/netlink.md#autoloading-ip_vs), so
 `open()` first checks that `/proc/thread-self/net/ip_vs` exists in the target namespace.
 """
 

@@ -2,7 +2,7 @@
 
 An IPv4 row with a 3-letter protocol (TCP, UDP, IP), a 7-digit Expires and no PE data has
 the same length and field offsets in every row (`"%-3s %08X %04X %08X %04X %08X %04X %-11s
-[%-6s ]%7u\\n"`, KERNEL-NOTES §1.4-1.5). A block made only of such rows is checked and
+[%-6s ]%7u\\n"`, docs/kernel/procfs.md#ip_vs_conn). A block of only such rows is checked and
 counted with strided slices (`block[col::row_bytes]`, one C pass per column, nothing per
 row in Python):
 - every separator column is blanks, every address and port column left out of the key hex

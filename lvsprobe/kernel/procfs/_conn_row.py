@@ -5,7 +5,7 @@ ip_vs_conn.c); ip_vs_conn adds optional PEName/PEData, ip_vs_conn_sync an Origin
 Every field is checked here; the fast counters in `_conn_fast` fall back to this module
 for any chunk they cannot vouch for, so errors always come from here, with a line number.
 
-Eras (KERNEL-NOTES §1.4-1.5):
+Eras (docs/kernel/procfs.md#ip_vs_conn):
 - K4.0 printed Expires as `(expires - jiffies) / HZ` with `%7lu`: an overdue timer shows a
   huge wrapped number. Since 4.19 it is `%7u` of a clamped delta, so anything above
   2**32 - 1 can only be the K4.0 wrap, and is read as 0 s (overdue).

@@ -1,7 +1,7 @@
 """/proc/net/ip_vs: virtual services and their real servers (`ip_vs_info_seq_show`).
 
 The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn changed in
-6.12: it is max(totalconns - activeconns, 0) there). See KERNEL-NOTES §1.1.
+6.12: it is max(totalconns - activeconns, 0) there). See docs/kernel/procfs.md#ip_vs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
 from lvsprobe.kernel.procfs._ip_vs_fixed import FORWARD_NAMES, take_fixed
 from lvsprobe.kernel.procfs._read import read_proc_text
+from lvsprobe.kernel.procfs.limits import IP_VS_MAX_BYTES
 from lvsprobe.model import (
     Family,
     Forward,
@@ -75,7 +76,7 @@ class IpVsTable:
 
 def read_ip_vs(root: Path) -> IpVsTable:
     """Services from `root/net/ip_vs`; `IPVSUnavailable` when the file does not exist."""
-    return parse_ip_vs(read_proc_text(root, "net/ip_vs"))
+    return parse_ip_vs(read_proc_text(root, "net/ip_vs", max_bytes=IP_VS_MAX_BYTES))
 
 
 def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:

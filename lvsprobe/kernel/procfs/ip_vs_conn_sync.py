@@ -10,21 +10,33 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from lvsprobe.deadline import Deadline
 from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary
 from lvsprobe.kernel.procfs._read import read_proc_bytes, read_proc_chunks
+from lvsprobe.kernel.procfs.ip_vs_conn import DEFAULT_MAX_BYTES, RAISE_WITH
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_LINE_MAX_BYTES
 from lvsprobe.model import Conn, ConnSummary, Origin
 
 SOURCE = _conn_row.CONN_SYNC.source
 
 
-def read_ip_vs_conn_sync(root: Path) -> bytes:
+def read_ip_vs_conn_sync(root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The bytes of `root/net/ip_vs_conn_sync` (read like `read_ip_vs_conn`)."""
-    return read_proc_bytes(root, SOURCE)
+    return read_proc_bytes(root, SOURCE, max_bytes=max_bytes, raise_with=RAISE_WITH)
 
 
-def stream_ip_vs_conn_sync(root: Path) -> Iterator[bytes]:
+def stream_ip_vs_conn_sync(
+    root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, deadline: Deadline | None = None
+) -> Iterator[bytes]:
     """`root/net/ip_vs_conn_sync` in pieces as read (see `ip_vs_conn.stream_ip_vs_conn`)."""
-    return read_proc_chunks(root, SOURCE)
+    return read_proc_chunks(
+        root,
+        SOURCE,
+        max_bytes=max_bytes,
+        deadline=deadline,
+        raise_with=RAISE_WITH,
+        max_line_bytes=CONN_TABLE_LINE_MAX_BYTES,
+    )
 
 
 def iter_ip_vs_conn_sync(data: bytes, source: str = SOURCE) -> Iterator[Conn]:

@@ -3,7 +3,7 @@
 Eras: K4.0 printed conns and packets as 32-bit `%8X` and the rates as `%8X`/`%16X`;
 since 4.1 ("ipvs: use 64-bit rates in stats", present in K4.19, K6.1, K6.12) every
 field is `%8LX`/`%16LX`. The widths are minimums, so the columns are read by whitespace
-and every value is accepted up to 2**64 - 1 in both eras. See KERNEL-NOTES §1.2 and §4.
+and every value is accepted up to 2**64 - 1 in both eras. See docs/kernel/procfs.md#ip_vs_stats.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
 from lvsprobe.kernel.procfs._read import read_proc_text
+from lvsprobe.kernel.procfs.limits import IP_VS_STATS_MAX_BYTES
 from lvsprobe.model import Rates, Stats
 
 SOURCE = "net/ip_vs_stats"
@@ -25,13 +26,13 @@ RATES_HEADER = ["Conns/s", "Pkts/s", "Pkts/s", "Bytes/s", "Bytes/s"]
 
 def read_ip_vs_stats(root: Path) -> tuple[Stats, Rates]:
     """Totals and rates from `root/net/ip_vs_stats`, read in one go (the file moves)."""
-    return parse_ip_vs_stats(read_proc_text(root, SOURCE))
+    return parse_ip_vs_stats(read_proc_text(root, SOURCE, max_bytes=IP_VS_STATS_MAX_BYTES))
 
 
 def parse_ip_vs_stats(text: str, source: str = SOURCE) -> tuple[Stats, Rates]:
     """Parse /proc/net/ip_vs_stats: counters since the last zeroing, and de-scaled rates.
 
-    Counters and rates come from the estimator, so they lag by up to 2 s (KERNEL-NOTES §4).
+    Counters and rates both lag up to 2 s (docs/kernel/estimator.md#counters-lag-too).
     """
     lines = _hex.split_lines(text)
     expect_header(lines, 0, _HEADER, source)

@@ -1,7 +1,7 @@
 """/proc/net/ip_vs_stats_percpu: per-CPU counters, the `~` total row, rates.
 
 Eras: K4.0 printed conns, packets and rates with `%8X`/`%16X` (32-bit); K6.1 and K6.12
-use `%8LX`/`%16LX`. Read by whitespace, both parse the same. See KERNEL-NOTES §1.3.
+use `%8LX`/`%16LX`. Read by whitespace, both parse alike (docs/kernel/procfs.md#ip_vs_stats_percpu).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from lvsprobe.kernel.procfs.ip_vs_stats import (
     five_hex,
     rates_from_line,
 )
+from lvsprobe.kernel.procfs.limits import IP_VS_STATS_PERCPU_MAX_BYTES
 from lvsprobe.model import Rates, Stats
 
 SOURCE = "net/ip_vs_stats_percpu"
@@ -48,7 +49,9 @@ class PerCpuStats:
 
 def read_ip_vs_stats_percpu(root: Path) -> PerCpuStats:
     """Parse `root/net/ip_vs_stats_percpu`, read in one go."""
-    return parse_ip_vs_stats_percpu(read_proc_text(root, SOURCE))
+    return parse_ip_vs_stats_percpu(
+        read_proc_text(root, SOURCE, max_bytes=IP_VS_STATS_PERCPU_MAX_BYTES)
+    )
 
 
 def parse_ip_vs_stats_percpu(text: str, source: str = SOURCE) -> PerCpuStats:

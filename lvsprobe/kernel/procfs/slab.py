@@ -1,10 +1,10 @@
-"""The ip_vs_conn slab cache: /proc/slabinfo and /sys/kernel/slab/ip_vs_conn (KERNEL-NOTES §3.3).
+"""The ip_vs_conn slab: /proc/slabinfo and /sys/kernel/slab/ip_vs_conn (docs/kernel/procfs.md#slab).
 
 One cache (`KMEM_CACHE(ip_vs_conn, SLAB_HWCACHE_ALIGN)`) holds the connections and
 templates of all namespaces. SLUB may merge it into another cache of the same size (the
 default unless `slab_nomerge`): then slabinfo has no `ip_vs_conn` row and the sysfs entry
 is a symlink to the merged cache (e.g. `:0000320`), whose counts include other users.
-Both files are 0400: without root the reader returns what it could read, or None.
+Both files are 0400: without root the slab cannot be read, and the reader says so.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
-from lvsprobe.kernel.procfs._read import read_optional_text
+from lvsprobe.kernel.procfs._read import read_optional_text, read_proc_text
+from lvsprobe.kernel.procfs.limits import SLABINFO_MAX_BYTES, SYSFS_MAX_BYTES
 from lvsprobe.model import Slab
 
 SLABINFO = "slabinfo"
@@ -78,37 +79,65 @@ def parse_conn_tab_bits(text: str) -> int:
 
 def read_conn_tab_bits(sys_root: Path) -> int | None:
     """The module parameter, or None when /sys shows no ip_vs module (not loaded)."""
-    text = read_optional_text(sys_root, CONN_TAB_BITS)
+    text = read_optional_text(sys_root, CONN_TAB_BITS, max_bytes=SYSFS_MAX_BYTES)
     return None if text is None else parse_conn_tab_bits(text)
 
 
-def read_slab(proc_root: Path, sys_root: Path | None) -> Slab | None:
-    """Combine `proc_root/slabinfo` and `sys_root/kernel/slab/ip_vs_conn/*`.
+def read_slab(proc_root: Path, sys_root: Path | None) -> Slab:
+    """The ip_vs_conn slab from `proc_root/slabinfo` and `sys_root/kernel/slab/ip_vs_conn/*`.
 
-    Counts (active/num objs, pages per slab) come from slabinfo; `object_size`
-    (sizeof(struct ip_vs_conn)) and the slot size from sysfs when readable. If the sysfs
-    entry is a symlink the cache is merged: `merged=True` and `object_size` None (the alias
-    reports the merged cache's largest object). Unreadable files (0400 without root) are
-    skipped; None when neither source gave anything.
+    Its own cache: counts (active/num objs, pages per slab) come from the slabinfo row;
+    `object_size` (sizeof(struct ip_vs_conn)) and the slot size from sysfs when readable.
+    Merged (the sysfs entry is a symlink): the kernel counts no objects of its own, so there
+    are only the slot size and objects per slab, read from sysfs; `object_size` is None (the
+    alias reports the merged cache's largest object).
+
+    Raises rather than return less than the kernel shows: `NotPermitted` (the files are 0400),
+    `ParseError` when a file is missing, malformed, or slabinfo has no row while sysfs does
+    not show the cache merged.
     """
-    text = read_optional_text(proc_root, SLABINFO)
-    row = None if text is None else parse_slabinfo(text)
-    merged = False
+    if sys_root is not None and (sys_root / SLAB_DIR).is_symlink():
+        return Slab(
+            active_objs=None,
+            num_objs=None,
+            slab_object_size=_read_sysfs_number(sys_root, "slab_size"),
+            objs_per_slab=_read_sysfs_number(sys_root, "objs_per_slab"),
+            pages_per_slab=None,
+            merged=True,
+        )
+    text = read_proc_text(proc_root, SLABINFO, max_bytes=SLABINFO_MAX_BYTES, ipvs_file=False)
+    row = parse_slabinfo(text)
+    if row is None:
+        raise ParseError(SLABINFO, None, None, _no_row(sys_root))
     sysfs: dict[str, int] = {}
-    if sys_root is not None:
-        merged = (sys_root / SLAB_DIR).is_symlink()
+    if sys_root is not None:  # extras: unreadable ones leave nothing the row does not give
         for name in ("object_size", "slab_size", "objs_per_slab"):
-            text = read_optional_text(sys_root, f"{SLAB_DIR}/{name}")
-            if text is not None:
-                sysfs[name] = parse_sysfs_number(name, text)
-    if row is None and not sysfs and not merged:
-        return None
+            path = f"{SLAB_DIR}/{name}"
+            extra = read_optional_text(sys_root, path, max_bytes=SYSFS_MAX_BYTES)
+            if extra is not None:
+                sysfs[name] = parse_sysfs_number(name, extra)
     return Slab(
-        active_objs=row.active_objs if row else None,
-        num_objs=row.num_objs if row else None,
-        slab_object_size=sysfs.get("slab_size", row.slab_object_size if row else None),
-        objs_per_slab=sysfs.get("objs_per_slab", row.objs_per_slab if row else None),
-        pages_per_slab=row.pages_per_slab if row else None,
-        object_size=None if merged else sysfs.get("object_size"),
-        merged=merged,
+        active_objs=row.active_objs,
+        num_objs=row.num_objs,
+        slab_object_size=sysfs.get("slab_size", row.slab_object_size),
+        objs_per_slab=sysfs.get("objs_per_slab", row.objs_per_slab),
+        pages_per_slab=row.pages_per_slab,
+        object_size=sysfs.get("object_size"),
     )
+
+
+def _read_sysfs_number(sys_root: Path, name: str) -> int:
+    text = read_proc_text(
+        sys_root, f"{SLAB_DIR}/{name}", max_bytes=SYSFS_MAX_BYTES, ipvs_file=False
+    )
+    return parse_sysfs_number(name, text)
+
+
+def _no_row(sys_root: Path | None) -> str:
+    """Why a slabinfo without an ip_vs_conn row (while IPVS is loaded, so the cache exists)
+    cannot be read: merged into another cache, but /sys cannot say which."""
+    if sys_root is None:
+        where = "no /sys tree given (--sysfs-root) to tell whether it is merged"
+    else:
+        where = f"{sys_root / SLAB_DIR} is no symlink to the cache it is merged into"
+    return f"no ip_vs_conn row, and {where}"

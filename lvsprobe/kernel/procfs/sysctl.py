@@ -1,4 +1,4 @@
-"""/proc/sys/net/ipv4/vs/*: the IPVS sysctls of a namespace (KERNEL-NOTES §3.1).
+"""/proc/sys/net/ipv4/vs/*: the IPVS sysctls of a namespace (docs/kernel/procfs.md#sysctls).
 
 Most hold one decimal integer; `sync_threshold` holds two, tab-separated (threshold and
 period). `est_cpulist` (6.2+; present in K6.12, absent in K6.1) is a cpulist such as
@@ -9,11 +9,13 @@ period). `est_cpulist` (6.2+; present in K6.12, absent in K6.1) is a cpulist suc
 from __future__ import annotations
 
 import re
+from itertools import islice
 from pathlib import Path
 
 from lvsprobe.errors import IPVSUnavailable, ParseError
 from lvsprobe.kernel.procfs import _hex
 from lvsprobe.kernel.procfs._read import read_proc_text, where_missing
+from lvsprobe.kernel.procfs.limits import SYSCTL_MAX_BYTES
 
 SYSCTL_DIR = "sys/net/ipv4/vs"
 CPULISTS = frozenset({"est_cpulist"})
@@ -21,23 +23,34 @@ CPULISTS = frozenset({"est_cpulist"})
 _MAX_CPU = 1 << 16
 _RANGE = re.compile(r"([0-9]{1,6})(?:-([0-9]{1,6})(?::([0-9]{1,6})/([0-9]{1,6}))?)?")
 _INT_LIMIT = (-(1 << 63), (1 << 64) - 1)
+# K6.12 has 30 files; a directory with more than this many entries is not the kernel's.
+MAX_FILES = 1024
 
 
 def read_sysctls(root: Path) -> dict[str, tuple[int, ...]]:
     """Every file of `root/sys/net/ipv4/vs`, by name (sorted).
 
     `IPVSUnavailable` when the directory does not exist (IPVS not loaded, or no
-    /proc/sys in this mount).
+    /proc/sys in this mount). Every entry must be a regular file (the kernel makes no
+    other kind here): a FIFO or directory in its place is a `ParseError` naming it.
     """
     directory = root / SYSCTL_DIR
     try:
-        names = sorted(p.name for p in directory.iterdir() if p.is_file())
+        names = sorted(p.name for p in islice(directory.iterdir(), MAX_FILES + 1))
     except FileNotFoundError as exc:
         raise IPVSUnavailable(where_missing(root, directory)) from exc
     except OSError as exc:
         raise ParseError(SYSCTL_DIR, None, None, f"cannot list {directory}: {exc}") from exc
+    if len(names) > MAX_FILES:
+        reason = f"more than {MAX_FILES} entries in {directory}: not the kernel's sysctls"
+        raise ParseError(SYSCTL_DIR, None, None, reason)
     return {
-        name: parse_sysctl(name, read_proc_text(root, f"{SYSCTL_DIR}/{name}", ipvs_file=False))
+        name: parse_sysctl(
+            name,
+            read_proc_text(
+                root, f"{SYSCTL_DIR}/{name}", max_bytes=SYSCTL_MAX_BYTES, ipvs_file=False
+            ),
+        )
         for name in names
     }
 

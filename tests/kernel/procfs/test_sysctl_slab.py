@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lvsprobe.errors import IPVSUnavailable, ParseError
+from lvsprobe.errors import IPVSUnavailable, NotPermitted, ParseError
 from lvsprobe.kernel.procfs import slab, sysctl
 from lvsprobe.model import Slab
 
@@ -95,8 +98,95 @@ def test_slab_merged(tmp_path: Path) -> None:
     assert got.active_objs is None and got.slab_object_size == 320
 
 
-def test_slab_absent(tmp_path: Path) -> None:
-    assert slab.read_slab(tmp_path, tmp_path) is None
+def root_only(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Opening these files fails as it does for a non-root user (the tests may run as root)."""
+    real_open = os.open
+
+    def fake_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if Path(path).name in names:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+def test_slab_unreadable_without_root_is_a_failure(
+    tmp_path: Path, nat_proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # exporters/README: a non-root exporter reports the slab source as failed.
+    root_only(monkeypatch, "slabinfo", "object_size", "slab_size", "objs_per_slab")
+    with pytest.raises(NotPermitted, match="slabinfo: permission denied"):
+        slab.read_slab(nat_proc, fake_sysfs(tmp_path / "sys", merged=False))
+
+
+def test_merged_slab_unreadable_without_root_is_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: Slab(merged=True) with nothing read, reported as a success with no series.
+    sys_root = fake_sysfs(tmp_path / "sys", merged=True)
+    root_only(monkeypatch, "slabinfo", "object_size", "slab_size", "objs_per_slab")
+    with pytest.raises(NotPermitted, match="slab_size: permission denied"):
+        slab.read_slab(tmp_path, sys_root)
+
+
+def test_merged_slab_needs_no_slabinfo(tmp_path: Path) -> None:
+    """Merged, the kernel counts no ip_vs_conn objects: slabinfo has nothing to add."""
+    got = slab.read_slab(tmp_path / "no-proc", fake_sysfs(tmp_path / "sys", merged=True))
+    assert got.merged and (got.slab_object_size, got.objs_per_slab) == (320, 12)
+
+
+@pytest.mark.parametrize("sysfs", ["none", "absent", "own directory"])
+def test_no_slabinfo_row_without_a_merged_cache_is_a_failure(tmp_path: Path, sysfs: str) -> None:
+    proc_root = tmp_path / "proc"
+    proc_root.mkdir()
+    (proc_root / "slabinfo").write_text("slabinfo - version: 2.1\n")
+    sys_root = {"none": None, "absent": tmp_path / "sys"}.get(sysfs)
+    if sysfs == "own directory":
+        sys_root = fake_sysfs(tmp_path / "sys", merged=False)
+    with pytest.raises(ParseError, match="no ip_vs_conn row, and") as info:
+        slab.read_slab(proc_root, sys_root)
+    assert ("--sysfs-root" in str(info.value)) == (sysfs == "none")
+
+
+def test_a_sysfs_extra_unreadable_keeps_the_row(
+    tmp_path: Path, nat_proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unmerged, sysfs only adds sizeof: without it every slab series is still there."""
+    sys_root = fake_sysfs(tmp_path / "sys", merged=False)
+    root_only(monkeypatch, "object_size")
+    got = slab.read_slab(nat_proc, sys_root)
+    assert (got.active_objs, got.slab_object_size, got.object_size) == (912, 320, None)
+
+
+@pytest.mark.parametrize("entry", ["fifo", "directory", "symlink to /dev/zero"])
+def test_sysctl_entries_must_be_regular_files(tmp_path: Path, nat_proc: Path, entry: str) -> None:
+    # Before: is_file() skipped them silently (and a FIFO target would have blocked the read).
+    tree = tmp_path / "proc"
+    shutil.copytree(nat_proc, tree)
+    path = tree / "sys/net/ipv4/vs/zzz"
+    if entry == "fifo":
+        os.mkfifo(path)
+    elif entry == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(ParseError, match=r"sys/net/ipv4/vs/zzz: .* not a regular file"):
+        sysctl.read_sysctls(tree)
+
+
+def test_a_sysctl_directory_of_too_many_entries_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / sysctl.SYSCTL_DIR
+    directory.mkdir(parents=True)
+    for n in range(sysctl.MAX_FILES + 1):
+        (directory / f"s{n}").write_text("1\n")
+    with pytest.raises(ParseError, match="more than 1024 entries"):
+        sysctl.read_sysctls(tmp_path)
+
+
+def test_slab_absent_is_a_failure(tmp_path: Path) -> None:
+    # Nothing read is not "no slab": the source must fail, never succeed with no series.
+    with pytest.raises(ParseError, match="slabinfo: no such file"):
+        slab.read_slab(tmp_path, tmp_path)
     assert slab.parse_slabinfo("slabinfo - version: 2.1\n") is None
 
 

@@ -1,0 +1,339 @@
+"""`lvsprobe replay run` and `lvsprobe replay summary`: drive a scenario into a run directory,
+and read (or finish) one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lvsprobe.cli.exit import ExitCode
+from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
+
+
+class _ProgressLine:
+    """Flows, rate and errors on stderr: one rewritten line on a TTY, plain lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.tty = sys.stderr.isatty()
+        self._last_plain = float("-inf")
+
+    def __call__(self, progress: Any) -> None:
+        if not self.enabled:
+            return
+        rate = progress.done / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+        width = 24
+        filled = int(width * progress.done / self.total) if self.total else width
+        text = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{self.total} flows "
+            f"{rate:7.1f}/s  errors {progress.errors}  in flight "
+            f"{progress.started - progress.done}  {progress.elapsed_s:6.1f}s"
+        )
+        if self.tty:
+            click.echo("\r" + text, err=True, nl=False)
+        elif progress.elapsed_s - self._last_plain >= 5 or progress.done == self.total:
+            self._last_plain = progress.elapsed_s
+            click.echo(text, err=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            click.echo("", err=True)
+
+
+def _override_target(scenario: Any, target: str | None) -> Any:
+    import dataclasses
+    import ipaddress
+
+    if target is None:
+        return scenario
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = target, str(scenario.target.port)
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise click.BadParameter(
+            f"{target!r} is not ADDRESS[:PORT]", param_hint="--target"
+        ) from None
+    new_target = dataclasses.replace(scenario.target, address=host, port=int(port))
+    return dataclasses.replace(scenario, target=new_target)
+
+
+def _timed_commands(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[Any, ...]:
+    from lvsprobe.replay.hooks import parse_timed_command
+
+    try:
+        return tuple(parse_timed_command(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _snapshot_every(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    from lvsprobe.replay.runner import check_snapshot_every
+
+    try:
+        return check_snapshot_every(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    return (
+        f"{summary['flows']} flows, {summary['ok']} ok, {summary['errors']} errors; "
+        f"backends {summary['backends']}"
+    )
+
+
+@click.command("run")
+@click.argument(
+    "scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory to write (flows.parquet, summary.json, ...); checked before any "
+    "traffic is sent.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the run --out already holds (removes only the files lvsprobe writes).",
+)
+@click.option("--target", help="Override the scenario's target: VIP[:PORT].")
+@click.option(
+    "--conn-table",
+    metavar="SOURCE",
+    help="Director conn table to snapshot during the run: a file such as "
+    "/proc/net/ip_vs_conn, or netns:NAME (read with ip netns exec).",
+)
+@click.option(
+    "--snapshot-every",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=_snapshot_every,
+    help="Seconds between conn-table snapshots (at least 0.1).",
+)
+@max_conn_table_bytes_option
+@click.option("--seed", type=int, help="Override the scenario's seed.")
+@click.option("--max-flows", type=click.IntRange(min=1), help="Run at most this many flows.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--no-progress", is_flag=True, help="No progress line on stderr.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the scenario's `expect:` block after the run; exit 3 if it does not hold.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "epoll", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Flow driver: epoll (a plain loop, fastest; tcp/http/udp/syn flows only), asyncio "
+    "(every kind), or auto (epoll when every planned flow allows it).",
+)
+@click.option(
+    "--skip-pool-check",
+    is_flag=True,
+    help="Do not check that the client addresses exist on this host.",
+)
+@click.option(
+    "--at",
+    "timed",
+    multiple=True,
+    metavar="SECONDS:EVENT:COMMAND",
+    callback=_timed_commands,
+    help="Run a shell COMMAND SECONDS into the replay and record it as EVENT in "
+    "RUN/events.json (repeatable), e.g. --at '30:failover:ssh lvs1 systemctl stop keepalived' "
+    "--at '60:failback:ssh lvs1 systemctl start keepalived'; then `lvsprobe analyze failover "
+    "RUN` knows when it happened. Each command may take up to 300 s.",
+)
+def run(
+    scenario_path: Path,
+    out_dir: Path | None,
+    force: bool,
+    target: str | None,
+    conn_table: str | None,
+    snapshot_every: float,
+    max_conn_table_bytes: int,
+    seed: int | None,
+    max_flows: int | None,
+    dry_run: bool,
+    as_json: bool,
+    no_progress: bool,
+    check: bool,
+    engine: str,
+    skip_pool_check: bool,
+    timed: tuple[Any, ...],
+) -> None:
+    """Run SCENARIO and write the flow log to --out.
+
+    Each flow is journaled as it finishes (RUN/flows.journal.arrows, flushed every second),
+    so a run killed before its end keeps its finished flows: `lvsprobe replay summary RUN`
+    then writes flows.parquet and summary.json from the journal.
+
+    Ctrl-C stops the run early and still writes a valid flow log (the flows in flight are
+    recorded as error:interrupted) and exits 130; a second Ctrl-C skips the slow steps left
+    (the final conn-table snapshot and attribution), a third quits at once.
+    """
+    import dataclasses
+
+    from lvsprobe.replay.plan import describe_plan, make_plan, require_pool
+    from lvsprobe.replay.scenario import load_scenario
+
+    scenario = _override_target(load_scenario(scenario_path), target)
+    if seed is not None:
+        scenario = dataclasses.replace(scenario, seed=seed)
+    plan = make_plan(scenario, max_flows)
+    if dry_run:
+        described = describe_plan(scenario, plan)
+        if as_json:
+            click.echo(json.dumps(described, indent=2))
+        else:
+            for key, value in described.items():
+                if key == "first":
+                    click.echo("first flows:")
+                    for line in value:  # type: ignore[attr-defined]
+                        click.echo(f"  {line}")
+                elif value is not None and value != "":
+                    click.echo(f"{key}: {value}")
+        return
+    if out_dir is None:
+        raise click.UsageError("--out RUN_DIR is required (or use --dry-run)")
+    if not skip_pool_check:
+        require_pool(tuple(sorted({p.client_address for p in plan})))
+    from lvsprobe.replay.fastloop import FAST_KINDS, fast_eligible
+
+    fast = engine == "epoll" or (engine == "auto" and fast_eligible(plan))
+    if fast and not fast_eligible(plan):
+        kinds = sorted({p.kind for p in plan} - FAST_KINDS)
+        raise click.UsageError(f"--engine epoll cannot drive {', '.join(kinds)} flows")
+    summary, interrupted = _execute(
+        scenario,
+        scenario_path,
+        plan,
+        out_dir,
+        conn_table,
+        snapshot_every,
+        not no_progress,
+        check,
+        fast,
+        timed,
+        force,
+        max_conn_table_bytes,
+    )
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        click.echo(f"{_summary_line(summary)}; written to {out_dir}")
+    if interrupted:
+        raise click.exceptions.Exit(ExitCode.INTERRUPTED)
+    if summary.get("checks") and not summary["checks"]["passed"]:
+        for failure in summary["checks"]["failures"]:
+            click.echo(f"lvsprobe: check failed: {failure}", err=True)
+        raise click.exceptions.Exit(ExitCode.CHECK_FAILED)
+
+
+def _execute(
+    scenario: Any,
+    scenario_path: Path,
+    plan: list[Any],
+    out_dir: Path,
+    conn_table: str | None,
+    snapshot_every: float,
+    progress: bool,
+    check: bool,
+    fast: bool,
+    timed: tuple[Any, ...] = (),
+    force: bool = False,
+    max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES,
+) -> tuple[dict[str, Any], bool]:
+    from lvsprobe.replay import hooks
+    from lvsprobe.replay.attribution import conn_table_source
+    from lvsprobe.replay.fastloop import FastRunner
+    from lvsprobe.replay.rundir import open_run_dir, write_run
+    from lvsprobe.replay.runner import Runner, RunOptions, StopSignals
+
+    run_dir = open_run_dir(out_dir, scenario, scenario_path, len(plan), force)
+    signals = StopSignals(out_dir, ExitCode.INTERRUPTED)
+    line = _ProgressLine(len(plan), progress)
+    options = RunOptions(
+        conn_table=conn_table_source(conn_table, max_conn_table_bytes) if conn_table else None,
+        snapshot_every_s=snapshot_every,
+        on_progress=line,
+        journal=run_dir.journal,
+        hurry=signals.hurry,
+    )
+
+    async def main() -> Any:
+        runner = Runner(scenario, plan, options)
+        loop = asyncio.get_running_loop()
+        signals.on_stop(lambda: loop.call_soon_threadsafe(runner.stop))
+        try:
+            return await runner.run(), runner.stop_reason
+        finally:
+            signals.on_stop(lambda: None)  # the loop is about to close
+
+    def epoll() -> Any:
+        runner = FastRunner(scenario, plan, options)
+        signals.on_stop(runner.stop)
+        return runner.run(), runner.stop_reason
+
+    schedule = hooks.CommandSchedule(timed) if timed else None
+    with signals:
+        try:
+            if schedule is not None:
+                schedule.start()
+            try:
+                result, stop_reason = epoll() if fast else asyncio.run(main())
+            finally:
+                run_dir.journal.flush()
+                runs = schedule.finish(signals.hurry) if schedule is not None else []
+            line.close()
+            summary = write_run(
+                run_dir, scenario, result, stop_reason, len(plan), check, signals.hurry()
+            )
+            if schedule is not None:
+                starts = [r.start_unix - r.start_s for r in result.records]
+                hooks.write_events(out_dir, runs, min(starts, default=schedule.started_unix))
+                for problem in hooks.problems(runs):
+                    click.echo(f"lvsprobe: warning: {problem}", err=True)
+        finally:
+            run_dir.close()
+    return summary, stop_reason == "interrupted"
+
+
+@click.command("summary")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def summary_(run_dir: Path, as_json: bool) -> None:
+    """Print RUN's summary, and finish RUN first if its run was killed before its end.
+
+    A run killed before its end (SIGKILL, the OOM killer, a third Ctrl-C) leaves its finished
+    flows in RUN/flows.journal.arrows and no summary: this writes flows.parquet and
+    summary.json from them (`complete` false, `stopped` "unfinished"). A run still going is
+    only read.
+    """
+    from lvsprobe.replay.rundir import finish_run_dir
+
+    summary = finish_run_dir(run_dir)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    state = "in progress" if summary.get("in_progress") else None
+    if state is None and summary.get("rebuilt"):
+        state = "unfinished: rebuilt from its journal"
+    elif state is None:
+        state = "complete" if summary.get("complete") else f"stopped: {summary.get('stopped')}"
+    click.echo(f"{_summary_line(summary)} ({state})")

@@ -1,0 +1,247 @@
+"""The run directory of `lvsprobe replay run --out RUN`: made ready before the first packet is
+sent, finished when the run ends.
+
+Ready means created, holding no earlier run (with `--force`, the files lvsprobe wrote there
+are removed first, and only those), proven writable, locked against a second writer, and
+given what is known before the run: scenario.yaml, target.json and the flow journal. A run
+directory that cannot be written is found before the traffic is paid for, not after it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lvsprobe.errors import LvsprobeError
+from lvsprobe.replay import flowlog
+from lvsprobe.replay.attribution import attribute, save_snapshots
+from lvsprobe.replay.expect import check_expectations
+from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.hooks import EVENTS_FILE
+from lvsprobe.replay.journal import Journal
+from lvsprobe.replay.scenario import Scenario
+
+# Everything lvsprobe writes into a run directory: a directory holding any of these holds a
+# run. `analysis/` and `report.html` are written by `lvsprobe analyze` and `lvsprobe report`
+# (lvsprobe/analyze/report.py) from the run's files, so they go with it.
+RUN_FILES = (
+    flowlog.FLOWS_FILE,
+    flowlog.FLOWS_FILE + ".tmp",
+    flowlog.JOURNAL_FILE,
+    flowlog.SUMMARY_FILE,
+    flowlog.SUMMARY_FILE + ".tmp",
+    flowlog.SCENARIO_FILE,
+    flowlog.TARGET_FILE,
+    flowlog.SNAPSHOT_DIR,
+    EVENTS_FILE,
+    "analysis",
+    "report.html",
+)
+_PROBE = ".lvsprobe-write-probe"
+
+
+@dataclass
+class RunDir:
+    """A run directory being written: its lock is held until `close()`."""
+
+    path: Path
+    journal: Journal[FlowRecord]
+    _lock_fd: int | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        self.journal.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+
+def _fail(path: Path, what: str, exc: OSError) -> LvsprobeError:
+    return LvsprobeError(f"--out {path}: {what}: {exc.strerror or exc}")
+
+
+def lock_run_dir(path: Path) -> int | None:
+    """Take the run directory's lock (flock on the directory itself: the kernel drops it when
+    the holder dies, SIGKILL included); the fd to close, None where locks are unsupported."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LvsprobeError(f"{path}: a running `lvsprobe replay run` is writing it") from None
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            return None  # some network filesystems: go on without the guard
+        raise
+    return fd
+
+
+def _clear(path: Path, force: bool) -> None:
+    held = [name for name in RUN_FILES if (path / name).exists()]
+    if held and not force:
+        raise LvsprobeError(
+            f"--out {path}: already holds a run ({', '.join(held)}); "
+            "choose a new directory, or give --force to replace that run"
+        )
+    for name in held:
+        victim = path / name
+        try:
+            if victim.is_dir() and not victim.is_symlink():
+                shutil.rmtree(victim)
+            else:
+                victim.unlink()
+        except OSError as exc:
+            raise _fail(path, f"cannot remove the old run's {name}", exc) from exc
+
+
+def open_run_dir(
+    path: Path, scenario: Scenario, scenario_path: Path | None, planned: int, force: bool
+) -> RunDir:
+    """Make `path` ready for a run (see the module docstring); LvsprobeError naming --out
+    when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(path, "cannot create the run directory", exc) from exc
+    try:
+        lock_fd = lock_run_dir(path)
+    except OSError as exc:
+        raise _fail(path, "cannot open the run directory", exc) from exc
+    try:
+        _clear(path, force)
+        probe = path / _PROBE
+        probe.write_bytes(b"lvsprobe\n")
+        probe.unlink()
+        _write_inputs(path, scenario, scenario_path)
+        journal = flowlog.open_journal(path, planned, scenario.name)
+    except OSError as exc:
+        if lock_fd is not None:
+            os.close(lock_fd)
+        raise _fail(path, "not writable", exc) from exc
+    except BaseException:
+        if lock_fd is not None:
+            os.close(lock_fd)
+        raise
+    return RunDir(path, journal, lock_fd)
+
+
+def _write_inputs(run_dir: Path, scenario: Scenario, scenario_path: Path | None) -> None:
+    """scenario.yaml (a byte copy) and target.json: known before the run, so a run killed
+    before its end still names its target."""
+    if scenario_path is not None:
+        shutil.copyfile(scenario_path, run_dir / flowlog.SCENARIO_FILE)
+    target = scenario.target
+    doc = {
+        "address": target.address,
+        "port": target.port,
+        "protocol": target.protocol,
+        "fwmark": target.fwmark,
+        "backends": dict(target.backends),
+        "seed": scenario.seed,
+        "scenario": scenario.name,
+    }
+    (run_dir / flowlog.TARGET_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def write_run(
+    run: RunDir,
+    scenario: Scenario,
+    result: Any,
+    stop_reason: str | None,
+    planned: int,
+    check: bool = False,
+    hurry: bool = False,
+) -> dict[str, Any]:
+    """End the run: attribute (unless `hurry`: a second Ctrl-C), write the snapshots,
+    flows.parquet (replacing the journal) and summary.json; returns the summary.
+
+    `result` is a RunResult (records and snapshots) from either engine.
+    """
+    try:
+        return _write_run(run, scenario, result, stop_reason, planned, check, hurry)
+    except OSError as exc:  # a full disk, say: the journal still holds every finished flow
+        raise LvsprobeError(
+            f"--out {run.path}: cannot write the run's files: {exc.strerror or exc}; its "
+            f"finished flows are in {flowlog.JOURNAL_FILE}, and `lvsprobe replay summary "
+            f"{run.path}` finishes the directory once that is fixed"
+        ) from exc
+
+
+def _write_run(
+    run: RunDir,
+    scenario: Scenario,
+    result: Any,
+    stop_reason: str | None,
+    planned: int,
+    check: bool,
+    hurry: bool,
+) -> dict[str, Any]:
+    run.journal.flush()  # every finished flow is on disk before the slower steps below
+    matched = 0
+    conn_error = None
+    if result.snapshots:
+        save_snapshots(run.path, result.snapshots)
+        if hurry:
+            conn_error = "conn-table attribution skipped: interrupted twice"
+        else:
+            try:
+                matched = attribute(result.records, result.snapshots, scenario.target.backends)
+            except (LvsprobeError, ImportError) as exc:
+                # the flows are still worth writing: say why the join is missing
+                conn_error = f"conn-table attribution failed: {exc}"
+    checks = None
+    if check:
+        failures = check_expectations(scenario.expect, result.records)
+        checks = {"passed": not failures, "failures": failures}
+    run.journal.close()
+    flowlog.write_flows(run.path, result.records)
+    summary = flowlog.summarize(
+        result.records,
+        scenario=scenario.name,
+        planned=planned,
+        complete=stop_reason is None and len(result.records) == planned,
+        stopped=stop_reason,
+        snapshots=len(result.snapshots),
+        conn_table_matched=matched,
+        conn_table_error=conn_error,
+        checks=checks,
+    )
+    flowlog.write_summary(run.path, summary)
+    result.summary = summary
+    return summary
+
+
+def finish_run_dir(path: Path) -> dict[str, Any]:
+    """`lvsprobe replay summary RUN`: the run's summary. A run that died before its end is
+    finished first: its journal becomes flows.parquet, its summary is rebuilt and written. A run
+    still being written is only read (`in_progress` is then true in what is returned)."""
+    try:
+        lock_fd = lock_run_dir(path)
+    except LvsprobeError:
+        return {**flowlog.read_summary(path), "in_progress": True}
+    except OSError as exc:
+        raise LvsprobeError(f"{path}: cannot open the run directory: {exc.strerror}") from exc
+    try:
+        log = None
+        if not (path / flowlog.FLOWS_FILE).is_file():
+            log = flowlog.read_flow_log(path)
+            flowlog.write_flows(path, flowlog.records_from_table(log.table))
+        if (path / flowlog.SUMMARY_FILE).is_file():
+            summary = flowlog.read_summary(path)
+        else:
+            summary = flowlog.rebuild_summary(log or flowlog.read_flow_log(path))
+            flowlog.write_summary(path, summary)
+        for leftover in (flowlog.JOURNAL_FILE, flowlog.FLOWS_FILE + ".tmp"):
+            (path / leftover).unlink(missing_ok=True)  # flows.parquet holds their rows
+        return summary
+    except OSError as exc:
+        raise LvsprobeError(f"{path}: cannot finish the run directory: {exc.strerror}") from exc
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
