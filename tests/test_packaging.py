@@ -82,7 +82,7 @@ def test_each_extra_installs_exactly_the_modules_its_commands_look_for(extra: An
 
 def test_the_core_shares_no_distribution_with_an_extra() -> None:
     core = {requirement(text)[0] for text in PROJECT["dependencies"]}
-    assert core == {"click", "pyyaml", "bcrypt", "numpy"}
+    assert core == {"click", "pyyaml", "bcrypt", "numpy", "h11"}
     for extra in [*(e.name for e in EXTRAS), "test"]:
         assert not core & extra_distributions(extra), extra
 
@@ -140,7 +140,7 @@ def test_the_core_venv_has_no_optional_package(core_venv: Path) -> None:
     )
     installed = {canonical(p["name"]) for p in json.loads(listed.stdout)}
     optional = set().union(*(extra_distributions(e) for e in PROJECT["optional-dependencies"]))
-    assert {"lvsprobe", "click", "pyyaml", "bcrypt", "numpy"} <= installed
+    assert {"lvsprobe", "click", "pyyaml", "bcrypt", "numpy", "h11"} <= installed
     assert not installed & optional, (
         f"optional packages in the core install: {installed & optional}"
     )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lvsprobe.cli.options import max_conn_table_bytes_option
 from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from lvsprobe.exporter.server import HTTPLimits
 
 DEFAULT_PORT = 9954
 LOG_LEVELS = {
@@ -29,6 +33,34 @@ class _Logfmt(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+class Duration(click.ParamType):
+    """A Prometheus-style duration (`500ms`, `10s`, `1m30s`, `2h`) or plain seconds, > 0."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            text = str(value).strip()
+            try:
+                seconds = float(text)
+            except ValueError:
+                parts = _DURATION.findall(text)
+                if not parts or "".join(n + u for n, u in parts) != text:
+                    self.fail(f"{value!r} is not a duration like 10s, 1m30s or 500ms", param, ctx)
+                seconds = sum(float(n) * _DURATION_UNITS_S[u] for n, u in parts)
+        if not 0 < seconds < 10**7:
+            self.fail(f"{value!r} must be above zero", param, ctx)
+        return seconds
 
 
 def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
@@ -70,7 +102,37 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     "max_requests",
     default=40,
     type=click.IntRange(1),
-    help="Scrapes reading the kernel at once; more wait their turn.",
+    help="Scrapes reading the kernel at once; more wait their turn. Requests that arrive "
+    "while a read of the same format runs share its answer.",
+)
+@click.option(
+    "--web.read-timeout",
+    "web_read_timeout_s",
+    default="10s",
+    type=Duration(),
+    help="Time a client has to send a whole request head (TLS handshake included).",
+)
+@click.option(
+    "--web.write-timeout",
+    "web_write_timeout_s",
+    default="30s",
+    type=Duration(),
+    help="Time a client has to receive a whole answer, from its first byte.",
+)
+@click.option(
+    "--web.idle-timeout",
+    "web_idle_timeout_s",
+    default="90s",
+    type=Duration(),
+    help="Time a keep-alive connection may wait for its next request.",
+)
+@click.option(
+    "--web.max-connections",
+    "max_connections",
+    default=512,
+    type=click.IntRange(1),
+    help="Open connections at most; beyond, the one waiting longest for a request is "
+    "closed (or the new one, when every connection is being answered).",
 )
 @click.option(
     "--log.level",
@@ -191,6 +253,10 @@ def export(
     web_config: Path | None,
     telemetry_path: str,
     max_requests: int,
+    web_read_timeout_s: float,
+    web_write_timeout_s: float,
+    web_idle_timeout_s: float,
+    max_connections: int,
     log_level: str,
     procfs_root: Path | None,
     sysfs_root: Path | None,
@@ -218,6 +284,11 @@ def export(
     {source} turns 0 and one log line says why. IPVS not loaded is `ipvs_up 0`, not an error.
 
     \b
+    HTTP: /metrics (OpenMetrics when Prometheus asks for it), /healthz and /-/healthy
+    (liveness), /-/ready (200 once a first read has completed). Basic auth guards /metrics
+    and the landing page, not the health endpoints (a kubelet probe sends no credentials).
+
+    \b
     Examples:
       lvsprobe export                                  # :9954, this namespace
       lvsprobe export --netns blue --netns green       # two namespaces, netns label
@@ -227,11 +298,17 @@ def export(
     """
     from lvsprobe.exporter.compat import parse_backend_labels
     from lvsprobe.exporter.filters import ServiceFilter
+    from lvsprobe.exporter.flights import scrape_formats
     from lvsprobe.exporter.names import NamesFile
     from lvsprobe.exporter.scrape import ExportOptions, Scraper
+    from lvsprobe.exporter.server import HTTPLimits, check_telemetry_path
     from lvsprobe.sources import Target
 
     _setup_logging(log_level)
+    try:
+        check_telemetry_path(telemetry_path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--web.telemetry-path") from None
     if procfs_root is not None and (netns or pids):
         other = "--netns" if netns else "--pid"
         raise click.UsageError(f"--procfs-root and {other} exclude each other: choose one")
@@ -276,10 +353,19 @@ def export(
         for chunk in scraper.stream():
             sys.stdout.buffer.write(chunk)
         return
-    _serve(listen, web_config, telemetry_path, max_requests, scraper.stream)
+    limits = HTTPLimits(
+        read_timeout_s=web_read_timeout_s,
+        write_timeout_s=web_write_timeout_s,
+        idle_timeout_s=web_idle_timeout_s,
+        max_connections=max_connections,
+        max_scrapes=max_requests,
+    )
+    _serve(listen, web_config, telemetry_path, limits, scrape_formats(scraper))
 
 
-def _serve(listen: str, web_config: Path | None, path: str, max_requests: int, scrape: Any) -> None:
+def _serve(
+    listen: str, web_config: Path | None, path: str, limits: HTTPLimits, scrape: Any
+) -> None:
     from lvsprobe.exporter.server import ExporterServer, parse_listen_address
     from lvsprobe.exporter.webconfig import read_web_config
 
@@ -290,7 +376,7 @@ def _serve(listen: str, web_config: Path | None, path: str, max_requests: int, s
     web = read_web_config(web_config) if web_config is not None else None
     log = logging.getLogger("lvsprobe.exporter")
     try:
-        server = _bind(host, port, scrape, web, path, max_requests, ExporterServer)
+        server = _bind(host, port, scrape, web, path, limits, ExporterServer)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc.strerror}") from None
     bound = server.server_address
@@ -308,14 +394,14 @@ def _serve(listen: str, web_config: Path | None, path: str, max_requests: int, s
 
 
 def _bind(
-    host: str, port: int, scrape: Any, web: Any, path: str, max_requests: int, cls: Any
+    host: str, port: int, scrape: Any, web: Any, path: str, limits: HTTPLimits, cls: Any
 ) -> Any:
     if host:
-        return cls((host, port), scrape, web, path, max_requests)
+        return cls((host, port), scrape, web, path, limits)
     try:
-        return cls(("::", port), scrape, web, path, max_requests)
+        return cls(("::", port), scrape, web, path, limits)
     except OSError:
-        return cls(("0.0.0.0", port), scrape, web, path, max_requests)
+        return cls(("0.0.0.0", port), scrape, web, path, limits)
 
 
 def _setup_logging(level: str) -> None:

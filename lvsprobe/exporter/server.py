@@ -1,35 +1,77 @@
-"""The HTTP side of `lvsprobe export`: /metrics, a landing page, TLS and basic auth.
+"""The HTTP side of `lvsprobe export`: /metrics, health endpoints, a landing page, TLS, auth.
 
-A thread per connection (TLS handshakes happen there too, so a slow client cannot stall the
-accept loop); a semaphore bounds how many scrapes read the kernel at once.
+One asyncio event loop serves every connection (h11 parses HTTP/1.x), and the scrapes run in a
+small pool of worker threads, shared by concurrent requests (`flights.py`): an open connection
+costs a few kilobytes and no thread, so a slowloris flood costs memory it cannot grow, and
+clients that do not read share one scrape's pieces until their write timeout cuts them off.
+Every connection is bounded in time:
+
+- read timeout: from accept (TLS handshake included) or from the first byte of a keep-alive
+  request, the whole request head must arrive within it;
+- idle timeout: how long a keep-alive connection may wait for its next request;
+- write timeout: how long sending one response may take, from its first byte.
+
+Beyond `max_connections` a new connection evicts the one that has waited longest for a request
+(never one being answered), or is closed at once when every connection is being answered.
+
+Basic auth guards /metrics and the landing page; /healthz, /-/healthy and /-/ready answer
+without it (a kubelet probe cannot send credentials; they tell nothing about IPVS), never read
+the kernel, and answer in milliseconds whatever the table size. TLS covers every path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import html
 import logging
 import socket
-import ssl
 import threading
-import zlib
-from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+import time
+from collections.abc import Awaitable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import h11
 
 from lvsprobe import __version__
-from lvsprobe.exporter.render import CONTENT_TYPE
+from lvsprobe.exporter.exchange import Reply, request_headers, reset
+from lvsprobe.exporter.flights import Flights, Scrape, ScrapeFailed
+from lvsprobe.exporter.negotiate import accepts_gzip, negotiate_format
 from lvsprobe.exporter.webconfig import WebConfig
 
 log = logging.getLogger("lvsprobe.exporter")
+
+HEALTH_PATHS = ("/healthz", "/-/healthy")
+READY_PATH = "/-/ready"
+# A request head beyond this is refused with 431 (h11's default, Go's is 1 MB; ours are tiny).
+MAX_HEAD_BYTES = 16 * 1024
+CAP_NOTE_INTERVAL_S = 60.0
+GC_SWEEP_INTERVAL_S = 5.0
 
 _LANDING = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>lvsprobe IPVS exporter</title></head>
 <body><h1>lvsprobe IPVS exporter</h1>
 <p>Version {version}. Prometheus metrics of Linux Virtual Server (IPVS): services, real servers,
 connection table, sync daemons, timeouts and sysctls.</p>
-<ul><li><a href="{path}">{path}</a></li></ul>
+<ul><li><a href="{path}">{path}</a>: metrics (OpenMetrics when asked)</li>
+<li><a href="/healthz">/healthz</a>, <a href="/-/healthy">/-/healthy</a>: the exporter serves</li>
+<li><a href="/-/ready">/-/ready</a>: a first read of IPVS has completed (503 before)</li></ul>
 </body></html>
 """
+
+
+@dataclass(frozen=True)
+class HTTPLimits:
+    """Deadlines per connection and the caps; the defaults suit scrape intervals of 15-60 s."""
+
+    read_timeout_s: float = 10.0
+    write_timeout_s: float = 30.0
+    idle_timeout_s: float = 90.0
+    max_connections: int = 512
+    max_scrapes: int = 40  # worker threads reading and rendering (--web.max-requests)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -48,135 +90,342 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, port
 
 
-class ExporterServer(ThreadingHTTPServer):
-    """Serves `scrape()` at `path`; `web` adds TLS, basic auth and headers."""
+def check_telemetry_path(path: str) -> str:
+    """The metrics path, if a request can reach it; ValueError says why not."""
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} must start with '/' (e.g. /metrics)")
+    if any(c in path for c in "?# ") or not path.isprintable():
+        raise ValueError(f"{path!r}: a path has no '?', '#', spaces or control characters")
+    if path in (*HEALTH_PATHS, READY_PATH, "/"):
+        raise ValueError(f"{path!r} is taken by the landing page or a health endpoint")
+    return path
 
-    daemon_threads = True
-    request_queue_size = 128
+
+class _ClientGone(Exception):
+    """The client closed its side while its answer was being read."""
+
+
+class ExporterServer:
+    """Serves `scrape(format)` at `path`; `web` adds TLS, basic auth and headers.
+
+    Binds in the constructor (so a busy port fails there, with OSError); `serve_forever` runs
+    the event loop in the calling thread until `shutdown` (from any thread).
+    """
 
     def __init__(
         self,
         address: tuple[str, int],
-        scrape: Callable[[], bytes | Iterable[bytes]],
+        scrape: Scrape,
         web: WebConfig | None = None,
         path: str = "/metrics",
-        max_requests: int = 40,
+        limits: HTTPLimits | None = None,
+        warm_up: bool = True,
     ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.scrape = scrape
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        # "[::]:PORT" serves IPv4 too, as Go's listeners do.
+        dual = family == socket.AF_INET6 and socket.has_dualstack_ipv6()
+        self.socket = socket.create_server(
+            address, family=family, backlog=1024, dualstack_ipv6=dual
+        )
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
         self.web = web or WebConfig()
         self.path = path
-        self.slots = threading.BoundedSemaphore(max(1, max_requests))
-        super().__init__(address, _Handler)
+        self.limits = limits or HTTPLimits()
+        self.warm_up = warm_up
+        self._executor = ThreadPoolExecutor(self.limits.max_scrapes, thread_name_prefix="scrape")
+        self.flights = Flights(scrape, self._executor)
+        self._open: set[asyncio.StreamWriter] = set()
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # oldest first: evicted first
+        self.refused_total = 0
+        self.evicted_total = 0
+        self._noted_cap_at = -CAP_NOTE_INTERVAL_S
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._warm: asyncio.Task[None] | None = None
+        self._shutdown = threading.Event()
+        self._stopped = threading.Event()
 
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            # "[::]:PORT" serves IPv4 too, as Go's listeners do.
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.web.tls is not None:
-            request.settimeout(30)
-            try:
-                request = self.web.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as exc:
-                log.debug("TLS handshake failed: client=%s error=%s", client_address[0], exc)
-                return
-        super().finish_request(request, client_address)
+    @property
+    def answering_connections(self) -> int:
+        """Open connections whose request has been read and is being answered."""
+        return len(self._open) - len(self._waiting)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.warning("request failed: client=%s", client_address[0], exc_info=True)
+    def serve_forever(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
 
+    def shutdown(self) -> None:
+        """Stop serving and wait (up to 10 s) for `serve_forever` to return."""
+        self._shutdown.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                loop.call_soon_threadsafe(stop.set)
+            self._stopped.wait(timeout=10)
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ExporterServer
-    protocol_version = "HTTP/1.1"
-    server_version = f"lvsprobe/{__version__}"
+    def server_close(self) -> None:
+        self.socket.close()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: client=%s %s", self.client_address[0], format % args)
+    @contextlib.contextmanager
+    def in_thread(self) -> Iterator[str]:
+        """Serve from a daemon thread for the block (tests, embedding); yields `HOST:PORT`."""
+        thread = threading.Thread(target=self.serve_forever, name="exporter-http", daemon=True)
+        thread.start()
+        try:
+            host, port = self.server_address
+            yield f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        finally:
+            self.shutdown()
+            self.server_close()
+            thread.join(timeout=10)
 
-    def do_GET(self) -> None:
-        if not self._authorized():
+    async def _serve(self) -> None:
+        stop = asyncio.Event()
+        self._stop, self._loop = stop, asyncio.get_running_loop()
+        if self._shutdown.is_set():
             return
-        path = self.path.split("?", 1)[0]
-        if path == self.server.path:
-            self._metrics()
-        elif path == "/":
-            page = _LANDING.format(version=__version__, path=html.escape(self.server.path))
-            self._send(200, "text/html; charset=utf-8", page.encode())
-        else:
-            self._send(404, "text/plain; charset=utf-8", b"404 page not found\n")
-
-    def _authorized(self) -> bool:
-        auth = self.server.web.auth
-        if auth is None or auth.check(self.headers.get("Authorization"), self.client_address[0]):
-            return True
-        self._send(
-            401,
-            "text/plain; charset=utf-8",
-            b"Unauthorized\n",
-            {"WWW-Authenticate": 'Basic realm="lvsprobe"'},
+        server = await asyncio.start_server(
+            self._connection, sock=self.socket, backlog=1024, limit=MAX_HEAD_BYTES
         )
-        return False
+        self._warm = asyncio.create_task(self.flights.warm_up()) if self.warm_up else None
+        sweep = asyncio.create_task(self._sweep_cycles())
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            for writer in list(self._open):
+                reset(writer)
+            self.flights.abandon_all()
+            sweep.cancel()
+            if self._warm is not None:
+                self._warm.cancel()
 
-    def _metrics(self) -> None:
-        with self.server.slots:
-            try:
-                body = self.server.scrape()
-            except Exception:
-                # A bug must cost one scrape, never the exporter.
-                log.exception("scrape failed")
-                message = b"scrape failed; see the exporter log\n"
-                self._send(500, "text/plain; charset=utf-8", message)
-                return
-            chunks = [body] if isinstance(body, bytes) else body
-            try:
-                self._stream(chunks, "gzip" in self.headers.get("Accept-Encoding", ""))
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                log.debug(
-                    "client went away mid-scrape: client=%s error=%s", self.client_address[0], exc
-                )
-                self.close_connection = True
-            finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()  # a generator left half-read gives back what it holds now
+    @staticmethod
+    async def _sweep_cycles() -> None:
+        """Collect the young generations every GC_SWEEP_INTERVAL_S while no scrape runs.
 
-    def _stream(self, chunks: Iterable[bytes], compress: bool) -> None:
-        """Chunked transfer: the body is never held whole (50 MB on a kube-proxy node)."""
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Transfer-Encoding", "chunked")
-        if compress:
-            self.send_header("Content-Encoding", "gzip")
-        for key, value in self.server.web.headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command == "HEAD":
+        Each closed connection leaves a reference cycle (asyncio's socket transport holds a
+        bound method of itself, Python 3.11), and the scrapes' GC pause (scrape.py) ends with a
+        collection of generation 0 that restarts the count which would trigger the older ones:
+        left alone, a busy exporter would keep ~1 KB per connection it ever served.
+        """
+        while True:
+            await asyncio.sleep(GC_SWEEP_INTERVAL_S)
+            if gc.isenabled():  # off while a scrape runs: leave its objects alone
+                gc.collect(1)
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._open) >= self.limits.max_connections and not self._evict_one():
+            reset(writer)
+            self.refused_total += 1
+            self._note_cap()
             return
-        gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compress else None
-        for chunk in chunks:
-            self._chunk(gz.compress(chunk) if gz is not None else chunk)
-        if gz is not None:
-            self._chunk(gz.flush())
-        self.wfile.write(b"0\r\n\r\n")
+        self._open.add(writer)
+        peer = _peer(writer)
+        try:
+            await self._converse(reader, writer)
+            writer.close()  # everything sent is in the kernel already: a plain close
+        except (TimeoutError, OSError, h11.RemoteProtocolError, _ClientGone, ScrapeFailed) as exc:
+            # A scrape that fails after its answer began is cut short (logged once, by its read).
+            log.debug("connection closed: client=%s reason=%s", peer, type(exc).__name__)
+            reset(writer)
+        except Exception:
+            log.warning("request failed: client=%s", peer, exc_info=True)
+            reset(writer)
+        finally:
+            self._open.discard(writer)
+            self._waiting.pop(writer, None)
 
-    def _chunk(self, data: bytes) -> None:
-        if data:
-            self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+    def _evict_one(self) -> bool:
+        """Close the connection that has waited longest for a request; False if none waits."""
+        writer = next(iter(self._waiting), None)
+        if writer is None:
+            return False
+        del self._waiting[writer]
+        self._open.discard(writer)
+        reset(writer)
+        self.evicted_total += 1
+        self._note_cap()
+        return True
 
-    def _send(
-        self, code: int, ctype: str, body: bytes, extra: dict[str, str] | None = None
+    def _note_cap(self) -> None:
+        now = time.monotonic()
+        if now - self._noted_cap_at >= CAP_NOTE_INTERVAL_S:
+            self._noted_cap_at = now
+            log.warning(
+                "connection cap reached: max_connections=%d evicted_total=%d refused_total=%d",
+                self.limits.max_connections,
+                self.evicted_total,
+                self.refused_total,
+            )
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Requests and answers on one connection until either side closes or a deadline."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = loop.time() + self.limits.read_timeout_s
+        self._waiting[writer] = None
+        if self.web.tls is not None:
+            async with asyncio.timeout_at(deadline):
+                await writer.start_tls(self.web.tls)
+        # drain() then waits until the kernel has every byte: nothing is left in user space
+        # when a response ends, and a close needs no flush.
+        writer.transport.set_write_buffer_limits(high=0)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        while True:
+            self._waiting.pop(writer, None)
+            self._waiting[writer] = None
+            try:
+                request = await self._read_request(conn, reader, deadline)
+            except h11.RemoteProtocolError as exc:
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    code = exc.error_status_hint
+                    text = f"{code} {HTTPStatus(code).phrase}\n".encode()
+                    await self._reply(conn, writer, head=False).send(code, text, close=True)
+                return
+            self._waiting.pop(writer, None)
+            if request is None:
+                return
+            await self._respond(conn, reader, writer, request)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return  # HTTP/1.0, `Connection: close`, or a request body left unread
+            conn.start_next_cycle()
+            deadline = None
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float | None
+    ) -> h11.Request | None:
+        """The next request head; None when the client closed cleanly between requests.
+
+        `deadline` None: a keep-alive wait, the idle timeout until the first byte.
+        """
+        loop = asyncio.get_running_loop()
+        if deadline is None and conn.trailing_data[0]:
+            deadline = loop.time() + self.limits.read_timeout_s  # a pipelined request began
+        idle_until = loop.time() + self.limits.idle_timeout_s
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Request):
+                # EndOfMessage when there is no body; a body is left unread and the
+                # connection closes after the answer.
+                conn.next_event()
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            if event is not h11.NEED_DATA:
+                raise h11.RemoteProtocolError(f"unexpected {event!r}", error_status_hint=400)
+            async with asyncio.timeout_at(deadline if deadline is not None else idle_until):
+                data = await reader.read(MAX_HEAD_BYTES)
+            conn.receive_data(data)
+            if deadline is None and data:
+                deadline = loop.time() + self.limits.read_timeout_s
+
+    # --- answers --------------------------------------------------------------------------
+
+    def _reply(self, conn: h11.Connection, writer: asyncio.StreamWriter, head: bool) -> Reply:
+        return Reply(conn, writer, head, self.limits.write_timeout_s, self.web.headers)
+
+    async def _respond(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
     ) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in {**self.server.web.headers, **(extra or {})}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        reply = self._reply(conn, writer, head=request.method == b"HEAD")
+        headers = request_headers(request)
+        target = request.target.split(b"?", 1)[0].decode("ascii", "replace")
+        if request.method not in (b"GET", b"HEAD"):
+            await reply.send(405, b"method not allowed\n", {"Allow": "GET, HEAD"})
+        elif target in HEALTH_PATHS:
+            await reply.send(200, b"lvsprobe exporter is healthy.\n")
+        elif target == READY_PATH:
+            if self.flights.ready:
+                await reply.send(200, b"lvsprobe exporter is ready.\n")
+            else:
+                await reply.send(503, b"not ready: the first read of IPVS has not completed\n")
+        elif not await self._authorized(headers.get("authorization"), _peer(writer)):
+            await reply.send(401, b"Unauthorized\n", {"WWW-Authenticate": 'Basic realm="lvsprobe"'})
+        elif target == self.path:
+            await self._metrics(reply, reader, headers)
+        elif target == "/":
+            page = _LANDING.format(version=__version__, path=html.escape(self.path))
+            await reply.send(200, page.encode(), ctype="text/html; charset=utf-8")
+        else:
+            await reply.send(404, b"404 page not found\n")
 
-    do_HEAD = do_GET
+    async def _authorized(self, header: str | None, client: str) -> bool:
+        auth = self.web.auth
+        if auth is None:
+            return True
+        # bcrypt costs ~50 ms: off the event loop, so wrong passwords cannot stall it.
+        return await asyncio.to_thread(auth.check, header, client)
+
+    async def _metrics(
+        self, reply: Reply, reader: asyncio.StreamReader, headers: dict[str, str]
+    ) -> None:
+        if self._warm is not None and not self._warm.done():
+            # One read at a time at start: a scrape waits for the first read to end.
+            await self._unless_gone(reply.conn, reader, asyncio.shield(self._warm))
+        fmt = negotiate_format(headers.get("accept"))
+        gzip = accepts_gzip(headers.get("accept-encoding"))
+        timeout_s = _scrape_timeout_s(headers.get("x-prometheus-scrape-timeout-seconds"))
+        with self.flights.reading(fmt, gzip, timeout_s) as body:
+            try:
+                await self._unless_gone(reply.conn, reader, body.started())
+            except ScrapeFailed:
+                await reply.send(500, b"scrape failed; see the exporter log\n")
+                return
+            extra = {"Vary": "Accept, Accept-Encoding"}
+            if body.flight.gzip:
+                extra["Content-Encoding"] = "gzip"
+            await reply.send(200, body, extra, fmt.value, size=body.flight.size)
+
+    @staticmethod
+    async def _unless_gone(
+        conn: h11.Connection, reader: asyncio.StreamReader, wait: Awaitable[None]
+    ) -> None:
+        """Await `wait`, watching the connection meanwhile: a client that closes gives up its
+        place (the read is abandoned if nobody else reads it), as Go's servers do."""
+        task = asyncio.ensure_future(wait)
+        watch = asyncio.ensure_future(reader.read(MAX_HEAD_BYTES))
+        try:
+            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                data = watch.result()  # OSError: the connection broke
+                if not data:
+                    raise _ClientGone
+                conn.receive_data(data)  # a pipelined request: kept for the next cycle
+                await task
+                return
+            watch.cancel()
+            await asyncio.wait((watch,))  # the reader is free for the next request
+            if not watch.cancelled() and watch.exception() is None:
+                conn.receive_data(watch.result())
+            task.result()
+        finally:
+            task.cancel()
+            watch.cancel()
+            await asyncio.wait((task, watch))
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if peer else "unknown"
+
+
+def _scrape_timeout_s(header: str | None) -> float | None:
+    """X-Prometheus-Scrape-Timeout-Seconds, when it is a sane number of seconds."""
+    try:
+        seconds = float(header) if header is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 < seconds < 86_400 else None

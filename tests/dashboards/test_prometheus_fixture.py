@@ -27,6 +27,7 @@ import pytest
 
 from lvsprobe.dashboards import proof, render, variables
 from lvsprobe.dashboards.prometheus import DEFAULT_BINARY, Prometheus, free_port
+from lvsprobe.exporter.flights import scrape_formats
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.exporter.server import ExporterServer
 from lvsprobe.sources import Target
@@ -84,7 +85,7 @@ def exporters(nat_proc: Path) -> Iterator[list[str]]:
     _wait_listening(cli, port)
     capture = nat_proc.parent / "genl" / "ipvs_conversation.hex"
     options = ExportOptions(targets=(Target(procfs_root=nat_proc, genl_capture=capture),))
-    server = ExporterServer(("127.0.0.1", 0), Scraper(options).scrape)
+    server = ExporterServer(("127.0.0.1", 0), scrape_formats(Scraper(options)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

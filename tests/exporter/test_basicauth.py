@@ -156,7 +156,7 @@ def test_401s_are_logged_once_per_client_and_interval(caplog: pytest.LogCaptureF
 
 
 def _serve(web: WebConfig) -> Iterator[str]:
-    server = ExporterServer(("127.0.0.1", 0), lambda: b"ipvs_up 1\n", web)
+    server = ExporterServer(("127.0.0.1", 0), lambda fmt, timeout_s: [b"ipvs_up 1\n"], web)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

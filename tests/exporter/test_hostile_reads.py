@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from lvsprobe.exporter.flights import Scrape, scrape_formats
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.exporter.server import ExporterServer
+from lvsprobe.exporter.server import ExporterServer, HTTPLimits
 from lvsprobe.kernel.procfs import ip_vs
 from lvsprobe.sources import Target, read_snapshot
 
@@ -175,8 +176,9 @@ def test_a_stream_closed_early_has_finished_reading(tree: Path) -> None:
 
 
 @contextmanager
-def _serve(scrape: Callable[[], Any], max_requests: int) -> Iterator[str]:
-    server = ExporterServer(("127.0.0.1", 0), scrape, max_requests=max_requests)
+def _serve(scrape: Scrape, max_requests: int) -> Iterator[str]:
+    limits = HTTPLimits(max_scrapes=max_requests)
+    server = ExporterServer(("127.0.0.1", 0), scrape, limits=limits)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -191,7 +193,7 @@ def test_a_fifo_in_the_tree_does_not_wedge_the_exporter(tree: Path) -> None:
     """Before: each scrape blocked opening the FIFO; 41 of them held all 40 slots for good."""
     (tree / "net/ip_vs_conn_sync").unlink()
     os.mkfifo(tree / "net/ip_vs_conn_sync")
-    with _serve(_scraper(tree).stream, max_requests=40) as url:
+    with _serve(scrape_formats(_scraper(tree)), max_requests=40) as url:
 
         def get(_: int) -> bytes:
             with urllib.request.urlopen(url, timeout=30) as resp:

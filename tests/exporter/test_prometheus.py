@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from lvsprobe.dashboards.prometheus import Prometheus
+from lvsprobe.exporter.flights import scrape_formats
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.exporter.server import ExporterServer
 from lvsprobe.model import Snapshot, Stats
@@ -36,7 +37,7 @@ def exporter(make_snapshot: Callable[..., Snapshot]) -> Iterator[tuple[str, list
         )
         return replace(base, services=services)
 
-    server = ExporterServer(("127.0.0.1", 0), Scraper(ExportOptions(), read=read).scrape)  # type: ignore[arg-type]
+    server = ExporterServer(("127.0.0.1", 0), scrape_formats(Scraper(ExportOptions(), read=read)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -20,14 +20,18 @@ import bcrypt
 import pytest
 
 from lvsprobe.errors import ParseError
+from lvsprobe.exporter.flights import Scrape, scrape_formats
+from lvsprobe.exporter.render import ExpositionFormat
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.exporter.server import ExporterServer, parse_listen_address
+from lvsprobe.exporter.server import ExporterServer, HTTPLimits, parse_listen_address
 from lvsprobe.exporter.webconfig import WebConfig, read_web_config
 from lvsprobe.model import Snapshot
 
 
-def _serve(scrape: Callable[[], bytes], web: WebConfig | None = None) -> Iterator[str]:
-    server = ExporterServer(("127.0.0.1", 0), scrape, web)
+def _serve(
+    scrape: Scrape, web: WebConfig | None = None, limits: HTTPLimits | None = None
+) -> Iterator[str]:
+    server = ExporterServer(("127.0.0.1", 0), scrape, web, limits=limits, warm_up=False)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -46,7 +50,7 @@ def scraper(make_snapshot: Callable[..., Snapshot]) -> Scraper:
 
 @pytest.fixture
 def plain(scraper: Scraper) -> Iterator[str]:
-    yield from _serve(scraper.stream)
+    yield from _serve(scrape_formats(scraper))
 
 
 def _get(
@@ -80,11 +84,11 @@ def test_gzip_when_asked(plain: str) -> None:
 def test_a_bug_costs_one_scrape_not_the_exporter() -> None:
     calls = []
 
-    def scrape() -> bytes:
+    def scrape(fmt: ExpositionFormat, timeout_s: float | None) -> list[bytes]:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("boom")
-        return b"ipvs_up 1\n"
+        return [b"ipvs_up 1\n"]
 
     for address in _serve(scrape):
         assert _get(f"http://{address}/metrics")[0] == 500
@@ -212,7 +216,7 @@ def test_tls_and_basic_auth(pki: Path, scraper: Scraper) -> None:
         f"basic_auth_users:\n  prometheus: {hashed}\n"
         "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
     )
-    for address in _serve(scraper.scrape, web):
+    for address in _serve(scrape_formats(scraper), web):
         url = f"https://{address}/metrics"
         ctx = _client_ctx(pki, cert=False)
         status, headers, body = _get(url, _basic("prometheus", "s3cret"), ctx)
@@ -237,7 +241,7 @@ def test_client_certificate_required(pki: Path, scraper: Scraper) -> None:
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
         "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
     )
-    for address in _serve(scraper.scrape, web):
+    for address in _serve(scrape_formats(scraper), web):
         url = f"https://{address}/metrics"
         assert _get(url, None, _client_ctx(pki, cert=True))[0] == 200
         with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
@@ -286,7 +290,7 @@ def test_client_leaving_mid_scrape_costs_nothing(make_snapshot: Callable[..., Sn
     )
     snap = replace(base, services=(replace(base.services[3], real_servers=many),))
     scraper = Scraper(ExportOptions(), read=lambda t, **kw: snap)
-    for address in _serve(scraper.stream):
+    for address in _serve(scrape_formats(scraper)):
         host, port = address.split(":")
         for _ in range(3):
             with socket.create_connection((host, int(port)), timeout=30) as sock:
