@@ -32,6 +32,7 @@ from lvsprobe.exporter.collectors import (
 )
 from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
 from lvsprobe.exporter.filters import ServiceFilter
+from lvsprobe.exporter.keepalived import KeepalivedCollector, KeepalivedOptions
 from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
 from lvsprobe.exporter.names import NamesFile, NamesRead
 from lvsprobe.exporter.render import Builder, Family, escape_label_value, render, render_chunks
@@ -133,6 +134,7 @@ class ExportOptions:
     compat_backend_labels: tuple[str, ...] = FULL_BACKEND_LABELS
     read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S  # None: read to the end
     max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES
+    keepalived: KeepalivedOptions | None = None  # --collector.keepalived
 
 
 class Scraper:
@@ -159,6 +161,11 @@ class Scraper:
             if options.compat_node_exporter
             else None
         )
+        ka = options.keepalived
+        self._keepalived = {
+            self._label(t): KeepalivedCollector(ka.files(self._label(t)), ka, clock=clock)
+            for t in (options.targets if ka is not None else ())
+        }
 
     @staticmethod
     def _label(target: Target | None) -> str:
@@ -211,6 +218,9 @@ class Scraper:
         for target in self.options.targets:
             name = self._label(target)
             out.prefix = f'{NETNS_LABEL}="{escape_label_value(name)}"' if multi else ""
+            if name in self._keepalived:
+                error = self._keepalived[name].collect(out, deadline)
+                self._note(name, {"keepalived": error} if error else {}, ["keepalived"])
             try:
                 snap = self.read(
                     target,
