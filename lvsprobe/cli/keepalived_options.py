@@ -69,7 +69,7 @@ _OPTIONS = (
         default=_DEFAULTS.dump_timeout_s,
         metavar="SECONDS",
         help="How long to wait for keepalived to write its dumps (a stopped keepalived never "
-        "does: ipvs_scrape_source_success{source=\"keepalived\"} 0).",
+        'does: ipvs_scrape_source_success{source="keepalived"} 0).',
     ),
 )
 

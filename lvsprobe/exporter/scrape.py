@@ -161,11 +161,12 @@ class Scraper:
             if options.compat_node_exporter
             else None
         )
-        ka = options.keepalived
-        self._keepalived = {
-            self._label(t): KeepalivedCollector(ka.files(self._label(t)), ka, clock=clock)
-            for t in (options.targets if ka is not None else ())
-        }
+        ka, labels = options.keepalived, map(self._label, options.targets)
+        self._keepalived = (
+            {label: KeepalivedCollector(ka.files(label), ka, clock=clock) for label in labels}
+            if ka is not None
+            else {}
+        )
 
     @staticmethod
     def _label(target: Target | None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lvsprobe.errors import ParseError
@@ -112,7 +113,7 @@ def _add_field(block: _Block, line: str, line_no: int) -> None:
     block.fields[key] = (line_no, match.group(2))
 
 
-def _value(block: _Block, key: str, choices: dict[str, object] | None = None) -> tuple[int, str]:
+def _value(block: _Block, key: str, choices: Mapping[str, object] | None = None) -> tuple[int, str]:
     if key not in block.fields:
         raise ParseError(SOURCE, block.line_no, block.head, f"block without {key!r}")
     line_no, value = block.fields[key]

@@ -111,9 +111,11 @@ def _seconds(parent: Mapping[str, object], key: str, where: str) -> float | None
     if key not in parent:
         return None
     value = parent[key]
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:  # type: ignore[arg-type]
+    if not isinstance(value, int | float) or isinstance(value, bool):
         raise ParseError(SOURCE, None, None, f"{where}: {key!r} is not a time: {value!r:.40}")
-    return float(value)  # type: ignore[arg-type]
+    if not math.isfinite(value) or value < 0:
+        raise ParseError(SOURCE, None, None, f"{where}: {key!r} is not a time: {value!r:.40}")
+    return float(value)
 
 
 def _vip(text: str, where: str) -> Vip:

@@ -77,7 +77,9 @@ def test_reads_both_dumps(files: KeepalivedFiles) -> None:
 def test_an_old_dump_is_not_read(files: KeepalivedFiles) -> None:
     """A dump left by an earlier signal is no answer: without a fresh one, it fails."""
     (files.dump_dir / "keepalived.json").write_bytes((FIXTURES / "vrrp/a-master.json").read_bytes())
-    with pytest.raises(LvsprobeError, match="did not write keepalived.json, keepalived_check.data"):
+    with pytest.raises(
+        LvsprobeError, match=r"did not write keepalived\.json, keepalived_check\.data"
+    ):
         read_keepalived(files, 0.2, lambda pid, signum: None)
 
 
