@@ -29,7 +29,7 @@ from lvsprobe.keepalived.dump import (
 from lvsprobe.keepalived.model import CheckedVirtualServer, VrrpInstance, VrrpState
 
 NETNS_PLACEHOLDER = "{netns}"
-Reader = Callable[[KeepalivedFiles, float], KeepalivedDump]
+KeepalivedReader = Callable[[KeepalivedFiles, float], KeepalivedDump]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class KeepalivedCollector:
         self,
         files: KeepalivedFiles,
         options: KeepalivedOptions,
-        read: Reader = read_keepalived,
+        read: KeepalivedReader = read_keepalived,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.files = files

@@ -32,7 +32,12 @@ from lvsprobe.exporter.collectors import (
 )
 from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
 from lvsprobe.exporter.filters import ServiceFilter
-from lvsprobe.exporter.keepalived import KeepalivedCollector, KeepalivedOptions
+from lvsprobe.exporter.keepalived import (
+    KeepalivedCollector,
+    KeepalivedOptions,
+    KeepalivedReader,
+    read_keepalived,
+)
 from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
 from lvsprobe.exporter.names import NamesFile, NamesRead
 from lvsprobe.exporter.render import Builder, Family, escape_label_value, render, render_chunks
@@ -147,6 +152,7 @@ class Scraper:
         logger: logging.Logger = log,
         build: tuple[str, str] = (__version__, platform.python_version()),
         clock: Callable[[], float] = time.monotonic,
+        keepalived_read: KeepalivedReader = read_keepalived,
     ) -> None:
         self.options = options
         self.build = build
@@ -163,7 +169,10 @@ class Scraper:
         )
         ka, labels = options.keepalived, map(self._label, options.targets)
         self._keepalived = (
-            {label: KeepalivedCollector(ka.files(label), ka, clock=clock) for label in labels}
+            {
+                label: KeepalivedCollector(ka.files(label), ka, keepalived_read, clock)
+                for label in labels
+            }
             if ka is not None
             else {}
         )
