@@ -80,7 +80,17 @@ def read_keepalived(
     files: KeepalivedFiles, timeout_s: float, kill: Kill = os.kill
 ) -> KeepalivedDump:
     """Signal keepalived's VRRP and checker processes, wait up to `timeout_s` for both dumps,
-    parse them. keepalived not running is a KeepalivedDump, not an error."""
+    parse them. keepalived not running is a KeepalivedDump, not an error; any other failure is
+    an LvsprobeError."""
+    try:
+        return _read(files, timeout_s, kill)
+    except PermissionError as exc:
+        raise NotPermitted(f"keepalived: {exc}") from exc
+    except OSError as exc:
+        raise LvsprobeError(f"keepalived: {exc}") from exc
+
+
+def _read(files: KeepalivedFiles, timeout_s: float, kill: Kill) -> KeepalivedDump:
     main = _keepalived_pid(files, files.pid_file, None)
     if main is None:
         return KeepalivedDump(running=False)

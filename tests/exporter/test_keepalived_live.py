@@ -74,14 +74,16 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
             home = tmp_path / name
             (home / "tmp").mkdir(parents=True)
             (home / "keepalived.conf").write_text(CONFIG.format(name=name, priority=priority))
-            processes[name] = subprocess.Popen(
-                ["ip", "netns", "exec", name, "keepalived", "-n", "-l", "-G", "-P"]
-                + ["-f", str(home / "keepalived.conf"), "-p", str(home / "keepalived.pid")]
-                + ["-r", str(home / "vrrp.pid"), "-c", str(home / "checkers.pid")],
-                env={**os.environ, "TMPDIR": str(home / "tmp")},
-                stdout=(home / "log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
+            command = ["ip", "netns", "exec", name, "keepalived", "-n", "-l", "-G", "-P"]
+            command += ["-f", str(home / "keepalived.conf"), "-p", str(home / "keepalived.pid")]
+            command += ["-r", str(home / "vrrp.pid"), "-c", str(home / "checkers.pid")]
+            with (home / "log").open("wb") as log:
+                processes[name] = subprocess.Popen(
+                    command,
+                    env={**os.environ, "TMPDIR": str(home / "tmp")},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         options = ExportOptions(
             targets=tuple(Target(netns=name) for name in names),
             keepalived=KeepalivedOptions(

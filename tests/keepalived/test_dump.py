@@ -163,3 +163,11 @@ def test_real_process_check_uses_proc() -> None:
     """This test process is not keepalived: a pid file naming it is stale."""
     files = KeepalivedFiles(Path(f"/proc/{os.getpid()}/nonexistent"), Path("/tmp"))
     assert not read_keepalived(files, 0.1, _no_signal).running
+
+
+def test_an_unreadable_run_directory_is_an_error_not_a_crash(files: KeepalivedFiles) -> None:
+    def kill(pid: int, signum: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(LvsprobeError, match="Input/output error"):
+        read_keepalived(files, 0.1, kill)
