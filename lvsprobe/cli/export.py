@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from lvsprobe.cli.keepalived_options import keepalived_options
 from lvsprobe.cli.options import max_conn_table_bytes_option
 from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
 
@@ -247,6 +248,7 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     "0 reads to the end.",
 )
 @max_conn_table_bytes_option
+@keepalived_options
 @click.option("--once", is_flag=True, help="Print one scrape on stdout and exit.")
 def export(
     listen: str,
@@ -274,6 +276,7 @@ def export(
     read_timeout_s: float,
     max_conn_table_bytes: int,
     once: bool,
+    keepalived: Any,
 ) -> None:
     """Serve Prometheus metrics of IPVS, read at scrape time.
 
@@ -294,6 +297,7 @@ def export(
       lvsprobe export --netns blue --netns green       # two namespaces, netns label
       lvsprobe export --pid "$(pidof keepalived)"      # the namespace of a process
       lvsprobe export --compat node-exporter           # plus node_ipvs_* for old dashboards
+      lvsprobe export --collector.keepalived           # plus keepalived's VRRP and checkers
       lvsprobe export --procfs-root tests/fixtures/kernel-6.1/nat/proc --once
     """
     from lvsprobe.exporter.compat import parse_backend_labels
@@ -347,6 +351,7 @@ def export(
         compat_backend_labels=labels,
         read_timeout_s=read_timeout_s or None,
         max_conn_table_bytes=max_conn_table_bytes,
+        keepalived=keepalived,
     )
     scraper = Scraper(options)
     if once:

@@ -18,9 +18,11 @@ from lvsprobe.dashboards.panels import (
     rate,
     sel,
     stat,
+    state_timeline,
     sum_by,
     table,
     timeseries,
+    value_text,
 )
 
 UID = SERVICE_DASHBOARD_UID
@@ -191,9 +193,25 @@ def _backends() -> Row:
                 width=12,
                 stack=True,
             ),
+            state_timeline(
+                "Health checker verdict (keepalived)",
+                "keepalived's checkers per real server (--collector.keepalived): down means "
+                "keepalived took it out (weight 0 with inhibit_on_failure, else removed from "
+                "IPVS). Down with weight > 0 in IPVS, or up with weight 0, alerts after 2 "
+                "minutes (KeepalivedDownBackendStillInIPVS, KeepalivedUpBackendNotInIPVS).",
+                [
+                    Query(
+                        sel("ipvs_keepalived_backend_up", service=True),
+                        "{{instance}} " + BACKEND_LEGEND,
+                    )
+                ],
+                mappings=value_text({"0": ("down", "red"), "1": ("up", "green")}),
+                width=24,
+            ),
             table(
                 "Real servers",
-                "Weight, forwarding method, connections and thresholds of each real server. "
+                "Weight, forwarding method, connections and thresholds of each real server, and "
+                "keepalived's checker verdict (1 up, 0 down; with --collector.keepalived). "
                 "Upper/lower thresholds are 0 when unset (netlink only). Conn share/weight "
                 "share near 1 is a fair split; 0 means the server gets nothing.",
                 [
@@ -202,6 +220,7 @@ def _backends() -> Row:
                     Query(sel("ipvs_backend_inactive_connections", service=True)),
                     Query(sel("ipvs_backend_upper_threshold_connections", service=True)),
                     Query(f"{_share(CONN_RATE)} / {_share(WEIGHT)}"),
+                    Query(sel("ipvs_keepalived_backend_up", service=True)),
                 ],
                 hide=("Time", "__name__", "job", "protocol", "address", "port", "fwmark", "family"),
                 rename={
@@ -210,6 +229,7 @@ def _backends() -> Row:
                     "Value #C": "inactive",
                     "Value #D": "upper threshold",
                     "Value #E": "conn share / weight share",
+                    "Value #F": "keepalived checker up",
                 },
             ),
         ],

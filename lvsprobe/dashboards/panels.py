@@ -276,6 +276,7 @@ def dashboard(
     rows: Sequence[Row],
     *,
     links: Sequence[Any] = (),
+    annotations: Sequence[dash_b.AnnotationQuery] = (),
 ) -> dash_m.Dashboard:
     """A dashboard with stable panel ids (1, 2, … in layout order), refreshing every 30 s."""
     builder = (
@@ -292,6 +293,8 @@ def dashboard(
     )
     for link in links:
         builder = builder.link(link)
+    for annotation in annotations:
+        builder = builder.annotation(annotation)
     next_id = 1
     for row in rows:
         builder = builder.with_row(dash_b.Row(row.title).id(next_id))

@@ -147,8 +147,13 @@ class PanelQuery:
 
 
 def panel_queries(dashboard: Mapping[str, Any]) -> Iterator[PanelQuery]:
-    """Every Prometheus target of every panel (rows' nested panels included)."""
+    """Every Prometheus target of every panel (rows' nested panels included), then every
+    annotation query (panel id 0, titled by the annotation's name)."""
     uid = str(dashboard.get("uid", "?"))
+    for annotation in (dashboard.get("annotations") or {}).get("list") or []:
+        if "expr" in annotation:
+            name = f"annotation {annotation.get('name', '')}"
+            yield PanelQuery(uid, 0, name, "", str(annotation["expr"]), False)
     stack = list(dashboard.get("panels") or [])
     while stack:
         panel = stack.pop(0)

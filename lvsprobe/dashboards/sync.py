@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import dashboard as dash_b
 from grafana_foundation_sdk.models import dashboard as dash_m
 
 from lvsprobe.dashboards import variables
 from lvsprobe.dashboards.panels import (
+    DATASOURCE,
     DIRECTOR,
     DIRECTOR_LEGEND,
     Query,
@@ -23,6 +25,77 @@ from lvsprobe.dashboards.panels import (
 
 UID = "lvsprobe-ipvs-sync"
 ESTABLISHED = sel("ipvs_conn_entries", 'state="ESTABLISHED"')
+VRRP_BY = f"{DIRECTOR}, vrrp_instance"
+VRRP_LEGEND = "{{vrrp_instance}} on {{instance}} {{netns}}"
+# keepalived's own state numbers (VRRP_STATE_* in vrrp.h): the state set folded into one value.
+VRRP_STATE_CODES = (("backup", 1), ("master", 2), ("fault", 3))
+
+
+def vrrp_state_code() -> str:
+    """Per director and VRRP instance: 0 init/stop, 1 BACKUP, 2 MASTER, 3 FAULT."""
+    terms = []
+    for state, code in VRRP_STATE_CODES:
+        selector = sel("ipvs_keepalived_vrrp_state", f'vrrp_state="{state}"')
+        terms.append(f"{code} * {sum_by(VRRP_BY, selector)}")
+    return " + ".join(terms)
+
+
+def failover_annotation() -> dash_b.AnnotationQuery:
+    """A mark where a VRRP instance became MASTER on a director (keepalived's counter)."""
+    increase = f"increase({sel('ipvs_keepalived_vrrp_become_master_total')}[1m])"
+    return (
+        dash_b.AnnotationQuery()
+        .name("VRRP failovers (keepalived)")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("red")
+        .expr(f"{sum_by(VRRP_BY, increase)} > 0")
+    )
+
+
+def _vrrp() -> Row:
+    return Row(
+        "VRRP (keepalived, --collector.keepalived)",
+        [
+            state_timeline(
+                "VIP holder (VRRP)",
+                "keepalived's VRRP state of each instance on each director: the MASTER holds "
+                "the instance's VIPs. Two MASTERs of one instance: split brain "
+                "(KeepalivedSplitBrain); none: nobody holds them (KeepalivedNoMaster). Red "
+                "marks (the VRRP failovers annotation) are the moments an instance became "
+                "MASTER.",
+                [Query(vrrp_state_code(), VRRP_LEGEND)],
+                mappings=value_text(
+                    {
+                        "0": ("INIT/STOP", "text"),
+                        "1": ("BACKUP", "blue"),
+                        "2": ("MASTER (holds VIPs)", "green"),
+                        "3": ("FAULT", "red"),
+                    }
+                ),
+                thresholds=((None, "text"), (1, "blue"), (2, "green"), (3, "red")),
+            ),
+            timeseries(
+                "VRRP priority",
+                "Effective priority each director advertises (configured, changed by tracked "
+                "scripts, interfaces and files). The highest wins MASTER, unless nopreempt.",
+                [
+                    Query(
+                        sel("ipvs_keepalived_vrrp_effective_priority"),
+                        VRRP_LEGEND,
+                    )
+                ],
+                unit="none",
+            ),
+            table(
+                "VIPs held",
+                "The virtual addresses keepalived has set on each director now.",
+                [Query(f"{sel('ipvs_keepalived_vrrp_vip')} == 1")],
+                hide=("Time", "__name__", "job", "Value"),
+                height=6,
+            ),
+        ],
+    )
 
 
 def _roles() -> Row:
@@ -31,9 +104,9 @@ def _roles() -> Row:
         [
             state_timeline(
                 "VIP holder (from traffic)",
-                "A director that receives packets for its virtual services holds the VIP. "
-                "The exporter cannot see VRRP: this is inferred from the rate of incoming "
-                "packets. Two directors receiving at once: split brain (or both VIPs "
+                "A director that receives packets for its virtual services holds the VIP, as "
+                "inferred from the rate of incoming packets (VIP holder (VRRP) has keepalived's "
+                "own view). Two directors receiving at once: split brain (or both VIPs "
                 "configured on purpose); none: the VIP is nowhere or there is no traffic.",
                 [
                     Query(
@@ -150,6 +223,7 @@ def build() -> dash_m.Dashboard:
         "Both directors side by side: who holds the VIP, the sync daemons, and how much of "
         "the active director's connection table the standby already has.",
         variables.standard(),
-        [_roles(), _state()],
+        [_vrrp(), _roles(), _state()],
         links=[dashboards_link()],
+        annotations=[failover_annotation()],
     )

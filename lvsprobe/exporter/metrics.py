@@ -43,6 +43,8 @@ SERVICE_LABELS = ("protocol", "address", "port", "fwmark", "family")
 BACKEND_LABELS = (*SERVICE_LABELS, "backend_address", "backend_port", "forward")
 CONN_LABELS = (*SERVICE_LABELS, "state")
 BACKEND_CONN_LABELS = (*SERVICE_LABELS, "backend_address", "backend_port", "state")
+# A keepalived vrrp_instance by its name (`instance` is Prometheus' target label).
+VRRP_LABELS = ("vrrp_instance",)
 
 G, C = MetricType.GAUGE, MetricType.COUNTER
 
@@ -301,5 +303,112 @@ SPECS: tuple[MetricSpec, ...] = (
         "sysctls",
     ),
 )
+
+# --- keepalived (--collector.keepalived; lvsprobe/exporter/keepalived.py) ---------------------
+KEEPALIVED_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "ipvs_keepalived_up",
+        "1 if the keepalived of --keepalived.pid-file runs, 0 if not (a state, not a failure).",
+        G,
+        (),
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_state",
+        "1 for the state a VRRP instance is in (init, backup, master, fault, deleted, stop), "
+        "0 for the others.",
+        G,
+        (*VRRP_LABELS, "vrrp_state"),
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_info",
+        "A VRRP instance's virtual router id and interface; value 1.",
+        G,
+        (*VRRP_LABELS, "vrid", "interface"),
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_priority",
+        "The configured priority of a VRRP instance.",
+        G,
+        VRRP_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_effective_priority",
+        "The priority a VRRP instance advertises: configured, changed by tracked scripts, "
+        "interfaces and files.",
+        G,
+        VRRP_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_vip",
+        "1 if keepalived has set this virtual address of the VRRP instance (it holds it), "
+        "else 0; address as in the service labels.",
+        G,
+        (*VRRP_LABELS, "address"),
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_become_master_total",
+        "Times the VRRP instance became MASTER since keepalived started.",
+        C,
+        VRRP_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_release_master_total",
+        "Times the VRRP instance left MASTER since keepalived started.",
+        C,
+        VRRP_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_last_transition_timestamp_seconds",
+        "Unix time of the VRRP instance's last state change.",
+        G,
+        VRRP_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_adverts_received_total",
+        "VRRP advertisements the instance received.",
+        C,
+        VRRP_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_vrrp_adverts_sent_total",
+        "VRRP advertisements the instance sent.",
+        C,
+        VRRP_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_service_up",
+        "1 if keepalived counts the virtual_server's quorum of alive real servers as met, else 0.",
+        G,
+        SERVICE_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_backend_up",
+        "1 if keepalived's health checkers find the real server alive, 0 if they took it out "
+        "(weight 0 with inhibit_on_failure, else removed); labels as ipvs_backend_weight.",
+        G,
+        BACKEND_LABELS,
+        "keepalived",
+    ),
+    MetricSpec(
+        "ipvs_keepalived_backend_failed_checkers",
+        "Health checkers of the real server that fail now.",
+        G,
+        BACKEND_LABELS,
+        "keepalived",
+    ),
+)
+SPECS += KEEPALIVED_SPECS
 
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in SPECS}

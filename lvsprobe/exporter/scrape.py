@@ -32,6 +32,12 @@ from lvsprobe.exporter.collectors import (
 )
 from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
 from lvsprobe.exporter.filters import ServiceFilter
+from lvsprobe.exporter.keepalived import (
+    KeepalivedCollector,
+    KeepalivedOptions,
+    KeepalivedReader,
+    read_keepalived,
+)
 from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
 from lvsprobe.exporter.names import NamesFile, NamesRead
 from lvsprobe.exporter.render import Builder, Family, escape_label_value, render, render_chunks
@@ -133,6 +139,7 @@ class ExportOptions:
     compat_backend_labels: tuple[str, ...] = FULL_BACKEND_LABELS
     read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S  # None: read to the end
     max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES
+    keepalived: KeepalivedOptions | None = None  # --collector.keepalived
 
 
 class Scraper:
@@ -145,6 +152,7 @@ class Scraper:
         logger: logging.Logger = log,
         build: tuple[str, str] = (__version__, platform.python_version()),
         clock: Callable[[], float] = time.monotonic,
+        keepalived_read: KeepalivedReader = read_keepalived,
     ) -> None:
         self.options = options
         self.build = build
@@ -158,6 +166,15 @@ class Scraper:
             NodeExporterCollector(options.compat_backend_labels)
             if options.compat_node_exporter
             else None
+        )
+        ka, labels = options.keepalived, map(self._label, options.targets)
+        self._keepalived = (
+            {
+                label: KeepalivedCollector(ka.files(label), ka, keepalived_read, clock)
+                for label in labels
+            }
+            if ka is not None
+            else {}
         )
 
     @staticmethod
@@ -211,6 +228,9 @@ class Scraper:
         for target in self.options.targets:
             name = self._label(target)
             out.prefix = f'{NETNS_LABEL}="{escape_label_value(name)}"' if multi else ""
+            if name in self._keepalived:
+                error = self._keepalived[name].collect(out, deadline)
+                self._note(name, {"keepalived": error} if error else {}, ["keepalived"])
             try:
                 snap = self.read(
                     target,

@@ -5,7 +5,9 @@ Two exporters on loopback, scraped every second by Debian's /usr/bin/prometheus:
   users run it; procfs only, so no per-service counters, daemons or timeouts);
 - the same tree plus the captured generic-netlink conversation of that director, served
   in-process (per-service and per-backend counters, persistent connections, thresholds,
-  the master sync daemon, timeouts).
+  the master sync daemon, timeouts), with --collector.keepalived answered by `FailingOver`:
+  keepalived 2.2.7's real VRRP dump, MASTER and BACKUP in turn, and a checker verdict for
+  each real server of the capture.
 Every query must parse; every query must return a series except the ones listed in
 `NEEDS_THE_LAB`, which need what a static capture cannot have (and the lab test provides).
 """
@@ -20,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,14 @@ import pytest
 from lvsprobe.dashboards import proof, render, variables
 from lvsprobe.dashboards.prometheus import DEFAULT_BINARY, Prometheus, free_port
 from lvsprobe.exporter.flights import scrape_formats
+from lvsprobe.exporter.keepalived import KeepalivedOptions
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.exporter.server import ExporterServer
-from lvsprobe.sources import Target
+from lvsprobe.keepalived.dump import KeepalivedDump, KeepalivedFiles
+from lvsprobe.keepalived.model import CheckedRealServer, CheckedVirtualServer, VrrpState
+from lvsprobe.keepalived.vrrp_json import parse_keepalived_json
+from lvsprobe.model import Snapshot
+from lvsprobe.sources import Target, read_snapshot
 
 RANGE_S = 60
 SERVICE = "tcp 198.18.1.100:21"  # the persistent (FTP) service of the capture
@@ -46,6 +54,53 @@ NEEDS_THE_LAB: dict[tuple[str, str, str], str] = {
     ("lvsprobe-ipvs-sync", "Backup coverage", "A"): "a backup director with synced entries",
     ("lvsprobe-ipvs-sync", "Established entries per director", "A"): "ESTABLISHED entries",
 }
+VRRP_DUMP = Path(__file__).parents[1] / "fixtures" / "keepalived-2.2.7" / "vrrp" / "a-master.json"
+READINGS_PER_TERM = 5  # one scrape a second: a failover every 5 s
+
+
+@dataclass
+class FailingOver:
+    """A keepalived reader for the captured director: its VRRP instances swap MASTER and BACKUP
+    every READINGS_PER_TERM readings (counting the transitions), and its checkers find every
+    real server of the capture up but the last of each service."""
+
+    snapshot: Snapshot
+    readings: int = 0
+
+    def __call__(self, files: KeepalivedFiles, timeout_s: float) -> KeepalivedDump:
+        self.readings += 1
+        terms = self.readings // READINGS_PER_TERM
+        swapped = {VrrpState.MASTER: VrrpState.BACKUP, VrrpState.BACKUP: VrrpState.MASTER}
+        vrrp = tuple(
+            replace(
+                inst,
+                state=swapped[inst.state] if terms % 2 else inst.state,
+                become_master=inst.become_master + (terms + (inst.state is VrrpState.BACKUP)) // 2,
+            )
+            for inst in parse_keepalived_json(VRRP_DUMP.read_bytes())
+        )
+        return KeepalivedDump(running=True, vrrp=vrrp, virtual_servers=self._checked())
+
+    def _checked(self) -> tuple[CheckedVirtualServer, ...]:
+        return tuple(
+            CheckedVirtualServer(
+                address=svc.key.address,
+                port=svc.key.port,
+                fwmark=svc.key.fwmark,
+                group=None,
+                protocol=svc.key.protocol,
+                family=svc.key.address.version if svc.key.address is not None else 4,
+                alive=True,
+                quorum_up=True,
+                real_servers=tuple(
+                    CheckedRealServer(
+                        rs.address, rs.port, rs.forward, rs.weight, False, index > 0, index == 0
+                    )
+                    for index, rs in enumerate(reversed(tuple(svc.real_servers)))
+                ),
+            )
+            for svc in self.snapshot.services
+        )
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
@@ -84,8 +139,11 @@ def exporters(nat_proc: Path) -> Iterator[list[str]]:
     )
     _wait_listening(cli, port)
     capture = nat_proc.parent / "genl" / "ipvs_conversation.hex"
-    options = ExportOptions(targets=(Target(procfs_root=nat_proc, genl_capture=capture),))
-    server = ExporterServer(("127.0.0.1", 0), scrape_formats(Scraper(options)))
+    target = Target(procfs_root=nat_proc, genl_capture=capture)
+    options = ExportOptions(targets=(target,), keepalived=KeepalivedOptions(min_interval_s=0))
+    keepalived = FailingOver(read_snapshot(target))
+    scraper = Scraper(options, keepalived_read=keepalived)
+    server = ExporterServer(("127.0.0.1", 0), scrape_formats(scraper))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
