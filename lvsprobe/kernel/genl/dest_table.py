@@ -46,6 +46,9 @@ _FAMILIES = {int(family): family for family in Family}
 _CHUNK_ROWS = 1 << 14
 # Records kept as bytes before they are decoded (~3 MB of 6.1's records).
 FLUSH_RECORDS = 1 << 13
+# Fewer records than this are decoded the exact way: as fast at that size, and with no numpy
+# (the lab guest's agent runs stdlib-only, as `python -S`).
+COLUMNAR_MIN_RECORDS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +122,15 @@ class DestTableBuilder:
         return builder.build(), bounds
 
     def _flush(self) -> None:
-        """Decode the pending records (earlier ones are decoded: the first error is theirs)."""
-        try:
-            table = self._columnar()
-        except ParseError:
-            table = self._exact()  # raises the first bad record's error, as one by one
+        """Decode the pending records (earlier ones are decoded: the first error is theirs).
+        The one place the strategy is chosen: columns for many records, else exact."""
+        if self._pending < COLUMNAR_MIN_RECORDS:
+            table = self._exact()
+        else:
+            try:
+                table = self._columnar()
+            except ParseError:
+                table = self._exact()  # raises the first bad record's error, as one by one
         self._tables.append(table)
         self._runs, self._pending = [], 0
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lvsprobe
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import dest_table, ipvs, replies
 from lvsprobe.kernel.genl.attrs import (
@@ -60,7 +65,10 @@ def _columnar(
 ) -> object:
     """The same records through `DestTableBuilder`, up to `per_datagram` to a datagram (a
     run is records of one length that follow on), decoded every `flush` records."""
-    with patch.object(dest_table, "FLUSH_RECORDS", flush):
+    with (
+        patch.object(dest_table, "FLUSH_RECORDS", flush),
+        patch.object(dest_table, "COLUMNAR_MIN_RECORDS", 0),
+    ):
         try:
             return _columnar_now(dumps, per_datagram)
         except ParseError as exc:  # from a dump's start (the records before decoded) or the end
@@ -207,3 +215,28 @@ def test_the_simulated_kernel_refuses_a_second_dump_while_one_runs() -> None:
     assert NLMSG_HDR.unpack_from(records)[3] == 100
     assert NLMSG_HDR.unpack_from(refused)[1:4:2] == (NlMsgType.ERROR, 101)
     assert struct.unpack_from("=i", refused, NLMSG_HDR.size)[0] == -errno.EBUSY
+
+
+def test_small_reads_need_no_numpy(nat_proc: Path) -> None:
+    """The lab guest's agent reads snapshots with `python -S` (no site-packages, so no
+    numpy): a small netlink read and its conn summary must take the exact path."""
+    code = (
+        "import sys\n"
+        "sys.modules['numpy'] = None\n"
+        "from pathlib import Path\n"
+        "from lvsprobe.sources import Target, read_snapshot\n"
+        "from lvsprobe.snapshot_json import snapshot_to_json\n"
+        f"root = Path({str(nat_proc)!r})\n"
+        "target = Target(procfs_root=root, genl_capture=root.parent / 'genl' / "
+        "'ipvs_conversation.hex')\n"
+        "snap = read_snapshot(target, conns='summary')\n"
+        "assert not snap.failures, snap.failures\n"
+        "snapshot_to_json(snap)\n"
+        "print(sum(len(s.real_servers) for s in snap.services))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(lvsprobe.__file__).parent.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout) > 0
