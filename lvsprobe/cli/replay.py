@@ -204,7 +204,12 @@ def schema() -> None:
     """Print the scenario file schema (every key, with its default)."""
     from lvsprobe.replay.expect import __doc__ as expect_doc
     from lvsprobe.replay.scenario import SCENARIO_HELP
+    from lvsprobe.replay.thresholds import __doc__ as thresholds_doc
 
     click.echo(SCENARIO_HELP)
     click.echo("\nexpect: checks `replay run --check` makes after the run (exit 3 if one fails):")
     click.echo((expect_doc or "").split("\n\n", 1)[1].rstrip())
+    click.echo(
+        "\nthresholds: checked after every run, and --threshold (exit 3 naming each breach):"
+    )
+    click.echo((thresholds_doc or "").split("\n\n", 1)[1].rstrip())
