@@ -12,7 +12,7 @@ from typing import Any
 from lvsprobe.errors import AnalysisError
 
 ANALYSIS_DIR = "analysis"
-KINDS = ("fairness", "persistence", "failover", "memory")
+KINDS = ("load", "fairness", "persistence", "failover", "memory")
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -265,7 +265,60 @@ def _memory(doc: Mapping[str, Any], figs: _Figures) -> str:
     )
 
 
+def _load(doc: Mapping[str, Any], figs: _Figures) -> str:
+    """Rate, errors, latency and shares over the run; latency per backend."""
+    import plotly.graph_objects as go
+
+    from lvsprobe.analyze.load import backend_latency_rows
+
+    t = doc["t_s"]
+    rate = go.Figure()
+    rate.add_scatter(x=t, y=doc.get("planned_per_s", []), mode="lines", name="planned",
+                     line={"dash": "dash"})  # fmt: skip
+    rate.add_scatter(x=t, y=doc.get("achieved_per_s", []), mode="lines", name="achieved")
+    for outcome, ys in doc.get("errors_per_s", {}).items():
+        rate.add_bar(x=t, y=ys, name=f"errors: {outcome}")
+    rate.update_layout(title="Flows per second: planned vs achieved, and errors", height=380,
+                       xaxis_title="seconds since start", yaxis_title="flows/s")  # fmt: skip
+    latency = go.Figure()
+    for timing, by_q in doc.get("latency_s", {}).items():
+        for q, ys in by_q.items():
+            dash = None if timing == "corrected" else "dot"
+            latency.add_scatter(x=t, y=ys, mode="lines", name=f"{q} {timing}",
+                                line={"dash": dash})  # fmt: skip
+    latency.update_layout(
+        title="Total latency over time (corrected: from the scheduled start)",
+        height=380, xaxis_title="seconds since start", yaxis_title="seconds",
+    )  # fmt: skip
+    shares = go.Figure()
+    for name, ys in doc.get("shares", {}).items():
+        shares.add_scatter(x=t, y=ys, mode="lines", name=name, stackgroup="shares")
+    shares.update_layout(
+        title="Backend shares over time", height=340,
+        xaxis_title="seconds since start", yaxis_title="share of flows ended",
+    )  # fmt: skip
+    summary = doc.get("summary", {})
+    rates = summary.get("rates") or {}
+    cols = ["backend", "timing", "flows", "p50", "p90", "p99", "p99.9", "max", "mean"]
+    return (
+        f"<p>{summary.get('flows', 0)} flows, {summary.get('errors', 0)} not ok; planned "
+        f"{rates.get('planned_per_s')} flows/s, achieved {rates.get('achieved_per_s')} "
+        f"(bins of {doc['bin_s']:g} s)</p>"
+        + "".join(figs.html(f) for f in (rate, latency, shares) if t)
+        + "<h3>Total latency per backend (ms)</h3>"
+        + _table(backend_latency_rows(summary), cols)
+        + _table(_thresholds(summary), ["threshold", "verdict", "observed"])
+    )
+
+
+def _thresholds(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    results = (summary.get("thresholds") or {}).get("results", [])
+    return [{"threshold": r["threshold"], "verdict": r["passed"], "observed": r["observed"]}
+            for r in results]  # fmt: skip
+
+
 _RENDER = {
+    "load": _load,
     "fairness": _fairness,
     "persistence": _persistence,
     "failover": _failover,

@@ -37,7 +37,7 @@ class Extra:
         return f"pip install 'lvsprobe[{self.name}]'"
 
 
-REPLAY = Extra("replay", ("pyarrow", "dpkt", "pyshark"))
+REPLAY = Extra("replay", ("pyarrow", "dpkt", "pyshark", "hdrh"))
 ANALYZE = Extra("analyze", ("pandas", "pyarrow", "scipy", "plotly"))
 DASHBOARDS = Extra("dashboards", ("grafana_foundation_sdk",))
 # The lab boots with the core alone; what it is for (replays, then their analyses) needs both.

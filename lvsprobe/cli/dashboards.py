@@ -15,8 +15,9 @@ def dashboards() -> None:
     """Grafana dashboards for `lvsprobe export`, generated from Python.
 
     \b
-    Four dashboards: IPVS overview, service drill-down, connection table and
-    memory, sync and failover. Each comes in two forms:
+    Five dashboards: IPVS overview, service drill-down, connection table and
+    memory, sync and failover, and a replay run (`replay run --metrics-listen`
+    beside the director). Each comes in two forms:
       DIR/provisioning/*.json   for Grafana file provisioning (+ lvsprobe.yaml)
       DIR/import/*.json         for Dashboards > New > Import (asks for the
                                 Prometheus data source)

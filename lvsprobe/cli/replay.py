@@ -26,6 +26,7 @@ def replay() -> None:
       lvsprobe replay run replays/rr-fairness.yaml --out runs/rr --dry-run
       lvsprobe replay run replays/rr-fairness.yaml --out runs/rr --conn-table netns:lvs-d
       lvsprobe replay summary runs/rr     (also finishes a run that was killed)
+      lvsprobe replay export runs/rr --format jsonl > flows.jsonl
       lvsprobe replay import capture.pcap -o recorded.yaml --target 198.18.1.100:80
     """
 
@@ -204,7 +205,49 @@ def schema() -> None:
     """Print the scenario file schema (every key, with its default)."""
     from lvsprobe.replay.expect import __doc__ as expect_doc
     from lvsprobe.replay.scenario import SCENARIO_HELP
+    from lvsprobe.replay.thresholds import __doc__ as thresholds_doc
 
     click.echo(SCENARIO_HELP)
     click.echo("\nexpect: checks `replay run --check` makes after the run (exit 3 if one fails):")
     click.echo((expect_doc or "").split("\n\n", 1)[1].rstrip())
+    click.echo(
+        "\nthresholds: checked after every run, and --threshold (exit 3 naming each breach):"
+    )
+    click.echo((thresholds_doc or "").split("\n\n", 1)[1].rstrip())
+
+
+@replay.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="CSV (one header line) or JSON lines (one object per flow).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: stdout).",
+)
+def export(run_dir: Path, fmt: str, output: Path | None) -> None:
+    """Write RUN's flow log (every flow, every column) as CSV or JSON lines.
+
+    Streamed batch by batch; a run still going or killed is read from its journal.
+    """
+    import sys
+
+    from lvsprobe.errors import LvsprobeError
+    from lvsprobe.replay.export import write_export
+
+    if output is None:
+        write_export(run_dir, fmt, sys.stdout.buffer)
+        return
+    try:
+        with output.open("wb") as out:
+            rows = write_export(run_dir, fmt, out)
+    except OSError as exc:
+        raise LvsprobeError(f"{output}: cannot write: {exc.strerror or exc}") from exc
+    click.echo(f"{rows} flows -> {output}", err=True)

@@ -4,8 +4,8 @@ and read (or finish) one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +13,13 @@ import click
 
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.cli.replay_output import (
+    ProgressLine,
+    latency_table,
+    summary_line,
+    threshold_lines,
+)
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
-
-
-class _ProgressLine:
-    """Flows, rate and errors on stderr: one rewritten line on a TTY, plain lines otherwise."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.tty = sys.stderr.isatty()
-        self._last_plain = float("-inf")
-
-    def __call__(self, progress: Any) -> None:
-        if not self.enabled:
-            return
-        rate = progress.done / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
-        width = 24
-        filled = int(width * progress.done / self.total) if self.total else width
-        text = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{self.total} flows "
-            f"{rate:7.1f}/s  errors {progress.errors}  in flight "
-            f"{progress.started - progress.done}  {progress.elapsed_s:6.1f}s"
-        )
-        if self.tty:
-            click.echo("\r" + text, err=True, nl=False)
-        elif progress.elapsed_s - self._last_plain >= 5 or progress.done == self.total:
-            self._last_plain = progress.elapsed_s
-            click.echo(text, err=True)
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            click.echo("", err=True)
 
 
 def _override_target(scenario: Any, target: str | None) -> Any:
@@ -86,11 +62,28 @@ def _snapshot_every(_ctx: click.Context, _param: click.Parameter, value: float) 
         raise click.BadParameter(str(exc)) from None
 
 
-def _summary_line(summary: dict[str, Any]) -> str:
-    return (
-        f"{summary['flows']} flows, {summary['ok']} ok, {summary['errors']} errors; "
-        f"backends {summary['backends']}"
-    )
+def _listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    from lvsprobe.exporter.server import parse_listen_address
+
+    try:
+        return None if value is None else parse_listen_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _thresholds(scenario: Any, texts: tuple[str, ...]) -> tuple[Any, ...]:
+    """The scenario's thresholds and --threshold's, each checked against the scenario."""
+    from lvsprobe.replay.thresholds import parse_threshold
+
+    extra = []
+    for text in texts:
+        try:
+            threshold = parse_threshold(text)
+            scenario.check_threshold(threshold)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--threshold") from None
+        extra.append(threshold)
+    return (*scenario.thresholds, *extra)
 
 
 @click.command("run")
@@ -136,12 +129,28 @@ def _summary_line(summary: dict[str, Any]) -> str:
     help="Check the scenario's `expect:` block after the run; exit 3 if it does not hold.",
 )
 @click.option(
+    "--threshold",
+    "threshold_texts",
+    multiple=True,
+    metavar="EXPR",
+    help="A gate on the run's figures, k6-like (repeatable; with the scenario's "
+    "`thresholds:`): 'p99 < 200ms', 'errors < 0.1%', 'share{backend=rs1} > 30%', "
+    "'rate > 95%'. Exit 3 naming every breach; `replay schema` lists the forms.",
+)
+@click.option(
+    "--metrics-listen",
+    metavar="[HOST]:PORT",
+    callback=_listen,
+    help="Serve the run's own Prometheus metrics at http://HOST:PORT/metrics while it runs "
+    "(flows by kind, outcome and backend; latency histograms; planned and achieved rates).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["auto", "epoll", "asyncio"]),
     default="auto",
     show_default=True,
-    help="Flow driver: epoll (a plain loop, fastest; tcp/http/udp/syn flows only), asyncio "
-    "(every kind), or auto (epoll when every planned flow allows it).",
+    help="Flow driver: epoll (a plain loop, fastest; tcp/http/udp/syn flows and the pool "
+    "model), asyncio (every kind), or auto (epoll when every planned flow allows it).",
 )
 @click.option(
     "--skip-pool-check",
@@ -173,6 +182,8 @@ def run(
     as_json: bool,
     no_progress: bool,
     check: bool,
+    threshold_texts: tuple[str, ...],
+    metrics_listen: tuple[str, int] | None,
     engine: str,
     skip_pool_check: bool,
     timed: tuple[Any, ...],
@@ -186,6 +197,10 @@ def run(
     Ctrl-C stops the run early and still writes a valid flow log (the flows in flight are
     recorded as error:interrupted) and exits 130; a second Ctrl-C skips the slow steps left
     (the final conn-table snapshot and attribution), a third quits at once.
+
+    Latency is reported as wrk2 does: each flow's connect, first byte and end timed from its
+    scheduled start (corrected: a stall delays the flows queued behind it) and from its actual
+    start (uncorrected), p50/p90/p99/p99.9/max and mean from HDR histograms.
     """
     import dataclasses
 
@@ -195,6 +210,7 @@ def run(
     scenario = _override_target(load_scenario(scenario_path), target)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
+    thresholds = _thresholds(scenario, threshold_texts)
     plan = make_plan(scenario, max_flows)
     if dry_run:
         described = describe_plan(scenario, plan)
@@ -219,6 +235,8 @@ def run(
     if fast and not fast_eligible(plan):
         kinds = sorted({p.kind for p in plan} - FAST_KINDS)
         raise click.UsageError(f"--engine epoll cannot drive {', '.join(kinds)} flows")
+    if not fast and scenario.arrival.model == "pool":
+        raise click.UsageError("--engine asyncio does not drive the pool model (epoll does)")
     summary, interrupted = _execute(
         scenario,
         scenario_path,
@@ -232,16 +250,24 @@ def run(
         timed,
         force,
         max_conn_table_bytes,
+        thresholds,
+        metrics_listen,
     )
+    shown, breached = threshold_lines(summary)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
-        click.echo(f"{_summary_line(summary)}; written to {out_dir}")
+        click.echo(f"{summary_line(summary)}; written to {out_dir}")
+        for line in (*latency_table(summary), *shown):
+            click.echo(line)
     if interrupted:
         raise click.exceptions.Exit(ExitCode.INTERRUPTED)
-    if summary.get("checks") and not summary["checks"]["passed"]:
-        for failure in summary["checks"]["failures"]:
-            click.echo(f"lvsprobe: check failed: {failure}", err=True)
+    failures = [
+        f"lvsprobe: check failed: {f}" for f in (summary.get("checks") or {}).get("failures", [])
+    ]
+    for line in failures + breached:
+        click.echo(line, err=True)
+    if failures or breached:
         raise click.exceptions.Exit(ExitCode.CHECK_FAILED)
 
 
@@ -258,59 +284,71 @@ def _execute(
     timed: tuple[Any, ...] = (),
     force: bool = False,
     max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES,
+    thresholds: tuple[Any, ...] = (),
+    metrics_listen: tuple[str, int] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     from lvsprobe.replay import hooks
     from lvsprobe.replay.attribution import conn_table_source
     from lvsprobe.replay.fastloop import FastRunner
+    from lvsprobe.replay.live import LiveStats, serve_metrics
+    from lvsprobe.replay.plan import stages_of
     from lvsprobe.replay.rundir import open_run_dir, write_run
     from lvsprobe.replay.runner import Runner, RunOptions, StopSignals
 
-    run_dir = open_run_dir(out_dir, scenario, scenario_path, len(plan), force)
-    signals = StopSignals(out_dir, ExitCode.INTERRUPTED)
-    line = _ProgressLine(len(plan), progress)
-    options = RunOptions(
-        conn_table=conn_table_source(conn_table, max_conn_table_bytes) if conn_table else None,
-        snapshot_every_s=snapshot_every,
-        on_progress=line,
-        journal=run_dir.journal,
-        hurry=signals.hurry,
-    )
+    live = None
+    if progress or metrics_listen is not None:
+        live = LiveStats(scenario.name, len(plan), stages_of(scenario))
+    with contextlib.ExitStack() as serving:
+        if metrics_listen is not None and live is not None:  # bound before the run dir
+            serving.enter_context(serve_metrics(metrics_listen, live))
+        run_dir = open_run_dir(out_dir, scenario, scenario_path, len(plan), force)
+        signals = StopSignals(out_dir, ExitCode.INTERRUPTED)
+        line = ProgressLine(len(plan), progress, live)
+        options = RunOptions(
+            conn_table=conn_table_source(conn_table, max_conn_table_bytes) if conn_table else None,
+            snapshot_every_s=snapshot_every,
+            on_progress=line,
+            journal=run_dir.journal,
+            hurry=signals.hurry,
+            live=live,
+        )
 
-    async def main() -> Any:
-        runner = Runner(scenario, plan, options)
-        loop = asyncio.get_running_loop()
-        signals.on_stop(lambda: loop.call_soon_threadsafe(runner.stop))
-        try:
-            return await runner.run(), runner.stop_reason
-        finally:
-            signals.on_stop(lambda: None)  # the loop is about to close
-
-    def epoll() -> Any:
-        runner = FastRunner(scenario, plan, options)
-        signals.on_stop(runner.stop)
-        return runner.run(), runner.stop_reason
-
-    schedule = hooks.CommandSchedule(timed) if timed else None
-    with signals:
-        try:
-            if schedule is not None:
-                schedule.start()
+        async def main() -> Any:
+            runner = Runner(scenario, plan, options)
+            loop = asyncio.get_running_loop()
+            signals.on_stop(lambda: loop.call_soon_threadsafe(runner.stop))
             try:
-                result, stop_reason = epoll() if fast else asyncio.run(main())
+                return await runner.run(), runner.stop_reason
             finally:
-                run_dir.journal.flush()
-                runs = schedule.finish(signals.hurry) if schedule is not None else []
-            line.close()
-            summary = write_run(
-                run_dir, scenario, result, stop_reason, len(plan), check, signals.hurry()
-            )
-            if schedule is not None:
-                starts = [r.start_unix - r.start_s for r in result.records]
-                hooks.write_events(out_dir, runs, min(starts, default=schedule.started_unix))
-                for problem in hooks.problems(runs):
-                    click.echo(f"lvsprobe: warning: {problem}", err=True)
-        finally:
-            run_dir.close()
+                signals.on_stop(lambda: None)  # the loop is about to close
+
+        def epoll() -> Any:
+            runner = FastRunner(scenario, plan, options)
+            signals.on_stop(runner.stop)
+            return runner.run(), runner.stop_reason
+
+        schedule = hooks.CommandSchedule(timed) if timed else None
+        with signals:
+            try:
+                if schedule is not None:
+                    schedule.start()
+                try:
+                    result, stop_reason = epoll() if fast else asyncio.run(main())
+                finally:
+                    run_dir.journal.flush()
+                    runs = schedule.finish(signals.hurry) if schedule is not None else []
+                line.close()
+                summary = write_run(
+                    run_dir, scenario, result, stop_reason, len(plan), check, signals.hurry(),
+                    thresholds, [p.at_s for p in plan],
+                )  # fmt: skip
+                if schedule is not None:
+                    starts = [r.start_unix - r.start_s for r in result.records]
+                    hooks.write_events(out_dir, runs, min(starts, default=schedule.started_unix))
+                    for problem in hooks.problems(runs):
+                        click.echo(f"lvsprobe: warning: {problem}", err=True)
+            finally:
+                run_dir.close()
     return summary, stop_reason == "interrupted"
 
 
@@ -336,4 +374,4 @@ def summary_(run_dir: Path, as_json: bool) -> None:
         state = "unfinished: rebuilt from its journal"
     elif state is None:
         state = "complete" if summary.get("complete") else f"stopped: {summary.get('stopped')}"
-    click.echo(f"{_summary_line(summary)} ({state})")
+    click.echo(f"{summary_line(summary)} ({state})")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lvsprobe.exporter.metrics import NETNS_LABEL, SERVICE_LABELS, SPECS
+from lvsprobe.replay.metricspecs import catalog as replay_catalog
 
 _TOKEN = re.compile(
     r"""
@@ -248,9 +249,11 @@ class Catalog:
 
 
 def exporter_catalog() -> Catalog:
-    """The exporter's metric table (`lvsprobe.exporter.metrics.SPECS`) plus scrape metrics."""
+    """The exporter's metric table (`lvsprobe.exporter.metrics.SPECS`) plus scrape metrics and
+    the live metrics of `replay run --metrics-listen` (the Replay run dashboard's)."""
     labels_of: dict[str, Collection[str]] = {s.name: s.labels for s in SPECS}
     labels_of.update(SCRAPE_METRICS)
+    labels_of.update(replay_catalog())
     return Catalog(labels_of, (*TARGET_LABELS, NETNS_LABEL), {"service": SERVICE_LABELS})
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dash_m
 
-from lvsprobe.dashboards import connections, drilldown, overview, promql, sync
+from lvsprobe.dashboards import connections, drilldown, overview, promql, replayrun, sync
 from lvsprobe.errors import LvsprobeError
 
 GRAFANA_MIN_VERSION = "9.4.0"
@@ -39,6 +39,7 @@ DASHBOARDS: tuple[DashboardDef, ...] = (
     DashboardDef("ipvs-service", drilldown.build),
     DashboardDef("ipvs-conntable", connections.build),
     DashboardDef("ipvs-sync-failover", sync.build),
+    DashboardDef("replay-run", replayrun.build),
 )
 
 PROVIDER_YAML = """\

@@ -73,6 +73,10 @@ def make_flow(planned: PlannedFlow, ctx: FlowContext) -> Flow:
         )
     if planned.kind == "http":
         body = planned.payload_bytes if mix.payload_bytes != (64, 64) else 0
+        if ctx.scenario.arrival.model == "pool":  # one request on a connection kept open
+            return HttpFlow(
+                matcher, host, mix.path, 1, True, body, planned.flow_id, persistent=True
+            )
         return HttpFlow(
             matcher, host, mix.path, mix.requests, mix.keepalive, body, planned.flow_id, mix.think_s
         )
@@ -350,6 +354,7 @@ def new_record(
         scheduled_s=planned.at_s if planned.at_s is not None else start_s,
         start_s=start_s,
         start_unix=start_unix,
+        stage=planned.stage,
     )
 
 

@@ -37,7 +37,8 @@ from lvsprobe.replay.flows import (
     Flow,
     Step,
 )
-from lvsprobe.replay.plan import PlannedFlow
+from lvsprobe.replay.plan import PlannedFlow, stages_of
+from lvsprobe.replay.profile import windows
 from lvsprobe.replay.scenario import Scenario
 
 FAST_KINDS = frozenset({"tcp", "http", "udp", "syn"})
@@ -54,20 +55,27 @@ class _Conn:
     """One flow in flight."""
 
     __slots__ = ("closed", "connected", "deadline", "fd", "finished", "flow", "half_close",
-                 "mask", "out", "planned", "record", "sock", "stream", "wake_at")  # fmt: skip
+                 "idle", "mask", "out", "planned", "pooled", "record", "sock", "stream",
+                 "wake_at")  # fmt: skip
 
     def __init__(
         self, sock: socket.socket, planned: PlannedFlow, flow: Flow, record: FlowRecord
     ) -> None:
-        self.sock, self.fd, self.planned = sock, sock.fileno(), planned
-        self.flow, self.record = flow, record
+        self.sock, self.fd = sock, sock.fileno()
+        self.half_close = self.connected = self.closed = self.pooled = False
+        self.stream = planned.kind != "udp"
+        self.mask = _OUT
+        self.attach(planned, flow, record)
+
+    def attach(self, planned: PlannedFlow, flow: Flow, record: FlowRecord) -> None:
+        """Give the connection its (next) flow: a pooled connection carries one after another;
+        a timer of an earlier flow finds a later deadline and no wake-up, and does nothing."""
+        self.planned, self.flow, self.record = planned, flow, record
         self.deadline = 0.0
         self.wake_at: float | None = None
         self.out = b""
-        self.half_close = self.connected = self.closed = False
         self.finished: Finished | None = None
-        self.stream = planned.kind != "udp"
-        self.mask = _OUT
+        self.idle = False
 
 
 class FastRunner:
@@ -81,15 +89,22 @@ class FastRunner:
         self.progress = Progress(total=len(plan))
         self.snapshots: list[ConnSnapshot] = []
         self.stop_reason: str | None = None
+        self.skipped = 0  # closed-stage flows their stage ended before
         self._ctx = FlowContext(scenario)
         self._t0 = self._unix0 = 0.0
         self._ep = select.epoll()
         self._conns: dict[int, _Conn] = {}
         self._timers: list[tuple[float, int, _Conn]] = []
         self._seq = 0
-        self._free = 0  # closed loop: slots ready for their next flow
-        self._thinking: list[float] = []  # closed loop: when slots in think time free up
+        self._stages = stages_of(scenario)
+        self._windows = windows(self._stages)
+        self._free: dict[int, int] = {}  # closed stages: slots ready for their next flow
+        self._thinking: list[tuple[float, int]] = []  # (when a slot in think time frees, stage)
+        self._pool_size = scenario.arrival.connections if scenario.arrival.model == "pool" else 0
+        self._pool_open = 0  # pooled connections open (busy, idle or connecting)
+        self._idle: list[_Conn] = []
         self._journal = options.journal
+        self._live = options.live
 
     def stop(self, reason: str = "interrupted") -> None:
         """Ask the run to end now (safe from a signal handler)."""
@@ -105,6 +120,8 @@ class FastRunner:
         rec = new_record(planned, start, self._unix0 + start, self.scenario.target.protocol)
         self.records.append(rec)
         self.progress.started += 1
+        if self._live is not None:
+            self._live.started(planned.kind, start)
         if planned.kind == "syn":
             from lvsprobe.replay.synflow import send_syn_now
 
@@ -112,6 +129,13 @@ class FastRunner:
             self._done(rec, planned)
             return
         flow = make_flow(planned, self._ctx)
+        if self._idle:  # the pool model: the next request goes on a kept-alive connection
+            conn = self._idle.pop()
+            conn.attach(planned, flow, rec)
+            rec.client_address, rec.client_port = conn.sock.getsockname()[:2]
+            self._arm(conn, start)
+            self._act(conn, flow.start(start))
+            return
         kind = socket.SOCK_DGRAM if planned.kind == "udp" else socket.SOCK_STREAM
         try:
             sock = _socket(planned.client_address, planned.server_address, kind)
@@ -121,15 +145,21 @@ class FastRunner:
             self._done(rec, planned)
             return
         conn = _Conn(sock, planned, flow, rec)
-        conn.deadline = start + planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
-        self._conns[conn.fd] = conn
+        if self._pool_size:
+            conn.pooled = True
+            self._pool_open += 1
         self._ep.register(conn.fd, _OUT)
-        self._timer(conn.deadline, conn)
+        self._arm(conn, start)
         err = sock.connect_ex((planned.server_address, planned.server_port))
         if err == 0:
             self._connected(conn)
         elif err not in (errno.EINPROGRESS, errno.EAGAIN):
             self._fail(conn, OSError(err, os.strerror(err)))
+
+    def _arm(self, conn: _Conn, start: float) -> None:
+        conn.deadline = start + conn.planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
+        self._conns[conn.fd] = conn
+        self._timer(conn.deadline, conn)
 
     def _timer(self, when: float, conn: _Conn) -> None:
         self._seq += 1
@@ -170,7 +200,11 @@ class FastRunner:
         conn.half_close = conn.half_close or step.half_close
         if conn.out or conn.half_close:
             self._flush(conn)
-        if conn.finished is not None:
+        if conn.finished is None or conn.closed:
+            return
+        if conn.pooled and conn.finished.outcome == "ok" and not conn.out:
+            self._release(conn)
+        else:
             self._close(conn)
 
     def _flush(self, conn: _Conn) -> None:
@@ -204,9 +238,16 @@ class FastRunner:
         except OSError as exc:
             self._fail(conn, exc)
             return
+        if conn.idle:  # a kept-alive connection the server closed (or wrote to unasked)
+            self._close(conn)
+            return
         conn.record.in_bytes += len(data)
         self._act(conn, conn.flow.receive(data, self.clock()))
-        if not data and conn.stream and not conn.closed:  # EOF the flow did not end on
+        if data or not conn.stream or conn.closed:
+            return
+        if conn.idle:
+            self._close(conn)
+        else:  # EOF the flow did not end on
             conn.finished = Finished("reset", "connection closed")
             self._close(conn)
 
@@ -219,17 +260,33 @@ class FastRunner:
             self._act(conn, conn.flow.timer(now))
 
     def _fail(self, conn: _Conn, exc: BaseException) -> None:
-        conn.record.outcome, conn.record.detail = _outcome(exc)
+        if not conn.idle:
+            conn.record.outcome, conn.record.detail = _outcome(exc)
         self._close(conn)
+
+    def _release(self, conn: _Conn) -> None:
+        """A pooled request ended well: record it, keep its connection for the next one."""
+        rec = conn.record
+        rec.end_s = self.clock()
+        rec.outcome, rec.detail = "ok", None
+        conn.idle = True
+        self._conns[conn.fd] = conn  # still watched: the server may close it while idle
+        self._idle.append(conn)
+        self._done(rec, conn.planned)
 
     def _close(self, conn: _Conn, outcome: str | None = None) -> None:
         if conn.closed:
             return
         conn.closed = True
-        rec = conn.record
         self._conns.pop(conn.fd, None)
         self._ep.unregister(conn.fd)
         conn.sock.close()
+        if conn.pooled:
+            self._pool_open -= 1
+        if conn.idle:
+            self._idle.remove(conn)
+            return
+        rec = conn.record
         rec.end_s = self.clock()
         if outcome is not None:
             rec.outcome, rec.detail = outcome, None
@@ -238,16 +295,19 @@ class FastRunner:
         self._done(rec, conn.planned)
 
     def _done(self, rec: FlowRecord, planned: PlannedFlow) -> None:
+        rec.settle()
         self.progress.done += 1
         if rec.outcome != "ok":
             self.progress.errors += 1
         if self._journal is not None:
             self._journal.add(rec)
-        if self.scenario.arrival.model == "closed":
+        if self._live is not None:
+            self._live.finished(rec)
+        if planned.at_s is None:  # a closed-stage slot frees, now or after its think time
             if planned.mix.think_s > 0:
-                heapq.heappush(self._thinking, self.clock() + planned.mix.think_s)
+                heapq.heappush(self._thinking, (self.clock() + planned.mix.think_s, planned.stage))
             else:
-                self._free += 1
+                self._free[planned.stage] = self._free.get(planned.stage, 0) + 1
 
     # ---- the run --------------------------------------------------------------------------
     def _snapshot_thread(self, halt: threading.Event) -> None:
@@ -260,19 +320,35 @@ class FastRunner:
             self.snapshots.append(ConnSnapshot(self.clock(), data))
             halt.wait(self.options.snapshot_every_s)
 
+    def _ready(self, planned: PlannedFlow, now: float) -> bool | None:
+        """Whether `planned` can start now; None: never (its closed stage has ended)."""
+        if planned.at_s is not None:  # open: when due (pool: and a connection is free)
+            if planned.at_s > now:
+                return False
+            return not self._pool_size or bool(self._idle) or self._pool_open < self._pool_size
+        start, end = self._windows[planned.stage]
+        if now >= end:
+            return None
+        if now < start:
+            return False
+        free = self._free.setdefault(planned.stage, self._stages[planned.stage].concurrency)
+        return free > 0
+
     def _arrivals(self, pending: Iterator[PlannedFlow], nxt: PlannedFlow | None, now: float) -> Any:
         """Start what is due; the next planned flow not started yet."""
-        if self.scenario.arrival.model == "closed":
-            while self._thinking and self._thinking[0] <= now:
-                heapq.heappop(self._thinking)
-                self._free += 1
-            while self._free > 0 and nxt is not None and self.stop_reason is None:
-                self._free -= 1
+        while self._thinking and self._thinking[0][0] <= now:
+            stage = heapq.heappop(self._thinking)[1]
+            self._free[stage] = self._free.get(stage, 0) + 1
+        while nxt is not None and self.stop_reason is None:
+            ready = self._ready(nxt, now)
+            if ready is False:
+                break
+            if ready is None:
+                self.skipped += 1
+            else:
+                if nxt.at_s is None:
+                    self._free[nxt.stage] -= 1
                 self._start(nxt)
-                nxt = next(pending, None)
-            return nxt
-        while nxt is not None and (nxt.at_s or 0.0) <= now and self.stop_reason is None:
-            self._start(nxt)
             nxt = next(pending, None)
         return nxt
 
@@ -281,16 +357,41 @@ class FastRunner:
         if self._timers:
             wait = min(wait, self._timers[0][0] - now)
         if self._thinking:
-            wait = min(wait, self._thinking[0] - now)
-        if nxt is not None and self.scenario.arrival.model != "closed":
-            wait = min(wait, (nxt.at_s or 0.0) - now)
+            wait = min(wait, self._thinking[0][0] - now)
+        if nxt is not None and nxt.at_s is not None and nxt.at_s > now:
+            wait = min(wait, nxt.at_s - now)  # (due but no free connection: events decide)
+        elif nxt is not None and nxt.at_s is None:  # its stage's start, or end (to skip)
+            start, end = self._windows[nxt.stage]
+            wait = min(wait, (start if now < start else end) - now)
         return max(0.0, wait)
+
+    def _events(self, timeout_s: float) -> None:
+        for fd, mask in self._ep.poll(timeout_s):
+            conn = self._conns.get(fd)
+            if conn is None:
+                continue
+            if not conn.connected:
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self._fail(conn, OSError(err, os.strerror(err)))
+                elif mask & (_OUT | select.EPOLLHUP | select.EPOLLERR):
+                    self._connected(conn)
+                continue
+            if mask & _OUT and conn.out:
+                self._flush(conn)
+            if mask & ~_OUT and not conn.closed:
+                self._readable(conn)
+        now, due = self.clock(), []
+        while self._timers and self._timers[0][0] <= now:
+            due.append(heapq.heappop(self._timers)[2])
+        for conn in due:  # a wake-up asked for now or earlier waits a turn: no spin
+            if not conn.closed and not conn.idle:
+                self._due(conn, now)
 
     def run(self) -> Any:
         from lvsprobe.replay.runner import RunResult
 
         self._t0, self._unix0 = time.monotonic(), time.time()
-        self._free = self.scenario.arrival.concurrency
         halt = threading.Event()
         snapper = None
         if self.options.conn_table is not None:
@@ -307,33 +408,13 @@ class FastRunner:
                     self.stop("run-ended")
                     break
                 nxt = self._arrivals(pending, nxt, now)
-                if nxt is None and not self._conns:
+                if nxt is None and len(self._conns) == len(self._idle):
                     break
                 if now >= next_progress:
                     self.progress.elapsed_s = now
                     self.options.on_progress(self.progress)  # set when next_progress is
                     next_progress = now + self.options.progress_every_s
-                for fd, mask in self._ep.poll(self._wait_s(nxt, now, min(limit, next_progress))):
-                    conn = self._conns.get(fd)
-                    if conn is None:
-                        continue
-                    if not conn.connected:
-                        err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                        if err:
-                            self._fail(conn, OSError(err, os.strerror(err)))
-                        elif mask & (_OUT | select.EPOLLHUP | select.EPOLLERR):
-                            self._connected(conn)
-                        continue
-                    if mask & _OUT and conn.out:
-                        self._flush(conn)
-                    if mask & ~_OUT and not conn.closed:
-                        self._readable(conn)
-                now, due = self.clock(), []
-                while self._timers and self._timers[0][0] <= now:
-                    due.append(heapq.heappop(self._timers)[2])
-                for conn in due:  # a wake-up asked for now or earlier waits a turn: no spin
-                    if not conn.closed:
-                        self._due(conn, now)
+                self._events(self._wait_s(nxt, now, min(limit, next_progress)))
                 if self._journal is not None:
                     self._journal.tick()
         finally:
@@ -349,4 +430,6 @@ class FastRunner:
             self.progress.elapsed_s = self.clock()
             self.options.on_progress(self.progress)
         self.records.sort(key=lambda r: r.flow_id)
-        return RunResult(self.records, {}, self.stop_reason == "interrupted", self.snapshots)
+        return RunResult(
+            self.records, {}, self.stop_reason == "interrupted", self.snapshots, self.skipped
+        )

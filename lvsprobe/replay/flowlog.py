@@ -21,9 +21,13 @@ Run directory layout (what `lvsprobe replay run … --out RUN/` writes; the anal
                                kernel header is untouched kernel text, the capture time is in
                                conn-snapshots/index.json: [{"file", "t_s"}])
 
-Times: `start_s` and `end_s` are seconds since the run started (monotonic clock);
-`start_unix` is the wall-clock start for joining with other logs. Durations (`connect_s`,
-`ttfb_s`) are seconds from the flow's start. Byte counts are application payload bytes
+Times: `scheduled_s`, `start_s` and `end_s` are seconds since the run started (monotonic
+clock): when the flow was meant to start (its planned time in open models; its start in closed
+ones), when it started, when it ended; `start_unix` is the wall-clock start for joining with
+other logs. Durations (`connect_s`, `ttfb_s`, `total_s`) are seconds from the flow's start;
+`connect_corrected_s`, `ttfb_corrected_s` and `total_corrected_s` the same events timed from
+`scheduled_s` (see latency.py). In the `pool` arrival model a flow is one request on a pooled
+keep-alive connection. Byte counts are application payload bytes
 (`out_bytes` client -> server, `in_bytes` server -> client).
 
 Outcome is one of `ok`, `refused`, `reset`, `timeout`, `error:<reason>`.
@@ -101,6 +105,14 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("ftp_file_size", "int64", True),
     ("ftp_sha256", "string", True),
     ("ftp_checksum_ok", "bool_", True),
+    # latency (latency.py): `total_s` from the actual start; the `*_corrected_s` from
+    # `scheduled_s`, the time the flow was meant to start (wrk2's corrected latency: a stalled
+    # server delays the flows queued behind it, and that wait counts); `stage` of the profile
+    ("stage", "int32", True),
+    ("total_s", "float64", True),
+    ("connect_corrected_s", "float64", True),
+    ("ttfb_corrected_s", "float64", True),
+    ("total_corrected_s", "float64", True),
 )
 
 
@@ -157,9 +169,29 @@ class FlowRecord:
     ftp_file_size: int | None = None
     ftp_sha256: str | None = None
     ftp_checksum_ok: bool | None = None
+    stage: int | None = None
+    total_s: float | None = None
+    connect_corrected_s: float | None = None
+    ttfb_corrected_s: float | None = None
+    total_corrected_s: float | None = None
+
+    def settle(self) -> None:
+        """Fill the derived latencies once the flow has ended (both engines call it)."""
+        lag_s = self.start_s - self.scheduled_s
+        self.total_s = self.end_s - self.start_s
+        self.total_corrected_s = self.end_s - self.scheduled_s
+        if self.connect_s is not None:
+            self.connect_corrected_s = lag_s + self.connect_s
+        if self.ttfb_s is not None:
+            self.ttfb_corrected_s = lag_s + self.ttfb_s
 
 
 _COLUMNS = tuple(name for name, _, _ in COLUMNS)
+
+
+def backend_of(record: FlowRecord) -> str:
+    """The backend a flow is counted under: self-named, else the conn table's, else unknown."""
+    return record.backend or record.conn_backend or "unknown"
 
 
 def records_to_table(records: Iterable[FlowRecord]) -> pa.Table:
@@ -291,10 +323,13 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 
 def summarize(records: Iterable[FlowRecord], **extra: Any) -> dict[str, Any]:
-    """The JSON summary of a run: counts by outcome, kind and backend, attribution, latency."""
+    """The JSON summary of a run: counts by outcome, kind and backend, attribution, latency
+    (`connect_s` and `ttfb_s` as before; `latency` holds the HDR histograms' figures)."""
+    from lvsprobe.replay.latency import latency_summary  # numpy and hdrh: not at import
+
     rows = list(records)
     outcomes = Counter(r.outcome for r in rows)
-    by_backend = Counter(r.backend or r.conn_backend or "unknown" for r in rows)
+    by_backend = Counter(backend_of(r) for r in rows)
     agree = [r.attribution_agrees for r in rows if r.attribution_agrees is not None]
     connect = [r.connect_s for r in rows if r.connect_s is not None]
     ttfb = [r.ttfb_s for r in rows if r.ttfb_s is not None]
@@ -321,6 +356,7 @@ def summarize(records: Iterable[FlowRecord], **extra: Any) -> dict[str, Any]:
         "out_bytes": sum(r.out_bytes for r in rows),
         "in_bytes": sum(r.in_bytes for r in rows),
         "tls_session_reused": sum(1 for r in rows if r.tls_session_reused),
+        "latency": latency_summary(rows),
     }
     summary.update(extra)
     return summary

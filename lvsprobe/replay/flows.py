@@ -210,7 +210,9 @@ class TcpFlow(Flow):
 class HttpFlow(Flow):
     """HTTP/1.1 GET (POST when a payload is set): `requests` on one connection (keep-alive),
     or one request with `Connection: close`. The backend is the `X-Backend` header or, failing
-    that, the pattern in the response. A status >= 400 ends the flow as `error:http-<code>`."""
+    that, the pattern in the response. A status >= 400 ends the flow as `error:http-<code>`.
+    `persistent`: the connection outlives the flow (the pool model), so even its last request
+    asks to keep it alive."""
 
     kind = "http"
 
@@ -224,8 +226,10 @@ class HttpFlow(Flow):
         payload_bytes: int = 0,
         flow_id: int = 0,
         think_s: float = 0.0,
+        persistent: bool = False,
     ):
         super().__init__(matcher)
+        self.persistent = persistent
         self.host, self.path = host, path
         self.requests, self.keepalive = requests, keepalive
         self.body = payload(flow_id, payload_bytes)
@@ -239,7 +243,7 @@ class HttpFlow(Flow):
 
     def _request(self) -> bytes:
         last = self._done + 1 >= self.requests
-        connection = "keep-alive" if self.keepalive and not last else "close"
+        connection = "keep-alive" if self.keepalive and (self.persistent or not last) else "close"
         method = "POST" if self.body else "GET"
         head = (
             f"{method} {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"

@@ -17,17 +17,20 @@ MAX_FLOWS = 1_000_000  # bounds.max_flows
 MAX_RECORDED = 100_000  # entries of `recorded:` (replay import keeps the first ones)
 MAX_MIX_ENTRIES = 100  # entries of `flows:`; a mix is a handful of kinds
 MAX_RATE_PER_S = 100_000.0  # arrival.rate: above what one host drives
-MAX_IN_FLIGHT = 10_000  # arrival.concurrency and burst_size: sockets open at once
+MAX_IN_FLIGHT = 10_000  # arrival.concurrency, burst_size, connections: sockets open at once
 MAX_CLIENTS = 65_536  # client pool addresses
 MAX_RUN_S = 24 * 3600.0  # bounds.max_duration, and every other duration (hold, think, ...)
 MAX_FLOW_TIMEOUT_S = 3600.0  # bounds.flow_timeout, heartbeat_timeout
+MAX_STAGES = 100  # arrival.stages: a profile is a handful of ramps and plateaus
+MAX_THRESHOLDS = 100  # thresholds: and --threshold: gates of one run
 MIN_HEARTBEAT_S = 0.001  # a held flow's heartbeat: faster is a busy loop, not a heartbeat
 
 LIMITS_HELP = f"""\
 Bounds (one host: thousands to tens of thousands of conn/s, runs of minutes to hours):
   file size {MAX_SCENARIO_BYTES >> 20} MiB, no YAML anchors or aliases, nesting {MAX_NESTING}
   max_flows <= {MAX_FLOWS:,}   recorded <= {MAX_RECORDED:,} entries   flows <= {MAX_MIX_ENTRIES}
-  rate <= {MAX_RATE_PER_S:,.0f}/s   concurrency, burst_size <= {MAX_IN_FLIGHT:,}   \
-clients <= {MAX_CLIENTS:,}
+  rate, start_rate, target <= {MAX_RATE_PER_S:,.0f}/s   concurrency, burst_size, \
+connections <= {MAX_IN_FLIGHT:,}   clients <= {MAX_CLIENTS:,}
+  stages <= {MAX_STAGES}   thresholds <= {MAX_THRESHOLDS}
   durations <= {MAX_RUN_S / 3600:g}h   flow_timeout, heartbeat_timeout <= \
 {MAX_FLOW_TIMEOUT_S / 3600:g}h   heartbeat >= {MIN_HEARTBEAT_S * 1000:g}ms (with hold)"""

@@ -13,17 +13,20 @@ import itertools
 import random
 import socket
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lvsprobe.errors import ScenarioError
+from lvsprobe.replay import profile
 from lvsprobe.replay.flowmix import FlowMix
+from lvsprobe.replay.profile import Stage
 from lvsprobe.replay.scenario import Scenario
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedFlow:
-    """One flow to drive; `at_s` is its start offset (None: closed loop, when a slot frees)."""
+    """One flow to drive; `at_s` is its start offset (None: closed loop, when a slot of its
+    stage frees); `stage` its stage of the rate profile."""
 
     flow_id: int
     kind: str
@@ -33,29 +36,77 @@ class PlannedFlow:
     at_s: float | None
     payload_bytes: int
     mix: FlowMix
+    stage: int = 0
 
 
-def _offsets(scenario: Scenario, rng: random.Random) -> Iterable[float | None]:
-    arrival, bounds = scenario.arrival, scenario.bounds
+def stages_of(scenario: Scenario) -> tuple[Stage, ...]:
+    """The run's rate profile: the scenario's stages, or the one its model implies (a
+    constant rate, or `concurrency` loops, for max_duration); none for a recorded replay."""
+    arrival, span_s = scenario.arrival, scenario.bounds.max_duration_s
+    if scenario.recorded:
+        return ()
+    if arrival.stages:
+        return arrival.stages
     if arrival.model == "closed":
-        while True:
-            yield None
+        return (Stage(span_s, concurrency=arrival.concurrency),)
+    if arrival.model == "burst":
+        every_s = arrival.burst_every_s
+        rate = arrival.burst_size / every_s if every_s > 0 else 0.0
+        return (Stage(span_s, rate, rate),)
+    return (Stage(span_s, arrival.rate_per_s, arrival.rate_per_s),)
+
+
+def _offsets(
+    scenario: Scenario, rng: random.Random, limit: int
+) -> Iterable[tuple[float | None, int]]:
+    """(start offset or None for a closed slot, stage) of each flow, in plan order."""
+    arrival, bounds = scenario.arrival, scenario.bounds
     if arrival.model == "burst":
         k = 0
         while (at := k * arrival.burst_every_s) < bounds.max_duration_s:
             for _ in range(arrival.burst_size):
-                yield at
+                yield at, 0
             k += 1
             if arrival.burst_every_s <= 0:
                 return
         return
-    at = 0.0
-    while at < bounds.max_duration_s:
-        yield at
-        if arrival.process == "poisson":
-            at += rng.expovariate(arrival.rate_per_s)
-        else:
-            at += 1.0 / arrival.rate_per_s
+    stages = stages_of(scenario)
+    budgets = profile.closed_budgets(stages, limit, bounds.max_duration_s)
+    opened = profile.open_arrivals(stages, arrival.process == "poisson", rng, bounds.max_duration_s)
+    pending = next(opened, None)
+    for index, stage in enumerate(stages):
+        if stage.closed:
+            for _ in range(budgets.get(index, 0)):
+                yield None, index
+            continue
+        while pending is not None and pending[1] == index:
+            yield pending
+            pending = next(opened, None)
+
+
+def _mixes(scenario: Scenario) -> dict[int | None, tuple[list[FlowMix], list[float]]]:
+    """The mix entries and their cumulative weights (what rng.choices sums), by stage (None:
+    the scenario's own weights)."""
+    out: dict[int | None, tuple[list[FlowMix], list[float]]] = {}
+    for index, stage in [(None, None), *enumerate(stages_of(scenario))]:
+        if stage is not None and stage.weights is None:
+            continue
+        weights = [
+            _weight(m, scenario.flows, stage.weights if stage else None) for m in scenario.flows
+        ]
+        mixes = [m for m, w in zip(scenario.flows, weights, strict=True) if w > 0]
+        out[index] = (mixes, list(itertools.accumulate(w for w in weights if w > 0)))
+    return out
+
+
+def _weight(mix: FlowMix, flows: tuple[FlowMix, ...], by_kind: Mapping[str, float] | None) -> float:
+    """A mix entry's weight; a stage's per-kind weight is shared by the kind's entries in
+    proportion to their own weights (equally if those are all 0: off outside the stage)."""
+    if by_kind is None:
+        return mix.weight
+    same = [m.weight for m in flows if m.kind == mix.kind]
+    part = mix.weight / sum(same) if sum(same) > 0 else 1 / len(same)
+    return by_kind.get(mix.kind, 0.0) * part
 
 
 def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedFlow]:
@@ -64,14 +115,14 @@ def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedF
     if scenario.recorded:
         return _recorded_plan(scenario, limit)
     rng = random.Random(scenario.seed)
-    mixes = [m for m in scenario.flows if m.weight > 0]
-    cum_weights = list(itertools.accumulate(m.weight for m in mixes))  # what choices() sums
+    by_stage = _mixes(scenario)
     clients = scenario.clients.addresses
     target = scenario.target
     plan: list[PlannedFlow] = []
-    for flow_id, at in enumerate(_offsets(scenario, rng)):
+    for flow_id, (at, stage) in enumerate(_offsets(scenario, rng, limit)):
         if flow_id >= limit:
             break
+        mixes, cum_weights = by_stage.get(stage, by_stage[None])
         mix = mixes[0] if len(mixes) == 1 else rng.choices(mixes, cum_weights=cum_weights)[0]
         if scenario.clients.pick == "random":
             client = clients[rng.randrange(len(clients))]
@@ -90,6 +141,7 @@ def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedF
                 at_s=at,
                 payload_bytes=low if low == high else rng.randint(low, high),
                 mix=mix,
+                stage=stage,
             )
         )
     return plan
@@ -133,8 +185,12 @@ def describe_plan(scenario: Scenario, plan: list[PlannedFlow]) -> dict[str, obje
         "clients_in_pool": len(scenario.clients.addresses),
         "clients_used": len({p.client_address for p in plan}),
         "arrival": arrival.model,
-        "rate_per_s": arrival.rate_per_s if arrival.model == "open" else None,
+        "rate_per_s": arrival.rate_per_s
+        if arrival.model in ("open", "pool") and not arrival.stages
+        else None,
         "concurrency": arrival.concurrency if arrival.model == "closed" else None,
+        "connections": arrival.connections or None,
+        "stages": [_describe_stage(s) for s in arrival.stages] or None,
         "last_start_s": last,
         "max_duration_s": scenario.bounds.max_duration_s,
         "max_flows": scenario.bounds.max_flows,
@@ -144,6 +200,18 @@ def describe_plan(scenario: Scenario, plan: list[PlannedFlow]) -> dict[str, obje
             for p in plan[:5]
         ],
     }
+
+
+def _describe_stage(stage: Stage) -> str:
+    if stage.closed:
+        text = f"{stage.duration_s:g}s closed x{stage.concurrency}"
+    elif stage.start_rate_per_s == stage.end_rate_per_s:
+        text = f"{stage.duration_s:g}s at {stage.end_rate_per_s:g}/s"
+    else:
+        text = f"{stage.duration_s:g}s {stage.start_rate_per_s:g}->{stage.end_rate_per_s:g}/s"
+    if stage.weights:
+        text += " mix " + ",".join(f"{k}:{w:g}" for k, w in stage.weights.items())
+    return text
 
 
 def check_pool(addresses: Iterable[str]) -> list[str]:

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from lvsprobe.replay.expect import check_expectations
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.hooks import EVENTS_FILE
 from lvsprobe.replay.journal import Journal
+from lvsprobe.replay.profile import rate_figures
 from lvsprobe.replay.scenario import Scenario
+from lvsprobe.replay.thresholds import Threshold, evaluate
 
 # Everything lvsprobe writes into a run directory: a directory holding any of these holds a
 # run. `analysis/` and `report.html` are written by `lvsprobe analyze` and `lvsprobe report`
@@ -157,14 +160,20 @@ def write_run(
     planned: int,
     check: bool = False,
     hurry: bool = False,
+    thresholds: Sequence[Threshold] = (),
+    planned_at_s: Sequence[float | None] = (),
 ) -> dict[str, Any]:
     """End the run: attribute (unless `hurry`: a second Ctrl-C), write the snapshots,
     flows.parquet (replacing the journal) and summary.json; returns the summary.
 
-    `result` is a RunResult (records and snapshots) from either engine.
+    `result` is a RunResult (records and snapshots) from either engine; `thresholds` are
+    judged on it (the scenario's and the command line's); `planned_at_s` is each planned
+    flow's start offset by flow id (None: closed), for the planned and achieved rates.
     """
     try:
-        return _write_run(run, scenario, result, stop_reason, planned, check, hurry)
+        return _write_run(
+            run, scenario, result, stop_reason, planned, check, hurry, thresholds, planned_at_s
+        )
     except OSError as exc:  # a full disk, say: the journal still holds every finished flow
         raise LvsprobeError(
             f"--out {run.path}: cannot write the run's files: {exc.strerror or exc}; its "
@@ -181,6 +190,8 @@ def _write_run(
     planned: int,
     check: bool,
     hurry: bool,
+    thresholds: Sequence[Threshold],
+    planned_at_s: Sequence[float | None],
 ) -> dict[str, Any]:
     run.journal.flush()  # every finished flow is on disk before the slower steps below
     matched = 0
@@ -201,20 +212,30 @@ def _write_run(
         checks = {"passed": not failures, "failures": failures}
     run.journal.close()
     flowlog.write_flows(run.path, result.records)
+    opened = [r.start_s for r in result.records if _open(planned_at_s, r.flow_id)]
     summary = flowlog.summarize(
         result.records,
         scenario=scenario.name,
         planned=planned,
-        complete=stop_reason is None and len(result.records) == planned,
+        complete=stop_reason is None and len(result.records) + result.skipped == planned,
         stopped=stop_reason,
+        skipped=result.skipped,
         snapshots=len(result.snapshots),
         conn_table_matched=matched,
         conn_table_error=conn_error,
         checks=checks,
+        rates=rate_figures([at for at in planned_at_s if at is not None], opened),
     )
+    if thresholds:
+        names = scenario.target.backends
+        summary["thresholds"] = evaluate(thresholds, summary, result.records, names)
     flowlog.write_summary(run.path, summary)
     result.summary = summary
     return summary
+
+
+def _open(planned_at_s: Sequence[float | None], flow_id: int) -> bool:
+    return flow_id < len(planned_at_s) and planned_at_s[flow_id] is not None
 
 
 def finish_run_dir(path: Path) -> dict[str, Any]:

@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from lvsprobe.replay.attribution import ConnSnapshot
 from lvsprobe.replay.driver import FlowContext, drive_flow, new_record
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.journal import Journal
-from lvsprobe.replay.plan import PlannedFlow
+from lvsprobe.replay.plan import PlannedFlow, stages_of
+from lvsprobe.replay.profile import windows
 from lvsprobe.replay.scenario import Scenario
 
 # Below this, snapshots of a busy director's table (megabytes each) would be taken back to
@@ -56,6 +58,7 @@ class RunOptions:
     on_progress: Callable[[Progress], None] | None = None
     progress_every_s: float = 0.5
     journal: Journal[FlowRecord] | None = None  # where each flow goes as it finishes
+    live: Watcher | None = None  # told of each flow as it starts and ends (live.py)
     hurry: Callable[[], bool] = lambda: False  # true: skip the final conn-table snapshot
 
     def __post_init__(self) -> None:
@@ -68,6 +71,7 @@ class RunResult:
     summary: dict[str, Any]
     interrupted: bool
     snapshots: list[ConnSnapshot] = field(default_factory=list)
+    skipped: int = 0  # planned flows of closed stages that ended before they could start
 
 
 class StopSignals:
@@ -128,13 +132,25 @@ class StopSignals:
         self._stop()
 
 
+class Watcher(Protocol):
+    """What an engine tells as the run goes (the live metrics and progress, live.py)."""
+
+    def started(self, kind: str, now_s: float) -> None: ...
+
+    def finished(self, record: FlowRecord) -> None: ...
+
+
 class Runner:
+    """The asyncio engine: every flow kind; open and closed stages (not the pool model)."""
+
     def __init__(self, scenario: Scenario, plan: list[PlannedFlow], options: RunOptions):
         self.scenario, self.plan, self.options = scenario, plan, options
         self.records: list[FlowRecord] = []
         self.progress = Progress(total=len(plan))
         self.snapshots: list[ConnSnapshot] = []
         self.stop_reason: str | None = None
+        self.skipped = 0
+        self._windows = windows(stages_of(scenario))
         self._stop = asyncio.Event()
         self._t0 = 0.0
         self._unix0 = 0.0
@@ -154,6 +170,8 @@ class Runner:
         record = new_record(planned, start, self._unix0 + start, self.scenario.target.protocol)
         self.records.append(record)
         self.progress.started += 1
+        if self.options.live is not None:
+            self.options.live.started(planned.kind, start)
         try:
             if planned.kind == "syn":
                 from lvsprobe.replay.synflow import send_syn
@@ -166,11 +184,14 @@ class Runner:
             record.end_s = self.clock()
             raise
         finally:
+            record.settle()
             self.progress.done += 1
             if record.outcome != "ok":
                 self.progress.errors += 1
             if self.options.journal is not None:
                 self.options.journal.add(record)
+            if self.options.live is not None:
+                self.options.live.finished(record)
 
     async def _sleep_until(self, at_s: float) -> bool:
         """Wait until run time `at_s`; False if the run was stopped meanwhile."""
@@ -180,29 +201,54 @@ class Runner:
                 await asyncio.wait_for(self._stop.wait(), delay)
         return not self._stop.is_set()
 
-    async def _open_loop(self, tasks: set[asyncio.Task[None]]) -> None:
+    async def _open_block(
+        self, block: Iterable[PlannedFlow], tasks: set[asyncio.Task[None]]
+    ) -> bool:
+        """Start each flow at its time; False once the run is stopped or past its bound."""
         limit = self.scenario.bounds.max_duration_s
-        for planned in self.plan:
+        for planned in block:
             if not await self._sleep_until(planned.at_s or 0.0) or self.clock() >= limit:
-                return  # stopped, or late: a busy loop must not stretch the bound
+                return False  # stopped, or late: a busy loop must not stretch the bound
             task = asyncio.ensure_future(self._one(planned))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        return True
 
-    async def _closed_loop(self) -> None:
-        pending = iter(self.plan)
+    async def _closed_block(self, block: list[PlannedFlow]) -> bool:
+        """A closed stage: its `concurrency` loops from its start until its end (a flow still
+        going then ends first); the flows it had no time for are skipped."""
+        stage = block[0].stage
+        start, end = self._windows[stage]
+        if not await self._sleep_until(start):
+            return False
+        pending = iter(block)
+        end = min(end, self.scenario.bounds.max_duration_s)
 
         async def worker() -> None:
             for planned in pending:
-                if self._stop.is_set() or self.clock() >= self.scenario.bounds.max_duration_s:
-                    return
+                if self._stop.is_set() or self.clock() >= end:
+                    self.skipped += 1
+                    continue
                 await self._one(planned)
                 if planned.mix.think_s > 0 and not await self._sleep_until(
                     self.clock() + planned.mix.think_s
                 ):
                     return
 
-        await asyncio.gather(*(worker() for _ in range(self.scenario.arrival.concurrency)))
+        await asyncio.gather(
+            *(worker() for _ in range(stages_of(self.scenario)[stage].concurrency))
+        )
+        return not self._stop.is_set()
+
+    async def _drive(self, tasks: set[asyncio.Task[None]]) -> None:
+        """The plan block by block: runs of open flows, and each closed stage's flows."""
+        for (_, closed), group in itertools.groupby(self.plan, lambda p: (p.stage, p.at_s is None)):
+            if closed:
+                going = await self._closed_block(list(group))
+            else:
+                going = await self._open_block(group, tasks)
+            if not going:
+                return
 
     async def _snapshot_loop(self) -> None:
         reader = self.options.conn_table
@@ -237,10 +283,7 @@ class Runner:
         if self.options.journal is not None:
             helpers.append(asyncio.ensure_future(self._journal_loop(self.options.journal)))
         tasks: set[asyncio.Task[None]] = set()
-        if self.scenario.arrival.model == "closed":
-            driver = asyncio.ensure_future(self._closed_loop())
-        else:
-            driver = asyncio.ensure_future(self._open_loop(tasks))
+        driver = asyncio.ensure_future(self._drive(tasks))
         limit = self.scenario.bounds.max_duration_s
         stopper = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait([driver, stopper], timeout=limit, return_when=asyncio.FIRST_COMPLETED)
@@ -266,4 +309,6 @@ class Runner:
             self.progress.elapsed_s = self.clock()
             self.options.on_progress(self.progress)
         self.records.sort(key=lambda r: r.flow_id)
-        return RunResult(self.records, {}, self.stop_reason == "interrupted", self.snapshots)
+        return RunResult(
+            self.records, {}, self.stop_reason == "interrupted", self.snapshots, self.skipped
+        )

@@ -18,9 +18,11 @@ from lvsprobe.errors import ScenarioError
 from lvsprobe.replay import limits
 from lvsprobe.replay.expect import read_expect
 from lvsprobe.replay.flowmix import FlowMix, RecordedFlow, read_flows, read_recorded
+from lvsprobe.replay.profile import Stage, read_stages
+from lvsprobe.replay.thresholds import Threshold, check_threshold, read_thresholds
 from lvsprobe.replay.yamldoc import Doc, Reader
 
-ARRIVALS = ("open", "closed", "burst")
+ARRIVALS = ("open", "closed", "burst", "pool")
 PICKS = ("round-robin", "random", "sequential")
 DEFAULT_BACKEND_PATTERN = r"(?im)(?:^x-backend:[ \t]*|^|\b)(rs\d+)\b"
 
@@ -39,12 +41,18 @@ flows: [{kind: tcp|http|udp|ftp-active|ftp-passive|tls|syn, weight: N, port: N,
          heartbeat_timeout: DURATION (default 1s: a later answer breaks the flow),
          resume: bool (tls), server_name: text (tls), user/password/file/size (ftp),
          sha256: HEX | {BACKEND: HEX} (ftp)}]
-arrival: {model: open|closed|burst, rate: PER_S (open), concurrency: N (closed),
+arrival: {model: open|closed|burst|pool, rate: PER_S (open, pool), concurrency: N (closed),
           burst_size: N, burst_every: DURATION (burst), process: uniform|poisson,
+          connections: N (pool: a flow is one HTTP request on N keep-alive connections,
+          wrk2's -c N -R RATE),
+          stages: [{duration: DURATION, target: PER_S (ramp to it, as k6) | rate: PER_S
+                   (hold it) | concurrency: N (closed-model loops), mix: {KIND: WEIGHT}}]
+                  (open, pool; instead of rate), start_rate: PER_S (where a first ramp starts),
           speed: X (recorded flows run X times faster)}
 bounds: {max_flows: N, max_duration: DURATION, flow_timeout: DURATION (default 10s)}
 recorded: [{at: DURATION, client: POOL_INDEX, kind: ..., + any flows key}]
           (written by `replay import`; replaces the mix, replayed at the recorded offsets)
+thresholds: ["p99 < 200ms", "errors < 0.1%", ...] (gates: a breach exits 3; see below)
 DURATION: a number of seconds or 150ms, 2s, 1m.
 
 """
@@ -77,6 +85,8 @@ class Arrival:
     burst_every_s: float = 1.0
     process: str = "uniform"
     speed: float = 1.0  # recorded flows: time runs this many times faster
+    connections: int = 0  # pool: keep-alive connections the requests share
+    stages: tuple[Stage, ...] = ()  # the rate profile; none: `rate` (or `concurrency`) throughout
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,16 @@ class Scenario:
     source: str = "<scenario>"
     expect: Mapping[str, Any] = field(default_factory=dict)
     recorded: tuple[RecordedFlow, ...] = ()
+    thresholds: tuple[Threshold, ...] = ()
+
+    def check_threshold(self, threshold: Threshold) -> None:
+        """ValueError if `threshold` cannot apply to this scenario (thresholds.py)."""
+        arrival = self.arrival
+        stages = len(arrival.stages) or 1
+        open_ = any(not s.closed for s in arrival.stages) or (
+            not arrival.stages and arrival.model != "closed"
+        )
+        check_threshold(threshold, [f.kind for f in self.flows], stages, open_)
 
 
 def parse_endpoint(text: str) -> tuple[str, int | None]:
@@ -210,20 +230,48 @@ def _clients(doc: Doc) -> ClientPool:
     return ClientPool(tuple(str(first + i) for i in range(count)), pick)
 
 
-def _arrival(doc: Doc) -> Arrival:
+def _arrival(doc: Doc, flows: tuple[FlowMix, ...]) -> Arrival:
     if "arrival" not in doc.root:
         return Arrival()
-    allowed = ("model", "rate", "concurrency", "burst_size", "burst_every", "process", "speed")
+    allowed = ("model", "rate", "concurrency", "burst_size", "burst_every", "process", "speed",
+               "connections", "stages", "start_rate")  # fmt: skip
     r = Reader(doc, ("arrival",), allowed)
+    model = r.choice("model", "open", ARRIVALS)
+    pool = model == "pool"
+    if r.has("connections") != pool:
+        raise r.err("connections", "required with model pool, and only there")
+    if r.has("stages"):
+        if model not in ("open", "pool"):
+            raise r.err("stages", f"not with model {model} (a stage with concurrency is closed)")
+        if r.has("rate"):
+            raise r.err("rate", "not with stages: each stage sets its own rate")
+    elif r.has("start_rate"):
+        raise r.err("start_rate", "only with stages: where the first ramp starts")
+    if pool:
+        _check_pool(doc, flows)
+    kinds = tuple(dict.fromkeys(f.kind for f in flows))
     return Arrival(
-        model=r.choice("model", "open", ARRIVALS),
+        model=model,
         rate_per_s=r.number("rate", 10.0, lo=0.001, hi=limits.MAX_RATE_PER_S),
         concurrency=r.integer("concurrency", 1, lo=1, hi=limits.MAX_IN_FLIGHT),
         burst_size=r.integer("burst_size", 10, lo=1, hi=limits.MAX_IN_FLIGHT),
         burst_every_s=r.duration("burst_every", 1.0),
         process=r.choice("process", "uniform", ("uniform", "poisson")),
         speed=r.number("speed", 1.0, lo=0.001, hi=1e6),
+        connections=r.integer("connections", 0, lo=1 if pool else 0, hi=limits.MAX_IN_FLIGHT),
+        stages=read_stages(r, kinds, pool) if r.has("stages") else (),
     )
+
+
+def _check_pool(doc: Doc, flows: tuple[FlowMix, ...]) -> None:
+    """The pool model sends one HTTP request per flow over kept-alive connections."""
+    for i, mix in enumerate(flows):
+        if mix.kind != "http":
+            raise doc.error(("flows", i, "kind"), "the pool model drives http flows only")
+        if mix.requests != 1 or mix.think_s > 0:
+            raise doc.error(
+                ("flows", i), "in the pool model a flow is one request: no requests or think"
+            )
 
 
 def _bounds(doc: Doc) -> Bounds:
@@ -251,6 +299,7 @@ _TOP_KEYS = (
     "bounds",
     "expect",
     "recorded",
+    "thresholds",
 )
 
 
@@ -261,23 +310,32 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     for required in ("target", "clients"):
         if required not in doc.root:
             raise doc.error((), f"{required}: required")
+    flows = read_flows(top)
     scenario = Scenario(
         name=top.text("name", Path(source).stem),
         description=top.text("description", ""),
         seed=top.integer("seed", 1, hi=2**63),
         target=_target(doc),
         clients=_clients(doc),
-        flows=read_flows(top),
-        arrival=_arrival(doc),
+        flows=flows,
+        arrival=_arrival(doc, flows),
         bounds=_bounds(doc),
         source=source,
         expect=read_expect(top),
+        thresholds=read_thresholds(top),
     )
+    for i, threshold in enumerate(scenario.thresholds):
+        try:
+            scenario.check_threshold(threshold)
+        except ValueError as exc:
+            raise doc.error(("thresholds", i), str(exc)) from None
     try:
         check_families(scenario.target.address, scenario.clients.addresses[0])
     except ValueError as exc:
         raise doc.error(("clients",), str(exc)) from exc
     if top.has("recorded"):
+        if scenario.arrival.stages or scenario.arrival.model == "pool":
+            raise doc.error(("recorded",), "replays its own offsets: no stages or pool model")
         pool, speed = len(scenario.clients.addresses), scenario.arrival.speed
         scenario = replace(scenario, recorded=read_recorded(top, pool, speed))
     return scenario

@@ -17,6 +17,8 @@ from lvsprobe.analyze import schedulers
 from lvsprobe.analyze.memory import MemorySample
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
+from lvsprobe.replay import flowlog
+from lvsprobe.replay.thresholds import evaluate, parse_threshold
 
 FLAGS = [
     "--headless",
@@ -92,12 +94,44 @@ def test_report_renders_every_chart_without_console_errors(
     text = page.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", text)  # self-contained: plotly.js inline
     plots = re.findall(r'id="(plot-\d+)"', text)
-    assert len(plots) == 3  # fairness, failover, memory
+    assert len(plots) == 6  # load (rate, latency, shares), fairness, failover, memory
     dom, console = render(page, tmp_path / "profile")
     assert console == []
     for plot in plots:
         body = dom.split(f'id="{plot}"', 1)[1][:20000]
         assert "main-svg" in body, f"{plot} did not render"
+
+
+def test_a_run_report_shows_its_load_over_time(tmp_path: Path) -> None:
+    """A replay run with no analyses yet: rate, errors, latency and shares over time, latency
+    per backend and the thresholds, every chart drawn."""
+    records = []
+    for i in range(600):  # 60 s at 10/s; from 20 s to 22 s the service stalls
+        rec = flowlog.FlowRecord(i, "http", "127.0.0.2", 1, "127.0.0.1", 80, "tcp",
+                                 i / 10, i / 10, 1.7e9)  # fmt: skip
+        stalled = 200 <= i < 220
+        rec.end_s = rec.start_s + (22.0 - rec.start_s if stalled else 0.004)
+        rec.outcome = "timeout" if i % 97 == 0 else "ok"
+        rec.backend = f"rs{i % 3 + 1}"
+        rec.settle()
+        records.append(rec)
+    run = tmp_path / "run"
+    run.mkdir()
+    flowlog.write_flows(run, records)
+    threshold = parse_threshold("p99 < 100ms")
+    summary = flowlog.summarize(records, rates={"planned_per_s": 10.0, "achieved_per_s": 10.0})
+    summary["thresholds"] = evaluate([threshold], summary, records)
+    flowlog.write_summary(run, summary)
+    res = CliRunner().invoke(cli, ["report", str(run)])
+    assert res.exit_code == ExitCode.OK, res.output
+    text = (run / "report.html").read_text()
+    assert "Total latency per backend" in text and "p99 &lt; 100ms" in text
+    plots = re.findall(r'id="(plot-\d+)"', text)
+    assert len(plots) == 3  # rate and errors, latency, shares
+    dom, console = render(run / "report.html", tmp_path / "profile")
+    assert console == []
+    for plot in plots:
+        assert "main-svg" in dom.split(f'id="{plot}"', 1)[1][:20000], f"{plot} did not render"
 
 
 @pytest.mark.parametrize("script", ["console.error('broken')", "undefinedFunction()"])

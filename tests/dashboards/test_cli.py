@@ -52,6 +52,7 @@ def test_list_json_names_every_panel_and_query() -> None:
         "lvsprobe-ipvs-service",
         "lvsprobe-ipvs-conntable",
         "lvsprobe-ipvs-sync",
+        "lvsprobe-replay-run",
     ]
     assert all(d["panels"] and d["queries"] for d in docs)
     code, out, _ = _run("dashboards", "list")

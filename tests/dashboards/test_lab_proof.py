@@ -186,7 +186,8 @@ def test_every_panel_query_returns_series_on_the_lab(
     assert "tcp 198.18.1.100:80" in options and "tcp 198.18.1.100:443" in options, options
     values["service"] = options["tcp 198.18.1.100:80"]
     files = render.render_all()
-    dashboards = [json.loads(files[f"provisioning/{d.name}.json"]) for d in render.DASHBOARDS]
+    exporters = [d for d in render.DASHBOARDS if d.name != "replay-run"]  # needs a replay's metrics
+    dashboards = [json.loads(files[f"provisioning/{d.name}.json"]) for d in exporters]
     outcomes = proof.prove(prometheus, dashboards, values, range_s=range_s)
     (tmp_path / "outcomes.txt").write_text("\n".join(o.describe() for o in outcomes))
     failed = [
