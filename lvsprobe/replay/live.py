@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lvsprobe.errors import LvsprobeError
-from lvsprobe.exporter.render import format_value, label_pairs
+from lvsprobe.exporter.render import ExpositionFormat, escape_help, format_value, label_pairs
 from lvsprobe.replay.flowlog import FlowRecord, backend_of
 from lvsprobe.replay.latency import COLUMN, new_histogram, record_seconds
 from lvsprobe.replay.metricspecs import LATENCY_BUCKETS_S, LATENCY_LABELS, PREFIX, SPECS
@@ -134,8 +134,8 @@ class LiveStats:
         span = max(MIN_RATE_SPAN_S, min(RATE_WINDOW_S, self.elapsed_s()))
         return len(self._recent) / span
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition of the run so far."""
+    def render(self, fmt: ExpositionFormat = ExpositionFormat.CLASSIC) -> bytes:
+        """The exposition text of the run so far, in the format the scraper negotiated."""
         with self._lock:
             self._fold()
             elapsed = self.elapsed_s()
@@ -156,12 +156,18 @@ class LiveStats:
             }
             lines: list[str] = []
             for spec in SPECS:
-                lines += [f"# HELP {spec.name} {spec.help}", f"# TYPE {spec.name} {spec.type}"]
+                family = spec.name
+                if fmt.openmetrics and spec.type == "counter":
+                    family = family.removesuffix("_total")  # OpenMetrics names the family bare
+                help_text = escape_help(spec.help, fmt.openmetrics)
+                lines += [f"# HELP {family} {help_text}", f"# TYPE {family} {spec.type}"]
                 if spec.type == "histogram":
                     lines += self._histogram_lines(spec.name)
                     continue
                 for labels, value in values[spec.name.removeprefix(PREFIX)]:
                     lines.append(f"{spec.name}{_labels(labels)} {format_value(value)}")
+            if fmt.openmetrics:
+                lines.append("# EOF")
             return ("\n".join(lines) + "\n").encode()
 
     def _histogram_lines(self, name: str) -> list[str]:
@@ -199,7 +205,7 @@ def serve_metrics(address: tuple[str, int], live: LiveStats) -> Iterator[tuple[s
     from lvsprobe.exporter.server import ExporterServer
 
     try:
-        server = ExporterServer(address, live.render)
+        server = ExporterServer(address, lambda fmt, _timeout_s: [live.render(fmt)])
     except OSError as exc:
         raise LvsprobeError(
             f"--metrics-listen {address[0]}:{address[1]}: cannot listen: {exc.strerror or exc}"

@@ -108,3 +108,20 @@ def test_serve_metrics_answers_a_scrape_and_refuses_a_busy_port() -> None:
                 raise AssertionError("bound a port already in use")
         except Exception as exc:  # LvsprobeError naming the flag
             assert "--metrics-listen" in str(exc)
+
+
+def test_openmetrics_exposition_parses() -> None:
+    """Prometheus asks for OpenMetrics first: the live text must parse as such too."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    from lvsprobe.exporter.render import ExpositionFormat
+
+    clock = FakeClock()
+    live = _live(clock)
+    live.started("http", 0.1)
+    clock.now += 1.0
+    live.finished(_finished(0, "rs1", "ok", 0.003))
+    text = live.render(ExpositionFormat.OPENMETRICS_1_0_0).decode()
+    assert text.endswith("# EOF\n")
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert "lvsprobe_replay_flows_started" in names

@@ -19,6 +19,7 @@ import pytest
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.dashboards import promql, proof, render
 from lvsprobe.dashboards.prometheus import DEFAULT_BINARY, Prometheus, free_port
+from lvsprobe.exporter.flights import scrape_formats
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.exporter.server import ExporterServer
 from lvsprobe.sources import Target
@@ -29,7 +30,7 @@ RANGE_S = 60
 @pytest.fixture
 def exporter(nat_proc: Path) -> Iterator[str]:
     options = ExportOptions(targets=(Target(procfs_root=nat_proc),))
-    server = ExporterServer(("127.0.0.1", 0), Scraper(options).scrape)
+    server = ExporterServer(("127.0.0.1", 0), scrape_formats(Scraper(options)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
