@@ -13,6 +13,8 @@ import click
 
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.cli.replay_workers import execute_on_workers, parse_workers_option
+from lvsprobe.errors import LvsprobeError
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 
 
@@ -159,6 +161,14 @@ def _summary_line(summary: dict[str, Any]) -> str:
     "--at '60:failback:ssh lvs1 systemctl start keepalived'; then `lvsprobe analyze failover "
     "RUN` knows when it happened. Each command may take up to 300 s.",
 )
+@click.option(
+    "--workers",
+    metavar="SPEC",
+    callback=parse_workers_option,
+    help="Spread the run over a Dask cluster (needs lvsprobe[scale]): local:N (N worker "
+    "processes on this host), tcp://HOST:PORT or a scheduler file (an existing cluster; each "
+    "worker drives the client addresses its host has). One run directory, a `worker` column.",
+)
 def run(
     scenario_path: Path,
     out_dir: Path | None,
@@ -176,6 +186,7 @@ def run(
     engine: str,
     skip_pool_check: bool,
     timed: tuple[Any, ...],
+    workers: Any,
 ) -> None:
     """Run SCENARIO and write the flow log to --out.
 
@@ -211,7 +222,7 @@ def run(
         return
     if out_dir is None:
         raise click.UsageError("--out RUN_DIR is required (or use --dry-run)")
-    if not skip_pool_check:
+    if not skip_pool_check and workers is None:  # with --workers, each worker checks its own
         require_pool(tuple(sorted({p.client_address for p in plan})))
     from lvsprobe.replay.fastloop import FAST_KINDS, fast_eligible
 
@@ -219,26 +230,36 @@ def run(
     if fast and not fast_eligible(plan):
         kinds = sorted({p.kind for p in plan} - FAST_KINDS)
         raise click.UsageError(f"--engine epoll cannot drive {', '.join(kinds)} flows")
-    summary, interrupted = _execute(
-        scenario,
-        scenario_path,
-        plan,
-        out_dir,
-        conn_table,
-        snapshot_every,
-        not no_progress,
-        check,
-        fast,
-        timed,
-        force,
-        max_conn_table_bytes,
-    )
+    shard_failure = None
+    if workers is not None:
+        summary, interrupted, shard_failure = execute_on_workers(
+            workers, scenario, scenario_path, plan, max_flows, out_dir, fast, conn_table,
+            snapshot_every, max_conn_table_bytes, not no_progress, check, timed, force,
+            skip_pool_check,
+        )  # fmt: skip
+    else:
+        summary, interrupted = _execute(
+            scenario,
+            scenario_path,
+            plan,
+            out_dir,
+            conn_table,
+            snapshot_every,
+            not no_progress,
+            check,
+            fast,
+            timed,
+            force,
+            max_conn_table_bytes,
+        )
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         click.echo(f"{_summary_line(summary)}; written to {out_dir}")
     if interrupted:
         raise click.exceptions.Exit(ExitCode.INTERRUPTED)
+    if shard_failure is not None:
+        raise LvsprobeError(shard_failure)
     if summary.get("checks") and not summary["checks"]["passed"]:
         for failure in summary["checks"]["failures"]:
             click.echo(f"lvsprobe: check failed: {failure}", err=True)

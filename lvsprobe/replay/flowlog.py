@@ -33,6 +33,9 @@ banner, reply), `conn_backend` is the real server the director's connection tabl
 flow's client address:port to (`conn_backend_address` raw, `conn_backend` its name when the
 target names its backends). `attribution_agrees` is null when either side is unknown.
 
+`worker` names the Dask worker whose shard drove the flow in a run spread with `--workers`
+(lvsprobe/replay/scaleout.py); it is null in a single-process run.
+
 Column names are stable: add columns, never rename or remove them.
 """
 
@@ -101,6 +104,7 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("ftp_file_size", "int64", True),
     ("ftp_sha256", "string", True),
     ("ftp_checksum_ok", "bool_", True),
+    ("worker", "string", True),  # the Dask worker that drove it (`--workers`), else null
 )
 
 
@@ -157,6 +161,7 @@ class FlowRecord:
     ftp_file_size: int | None = None
     ftp_sha256: str | None = None
     ftp_checksum_ok: bool | None = None
+    worker: str | None = None
 
 
 _COLUMNS = tuple(name for name, _, _ in COLUMNS)
