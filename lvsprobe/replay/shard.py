@@ -6,8 +6,7 @@ slices are disjoint, every planned flow is in exactly one shard, and each flow k
 place in the global schedule (`at_s`): two shards at R/2 each are one run at R.
 
 Each worker reports the pool addresses it can bind on its host; an address goes to one of
-the workers that have it (interleaved among them, so workers on one host share the pool
-evenly, and workers on separate hosts each drive their own addresses).
+the workers that have it (see `assign_clients`).
 """
 
 from __future__ import annotations
@@ -53,10 +52,38 @@ def _shown(items: Sequence[str], limit: int = 6) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def assign_clients(pool: Sequence[str], workers: Sequence[WorkerClients]) -> dict[str, list[str]]:
-    """Worker address -> its slice of `pool` (disjoint, in pool order).
+def _one_each(pool: Sequence[str], workers: Sequence[WorkerClients]) -> dict[str, str]:
+    """Worker address -> an address of its own: a free one in turn, then augmenting paths
+    (Kuhn's maximum matching), so every worker gets one whenever the pool allows it."""
+    owner: dict[str, str] = {}  # pool address -> worker address
 
-    ScenarioError names each worker that has none of the pool's addresses (or gets none,
+    def claim(worker: WorkerClients, tried: set[str]) -> bool:
+        for address in pool:
+            if address in worker.clients and address not in tried:
+                tried.add(address)
+                if address not in owner or claim(by_address[owner[address]], tried):
+                    owner[address] = worker.address
+                    return True
+        return False
+
+    by_address = {w.address: w for w in workers}
+    for worker in workers:  # a free address first: workers alike take the pool in turn
+        free = next((a for a in pool if a in worker.clients and a not in owner), None)
+        if free is not None:
+            owner[free] = worker.address
+    matched = set(owner.values())
+    for worker in workers:
+        if worker.address not in matched:
+            claim(worker, set())
+    return {w: a for a, w in owner.items()}
+
+
+def assign_clients(pool: Sequence[str], workers: Sequence[WorkerClients]) -> dict[str, list[str]]:
+    """Worker address -> its slice of `pool` (disjoint, in pool order): one address each
+    first, then each address to the least-loaded worker that has it (so workers on one host
+    share the pool interleaved, and workers on separate hosts drive their own addresses).
+
+    ScenarioError names each worker that has none of the pool's addresses (or can get none,
     with more workers than addresses), and the addresses no worker has.
     """
     if not workers:
@@ -69,26 +96,30 @@ def assign_clients(pool: Sequence[str], workers: Sequence[WorkerClients]) -> dic
             f"worker {names} has none of the run's {len(pool)} client addresses configured on "
             "its host: add them there (e.g. `ip addr add ADDR/32 dev lo`), or stop that worker"
         )
-    slices: dict[str, list[str]] = {w.address: [] for w in ordered}
-    nowhere = []
-    for index, address in enumerate(pool):
-        holders = [w for w in ordered if address in w.clients]
-        if not holders:
-            nowhere.append(address)
-            continue
-        slices[holders[index % len(holders)].address].append(address)
+    nowhere = [a for a in pool if not any(a in w.clients for w in ordered)]
     if nowhere:
         raise ScenarioError(
             f"{len(nowhere)} of {len(pool)} client addresses are configured on no worker's "
             f"host: {_shown(nowhere)}"
         )
-    empty = [w for w in ordered if not slices[w.address]]
+    first = _one_each(pool, ordered)
+    empty = [w for w in ordered if w.address not in first]
     if empty:
         names = _shown([f"{w.name!r} ({w.address})" for w in empty])
         raise ScenarioError(
             f"worker {names} gets no client address: the run's {len(pool)} client addresses "
             f"are too few for {len(ordered)} workers (each drives its own addresses)"
         )
+    owner = {address: worker for worker, address in first.items()}
+    load = dict.fromkeys(first, 1)
+    for address in pool:
+        if address not in owner:
+            holders = [w.address for w in ordered if address in w.clients]
+            owner[address] = min(holders, key=lambda w: load[w])  # ties: the first in order
+            load[owner[address]] += 1
+    slices: dict[str, list[str]] = {w.address: [] for w in ordered}
+    for address in pool:
+        slices[owner[address]].append(address)
     return slices
 
 
