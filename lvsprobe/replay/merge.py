@@ -9,7 +9,7 @@ failed, and the flows it did not deliver are counted as lost.
 Messages (msgpack-able dicts, what a Dask queue carries), each with `shard` and `kind`:
     ready  {worker}                     the shard's plan is rebuilt and checked
     rows   {rows: bytes, started: int}  a chunk; `started` = flows its engine began so far
-    done   {sent, stop_reason}
+    done   {sent, stop_reason, cpu_s: {engine, process}}
 The first `rows` (or the `done` of a shard that sent none) also says when its engine started:
 `start_unix` on its worker's clock, `late_s` after the run's start instant.
     error  {message}                    the shard could not run
@@ -71,6 +71,7 @@ class ShardState:
     stop_reason: str | None = None
     start_unix: float | None = None  # when its engine started, on its worker's clock
     late_s: float | None = None  # how long after the run's start instant that was
+    cpu_s: Mapping[str, float] | None = None  # its engine thread's, its worker process's
 
     @property
     def lost(self) -> int:
@@ -97,6 +98,7 @@ class ShardState:
             "stopped": self.stop_reason,
             "start_unix": self.start_unix,
             "start_late_s": None if self.late_s is None else round(self.late_s, 6),
+            "cpu_s": self.cpu_s,
         }
 
 
@@ -126,6 +128,7 @@ class Merge:
             return self._rows(state, message)
         elif kind == "done":
             state.stop_reason = message.get("stop_reason")
+            state.cpu_s = message.get("cpu_s")
             missing = int(message.get("sent", 0)) - state.received - state.dropped
             state.status = ShardStatus.DONE
             if missing > 0:  # one worker's messages arrive in order: these never will

@@ -77,6 +77,7 @@ def parse_workers(text: str) -> WorkersSpec:
 def open_cluster(spec: WorkersSpec) -> Iterator[Any]:
     """A Dask client of the cluster `spec` names (local:N: started here, one thread per
     worker process, and stopped on exit); LvsprobeError naming --workers if unreachable."""
+    import dask.config
     from distributed import Client, LocalCluster
 
     # distributed logs its own life (workers starting, a closed comm) on stderr: a run
@@ -85,6 +86,9 @@ def open_cluster(spec: WorkersSpec) -> Iterator[Any]:
     with contextlib.ExitStack() as stack:
         try:
             if spec.local_workers is not None:
+                # Dask's statistical profiler samples every worker thread each 10 ms: CPU
+                # taken from the shard's engine, to profile one long task
+                stack.enter_context(dask.config.set({"distributed.worker.profile.enabled": False}))
                 cluster = stack.enter_context(
                     LocalCluster(
                         n_workers=spec.local_workers,

@@ -141,12 +141,21 @@ def run_shard(spec: ShardSpec) -> dict[str, Any]:
     time.sleep(max(0.0, start_unix - time.time()))
     now = time.time()
     sink.start = {"start_unix": now, "late_s": now - start_unix}
+    engine_cpu_s, process_cpu_s = time.thread_time(), time.process_time()
     stop_reason = _drive(spec, plan, sink, stop)
-    return _finish(queue, sink, stop_reason)
+    # what the engine's thread used, and the worker process all told (Dask's own threads,
+    # sending the chunks): where a shard's CPU went
+    cpu_s = {
+        "engine": round(time.thread_time() - engine_cpu_s, 3),
+        "process": round(time.process_time() - process_cpu_s, 3),
+    }
+    return _finish(queue, sink, stop_reason, cpu_s)
 
 
-def _finish(queue: Any, sink: RowSink, stop_reason: str | None) -> dict[str, Any]:
-    message = sink.done(stop_reason)
+def _finish(
+    queue: Any, sink: RowSink, stop_reason: str | None, cpu_s: dict[str, float] | None = None
+) -> dict[str, Any]:
+    message = {**sink.done(stop_reason), "cpu_s": cpu_s}
     queue.put(message)
     return message
 

@@ -192,6 +192,7 @@ def test_one_run_split_across_two_workers_merges_every_flow_once(
     assert [s["status"] for s in scale["shards"]] == ["done", "done"]
     assert 0 <= scale["start_skew_s"] < 20 and scale["dask_start_skew_s"] is not None
     assert len(scale["dask_time_delay_s"]) == 2
+    assert all(0 < s["cpu_s"]["engine"] <= s["cpu_s"]["process"] for s in scale["shards"])
     # the arrivals kept the global schedule: each shard started its flows at their times
     assert (flows["start_s"] >= flows["scheduled_s"] - 1e-3).all()
     status, stdout, stderr = _finish(
