@@ -63,8 +63,8 @@ def report_host(addresses: tuple[str, ...], skip_check: bool = False) -> dict[st
 
 class RowSink:
     """Where a shard's engine puts each finished flow: kept until `flush_rows` wait or the
-    oldest has waited `flush_every_s`, then sent as one chunk (the engines call add, tick
-    and flush, as on a run's journal)."""
+    oldest has waited `flush_every_s`, then sent as one chunk (the engines use add, tick,
+    flush and flush_every_s, as of a run's journal)."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class RowSink:
         self.started: Callable[[], int] = lambda: 0
         self.start: dict[str, float] = {}  # start_unix and late_s, sent with the first chunk
         self._send, self._clock = send, clock
-        self._flush_rows, self._flush_every_s = flush_rows, flush_every_s
+        self.flush_rows, self.flush_every_s = flush_rows, flush_every_s
         self._pending: list[FlowRecord] = []
         self._oldest_s = 0.0
 
@@ -86,11 +86,11 @@ class RowSink:
         if not self._pending:
             self._oldest_s = self._clock()
         self._pending.append(record)
-        if len(self._pending) >= self._flush_rows:
+        if len(self._pending) >= self.flush_rows:
             self.flush()
 
     def tick(self) -> None:
-        if self._pending and self._clock() - self._oldest_s >= self._flush_every_s:
+        if self._pending and self._clock() - self._oldest_s >= self.flush_every_s:
             self.flush()
 
     def flush(self) -> None:
@@ -117,9 +117,18 @@ class RowSink:
 
 def run_shard(spec: ShardSpec) -> dict[str, Any]:
     """The Dask task of one shard; returns its last message (also sent on the queue)."""
-    from distributed import Event, Queue, Variable
+    from distributed import Queue
 
     queue = Queue(spec.queue)
+    try:
+        return _run(spec, queue)
+    finally:
+        queue.close()  # the client's handle keeps the queue until it has read it
+
+
+def _run(spec: ShardSpec, queue: Any) -> dict[str, Any]:
+    from distributed import Event, Variable
+
     try:
         plan = shard_flows(make_plan(spec.scenario, spec.max_flows), spec.clients)
         ids = [p.flow_id for p in plan]

@@ -206,3 +206,33 @@ def test_the_workers_option_is_parsed_strictly(tmp_path: Any) -> None:
         with pytest.raises(ValueError):
             parse_workers(bad)
     assert dataclasses.asdict(parse_workers("local:1"))["text"] == "local:1"
+
+
+# --- a shard's engines feeding the sink (no Dask: the sink's send is a list) ----------------
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["epoll", "asyncio"])
+def test_both_engines_send_a_shards_flows_in_chunks(servers: Any, fast: bool) -> None:
+    import threading
+
+    from lvsprobe.replay.shardrun import RowSink, ShardSpec, _drive
+
+    text = SCENARIO.replace("port: 8080", f"port: {servers.http}")
+    scenario = parse_scenario(text.replace("max_flows: 200", "max_flows: 40"))
+    shard = split_plan(make_plan(scenario), _workers("a", "b"))[1]
+    plan = shard_flows(make_plan(scenario), shard.clients)
+    spec = ShardSpec(1, scenario, None, shard.clients, shard.flows, shard.digest, fast,
+                     "q", "go", "stop", flush_every_s=0.05)  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    sink = RowSink(sent.append, 1, spec.flush_rows, spec.flush_every_s)
+    sink.start = {"start_unix": 1.0, "late_s": 0.0}
+    assert _drive(spec, plan, sink, threading.Event()) is None
+    sent.append(sink.done(None))  # after the last chunk, which it sends
+    merge = Merge([shard])
+    for message in sent:
+        merge.take(message)
+    # chunks sent as the flows finish (every 0.05 s here), not one at the end
+    assert len(sent) >= 4 and {m["kind"] for m in sent[:-1]} == {"rows"}
+    assert sorted(r.flow_id for r in merge.records) == sorted(shard.flow_ids)
+    assert {r.outcome for r in merge.records} == {"ok"} and merge.states[1].start_unix == 1.0
+    assert merge.states[1].status is ShardStatus.DONE
