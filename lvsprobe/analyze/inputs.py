@@ -51,6 +51,7 @@ OPTIONAL_COLUMNS = (
     "ftp_data_client_port",
     "ftp_checksum_ok",
     "detail",
+    "start_unix",  # the lab's failover drill times its events from it (lab/drill.py)
 )
 
 
@@ -145,7 +146,11 @@ def _check_column(path: Path, name: str, column: Any) -> None:
 
 
 def read_flows(path: Path) -> pd.DataFrame:
-    """flows.parquet as a DataFrame with the columns the analyzers use, checked."""
+    """flows.parquet as a DataFrame with the columns the analyzers use, checked.
+
+    Only those columns are read (a pyarrow dataset, projected): a log of millions of flows
+    (`replay run --workers`) is analysed without decoding the columns no analyzer reads,
+    text ones (ftp_sha256, tls_version, worker) among them."""
     journal = path.parent / flowlog.JOURNAL_FILE
     if not path.is_file() and not journal.is_file():
         raise AnalysisError(
@@ -153,10 +158,8 @@ def read_flows(path: Path) -> pd.DataFrame:
             "has flows.parquet)"
         )
     try:
-        import pyarrow.parquet as pq
-
         # A run that was killed left its journal only: every flow it finished is there.
-        table = pq.read_table(str(path)) if path.is_file() else flowlog.read_flows(path.parent)
+        table = _read_columns(path) if path.is_file() else flowlog.read_flows(path.parent)
     except (OSError, ValueError, LvsprobeError) as exc:  # ArrowInvalid is a ValueError
         raise AnalysisError(f"{path}: not a readable Parquet flow log: {exc}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
@@ -172,6 +175,16 @@ def read_flows(path: Path) -> pd.DataFrame:
         if col not in frame.columns:
             frame[col] = None
     return frame.sort_values(["start_s", "flow_id"], kind="stable").reset_index(drop=True)
+
+
+def _read_columns(path: Path) -> Any:
+    """The analyzers' columns of a Parquet flow log (those it has: a missing required one is
+    reported by the caller), as an Arrow table."""
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset(str(path), format="parquet")
+    wanted = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in dataset.schema.names]
+    return dataset.to_table(columns=wanted)
 
 
 def load_run(run_dir: Path) -> Run:

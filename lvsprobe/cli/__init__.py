@@ -40,9 +40,11 @@ class Extra:
 REPLAY = Extra("replay", ("pyarrow", "dpkt", "pyshark", "hdrh"))
 ANALYZE = Extra("analyze", ("pandas", "pyarrow", "scipy", "plotly"))
 DASHBOARDS = Extra("dashboards", ("grafana_foundation_sdk",))
+# `replay run --workers`: a run spread over a Dask cluster (on top of [replay])
+SCALE = Extra("scale", (*REPLAY.modules, "distributed"))
 # The lab boots with the core alone; what it is for (replays, then their analyses) needs both.
 LAB = Extra("lab", tuple(dict.fromkeys(REPLAY.modules + ANALYZE.modules)))
-EXTRAS = (REPLAY, ANALYZE, DASHBOARDS, LAB)
+EXTRAS = (REPLAY, ANALYZE, DASHBOARDS, LAB, SCALE)
 
 
 def _status() -> click.Command:

@@ -19,6 +19,8 @@ from lvsprobe.cli.replay_output import (
     summary_line,
     threshold_lines,
 )
+from lvsprobe.cli.replay_workers import execute_on_workers, parse_workers_option
+from lvsprobe.errors import LvsprobeError
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 
 
@@ -168,6 +170,14 @@ def _thresholds(scenario: Any, texts: tuple[str, ...]) -> tuple[Any, ...]:
     "--at '60:failback:ssh lvs1 systemctl start keepalived'; then `lvsprobe analyze failover "
     "RUN` knows when it happened. Each command may take up to 300 s.",
 )
+@click.option(
+    "--workers",
+    metavar="SPEC",
+    callback=parse_workers_option,
+    help="Spread the run over a Dask cluster (needs lvsprobe[scale]): local:N (N worker "
+    "processes on this host), tcp://HOST:PORT or a scheduler file (an existing cluster; each "
+    "worker drives the client addresses its host has). One run directory, a `worker` column.",
+)
 def run(
     scenario_path: Path,
     out_dir: Path | None,
@@ -187,6 +197,7 @@ def run(
     engine: str,
     skip_pool_check: bool,
     timed: tuple[Any, ...],
+    workers: Any,
 ) -> None:
     """Run SCENARIO and write the flow log to --out.
 
@@ -227,7 +238,7 @@ def run(
         return
     if out_dir is None:
         raise click.UsageError("--out RUN_DIR is required (or use --dry-run)")
-    if not skip_pool_check:
+    if not skip_pool_check and workers is None:  # with --workers, each worker checks its own
         require_pool(tuple(sorted({p.client_address for p in plan})))
     from lvsprobe.replay.fastloop import FAST_KINDS, fast_eligible
 
@@ -237,22 +248,32 @@ def run(
         raise click.UsageError(f"--engine epoll cannot drive {', '.join(kinds)} flows")
     if not fast and scenario.arrival.model == "pool":
         raise click.UsageError("--engine asyncio does not drive the pool model (epoll does)")
-    summary, interrupted = _execute(
-        scenario,
-        scenario_path,
-        plan,
-        out_dir,
-        conn_table,
-        snapshot_every,
-        not no_progress,
-        check,
-        fast,
-        timed,
-        force,
-        max_conn_table_bytes,
-        thresholds,
-        metrics_listen,
-    )
+    shard_failure = None
+    if workers is not None:
+        if metrics_listen is not None:
+            raise click.UsageError("--metrics-listen serves one process's run: not with --workers")
+        summary, interrupted, shard_failure = execute_on_workers(
+            workers, scenario, scenario_path, plan, max_flows, out_dir, fast, conn_table,
+            snapshot_every, max_conn_table_bytes, not no_progress, check, timed, force,
+            skip_pool_check, thresholds,
+        )  # fmt: skip
+    else:
+        summary, interrupted = _execute(
+            scenario,
+            scenario_path,
+            plan,
+            out_dir,
+            conn_table,
+            snapshot_every,
+            not no_progress,
+            check,
+            fast,
+            timed,
+            force,
+            max_conn_table_bytes,
+            thresholds,
+            metrics_listen,
+        )
     shown, breached = threshold_lines(summary)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -262,6 +283,10 @@ def run(
             click.echo(line)
     if interrupted:
         raise click.exceptions.Exit(ExitCode.INTERRUPTED)
+    if shard_failure is not None:
+        for line in breached:
+            click.echo(line, err=True)
+        raise LvsprobeError(shard_failure)
     failures = [
         f"lvsprobe: check failed: {f}" for f in (summary.get("checks") or {}).get("failures", [])
     ]

@@ -37,6 +37,9 @@ banner, reply), `conn_backend` is the real server the director's connection tabl
 flow's client address:port to (`conn_backend_address` raw, `conn_backend` its name when the
 target names its backends). `attribution_agrees` is null when either side is unknown.
 
+`worker` names the Dask worker whose shard drove the flow in a run spread with `--workers`
+(lvsprobe/replay/scaleout.py); it is null in a single-process run.
+
 Column names are stable: add columns, never rename or remove them.
 """
 
@@ -113,6 +116,7 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("connect_corrected_s", "float64", True),
     ("ttfb_corrected_s", "float64", True),
     ("total_corrected_s", "float64", True),
+    ("worker", "string", True),  # the Dask worker that drove it (`--workers`), else null
 )
 
 
@@ -174,6 +178,7 @@ class FlowRecord:
     connect_corrected_s: float | None = None
     ttfb_corrected_s: float | None = None
     total_corrected_s: float | None = None
+    worker: str | None = None
 
     def settle(self) -> None:
         """Fill the derived latencies once the flow has ended (both engines call it)."""
