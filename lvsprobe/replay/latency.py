@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from lvsprobe.replay.flowlog import FlowRecord, backend_of
+from lvsprobe.replay.flowrecord import FlowRecord, backend_of
 
 PHASES = ("connect", "ttfb", "total")
 TIMINGS = ("corrected", "uncorrected")
