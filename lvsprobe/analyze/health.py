@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def analyze_health(
     weights: dict[str, tuple[bool, int | None, int]],
     tolerance_s: float,
 ) -> dict[str, Any]:
-    """Judge the drill (see the module docstring); `weights`: victim_weight per snapshot."""
+    """Judge the drill (see the module docstring); `weights`: victim_weight per snapshot,
+    or why it could not be read."""
     if rec.victim is None or not rec.faults:
         raise AnalysisError("not a health drill: no victim or fault in events.json")
     if flows.empty:
@@ -220,11 +222,11 @@ def analyze_health(
 
 
 def _kept_or_removed(
-    weights: dict[str, tuple[bool, int | None, int]], inhibit: bool, name: str
+    weights: Mapping[str, tuple[bool, int | None, int] | str], inhibit: bool, name: str
 ) -> tuple[str, bool | None, str]:
-    during = weights.get("during")
-    if during is None:
-        return "inhibit or removal", None, "no director snapshot while it was down"
+    during = weights.get("during", "no director snapshot while it was down")
+    if isinstance(during, str):
+        return "inhibit or removal", None, during
     present, weight, active = during
     if inhibit:
         ok = present and weight == 0

@@ -446,12 +446,12 @@ def health(
             f"{run_dir}: no health drill record (events.json from `lvsprobe lab drill health`)"
         )
     run = inputs.load_run(run_dir)
-    weights = {}
+    weights: dict[str, Any] = {}
     for when in ("before", "during", "after"):
         try:
             weights[when] = victim_weight(run_dir, rec, when)
-        except AnalysisError:
-            continue  # the check that needs it says so
+        except AnalysisError as exc:
+            weights[when] = str(exc)  # the check that needs it says why it could not judge
     doc = analyze_health(run.flows, rec, read_victim_conns(run_dir, rec), weights, tolerance_s)
     doc["run"] = str(run_dir)
     lines = [f"{doc['fault']} on {doc['victim']['name']} at {doc['fault_s']:.2f} s: "

@@ -81,8 +81,13 @@ def test_keepalived_accepts_the_config(case: str, tmp_path: Path) -> None:
     conf = tmp_path / "keepalived.conf"
     conf.write_text(keepalived_configs(AddressPlan(CASES[case]))["lvs1"])
     script = f"ip link add e0 type veth peer name e1 && keepalived -t -f {conf}"
-    proc = subprocess.run(["unshare", "-rn", "sh", "-c", script], capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+    proc = subprocess.run(
+        ["unshare", "-rn", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if "Operation not permitted" in proc.stderr or "unshare failed" in proc.stderr:
         pytest.skip(f"no user+network namespace here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
@@ -95,8 +100,13 @@ def test_a_broken_config_is_refused_by_keepalived(tmp_path: Path) -> None:
     text = keepalived_configs(AddressPlan(NAT))["lvs1"].replace("delay_loop", "delay_lop", 1)
     conf.write_text(text)
     script = f"ip link add e0 type veth peer name e1 && keepalived -t -f {conf}"
-    proc = subprocess.run(["unshare", "-rn", "sh", "-c", script], capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+    proc = subprocess.run(
+        ["unshare", "-rn", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if "Operation not permitted" in proc.stderr:
         pytest.skip("no user+network namespace here")
     assert proc.returncode != 0 and "delay_lop" in proc.stderr
@@ -114,9 +124,16 @@ def test_build_starts_keepalived_instead_of_ipvsadm() -> None:
 
 def test_topology_keys() -> None:
     topo = topology_from_dict(
-        {"ha": "keepalived", "keepalived": {"advert_int": 1, "priorities": [200, 100],
-                                            "preempt": False, "inhibit_on_failure": True}}
-    )  # fmt: skip
+        {
+            "ha": "keepalived",
+            "keepalived": {
+                "advert_int": 1,
+                "priorities": [200, 100],
+                "preempt": False,
+                "inhibit_on_failure": True,
+            },
+        }
+    )
     assert topo.ha is Ha.KEEPALIVED and topo.keepalived.advert_int_s == 1.0
     assert topo.keepalived.priorities == (200, 100) and not topo.keepalived.preempt
     assert "keepalived" in topo.describe()
@@ -145,9 +162,13 @@ def test_bad_keepalived_keys_are_named(doc: dict, key: str) -> None:
 
 def test_fault_scripts_stamp_and_undo() -> None:
     plan = AddressPlan(NAT)
-    for kind, target in ((FaultKind.STOP, "lvs1"), (FaultKind.FREEZE, "lvs1"),
-                         (FaultKind.LINK, "lvs1"), (FaultKind.KILL_BACKEND, "rs1"),
-                         (FaultKind.SLOW_BACKEND, "rs2")):  # fmt: skip
+    for kind, target in (
+        (FaultKind.STOP, "lvs1"),
+        (FaultKind.FREEZE, "lvs1"),
+        (FaultKind.LINK, "lvs1"),
+        (FaultKind.KILL_BACKEND, "rs1"),
+        (FaultKind.SLOW_BACKEND, "rs2"),
+    ):
         fault = Fault(kind, target, max_s=30)
         inject, undo = inject_script(fault, plan, "py"), undo_script(fault, plan, "py")
         for text in (inject, undo):
