@@ -327,10 +327,23 @@ def _failback(
     if undo is None:
         return "fail-back", None, "the fault was never undone"
     expected = kind == "freeze" or rec.timers.preempt
-    back = master_at(
-        rec.dumps, rec.notify, master, "failback", float(fault.get("undo_started_s") or undo)
-    )
     doc["failback_expected"] = expected
+    since = float(fault.get("undo_started_s") or undo)
+    if kind == "freeze":  # it resumes as MASTER (it never left): the backup must step down
+        bound = rec.timers.advert_int_s
+        down = first_after(rec.notify, since, _other(master), "instance", "BACKUP")
+        if down is None:
+            return "fail-back", False, f"{_other(master)} stayed MASTER after {master} resumed"
+        doc["failback_s"] = round(down.t_s - undo, 4)
+        return (
+            "fail-back",
+            down.t_s - undo <= bound + tolerance_s,
+            (
+                f"{_other(master)} BACKUP again {down.t_s - undo:.3f} s after {master} resumed "
+                f"(SIGCONT; its overdue advert: ≤ {bound:.3f} s)"
+            ),
+        )
+    back = master_at(rec.dumps, rec.notify, master, "failback", since)
     if back is None:
         return (
             "fail-back",
@@ -343,24 +356,17 @@ def _failback(
     doc["failback_s"] = round(back[0] - undo, 4)
     if not expected:
         return "fail-back", False, f"{master} took the VIPs back though nopreempt"
-    if kind == "freeze":  # it resumes as MASTER: its next advert (overdue) is at once
-        bound = rec.timers.advert_int_s
-        return (
-            "fail-back",
-            back[0] - undo <= bound + tolerance_s,
-            (f"{master} MASTER again {back[0] - undo:.3f} s after SIGCONT (≤ {bound:.3f} s)"),
-        )
     rejoin = first_after(rec.notify, undo, master, "instance", "BACKUP")
     if rejoin is None or rejoin.t_s > back[0]:
         return "fail-back", True, f"{master} MASTER again {back[0] - undo:.3f} s after the undo"
     doc["rejoin_s"] = round(rejoin.t_s - undo, 4)
-    down = rec.timers.master_down_s(master)
+    down_s = rec.timers.master_down_s(master)
     preempted = back[0] - rejoin.t_s
     return (
         "fail-back",
-        preempted <= down + tolerance_s,
+        preempted <= down_s + tolerance_s,
         (
             f"{master} back as BACKUP {rejoin.t_s - undo:.3f} s after the undo (keepalived's "
-            f"start), MASTER {preempted:.3f} s later (preempt; ≤ {down:.3f} s)"
+            f"start), MASTER {preempted:.3f} s later (preempt; ≤ {down_s:.3f} s)"
         ),
     )

@@ -21,9 +21,10 @@ def _topology(
     """The drill's cluster: the file's (default: NAT with keepalived), flags applied."""
     from dataclasses import replace
 
-    from lvsprobe.lab.topology import Ha, Topology, load_topology
+    from lvsprobe.lab.drillrun import drill_topology
+    from lvsprobe.lab.topology import Ha, load_topology
 
-    topo = load_topology(topology_file) if topology_file else Topology(ha=Ha.KEEPALIVED)
+    topo = load_topology(topology_file) if topology_file else drill_topology()
     if keepalived_needed and topo.ha is not Ha.KEEPALIVED:
         raise click.BadParameter(
             "this drill needs keepalived: the topology says ha: manual (set ha: keepalived)",
@@ -57,7 +58,8 @@ _COMMON = [
         "--topology",
         "topology_file",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Cluster (YAML); default: NAT, rr, 3 real servers, sync on, ha: keepalived.",
+        help="Cluster (YAML); default: NAT, rr, 3 real servers, HTTP and echo, sync on, "
+        "ha: keepalived.",
     ),
     click.option(
         "--out",

@@ -307,6 +307,7 @@ def keepalived_script(plan: AddressPlan, wait_s: float = 60.0) -> str:
     for director, text in keepalived_configs(plan).items():
         home = keepalived.director_dir(director)
         out.append(f"mkdir -p {home}/tmp\ncat >{home}/keepalived.conf <<'EOF'\n{text}EOF")
+        out.append(keepalived.reader_start_script(director))
         out.append(keepalived.start_script(director))
     first = (
         "lvs1"

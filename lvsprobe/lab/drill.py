@@ -118,6 +118,15 @@ class _Director:
             self.drill.tables.append(entry)
 
 
+def warm_snapshots(lab: Lab) -> None:
+    """Take one status snapshot before the replay: the agent imports the readers on its first
+    (tens of seconds under a loaded TCG), which must not happen in the middle of a drill."""
+    try:
+        guest_snapshot_json(lab, "lvs1")
+    except (LvsprobeError, TimeoutError):
+        return  # the snapshots the drill takes later record their own failure
+
+
 def _sysctls(lab: Lab, ns: str) -> dict[str, str]:
     """The director settings that decide what survives a failover (bash builtins only)."""
     script = "".join(f'echo "{name}=$(</proc/sys/net/{path})"\n' for name, path in SYSCTLS.items())
@@ -170,6 +179,7 @@ def run_drill(
     # entries left by earlier runs from the same addresses (ESTABLISHED lingers 900 s after a
     # broken connection) are not this run's: never wait for their copies
     stale = set(_keys(directors.table("lvs1")[1], plan.port, plan.long_lived))
+    warm_snapshots(lab)
     proc = lab.spawn("client", list(argv))
     try:
         master: dict[tuple[str, int], str] = {}
@@ -202,7 +212,9 @@ def run_drill(
             drill.sysctls[ns] = _sysctls(lab, ns)
         drill.sync_threshold = [int(x) for x in drill.sysctls["lvs1"]["vs.sync_threshold"].split()]
         time.sleep(plan.settle_s)
-        directors.record("before-failover", status=True)
+        # keepalived drills: no status snapshot here (a Python read in the guest, tens of
+        # seconds under a loaded TCG); after the fail-back is enough
+        directors.record("before-failover", status=plan.fault is None)
         if plan.fault is None:
             drill.switches.append(lab.failover())
             moved = time.monotonic()
@@ -268,7 +280,13 @@ def _keepalived_failover(lab: Lab, plan: DrillPlan, drill: Drill, directors: _Di
         injection = faults.undo(lab, injection)
         drill.injections.append(injection)
     undone = injection.undo_started_unix or injection.effect_unix
-    if plan.fault is FaultKind.FREEZE or ka.preempt:
+    if plan.fault is FaultKind.FREEZE:  # lvs1 never left MASTER: lvs2 must step down
+
+        def stepped_down(events: list[Any]) -> Any:
+            return first_after(events, undone, "lvs2", "instance", "BACKUP")
+
+        kastate.wait_event(lab, "lvs2", stepped_down, plan.vrrp_wait_s)
+    elif ka.preempt:
         if _await_master(lab, "lvs1", undone, plan.vrrp_wait_s) is not None:
             _dump(lab, drill, "lvs1", "failback")
     else:  # nopreempt: lvs2 keeps the VIPs; give lvs1 the time it would need to take them
@@ -329,6 +347,9 @@ def keepalived_record(drill: Drill, t0: float) -> tuple[dict[str, Any], list[dic
         )
         if doc["undo_s"] is not None:
             back = master_at(dumps, notify, "lvs1", "failback", doc["undo_started_s"])
+            if inj.fault.kind is FaultKind.FREEZE:  # lvs1 never left MASTER: lvs2 steps down
+                down = first_after(notify, doc["undo_started_s"], "lvs2", "instance", "BACKUP")
+                back = None if down is None else (down.t_s, "notify")
             if back is not None:
                 events.append(
                     {

@@ -4,9 +4,10 @@
 be on the lab's shared directory (the same path on host and guest): the replay runs in the
 guest and writes it there.
 
-Failover: 20 long-lived echo connections (a heartbeat every 100 ms; broken = reset, refused
-or 20 s without an answer), each from its own client address, and a short probe connection
-every 0.5 s to time new connections' recovery. Health: short HTTP requests at 8 per second
+Failover: 20 long-lived echo connections (a heartbeat every 200 ms; broken = reset, refused
+or 20 s without an answer), each from its own client address, held 75 s (a loaded TCG guest
+can take half of that to get them all established and synced), and a short probe connection
+every 0.5 s for 60 s to time new connections' recovery. Health: short HTTP requests at 8 per second
 from 200 client addresses, so the checker's window of a few seconds holds dozens.
 """
 
@@ -24,16 +25,24 @@ from lvsprobe.lab.drill import Drill, DrillPlan, run_drill
 from lvsprobe.lab.faults import FaultKind
 from lvsprobe.lab.healthdrill import HealthDrill, HealthPlan, run_health_drill
 from lvsprobe.lab.lab import Lab
+from lvsprobe.lab.topology import Ha, ServiceSpec, Topology
 
 LONG_LIVED = 20
 ECHO_PORT = 7
-HOLD_S = 45
-PROBES = 80
+HOLD_S = 75
+PROBES = 120
 HEALTH_RATE = 8
 HEALTH_FLOWS = 360
 HEALTH_CLIENTS = 200
-HEARTBEAT = {"heartbeat": "100ms", "heartbeat_timeout": "20s"}
+HEARTBEAT = {"heartbeat": "200ms", "heartbeat_timeout": "20s"}
 CONNTRACK = "/proc/sys/net/ipv4/vs/conntrack"
+
+
+def drill_topology() -> Topology:
+    """The drills' default cluster: NAT, keepalived, and only the services a drill uses
+    (HTTP, checked by HTTP_GET, and TCP echo): every checker is a connection per delay_loop
+    to a Python backend, which a loaded TCG guest feels."""
+    return Topology(ha=Ha.KEEPALIVED, services=(ServiceSpec("tcp", 80), ServiceSpec("tcp", 7)))
 
 
 def _backends(plan: AddressPlan) -> dict[str, str]:

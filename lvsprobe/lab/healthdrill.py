@@ -34,6 +34,7 @@ from lvsprobe.lab.drill import (
     notify_record,
     run_start_unix,
     wait_exit,
+    warm_snapshots,
 )
 from lvsprobe.lab.faults import DEFAULT_DELAY_MS, Fault, FaultKind, Injection
 from lvsprobe.lab.lab import Lab, Process
@@ -161,6 +162,7 @@ def run_health_drill(
     drill = HealthDrill()
     poller = _Poller(lab, drill, address, plan.port, plan.poll_s)
     run_dir.mkdir(parents=True, exist_ok=True)
+    warm_snapshots(lab)
     proc = lab.spawn("client", list(argv))
     try:
         _await_start(lab, proc, plan.port, plan.start_wait_s)

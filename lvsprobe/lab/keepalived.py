@@ -146,8 +146,7 @@ def render_config(
         f"router_id {director}",
         "vrrp_version 3",
         "script_user root",
-        f"notify_fifo {home}/notify.fifo",
-        f'notify_fifo_script "{NOTIFY_READER} {home}/events.jsonl"',
+        f"notify_fifo {home}/notify.fifo",  # read by the lab's reader (reader_start_script)
         "lvs_flush",  # a restart after a kill must not meet the services it made before
     ]
     if topology.sync:
@@ -167,15 +166,30 @@ def render_config(
 
 
 def notify_reader_script() -> str:
-    """The notify FIFO reader keepalived starts (`notify_fifo_script OUT`; keepalived appends
-    the FIFO's path): each line stamped with $EPOCHREALTIME, bash builtins only."""
+    """The notify FIFO reader: each line stamped with $EPOCHREALTIME when read, bash builtins
+    only. It holds the FIFO open read-write, so it outlives keepalived's restarts (a reader
+    keepalived started itself would begin late after a restart: its first lines, the state at
+    start-up, would be stamped seconds late under TCG)."""
     return r"""#!/bin/bash
 out=$1 fifo=$2
-while IFS= read -r line; do
+exec 3<>"$fifo"
+while IFS= read -r line <&3; do
   line=${line//\\/\\\\}
   printf '{"unix":%s,"line":"%s"}\n' "$EPOCHREALTIME" "${line//\"/\\\"}" >>"$out"
-done <"$fifo"
+done
 """
+
+
+def reader_start_script(director: str) -> str:
+    """Make `director`'s notify FIFO and start its reader (before keepalived, once per build;
+    the lab's teardown kills it by STATE/DIRECTOR-notify.pid)."""
+    home = director_dir(director)
+    return (
+        f"mkfifo -m 600 {home}/notify.fifo\n"
+        f"setsid bash {NOTIFY_READER} {home}/events.jsonl {home}/notify.fifo "
+        f"</dev/null >/dev/null 2>&1 &\n"
+        f"echo $! >/run/lab/cluster/{director}-notify.pid\n"
+    )
 
 
 def start_script(director: str) -> str:

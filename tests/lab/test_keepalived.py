@@ -17,15 +17,14 @@ import pytest
 from click.testing import CliRunner
 
 from lvsprobe.cli import cli
-from lvsprobe.lab.drillrun import LONG_LIVED, failover_drill, health_drill
+from lvsprobe.lab.drillrun import LONG_LIVED, drill_topology, failover_drill, health_drill
 from lvsprobe.lab.faults import FaultKind
 from lvsprobe.lab.healthdrill import HealthPlan
-from lvsprobe.lab.topology import Ha, Topology
 
 pytestmark = pytest.mark.lab
 
 TOLERANCE = "1.5"  # s: TCG on a loaded host delays keepalived and the notify reader
-KEEPALIVED = Topology(ha=Ha.KEEPALIVED)
+KEEPALIVED = drill_topology()
 
 
 def runs_dir(lab: Any) -> Path:
