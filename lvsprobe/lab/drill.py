@@ -118,6 +118,24 @@ class _Director:
             self.drill.tables.append(entry)
 
 
+def require_master(lab: Lab, ns: str, bound_s: float) -> None:
+    """Wait (bounded) until `ns` is MASTER and the other director BACKUP, by their last notify
+    lines: a drill that starts from a flapped pair measures nothing."""
+    other = DIRECTORS[1 - DIRECTORS.index(ns)]
+    deadline = time.monotonic() + bound_s
+    while True:
+        last = {}
+        for director in DIRECTORS:
+            states = [e.state for e in kastate.notify_events(lab, director)]
+            states = [s for s in states if s in ("MASTER", "BACKUP", "FAULT", "STOP")]
+            last[director] = states[-1] if states else None
+        if last[ns] == "MASTER" and last[other] == "BACKUP":
+            return
+        if time.monotonic() >= deadline:
+            raise LabError(f"drill: {ns} is not the only MASTER before the drill: {last}")
+        time.sleep(1.0)
+
+
 def warm_snapshots(lab: Lab) -> None:
     """Take one status snapshot before the replay: the agent imports the readers on its first
     (tens of seconds under a loaded TCG), which must not happen in the middle of a drill."""
@@ -180,6 +198,8 @@ def run_drill(
     # broken connection) are not this run's: never wait for their copies
     stale = set(_keys(directors.table("lvs1")[1], plan.port, plan.long_lived))
     warm_snapshots(lab)
+    if plan.fault is not None:
+        require_master(lab, "lvs1", plan.vrrp_wait_s)
     proc = lab.spawn("client", list(argv))
     try:
         master: dict[tuple[str, int], str] = {}
@@ -231,9 +251,9 @@ def run_drill(
             lab.failback()
         if proc.result is None and proc.poll() is None:
             proc.stop()
-    if plan.fault is not None:
-        drill.notify = {ns: kastate.notify_text(lab, ns) for ns in DIRECTORS}
-        kastate.save_files(lab, run_dir)
+        if plan.fault is not None:  # evidence, also of a drill that failed
+            drill.notify = {ns: kastate.notify_text(lab, ns) for ns in DIRECTORS}
+            kastate.save_files(lab, run_dir)
     write_events(run_dir, drill, plan.sync)
     return drill
 

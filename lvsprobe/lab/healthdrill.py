@@ -184,8 +184,8 @@ def run_health_drill(
     finally:
         if proc.result is None and proc.poll() is None:
             proc.stop()
-    drill.notify = {ns: kastate.notify_text(lab, ns) for ns in DIRECTORS}
-    kastate.save_files(lab, run_dir)
+        drill.notify = {ns: kastate.notify_text(lab, ns) for ns in DIRECTORS}
+        kastate.save_files(lab, run_dir)  # evidence, also of a drill that failed
     write_health_events(run_dir, drill, lab, plan, address)
     return drill
 

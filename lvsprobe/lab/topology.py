@@ -10,7 +10,7 @@ YAML form (every key optional; shown with the defaults):
     sync: true           # IPVS sync daemon: master on lvs1, backup on lvs2
     ha: manual           # manual: the lab moves the VIPs (Lab.failover); keepalived: VRRP
     keepalived:          # with ha: keepalived (see lvsprobe.lab.keepalived)
-      advert_int: 0.5    # s, VRRPv3 (centiseconds)
+      advert_int: 1.0    # s, VRRPv3 (centiseconds)
       priorities: [150, 100]   # lvs1, lvs2
       preempt: true
       delay_loop: 1.0    # s between health checks of each real server
@@ -101,7 +101,7 @@ class Ha(enum.Enum):
 class KeepalivedSettings:
     """keepalived's timers and policy (seconds). Short defaults: drills run in seconds."""
 
-    advert_int_s: float = 0.5
+    advert_int_s: float = 1.0  # 0.5 flapped under a loaded TCG guest (a starved VRRP child)
     priorities: tuple[int, int] = (150, 100)  # lvs1, lvs2
     preempt: bool = True
     delay_loop_s: float = 1.0
