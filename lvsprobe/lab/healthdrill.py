@@ -32,6 +32,7 @@ from lvsprobe.lab.drill import (
     DIRECTORS,
     keepalived_settings,
     notify_record,
+    require_master,
     run_start_unix,
     wait_exit,
     warm_snapshots,
@@ -163,6 +164,7 @@ def run_health_drill(
     poller = _Poller(lab, drill, address, plan.port, plan.poll_s)
     run_dir.mkdir(parents=True, exist_ok=True)
     warm_snapshots(lab)
+    require_master(lab, ACTIVE, plan.checker_wait_s)
     proc = lab.spawn("client", list(argv))
     try:
         _await_start(lab, proc, plan.port, plan.start_wait_s)
