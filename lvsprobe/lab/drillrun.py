@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from lvsprobe.errors import LabError
 from lvsprobe.lab.cluster import AddressPlan
 from lvsprobe.lab.drill import Drill, DrillPlan, run_drill
 from lvsprobe.lab.faults import FaultKind
@@ -94,8 +95,6 @@ def _replay_argv(scenario: dict[str, Any], run_dir: Path) -> list[str]:
 
 def _fresh(run_dir: Path) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
-        from lvsprobe.errors import LabError
-
         raise LabError(f"{run_dir}: not empty (a drill writes a fresh run directory)")
     run_dir.mkdir(parents=True, exist_ok=True)
 

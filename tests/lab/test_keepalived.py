@@ -1,5 +1,5 @@
-"""Real keepalived in the lab: VRRP moves the VIPs when lvs1's keepalived stops, its checker
-takes a killed real server out. One keepalived cluster shared by the tests (rebuilt once,
+"""Real keepalived in the lab: VRRP moves the VIPs when lvs1's keepalived hangs (SIGSTOP, the
+classic dead-heartbeat failover), its checker takes a killed real server out. One keepalived cluster shared by the tests (rebuilt once,
 for sync off); short advert_int and delay_loop keep each drill to about a minute.
 
 Timings are compared with keepalived's predictions with a wide tolerance (TCG, a shared
@@ -44,7 +44,7 @@ def failover(lab: Any, name: str, sync: bool, base: int) -> dict[str, Any]:
     lab.ensure(KEEPALIVED.with_(sync=sync))
     started = time.monotonic()
     run = runs_dir(lab) / name
-    failover_drill(lab, run, FaultKind.STOP, base=base)
+    failover_drill(lab, run, FaultKind.FREEZE, base=base)
     doc = analyze("failover", run)["runs"][0]
     vrrp = doc["vrrp"]
     print(
@@ -62,18 +62,18 @@ def failover(lab: Any, name: str, sync: bool, base: int) -> dict[str, Any]:
 
 
 def test_vrrp_failover_with_sync_keeps_the_long_lived_connections(lab: Any) -> None:
-    doc = failover(lab, "ka-stop-sync", sync=True, base=100)
+    doc = failover(lab, "ka-freeze-sync", sync=True, base=100)
     vrrp = doc["vrrp"]
     assert doc["long_lived"] == LONG_LIVED
     assert vrrp["takeover_evidence"] == "keepalived-json"
-    assert vrrp["passed"], vrrp["detail"]  # takeover as predicted, fail-back by preempt
+    assert vrrp["passed"], vrrp["detail"]  # takeover as predicted, lvs1 back once it runs
     assert doc["lost_at"].get("failover", 0) == 0, doc["broken"]
     assert doc["expectation"]["passed"], doc["expectation"]
     assert doc["recovery_s"] is not None
 
 
 def test_vrrp_failover_without_sync_breaks_them(lab: Any) -> None:
-    doc = failover(lab, "ka-stop-nosync", sync=False, base=130)
+    doc = failover(lab, "ka-freeze-nosync", sync=False, base=130)
     assert doc["vrrp"]["takeover_s"] is not None
     assert doc["lost_at"].get("failover", 0) >= 0.9 * LONG_LIVED, doc["lost_at"]
     assert doc["expectation"]["passed"], doc["expectation"]
