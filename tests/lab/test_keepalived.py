@@ -1,6 +1,7 @@
-"""Real keepalived in the lab: VRRP moves the VIPs when lvs1's keepalived hangs (SIGSTOP, the
-classic dead-heartbeat failover), its checker takes a killed real server out. One keepalived cluster shared by the tests (rebuilt once,
-for sync off); short advert_int and delay_loop keep each drill to about a minute.
+"""Real keepalived in the lab: VRRP moves the VIPs when lvs1's keepalived hangs (SIGSTOP,
+the classic dead-heartbeat failover), its checker takes a killed real server out. One
+keepalived cluster shared by the tests (rebuilt once, for sync off); short advert_int and
+delay_loop keep each drill to a minute or two under TCG.
 
 Timings are compared with keepalived's predictions with a wide tolerance (TCG, a shared
 host) and printed; no assertion rests on the wall clock except as a safety bound.
