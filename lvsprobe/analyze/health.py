@@ -25,6 +25,10 @@ from lvsprobe.errors import AnalysisError, LvsprobeError
 
 BIN_S = 0.5
 MAX_LISTED = 200
+# keepalived changes IPVS, then writes its notify line, which the lab's reader stamps when it
+# reads it (tens of ms later under TCG: 12 ms seen): a flow started this close before the UP
+# line may already have been sent to the returned server
+NOTIFY_SLACK_S = 0.25
 
 
 def read_victim_conns(run_dir: Path, rec: KeepalivedRecord) -> list[dict[str, Any]]:
@@ -178,9 +182,8 @@ def analyze_health(
         rec.notify, float(fault.get("undo_started_s") or t_down), rec.active, "rs", "UP", rs
     )
     t_up = up.t_s if up is not None else float(flows["end_s"].max()) + 1
-    out = to_victim[
-        (to_victim["start_s"].astype(float) >= t_down) & (to_victim["start_s"].astype(float) < t_up)
-    ]
+    victim_start = to_victim["start_s"].astype(float)
+    out = to_victim[(victim_start >= t_down) & (victim_start < t_up - NOTIFY_SLACK_S)]
     if down is not None:
         check(
             "none after removal",

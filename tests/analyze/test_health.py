@@ -238,3 +238,19 @@ def test_runs_without_a_health_record_are_refused(fb: SimpleNamespace, tmp_path:
 def test_foreign_notify_lines_are_parse_errors(line: str) -> None:
     with pytest.raises(ParseError, match="not a keepalived notify line"):
         parse_notify_line(line, 0.0, "lvs1")
+
+
+def test_a_flow_just_before_the_up_line_is_not_judged(fb: SimpleNamespace) -> None:
+    # keepalived re-adds the server, then writes UP; the reader stamps it a little later: a
+    # flow started 0.1 s before the UP line may go to rs1 (seen in the lab, 12 ms before)
+    run = health_run(fb)
+    conns = json.loads((run / "directors/victim-conns.json").read_text())
+    conns.append(
+        {"client": "198.18.16.67", "port": 40066, "state": "TIME_WAIT", "first_seen_s": UP + 0.2}
+    )
+    (run / "directors/victim-conns.json").write_text(json.dumps(conns))
+    doc = json.loads((run / "events.json").read_text())
+    doc["notify"][3]["t_s"] = 16.6  # flow 66 started at 16.5
+    (run / "events.json").write_text(json.dumps(doc))
+    _, result = analyze(run)
+    assert checks(result)["none after removal"] is True, result["checks"]
