@@ -12,7 +12,7 @@ from typing import Any
 from lvsprobe.errors import AnalysisError
 
 ANALYSIS_DIR = "analysis"
-KINDS = ("load", "fairness", "persistence", "failover", "memory")
+KINDS = ("load", "fairness", "persistence", "failover", "health", "memory")
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -144,6 +144,29 @@ def _persistence(doc: Mapping[str, Any], figs: _Figures) -> str:
     return "".join(parts)
 
 
+def _vrrp_marks(fig: Any, run: Mapping[str, Any]) -> None:
+    """keepalived's takeover: the predicted window shaded, the measured moment marked."""
+    vrrp = run.get("vrrp") or {}
+    fault_s, window = vrrp.get("fault_s"), vrrp.get("predicted_s")
+    if fault_s is None or not window:
+        return
+    fig.add_vrect(
+        x0=fault_s + window[0],
+        x1=fault_s + window[1] + 0.001,
+        fillcolor="blue",
+        opacity=0.12,
+        line_width=0,
+        annotation_text="predicted takeover",
+    )
+    if vrrp.get("takeover_s") is not None:
+        fig.add_vline(
+            x=fault_s + vrrp["takeover_s"],
+            line_color="blue",
+            annotation_text=f"{vrrp['backup']} MASTER",
+            annotation_position="top left",
+        )
+
+
 def _failover_marks(fig: Any, run: Mapping[str, Any]) -> None:
     """Failover and fail-back lines, the move itself shaded, the recovery of new connections,
     and each broken long-lived connection where it broke (by class)."""
@@ -183,6 +206,7 @@ def _failover(doc: Mapping[str, Any], figs: _Figures) -> str:
         tl = run["timeline"]
         fig.add_scatter(x=tl["t_s"], y=tl["open"], mode="lines", name=run["label"])
         _failover_marks(fig, run)
+        _vrrp_marks(fig, run)
         recovery = run["recovery_s"]
         worst = run.get("worst_connect_s")
         rows.append(
@@ -218,12 +242,76 @@ def _failover(doc: Mapping[str, Any], figs: _Figures) -> str:
     cols = ["run", "sync", "long-lived", "broken", "loss", "fates", "lost at", "sync evidence",
             "time to recover", "new conns", "verdict"]  # fmt: skip
     broken_cols = ["run", "flow_id", "client", "fate", "lost_at", "sync", "broke_at_s", "detail"]
+    vrrp = [
+        {"run": r["label"], "check": c["check"], "verdict": c["passed"], "detail": c["detail"]}
+        for r in doc.get("runs", [])
+        for c in r.get("vrrp", {}).get("checks", [])
+    ]
     return (
         figs.html(fig)
         + _table(rows, cols)
         + _table(details, ["run", "verdict", "detail"])
+        + ("<h3>VRRP (keepalived)</h3>" if vrrp else "")
+        + _table(vrrp, ["run", "check", "verdict", "detail"])
         + ("<h3>Broken connections</h3>" if broken_rows else "")
         + _table(broken_rows[:200], broken_cols)
+    )
+
+
+def _health(doc: Mapping[str, Any], figs: _Figures) -> str:
+    """Flows per half second (ok, failed, sent to the victim) with the fault, the checker's
+    verdicts and the predicted removal window."""
+    import plotly.graph_objects as go
+
+    tl, ev = doc["timeline"], doc["events"]
+    fig = go.Figure()
+    for key, name in (("ok", "succeeded"), ("failed", "failed"), ("to_victim", "sent to victim")):
+        fig.add_scatter(x=tl["t_s"], y=tl[key], mode="lines", name=name, line_shape="hv")
+    fault_s, window = doc["fault_s"], doc["predicted_removal_s"]
+    fig.add_vrect(
+        x0=fault_s + window[0],
+        x1=fault_s + window[1] + 0.001,
+        fillcolor="orange",
+        opacity=0.2,
+        line_width=0,
+        annotation_text="predicted removal",
+    )
+    marks = (
+        ("fault", fault_s, "red"),
+        ("checker: down", ev.get("down_s"), "black"),
+        ("recovered", ev.get("undo_s"), "green"),
+        ("checker: up", ev.get("up_s"), "black"),
+    )
+    for name, t, colour in marks:
+        if t is not None:
+            fig.add_vline(x=t, line_dash="dash", line_color=colour, annotation_text=name)
+    fig.update_layout(
+        title=f"{doc['fault']} on {doc['victim']['name']}: flows started per 0.5 s",
+        xaxis_title="seconds since start",
+        yaxis_title="flows",
+        height=420,
+    )
+    win = doc["window"]
+    rows = [
+        {"figure": "removal after the fault", "value": doc.get("removal_s", "never")},
+        {"figure": "predicted removal", "value": f"{window[0]:.3f}..{window[1]:.3f} s"},
+        {"figure": "flows in the window", "value": f"{win['flows']} {win['fates']}"},
+        {
+            "figure": "sent to the victim in it",
+            "value": f"{win['to_victim']} {win['victim_fates']}",
+        },
+        {"figure": "back up after recovery", "value": doc.get("readd_s", "never")},
+        {"figure": "inhibit_on_failure", "value": doc["inhibit_on_failure"]},
+    ]
+    checks = [
+        {"check": c["check"], "verdict": c["passed"], "detail": c["detail"]} for c in doc["checks"]
+    ]
+    return (
+        figs.html(fig)
+        + _table(rows, ["figure", "value"])
+        + _table(checks, ["check", "verdict", "detail"])
+        + ("<h3>Flows sent to the victim</h3>" if doc.get("victim_flows") else "")
+        + _table(doc.get("victim_flows", []), ["flow_id", "client", "start_s", "fate"])
     )
 
 
@@ -322,6 +410,7 @@ _RENDER = {
     "fairness": _fairness,
     "persistence": _persistence,
     "failover": _failover,
+    "health": _health,
     "memory": _memory,
 }
 
@@ -368,6 +457,6 @@ def load_analyses(out_dir: Path) -> dict[str, dict[str, Any]]:
     if not docs:
         raise AnalysisError(
             f"{out_dir}: no analysis results ({', '.join(k + '.json' for k in KINDS)}); "
-            "run `lvsprobe analyze fairness|persistence|failover|memory` first"
+            "run `lvsprobe analyze fairness|persistence|failover|health|memory` first"
         )
     return docs

@@ -274,6 +274,14 @@ def persistence(
     type=click.Path(file_okay=False, path_type=Path),
     help="Default: the first run's analysis/ directory.",
 )
+@click.option(
+    "--tolerance",
+    "tolerance_s",
+    type=click.FloatRange(0, 60),
+    default=0.5,
+    show_default=True,
+    help="Seconds a keepalived timing may miss its prediction by (a loaded lab: more).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
 @click.pass_context
 def failover(
@@ -283,6 +291,7 @@ def failover(
     failback_at: float | None,
     sync_states: tuple[str, ...],
     heartbeat: float | None,
+    tolerance_s: float,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -296,6 +305,9 @@ def failover(
     With the backup's table from before the failover, each connection is judged by whether
     it was really synced; without it, by its estimated inbound packets ("3 50" rule).
     Elsewhere give the times: --failover-at 12.5 --failback-at 30 --sync off.
+    A drill with keepalived (`lvsprobe lab drill failover`) also holds its VRRP transitions:
+    the takeover is judged against 3 x advert_int + skew (skew alone after a clean stop),
+    and the fail-back against preempt or nopreempt.
     """
     from lvsprobe.analyze import inputs
     from lvsprobe.analyze.failover import (
@@ -352,6 +364,11 @@ def failover(
         result.sysctls = drill.sysctls
         doc = result.to_json()
         doc["expectation"] = expectation(result)
+        vrrp = _vrrp(run_dir, float(run.flows["end_s"].max()), tolerance_s)
+        if vrrp is not None:
+            doc["vrrp"] = vrrp
+            passed = [p for p in (doc["expectation"]["passed"], vrrp["passed"]) if p is not None]
+            doc["expectation"]["passed"] = all(passed) if passed else None
         runs.append(doc)
     decided = [r["expectation"]["passed"] for r in runs if r["expectation"]["passed"] is not None]
     doc = {"kind": "failover", "runs": runs, "passed": all(decided) if decided else None}
@@ -368,7 +385,79 @@ def failover(
             f"slowest connect {slowest}",
             f"  [{_mark(r['expectation']['passed'])}] {r['expectation']['detail']}",
         ]
+        lines += [
+            f"  [{_mark(c['passed'])}] {c['check']}: {c['detail']}"
+            for c in r.get("vrrp", {}).get("checks", [])
+        ]
     _finish(ctx, "failover", doc, _out(run_dirs[0], out), as_json, lines)
+
+
+def _keepalived_record(run_dir: Path) -> Any:
+    """RUN/events.json's keepalived record (None without keepalived)."""
+    from lvsprobe.analyze.failover import EVENTS_FILE
+    from lvsprobe.analyze.vrrp import read_keepalived_record
+    from lvsprobe.errors import ParseError
+
+    path = run_dir / EVENTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_keepalived_record(json.loads(path.read_text()), str(path))
+    except ValueError as exc:
+        raise AnalysisError(f"{path}: not JSON: {exc}") from exc
+    except ParseError as exc:
+        raise AnalysisError(str(exc)) from exc
+
+
+def _vrrp(run_dir: Path, end_s: float, tolerance_s: float) -> dict[str, Any] | None:
+    from lvsprobe.analyze.vrrp import vrrp_timing
+
+    rec = _keepalived_record(run_dir)
+    return None if rec is None or not rec.faults else vrrp_timing(rec, end_s, tolerance_s)
+
+
+@analyze.command(short_help="A real server dies: keepalived's checker vs its settings.")
+@click.argument("run_dir", type=RUN_DIR)
+@click.option(
+    "--tolerance",
+    "tolerance_s",
+    type=click.FloatRange(0, 60),
+    default=0.5,
+    show_default=True,
+    help="Seconds a checker timing may miss its prediction by (a loaded lab: more).",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
+@click.pass_context
+def health(
+    ctx: click.Context, run_dir: Path, tolerance_s: float, out: Path | None, as_json: bool
+) -> None:
+    """How long keepalived's checker took to take a dead (or slow) real server out, against
+    delay_loop, retry, delay_before_retry (and connect_timeout when it times out); the flows
+    the kernel sent it meanwhile and what they got; weight 0 (inhibit_on_failure) or removal;
+    how long it took to come back. Reads a run of `lvsprobe lab drill health`.
+    """
+    from lvsprobe.analyze import inputs
+    from lvsprobe.analyze.health import analyze_health, read_victim_conns, victim_weight
+
+    rec = _keepalived_record(run_dir)
+    if rec is None or rec.victim is None:
+        raise AnalysisError(
+            f"{run_dir}: no health drill record (events.json from `lvsprobe lab drill health`)"
+        )
+    run = inputs.load_run(run_dir)
+    weights: dict[str, Any] = {}
+    for when in ("before", "during", "after"):
+        try:
+            weights[when] = victim_weight(run_dir, rec, when)
+        except AnalysisError as exc:
+            weights[when] = str(exc)  # the check that needs it says why it could not judge
+    doc = analyze_health(run.flows, rec, read_victim_conns(run_dir, rec), weights, tolerance_s)
+    doc["run"] = str(run_dir)
+    lines = [f"{doc['fault']} on {doc['victim']['name']} at {doc['fault_s']:.2f} s: "
+             f"{_mark(doc['passed'])}"]  # fmt: skip
+    lines += [f"  [{_mark(c['passed'])}] {c['check']}: {c['detail']}" for c in doc["checks"]]
+    _finish(ctx, "health", doc, _out(run_dir, out), as_json, lines)
 
 
 @analyze.command(short_help="Bytes per connection entry, fit and projection.")

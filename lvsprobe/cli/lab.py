@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from lvsprobe.cli.exit import ExitCode
+from lvsprobe.cli.labdrill import drill
 
 
 def _progress(message: str) -> None:
@@ -37,6 +38,8 @@ def lab() -> None:
       lvsprobe lab run --topology dr.yaml -- curl -s http://198.18.1.100/
       lvsprobe lab run --ns lvs1 -- lvsprobe status
       lvsprobe lab shell --ns lvs1                  type commands, see their output
+      lvsprobe lab drill failover --out runs/fo     keepalived stopped on lvs1 mid-replay
+      lvsprobe lab drill health --out runs/nanny    a real server killed mid-replay
 
     \b
     Addresses: VIP 198.18.1.100 / 2001:2:0:1::100, real servers 198.18.1.11.., client
@@ -254,3 +257,6 @@ def check(ctx: click.Context, accel: str, no_boot: bool) -> None:
         click.echo(f"{'ok':<8} guest memory (MiB): {' '.join(mem[1].split()[1:3])} (total used)")
     if failed:
         ctx.exit(ExitCode.CHECK_FAILED)
+
+
+lab.add_command(drill)

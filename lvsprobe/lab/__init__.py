@@ -15,6 +15,8 @@ _EXPORTS = {
     "Topology": "lvsprobe.lab.topology",
     "ServiceSpec": "lvsprobe.lab.topology",
     "Mode": "lvsprobe.lab.topology",
+    "Ha": "lvsprobe.lab.topology",
+    "KeepalivedSettings": "lvsprobe.lab.topology",
     "load_topology": "lvsprobe.lab.topology",
 }
 __all__ = sorted(_EXPORTS)

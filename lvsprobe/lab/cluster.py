@@ -25,14 +25,15 @@ import shlex
 import sys
 from typing import ClassVar
 
-from lvsprobe.lab.topology import Mode, ServiceSpec, Topology
+from lvsprobe.lab import keepalived
+from lvsprobe.lab.topology import Ha, Mode, ServiceSpec, Topology
 
 STATE = "/run/lab/cluster"
 TLS_DIR = "/run/lab/tls"
 SYNC_ID = 7
 MODULES = (
     "ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_sh ip_vs_mh ip_vs_ftp nf_conntrack "
-    "veth bridge ipip sch_ingress cls_flower act_skbedit"
+    "veth bridge ipip sch_ingress cls_flower act_skbedit sch_netem"
 )
 
 
@@ -255,7 +256,8 @@ def build_script(plan: AddressPlan, python: str = sys.executable) -> str:
     netns = "\n".join(f"netns add {n}" for n in plan.namespaces)
     out.append(f"ip -batch - <<'EOF'\n{netns}\n{_links(plan)}\nEOF")
     parts = {"router": _router(plan), "client": _client(plan)}
-    parts |= {d: _director(plan, d, d == "lvs1") for d in ("lvs1", "lvs2")}
+    manual = topo.ha is Ha.MANUAL
+    parts |= {d: _director(plan, d, manual and d == "lvs1") for d in ("lvs1", "lvs2")}
     parts |= {n: _real_server(plan, i) for i, n in enumerate(plan.real_server_names)}
     # The launcher (one Python: sysctls, backends, vsftpd) is the slow part; it needs only the
     # namespaces and links, so it starts now and runs while the shell configures the rest.
@@ -265,22 +267,55 @@ def build_script(plan: AddressPlan, python: str = sys.executable) -> str:
     for name, batch in parts.items():
         out.append(f"ip -n {name} -batch - <<'EOF'\nlink set lo up\n{batch}\nEOF")
     for director in ("lvs1", "lvs2"):
-        out.append(f"ip netns exec {director} ipvsadm -R <<'EOF'\n{ipvs_rules(plan)}EOF")
+        if manual:  # with keepalived, its virtual_server blocks program IPVS
+            out.append(f"ip netns exec {director} ipvsadm -R <<'EOF'\n{ipvs_rules(plan)}EOF")
         tc = _fwmark_filters(plan)
         if tc:
             out.append(f"tc -n {director} -batch - <<'EOF'\n" + "\n".join(tc) + "\nEOF")
-    if topo.sync:
+    if topo.sync and manual:
         for director, role in (("lvs1", "master"), ("lvs2", "backup")):
             out.append(
                 f"ip netns exec {director} ipvsadm --start-daemon {role} "
                 f"--mcast-interface e0 --syncid {SYNC_ID}"
             )
     out.append(
-        f"wait $launcher || {{ cat {STATE}/launcher.log >&2; exit 1; }}\n"
-        f"cat {STATE}/launcher.log\n"
-        f"echo 'cluster: {topo.describe()}'"
+        f"wait $launcher || {{ cat {STATE}/launcher.log >&2; exit 1; }}\ncat {STATE}/launcher.log"
     )
+    if not manual:  # after the backends listen: no checker sees them down at the start
+        out.append(keepalived_script(plan))
+    out.append(f"echo 'cluster: {topo.describe()}'")
     return "\n".join(out) + "\n"
+
+
+def keepalived_configs(plan: AddressPlan) -> dict[str, str]:
+    """keepalived.conf of each director, rendered from the plan's topology and addresses."""
+    vips = (plan.vip, plan.vip6, plan.nat_gateway, plan.nat_gateway6)
+    reals = (plan.real_server_addresses, plan.real_server_addresses6)
+    return {
+        d: keepalived.render_config(plan.topology, d, vips, reals) for d in keepalived.DIRECTORS
+    }
+
+
+def keepalived_script(plan: AddressPlan, wait_s: float = 60.0) -> str:
+    """Write the configs and the notify reader, start keepalived on both directors, and wait
+    (bounded) until lvs1, the higher priority, is MASTER."""
+    out = [
+        f"mkdir -p {keepalived.KEEPALIVED_DIR}",
+        f"cat >{keepalived.NOTIFY_READER} <<'EOF'\n{keepalived.notify_reader_script()}EOF",
+        f"chmod 755 {keepalived.NOTIFY_READER}",
+    ]
+    for director, text in keepalived_configs(plan).items():
+        home = keepalived.director_dir(director)
+        out.append(f"mkdir -p {home}/tmp\ncat >{home}/keepalived.conf <<'EOF'\n{text}EOF")
+        out.append(keepalived.reader_start_script(director))
+        out.append(keepalived.start_script(director))
+    first = (
+        "lvs1"
+        if plan.topology.keepalived.priorities[0] >= plan.topology.keepalived.priorities[1]
+        else "lvs2"
+    )
+    out.append(keepalived.wait_master_script(first, wait_s))
+    return "\n".join(out)
 
 
 def failover_script(plan: AddressPlan, old: str, new: str) -> str:

@@ -3,10 +3,16 @@ are established (and, with the sync daemon, on the backup), fail over, wait, fai
 record into the run directory what `lvsprobe analyze failover RUN/` needs from the directors:
 
     RUN/events.json          failover and fail-back times (s since the run's start), the sync
-                             daemon's state and threshold, how long the sync wait took
+                             daemon's state and threshold, how long the sync wait took; with
+                             keepalived also the fault, keepalived's settings, its notify lines
+                             and its own transition times (JSON dumps)
     RUN/directors/*.txt      /proc/net/ip_vs_conn_sync of lvs1 and lvs2 (Origin column) before
                              the failover, after it, before and after the fail-back
     RUN/directors/*.json     `lvsprobe status --json` of both directors at the same points
+    RUN/keepalived/          (keepalived) both directors' configs, notify logs and own logs
+
+Without keepalived (`ha: manual`) the lab moves the VIPs; with it, a fault on lvs1 (stop,
+freeze, link) makes VRRP move them, and undoing the fault may bring them back (preempt).
 
 Every wait is bounded; a wait that runs out is recorded, not hidden: the analyzer then judges
 each connection by what the backup's table really held.
@@ -22,7 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lvsprobe.analyze.failover import DIRECTORS_DIR, EVENTS_FILE
+from lvsprobe.analyze.vrrp import NotifyEvent, first_after, master_at, read_notify_log
 from lvsprobe.errors import LabError, LvsprobeError
+from lvsprobe.lab import faults, kastate
+from lvsprobe.lab.faults import Fault, FaultKind, Injection
 from lvsprobe.lab.snapshot import guest_snapshot_json
 
 if TYPE_CHECKING:
@@ -51,6 +60,8 @@ class DrillPlan:
     sync_wait_s: float = 45.0  # bound of the wait for the backup's copies (then fail over anyway)
     sync_clients: frozenset[str] | None = None  # whose copies to wait for (default long_lived)
     poll_s: float = 1.0
+    fault: FaultKind | None = None  # keepalived: the fault on lvs1; None: move the VIPs by hand
+    vrrp_wait_s: float = 30.0  # bound of each wait for a VRRP transition (keepalived)
 
 
 @dataclass
@@ -62,6 +73,11 @@ class Drill:
     sync_wait: dict[str, Any] = field(default_factory=dict)
     sync_threshold: list[int] | None = None
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)  # per director
+    injections: list[Injection] = field(default_factory=list)
+    # keepalived's own transition times: {"ns", "after", "state", "last_transition_unix"}
+    vrrp_dumps: list[dict[str, Any]] = field(default_factory=list)
+    notify: dict[str, str] = field(default_factory=dict)  # per director: its events.jsonl
+    keepalived: dict[str, Any] | None = None  # the settings (ha: keepalived)
 
 
 def _keys(text: str, port: int, clients: Collection[str]) -> dict[tuple[str, int], str]:
@@ -102,6 +118,33 @@ class _Director:
             self.drill.tables.append(entry)
 
 
+def require_master(lab: Lab, ns: str, bound_s: float) -> None:
+    """Wait (bounded) until `ns` is MASTER and the other director BACKUP, by their last notify
+    lines: a drill that starts from a flapped pair measures nothing."""
+    other = DIRECTORS[1 - DIRECTORS.index(ns)]
+    deadline = time.monotonic() + bound_s
+    while True:
+        last = {}
+        for director in DIRECTORS:
+            states = [e.state for e in kastate.notify_events(lab, director)]
+            states = [s for s in states if s in ("MASTER", "BACKUP", "FAULT", "STOP")]
+            last[director] = states[-1] if states else None
+        if last[ns] == "MASTER" and last[other] == "BACKUP":
+            return
+        if time.monotonic() >= deadline:
+            raise LabError(f"drill: {ns} is not the only MASTER before the drill: {last}")
+        time.sleep(1.0)
+
+
+def warm_snapshots(lab: Lab) -> None:
+    """Take one status snapshot before the replay: the agent imports the readers on its first
+    (tens of seconds under a loaded TCG), which must not happen in the middle of a drill."""
+    try:
+        guest_snapshot_json(lab, "lvs1")
+    except (LvsprobeError, TimeoutError):
+        return  # the snapshots the drill takes later record their own failure
+
+
 def _sysctls(lab: Lab, ns: str) -> dict[str, str]:
     """The director settings that decide what survives a failover (bash builtins only)."""
     script = "".join(f'echo "{name}=$(</proc/sys/net/{path})"\n' for name, path in SYSCTLS.items())
@@ -126,7 +169,7 @@ def _wait_for(
     return float("inf")
 
 
-def _wait_exit(proc: Process, timeout_s: float) -> None:
+def wait_exit(proc: Process, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done = proc.poll()
@@ -154,6 +197,9 @@ def run_drill(
     # entries left by earlier runs from the same addresses (ESTABLISHED lingers 900 s after a
     # broken connection) are not this run's: never wait for their copies
     stale = set(_keys(directors.table("lvs1")[1], plan.port, plan.long_lived))
+    warm_snapshots(lab)
+    if plan.fault is not None:
+        require_master(lab, "lvs1", plan.vrrp_wait_s)
     proc = lab.spawn("client", list(argv))
     try:
         master: dict[tuple[str, int], str] = {}
@@ -186,30 +232,167 @@ def run_drill(
             drill.sysctls[ns] = _sysctls(lab, ns)
         drill.sync_threshold = [int(x) for x in drill.sysctls["lvs1"]["vs.sync_threshold"].split()]
         time.sleep(plan.settle_s)
-        directors.record("before-failover", status=True)
-        drill.switches.append(lab.failover())
-        moved = time.monotonic()
-        directors.record("after-failover")
-        time.sleep(max(0.0, plan.outage_s - (time.monotonic() - moved)))
-        directors.record("before-failback")
-        drill.switches.append(lab.failback())
+        # keepalived drills: no status snapshot here (a Python read in the guest, tens of
+        # seconds under a loaded TCG); after the fail-back is enough
+        directors.record("before-failover", status=plan.fault is None)
+        if plan.fault is None:
+            drill.switches.append(lab.failover())
+            moved = time.monotonic()
+            directors.record("after-failover")
+            time.sleep(max(0.0, plan.outage_s - (time.monotonic() - moved)))
+            directors.record("before-failback")
+            drill.switches.append(lab.failback())
+        else:
+            _keepalived_failover(lab, plan, drill, directors)
         directors.record("after-failback", status=True)
-        _wait_exit(proc, run_timeout_s)
+        wait_exit(proc, run_timeout_s)
     finally:
         if lab.active_director != "lvs1":
             lab.failback()
         if proc.result is None and proc.poll() is None:
             proc.stop()
+        if plan.fault is not None:  # evidence, also of a drill that failed
+            drill.notify = {ns: kastate.notify_text(lab, ns) for ns in DIRECTORS}
+            kastate.save_files(lab, run_dir)
     write_events(run_dir, drill, plan.sync)
     return drill
 
 
-def write_events(run_dir: Path, drill: Drill, sync: bool) -> Path:
-    """RUN/events.json, times relative to the run's start (from the flow log)."""
+def _await_master(lab: Lab, ns: str, since_unix: float, bound_s: float) -> float | None:
+    """Wait for `ns` to notify MASTER after `since_unix`; keepalived's own time of it (its
+    JSON dump), else the notify line's; None if it never did within `bound_s`."""
+
+    def master(events: list[Any]) -> Any:
+        return first_after(events, since_unix, ns, "instance", "MASTER")
+
+    seen = kastate.wait_event(lab, ns, master, bound_s)
+    return None if seen is None else seen.t_s
+
+
+def _dump(lab: Lab, drill: Drill, ns: str, after: str) -> None:
+    for instance, (state, last) in kastate.vrrp_dump(lab, ns).items():
+        drill.vrrp_dumps.append(
+            {
+                "ns": ns,
+                "after": after,
+                "instance": instance,
+                "state": state,
+                "last_transition_unix": last,
+            }
+        )
+
+
+def _keepalived_failover(lab: Lab, plan: DrillPlan, drill: Drill, directors: _Director) -> None:
+    """Fault lvs1, wait for lvs2 to take over, hold, undo, and wait for lvs1 to take the VIPs
+    back when it should (preempt, or a frozen master that never left MASTER)."""
+    assert plan.fault is not None
+    ka = lab.topology.keepalived
+    drill.keepalived = keepalived_settings(lab)
+    injection = faults.inject(lab, Fault(plan.fault, "lvs1"))
+    moved = time.monotonic()
+    try:
+        if _await_master(lab, "lvs2", injection.started_unix, plan.vrrp_wait_s) is not None:
+            _dump(lab, drill, "lvs2", "takeover")
+        directors.record("after-failover")
+        time.sleep(max(0.0, plan.outage_s - (time.monotonic() - moved)))
+        directors.record("before-failback")
+    finally:
+        injection = faults.undo(lab, injection)
+        drill.injections.append(injection)
+    undone = injection.undo_started_unix or injection.effect_unix
+    if plan.fault is FaultKind.FREEZE:  # lvs1 never left MASTER: lvs2 must step down
+
+        def stepped_down(events: list[Any]) -> Any:
+            return first_after(events, undone, "lvs2", "instance", "BACKUP")
+
+        kastate.wait_event(lab, "lvs2", stepped_down, plan.vrrp_wait_s)
+    elif ka.preempt:
+        if _await_master(lab, "lvs1", undone, plan.vrrp_wait_s) is not None:
+            _dump(lab, drill, "lvs1", "failback")
+    else:  # nopreempt: lvs2 keeps the VIPs; give lvs1 the time it would need to take them
+        time.sleep(min(plan.vrrp_wait_s, 3 * ka.advert_int_s + 2.0))
+
+
+def keepalived_settings(lab: Lab) -> dict[str, Any]:
+    """The topology's keepalived settings as RUN/events.json records them."""
+    ka = lab.topology.keepalived
+    return {
+        "advert_int_s": ka.advert_int_s,
+        "priorities": dict(zip(DIRECTORS, ka.priorities, strict=True)),
+        "preempt": ka.preempt,
+        "delay_loop_s": ka.delay_loop_s,
+        "connect_timeout_s": ka.connect_timeout_s,
+        "retry": ka.retry,
+        "delay_before_retry_s": ka.delay_before_retry_s,
+        "inhibit_on_failure": ka.inhibit_on_failure,
+    }
+
+
+def run_start_unix(run_dir: Path) -> float:
+    """The replay's start (Unix s, the guest's clock): what every `t_s` is relative to."""
     from lvsprobe.analyze import inputs
 
     flows = inputs.load_run(run_dir).flows
-    t0 = float((flows["start_unix"] - flows["start_s"]).min())
+    return float((flows["start_unix"] - flows["start_s"]).min())
+
+
+def notify_record(texts: dict[str, str], t0: float) -> list[NotifyEvent]:
+    """Both directors' notify logs (events.jsonl text), times relative to `t0`, in order."""
+    events = [e for ns, text in texts.items() for e in read_notify_log(text, ns, t0, ns)]
+    return sorted(events, key=lambda e: e.t_s)
+
+
+def keepalived_record(drill: Drill, t0: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The keepalived part of RUN/events.json, and the failover/fail-back events it implies:
+    the fault's effect to the backup's MASTER (keepalived's own time when dumped), the undo to
+    lvs1's MASTER again (if it took the VIPs back)."""
+    notify = notify_record(drill.notify, t0)
+    dumps = [
+        {k: v for k, v in d.items() if k != "last_transition_unix"}
+        | {"last_transition_s": round(d["last_transition_unix"] - t0, 6)}
+        for d in drill.vrrp_dumps
+    ]
+    events: list[dict[str, Any]] = []
+    for inj in drill.injections:
+        doc = inj.to_json(t0)
+        took = master_at(dumps, notify, "lvs2", "takeover", doc["started_s"])
+        events.append(
+            {
+                "event": "failover",
+                "t_s": doc["t_s"],
+                "from": "lvs1",
+                "to": "lvs2",
+                "done_s": None if took is None else took[0],
+            }
+        )
+        if doc["undo_s"] is not None:
+            back = master_at(dumps, notify, "lvs1", "failback", doc["undo_started_s"])
+            if inj.fault.kind is FaultKind.FREEZE:  # lvs1 never left MASTER: lvs2 steps down
+                down = first_after(notify, doc["undo_started_s"], "lvs2", "instance", "BACKUP")
+                back = None if down is None else (down.t_s, "notify")
+            if back is not None:
+                events.append(
+                    {
+                        "event": "failback",
+                        "t_s": doc["undo_s"],
+                        "done_s": back[0],
+                        "from": "lvs2",
+                        "to": "lvs1",
+                    }
+                )
+    record = {
+        "ha": "keepalived",
+        "keepalived": drill.keepalived,
+        "faults": [inj.to_json(t0) for inj in drill.injections],
+        "notify": [e.to_json() for e in notify],
+        "vrrp_dumps": dumps,
+    }
+    return record, events
+
+
+def write_events(run_dir: Path, drill: Drill, sync: bool) -> Path:
+    """RUN/events.json, times relative to the run's start (from the flow log)."""
+    t0 = run_start_unix(run_dir)
     events = [
         {
             "event": "failover" if sw.new == "lvs2" else "failback",
@@ -220,6 +403,9 @@ def write_events(run_dir: Path, drill: Drill, sync: bool) -> Path:
         }
         for sw in drill.switches
     ]
+    extra: dict[str, Any] = {}
+    if drill.keepalived is not None:
+        extra, events = keepalived_record(drill, t0)
     tables = [
         {k: v for k, v in t.items() if k != "unix"} | {"t_s": round(t["unix"] - t0, 6)}
         for t in drill.tables
@@ -231,6 +417,7 @@ def write_events(run_dir: Path, drill: Drill, sync: bool) -> Path:
         "sync_wait": {k: (None if v == float("inf") else v) for k, v in drill.sync_wait.items()},
         "sysctls": drill.sysctls,
         "directors": tables,
+        **extra,
     }
     path = run_dir / EVENTS_FILE
     path.write_text(json.dumps(doc, indent=1) + "\n")

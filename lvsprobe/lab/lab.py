@@ -32,7 +32,7 @@ from lvsprobe.lab.cluster import (
     teardown_script,
 )
 from lvsprobe.lab.prepare import Prepared, prepare
-from lvsprobe.lab.topology import Topology
+from lvsprobe.lab.topology import Ha, Topology
 from lvsprobe.lab.vm import VM, AccelVerdict, guest_python, kvm_verdict
 
 Progress = Callable[[str], None]
@@ -358,6 +358,11 @@ class Lab:
         self._dirty = True
 
     def _switch(self, old: str, new: str) -> Switch:
+        if self.topology.ha is Ha.KEEPALIVED:
+            raise LabError(
+                "lab: keepalived moves the VIPs in this cluster (ha: keepalived); inject a "
+                "fault instead (lvsprobe.lab.faults)"
+            )
         out = self.sh(None, failover_script(self.plan, old, new)).check().stdout
         self.active_director = new
         times = dict(line.split(" ", 1) for line in out.splitlines() if line.count(" ") == 1)

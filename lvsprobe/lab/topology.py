@@ -8,6 +8,16 @@ YAML form (every key optional; shown with the defaults):
     weights: [1, 1, 1]   # one per real server
     clients: 256         # client source addresses (IPv4 and IPv6 each)
     sync: true           # IPVS sync daemon: master on lvs1, backup on lvs2
+    ha: manual           # manual: the lab moves the VIPs (Lab.failover); keepalived: VRRP
+    keepalived:          # with ha: keepalived (see lvsprobe.lab.keepalived)
+      advert_int: 1.0    # s, VRRPv3 (centiseconds)
+      priorities: [150, 100]   # lvs1, lvs2
+      preempt: true
+      delay_loop: 1.0    # s between health checks of each real server
+      connect_timeout: 2.0
+      retry: 1           # extra attempts before a real server is declared down
+      delay_before_retry: 0.5
+      inhibit_on_failure: false  # true: weight 0 instead of removal
     services:            # default: http, https, echo (tcp+udp), ftp, http over IPv6
       - {protocol: tcp, port: 80}
       - {protocol: tcp, port: 443, persistence: 300, netmask: 255.255.255.0}
@@ -80,6 +90,27 @@ def default_services(mode: Mode = Mode.NAT) -> tuple[ServiceSpec, ...]:
     return tuple(services)
 
 
+class Ha(enum.Enum):
+    """Who moves the VIPs between the directors."""
+
+    MANUAL = "manual"  # the lab, by hand (Lab.failover): no VRRP timing in the way
+    KEEPALIVED = "keepalived"  # keepalived's VRRP on lvs1 and lvs2, its checkers program IPVS
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivedSettings:
+    """keepalived's timers and policy (seconds). Short defaults: drills run in seconds."""
+
+    advert_int_s: float = 1.0  # 0.5 flapped under a loaded TCG guest (a starved VRRP child)
+    priorities: tuple[int, int] = (150, 100)  # lvs1, lvs2
+    preempt: bool = True
+    delay_loop_s: float = 1.0
+    connect_timeout_s: float = 2.0  # backends are Python under TCG: slow when the VM is busy
+    retry: int = 1
+    delay_before_retry_s: float = 0.5
+    inhibit_on_failure: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
     """A whole lab cluster. `services` None means `default_services(mode)`."""
@@ -91,6 +122,8 @@ class Topology:
     clients: int = 256
     sync: bool = True
     services: tuple[ServiceSpec, ...] | None = None
+    ha: Ha = Ha.MANUAL
+    keepalived: KeepalivedSettings = KeepalivedSettings()
 
     def __post_init__(self) -> None:
         validate(self)
@@ -107,6 +140,7 @@ class Topology:
         return (
             f"{self.mode.value}/{self.scheduler}, {self.real_servers} real servers, "
             f"{len(self.effective_services)} services, sync {'on' if self.sync else 'off'}"
+            + (", keepalived" if self.ha is Ha.KEEPALIVED else "")
         )
 
     def with_(self, **changes: Any) -> Topology:
@@ -161,6 +195,48 @@ def validate(topo: Topology, source: str = "topology") -> None:
             raise _fail(f"{key}.persistence", "must be a positive number of seconds", source)
         if svc.netmask is not None:
             _check_netmask(f"{key}.netmask", svc.netmask, svc.family, source)
+        if topo.ha is Ha.KEEPALIVED:
+            _check_keepalived_options(f"{key}.options", svc.options, source)
+    _check_keepalived(topo.keepalived, source)
+
+
+# ipvsadm service flags keepalived can express (virtual_server keywords)
+KEEPALIVED_FLAGS = ("sh-port", "sh-fallback", "mh-port", "mh-fallback")
+
+
+def _check_keepalived_options(key: str, options: tuple[str, ...], source: str) -> None:
+    """With ha: keepalived the services are keepalived's: only flags it has keywords for."""
+    words = list(options)
+    while words:
+        word = words.pop(0)
+        if word == "-o":
+            continue
+        if word == "-b" and words:
+            flags = words.pop(0).split(",")
+            if all(f in KEEPALIVED_FLAGS for f in flags):
+                continue
+        raise _fail(key, f"{word!r}: keepalived has no keyword for it (ha: keepalived)", source)
+
+
+def _check_keepalived(ka: KeepalivedSettings, source: str) -> None:
+    # VRRPv3 carries advert_int in centiseconds, 12 bits: 0.01..40.95 s
+    if not 0.01 <= ka.advert_int_s <= 40.95:
+        raise _fail(
+            "keepalived.advert_int", f"must be 0.01..40.95 s, got {ka.advert_int_s}", source
+        )
+    if len(ka.priorities) != 2 or any(not 1 <= p <= 254 for p in ka.priorities):
+        raise _fail(
+            "keepalived.priorities",
+            f"need two priorities 1..254, got {list(ka.priorities)}",
+            source,
+        )
+    for name, value in (("delay_loop", ka.delay_loop_s), ("connect_timeout", ka.connect_timeout_s)):
+        if not 0 < value <= 3600:
+            raise _fail(f"keepalived.{name}", f"must be 0..3600 s, got {value}", source)
+    if not 0 <= ka.delay_before_retry_s <= 3600:
+        raise _fail("keepalived.delay_before_retry", "must be 0..3600 s", source)
+    if not 0 <= ka.retry <= 100:
+        raise _fail("keepalived.retry", f"must be 0..100, got {ka.retry}", source)
 
 
 def _check_weights(key: str, weights: tuple[int, ...], n: int, source: str) -> None:
@@ -186,7 +262,18 @@ _SERVICE_KEYS = {
     "ports": "ports", "scheduler": "scheduler", "weights": "weights",
     "persistence": "persistence_s", "netmask": "netmask", "options": "options",
 }  # fmt: skip
-_TOP_KEYS = {"mode", "scheduler", "real_servers", "weights", "clients", "sync", "services"}
+_TOP_KEYS = {
+    "mode", "scheduler", "real_servers", "weights", "clients", "sync", "services", "ha",
+    "keepalived",
+}  # fmt: skip
+# keepalived: YAML key -> (field, type); times are seconds (int or float)
+_KEEPALIVED_KEYS: dict[str, tuple[str, type]] = {
+    "advert_int": ("advert_int_s", float), "priorities": ("priorities", tuple),
+    "preempt": ("preempt", bool), "delay_loop": ("delay_loop_s", float),
+    "connect_timeout": ("connect_timeout_s", float), "retry": ("retry", int),
+    "delay_before_retry": ("delay_before_retry_s", float),
+    "inhibit_on_failure": ("inhibit_on_failure", bool),
+}  # fmt: skip
 
 
 def _typed(value: Any, kind: type, key: str, source: str) -> Any:
@@ -196,6 +283,10 @@ def _typed(value: Any, kind: type, key: str, source: str) -> Any:
         raise _fail(key, f"expected a string, got {value!r}", source)
     if kind is bool and not isinstance(value, bool):
         raise _fail(key, f"expected true or false, got {value!r}", source)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(key, f"expected a number of seconds, got {value!r}", source)
+        return float(value)
     if kind is tuple:
         if not isinstance(value, list):
             raise _fail(key, f"expected a list, got {value!r}", source)
@@ -231,6 +322,13 @@ def topology_from_dict(data: Any, source: str = "topology") -> Topology:
             kwargs[key] = _typed(data[key], kind, key, source)
     if "weights" in data:
         kwargs["weights"] = _typed(data["weights"], tuple, "weights", source)
+    if "ha" in data:
+        try:
+            kwargs["ha"] = Ha(str(data["ha"]).lower())
+        except ValueError:
+            raise _fail("ha", f"must be manual or keepalived, got {data['ha']!r}", source) from None
+    if "keepalived" in data:
+        kwargs["keepalived"] = _keepalived(data["keepalived"], source)
     if "services" in data:
         if not isinstance(data["services"], list):
             raise _fail("services", "expected a list of services", source)
@@ -256,6 +354,24 @@ def _service(item: Any, where: str, source: str) -> ServiceSpec:
         name = _SERVICE_KEYS[key]
         fields[name] = _typed(value, _SERVICE_TYPES[name], f"{where}.{key}", source)
     return ServiceSpec(**fields)
+
+
+def _keepalived(item: Any, source: str) -> KeepalivedSettings:
+    if not isinstance(item, dict):
+        raise _fail("keepalived", "expected a mapping", source)
+    fields: dict[str, Any] = {}
+    for key, value in item.items():
+        if key not in _KEEPALIVED_KEYS:
+            known = ", ".join(_KEEPALIVED_KEYS)
+            raise _fail(f"keepalived.{key}", f"unknown key (known: {known})", source)
+        name, kind = _KEEPALIVED_KEYS[key]
+        typed = _typed(value, kind, f"keepalived.{key}", source)
+        if name == "priorities" and any(
+            isinstance(p, bool) or not isinstance(p, int) for p in typed
+        ):
+            raise _fail("keepalived.priorities", f"expected integers, got {value!r}", source)
+        fields[name] = typed
+    return KeepalivedSettings(**fields)
 
 
 def load_topology(path: Path) -> Topology:

@@ -240,6 +240,8 @@ class FlowRun:
                 await self._direct(sock)
         except (OSError, TimeoutError) as exc:
             rec.outcome, rec.detail = _outcome(exc)
+            if rec.client_port is None and self.socks:  # refused: the port the director saw
+                rec.client_port = _local_port(self.socks[0])
         finally:
             rec.end_s = self.clock()
             for task in self.tasks:
@@ -373,3 +375,13 @@ async def drive_flow(
         with contextlib.suppress(Exception):
             for s in run.socks:
                 s.close()
+
+
+def _local_port(sock: socket.socket) -> int | None:
+    """The local port a failed connect was made from (the kernel bound it at connect), so a
+    refused flow still joins the director's connection table; None if it never got one."""
+    try:
+        port = int(sock.getsockname()[1])
+    except OSError:
+        return None
+    return port or None

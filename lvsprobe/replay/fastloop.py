@@ -25,6 +25,7 @@ from typing import Any
 from lvsprobe.replay.attribution import ConnSnapshot
 from lvsprobe.replay.driver import (
     FlowContext,
+    _local_port,
     _outcome,
     _socket,
     make_flow,
@@ -262,6 +263,8 @@ class FastRunner:
     def _fail(self, conn: _Conn, exc: BaseException) -> None:
         if not conn.idle:
             conn.record.outcome, conn.record.detail = _outcome(exc)
+            if conn.record.client_port is None:  # refused: the port the director saw
+                conn.record.client_port = _local_port(conn.sock)
         self._close(conn)
 
     def _release(self, conn: _Conn) -> None:

@@ -305,3 +305,156 @@ def test_a_late_heartbeat_timer_never_asks_for_a_wake_up_in_the_past() -> None:
     flow.timer(0.3)
     step = flow.timer(1.05)
     assert step.wake_at is not None and step.wake_at > 1.05 and not step.done
+
+
+KA = {
+    "advert_int_s": 0.5,
+    "priorities": {"lvs1": 150, "lvs2": 100},
+    "preempt": True,
+    "delay_loop_s": 1.0,
+    "connect_timeout_s": 2.0,
+    "retry": 1,
+    "delay_before_retry_s": 0.5,
+    "inhibit_on_failure": False,
+}
+
+
+def keepalived_events(
+    run: Path,
+    fault: str,
+    takeover_s: float,
+    back: float | None,
+    preempt: bool = True,
+    lvs1_backup: float | None = None,
+    dumped: bool = True,
+) -> None:
+    """RUN/events.json of a keepalived failover drill: the fault at FAILOVER on lvs1, lvs2
+    MASTER `takeover_s` later (notify read 0.1 s after keepalived's own time), undone at 20 s,
+    lvs1 MASTER again at `back` (None: never)."""
+    took = FAILOVER + takeover_s
+    notify = [
+        {"ns": "lvs1", "t_s": 1.0, "line": 'INSTANCE "VI_LVS" MASTER 150'},
+        {"ns": "lvs2", "t_s": 0.9, "line": 'INSTANCE "VI_LVS" BACKUP 100'},
+        {"ns": "lvs2", "t_s": took + 0.1, "line": 'INSTANCE "VI_LVS" MASTER 100'},
+    ]
+    if fault == "link":
+        notify.append({"ns": "lvs1", "t_s": FAILOVER + 0.05, "line": 'INSTANCE "VI_LVS" FAULT 150'})
+    if lvs1_backup is not None:
+        notify.append({"ns": "lvs1", "t_s": lvs1_backup, "line": 'INSTANCE "VI_LVS" BACKUP 150'})
+    dumps = (
+        [
+            {
+                "ns": "lvs2",
+                "after": "takeover",
+                "instance": "VI_LVS",
+                "state": "MASTER",
+                "last_transition_s": took,
+            }
+        ]
+        if dumped
+        else []
+    )
+    if back is not None:
+        notify += [
+            {"ns": "lvs1", "t_s": back, "line": 'INSTANCE "VI_LVS" MASTER 150'},
+            {"ns": "lvs2", "t_s": back + 0.01, "line": 'INSTANCE "VI_LVS" BACKUP 100'},
+        ]
+    events = [{"event": "failover", "t_s": FAILOVER, "done_s": took, "to": "lvs2"}]
+    if back is not None:
+        events.append({"event": "failback", "t_s": 20.0, "done_s": back, "to": "lvs1"})
+    doc = {
+        "events": events,
+        "sync": True,
+        "sync_threshold": [3, 50],
+        "ha": "keepalived",
+        "keepalived": KA | {"preempt": preempt},
+        "notify": notify,
+        "vrrp_dumps": dumps,
+        "faults": [
+            {
+                "fault": fault,
+                "target": "lvs1",
+                "started_s": FAULT_STARTED,
+                "t_s": FAILOVER,
+                "done_s": FAILOVER + 1,
+                "undo_started_s": 19.9,
+                "undo_s": 20.0,
+                "undone_s": 20.1,
+            }
+        ],
+    }
+    (run / "events.json").write_text(json.dumps(doc))
+
+
+FAULT_STARTED = FAILOVER - 0.01
+
+
+def vrrp_of(run: Path, *extra: str) -> tuple[int, dict]:
+    res = CliRunner().invoke(cli, ["analyze", "failover", str(run), "--json", *extra])
+    assert res.exit_code in (0, 3), res.output
+    return res.exit_code, json.loads(res.output)["runs"][0]["vrrp"]
+
+
+def test_vrrp_predictions() -> None:
+    from lvsprobe.analyze.vrrp import Timers
+
+    timers = Timers.from_json(KA, "t")
+    assert timers.skew_s("lvs2") == pytest.approx(156 / 256 * 0.5)
+    assert timers.master_down_s("lvs2") == pytest.approx(1.5 + 0.3046875)
+    assert timers.takeover_window("stop", "lvs2") == (0.3046875, 0.3046875)  # priority-0 advert
+    assert timers.takeover_window("freeze", "lvs2") == pytest.approx((1.3046875, 1.8046875))
+
+
+def test_a_clean_stop_is_taken_over_after_the_skew(fb: SimpleNamespace) -> None:
+    run = fb.run(long_lived(fb, 6, set()))
+    keepalived_events(run, "stop", 0.4, back=24.0, lvs1_backup=22.5)
+    code, vrrp = vrrp_of(run)
+    assert code == ExitCode.OK, vrrp
+    assert (
+        vrrp["takeover_s"] == pytest.approx(0.4) and vrrp["takeover_evidence"] == "keepalived-json"
+    )
+    assert vrrp["notify_latency_s"] == pytest.approx(0.1)
+    assert vrrp["failback_s"] == pytest.approx(4.0) and vrrp["rejoin_s"] == pytest.approx(2.5)
+    # the stopped lvs1 wrote no state: it is MASTER only until the stop, not beside lvs2
+    assert vrrp["both_master_s"] == pytest.approx(0.01)  # the hand-back itself
+    res = CliRunner().invoke(cli, ["analyze", "failover", str(run)])
+    assert "takeover: lvs2 MASTER 0.400 s after the stop" in res.output
+
+
+def test_a_takeover_later_than_predicted_fails(fb: SimpleNamespace) -> None:
+    run = fb.run(long_lived(fb, 6, set()))
+    keepalived_events(run, "freeze", 3.5, back=20.2, dumped=False)
+    code, vrrp = vrrp_of(run)
+    assert code == ExitCode.CHECK_FAILED and vrrp["takeover_evidence"] == "notify"
+    checks = {c["check"]: c["passed"] for c in vrrp["checks"]}
+    assert checks == {"takeover": False, "fail-back": True, "split brain": None}
+    assert vrrp["both_master_s"] > 5  # frozen lvs1 still said MASTER
+    assert vrrp_of(run, "--tolerance", "2")[0] == ExitCode.OK
+
+
+def test_nopreempt_keeps_the_backup_master(fb: SimpleNamespace) -> None:
+    run = fb.run(long_lived(fb, 6, set()))
+    keepalived_events(run, "link", 1.6, back=None, preempt=False, lvs1_backup=21.0)
+    code, vrrp = vrrp_of(run)
+    assert code == ExitCode.OK, vrrp
+    assert vrrp["failback_expected"] is False and "nopreempt: as configured" in vrrp["detail"]
+    keepalived_events(run, "link", 1.6, back=23.0, preempt=False, lvs1_backup=21.0)
+    code, vrrp = vrrp_of(run)
+    assert code == ExitCode.CHECK_FAILED and "though nopreempt" in vrrp["detail"]
+
+
+def test_preempt_that_never_happens_fails(fb: SimpleNamespace) -> None:
+    run = fb.run(long_lived(fb, 6, set()))
+    keepalived_events(run, "stop", 0.3, back=None, lvs1_backup=22.0)
+    code, vrrp = vrrp_of(run)
+    assert code == ExitCode.CHECK_FAILED and "expected it to preempt" in vrrp["detail"]
+
+
+def test_a_malformed_keepalived_record_is_named(fb: SimpleNamespace) -> None:
+    run = fb.run(long_lived(fb, 6, set()))
+    keepalived_events(run, "stop", 0.3, back=None)
+    doc = json.loads((run / "events.json").read_text())
+    del doc["keepalived"]["advert_int_s"]
+    (run / "events.json").write_text(json.dumps(doc))
+    res = CliRunner().invoke(cli, ["analyze", "failover", str(run)])
+    assert res.exit_code == ExitCode.ERROR and "keepalived settings" in res.output

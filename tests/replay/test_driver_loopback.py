@@ -162,6 +162,9 @@ def test_refused_and_timeout_outcomes(engine: str) -> None:
         port = idle.getsockname()[1]
         records = _run(port, "  - {kind: http}", max_flows=1, engine=engine)
         assert records[0].outcome == "refused"
+        # the port it was refused from: how the director's table names the flow (the health
+        # drill joins the kernel's entries for a dead server on it)
+        assert records[0].client_port is not None and records[0].client_port > 0
         idle.listen(1)  # accepts, never answers
         records = _run(port, "  - {kind: http}", max_flows=1, timeout="300ms", engine=engine)
     assert records[0].outcome == "timeout"
