@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -172,6 +173,32 @@ def conns_to_json(summary: ConnSummary) -> dict[str, Any]:
 
 def snapshot_to_json(snap: Snapshot) -> dict[str, Any]:
     """The stable JSON form of a Snapshot."""
+    return _document(snap, [service_to_json(s) for s in snap.services])
+
+
+# Stands for the services in the document `snapshot_json_text` writes around them.
+_SERVICES_MARK = "@lvsprobe-services@"
+
+
+def snapshot_json_text(snap: Snapshot) -> Iterator[str]:
+    """`json.dumps(snapshot_to_json(snap), indent=2)`, in pieces, a service at a time: a
+    kube-proxy node's 10^4 services would otherwise be held as one ~50 MB document and its
+    Python objects, several times the snapshot they come from."""
+    head, tail = json.dumps(_document(snap, _SERVICES_MARK), indent=2).split(
+        json.dumps(_SERVICES_MARK), 1
+    )
+    if not snap.services:
+        yield head + "[]" + tail
+        return
+    yield head + "[\n"
+    last = len(snap.services) - 1
+    for index, service in enumerate(snap.services):
+        text = json.dumps(service_to_json(service), indent=2)
+        yield "    " + text.replace("\n", "\n    ") + (",\n" if index < last else "\n")
+    yield "  ]" + tail
+
+
+def _document(snap: Snapshot, services: Any) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "loaded": snap.loaded,
@@ -179,7 +206,7 @@ def snapshot_to_json(snap: Snapshot) -> dict[str, Any]:
         "namespace": snap.namespace,
         "version": snap.version,
         "conn_table_size": snap.conn_table_size,
-        "services": [service_to_json(s) for s in snap.services],
+        "services": services,
         "totals": _plain(snap.totals),
         "total_rates": _plain(snap.total_rates),
         "per_cpu": [_plain(s) for s in snap.per_cpu],

@@ -3,7 +3,7 @@ connection table summarised by protocol and state."""
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from lvsprobe.cli.options import max_conn_table_bytes_option, target_from_option
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError
 from lvsprobe.ipvsadm_view import View
 from lvsprobe.model import Origin, Snapshot
-from lvsprobe.snapshot_json import snapshot_to_json
+from lvsprobe.snapshot_json import snapshot_json_text
 from lvsprobe.sources import Target, read_snapshot
 
 
@@ -196,7 +196,10 @@ def status(
     while True:
         snap = _take(target, conns, not no_netlink, hz, max_conn_table_bytes)
         if as_json:
-            click.echo(json.dumps(snapshot_to_json(snap), indent=2))
+            for piece in snapshot_json_text(snap):
+                sys.stdout.write(piece)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
         else:
             if watch and shown:
                 click.clear()
