@@ -2,6 +2,12 @@
 
 The format is the same on K4.0, K6.1 and K6.12 (only the meaning of InActConn changed in
 6.12: it is max(totalconns - activeconns, 0) there). See docs/kernel/procfs.md#ip_vs.
+
+A real-server line is declared once, `REAL_SERVER_ROW`, from the kernel's printf. It is read
+the exact way (`_real_server`), or, in tables of `NUMPY_MIN_CHARS` or more, by the columnar
+strategy (`_Ipv4RealServers`: its IPv4 layout checked and converted with numpy, any line it
+does not take read the exact way). Service lines are few and read exactly; a caller that
+reads the file again and again passes a `ParseCache`, and only new service lines are decoded.
 """
 
 from __future__ import annotations
@@ -9,15 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from itertools import compress, repeat
-from operator import not_
+from functools import partial
 from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
-from lvsprobe.kernel.procfs._ip_vs_fixed import FORWARD_NAMES, take_fixed
+from lvsprobe.kernel.procfs._format import Column, RowFormat
 from lvsprobe.kernel.procfs._read import read_proc_text
+from lvsprobe.kernel.procfs.cache import ParseCache
 from lvsprobe.kernel.procfs.limits import IP_VS_MAX_BYTES
 from lvsprobe.model import (
     Family,
@@ -45,24 +50,53 @@ _FORWARDS = {
     "Tunnel": Forward.TUNNEL,
     "Route": Forward.ROUTE,
 }
-_FIXED_FORWARDS = tuple(_FORWARDS[name] for name in FORWARD_NAMES)
 # IP_VS_SCHEDNAME_MAXLEN is 16 including the NUL.
 _SCHEDULER = re.compile(r"[A-Za-z0-9_]{1,15}")
 _I32 = (-(1 << 31), (1 << 31) - 1)
-# The usual real-server line exactly as the kernel prints an IPv4 one
-# (`"  -> %08X:%04X      %-7s %-6d %-10d %-10d\n"`): matched whole by one regex, the fast path.
-# Anything else (IPv6, odd spacing, out-of-range numbers) goes the field-by-field way.
-_IPV4_REAL_SERVER = re.compile(
-    r"  -> ([0-9A-F]{8}):([0-9A-F]{4}) +(Masq|Local|Tunnel|Route) +([0-9]{1,10})"
-    r" +(-?[0-9]{1,10}) +(-?[0-9]{1,10}) *"
+
+
+def _arrow(tok: str) -> str:
+    if tok != "->":
+        raise ValueError(f"expected '->', got {tok!r}")
+    return tok
+
+
+def _forward(tok: str) -> Forward:
+    forward = _FORWARDS.get(tok)
+    if forward is None:
+        raise ValueError(f"unknown forwarding method {tok!r}")
+    return forward
+
+
+def _decimal_column(name: str, printf: str, bounds: tuple[int, int]) -> Column:
+    return Column(
+        name, (printf,), partial(_hex.decimal, low=bounds[0], high=bounds[1]), bounds=bounds
+    )
+
+
+# ip_vs_info_seq_show (ip_vs_ctl.c), one line per real server after its service's line:
+#   "  -> %08X:%04X      %-7s %-6d %-10d %-10d\n"      (IPv4)
+#   "  -> [%pI6]:%04X      %-7s %-6d %-10d %-10d\n"    (IPv6)
+# fwd_name, weight, activeconns, inactconns: atomic_t printed with %d, so K6.1 can show a
+# transiently negative count; a weight is never negative.
+REAL_SERVER_ROW = RowFormat(
+    "net/ip_vs",
+    "  {arrow} {endpoint}      {forward} {weight} {active_conns} {inactive_conns}",
+    (
+        Column("arrow", ("->",), _arrow),
+        Column("endpoint", ("%08X:%04X", "[%pI6]:%04X"), _hex.bracketed_endpoint),
+        Column("forward", ("%-7s",), _forward, names=tuple(_FORWARDS)),
+        _decimal_column("weight", "%-6d", (0, _I32[1])),
+        _decimal_column("active_conns", "%-10d", _I32),
+        _decimal_column("inactive_conns", "%-10d", _I32),
+    ),
+    noun=" on a real-server line",
 )
-
-
-# Characters of /proc/net/ip_vs taken as one block of lines by the fast path (~4000 lines:
-# numpy steps cost per call more than per row).
+# Characters of /proc/net/ip_vs taken as one block of lines by the columnar strategy
+# (~4000 lines: numpy steps cost per call more than per row).
 BLOCK_CHARS = 1 << 18
-# Tables at least this big (~16k lines) take their real-server lines by numpy.
-NUMPY_MIN_CHARS = 1 << 20
+# Tables at least this big (~1000 lines) take their real-server lines the columnar way.
+NUMPY_MIN_CHARS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -74,12 +108,13 @@ class IpVsTable:
     services: tuple[Service, ...]
 
 
-def read_ip_vs(root: Path) -> IpVsTable:
+def read_ip_vs(root: Path, cache: ParseCache | None = None) -> IpVsTable:
     """Services from `root/net/ip_vs`; `IPVSUnavailable` when the file does not exist."""
-    return parse_ip_vs(read_proc_text(root, "net/ip_vs", max_bytes=IP_VS_MAX_BYTES))
+    text = read_proc_text(root, "net/ip_vs", max_bytes=IP_VS_MAX_BYTES)
+    return parse_ip_vs(text, cache=cache)
 
 
-def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
+def parse_ip_vs(text: str, source: str = "net/ip_vs", cache: ParseCache | None = None) -> IpVsTable:
     """Parse the text of /proc/net/ip_vs into services with their real servers in file order.
 
     Services appear in the kernel's hash-table order (not sorted); real servers in the
@@ -89,7 +124,7 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
     `timeout_s=None` (HZ is not exported). `flags` is HASHED (every listed service is),
     plus PERSISTENT and ONEPACKET as shown; the kernel never prints `ops` for IPv6 services,
     so ONEPACKET is unknown there. An fwmark service gets its family from its real servers
-    (see `_service`).
+    (see `_service`). `cache` holds the service lines the last parse decoded.
     """
     # The header from the first lines; the body streamed line by line (a kube-proxy node's
     # ~10^5 lines are not held as a list beside the real servers they become).
@@ -111,7 +146,8 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
     current: _ServiceLine | None = None
     current_no = 0
     dests: list[RealServer | range] = []
-    fast = _Ipv4RealServers(numpy=len(text) >= NUMPY_MIN_CHARS)
+    fast = _Ipv4RealServers(columnar=len(text) >= NUMPY_MIN_CHARS)
+    service_lines = _ServiceLines(cache)
     line_no = 4
     for block in _blocks(text, _header_end(text), BLOCK_CHARS):
         rows = fast.rows  # the row number of this block's first taken line
@@ -134,22 +170,22 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs") -> IpVsTable:
             if index == count:
                 break
             try:
-                fields = line.split()
-                if fields and fields[0] == "->":
+                if line.split(None, 1)[:1] == ["->"]:
                     if current is None:
                         raise ValueError("real-server line before any service line")
-                    dests.append(_real_server(fields))
+                    dests.append(_real_server(line))
                 else:
                     if current is not None:
                         head = _service_head(current, current_no, dests, source)
                         heads.append((current, head, dests))
-                    current, current_no, dests = _service_line(line), line_no + index, []
+                    current, current_no, dests = service_lines.read(line), line_no + index, []
             except ValueError as exc:
                 raise ParseError(source, line_no + index, line, str(exc)) from exc
             start = index + 1
         line_no += count
     if current is not None:
         heads.append((current, _service_head(current, current_no, dests, source), dests))
+    service_lines.keep()
     table = fast.build()
     services = tuple(
         Service(key, line.scheduler, flags, persistence, _assembled(dests, table))
@@ -210,12 +246,33 @@ class _ServiceLine:
     line: str
 
 
-@lru_cache(maxsize=1 << 17)
+class _ServiceLines:
+    """Service lines decoded in this parse, taken from the last one's when they repeat (a
+    service line holds no counter, so a scrape decodes only the lines that are new)."""
+
+    _KIND = "net/ip_vs service lines"
+
+    def __init__(self, cache: ParseCache | None) -> None:
+        self.cache = cache
+        self.known = cache.previous(self._KIND) if cache is not None else {}
+        self.decoded: dict[str, _ServiceLine] = {}
+
+    def read(self, line: str) -> _ServiceLine:
+        service = self.known.get(line) or _service_line(line)
+        self.decoded[line] = service
+        return service
+
+    def keep(self) -> None:
+        if self.cache is not None:
+            self.cache.keep(self._KIND, self.decoded)
+
+
 def _service_line(line: str) -> _ServiceLine:
     """`TCP  0A000001:0050 rr [ops] [persistent <jiffies> <mask>]`, or `FWM  %08X …`.
 
-    A pure function of the line, which holds no counter: cached, so that a scrape decodes
-    only the service lines that are new (ValueError, on a malformed line, is not cached).
+    Printed by ip_vs_info_seq_show as `"%s  %08X:%04X %s %s "` (IPv4), `"%s  [%pI6]:%04X %s "`
+    (IPv6) or `"FWM  %08X %s %s"`, then `"persistent %d %08X\n"` or a newline: a variable
+    number of columns, read exactly (a table has few).
     """
     fields = line.split()
     if len(fields) < 3:
@@ -251,16 +308,22 @@ def _service_line(line: str) -> _ServiceLine:
 
 
 class _Ipv4RealServers:
-    """The fast path for IPv4 real-server lines (~10x the field-by-field parse).
+    """The columnar strategy for real-server lines (~10x the exact parse per line).
 
-    A block of lines is matched, split and converted by C-level maps column by column (or,
-    for big tables, by numpy: `_ip_vs_fixed`) into the columns of a `RealServerTable`.
-    Lines it cannot vouch for (and, on the regex way, a block with a number out of range)
+    A block of lines is cut by REAL_SERVER_ROW's IPv4 layout (`_columnar`); the lines it takes
+    are converted column by column into the columns of a `RealServerTable`. Lines it does
+    not take (service lines, IPv6, wider numbers, a number out of range, anything malformed)
     are left to the exact parser, which raises the ParseError when a line is malformed.
+    With `columnar=False` (a small table) it takes no line: all are read exactly.
     """
 
-    def __init__(self, numpy: bool = False) -> None:
-        self.numpy = numpy
+    def __init__(self, columnar: bool = False) -> None:
+        self.columns = None
+        if columnar:
+            from lvsprobe.kernel.procfs._columnar import Columns
+
+            endpoint = [column.name for column in REAL_SERVER_ROW.columns].index("endpoint")
+            self.columns = Columns(REAL_SERVER_ROW.layouts(lambda lay: lay.choice[endpoint] == 0))
         # One int object per distinct address and port (a converted column makes one per
         # row: 32 B each).
         self._numbers: dict[int, int] = {}
@@ -283,51 +346,37 @@ class _Ipv4RealServers:
     def take(self, block: str) -> tuple[int, list[tuple[int, str]]]:
         """Keep the fields of a block's usual IPv4 real-server lines (in line order); return
         how many lines the block has and the others, with their index in it."""
-        fixed = take_fixed(block) if self.numpy else None
-        if fixed is None:
-            return self._take_matched(block)
-        self._extend(
-            fixed.addresses,
-            fixed.ports,
-            map(_FIXED_FORWARDS.__getitem__, fixed.forwards),
-            fixed.weights,
-            fixed.actives,
-            fixed.inactives,
-        )
-        if len(fixed.taken) == fixed.lines:
-            return fixed.lines, []
-        lines = _hex.split_lines(block)
-        left = set(range(fixed.lines)).difference(fixed.taken)
-        return fixed.lines, [(index, lines[index]) for index in sorted(left)]
+        if self.columns is None:
+            lines = _hex.split_lines(block)
+            return len(lines), list(enumerate(lines))
+        from lvsprobe.kernel.procfs._columnar import codes, decimal_values, hex_values
 
-    def _take_matched(self, block: str) -> tuple[int, list[tuple[int, str]]]:
-        lines = _hex.split_lines(block)
-        matches = list(map(_IPV4_REAL_SERVER.fullmatch, lines))
-        taken = list(filter(None, matches))
-        others = list(enumerate(lines))
-        if not taken:
-            return len(lines), others
-        addr_hex, port_hex, forward, weight_dec, active_dec, inactive_dec = zip(
-            *map(re.Match.groups, taken),
-            strict=True,
-        )
-        weights = list(map(int, weight_dec))
-        actives = list(map(int, active_dec))
-        inactives = list(map(int, inactive_dec))
-        low, high = _I32
-        if max(weights) > high or min(actives) < low or max(actives) > high:
-            return len(lines), others
-        if min(inactives) < low or max(inactives) > high:
-            return len(lines), others
+        split = self.columns.split(block.encode("latin-1"))
+        others = [(index, line.decode("latin-1")) for index, line in split.refused]
+        if not split.taken:
+            return split.lines, others
+        (taken,) = split.taken
+        matrix = taken.matrix
+        forward = codes(matrix, taken.layout.span("forward"), tuple(_FORWARDS))
+        ok = forward >= 0
+        numbers = []
+        for name in ("weight", "active_conns", "inactive_conns"):
+            bounds = _I32 if name != "weight" else (0, _I32[1])
+            value, in_range = decimal_values(matrix, taken.layout.span(name), bounds)
+            ok &= in_range
+            numbers.append(value[ok].tolist())
         self._extend(
-            list(map(int, addr_hex, repeat(16))),  # 8 hex digits each: the regex says
-            list(map(int, port_hex, repeat(16))),
-            map(_FORWARDS.__getitem__, forward),
-            weights,
-            actives,
-            inactives,
+            hex_values(matrix, taken.layout.span("endpoint", 0))[ok].tolist(),
+            hex_values(matrix, taken.layout.span("endpoint", 1))[ok].tolist(),
+            map(_FORWARD_BY_CODE.__getitem__, forward[ok].tolist()),
+            *numbers,
         )
-        return len(lines), list(compress(others, map(not_, matches)))
+        if not ok.all():  # out of range: the exact parser says so
+            for row in (~ok).nonzero()[0].tolist():
+                line = matrix[row, :-1].tobytes().decode("latin-1")
+                others.append((int(taken.rows[row]), line))
+            others.sort()
+        return split.lines, others
 
     def _extend(
         self,
@@ -354,22 +403,21 @@ class _Ipv4RealServers:
         return table
 
 
-def _real_server(fields: list[str]) -> RealServer:
-    """`  -> C0A8010A:0050      Route   1      3          5`."""
-    if len(fields) != 6:
-        raise ValueError(f"expected 6 fields on a real-server line, got {len(fields)}")
-    addr, dest_port = _hex.bracketed_endpoint(fields[1])
-    forward = _FORWARDS.get(fields[2])
-    if forward is None:
-        raise ValueError(f"unknown forwarding method {fields[2]!r}")
+_FORWARD_BY_CODE = tuple(_FORWARDS.values())
+
+
+def _real_server(line: str) -> RealServer:
+    """`  -> C0A8010A:0050      Route   1      3          5`: the exact reading."""
+    _, (addr, dest_port), forward, weight, active, inactive = REAL_SERVER_ROW.decode(
+        REAL_SERVER_ROW.split(line)
+    )
     return RealServer(
         address=addr,
         port=dest_port,
         forward=forward,
-        weight=_hex.decimal(fields[3], 0, _I32[1]),
-        # atomic_t printed with %-10d: K6.1 can show a transiently negative count.
-        active_conns=_hex.decimal(fields[4], *_I32),
-        inactive_conns=_hex.decimal(fields[5], *_I32),
+        weight=weight,
+        active_conns=active,
+        inactive_conns=inactive,
         family=Family.INET6 if addr.version == 6 else Family.INET,
     )
 
