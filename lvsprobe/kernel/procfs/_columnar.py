@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lvsprobe.kernel.procfs._format import Layout, Span
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     Bools = npt.NDArray[np.bool_]
     I64 = npt.NDArray[np.int64]
     U8 = npt.NDArray[np.uint8]
+    U64 = npt.NDArray[np.uint64]
 
 _NEWLINE, _BLANK, _MINUS, _ZERO = 10, 32, 45, 48
 
@@ -146,24 +147,6 @@ class _Checks:
         self.right = tiled(right).view(bool)
 
 
-def raw(matrix: U8, spans: Sequence[Span], prefix: Sequence[int | npt.NDArray[Any]]) -> list[bytes]:
-    """Each row's `prefix` bytes (a constant, or one per row) and its bytes in `spans`,
-    joined: a key to count rows by. The bytes are checked ASCII, and a prefix should be
-    too: no NUL, so none is lost on the way out."""
-    import numpy as np
-
-    width = len(prefix) + sum(span.width for span in spans)
-    out = np.empty((len(matrix), width), np.uint8)
-    for at, value in enumerate(prefix):
-        out[:, at] = value
-    at = len(prefix)
-    for span in spans:
-        out[:, at : at + span.width] = matrix[:, span.start : span.stop]
-        at += span.width
-    keys: list[bytes] = out.view(f"S{width}").ravel().tolist()
-    return keys
-
-
 def hex_values(matrix: U8, span: Span) -> I64:
     """The numbers an upper-case hex span (checked) spells, up to 15 digits."""
     import numpy as np
@@ -202,16 +185,3 @@ def decimal_values(matrix: U8, span: Span, bounds: tuple[int, int]) -> tuple[I64
     low, high = bounds
     ok: Bools = digit.any(axis=1) & (value >= low) & (value <= high)
     return value, ok
-
-
-def codes(matrix: U8, span: Span, names: Sequence[str]) -> I64:
-    """The index in `names` of each row's padded name, -1 for any other text."""
-    import numpy as np
-
-    chars = matrix[:, span.start : span.stop]
-    code = np.full(len(chars), -1, np.int64)
-    for index, name in enumerate(names):
-        if len(name) <= span.width:
-            padded = np.frombuffer(name.ljust(span.width).encode("ascii"), np.uint8)
-            code[(chars == padded).all(axis=1)] = index
-    return code

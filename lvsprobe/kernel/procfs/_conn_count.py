@@ -1,11 +1,11 @@
 """Counting the rows of /proc/net/ip_vs_conn{,_sync} by a key: two strategies, one dispatcher.
 
 - `exact`: every row parsed into a Conn (`_conn.RowParser`), its key taken, counted.
-- `columnar`: each block cut by the format's fixed-width layouts (`_columnar`); the rows of a
-  layout are counted by the bytes of their key columns (C-level `Counter`), and each distinct
-  key is decoded once, by the exact parser, from a canonical row: the key's columns as
-  printed, every other column a fixed valid value. The rows no layout takes (PE data, a wide
-  Expires, anything malformed) are parsed exactly, where they are.
+- `columnar`: each block cut by the format's fixed-width layouts (`_columnar`); the key
+  columns of the rows a layout takes are packed into uint64 words and counted with sorts
+  (`_packed`), and each distinct key is decoded once, by the exact parser, from a canonical
+  row: the key's columns as printed, every other column a fixed valid value. The rows no
+  layout takes (PE data, a wide Expires, anything malformed) are parsed exactly, in place.
 
 `count` picks one for the whole table from its first block (`COLUMNAR_MIN_BYTES`): a small
 table is not worth numpy's import. Every error comes from the exact parser with its line:
@@ -16,15 +16,16 @@ Decoded keys go into the caller's `ParseCache`, so a scrape decodes only the key
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, Protocol
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _conn
-from lvsprobe.kernel.procfs._format import Layout, RowFormat, Span
+from lvsprobe.kernel.procfs._columnar import Columns, all_zero
+from lvsprobe.kernel.procfs._format import Layout, RowFormat
+from lvsprobe.kernel.procfs._packed import KeyTable, Packer
 from lvsprobe.kernel.procfs.cache import ParseCache
 from lvsprobe.model import Conn, ConnCountKey
 
@@ -117,106 +118,112 @@ class ExactCount:
 
 
 class ColumnarCount:
-    """Rows of the format's fixed-width layouts counted by key bytes (module docstring)."""
+    """Rows of the format's fixed-width layouts counted by packed keys (module docstring)."""
 
     def __init__(self, fmt: RowFormat, grouping: Grouping, cache: ParseCache | None) -> None:
-        from lvsprobe.kernel.procfs._columnar import Columns
-
         self.fmt = fmt
         self.grouping = grouping
         self.exact = ExactCount(fmt, grouping, None)
         self.columns = Columns(fmt.layouts())
         self.parser = _conn.RowParser(fmt)
-        self.rows: Counter[bytes] = Counter()  # raw key -> rows
-        self.decoded: dict[bytes, Hashable] = {}
+        self.keys = {
+            layout.index: _LayoutKeys(fmt, layout, grouping) for layout in self.columns.layouts
+        }
+        # Flags packed with each key: the layout, then whether the client port is 0000.
+        self.flag_bits = len(self.columns.layouts).bit_length() + 1
         self._cache = cache
         self._kind = (fmt.printf, grouping.name)
-        self._known = cache.previous(self._kind) if cache is not None else {}
-        self._canonical = {
-            layout.index: _Canonical(fmt, layout, grouping) for layout in self.columns.layouts
-        }
+        # Packed keys by their number of words: what the last read decoded, counts at 0.
+        previous: dict[int, KeyTable] = dict(cache.previous(self._kind)) if cache else {}
+        self.tables = {width: table.fresh() for width, table in previous.items()}
 
     def add(self, block: bytes, line_no: int) -> int:
-        from lvsprobe.kernel.procfs._columnar import all_zero, raw
+        import numpy as np
 
         split = self.columns.split(block)
-        known = len(self.rows)
+        refused = list(split.refused)
         for taken in split.taken:
-            canonical = self._canonical[taken.layout.index]
-            # The layout (as a letter) and whether the client port is 0000 ('1') or not.
-            port = canonical.client_port
-            zero = ord("0") if port is None else ord("0") + all_zero(taken.matrix, port)
-            prefix = (ord("A") + taken.layout.index, zero)
-            self.rows.update(raw(taken.matrix, canonical.spans, prefix))
-        if len(self.rows) > known:  # new keys come last (a dict keeps insertion order)
+            keys = self.keys[taken.layout.index]
+            flags = np.full(len(taken.matrix), taken.layout.index << 1, np.uint64)
+            if keys.client_port is not None:
+                flags |= all_zero(taken.matrix, keys.client_port).astype(np.uint64)
+            words, ok = keys.packer.pack(taken.matrix, flags, self.flag_bits)
+            if not ok.all():  # a text that is no name: the exact parser says what it is
+                for row in np.flatnonzero(~ok).tolist():
+                    line = taken.matrix[row, :-1].tobytes()
+                    refused.append((int(taken.rows[row]), line))
+                words = words[ok]
+            if not len(words):
+                continue
+            table = self.tables.setdefault(words.shape[1], KeyTable(words.shape[1]))
             try:
-                for raw_key in list(islice(reversed(self.rows), len(self.rows) - known)):
-                    self.decoded[raw_key] = self._decode(raw_key)
+                counted = table.add(words, self._decode)
             except ValueError as exc:
                 # Name the line: parse the block exactly (only on malformed input).
                 ExactCount(self.fmt, self.grouping, None).add(block, line_no)
                 raise ParseError(self.fmt.source, None, None, str(exc)) from exc
-        for index, line in split.refused:
+            if not counted:  # two keys share a fingerprint: count these rows exactly
+                refused += [
+                    (int(at), taken.matrix[row, :-1].tobytes())
+                    for row, at in enumerate(taken.rows.tolist())
+                    if ok[row]
+                ]
+        exact = self.exact.counts()
+        for index, line in sorted(refused):
             try:
                 conn = self.parser.parse(line)
             except ValueError as exc:
                 raise ParseError(self.fmt.source, line_no + index, line, str(exc)) from exc
             key = self.grouping.key(conn)
-            exact = self.exact.counts()
             exact[key] = exact.get(key, 0) + 1
         return split.lines
 
-    def _decode(self, raw_key: bytes) -> Hashable:
-        key = self._known.get(raw_key)
-        if key is None:
-            conn = self.parser.parse(self._canonical[raw_key[0] - ord("A")].row(raw_key))
-            key = self.grouping.key(conn)
-        return key
+    def _decode(self, words: tuple[int, ...]) -> Hashable:
+        """The key of a packed key: its canonical row read by the exact parser."""
+        layout = words[-1] >> 1 & (1 << self.flag_bits - 1) - 1
+        return self.grouping.key(self.parser.parse(self.keys[layout].row(words, self.flag_bits)))
 
     def counts(self) -> dict[Hashable, int]:
         if self._cache is not None:
-            self._cache.keep(self._kind, self.decoded)
+            self._cache.keep(self._kind, {w: table.kept() for w, table in self.tables.items()})
         out = self.exact.counts()
-        pairs = [(self.decoded[raw_key], n) for raw_key, n in self.rows.items()]
-        if not out:
-            merged = dict(pairs)
-            if len(merged) == len(pairs):  # no two raw keys of one key: one hash each
-                return merged
-        for key, n in pairs:
-            out[key] = out.get(key, 0) + n
+        for table in self.tables.values():
+            keys, rows = table.counted()
+            if not out:
+                out = dict(zip(keys, rows, strict=True))
+                if len(out) == len(keys):  # no two packed keys of one key: one hash each
+                    continue
+                out = {}
+            for key, n in zip(keys, rows, strict=True):
+                out[key] = out.get(key, 0) + n
         return out
 
 
-class _Canonical:
-    """A layout's key columns, and the row that stands for a key: its key columns as they
-    were printed, the others a fixed valid value (the exact parser then decodes the key)."""
+class _LayoutKeys:
+    """A layout's key columns, packed (`_packed.Packer`), and the row that stands for a
+    packed key: its key columns as printed, the others a fixed valid value (the exact
+    parser then decodes the key)."""
 
     def __init__(self, fmt: RowFormat, layout: Layout, grouping: Grouping) -> None:
-        wanted = [name for name in grouping.columns if name in {c.name for c in fmt.columns}]
-        self.spans: list[Span] = [span for span in layout.spans if span.column in wanted]
+        names = {column.name: column.names for column in fmt.columns if column.names}
+        spans = [span for span in layout.spans if span.column in grouping.columns]
+        self.packer = Packer(layout, spans, names)
         self.client_port = layout.span("client_port") if grouping.template else None
         self.client_port_at = [column.name for column in fmt.columns].index("client_port")
         self.tokens: list[bytes] = []
-        self.slots: list[tuple[int, int, int]] = []  # token index, start, stop in a raw key
-        at = 2
-        by_column = {span.column: span for span in self.spans}
+        self.at: dict[str, int] = {}
         for index, column in enumerate(fmt.columns[: fmt.fixed_columns]):
-            span = by_column.get(column.name)
-            if span is not None:
-                self.slots.append((index, at, at + span.width))
-                at += span.width
-                self.tokens.append(b"")
-                continue
             own = layout.span(column.name)
+            self.at[column.name] = index
             self.tokens.append(b"0000:" * 7 + b"0000" if own.spec == "%pI6" else b"0" * own.width)
 
-    def row(self, raw_key: bytes) -> bytes:
+    def row(self, words: tuple[int, ...], flag_bits: int) -> bytes:
         tokens = list(self.tokens)
-        for index, start, stop in self.slots:
-            tokens[index] = raw_key[start:stop]
+        values, flags = self.packer.unpack(words, flag_bits)
+        for column, token in values.items():
+            tokens[self.at[column]] = token
         if self.client_port is not None:
-            zero = raw_key[1] == ord("1")
-            tokens[self.client_port_at] = b"0000" if zero else b"0001"
+            tokens[self.client_port_at] = b"0000" if flags & 1 else b"0001"
         return b" ".join(tokens)
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
+from lvsprobe.kernel.procfs._columnar import Columns, decimal_values, hex_values
 from lvsprobe.kernel.procfs._format import Column, RowFormat
+from lvsprobe.kernel.procfs._packed import NameCodes
 from lvsprobe.kernel.procfs._read import read_proc_text
 from lvsprobe.kernel.procfs.cache import ParseCache
 from lvsprobe.kernel.procfs.limits import IP_VS_MAX_BYTES
@@ -320,10 +322,10 @@ class _Ipv4RealServers:
     def __init__(self, columnar: bool = False) -> None:
         self.columns = None
         if columnar:
-            from lvsprobe.kernel.procfs._columnar import Columns
-
             endpoint = [column.name for column in REAL_SERVER_ROW.columns].index("endpoint")
             self.columns = Columns(REAL_SERVER_ROW.layouts(lambda lay: lay.choice[endpoint] == 0))
+            (layout,) = self.columns.layouts
+            self.forward_codes = NameCodes(tuple(_FORWARDS), layout.span("forward").width)
         # One int object per distinct address and port (a converted column makes one per
         # row: 32 B each).
         self._numbers: dict[int, int] = {}
@@ -349,15 +351,13 @@ class _Ipv4RealServers:
         if self.columns is None:
             lines = _hex.split_lines(block)
             return len(lines), list(enumerate(lines))
-        from lvsprobe.kernel.procfs._columnar import codes, decimal_values, hex_values
-
         split = self.columns.split(block.encode("latin-1"))
         others = [(index, line.decode("latin-1")) for index, line in split.refused]
         if not split.taken:
             return split.lines, others
         (taken,) = split.taken
         matrix = taken.matrix
-        forward = codes(matrix, taken.layout.span("forward"), tuple(_FORWARDS))
+        forward = self.forward_codes.codes(matrix, taken.layout.span("forward"))
         ok = forward >= 0
         numbers = []
         for name in ("weight", "active_conns", "inactive_conns"):

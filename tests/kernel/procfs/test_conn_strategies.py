@@ -4,20 +4,23 @@ templates, SCTP, PE data, both eras) and mutated ones, whole or in pieces as rea
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Hashable, Iterator
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.errors import ParseError
-from lvsprobe.kernel.procfs import _conn, _conn_count, ip_vs_conn, ip_vs_conn_sync
+from lvsprobe.kernel.procfs import _conn, _conn_count, _packed, ip_vs_conn, ip_vs_conn_sync
 from lvsprobe.kernel.procfs._columnar import Columns
 from lvsprobe.kernel.procfs._conn_count import BY_REAL_SERVER, BY_SERVICE, BY_STATE, Grouping
 from lvsprobe.kernel.procfs._format import RowFormat
@@ -192,13 +195,13 @@ def test_the_first_block_chooses_the_strategy(monkeypatch: pytest.MonkeyPatch) -
 def decoded_rows(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The canonical rows the columnar strategy decodes from now on."""
     decoded: list[bytes] = []
-    row = _conn_count._Canonical.row
+    row = _conn_count._LayoutKeys.row
 
-    def spy(self: _conn_count._Canonical, raw_key: bytes) -> bytes:
-        decoded.append(row(self, raw_key))
+    def spy(self: _conn_count._LayoutKeys, *args: Any) -> bytes:
+        decoded.append(row(self, *args))
         return decoded[-1]
 
-    monkeypatch.setattr(_conn_count._Canonical, "row", spy)
+    monkeypatch.setattr(_conn_count._LayoutKeys, "row", spy)
     return decoded
 
 
@@ -243,7 +246,7 @@ def test_a_cache_decodes_only_new_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     decoded.clear()
     again = summary(table + ROW, cache=cache)
     assert again == reference(table + ROW, ip_vs_conn.CONN_ROW, BY_REAL_SERVER)
-    assert decoded == [b"TCP 00000000 0000 0A000001 0050 C0A8010A 0050 ASSURED     0000000"]
+    assert decoded == [b"TCP 00000000 0000 0A000001 0050 C0A8010A 0050 ASSURED 0000000"]
     # Another grouping never takes these keys.
     per_service = summary(table, per_real_server=False, cache=cache)
     assert per_service == reference(table, ip_vs_conn.CONN_ROW, BY_SERVICE)
@@ -257,8 +260,8 @@ def test_the_cache_keeps_one_table() -> None:
     for offset in range(3):
         table = HEADER + many(200).replace(b" 0A0000", b" 0B%04X" % offset)
         _conn_count.count(table, ip_vs_conn.CONN_ROW, BY_REAL_SERVER, cache, "columnar")
-        kept = cache.previous(kind)
-        assert set(kept.values()) == set(reference(table, ip_vs_conn.CONN_ROW, BY_REAL_SERVER))  # type: ignore[call-overload]
+        kept = [key for table in cache.previous(kind).values() for key in table.keys]
+        assert set(kept) == set(reference(table, ip_vs_conn.CONN_ROW, BY_REAL_SERVER))  # type: ignore[call-overload]
         sizes.append(len(kept))
     assert sizes == [sizes[0]] * 3
 
@@ -301,3 +304,34 @@ def test_readers_take_a_cache(tmp_path: Path) -> None:
             ip_vs_conn.stream_ip_vs_conn(tmp_path), per_real_server=False, cache=cache
         )
         assert summary.total == 2000
+
+
+@pytest.mark.parametrize("grouping", GROUPINGS, ids=lambda g: g.name)
+def test_a_shared_fingerprint_is_counted_exactly(
+    grouping: Grouping, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every key given one fingerprint: each block with two keys (in it, or one in it and
+    one counted before) goes to the exact parser instead; the counts stay exact."""
+    monkeypatch.setattr(_packed, "fingerprints", lambda words: np.zeros(len(words), np.uint64))
+    table = HEADER + ROW * 5 + many(400) + MODERN.split(b"\n", 1)[1]
+    with patch.object(_conn_count, "BLOCK_BYTES", 2000):
+        got = _conn_count.count(table, ip_vs_conn.CONN_ROW, grouping, strategy="columnar")
+    assert got == reference(table, ip_vs_conn.CONN_ROW, grouping)
+
+
+@pytest.mark.parametrize("fmt", [ip_vs_conn.CONN_ROW, ip_vs_conn_sync.SYNC_ROW])
+def test_every_name_has_its_own_code(fmt: RowFormat) -> None:
+    """The perfect hash of each `%s` column's names, at each of its widths."""
+    for layout in fmt.layouts():
+        for column in fmt.columns:
+            if not column.names:
+                continue
+            span = layout.span(column.name)
+            codes = _packed.NameCodes(column.names, span.width)
+            fitting = [name for name in column.names if len(name) <= span.width]
+            assert [name.rstrip() for name in codes.names] == fitting
+            rows = [name.ljust(span.width) for name in [*fitting, "BOGUS", "TC", "ESTABLISHEX"]]
+            rows = [row + "|" * 8 for row in rows if len(row) == span.width]  # rows go on
+            matrix = np.frombuffer("".join(rows).encode(), np.uint8).reshape(len(rows), -1)
+            got = codes.codes(matrix, dataclasses.replace(span, start=0)).tolist()
+            assert got == [*range(len(fitting)), *[-1] * (len(rows) - len(fitting))]
