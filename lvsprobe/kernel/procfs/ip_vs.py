@@ -22,6 +22,12 @@ from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
 from lvsprobe.kernel.procfs._columnar import Columns, decimal_values, hex_values
 from lvsprobe.kernel.procfs._format import Column, RowFormat
+from lvsprobe.kernel.procfs._ip_vs_services import (
+    ServiceHead,
+    ServiceLine,
+    ServiceLines,
+    service_head,
+)
 from lvsprobe.kernel.procfs._packed import NameCodes
 from lvsprobe.kernel.procfs._read import read_proc_text
 from lvsprobe.kernel.procfs.cache import ParseCache
@@ -29,13 +35,8 @@ from lvsprobe.kernel.procfs.limits import IP_VS_MAX_BYTES
 from lvsprobe.model import (
     Family,
     Forward,
-    IPAddress,
-    Persistence,
-    Protocol,
     RealServer,
     Service,
-    ServiceFlag,
-    ServiceKey,
 )
 from lvsprobe.realserver_table import RealServerRows, RealServerTable
 
@@ -44,7 +45,6 @@ _HEADER = re.compile(
 )
 _SVC_COLUMNS = ["Prot", "LocalAddress:Port", "Scheduler", "Flags"]
 _DEST_COLUMNS = ["->", "RemoteAddress:Port", "Forward", "Weight", "ActiveConn", "InActConn"]
-_PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
 # ip_vs_fwd_name(): Bypass is printed as Masq, so MASQ is all /proc can say.
 _FORWARDS = {
     "Masq": Forward.MASQ,
@@ -52,8 +52,6 @@ _FORWARDS = {
     "Tunnel": Forward.TUNNEL,
     "Route": Forward.ROUTE,
 }
-# IP_VS_SCHEDNAME_MAXLEN is 16 including the NUL.
-_SCHEDULER = re.compile(r"[A-Za-z0-9_]{1,15}")
 _I32 = (-(1 << 31), (1 << 31) - 1)
 
 
@@ -126,7 +124,7 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs", cache: ParseCache | None =
     `timeout_s=None` (HZ is not exported). `flags` is HASHED (every listed service is),
     plus PERSISTENT and ONEPACKET as shown; the kernel never prints `ops` for IPv6 services,
     so ONEPACKET is unknown there. An fwmark service gets its family from its real servers
-    (see `_service`). `cache` holds the service lines the last parse decoded.
+    (see `service_head`). `cache` holds the service lines the last parse decoded.
     """
     # The header from the first lines; the body streamed line by line (a kube-proxy node's
     # ~10^5 lines are not held as a list beside the real servers they become).
@@ -144,12 +142,12 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs", cache: ParseCache | None =
             raise ParseError(source, line_no, shown, f"expected the header {' '.join(expected)!r}")
     # Services are assembled at the end, when the rows of the fast path are one table
     # (`_Ipv4RealServers.build`); until then `dests` holds ranges of their rows.
-    heads: list[tuple[_ServiceLine, _ServiceHead, list[RealServer | range]]] = []
-    current: _ServiceLine | None = None
+    heads: list[tuple[ServiceLine, ServiceHead, list[RealServer | range]]] = []
+    current: ServiceLine | None = None
     current_no = 0
     dests: list[RealServer | range] = []
     fast = _Ipv4RealServers(columnar=len(text) >= NUMPY_MIN_CHARS)
-    service_lines = _ServiceLines(cache)
+    service_lines = ServiceLines(cache)
     line_no = 4
     for block in _blocks(text, _header_end(text), BLOCK_CHARS):
         rows = fast.rows  # the row number of this block's first taken line
@@ -178,7 +176,7 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs", cache: ParseCache | None =
                     dests.append(_real_server(line))
                 else:
                     if current is not None:
-                        head = _service_head(current, current_no, dests, source)
+                        head = service_head(current, current_no, dests, source)
                         heads.append((current, head, dests))
                     current, current_no, dests = service_lines.read(line), line_no + index, []
             except ValueError as exc:
@@ -186,7 +184,7 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs", cache: ParseCache | None =
             start = index + 1
         line_no += count
     if current is not None:
-        heads.append((current, _service_head(current, current_no, dests, source), dests))
+        heads.append((current, service_head(current, current_no, dests, source), dests))
     service_lines.keep()
     table = fast.build()
     services = tuple(
@@ -233,80 +231,6 @@ def _assembled(dests: list[RealServer | range], table: RealServerTable) -> Seque
         else:
             out.append(dest)
     return tuple(out)
-
-
-@dataclass(frozen=True)
-class _ServiceLine:
-    protocol: Protocol | None
-    address: IPAddress | None
-    port: int
-    fwmark: int
-    scheduler: str
-    one_packet: bool
-    timeout_jiffies: int | None
-    netmask: int | None
-    line: str
-
-
-class _ServiceLines:
-    """Service lines decoded in this parse, taken from the last one's when they repeat (a
-    service line holds no counter, so a scrape decodes only the lines that are new)."""
-
-    _KIND = "net/ip_vs service lines"
-
-    def __init__(self, cache: ParseCache | None) -> None:
-        self.cache = cache
-        self.known = cache.previous(self._KIND) if cache is not None else {}
-        self.decoded: dict[str, _ServiceLine] = {}
-
-    def read(self, line: str) -> _ServiceLine:
-        service = self.known.get(line) or _service_line(line)
-        self.decoded[line] = service
-        return service
-
-    def keep(self) -> None:
-        if self.cache is not None:
-            self.cache.keep(self._KIND, self.decoded)
-
-
-def _service_line(line: str) -> _ServiceLine:
-    """`TCP  0A000001:0050 rr [ops] [persistent <jiffies> <mask>]`, or `FWM  %08X …`.
-
-    Printed by ip_vs_info_seq_show as `"%s  %08X:%04X %s %s "` (IPv4), `"%s  [%pI6]:%04X %s "`
-    (IPv6) or `"FWM  %08X %s %s"`, then `"persistent %d %08X\n"` or a newline: a variable
-    number of columns, read exactly (a table has few).
-    """
-    fields = line.split()
-    if len(fields) < 3:
-        raise ValueError(f"expected at least 3 fields on a service line, got {len(fields)}")
-    proto_name, where, scheduler, *flags = fields
-    protocol: Protocol | None = None
-    addr: IPAddress | None = None
-    svc_port = fwmark = 0
-    if proto_name == "FWM":
-        fwmark = _hex.hex_number(where, _hex.U32_MAX)
-        if fwmark == 0:
-            raise ValueError("fwmark service with mark 0")
-    elif proto_name in _PROTOCOLS:
-        protocol = _PROTOCOLS[proto_name]
-        addr, svc_port = _hex.bracketed_endpoint(where)
-    else:
-        raise ValueError(f"unknown service protocol {proto_name!r} (expected TCP, UDP, SCTP, FWM)")
-    if not _SCHEDULER.fullmatch(scheduler):
-        raise ValueError(f"bad scheduler name {scheduler!r}")
-    one_packet = bool(flags) and flags[0] == "ops"
-    if one_packet:
-        flags = flags[1:]
-    timeout = netmask = None
-    if flags:
-        if flags[0] != "persistent" or len(flags) != 3:
-            raise ValueError(f"unexpected service flags {' '.join(flags)!r}")
-        # `persistent %d`: svc->timeout (unsigned jiffies) printed signed; undo the sign.
-        timeout = _hex.decimal(flags[1], *_I32) & _hex.U32_MAX
-        netmask = _hex.hex_number(flags[2], _hex.U32_MAX)
-    return _ServiceLine(
-        protocol, addr, svc_port, fwmark, scheduler, one_packet, timeout, netmask, line
-    )
 
 
 class _Ipv4RealServers:
@@ -420,63 +344,3 @@ def _real_server(line: str) -> RealServer:
         inactive_conns=inactive,
         family=Family.INET6 if addr.version == 6 else Family.INET,
     )
-
-
-_ServiceHead = tuple[ServiceKey, ServiceFlag, Persistence | None]
-
-
-def _service_head(
-    line: _ServiceLine, line_no: int, dests: list[RealServer | range], source: str
-) -> _ServiceHead:
-    """Key, flags and persistence of a service; an fwmark service takes its family from
-    its real servers.
-
-    /proc prints `FWM  %08X` with no address family. When every real server has the same
-    family, that is taken as the service's (a heterogeneous tunnel, 3.18+, could make this
-    guess wrong); with no real servers or mixed families `family` stays None.
-    """
-    family: Family | None
-    if line.address is not None:
-        family = Family.INET6 if line.address.version == 6 else Family.INET
-    else:
-        # A range of rows stands for real servers of the fast path: IPv4.
-        families = {Family.INET if isinstance(d, range) else d.family for d in dests}
-        family = families.pop() if len(families) == 1 else None
-    flags = ServiceFlag.HASHED
-    persistence = None
-    if line.timeout_jiffies is not None and line.netmask is not None:
-        flags |= ServiceFlag.PERSISTENT
-        try:
-            prefix_len = _prefix_len(line.netmask, family)
-        except ValueError as exc:
-            raise ParseError(source, line_no, line.line, str(exc)) from exc
-        persistence = Persistence(
-            timeout_s=None, timeout_jiffies=line.timeout_jiffies, prefix_len=prefix_len
-        )
-    if line.one_packet:
-        flags |= ServiceFlag.ONEPACKET
-    key = ServiceKey(family, line.protocol, line.address, line.port, line.fwmark)
-    return key, flags, persistence
-
-
-def _prefix_len(mask: int, family: Family | None) -> int:
-    """The persistence netmask field (`%08X` of ntohl(svc->netmask)) as a prefix length.
-
-    IPv4: a contiguous netmask, FFFFFF00 -> 24. IPv6: the field holds a raw prefix length
-    (ip_vs_ctl.c `plen = (__force __u32) u->netmask`) that ipvsadm sent in host order, so a
-    little-endian host shows ntohl(128) = 80000000 and a big-endian one 00000080; both are
-    accepted. An fwmark service of unknown family is read as IPv4 when the value is a valid
-    IPv4 netmask, else as an IPv6 prefix length.
-    """
-    if family is not Family.INET6:
-        inverted = ~mask & _hex.U32_MAX
-        if inverted & (inverted + 1) == 0:
-            return 32 - inverted.bit_length()
-        if family is Family.INET:
-            raise ValueError(f"persistence netmask {mask:08X} is not contiguous")
-    if 1 <= mask <= 128:
-        return mask
-    swapped = int.from_bytes(mask.to_bytes(4, "little"), "big")
-    if 1 <= swapped <= 128:
-        return swapped
-    raise ValueError(f"persistence netmask {mask:08X} is no IPv6 prefix length (1..128)")
