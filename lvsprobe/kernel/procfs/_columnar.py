@@ -90,7 +90,8 @@ class Columns:
             rows = np.flatnonzero(free & (ends - starts + 1 == layout.row_bytes))
             if not len(rows):
                 continue
-            matrix = data[starts[rows, None] + np.arange(layout.row_bytes)]
+            # Whole rows picked from a view of every window of that length (no index per byte).
+            matrix = np.lib.stride_tricks.sliding_window_view(data, layout.row_bytes)[starts[rows]]
             ok = self._check(layout, matrix)
             if ok is not None:
                 rows, matrix = rows[ok], matrix[ok]

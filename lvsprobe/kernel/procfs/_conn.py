@@ -17,7 +17,7 @@ Eras (docs/kernel/procfs.md#ip_vs_conn):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lvsprobe.errors import ParseError
@@ -170,15 +170,21 @@ class RowParser:
     def __init__(self, fmt: RowFormat) -> None:
         self.fmt = fmt
         self.fixed = fmt.fixed_columns
-        self._memo: list[dict[bytes, Any]] = [{} for _ in fmt.columns]
-        self._at = {column.name: at for at, column in enumerate(fmt.columns)}
+        # Each column's decoder with its memo (token -> value).
+        self._decoders: list[tuple[Callable[[bytes], Any], dict[bytes, Any]]] = [
+            (column.decode, {}) for column in fmt.columns
+        ]
+        names = [column.name for column in fmt.columns]
+        self._state = names.index("state")
+        self._expires = names.index("expires_s")
+        self._origin = names.index("origin") if "origin" in names else None
 
     def _decoded(self, tokens: list[bytes]) -> list[Any]:
         values = []
-        for column, memo, tok in zip(self.fmt.columns, self._memo, tokens, strict=False):
+        for (decode, memo), tok in zip(self._decoders, tokens, strict=False):
             value = memo.get(tok)
             if value is None:
-                value = column.decode(tok)
+                value = decode(tok)
                 if len(memo) >= self._MAX_CACHED:
                     memo.clear()
                 memo[tok] = value
@@ -189,9 +195,8 @@ class RowParser:
         """One row into a Conn; ValueError with the reason if any field is malformed."""
         tokens = self.fmt.split(line)
         values = self._decoded(tokens)
-        at = self._at
         protocol_name = values[0]
-        state_name = state(protocol_name, values[at["state"]])
+        state_name = state(protocol_name, values[self._state])
         caddr, vaddr = values[1], values[3]
         if caddr.version != vaddr.version:
             raise ValueError("FromIP and ToIP are of different address families")
@@ -208,11 +213,11 @@ class RowParser:
             values[5],
             values[6],
             state_name,
-            values[at["expires_s"]],
+            values[self._expires],
             fwmark,
             pe_name,
             pe_data,
-            values[at["origin"]] if "origin" in at else None,
+            None if self._origin is None else values[self._origin],
         )
 
 
