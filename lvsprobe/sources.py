@@ -19,6 +19,7 @@ from lvsprobe.deadline import Deadline
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted
 from lvsprobe.kernel.netns import run_in_netns
 from lvsprobe.kernel.procfs import ip_vs, ip_vs_conn, ip_vs_conn_sync, ip_vs_stats, slab, sysctl
+from lvsprobe.kernel.procfs.cache import ParseCache
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 from lvsprobe.model import ConnSummary, Daemon, Service, Snapshot, SourceFailure, Timeouts, Unread
 
@@ -107,15 +108,17 @@ def read_snapshot(
     clock: Callable[[], float] = time.perf_counter,
     deadline: Deadline | None = None,
     max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES,
+    cache: ParseCache | None = None,
 ) -> Snapshot:
     """Read everything IPVS shows in one namespace. Never raises for a per-source failure.
 
     `clock` times the sources; `deadline` ends the reading (the sources left fail);
-    `max_conn_table_bytes` bounds the connection table. Raises NamespaceError when the
-    namespace cannot be entered.
+    `max_conn_table_bytes` bounds the connection table; `cache` is what the last read of
+    this namespace decoded (a scraper's). Raises NamespaceError when the namespace cannot
+    be entered.
     """
     target = target or Target()
-    options = _ReadOptions(conns, netlink, hz, clock, deadline, max_conn_table_bytes)
+    options = _ReadOptions(conns, netlink, hz, clock, deadline, max_conn_table_bytes, cache)
     if target.procfs_root is not None:
         return _read(target, target.procfs_root, target.procfs_root, options)
     if target.netns is None and target.pid is None:
@@ -137,6 +140,7 @@ class _ReadOptions:
     clock: Callable[[], float]
     deadline: Deadline | None
     max_conn_table_bytes: int
+    cache: ParseCache | None
 
 
 def _read(target: Target, net_root: Path, proc_root: Path, options: _ReadOptions) -> Snapshot:
@@ -146,7 +150,7 @@ def _read(target: Target, net_root: Path, proc_root: Path, options: _ReadOptions
     warnings: list[str] = []
     namespace = target.netns or (str(target.pid) if target.pid is not None else None)
     try:
-        table = col.run("services", lambda: ip_vs.read_ip_vs(net_root))
+        table = col.run("services", lambda: ip_vs.read_ip_vs(net_root, options.cache))
     except IPVSUnavailable:
         return Snapshot(loaded=False, via="procfs", namespace=namespace)
 
@@ -202,9 +206,7 @@ def _read(target: Target, net_root: Path, proc_root: Path, options: _ReadOptions
     if conns != "off":
         summary = col.run(
             "conns",
-            lambda: _read_conns(
-                net_root, conns == "per-real-server", options.max_conn_table_bytes, options.deadline
-            ),
+            lambda: _read_conns(net_root, conns == "per-real-server", options),
         )
     sysctls = col.run("sysctls", lambda: sysctl.read_sysctls(proc_root)) or {}
     sys_root = target.sysfs_root or (None if target.procfs_root else Path("/sys"))
@@ -231,18 +233,19 @@ def _read(target: Target, net_root: Path, proc_root: Path, options: _ReadOptions
     )
 
 
-def _read_conns(
-    net_root: Path, per_real_server: bool, max_bytes: int, deadline: Deadline | None
-) -> ConnSummary:
+def _read_conns(net_root: Path, per_real_server: bool, options: _ReadOptions) -> ConnSummary:
     """The connection table with its Origin column when the kernel has ip_vs_conn_sync
     (streamed: ~70 MB per 10^6 entries is never held whole)."""
+    max_bytes, deadline, cache = options.max_conn_table_bytes, options.deadline, options.cache
     if (net_root / "net/ip_vs_conn_sync").exists():
         data = ip_vs_conn_sync.stream_ip_vs_conn_sync(
             net_root, max_bytes=max_bytes, deadline=deadline
         )
-        return ip_vs_conn_sync.summarize_ip_vs_conn_sync(data, per_real_server=per_real_server)
+        return ip_vs_conn_sync.summarize_ip_vs_conn_sync(
+            data, per_real_server=per_real_server, cache=cache
+        )
     data = ip_vs_conn.stream_ip_vs_conn(net_root, max_bytes=max_bytes, deadline=deadline)
-    return ip_vs_conn.summarize_ip_vs_conn(data, per_real_server=per_real_server)
+    return ip_vs_conn.summarize_ip_vs_conn(data, per_real_server=per_real_server, cache=cache)
 
 
 def _with_seconds(services: tuple[Service, ...], hz: int) -> tuple[Service, ...]:

@@ -42,6 +42,7 @@ from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
 from lvsprobe.exporter.names import NamesFile, NamesRead
 from lvsprobe.exporter.render import Builder, Family, escape_label_value, render, render_chunks
 from lvsprobe.exporter.services import Budget, ServiceOptions, ServicesCollector
+from lvsprobe.kernel.procfs.cache import ParseCache
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 from lvsprobe.model import Snapshot
 
@@ -99,6 +100,7 @@ class SnapshotReader(Protocol):
         hz: int | None,
         deadline: Deadline | None,
         max_conn_table_bytes: int,
+        cache: ParseCache | None,
     ) -> Snapshot: ...
 
 
@@ -110,6 +112,7 @@ def default_reader(
     hz: int | None,
     deadline: Deadline | None,
     max_conn_table_bytes: int,
+    cache: ParseCache | None,
 ) -> Snapshot:
     """lvsprobe.sources.read_snapshot, imported on first use."""
     from lvsprobe.sources import read_snapshot
@@ -121,6 +124,7 @@ def default_reader(
         hz=hz,
         deadline=deadline,
         max_conn_table_bytes=max_conn_table_bytes,
+        cache=cache,
     )
 
 
@@ -162,6 +166,8 @@ class Scraper:
         self._lock = threading.Lock()
         self._dropped_total = 0
         self._failing: dict[tuple[str, str], str] = {}
+        # Per namespace: what the last scrape's /proc readers decoded, for the next.
+        self._parse_caches = {self._label(t): ParseCache() for t in options.targets}
         self._compat = (
             NodeExporterCollector(options.compat_backend_labels)
             if options.compat_node_exporter
@@ -239,6 +245,7 @@ class Scraper:
                     hz=self.options.hz,
                     deadline=deadline,
                     max_conn_table_bytes=self.options.max_conn_table_bytes,
+                    cache=self._parse_caches[name],
                 )
             except IPVSUnavailable:
                 # A reader that finds IPVS gone mid-read says so by raising: a state too.

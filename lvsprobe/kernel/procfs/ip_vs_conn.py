@@ -1,13 +1,13 @@
 """/proc/net/ip_vs_conn: the connection table, persistence templates included.
 
-Three ways to read it, by cost:
-- `count_states`: (protocol, state) -> entries, at C speed (~0.25 µs a row); checks every
-  row's layout and field widths, but not which hex digit stands where (`_conn_fast`).
+Its row is declared once, `CONN_ROW`, from `ip_vs_conn_seq_show`'s printf; the readers:
+- `iter_ip_vs_conn`: one `Conn` per row, streamed: the exact reading;
 - `summarize_ip_vs_conn`: counts by `ConnCountKey` (service, real server, state, template),
-  every field checked, no object per row kept.
-- `iter_ip_vs_conn`: one `Conn` per row, streamed.
+  no object per row kept;
+- `count_states`: (protocol, state) -> entries.
+The counts go the exact or the columnar way (`_conn_count`), every field checked either way.
 The table is one global hash shared by all namespaces and is read without a snapshot:
-rows can be missed or repeated (docs/kernel/procfs.md#reading-the-table). Eras are in `_conn_row`.
+rows can be missed or repeated (docs/kernel/procfs.md#reading-the-table). Eras are in `_conn`.
 """
 
 from __future__ import annotations
@@ -16,17 +16,20 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lvsprobe.deadline import Deadline
-from lvsprobe.kernel.procfs import _conn_fast, _conn_row, _conn_summary
-from lvsprobe.kernel.procfs._conn_summary import NO_DEST
+from lvsprobe.kernel.procfs import _conn, _conn_count
+from lvsprobe.kernel.procfs._conn_count import NO_DEST
+from lvsprobe.kernel.procfs._format import RowFormat
 from lvsprobe.kernel.procfs._read import read_file_bytes, read_proc_bytes, read_proc_chunks
+from lvsprobe.kernel.procfs.cache import ParseCache
 from lvsprobe.kernel.procfs.limits import (
     CONN_TABLE_DEFAULT_MAX_BYTES,
     CONN_TABLE_LINE_MAX_BYTES,
     CONN_TABLE_OPTION,
 )
-from lvsprobe.model import Conn, ConnSummary
+from lvsprobe.model import Conn, ConnCountKey, ConnSummary
 
 __all__ = [
+    "CONN_ROW",
     "DEFAULT_MAX_BYTES",
     "NO_DEST",
     "RAISE_WITH",
@@ -37,7 +40,17 @@ __all__ = [
     "stream_ip_vs_conn",
     "summarize_ip_vs_conn",
 ]
-SOURCE = _conn_row.CONN.source
+# ip_vs_conn_seq_show (ip_vs_conn.c), K4.19 ... K6.12, under the header
+# "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData":
+#   "%-3s %08X %04X %08X %04X %s %04X %-11s %7u%s\n"     (IPv4 entry)
+#   "%-3s %pI6 %04X %pI6 %04X %s %04X %-11s %7u%s\n"     (IPv6 entry)
+CONN_ROW = RowFormat(
+    "net/ip_vs_conn",
+    "{protocol} {client_address} {client_port} {virtual_address} {virtual_port}"
+    " {dest_address} {dest_port} {state} {expires_s}{pe}",
+    (*_conn.ENTRY, _conn.EXPIRES, _conn.PE),
+)
+SOURCE = CONN_ROW.source
 DEFAULT_MAX_BYTES = CONN_TABLE_DEFAULT_MAX_BYTES
 RAISE_WITH = CONN_TABLE_OPTION
 
@@ -80,33 +93,47 @@ def iter_ip_vs_conn(data: bytes, source: str = SOURCE) -> Iterator[Conn]:
     `virtual_address=None` and the mark in `fwmark`; PEName/PEData (e.g. `sip <Call-ID>`)
     fill `pe_name`/`pe_data` (the data decoded as Latin-1, byte for byte).
     """
-    return _conn_row.iter_conns(data, _conn_row.CONN.named(source))
+    return _conn.iter_conns(data, CONN_ROW.named(source))
 
 
 def summarize_ip_vs_conn(
-    data: bytes | Iterable[bytes], *, per_real_server: bool = True, source: str = SOURCE
+    data: bytes | Iterable[bytes],
+    *,
+    per_real_server: bool = True,
+    source: str = SOURCE,
+    cache: ParseCache | None = None,
 ) -> ConnSummary:
     """Entries counted by ConnCountKey (service, real server, state, template).
 
-    `data` is the file whole, or in pieces as read (`stream_ip_vs_conn`).
+    `data` is the file whole, or in pieces as read (`stream_ip_vs_conn`); `cache` keeps
+    the decoded keys for the next summary of the same table (a scraper's).
 
     With `per_real_server=False` the key's `dest_address`/`dest_port` are `NO_DEST`
     (0.0.0.0) and 0 for every row, so the summary is per service and state only.
     Templates are keyed with `template=True` (protocol IP, or client port 0 in state
     NONE/ASSURED: `Conn.is_template`).
     """
-    return _conn_summary.summarize(data, _conn_row.CONN.named(source), per_real_server)
+    return summarize(CONN_ROW.named(source), data, per_real_server, cache)
+
+
+def summarize(
+    fmt: RowFormat, data: bytes | Iterable[bytes], per_real_server: bool, cache: ParseCache | None
+) -> ConnSummary:
+    """The summary of either connection file (this one's or ip_vs_conn_sync's format)."""
+    grouping = _conn_count.BY_REAL_SERVER if per_real_server else _conn_count.BY_SERVICE
+    counts: dict[ConnCountKey, int] = _conn_count.count(data, fmt, grouping, cache)
+    return ConnSummary(counts=counts, total=sum(counts.values()))
 
 
 def count_states(data: bytes, source: str = SOURCE) -> dict[tuple[str, str], int]:
-    """(protocol, state) -> entries: the fast path for per-state gauges.
+    """(protocol, state) -> entries: for per-state gauges.
 
     Templates are counted under their own names: ("IP", "NONE"), ("TCP", "ASSURED"), and a
     TCP template in NONE together with TCP connections in NONE. Use the summary when
     templates must be told apart.
     """
     counts: dict[tuple[str, str], int] = {}
-    shapes = _conn_fast.count_shapes(data, _conn_row.CONN.named(source))
-    for (protocol, state, _), rows in shapes.items():
+    by_state = _conn_count.count(data, CONN_ROW.named(source), _conn_count.BY_STATE)
+    for (protocol, state, _), rows in by_state.items():
         counts[(protocol, state)] = counts.get((protocol, state), 0) + rows
     return counts

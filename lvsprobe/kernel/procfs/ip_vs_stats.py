@@ -4,6 +4,9 @@ Eras: K4.0 printed conns and packets as 32-bit `%8X` and the rates as `%8X`/`%16
 since 4.1 ("ipvs: use 64-bit rates in stats", present in K4.19, K6.1, K6.12) every
 field is `%8LX`/`%16LX`. The widths are minimums, so the columns are read by whitespace
 and every value is accepted up to 2**64 - 1 in both eras. See docs/kernel/procfs.md#ip_vs_stats.
+
+The counters and the rates lines share one declared row, `STATS_ROW`, read exactly: two
+lines need no columnar strategy.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.procfs import _hex
+from lvsprobe.kernel.procfs._format import Column, RowFormat
 from lvsprobe.kernel.procfs._read import read_proc_text
 from lvsprobe.kernel.procfs.limits import IP_VS_STATS_MAX_BYTES
 from lvsprobe.model import Rates, Stats
@@ -22,6 +26,18 @@ _HEADER = (
     ["Conns", "Packets", "Packets", "Bytes", "Bytes"],
 )
 RATES_HEADER = ["Conns/s", "Pkts/s", "Pkts/s", "Bytes/s", "Bytes/s"]
+# ip_vs_stats_show (ip_vs_ctl.c), K4.1+: the counters, then the rates, each
+#   "%8LX %8LX %8LX %16LX %16LX\n"
+# (K4.0: "%8X %8X %8X %16LX %16LX" and "%8X %8X %8X %16X %16X"; read alike).
+_NAMES = ("conns", "in_packets", "out_packets", "in_bytes", "out_bytes")
+STATS_ROW = RowFormat(
+    SOURCE,
+    "{conns} {in_packets} {out_packets} {in_bytes} {out_bytes}",
+    tuple(
+        Column(name, (printf,), _hex.hex_number)
+        for name, printf in zip(_NAMES, ("%8LX", "%8LX", "%8LX", "%16LX", "%16LX"), strict=True)
+    ),
+)
 
 
 def read_ip_vs_stats(root: Path) -> tuple[Stats, Rates]:
@@ -78,10 +94,8 @@ def rates_from_line(lines: list[str], index: int, source: str) -> Rates:
 
 
 def five_hex(fields: list[str]) -> list[int]:
-    """Five `%LX` fields; raises ValueError with the reason."""
-    if len(fields) != 5:
-        raise ValueError(f"expected 5 fields, got {len(fields)}")
-    return [_hex.hex_number(tok) for tok in fields]
+    """The five `%LX` fields of a STATS_ROW; raises ValueError with the reason."""
+    return STATS_ROW.decode(STATS_ROW.checked(fields))
 
 
 def _five_hex(lines: list[str], index: int, source: str) -> list[int]:
