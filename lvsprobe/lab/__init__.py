@@ -6,23 +6,18 @@ and Python starts ~15x slower in the guest.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-_EXPORTS = {
-    "Lab": "lvsprobe.lab.lab",
-    "RunResult": "lvsprobe.lab.lab",
-    "Topology": "lvsprobe.lab.topology",
-    "ServiceSpec": "lvsprobe.lab.topology",
-    "Mode": "lvsprobe.lab.topology",
-    "Ha": "lvsprobe.lab.topology",
-    "KeepalivedSettings": "lvsprobe.lab.topology",
-    "load_topology": "lvsprobe.lab.topology",
-}
-__all__ = sorted(_EXPORTS)
+__all__ = ["Lab", "Mode", "RunResult", "ServiceSpec", "Topology", "load_topology"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in ("Lab", "RunResult"):
+        from lvsprobe.lab import lab
+
+        return getattr(lab, name)
+    if name in ("Topology", "ServiceSpec", "Mode", "load_topology"):
+        from lvsprobe.lab import topology
+
+        return getattr(topology, name)
     raise AttributeError(f"module 'lvsprobe.lab' has no attribute {name!r}")
