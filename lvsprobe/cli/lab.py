@@ -12,6 +12,7 @@ import click
 
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.cli.labdrill import drill
+from lvsprobe.cli.options import accel_option, memory_option
 
 
 def _progress(message: str) -> None:
@@ -69,21 +70,8 @@ _LAB_OPTIONS = [
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="Cluster to build (YAML; default: NAT, rr, 3 real servers, sync daemon on).",
     ),
-    click.option(
-        "--accel",
-        type=click.Choice(["auto", "kvm", "tcg"]),
-        default="auto",
-        show_default=True,
-        help="auto: KVM only where it is real hardware virtualisation, else TCG.",
-    ),
-    click.option(
-        "--memory",
-        "memory_mb",
-        type=click.IntRange(192, 16384),
-        default=1024,
-        show_default=True,
-        help="Guest memory in MiB.",
-    ),
+    accel_option,
+    memory_option,
     click.option(
         "--share",
         type=click.Path(file_okay=False, path_type=Path),

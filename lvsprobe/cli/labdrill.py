@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from lvsprobe.cli.options import accel_option, memory_option
+
 FAULTS_FAILOVER = ("stop", "freeze", "link", "manual")
 FAULTS_HEALTH = ("kill-backend", "slow-backend")
 
@@ -67,21 +69,8 @@ _COMMON = [
         type=click.Path(file_okay=False, path_type=Path),
         help="The run directory to write (new or empty).",
     ),
-    click.option(
-        "--accel",
-        type=click.Choice(["auto", "kvm", "tcg"]),
-        default="auto",
-        show_default=True,
-        help="auto: KVM only where it is real, else TCG.",
-    ),
-    click.option(
-        "--memory",
-        "memory_mb",
-        type=click.IntRange(192, 16384),
-        default=1024,
-        show_default=True,
-        help="Guest memory in MiB.",
-    ),
+    accel_option,
+    memory_option,
 ]
 
 

@@ -92,3 +92,21 @@ def target_from_options(
         sysfs_root=sysfs_root,
         genl_capture=genl_capture,
     )
+
+
+# The lab VM's options, shared by `lab run|shell|check` and `lab drill`.
+accel_option = click.option(
+    "--accel",
+    type=click.Choice(["auto", "kvm", "tcg"]),
+    default="auto",
+    show_default=True,
+    help="auto: KVM only where it is real hardware virtualisation, else TCG.",
+)
+memory_option = click.option(
+    "--memory",
+    "memory_mb",
+    type=click.IntRange(192, 16384),
+    default=1024,
+    show_default=True,
+    help="Guest memory in MiB.",
+)
