@@ -12,11 +12,7 @@ import click
 
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.cli.labdrill import drill
-from lvsprobe.cli.options import accel_option, memory_option
-
-
-def _progress(message: str) -> None:
-    click.echo(f"lab: {message}", err=True)
+from lvsprobe.cli.options import accel_option, lab_progress, memory_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +56,7 @@ def prepare(refresh: bool) -> None:
     """
     from lvsprobe.lab.prepare import prepare as do_prepare
 
-    do_prepare(progress=_progress, refresh=refresh)
+    do_prepare(progress=lab_progress, refresh=refresh)
 
 
 _LAB_OPTIONS = [
@@ -101,7 +97,7 @@ def _make_lab(
         shared_dir=share,
         memory_mb=memory_mb,
         accel=accel,
-        progress=_progress,
+        progress=lab_progress,
     )
 
 
@@ -151,7 +147,7 @@ def run(
     click.echo(result.stdout, nl=False)
     click.echo(result.stderr, nl=False, err=True)
     if result.returncode == 124:
-        _progress(f"command timed out after {timeout_s:g} s")
+        lab_progress(f"command timed out after {timeout_s:g} s")
     ctx.exit(result.returncode if 0 <= result.returncode < 256 else 128 - result.returncode)
 
 
@@ -225,7 +221,7 @@ def check(ctx: click.Context, accel: str, no_boot: bool) -> None:
         ctx.exit(ExitCode.CHECK_FAILED)
     verdict = kvm_verdict()
     click.echo(f"{'ok':<8} accelerator: {verdict.accel} ({verdict.reason})")
-    prepared = prepare(progress=_progress)
+    prepared = prepare(progress=lab_progress)
     click.echo(f"{'ok':<8} kernel {prepared.kernel_version} (cache {prepared.vmlinux.parent})")
     if no_boot:
         return

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lvsprobe.cli.options import accel_option, memory_option
+from lvsprobe.cli.options import accel_option, lab_progress, memory_option
 
 FAULTS_FAILOVER = ("stop", "freeze", "link", "manual")
 FAULTS_HEALTH = ("kill-backend", "slow-backend")
@@ -47,12 +47,11 @@ def _topology(
 
 def _lab(topology: Any, out: Path, accel: str, memory_mb: int) -> Any:
     """A lab sharing OUT's parent read-write (the guest's replay writes OUT itself)."""
-    from lvsprobe.cli.lab import _progress
     from lvsprobe.lab.lab import Lab
 
     share = out.resolve().parent
     share.mkdir(parents=True, exist_ok=True)
-    return Lab(topology, shared_dir=share, memory_mb=memory_mb, accel=accel, progress=_progress)
+    return Lab(topology, shared_dir=share, memory_mb=memory_mb, accel=accel, progress=lab_progress)
 
 
 _COMMON = [

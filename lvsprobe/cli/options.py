@@ -110,3 +110,8 @@ memory_option = click.option(
     show_default=True,
     help="Guest memory in MiB.",
 )
+
+
+def lab_progress(message: str) -> None:
+    """A lab's progress lines, on stderr (stdout stays the command's own output)."""
+    click.echo(f"lab: {message}", err=True)
