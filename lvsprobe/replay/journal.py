@@ -29,35 +29,21 @@ FLUSH_ROWS = 1024
 FLUSH_EVERY_S = 1.0
 
 
-class Journal(Generic[Row]):
-    """Appends rows to `path` in batches; `to_table` turns a list of rows into an Arrow table
-    with `schema`. Not thread-safe: one engine thread adds, ticks and flushes."""
+class Batcher(Generic[Row]):
+    """Rows held until `flush_rows` of them have come or the oldest has waited
+    `flush_every_s`, then written as one batch by `_write`: the rule both a run's journal and
+    a Dask shard's chunks follow (the engines call add, tick and flush)."""
 
     def __init__(
         self,
-        path: Path,
-        schema: pa.Schema,
-        to_table: Callable[[list[Row]], pa.Table],
         flush_rows: int = FLUSH_ROWS,
         flush_every_s: float = FLUSH_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        import pyarrow as pa
-
-        self.path = path
         self.flush_rows, self.flush_every_s = flush_rows, flush_every_s
-        self.rows_written = 0
-        self._to_table, self._clock = to_table, clock
+        self._clock = clock
         self._pending: list[Row] = []
         self._oldest_s = 0.0
-        # Uncompressed: compression (zstd, lz4) costs 1-4 ms per batch, the flow log's 29
-        # columns each compressed on their own, in the engine's loop; the journal (~180
-        # bytes a flow) lives only until flows.parquet is written.
-        self._sink: Any = pa.OSFile(str(path), "wb")
-        self._writer: Any = pa.ipc.new_stream(self._sink, schema)
-        # pyarrow's first conversion initialises its machinery (~0.2 s): paid here, before
-        # the run, not as a stall of the engine's loop at its first flush
-        to_table([])
 
     def add(self, row: Row) -> None:
         if not self._pending:
@@ -72,10 +58,49 @@ class Journal(Generic[Row]):
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending or self._writer is None:
+        if not self._pending:
             return
         # taken off first: an exception in the write loses these rows, never writes them twice
         rows, self._pending = self._pending, []
+        self._write(rows)
+
+    def _write(self, rows: list[Row]) -> None:
+        raise NotImplementedError
+
+
+class Journal(Batcher[Row]):
+    """Appends rows to `path` in batches; `to_table` turns a list of rows into an Arrow table
+    with `schema`. Not thread-safe: one engine thread adds, ticks and flushes."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        to_table: Callable[[list[Row]], pa.Table],
+        flush_rows: int = FLUSH_ROWS,
+        flush_every_s: float = FLUSH_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        import pyarrow as pa
+
+        super().__init__(flush_rows, flush_every_s, clock)
+        self.path = path
+        self.rows_written = 0
+        self._to_table = to_table
+        # Uncompressed: compression (zstd, lz4) costs 1-4 ms per batch, the flow log's 29
+        # columns each compressed on their own, in the engine's loop; the journal (~180
+        # bytes a flow) lives only until flows.parquet is written.
+        self._sink: Any = pa.OSFile(str(path), "wb")
+        self._writer: Any = pa.ipc.new_stream(self._sink, schema)
+        # pyarrow's first conversion initialises its machinery (~0.2 s): paid here, before
+        # the run, not as a stall of the engine's loop at its first flush
+        to_table([])
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            super().flush()
+
+    def _write(self, rows: list[Row]) -> None:
         self._writer.write_table(self._to_table(rows))
         self.rows_written += len(rows)
 

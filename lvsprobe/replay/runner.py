@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from lvsprobe.replay.attribution import ConnSnapshot
 from lvsprobe.replay.driver import FlowContext, drive_flow, new_record
 from lvsprobe.replay.flowlog import FlowRecord
-from lvsprobe.replay.journal import Journal
+from lvsprobe.replay.journal import Batcher
 from lvsprobe.replay.plan import PlannedFlow, stages_of
 from lvsprobe.replay.profile import windows
 from lvsprobe.replay.scenario import Scenario
@@ -57,7 +57,7 @@ class RunOptions:
     snapshot_every_s: float = 1.0
     on_progress: Callable[[Progress], None] | None = None
     progress_every_s: float = 0.5
-    journal: Journal[FlowRecord] | None = None  # where each flow goes as it finishes
+    journal: Batcher[FlowRecord] | None = None  # where each flow goes as it finishes
     live: Watcher | None = None  # told of each flow as it starts and ends (live.py)
     hurry: Callable[[], bool] = lambda: False  # true: skip the final conn-table snapshot
 
@@ -258,7 +258,7 @@ class Runner:
             self.snapshots.append(ConnSnapshot(self.clock(), data))
             await asyncio.sleep(self.options.snapshot_every_s)
 
-    async def _journal_loop(self, journal: Journal[FlowRecord]) -> None:
+    async def _journal_loop(self, journal: Batcher[FlowRecord]) -> None:
         """Flush flows that have waited their time while none finish to flush them."""
         while True:
             await asyncio.sleep(journal.flush_every_s / 4)

@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from lvsprobe import __version__
 from lvsprobe.replay.flowlog import FlowRecord
-from lvsprobe.replay.journal import FLUSH_EVERY_S, FLUSH_ROWS, Journal
+from lvsprobe.replay.journal import FLUSH_EVERY_S, FLUSH_ROWS, Batcher
 from lvsprobe.replay.merge import encode_rows
 from lvsprobe.replay.plan import check_pool, make_plan
 from lvsprobe.replay.scenario import Scenario
@@ -61,10 +61,9 @@ def report_host(addresses: tuple[str, ...], skip_check: bool = False) -> dict[st
     }
 
 
-class RowSink:
-    """Where a shard's engine puts each finished flow: kept until `flush_rows` wait or the
-    oldest has waited `flush_every_s`, then sent as one chunk (the engines use add, tick,
-    flush and flush_every_s, as of a run's journal)."""
+class RowSink(Batcher[FlowRecord]):
+    """Where a shard's engine puts each finished flow: batched as a run's journal batches
+    them (`Batcher`), each batch sent as one chunk."""
 
     def __init__(
         self,
@@ -74,29 +73,13 @@ class RowSink:
         flush_every_s: float = FLUSH_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(flush_rows, flush_every_s, clock)
         self.index, self.sent = index, 0
         self.started: Callable[[], int] = lambda: 0
         self.start: dict[str, float] = {}  # start_unix and late_s, sent with the first chunk
-        self._send, self._clock = send, clock
-        self.flush_rows, self.flush_every_s = flush_rows, flush_every_s
-        self._pending: list[FlowRecord] = []
-        self._oldest_s = 0.0
+        self._send = send
 
-    def add(self, record: FlowRecord) -> None:
-        if not self._pending:
-            self._oldest_s = self._clock()
-        self._pending.append(record)
-        if len(self._pending) >= self.flush_rows:
-            self.flush()
-
-    def tick(self) -> None:
-        if self._pending and self._clock() - self._oldest_s >= self.flush_every_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        rows, self._pending = self._pending, []
+    def _write(self, rows: list[FlowRecord]) -> None:
         message = {"shard": self.index, "kind": "rows", "rows": encode_rows(rows)}
         self._send({**message, "started": self.started(), **self._first()})
         self.sent += len(rows)
@@ -176,7 +159,7 @@ def _drive(spec: ShardSpec, plan: list[Any], sink: RowSink, stop: Any) -> str | 
     from lvsprobe.replay.runner import Runner, RunOptions
 
     # The engines use add, tick and flush of their journal: the sink has them.
-    options = RunOptions(journal=cast(Journal[FlowRecord], sink))
+    options = RunOptions(journal=sink)
     ended = threading.Event()
     stopper: list[Callable[[], object]] = []
 
