@@ -213,6 +213,14 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     "is counted in ipvs_exporter_dropped_series_total.  [default: no cap]",
 )
 @click.option(
+    "--collector.backends.rates",
+    "backend_rates",
+    is_flag=True,
+    help="Also export the kernel's rate estimates per real server "
+    "(ipvs_backend_*_per_second, 5 more series each). Off: use rate() on the *_total "
+    "counters; services keep theirs.",
+)
+@click.option(
     "--names",
     "names_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -269,6 +277,7 @@ def export(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     max_backends: int | None,
+    backend_rates: bool,
     names_file: Path | None,
     compat: str | None,
     backend_labels: str,
@@ -282,9 +291,10 @@ def export(
 
     \b
     Every scrape reads each namespace once (netlink, else /proc): services and real servers
-    with their counters and rates, the connection table by state, sync daemons, timeouts,
-    sysctls. A source that fails costs only its own series: ipvs_scrape_source_success
-    {source} turns 0 and one log line says why. IPVS not loaded is `ipvs_up 0`, not an error.
+    with their counters (rates per service; per real server with --collector.backends.rates),
+    the connection table by state, sync daemons, timeouts, sysctls. A source that fails
+    costs only its own series: ipvs_scrape_source_success{source} turns 0 and one log line
+    says why. IPVS not loaded is `ipvs_up 0`, not an error.
 
     \b
     HTTP: /metrics (OpenMetrics when Prometheus asks for it), /healthz and /-/healthy
@@ -346,6 +356,7 @@ def export(
             _matches("--collector.services.exclude", exclude),
         ),
         max_backends=max_backends,
+        backend_rates=backend_rates,
         names=NamesFile(names_file) if names_file is not None else None,
         compat_node_exporter=compat == "node-exporter",
         compat_backend_labels=labels,

@@ -144,6 +144,7 @@ class ExportOptions:
     read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S  # None: read to the end
     max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES
     keepalived: KeepalivedOptions | None = None  # --collector.keepalived
+    backend_rates: bool = False  # --collector.backends.rates
 
 
 class Scraper:
@@ -276,9 +277,8 @@ class Scraper:
         if not snap.loaded:
             return
         service_names = names.names if names is not None else None
-        ServicesCollector(ServiceOptions(opts.service_filter, service_names), budget).collect(
-            snap, out
-        )
+        service_options = ServiceOptions(opts.service_filter, service_names, opts.backend_rates)
+        ServicesCollector(service_options, budget).collect(snap, out)
         StatsCollector().collect(snap, out)
         ConnsCollector(opts.service_filter, opts.conns == "per-real-server").collect(snap, out)
         SlabCollector().collect(snap, out)

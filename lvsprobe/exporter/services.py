@@ -72,10 +72,11 @@ _NETLINK_ROWS: tuple[tuple[_Columns, tuple[str, ...]], ...] = (
         lambda t: None if t.stats is None else t.stats[:5],
         tuple(f"ipvs_backend_{name}_total" for name in _STAT_FIELDS),
     ),
-    (
-        lambda t: None if t.stats is None else t.stats[5:],
-        tuple(f"ipvs_backend_{name}_per_second" for name in _STAT_FIELDS),
-    ),
+)
+# The kernel's rate estimates, exported with --collector.backends.rates only.
+_RATE_ROWS: tuple[_Columns, tuple[str, ...]] = (
+    lambda t: None if t.stats is None else t.stats[5:],
+    tuple(f"ipvs_backend_{name}_per_second" for name in _STAT_FIELDS),
 )
 assert len(STAT_FIELDS) == len(RATE_FIELDS) == len(_STAT_FIELDS)
 
@@ -92,6 +93,9 @@ class Budget:
 class ServiceOptions:
     service_filter: ServiceFilter = field(default_factory=ServiceFilter)
     names: ServiceNames | None = None
+    # The kernel's per-real-server rate estimates: five series per real server that
+    # Prometheus derives from the counters with rate(); off by default (README, "Series").
+    backend_rates: bool = False
 
 
 def service_family(svc: Service) -> str:
@@ -227,7 +231,8 @@ class ServicesCollector:
         actives.extend(table.active_conns)
         inactives.extend(table.inactive_conns)
         row_heads, row_blocks = heads_of_rows[first:], blocks[first:]
-        for columns_of, names in _NETLINK_ROWS:
+        groups = (*_NETLINK_ROWS, _RATE_ROWS) if self.options.backend_rates else _NETLINK_ROWS
+        for columns_of, names in groups:
             columns = columns_of(table)
             if columns is None:
                 continue
