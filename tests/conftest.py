@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# No test passes or fails on wall-clock time: Hypothesis' per-example deadline (200 ms)
+# failed property tests on a loaded 2-core machine, so it is off for every test.
+settings.register_profile("lvsprobe", deadline=None)
+settings.load_profile("lvsprobe")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KERNEL_61 = FIXTURES / "kernel-6.1"
