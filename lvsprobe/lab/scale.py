@@ -52,7 +52,7 @@ def restore_text(services: int, real_servers_each: int) -> str:
         for j in range(real_servers_each):
             row = i * real_servers_each + j
             if i % 1000 == 1:
-                real = f"[2001:db8:19::{row:x}]:8080 {('-m', '-g')[j % 2]}"
+                real = f"[2001:db8:19::{row >> 16:x}:{row & 0xFFFF:x}]:8080 {('-m', '-g')[j % 2]}"
             elif i % 1000 == 2:
                 real = f"{_v4(19, row)} -g"
             else:
