@@ -1,0 +1,194 @@
+"""lvsprobe export vs node_exporter's ipvs collector on the real kernel, at kube-proxy scale.
+
+In the lab VM, for each size: `ipvsadm -R` loads SERVICES x REAL_SERVERS into lvs1
+(lvsprobe.lab.scale.restore_text); then ONE guest run of this file (`--guest`, the venv
+Python) starts, in lvs1, `lvsprobe export` (netlink, the default), `lvsprobe export
+--no-collector.netlink` (/proc) and `prometheus-node-exporter --collector.disable-defaults
+--collector.ipvs`, scrapes them in turn over loopback, and reports per exporter: scrape wall
+(min/median), process CPU per scrape (/proc/PID/stat utime+stime deltas), peak RSS (VmHWM)
+and series count, then `lvsprobe status --json` vs the text view. The first scrape of each
+exporter is a warm-up, not counted. Figures are guest figures under TCG (~15x slower than
+the host): compare the ratios, not the seconds.
+
+    python -m bench lab_export -- --services 2000 --real-servers 10 --scrapes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+READY_TIMEOUT_S = 300.0
+SCRAPE_TIMEOUT_S = 900.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def exporters() -> dict[str, list[str]]:
+    """Name -> argv, each on its own loopback port."""
+    lvsprobe = [sys.executable, "-m", "lvsprobe", "export"]
+    return {
+        "lvsprobe netlink": [*lvsprobe, "--web.listen-address", "127.0.0.1:9301"],
+        "lvsprobe procfs": [
+            *lvsprobe,
+            "--no-collector.netlink",
+            "--web.listen-address",
+            "127.0.0.1:9302",
+        ],
+        "node_exporter": [
+            NODE_EXPORTER,
+            "--collector.disable-defaults",
+            "--collector.ipvs",
+            "--web.listen-address=127.0.0.1:9303",
+        ],
+    }
+
+
+def _port(argv: list[str]) -> int:
+    address = next(a for a in reversed(argv) if "127.0.0.1:" in a)
+    return int(address.rsplit(":", 1)[1])
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exporter on :{port} exited {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"exporter on :{port} not listening after {READY_TIMEOUT_S:.0f} s")
+
+
+def _scrape(port: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as reply:
+        body = reply.read()
+    wall_s = time.perf_counter() - started
+    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return wall_s, series
+
+
+def guest(scrapes: int, out_dir: Path) -> dict[str, Any]:
+    """In the director's namespace: every exporter measured, then status --json vs text."""
+    from lvsprobe.lab.scale import timed_cli
+
+    argvs = exporters()
+    procs = {
+        name: subprocess.Popen(argv, stderr=subprocess.DEVNULL) for name, argv in argvs.items()
+    }
+    results: dict[str, Any] = {}
+    try:
+        for name, proc in procs.items():
+            _wait_ready(_port(argvs[name]), proc)
+            _scrape(_port(argvs[name]))  # warm-up: imports, first decode
+        samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in procs}
+        for _ in range(scrapes):
+            for name, proc in procs.items():
+                cpu_before = _cpu_s(proc.pid)
+                wall_s, series = _scrape(_port(argvs[name]))
+                samples[name].append((wall_s, _cpu_s(proc.pid) - cpu_before, series))
+        for name, proc in procs.items():
+            walls = [s[0] for s in samples[name]]
+            results[name] = {
+                "argv": " ".join(a.rsplit("/", 1)[-1] for a in argvs[name]),
+                "wall_min_s": round(min(walls), 3),
+                "wall_median_s": round(statistics.median(walls), 3),
+                "cpu_per_scrape_s": round(statistics.median(s[1] for s in samples[name]), 3),
+                "peak_rss_mb": round(_peak_rss_mb(proc.pid), 1),
+                "series": samples[name][-1][2],
+            }
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(timeout=30)
+    text = ["status", "--exact", "--stats", "--no-conns"]
+    results["status text"] = timed_cli(text, out_dir / "status.txt")
+    results["status --json"] = timed_cli(
+        ["status", "--json", "--no-conns"], out_dir / "status.json"
+    )
+    return results
+
+
+def report(size: str, results: dict[str, Any]) -> None:
+    print(f"-- {size}")
+    node = results["node_exporter"]
+    for name in ("lvsprobe netlink", "lvsprobe procfs", "node_exporter"):
+        r = results[name]
+        ratio = (
+            f"x node: wall {r['wall_median_s'] / node['wall_median_s']:.2f}, "
+            f"cpu {r['cpu_per_scrape_s'] / max(node['cpu_per_scrape_s'], 1e-3):.2f}, "
+            f"rss {r['peak_rss_mb'] / node['peak_rss_mb']:.2f}"
+        )
+        print(f"  {name:17} wall min/median {r['wall_min_s']:.2f}/{r['wall_median_s']:.2f} s  "
+              f"cpu/scrape {r['cpu_per_scrape_s']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB  "
+              f"{r['series']} series  ({ratio})")  # fmt: skip
+        print(f"    {r['argv']}")
+    for name in ("status text", "status --json"):
+        r = results[name]
+        print(f"  {name:17} wall {r['wall_s']:.2f} s  cpu {r['cpu_s']:.2f} s  "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--services", default="2000", help="comma-separated sizes")
+    parser.add_argument("--real-servers", type=int, default=10)
+    parser.add_argument("--scrapes", type=int, default=5)
+    parser.add_argument("--guest", metavar="OUT_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.guest:
+        print(json.dumps(guest(args.scrapes, Path(args.guest))))
+        return
+    from lvsprobe.lab.lab import Lab
+    from lvsprobe.lab.scale import restore_text
+
+    with tempfile.TemporaryDirectory(prefix="bench-lab-export-") as tmp:
+        shared = Path(tmp)
+        with Lab(shared_dir=shared) as lab:
+            print(f"  lab up ({lab.accel}, {lab.cpus} vCPUs)", flush=True)
+            for services in (int(part) for part in args.services.split(",")):
+                restore = shared / "load.ipvsadm"
+                restore.write_text(restore_text(services, args.real_servers))
+                started = time.monotonic()
+                # lvs2's services out: /proc readers in lvs1 would skip as many (test_scale.py)
+                lab.run("lvs2", ["ipvsadm", "-C"], timeout=300).check()
+                load = f"ipvsadm -C && ipvsadm -R < {restore}"
+                lab.sh("lvs1", load, timeout=1800).check()
+                print(f"  loaded {services} x {args.real_servers} in "
+                      f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+                argv = [sys.executable, __file__, "--guest", str(shared)]
+                argv += ["--scrapes", str(args.scrapes)]
+                result = lab.run("lvs1", argv, timeout=3600).check()
+                report(f"{services} x {args.real_servers}", json.loads(result.stdout))
+            lab.run("lvs1", ["ipvsadm", "-C"], timeout=300)
+
+
+if __name__ == "__main__":
+    main()
