@@ -105,8 +105,11 @@ class ShardState:
 class Merge:
     """Takes the workers' messages; holds the merged records and each shard's state."""
 
-    def __init__(self, shards: Iterable[Shard]) -> None:
+    def __init__(
+        self, shards: Iterable[Shard], time_delay_s: Mapping[str, float] | None = None
+    ) -> None:
         self.states = {s.index: ShardState(s) for s in shards}
+        self._delay_s = dict(time_delay_s or {})
         self.records: list[FlowRecord] = []
         self._seen: set[int] = set()
 
@@ -147,11 +150,22 @@ class Merge:
                 continue
             self._seen.add(record.flow_id)
             record.worker = shard.worker_name
+            self._to_client_clock(state, record)
             added.append(record)
         state.received += len(added)
         state.started = max(state.started, int(message.get("started", 0)))
         self.records.extend(added)
         return added
+
+    def _to_client_clock(self, state: ShardState, record: FlowRecord) -> None:
+        """Put a shard's times on the client's clock: its engine timed `start_s`/`end_s` from
+        its own start (`late_s` after the start instant, on its worker's clock) and
+        `start_unix` on its worker's clock, measured `time_delay_s` behind the client's."""
+        delay_s = self._delay_s.get(state.shard.worker_address, 0.0)
+        shift_s = (state.late_s or 0.0) + delay_s
+        record.start_s += shift_s
+        record.end_s += shift_s
+        record.start_unix += delay_s
 
     def fail(self, index: int, reason: str) -> None:
         """Mark shard `index` failed (its undelivered flows are lost), unless it ended."""
@@ -180,9 +194,9 @@ class Merge:
 def skew_summary(states: Iterable[ShardState], time_delay_s: Mapping[str, float]) -> dict[str, Any]:
     """How far apart the shards started. `start_skew_s`: the spread of their engines' start
     instants, each read on its worker's clock (right when the hosts' clocks agree, as on one
-    host or with NTP). `dask_time_delay_s`: each worker's clock offset from the scheduler's
-    as Dask measured it (by worker address), and `dask_start_skew_s` the spread of the start
-    instants corrected by it (right when the clocks disagree; noisy on a loaded host)."""
+    host or with NTP). `dask_time_delay_s`: each worker's clock offset behind the client's,
+    measured over one Dask round trip (by worker address), and `dask_start_skew_s` the spread
+    of the start instants corrected by it (right when the clocks disagree)."""
     known = [(s.start_unix, s.shard.worker_address) for s in states if s.start_unix is not None]
     starts = [start for start, _ in known]
     corrected = [start + time_delay_s.get(address, 0.0) for start, address in known]

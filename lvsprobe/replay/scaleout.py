@@ -142,13 +142,26 @@ def worker_clients(
 def plan_shards(
     client: Any, plan: list[PlannedFlow], skip_pool_check: bool
 ) -> tuple[list[Shard], dict[str, float]]:
-    """The run's shards, and each worker's clock offset as Dask measures it (by address)."""
+    """The run's shards, and each worker's clock offset behind the client's (by address)."""
     addresses = tuple(dict.fromkeys(p.client_address for p in plan))
     shards = split_plan(plan, worker_clients(client, addresses, skip_pool_check))
-    workers = client.scheduler_info()["workers"]
-    delays = {s.worker_address: float(workers.get(s.worker_address, {}).get("time-delay", 0.0))
-              for s in shards}  # fmt: skip
-    return shards, delays
+    return shards, time_delays(client, shards)
+
+
+def time_delays(client: Any, shards: list[Shard]) -> dict[str, float]:
+    """Each shard worker's clock offset behind the client's (s): the client's midpoint of one
+    `time.time` round trip minus the worker's answer; 0 when the answer fell inside the round
+    trip (the clocks agree as far as it can tell). Dask's own `time-delay` is not in
+    `scheduler_info()`, and is against the scheduler's clock."""
+    addresses = sorted({s.worker_address for s in shards})
+    before = time.time()
+    remote = client.run(time.time, workers=addresses)
+    after = time.time()
+    midpoint = (before + after) / 2
+    return {
+        address: 0.0 if before <= remote[address] <= after else midpoint - float(remote[address])
+        for address in addresses
+    }
 
 
 @dataclass
@@ -245,7 +258,7 @@ class _ClientLoop:
     ) -> None:
         self.client, self.scenario, self.options = client, scenario, options
         self.queue, self.futures, self.shards = queue, futures, shards
-        self.merge = Merge(shards)
+        self.merge = Merge(shards, time_delays(client, shards))  # times on the client's clock
         self.progress = Progress(total=sum(s.flows for s in shards))
 
     def drive(

@@ -187,6 +187,17 @@ def test_a_lost_worker_fails_its_shard_with_the_flows_lost() -> None:
     assert skew["dask_start_skew_s"] == pytest.approx(0.15)
 
 
+def test_the_merged_times_are_on_the_client_clock() -> None:
+    """Each shard times its flows from its own engine start, late_s after the start instant
+    on a worker clock Dask measured `time-delay` behind: the merge puts them on one clock."""
+    shards = _two_shards()
+    merge = Merge(shards, {shards[1].worker_address: 0.5})
+    (a,) = merge.take(_rows(0, 0, start_unix=100.0, late_s=0.01))
+    (b,) = merge.take(_rows(1, 1, start_unix=99.7, late_s=0.2))
+    assert (a.start_s, a.end_s, a.start_unix) == pytest.approx((0.11, 0.21, 1.7e9))
+    assert (b.start_s, b.end_s, b.start_unix) == pytest.approx((0.8, 0.9, 1.7e9 + 0.5))
+
+
 def test_rows_a_done_message_counted_but_never_delivered_fail_the_shard() -> None:
     merge = Merge(_two_shards())
     merge.take(_rows(0, 0))
