@@ -194,12 +194,17 @@ def reader_start_script(director: str) -> str:
 
 def start_script(director: str) -> str:
     """Start keepalived in `director`'s namespace, its own /tmp bound over /tmp, in its own
-    session (the lab's teardown kills the session by STATE/DIRECTOR-keepalived.pid)."""
+    session (the lab's teardown kills the session by STATE/DIRECTOR-keepalived.pid).
+
+    --dont-release-ipvs: a clean stop otherwise deletes the old master's real servers before
+    its VRRP child releases the VIPs, and every long-lived connection was reset (20/20, sync
+    on, lab kernel 6.1) while lvs2 held the synced entries; with the flag 0/20 broke. The
+    services left behind are flushed by lvs_flush when keepalived starts again."""
     home = director_dir(director)
     inner = (
-        f"mount --bind {home}/tmp /tmp && exec keepalived --dont-fork --log-console "
-        f"--log-detail --no-syslog -f {home}/keepalived.conf -p {home}/keepalived.pid "
-        f"-r {home}/vrrp.pid -c {home}/checkers.pid"
+        f"mount --bind {home}/tmp /tmp && exec keepalived --dont-fork --dont-release-ipvs "
+        f"--log-console --log-detail --no-syslog -f {home}/keepalived.conf "
+        f"-p {home}/keepalived.pid -r {home}/vrrp.pid -c {home}/checkers.pid"
     )
     argv = [
         "ip",

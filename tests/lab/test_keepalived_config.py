@@ -115,7 +115,7 @@ def test_a_broken_config_is_refused_by_keepalived(tmp_path: Path) -> None:
 def test_build_starts_keepalived_instead_of_ipvsadm() -> None:
     script = build_script(AddressPlan(NAT), python="/usr/bin/python3")
     assert "ipvsadm -R" not in script and "--start-daemon" not in script
-    assert script.count("exec keepalived --dont-fork") == 2
+    assert script.count("exec keepalived --dont-fork --dont-release-ipvs") == 2  # stop keeps conns
     assert "addr add 198.18.1.100/24 dev e0" not in script  # keepalived adds the VIP
     assert "lvs1 never became MASTER" in script
     manual = build_script(AddressPlan(Topology()), python="/usr/bin/python3")
