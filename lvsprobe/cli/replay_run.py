@@ -22,6 +22,7 @@ from lvsprobe.cli.replay_output import (
 from lvsprobe.cli.replay_workers import execute_on_workers, parse_workers_option
 from lvsprobe.errors import LvsprobeError
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
+from lvsprobe.replay.metricspecs import METRICS_LINGER_S
 
 
 def _override_target(scenario: Any, target: str | None) -> Any:
@@ -147,6 +148,16 @@ def _thresholds(scenario: Any, texts: tuple[str, ...]) -> tuple[Any, ...]:
     "(flows by kind, outcome and backend; latency histograms; planned and achieved rates).",
 )
 @click.option(
+    "--metrics-linger",
+    "metrics_linger_s",
+    type=click.FloatRange(min=0.0),
+    default=METRICS_LINGER_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --metrics-listen: after the run, keep serving until one scrape has read the "
+    "final counts, at most this long (0: stop with the run).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["auto", "epoll", "asyncio"]),
     default="auto",
@@ -194,6 +205,7 @@ def run(
     check: bool,
     threshold_texts: tuple[str, ...],
     metrics_listen: tuple[str, int] | None,
+    metrics_linger_s: float,
     engine: str,
     skip_pool_check: bool,
     timed: tuple[Any, ...],
@@ -273,6 +285,7 @@ def run(
             max_conn_table_bytes,
             thresholds,
             metrics_listen,
+            metrics_linger_s,
         )
     shown, breached = threshold_lines(summary)
     if as_json:
@@ -311,6 +324,7 @@ def _execute(
     max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES,
     thresholds: tuple[Any, ...] = (),
     metrics_listen: tuple[str, int] | None = None,
+    metrics_linger_s: float = 0.0,
 ) -> tuple[dict[str, Any], bool]:
     from lvsprobe.replay import hooks
     from lvsprobe.replay.attribution import conn_table_source
@@ -325,7 +339,7 @@ def _execute(
         live = LiveStats(scenario.name, len(plan), stages_of(scenario))
     with contextlib.ExitStack() as serving:
         if metrics_listen is not None and live is not None:  # bound before the run dir
-            serving.enter_context(serve_metrics(metrics_listen, live))
+            serving.enter_context(serve_metrics(metrics_listen, live, metrics_linger_s))
         run_dir = open_run_dir(out_dir, scenario, scenario_path, len(plan), force)
         signals = StopSignals(out_dir, ExitCode.INTERRUPTED)
         line = ProgressLine(len(plan), progress, live)

@@ -28,6 +28,7 @@ from lvsprobe.replay.profile import Stage, planned_rate, stage_at
 RATE_WINDOW_S = 5.0  # the achieved rate: flows started over the last few seconds
 MIN_RATE_SPAN_S = 1.0  # ... or over 1 s at the start: not a burst of starts over 1 ms
 MAX_LABEL_VALUES = 64  # distinct backends (or outcomes) before the rest count as "other"
+REPLY_FLUSH_S = 0.5  # after the final scrape's body is rendered: time for it to be sent
 _HISTOGRAMS = tuple(COLUMN)  # (phase, timing)
 
 
@@ -199,13 +200,26 @@ def _labels(labels: dict[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def serve_metrics(address: tuple[str, int], live: LiveStats) -> Iterator[tuple[str, int]]:
+def serve_metrics(
+    address: tuple[str, int], live: LiveStats, linger_s: float = 0.0
+) -> Iterator[tuple[str, int]]:
     """Serve `live` at http://ADDRESS/metrics (the exporter's HTTP server) while the block
-    runs; yields the address bound (port 0: the kernel's pick)."""
+    runs; yields the address bound (port 0: the kernel's pick). After the block, the endpoint
+    stays up until one scrape has read the final counts, at most `linger_s`: a run shorter
+    than a scrape interval, or its last seconds, would otherwise never reach Prometheus."""
     from lvsprobe.exporter.server import ExporterServer
 
+    run_over = threading.Event()
+    final_scraped = threading.Event()
+
+    def scrape(fmt: ExpositionFormat, _timeout_s: float | None) -> Iterator[bytes]:
+        ended_before = run_over.is_set()
+        yield live.render(fmt)
+        if ended_before:  # a whole reply: the server's warm-up reads the first chunk only
+            final_scraped.set()
+
     try:
-        server = ExporterServer(address, lambda fmt, _timeout_s: [live.render(fmt)])
+        server = ExporterServer(address, scrape)
     except OSError as exc:
         raise LvsprobeError(
             f"--metrics-listen {address[0]}:{address[1]}: cannot listen: {exc.strerror or exc}"
@@ -214,6 +228,9 @@ def serve_metrics(address: tuple[str, int], live: LiveStats) -> Iterator[tuple[s
     thread.start()
     try:
         yield str(server.server_address[0]), int(server.server_address[1])
+        run_over.set()
+        if final_scraped.wait(max(0.0, linger_s)):
+            time.sleep(min(linger_s, REPLY_FLUSH_S))  # shutdown drops a reply still in flight
     finally:
         server.shutdown()
         server.server_close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+METRICS_LINGER_S = 30.0  # after a run: two 15 s scrape intervals for Prometheus to read the end
+
 PREFIX = "lvsprobe_replay_"
 # Prometheus buckets of the latency histograms (seconds): loopback to a stalled service
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -125,3 +127,40 @@ def test_openmetrics_exposition_parses() -> None:
     assert text.endswith("# EOF\n")
     names = {family.name for family in text_string_to_metric_families(text)}
     assert "lvsprobe_replay_flows_started" in names
+
+
+def test_serve_metrics_lingers_until_a_scrape_reads_the_final_counts() -> None:
+    """The endpoint outlives the run until one scrape after its end (bounded by the linger):
+    Prometheus gets the last counts, and the wait ends on that scrape, not on the bound."""
+    live = _live(FakeClock())
+    bound: list[tuple[str, int]] = []
+    run_ended = threading.Event()
+
+    def run() -> None:
+        with serve_metrics(("127.0.0.1", 0), live, linger_s=60.0) as address:
+            bound.append(address)
+            live.started("http", 0.1)
+        run_ended.set()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    while not bound and runner.is_alive():
+        time.sleep(0.01)
+    time.sleep(0.2)  # the block has exited: the run is over, the endpoint lingers
+    assert not run_ended.is_set()
+    host, port = bound[0]
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as reply:
+        assert b'lvsprobe_replay_flows_started_total{kind="http"} 1' in reply.read()
+    runner.join(timeout=30)  # generous: the scrape, not the 60 s bound, ends the linger
+    assert run_ended.is_set()
+
+
+def test_serve_metrics_without_a_scraper_stops_after_the_linger() -> None:
+    live = _live(FakeClock())
+    with serve_metrics(("127.0.0.1", 0), live, linger_s=0.05) as (host, port):
+        pass
+    try:
+        urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5)
+        raise AssertionError("still serving after the linger")
+    except OSError:
+        pass
