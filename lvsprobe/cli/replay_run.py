@@ -309,6 +309,14 @@ def run(
         raise click.exceptions.Exit(ExitCode.CHECK_FAILED)
 
 
+def _say_lingering(linger_s: float) -> None:
+    click.echo(
+        f"replay: run over; serving its final metrics until one scrape reads them "
+        f"(at most {linger_s:g} s, --metrics-linger)",
+        err=True,
+    )
+
+
 def _execute(
     scenario: Any,
     scenario_path: Path,
@@ -339,7 +347,9 @@ def _execute(
         live = LiveStats(scenario.name, len(plan), stages_of(scenario))
     with contextlib.ExitStack() as serving:
         if metrics_listen is not None and live is not None:  # bound before the run dir
-            serving.enter_context(serve_metrics(metrics_listen, live, metrics_linger_s))
+            serving.enter_context(
+                serve_metrics(metrics_listen, live, metrics_linger_s, _say_lingering)
+            )
         run_dir = open_run_dir(out_dir, scenario, scenario_path, len(plan), force)
         signals = StopSignals(out_dir, ExitCode.INTERRUPTED)
         line = ProgressLine(len(plan), progress, live)

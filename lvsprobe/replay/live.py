@@ -201,7 +201,10 @@ def _labels(labels: dict[str, str]) -> str:
 
 @contextlib.contextmanager
 def serve_metrics(
-    address: tuple[str, int], live: LiveStats, linger_s: float = 0.0
+    address: tuple[str, int],
+    live: LiveStats,
+    linger_s: float = 0.0,
+    on_linger: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """Serve `live` at http://ADDRESS/metrics (the exporter's HTTP server) while the block
     runs; yields the address bound (port 0: the kernel's pick). After the block, the endpoint
@@ -229,6 +232,8 @@ def serve_metrics(
     try:
         yield str(server.server_address[0]), int(server.server_address[1])
         run_over.set()
+        if on_linger is not None and linger_s > 0 and not final_scraped.is_set():
+            on_linger(linger_s)  # the user sees why the command has not returned yet
         if final_scraped.wait(max(0.0, linger_s)):
             time.sleep(min(linger_s, REPLY_FLUSH_S))  # shutdown drops a reply still in flight
     finally:

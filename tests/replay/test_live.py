@@ -157,8 +157,10 @@ def test_serve_metrics_lingers_until_a_scrape_reads_the_final_counts() -> None:
 
 def test_serve_metrics_without_a_scraper_stops_after_the_linger() -> None:
     live = _live(FakeClock())
-    with serve_metrics(("127.0.0.1", 0), live, linger_s=0.05) as (host, port):
+    told: list[float] = []
+    with serve_metrics(("127.0.0.1", 0), live, 0.05, told.append) as (host, port):
         pass
+    assert told == [0.05]  # the user is told why the command has not returned yet
     try:
         urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5)
         raise AssertionError("still serving after the linger")
