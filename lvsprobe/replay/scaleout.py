@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import signal
 import threading
 import time
 import uuid
@@ -89,15 +90,15 @@ def open_cluster(spec: WorkersSpec) -> Iterator[Any]:
                 # Dask's statistical profiler samples every worker thread each 10 ms: CPU
                 # taken from the shard's engine, to profile one long task
                 stack.enter_context(dask.config.set({"distributed.worker.profile.enabled": False}))
-                cluster = stack.enter_context(
-                    LocalCluster(
+                with _sigint_ignored():  # inherited: a terminal's Ctrl-C stops the run here
+                    cluster = LocalCluster(
                         n_workers=spec.local_workers,
                         threads_per_worker=1,
                         processes=True,
                         host="127.0.0.1",
                         dashboard_address=None,
                     )
-                )
+                stack.enter_context(cluster)
                 client = stack.enter_context(Client(cluster, timeout=CONNECT_TIMEOUT_S))
                 client.wait_for_workers(spec.local_workers, timeout=CONNECT_TIMEOUT_S)
             elif spec.scheduler_file is not None:
@@ -109,6 +110,24 @@ def open_cluster(spec: WorkersSpec) -> Iterator[Any]:
         except (OSError, TimeoutError, ValueError) as exc:
             raise LvsprobeError(f"--workers {spec.text}: no Dask cluster there: {exc}") from exc
         yield client
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while local:N starts its worker processes, which keep it ignored.
+
+    A terminal's Ctrl-C reaches the whole process group: the workers would die of it mid-run
+    (their shards failed, tracebacks on stderr) instead of being told to stop by the client,
+    which ends the shards, writes what they sent and exits as an interrupted run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
 
 
 def worker_clients(
