@@ -140,6 +140,7 @@ class Merge:
     def _rows(self, state: ShardState, message: Mapping[str, Any]) -> list[FlowRecord]:
         shard = state.shard
         source = f"shard {shard.index} (worker {shard.worker_name!r})"
+        late_s = state.late_s or 0.0
         added = []
         for record in decode_rows(message["rows"], source):
             if record.flow_id not in shard.flow_ids or record.flow_id in self._seen:
@@ -147,6 +148,11 @@ class Merge:
                 continue
             self._seen.add(record.flow_id)
             record.worker = shard.worker_name
+            # the engine timed its flows from its own start, late_s after the run's start
+            # instant: moved onto the run's timeline (the client's start instant, which the
+            # conn-table snapshots and scheduled_s count from)
+            record.start_s += late_s
+            record.end_s += late_s
             added.append(record)
         state.received += len(added)
         state.started = max(state.started, int(message.get("started", 0)))
