@@ -167,7 +167,7 @@ def _drive(spec: ShardSpec, plan: list[Any], sink: RowSink, stop: Any) -> str | 
         while not ended.is_set():
             try:
                 stopped = stop.wait(STOP_POLL_S)
-            except Exception:  # the scheduler is gone (the client quit): no one gets the rows
+            except OSError:  # the scheduler is gone (the client quit): no one gets the rows
                 stopped = True
             if stopped and stopper and not ended.is_set():
                 stopper[0]()
