@@ -97,10 +97,17 @@ def _flows(out: Path) -> Any:
     return pq.read_table(io.BytesIO((out / flowlog.FLOWS_FILE).read_bytes())).to_pandas()
 
 
+def _why(lab: Any, workers: dict[str, Any], stderr: str) -> str:
+    """What a failed run said, with the workers' last words and the kernel's (OOM kills)."""
+    tails = {name: w.output()[1][-1500:] for name, w in workers.items()}
+    kernel = lab.sh(None, "dmesg | tail -n 8; free -m").stdout
+    return f"{stderr[-2000:]}\nworkers: {tails}\nkernel: {kernel}"
+
+
 def test_rr_fairness_split_across_two_namespaces(lab: Any, dask_lab: dict[str, Any]) -> None:
     out = Path(lab.shared_dir) / f"dask-rr-{time.monotonic_ns()}"
     result = _finish(_run(lab, REPLAYS / "rr-fairness.yaml", out, "--json", "--check"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _why(lab, dask_lab, result.stderr)
     summary = json.loads(result.stdout)
     assert summary["backends"] == {"rs1": 33, "rs2": 33, "rs3": 33}
     flows = _flows(out)
@@ -137,7 +144,7 @@ def test_a_worker_killed_mid_run_keeps_the_survivors_flows(
     lab.run(None, ["kill", "-KILL", str(dask_lab["b"].pid)]).check()
     result = _finish(run)
     lines = [line for line in result.stderr.splitlines() if line]
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 1, _why(lab, dask_lab, result.stderr)
     assert len(lines) == 1 and lines[0].startswith("lvsprobe: shard 1 on worker 'b' ("), lines
     assert "failed: its worker left the cluster mid-run; " in lines[0]
     summary = json.loads((out / flowlog.SUMMARY_FILE).read_text())
