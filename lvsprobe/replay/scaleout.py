@@ -130,6 +130,17 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, saved)
 
 
+def cluster_workers(client: Any) -> dict[str, Any]:
+    """The scheduler's workers now (address -> identity), asked directly.
+
+    Not `Client.scheduler_info()`: it returns an attribute that the client's own periodic
+    refresh (every 2 s, asking for zero workers) may overwrite between its update and its
+    return, so a slow host sees every worker vanish and fails their shards.
+    """
+    identity: dict[str, Any] = client.sync(client.scheduler.identity, n_workers=-1)
+    return dict(identity["workers"])
+
+
 def worker_clients(
     client: Any, addresses: tuple[str, ...], skip_check: bool
 ) -> list[WorkerClients]:
@@ -145,7 +156,7 @@ def worker_clients(
         raise
     except Exception as exc:  # whatever a worker raised, or a comm that broke
         raise LvsprobeError(f"asking the Dask workers for their addresses: {exc}") from exc
-    names = {a: str(w.get("name", a)) for a, w in client.scheduler_info()["workers"].items()}
+    names = {a: str(w.get("name", a)) for a, w in cluster_workers(client).items()}
     other = sorted({r["version"] for r in reports.values()} - {__version__})
     if other:
         raise LvsprobeError(
@@ -164,7 +175,7 @@ def plan_shards(
     """The run's shards, and each worker's clock offset as Dask measures it (by address)."""
     addresses = tuple(dict.fromkeys(p.client_address for p in plan))
     shards = split_plan(plan, worker_clients(client, addresses, skip_pool_check))
-    workers = client.scheduler_info()["workers"]
+    workers = cluster_workers(client)
     delays = {s.worker_address: float(workers.get(s.worker_address, {}).get("time-delay", 0.0))
               for s in shards}  # fmt: skip
     return shards, delays
@@ -349,7 +360,7 @@ class _ClientLoop:
 
     def _check_workers(self, started: bool) -> None:
         """Fail the shards whose worker left the cluster, or whose task raised."""
-        alive = set(self.client.scheduler_info()["workers"])
+        alive = set(cluster_workers(self.client))
         open_states = [s for s in self.merge.states.values() if not s.finished]
         gone = [s for s in open_states if s.shard.worker_address not in alive]
         erred = [
