@@ -4,7 +4,10 @@ Address plan (198.18.0.0/15 and 2001:2::/48 are the benchmarking ranges, RFC 254
 
     client   c0   198.18.0.2/24      2001:2::2/64      + pool 198.18.16.1..N  2001:2:0:100::1..N
                   (the pool is routed to the client by the router; bind to a pool address)
+    clientK  c0   198.18.(K+1).2/24  (client_namespaces >= K, K = 2..4: every K-th address of
+                  the IPv4 pool moves here, routed by the router as /32s; IPv6 stays on client)
     router   rc0  198.18.0.1/24      2001:2::1/64
+             rcK  198.18.(K+1).1/24  (to clientK)
              br0  198.18.1.1/24      2001:2:0:1::1/64  (the server LAN bridge)
     lvs1     e0   198.18.1.2/24      2001:2:0:1::2/64  active director: the VIPs, the NAT gateway
     lvs2     e0   198.18.1.3/24      2001:2:0:1::3/64  standby director (same IPVS rules)
@@ -54,7 +57,14 @@ class AddressPlan:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         n = topology.clients
-        self.client_addresses = tuple(f"198.18.{16 + i // 256}.{i % 256}" for i in range(1, n + 1))
+        self.pool_addresses = tuple(f"198.18.{16 + i // 256}.{i % 256}" for i in range(1, n + 1))
+        count_ns = topology.client_namespaces
+        self.client_namespaces = ("client", *(f"client{k}" for k in range(2, count_ns + 1)))
+        # dealt round-robin: any prefix of the pool (a scenario's clients) spans every namespace
+        self.client_pools = {
+            ns: self.pool_addresses[k::count_ns] for k, ns in enumerate(self.client_namespaces)
+        }
+        self.client_addresses = self.client_pools["client"]
         self.client_addresses6 = tuple(f"2001:2:0:100::{i:x}" for i in range(1, n + 1))
         count = topology.real_servers
         self.real_server_names = tuple(f"rs{i}" for i in range(1, count + 1))
@@ -63,7 +73,14 @@ class AddressPlan:
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        return ("client", "router", "lvs1", "lvs2", *self.real_server_names)
+        return (*self.client_namespaces, "router", "lvs1", "lvs2", *self.real_server_names)
+
+    def client_links(self) -> dict[str, tuple[str, str, str]]:
+        """Each client namespace's link: (router's interface, router's address, client's)."""
+        links = {"client": ("rc0", "198.18.0.1", self.client_link)}
+        for k, ns in enumerate(self.client_namespaces[1:], start=2):
+            links[ns] = (f"rc{k - 1}", f"198.18.{k + 1}.1", f"198.18.{k + 1}.2")
+        return links
 
     def service_address(self, svc: ServiceSpec) -> str:
         """ipvsadm's form of a service: `198.18.1.100:80`, `[2001:…]:80` or the mark."""
@@ -90,8 +107,9 @@ rm -rf {STATE}; mkdir -p {STATE}
 
 
 def _links(plan: AddressPlan) -> str:
-    lines = ["link add br0 netns router type bridge",
-             "link add c0 netns client type veth peer name rc0 netns router"]  # fmt: skip
+    lines = ["link add br0 netns router type bridge"]
+    for ns, (router_if, _, _) in plan.client_links().items():
+        lines.append(f"link add c0 netns {ns} type veth peer name {router_if} netns router")
     for name in ("lvs1", "lvs2", *plan.real_server_names):
         lines.append(f"link add e0 netns {name} type veth peer name b-{name} netns router")
     return "\n".join(lines)
@@ -105,16 +123,26 @@ def _router(plan: AddressPlan) -> str:
         f"route add 198.18.16.0/20 via {plan.client_link}",
         f"route add 2001:2:0:100::/64 via {plan.client_link6}",
     ]  # fmt: skip
+    for ns, (router_if, router_address, client_address) in plan.client_links().items():
+        if ns == "client":
+            continue
+        lines += [f"link set {router_if} up", f"addr add {router_address}/24 dev {router_if}"]
+        lines += [f"route add {a}/32 via {client_address}" for a in plan.client_pools[ns]]
     lines += [f"link set b-{n} master br0 up" for n in ("lvs1", "lvs2", *plan.real_server_names)]
     return "\n".join(lines)
 
 
-def _client(plan: AddressPlan) -> str:
-    lines = ["link set c0 up", f"addr add {plan.client_link}/24 dev c0",
-             f"addr add {plan.client_link6}/64 dev c0 nodad",
-             "route add default via 198.18.0.1", "route add default via 2001:2::1"]  # fmt: skip
-    lines += [f"addr add {a}/32 dev c0" for a in plan.client_addresses]
-    lines += [f"addr add {a}/128 dev c0 nodad" for a in plan.client_addresses6]
+def _client(plan: AddressPlan, ns: str) -> str:
+    _, router_address, own_address = plan.client_links()[ns]
+    lines = ["link set c0 up", f"addr add {own_address}/24 dev c0",
+             f"route add default via {router_address}"]  # fmt: skip
+    if ns == "client":
+        lines += [
+            f"addr add {plan.client_link6}/64 dev c0 nodad",
+            "route add default via 2001:2::1",
+        ]
+        lines += [f"addr add {a}/128 dev c0 nodad" for a in plan.client_addresses6]
+    lines += [f"addr add {a}/32 dev c0" for a in plan.client_pools[ns]]
     return "\n".join(lines)
 
 
@@ -255,7 +283,7 @@ def build_script(plan: AddressPlan, python: str = sys.executable) -> str:
     out.append(f"[ -e {loaded} ] || {{ modprobe -a {MODULES}; : > {loaded}; }}")
     netns = "\n".join(f"netns add {n}" for n in plan.namespaces)
     out.append(f"ip -batch - <<'EOF'\n{netns}\n{_links(plan)}\nEOF")
-    parts = {"router": _router(plan), "client": _client(plan)}
+    parts = {"router": _router(plan)} | {ns: _client(plan, ns) for ns in plan.client_namespaces}
     manual = topo.ha is Ha.MANUAL
     parts |= {d: _director(plan, d, manual and d == "lvs1") for d in ("lvs1", "lvs2")}
     parts |= {n: _real_server(plan, i) for i, n in enumerate(plan.real_server_names)}

@@ -7,6 +7,7 @@ YAML form (every key optional; shown with the defaults):
     real_servers: 3
     weights: [1, 1, 1]   # one per real server
     clients: 256         # client source addresses (IPv4 and IPv6 each)
+    client_namespaces: 1 # 2..4: the IPv4 pool dealt round-robin over client, client2, ...
     sync: true           # IPVS sync daemon: master on lvs1, backup on lvs2
     ha: manual           # manual: the lab moves the VIPs (Lab.failover); keepalived: VRRP
     keepalived:          # with ha: keepalived (see lvsprobe.lab.keepalived)
@@ -40,6 +41,7 @@ from lvsprobe.errors import ParseError
 
 MAX_REAL_SERVERS = 50
 MAX_CLIENTS = 4000
+MAX_CLIENT_NAMESPACES = 4
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh")
 BACKEND_PORTS = {"tcp": (80, 443, 7, 21), "udp": (7,)}
 
@@ -120,6 +122,7 @@ class Topology:
     real_servers: int = 3
     weights: tuple[int, ...] = ()
     clients: int = 256
+    client_namespaces: int = 1
     sync: bool = True
     services: tuple[ServiceSpec, ...] | None = None
     ha: Ha = Ha.MANUAL
@@ -141,6 +144,11 @@ class Topology:
             f"{self.mode.value}/{self.scheduler}, {self.real_servers} real servers, "
             f"{len(self.effective_services)} services, sync {'on' if self.sync else 'off'}"
             + (", keepalived" if self.ha is Ha.KEEPALIVED else "")
+            + (
+                f", {self.client_namespaces} client namespaces"
+                if self.client_namespaces > 1
+                else ""
+            )
         )
 
     def with_(self, **changes: Any) -> Topology:
@@ -159,6 +167,12 @@ def validate(topo: Topology, source: str = "topology") -> None:
         )
     if not 1 <= topo.clients <= MAX_CLIENTS:
         raise _fail("clients", f"must be 1..{MAX_CLIENTS}, got {topo.clients}", source)
+    if not 1 <= topo.client_namespaces <= min(MAX_CLIENT_NAMESPACES, topo.clients):
+        raise _fail(
+            "client_namespaces",
+            f"must be 1..{min(MAX_CLIENT_NAMESPACES, topo.clients)}, got {topo.client_namespaces}",
+            source,
+        )
     if topo.scheduler not in SCHEDULERS:
         raise _fail(
             "scheduler", f"unknown {topo.scheduler!r} (one of {', '.join(SCHEDULERS)})", source
@@ -263,8 +277,8 @@ _SERVICE_KEYS = {
     "persistence": "persistence_s", "netmask": "netmask", "options": "options",
 }  # fmt: skip
 _TOP_KEYS = {
-    "mode", "scheduler", "real_servers", "weights", "clients", "sync", "services", "ha",
-    "keepalived",
+    "mode", "scheduler", "real_servers", "weights", "clients", "client_namespaces", "sync",
+    "services", "ha", "keepalived",
 }  # fmt: skip
 # keepalived: YAML key -> (field, type); times are seconds (int or float)
 _KEEPALIVED_KEYS: dict[str, tuple[str, type]] = {
@@ -317,7 +331,13 @@ def topology_from_dict(data: Any, source: str = "topology") -> Topology:
             kwargs["mode"] = Mode(str(data["mode"]).lower())
         except ValueError:
             raise _fail("mode", f"must be nat, dr or tun, got {data['mode']!r}", source) from None
-    for key, kind in (("scheduler", str), ("real_servers", int), ("clients", int), ("sync", bool)):
+    for key, kind in (
+        ("scheduler", str),
+        ("real_servers", int),
+        ("clients", int),
+        ("client_namespaces", int),
+        ("sync", bool),
+    ):
         if key in data:
             kwargs[key] = _typed(data[key], kind, key, source)
     if "weights" in data:

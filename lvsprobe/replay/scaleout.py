@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import signal
 import threading
 import time
 import uuid
@@ -89,15 +90,15 @@ def open_cluster(spec: WorkersSpec) -> Iterator[Any]:
                 # Dask's statistical profiler samples every worker thread each 10 ms: CPU
                 # taken from the shard's engine, to profile one long task
                 stack.enter_context(dask.config.set({"distributed.worker.profile.enabled": False}))
-                cluster = stack.enter_context(
-                    LocalCluster(
+                with _sigint_ignored():  # inherited: a terminal's Ctrl-C stops the run here
+                    cluster = LocalCluster(
                         n_workers=spec.local_workers,
                         threads_per_worker=1,
                         processes=True,
                         host="127.0.0.1",
                         dashboard_address=None,
                     )
-                )
+                stack.enter_context(cluster)
                 client = stack.enter_context(Client(cluster, timeout=CONNECT_TIMEOUT_S))
                 client.wait_for_workers(spec.local_workers, timeout=CONNECT_TIMEOUT_S)
             elif spec.scheduler_file is not None:
@@ -109,6 +110,35 @@ def open_cluster(spec: WorkersSpec) -> Iterator[Any]:
         except (OSError, TimeoutError, ValueError) as exc:
             raise LvsprobeError(f"--workers {spec.text}: no Dask cluster there: {exc}") from exc
         yield client
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while local:N starts its worker processes, which keep it ignored.
+
+    A terminal's Ctrl-C reaches the whole process group: the workers would die of it mid-run
+    (their shards failed, tracebacks on stderr) instead of being told to stop by the client,
+    which ends the shards, writes what they sent and exits as an interrupted run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+def cluster_workers(client: Any) -> dict[str, Any]:
+    """The scheduler's workers now (address -> identity), asked directly.
+
+    Not `Client.scheduler_info()`: it returns an attribute that the client's own periodic
+    refresh (every 2 s, asking for zero workers) may overwrite between its update and its
+    return, so a slow host sees every worker vanish and fails their shards.
+    """
+    identity: dict[str, Any] = client.sync(client.scheduler.identity, n_workers=-1)
+    return dict(identity["workers"])
 
 
 def worker_clients(
@@ -126,7 +156,7 @@ def worker_clients(
         raise
     except Exception as exc:  # whatever a worker raised, or a comm that broke
         raise LvsprobeError(f"asking the Dask workers for their addresses: {exc}") from exc
-    names = {a: str(w.get("name", a)) for a, w in client.scheduler_info()["workers"].items()}
+    names = {a: str(w.get("name", a)) for a, w in cluster_workers(client).items()}
     other = sorted({r["version"] for r in reports.values()} - {__version__})
     if other:
         raise LvsprobeError(
@@ -343,7 +373,7 @@ class _ClientLoop:
 
     def _check_workers(self, started: bool) -> None:
         """Fail the shards whose worker left the cluster, or whose task raised."""
-        alive = set(self.client.scheduler_info()["workers"])
+        alive = set(cluster_workers(self.client))
         open_states = [s for s in self.merge.states.values() if not s.finished]
         gone = [s for s in open_states if s.shard.worker_address not in alive]
         erred = [

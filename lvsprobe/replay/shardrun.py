@@ -165,7 +165,11 @@ def _drive(spec: ShardSpec, plan: list[Any], sink: RowSink, stop: Any) -> str | 
 
     def watch() -> None:
         while not ended.is_set():
-            if stop.wait(STOP_POLL_S) and stopper and not ended.is_set():
+            try:
+                stopped = stop.wait(STOP_POLL_S)
+            except OSError:  # the scheduler is gone (the client quit): no one gets the rows
+                stopped = True
+            if stopped and stopper and not ended.is_set():
                 stopper[0]()
                 return
 

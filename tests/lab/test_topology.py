@@ -66,6 +66,9 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         ("mode: tun\nservices:\n  - {family: ipv6}\n", "services[0].family"),
         ("services:\n  - {persistence: 60, netmask: 255.0.255.0}\n", "services[0].netmask"),
         ("- just\n- a list\n", "mapping"),
+        ("client_namespaces: 5\n", "client_namespaces"),
+        ("clients: 1\nclient_namespaces: 2\n", "client_namespaces"),
+        ("client_namespaces: two\n", "client_namespaces"),
     ],
 )
 def test_bad_topologies_name_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:
@@ -107,3 +110,19 @@ def test_failover_moves_vip_and_nat_gateway() -> None:
     assert script.index("addr del 198.18.1.100/24") < script.index("addr add 198.18.1.100/24")
     assert "addr add 198.18.1.254/24 dev e0" in script
     assert "arping -U" in script and "-s 198.18.1.100 198.18.1.100" in script
+
+
+def test_a_second_client_namespace_holds_every_other_pool_address() -> None:
+    topo = topology_from_dict({"clients": 6, "client_namespaces": 2})
+    plan = AddressPlan(topo)
+    assert plan.namespaces[:3] == ("client", "client2", "router")
+    assert plan.client_pools == {
+        "client": ("198.18.16.1", "198.18.16.3", "198.18.16.5"),
+        "client2": ("198.18.16.2", "198.18.16.4", "198.18.16.6"),
+    }
+    assert plan.client_addresses == plan.client_pools["client"]
+    script = build_script(plan)
+    assert "link add c0 netns client2 type veth peer name rc1 netns router" in script
+    assert "route add 198.18.16.4/32 via 198.18.3.2" in script  # the router: /32s win
+    assert "addr add 198.18.16.4/32 dev c0" in script
+    assert "route add 198.18.16.4/32" not in build_script(AddressPlan(Topology(clients=6)))

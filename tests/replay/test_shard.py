@@ -162,6 +162,9 @@ def test_the_merge_keeps_each_planned_flow_once_and_names_its_worker() -> None:
     merge.take({"shard": 0, "kind": "ready"})
     added = merge.take(_rows(0, 0, 2, start_unix=100.0, late_s=0.01, started=3))
     assert [r.worker for r in added] == ["a", "a"]
+    # timed from the shard's engine start, 0.01 s after the run's start instant: moved onto
+    # the run's timeline, as the snapshots and scheduled_s are
+    assert [(r.start_s, r.end_s) for r in added] == [(0.1 + 0.01, 0.2 + 0.01)] * 2
     assert merge.take(_rows(0, 2, 1, 4)) == [merge.records[-1]]  # a repeat, another's: dropped
     state = merge.states[0]
     assert (state.received, state.dropped, state.started, state.start_unix) == (3, 2, 3, 100.0)
