@@ -43,6 +43,9 @@ DIRECTORS = ("lvs1", "lvs2")
 EXPORTER_PORT = 9956
 CLI = [sys.executable, "-c", "from lvsprobe.cli import main; main()"]
 MAX_SCRAPES = 400  # per director: a safety bound on the watch loop
+# Between scrapes: back-to-back scrapes (a JSON dump each) loaded the TCG guest enough to
+# delay the drills' replays by a minute; 2 s still puts a few scrapes in a takeover.
+SCRAPE_PAUSE_S = 2.0
 # Inside the director's namespace: until the exporter accepts (bounded: 120 tries, 1 s apart).
 WAIT_LISTENING = f"""
 for i in $(seq 120); do
@@ -127,8 +130,8 @@ class ExporterWatch:
                     scrape = parse_scrape(ns, started, r.read().decode())
             except OSError as exc:
                 scrape = Scrape(ns, started, False, (), (), error=str(exc))
-                time.sleep(1)
             self.scrapes.append(scrape)
+            self._stop.wait(SCRAPE_PAUSE_S)
 
     def __enter__(self) -> ExporterWatch:
         for thread in self._threads:
@@ -227,10 +230,12 @@ def test_vrrp_failover_with_sync_keeps_the_long_lived_connections(lab: Any) -> N
     offset_s = guest_clock_offset_s(lab)
     started_unix = time.time()
     with exporters(lab) as watch:
-        doc = failover(lab, "ka-freeze-sync", base=100)
-        time.sleep(5)  # a few more scrapes after the fail-back
-    for ns in DIRECTORS:
-        print(watch.timeline(ns, started_unix))
+        try:
+            doc = failover(lab, "ka-freeze-sync", base=100)
+            time.sleep(5)  # a few more scrapes after the fail-back
+        finally:
+            for ns in DIRECTORS:
+                print(watch.timeline(ns, started_unix))
     masters = [
         e for e in notify_events(lab, "lvs2") if e.kind == "instance" and e.state == "MASTER"
     ]
@@ -239,12 +244,12 @@ def test_vrrp_failover_with_sync_keeps_the_long_lived_connections(lab: Any) -> N
     print(f"lvs2 MASTER at {takeover_unix - started_unix:+.1f}s (clock offset {offset_s:+.2f} s)")
     instance = masters[0].name
     assert shown_within_two_scrapes(
-        watch, "lvs2", takeover_unix, lambda s: s.state(instance) == "MASTER"
+        watch, "lvs2", takeover_unix, lambda s: s.state(instance) == "master"
     ), watch.timeline("lvs2", started_unix)
-    assert any(s.state(instance) == "BACKUP" for s in watch.of("lvs2")), "lvs2 was never BACKUP"
+    assert any(s.state(instance) == "backup" for s in watch.of("lvs2")), "lvs2 was never BACKUP"
     # lvs1, frozen, can answer no dump: its keepalived source fails within two scrapes
     assert shown_within_two_scrapes(
-        watch, "lvs1", takeover_unix, lambda s: not s.keepalived_ok or s.state(instance) != "MASTER"
+        watch, "lvs1", takeover_unix, lambda s: not s.keepalived_ok or s.state(instance) != "master"
     ), watch.timeline("lvs1", started_unix)
     vrrp = doc["vrrp"]
     assert doc["long_lived"] == LONG_LIVED
@@ -270,9 +275,11 @@ def test_checker_takes_a_killed_real_server_out(lab: Any) -> None:
     started_unix = time.time()
     run = runs_dir(lab) / "ka-kill-rs1"
     with exporters(lab) as watch:
-        health_drill(lab, run, HealthPlan(victim="rs1", fault=FaultKind.KILL_BACKEND))
-    for ns in DIRECTORS:
-        print(watch.timeline(ns, started_unix))
+        try:
+            health_drill(lab, run, HealthPlan(victim="rs1", fault=FaultKind.KILL_BACKEND))
+        finally:
+            for ns in DIRECTORS:
+                print(watch.timeline(ns, started_unix))
     for ns in DIRECTORS:
         downs = [e for e in notify_events(lab, ns) if e.kind == "rs" and e.state == "DOWN"]
         assert downs, f"{ns}: keepalived reported no real server down"
