@@ -5,27 +5,191 @@ delay_loop keep each drill to a minute or two under TCG.
 
 Timings are compared with keepalived's predictions with a wide tolerance (TCG, a shared
 host) and printed; no assertion rests on the wall clock except as a safety bound.
+
+During the sync-on failover and the checker drill `lvsprobe export --collector.keepalived`
+runs in lvs1 and lvs2 and the host scrapes both back to back: a transition keepalived reports
+(its notify log) must show in that director's series within two scrapes started after it.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from lvsprobe.cli import cli
 from lvsprobe.lab.drillrun import LONG_LIVED, drill_topology, failover_drill, health_drill
 from lvsprobe.lab.faults import FaultKind
 from lvsprobe.lab.healthdrill import HealthPlan
+from lvsprobe.lab.kastate import notify_events
+from lvsprobe.lab.keepalived import director_dir
 
 pytestmark = pytest.mark.lab
 
 TOLERANCE = "1.5"  # s: TCG on a loaded host delays keepalived and the notify reader
 KEEPALIVED = drill_topology()
+DIRECTORS = ("lvs1", "lvs2")
+EXPORTER_PORT = 9956
+CLI = [sys.executable, "-c", "from lvsprobe.cli import main; main()"]
+MAX_SCRAPES = 400  # per director: a safety bound on the watch loop
+# Between scrapes: back-to-back scrapes (a JSON dump each) loaded the TCG guest enough to
+# delay the drills' replays by a minute; 2 s still puts a few scrapes in a takeover.
+SCRAPE_PAUSE_S = 2.0
+# Inside the director's namespace: until the exporter accepts (bounded: 120 tries, 1 s apart).
+WAIT_LISTENING = f"""
+for i in $(seq 120); do
+  (exec 3<>/dev/tcp/127.0.0.1/{EXPORTER_PORT}) 2>/dev/null && exit 0
+  sleep 1
+done
+exit 1
+"""
+
+
+def exporter_argv(ns: str) -> list[str]:
+    home = director_dir(ns)
+    return [
+        *CLI,
+        "export",
+        "--web.listen-address",
+        f"127.0.0.1:{EXPORTER_PORT}",
+        "--log.level",
+        "warn",
+        "--collector.keepalived",
+        "--keepalived.pid-file",
+        f"{home}/keepalived.pid",
+        "--keepalived.dump-dir",
+        f"{home}/tmp",
+        "--keepalived.min-interval",
+        "0.5",
+        "--keepalived.dump-timeout",
+        "5",
+    ]
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape of a director's exporter: host Unix time it started, keepalived's series."""
+
+    ns: str
+    started_unix: float
+    keepalived_ok: bool
+    vrrp_states: tuple[tuple[str, str], ...]  # (instance, state) of the states set to 1
+    backends_down: tuple[str, ...]  # addresses keepalived's checkers call down
+    error: str = ""
+
+    def state(self, instance: str) -> str | None:
+        return dict(self.vrrp_states).get(instance)
+
+
+def parse_scrape(ns: str, started_unix: float, text: str) -> Scrape:
+    ok = False
+    states: list[tuple[str, str]] = []
+    down: list[str] = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "ipvs_scrape_source_success"
+                and "keepalived" in sample.labels.values()
+            ):
+                ok = sample.value == 1
+            elif sample.name == "ipvs_keepalived_vrrp_state" and sample.value == 1:
+                labels = list(sample.labels.values())
+                states.append((labels[0], labels[-1]))
+            elif sample.name == "ipvs_keepalived_backend_up" and sample.value == 0:
+                down.extend(v for v in sample.labels.values() if v.count(".") == 3)
+    return Scrape(ns, started_unix, ok, tuple(sorted(states)), tuple(sorted(set(down))))
+
+
+class ExporterWatch:
+    """Scrapes each director's exporter back to back in a thread until stopped (bounded)."""
+
+    def __init__(self, targets: dict[str, str]) -> None:
+        self.targets = targets
+        self.scrapes: list[Scrape] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(ns,)) for ns in targets]
+
+    def _loop(self, ns: str) -> None:
+        for _ in range(MAX_SCRAPES):
+            if self._stop.is_set():
+                return
+            started = time.time()
+            try:
+                with urllib.request.urlopen(f"http://{self.targets[ns]}/metrics", timeout=60) as r:
+                    scrape = parse_scrape(ns, started, r.read().decode())
+            except OSError as exc:
+                scrape = Scrape(ns, started, False, (), (), error=str(exc))
+            self.scrapes.append(scrape)
+            self._stop.wait(SCRAPE_PAUSE_S)
+
+    def __enter__(self) -> ExporterWatch:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def of(self, ns: str) -> list[Scrape]:
+        return sorted((s for s in self.scrapes if s.ns == ns), key=lambda s: s.started_unix)
+
+    def after(self, ns: str, unix: float) -> list[Scrape]:
+        return [s for s in self.of(ns) if s.started_unix >= unix]
+
+    def timeline(self, ns: str, t0_unix: float) -> str:
+        rows = [
+            f"{s.started_unix - t0_unix:+.1f}s "
+            + (
+                s.error
+                or (",".join(st for _, st in s.vrrp_states) if s.keepalived_ok else "ka-fail")
+            )
+            + (f" down={','.join(s.backends_down)}" if s.backends_down else "")
+            for s in self.of(ns)
+        ]
+        return f"{ns}: " + " | ".join(rows)
+
+
+def guest_clock_offset_s(lab: Any) -> float:
+    """Guest Unix time minus host Unix time (error: half the round trip of one exec)."""
+    before = time.time()
+    guest = float(lab.sh(None, "date +%s.%N").check().stdout)
+    return guest - (before + time.time()) / 2
+
+
+@contextmanager
+def exporters(lab: Any) -> Iterator[ExporterWatch]:
+    """`lvsprobe export --collector.keepalived` in lvs1 and lvs2, watched from the host."""
+    procs = {ns: lab.spawn(ns, exporter_argv(ns)) for ns in DIRECTORS}
+    try:
+        targets = {}
+        for ns, proc in procs.items():
+            if lab.sh(ns, WAIT_LISTENING, timeout=180).returncode != 0:
+                result = proc.poll()
+                pytest.fail(f"lvsprobe export in {ns} is not listening: {result and result.stderr}")
+            host, port = lab.forward(ns, EXPORTER_PORT)
+            targets[ns] = f"{host}:{port}"
+        with ExporterWatch(targets) as watch:
+            yield watch
+    finally:
+        for proc in procs.values():
+            proc.stop()
+
+
+def shown_within_two_scrapes(watch: ExporterWatch, ns: str, unix: float, shows: Any) -> bool:
+    return any(shows(s) for s in watch.after(ns, unix)[:2])
 
 
 def runs_dir(lab: Any) -> Path:
@@ -41,8 +205,7 @@ def analyze(kind: str, run: Path) -> dict[str, Any]:
     return doc
 
 
-def failover(lab: Any, name: str, sync: bool, base: int) -> dict[str, Any]:
-    lab.ensure(KEEPALIVED.with_(sync=sync))
+def failover(lab: Any, name: str, base: int) -> dict[str, Any]:
     started = time.monotonic()
     run = runs_dir(lab) / name
     failover_drill(lab, run, FaultKind.FREEZE, base=base)
@@ -63,7 +226,31 @@ def failover(lab: Any, name: str, sync: bool, base: int) -> dict[str, Any]:
 
 
 def test_vrrp_failover_with_sync_keeps_the_long_lived_connections(lab: Any) -> None:
-    doc = failover(lab, "ka-freeze-sync", sync=True, base=100)
+    lab.ensure(KEEPALIVED.with_(sync=True))
+    offset_s = guest_clock_offset_s(lab)
+    started_unix = time.time()
+    with exporters(lab) as watch:
+        try:
+            doc = failover(lab, "ka-freeze-sync", base=100)
+            time.sleep(5)  # a few more scrapes after the fail-back
+        finally:
+            for ns in DIRECTORS:
+                print(watch.timeline(ns, started_unix))
+    masters = [
+        e for e in notify_events(lab, "lvs2") if e.kind == "instance" and e.state == "MASTER"
+    ]
+    assert masters, "lvs2 never became MASTER"
+    takeover_unix = masters[0].t_s - offset_s
+    print(f"lvs2 MASTER at {takeover_unix - started_unix:+.1f}s (clock offset {offset_s:+.2f} s)")
+    instance = masters[0].name
+    assert shown_within_two_scrapes(
+        watch, "lvs2", takeover_unix, lambda s: s.state(instance) == "master"
+    ), watch.timeline("lvs2", started_unix)
+    assert any(s.state(instance) == "backup" for s in watch.of("lvs2")), "lvs2 was never BACKUP"
+    # lvs1, frozen, can answer no dump: its keepalived source fails within two scrapes
+    assert shown_within_two_scrapes(
+        watch, "lvs1", takeover_unix, lambda s: not s.keepalived_ok or s.state(instance) != "master"
+    ), watch.timeline("lvs1", started_unix)
     vrrp = doc["vrrp"]
     assert doc["long_lived"] == LONG_LIVED
     assert vrrp["takeover_evidence"] == "keepalived-json"
@@ -74,7 +261,8 @@ def test_vrrp_failover_with_sync_keeps_the_long_lived_connections(lab: Any) -> N
 
 
 def test_vrrp_failover_without_sync_breaks_them(lab: Any) -> None:
-    doc = failover(lab, "ka-freeze-nosync", sync=False, base=130)
+    lab.ensure(KEEPALIVED.with_(sync=False))
+    doc = failover(lab, "ka-freeze-nosync", base=130)
     assert doc["vrrp"]["takeover_s"] is not None
     assert doc["lost_at"].get("failover", 0) >= 0.9 * LONG_LIVED, doc["lost_at"]
     assert doc["expectation"]["passed"], doc["expectation"]
@@ -82,9 +270,24 @@ def test_vrrp_failover_without_sync_breaks_them(lab: Any) -> None:
 
 def test_checker_takes_a_killed_real_server_out(lab: Any) -> None:
     lab.ensure(KEEPALIVED.with_(sync=False))
+    offset_s = guest_clock_offset_s(lab)
     started = time.monotonic()
+    started_unix = time.time()
     run = runs_dir(lab) / "ka-kill-rs1"
-    health_drill(lab, run, HealthPlan(victim="rs1", fault=FaultKind.KILL_BACKEND))
+    with exporters(lab) as watch:
+        try:
+            health_drill(lab, run, HealthPlan(victim="rs1", fault=FaultKind.KILL_BACKEND))
+        finally:
+            for ns in DIRECTORS:
+                print(watch.timeline(ns, started_unix))
+    for ns in DIRECTORS:
+        downs = [e for e in notify_events(lab, ns) if e.kind == "rs" and e.state == "DOWN"]
+        assert downs, f"{ns}: keepalived reported no real server down"
+        address = downs[0].name.split("]")[0].lstrip("[")
+        down_unix = downs[0].t_s - offset_s
+        assert shown_within_two_scrapes(
+            watch, ns, down_unix, lambda s, a=address: a in s.backends_down
+        ), watch.timeline(ns, started_unix)
     doc = analyze("health", run)
     win = doc["window"]
     print(
