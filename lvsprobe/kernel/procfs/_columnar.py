@@ -85,9 +85,13 @@ class Columns:
         starts = np.zeros(len(ends), np.int64)
         starts[1:] = ends[:-1] + 1
         free = np.ones(len(ends), bool)
+        # A last row without its newline is left to the exact parser: the row windows below
+        # are `row_bytes` long, newline included, and would reach past the block.
+        whole = free.copy()
+        whole[-1:] = block.endswith(b"\n")
         taken = []
         for layout in self.layouts:
-            rows = np.flatnonzero(free & (ends - starts + 1 == layout.row_bytes))
+            rows = np.flatnonzero(free & whole & (ends - starts + 1 == layout.row_bytes))
             if not len(rows):
                 continue
             # Whole rows picked from a view of every window of that length (no index per byte).

@@ -335,3 +335,20 @@ def test_every_name_has_its_own_code(fmt: RowFormat) -> None:
             matrix = np.frombuffer("".join(rows).encode(), np.uint8).reshape(len(rows), -1)
             got = codes.codes(matrix, dataclasses.replace(span, start=0)).tolist()
             assert got == [*range(len(fitting)), *[-1] * (len(rows) - len(fitting))]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("block", [1, 1 << 16])
+def test_a_last_row_without_its_newline_is_judged_by_the_exact_parser(
+    strategy: str, block: int
+) -> None:
+    """Found by Hypothesis: a last row one byte short of a whole row (no newline, a NUL in
+    its place) made the columnar strategy cut a row window past the block's end."""
+    row = b"IP  00000000 0000 00000001 0000 00000000 0000 NONE        LOCAL        0"
+    head = b"Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires\n"
+    table = head + (row + b"\n") * 3 + row + b"\x00"
+    fmt = fmt_of(True)
+    with patch.object(_conn_count, "BLOCK_BYTES", block):
+        for grouping in GROUPINGS:
+            got = outcome(lambda g=grouping: _conn_count.count(table, fmt, g, strategy=strategy))  # type: ignore[misc]
+            assert_agrees(got, reference(table, fmt, grouping))
