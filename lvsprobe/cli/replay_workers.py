@@ -80,8 +80,9 @@ def execute_on_workers(
             try:
                 try:
                     scaled = run_shards(
-                        client, scenario, shards, max_flows, fast, options, stop_requested, on_start
-                    )
+                        client, scenario, shards, max_flows, fast, options, stop_requested,
+                        time_delays, on_start,
+                    )  # fmt: skip
                 finally:
                     run_dir.journal.flush()
                     for timer in timers:

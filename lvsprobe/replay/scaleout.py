@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,9 +246,11 @@ def run_shards(
     fast: bool,
     options: RunOptions,
     stop_requested: threading.Event,
+    time_delay_s: Mapping[str, float],
     on_start: Callable[[float], None] = lambda _start: None,
 ) -> ScaledRun:
-    """Drive the shards to their end, merging their flows into `options.journal`."""
+    """Drive the shards to their end, merging their flows into `options.journal`, their times
+    put on the client's clock by `time_delay_s` (from `plan_shards`)."""
     from distributed import Event, Queue, Variable
 
     run_id = uuid.uuid4().hex[:12]
@@ -264,7 +266,7 @@ def run_shards(
                       workers=[shard.worker_address], allow_other_workers=False, pure=False)
         for spec, shard in zip(specs, shards, strict=True)
     ]  # fmt: skip
-    loop = _ClientLoop(client, scenario, shards, options, queue, futures)
+    loop = _ClientLoop(client, scenario, Merge(shards, time_delay_s), options, queue, futures)
     try:
         return loop.drive(go, stop, stop_requested, on_start)
     finally:
@@ -281,15 +283,15 @@ class _ClientLoop:
         self,
         client: Any,
         scenario: Scenario,
-        shards: list[Shard],
+        merge: Merge,
         options: RunOptions,
         queue: Any,
         futures: list[Any],
     ) -> None:
         self.client, self.scenario, self.options = client, scenario, options
-        self.queue, self.futures, self.shards = queue, futures, shards
-        self.merge = Merge(shards, time_delays(client, shards))  # times on the client's clock
-        self.progress = Progress(total=sum(s.flows for s in shards))
+        self.queue, self.futures, self.merge = queue, futures, merge
+        self.shards = [state.shard for state in merge.states.values()]
+        self.progress = Progress(total=sum(s.flows for s in self.shards))
 
     def drive(
         self, go: Any, stop: Any, stop_requested: threading.Event, on_start: Callable[[float], None]
