@@ -116,8 +116,9 @@ class FastRunner:
         return time.monotonic() - self._t0
 
     # ---- one flow -------------------------------------------------------------------------
-    def _start(self, planned: PlannedFlow) -> None:
-        start = self.clock()
+    def _start(self, planned: PlannedFlow, start: float | None = None) -> None:
+        """`start`: the clock reading a closed-stage flow was let in by (inside its window)."""
+        start = self.clock() if start is None else start
         rec = new_record(planned, start, self._unix0 + start, self.scenario.target.protocol)
         self.records.append(rec)
         self.progress.started += 1
@@ -343,7 +344,10 @@ class FastRunner:
             stage = heapq.heappop(self._thinking)[1]
             self._free[stage] = self._free.get(stage, 0) + 1
         while nxt is not None and self.stop_reason is None:
-            ready = self._ready(nxt, now)
+            # A closed-stage flow is judged on a fresh reading, recorded as its start: the
+            # batch's `now` may be stale by the flows started before it in this batch.
+            closed_now = None if nxt.at_s is not None else self.clock()
+            ready = self._ready(nxt, now if closed_now is None else closed_now)
             if ready is False:
                 break
             if ready is None:
@@ -351,7 +355,7 @@ class FastRunner:
             else:
                 if nxt.at_s is None:
                     self._free[nxt.stage] -= 1
-                self._start(nxt)
+                self._start(nxt, closed_now)
             nxt = next(pending, None)
         return nxt
 
