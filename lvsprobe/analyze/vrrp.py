@@ -171,6 +171,12 @@ def overlap_s(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]
     return sum(max(0.0, min(x1, y1) - max(x0, y0)) for x0, x1 in a for y0, y1 in b)
 
 
+def this_run(intervals: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The part of each interval from the run's start (0) on: a notify log kept across drills
+    on one cluster also holds the earlier drills' transitions (negative times)."""
+    return [(max(a, 0.0), b) for a, b in intervals if b > 0.0]
+
+
 def first_after(
     events: Sequence[NotifyEvent], t_s: float, ns: str, kind: str, state: str, name: str = ""
 ) -> NotifyEvent | None:
@@ -297,7 +303,7 @@ def vrrp_timing(rec: KeepalivedRecord, end_s: float, tolerance_s: float) -> dict
         (a, min(b, t_fault)) if kind == "stop" and a < t_fault else (a, b)
         for a, b in master_intervals(rec.notify, master, end_s)
     ]
-    both = overlap_s(ends, master_intervals(rec.notify, backup, end_s))
+    both = overlap_s(this_run(ends), this_run(master_intervals(rec.notify, backup, end_s)))
     doc["both_master_s"] = round(both, 3)
     if kind == "freeze":  # the frozen one still holds the VIPs and cannot know: expected
         checks.append(

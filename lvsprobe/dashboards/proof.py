@@ -3,16 +3,26 @@
 A panel query passes when Prometheus parses it and returns at least one series. Variables get
 real values: the directors Prometheus scrapes (a multi-value selection, regex-escaped), every
 namespace, and a service chosen from what the `service` variable's own query returns.
+
+The keepalived queries need a lab that runs keepalived (tests/lab/test_keepalived.py proves
+them); the rest need the IPVS cluster of tests/dashboards/test_lab_proof.py. `needs_keepalived`
+splits them, so between the two every query is proven.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lvsprobe.dashboards import promql, variables
+from lvsprobe.dashboards import promql, render, variables
 from lvsprobe.dashboards.prometheus import Prometheus, PrometheusError
+
+# Every series of --collector.keepalived is named so (lvsprobe/exporter/metrics.py).
+KEEPALIVED_METRIC_PREFIX = "ipvs_keepalived_"
+# Its queries read a replay's metrics (`replay run --metrics-port`), not an exporter's.
+REPLAY_DASHBOARD = "replay-run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +33,7 @@ class Outcome:
     sent: str
     series: int
     error: str = ""
+    result: tuple[dict[str, Any], ...] = ()  # the series as Prometheus returned them
 
     @property
     def ok(self) -> bool:
@@ -74,22 +85,41 @@ def label_values(prom: Prometheus, query: str, values: Mapping[str, str]) -> lis
     return sorted({s["metric"][label] for s in series if label in s["metric"]})
 
 
+def exporter_dashboards() -> list[dict[str, Any]]:
+    """The provisioned dashboards that chart `lvsprobe export` (every one but the replay's)."""
+    files = render.render_all()
+    return [
+        json.loads(files[f"provisioning/{d.name}.json"])
+        for d in render.DASHBOARDS
+        if d.name != REPLAY_DASHBOARD
+    ]
+
+
+def needs_keepalived(query: promql.PanelQuery) -> bool:
+    """Whether the query reads a --collector.keepalived series (empty without keepalived)."""
+    return KEEPALIVED_METRIC_PREFIX in query.expr
+
+
 def prove(
     prom: Prometheus,
     dashboards: Iterable[Mapping[str, Any]],
     values: Mapping[str, str],
     *,
     range_s: int,
+    only: Callable[[promql.PanelQuery], bool] | None = None,
 ) -> list[Outcome]:
-    """Run every panel query: instant ones as instant queries, the rest over `range_s`."""
+    """Run every panel query (or those `only` selects): instant ones as instant queries, the
+    rest over `range_s`."""
     out: list[Outcome] = []
     for dashboard in dashboards:
         for query in promql.panel_queries(dashboard):
+            if only is not None and not only(query):
+                continue
             sent = promql.interpolate(query.expr, values)
             try:
                 result = prom.query(sent) if query.instant else prom.query_range(sent, range_s)
             except PrometheusError as exc:
                 out.append(Outcome(query, sent, 0, str(exc)))
                 continue
-            out.append(Outcome(query, sent, len(result)))
+            out.append(Outcome(query, sent, len(result), result=tuple(result)))
     return out

@@ -421,6 +421,24 @@ def test_a_clean_stop_is_taken_over_after_the_skew(fb: SimpleNamespace) -> None:
     assert "takeover: lvs2 MASTER 0.400 s after the stop" in res.output
 
 
+def test_an_earlier_drills_split_brain_is_not_this_runs(fb: SimpleNamespace) -> None:
+    """A second drill on the same cluster: the notify log still holds the first one's
+    freeze (both MASTER for 9 s, before this run's start); a defect counted it here."""
+    run = fb.run(long_lived(fb, 6, set()))
+    keepalived_events(run, "stop", 0.4, back=24.0, lvs1_backup=22.5)
+    doc = json.loads((run / "events.json").read_text())
+    earlier = [
+        {"ns": "lvs2", "t_s": -120.0, "line": 'INSTANCE "VI_LVS" MASTER 100'},
+        {"ns": "lvs2", "t_s": -111.0, "line": 'INSTANCE "VI_LVS" BACKUP 100'},
+    ]
+    lvs1_first = {"ns": "lvs1", "t_s": -200.0, "line": 'INSTANCE "VI_LVS" MASTER 150'}
+    doc["notify"] = [lvs1_first, *earlier, *doc["notify"][1:]]
+    (run / "events.json").write_text(json.dumps(doc))
+    code, vrrp = vrrp_of(run)
+    assert code == ExitCode.OK, vrrp
+    assert vrrp["both_master_s"] == pytest.approx(0.01)  # the hand-back itself, as without
+
+
 def test_a_takeover_later_than_predicted_fails(fb: SimpleNamespace) -> None:
     run = fb.run(long_lived(fb, 6, set()))
     keepalived_events(run, "freeze", 3.5, back=20.2, dumped=False)

@@ -7,7 +7,8 @@ a replay (`lvsprobe replay run`) from many client addresses to a persistent wrr 
 templates, the share of connections against weights), a drained real server on a second
 service (weight 0), held connections (ESTABLISHED), entries synced to lvs2, then a failover so
 lvs2 takes traffic (VIP holder). Then each panel query, variables substituted as Grafana does,
-must parse and return at least one series.
+must parse and return at least one series. The keepalived panels' queries are proven the same
+way in tests/lab/test_keepalived.py, where keepalived runs and fails over.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from lvsprobe.dashboards import proof, render
+from lvsprobe.dashboards import proof
 from lvsprobe.dashboards.prometheus import DEFAULT_BINARY, Prometheus, PrometheusError
+from lvsprobe.lab.listening import forward_when_listening
 from lvsprobe.lab.topology import Mode, ServiceSpec, Topology
 
 pytestmark = pytest.mark.lab
@@ -54,17 +56,6 @@ EXPORT = [
     "--log.level",
     "warn",
 ]
-# The keepalived panels need keepalived running in the lab and `export --collector.keepalived`
-# (issue 15, lab part); until the lab topology runs it, these may be empty here. They are
-# proven on the fixture Prometheus (test_prometheus_fixture.py) meanwhile.
-AWAITS_KEEPALIVED_IN_THE_LAB = {
-    ("lvsprobe-ipvs-sync", "annotation VRRP failovers (keepalived)", ""),
-    ("lvsprobe-ipvs-sync", "VIP holder (VRRP)", "A"),
-    ("lvsprobe-ipvs-sync", "VRRP priority", "A"),
-    ("lvsprobe-ipvs-sync", "VIPs held", "A"),
-    ("lvsprobe-ipvs-service", "Health checker verdict (keepalived)", "A"),
-    ("lvsprobe-ipvs-service", "Real servers", "F"),
-}
 # Holds N connections from distinct client addresses open for a bounded time (ESTABLISHED).
 HOLD = """
 import socket, sys, time
@@ -77,32 +68,16 @@ time.sleep(seconds)
 """
 
 
-# Inside the director's namespace: until the exporter accepts (bounded: 90 tries, 1 s apart).
-# Probing in the guest, not through the forward: a forward to a port nobody listens on yet
-# does not fail fast.
-WAIT_LISTENING = f"""
-for i in $(seq 90); do
-  (exec 3<>/dev/tcp/127.0.0.1/{EXPORTER_PORT}) 2>/dev/null && exit 0
-  sleep 1
-done
-exit 1
-"""
-
-
 @pytest.fixture(scope="module")
 def directors(lab: Any) -> Iterator[list[str]]:
     """The exporter running in lvs1 and lvs2; host:port of each (forwarded to the host)."""
     lab.ensure(TOPOLOGY)
     procs = [lab.spawn(ns, EXPORT) for ns in ("lvs1", "lvs2")]
     try:
-        targets = []
-        for ns, proc in zip(("lvs1", "lvs2"), procs, strict=True):
-            if lab.sh(ns, WAIT_LISTENING, timeout=150).returncode != 0:
-                result = proc.poll()
-                pytest.fail(f"lvsprobe export in {ns} is not listening: {result and result.stderr}")
-            host, port = lab.forward(ns, EXPORTER_PORT)
-            targets.append(f"{host}:{port}")
-        yield targets
+        yield [
+            forward_when_listening(lab, ns, EXPORTER_PORT, proc, bound_s=90)
+            for ns, proc in zip(("lvs1", "lvs2"), procs, strict=True)
+        ]
     finally:
         for proc in procs:
             proc.stop()
@@ -185,18 +160,16 @@ def test_every_panel_query_returns_series_on_the_lab(
     options = proof.service_options(prometheus, values)
     assert "tcp 198.18.1.100:80" in options and "tcp 198.18.1.100:443" in options, options
     values["service"] = options["tcp 198.18.1.100:80"]
-    files = render.render_all()
-    exporters = [d for d in render.DASHBOARDS if d.name != "replay-run"]  # needs a replay's metrics
-    dashboards = [json.loads(files[f"provisioning/{d.name}.json"]) for d in exporters]
-    outcomes = proof.prove(prometheus, dashboards, values, range_s=range_s)
+    # the keepalived queries: tests/lab/test_keepalived.py, on a cluster that runs keepalived
+    outcomes = proof.prove(
+        prometheus,
+        proof.exporter_dashboards(),
+        values,
+        range_s=range_s,
+        only=lambda q: not proof.needs_keepalived(q),
+    )
     (tmp_path / "outcomes.txt").write_text("\n".join(o.describe() for o in outcomes))
-    failed = [
-        o.describe()
-        for o in outcomes
-        if not o.ok
-        and (o.query.dashboard, o.query.panel_title, o.query.ref_id)
-        not in AWAITS_KEEPALIVED_IN_THE_LAB
-    ]
+    failed = [o.describe() for o in outcomes if not o.ok]
     assert not failed, f"{len(failed)} of {len(outcomes)} queries:\n" + "\n".join(failed)
 
     # What the panels show is what happened, not just "some series".

@@ -9,11 +9,17 @@ host) and printed; no assertion rests on the wall clock except as a safety bound
 During the sync-on failover and the checker drill `lvsprobe export --collector.keepalived`
 runs in lvs1 and lvs2 and the host scrapes both back to back: a transition keepalived reports
 (its notify log) must show in that director's series within two scrapes started after it.
+
+The sync-on test also fails over a second time, by a clean stop of lvs1's keepalived, and
+Debian's Prometheus on the host scrapes both exporters throughout: there the dashboards'
+keepalived queries are proven (tests/dashboards/test_lab_proof.py proves the others), each
+with the values the drills imply.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -29,11 +35,14 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvsprobe.cli import cli
+from lvsprobe.dashboards import proof
+from lvsprobe.dashboards.prometheus import DEFAULT_BINARY, Prometheus, PrometheusError
 from lvsprobe.lab.drillrun import LONG_LIVED, drill_topology, failover_drill, health_drill
 from lvsprobe.lab.faults import FaultKind
 from lvsprobe.lab.healthdrill import HealthPlan
 from lvsprobe.lab.kastate import notify_events
 from lvsprobe.lab.keepalived import director_dir
+from lvsprobe.lab.listening import forward_when_listening
 
 pytestmark = pytest.mark.lab
 
@@ -46,14 +55,11 @@ MAX_SCRAPES = 400  # per director: a safety bound on the watch loop
 # Between scrapes: back-to-back scrapes (a JSON dump each) loaded the TCG guest enough to
 # delay the drills' replays by a minute; 2 s still puts a few scrapes in a takeover.
 SCRAPE_PAUSE_S = 2.0
-# Inside the director's namespace: until the exporter accepts (bounded: 120 tries, 1 s apart).
-WAIT_LISTENING = f"""
-for i in $(seq 120); do
-  (exec 3<>/dev/tcp/127.0.0.1/{EXPORTER_PORT}) 2>/dev/null && exit 0
-  sleep 1
-done
-exit 1
-"""
+# The dashboards' Prometheus: a scrape of a director's exporter took well under 5 s in these
+# drills (the watch's timelines), the 2-17 s of test_lab_proof.py being a heavier cluster
+# under several VMs. 5 s (the timeout too) still samples lvs2's few seconds as MASTER; a
+# scrape of the frozen lvs1 times out (its dump waits 5 s), so its series go stale.
+PROM_SCRAPE_S = 5
 
 
 def exporter_argv(ns: str) -> list[str]:
@@ -174,13 +180,10 @@ def exporters(lab: Any) -> Iterator[ExporterWatch]:
     """`lvsprobe export --collector.keepalived` in lvs1 and lvs2, watched from the host."""
     procs = {ns: lab.spawn(ns, exporter_argv(ns)) for ns in DIRECTORS}
     try:
-        targets = {}
-        for ns, proc in procs.items():
-            if lab.sh(ns, WAIT_LISTENING, timeout=180).returncode != 0:
-                result = proc.poll()
-                pytest.fail(f"lvsprobe export in {ns} is not listening: {result and result.stderr}")
-            host, port = lab.forward(ns, EXPORTER_PORT)
-            targets[ns] = f"{host}:{port}"
+        targets = {
+            ns: forward_when_listening(lab, ns, EXPORTER_PORT, proc, bound_s=120)
+            for ns, proc in procs.items()
+        }
         with ExporterWatch(targets) as watch:
             yield watch
     finally:
@@ -205,10 +208,10 @@ def analyze(kind: str, run: Path) -> dict[str, Any]:
     return doc
 
 
-def failover(lab: Any, name: str, base: int) -> dict[str, Any]:
+def failover(lab: Any, name: str, base: int, fault: FaultKind = FaultKind.FREEZE) -> dict[str, Any]:
     started = time.monotonic()
     run = runs_dir(lab) / name
-    failover_drill(lab, run, FaultKind.FREEZE, base=base)
+    failover_drill(lab, run, fault, base=base)
     doc = analyze("failover", run)["runs"][0]
     vrrp = doc["vrrp"]
     print(
@@ -225,21 +228,118 @@ def failover(lab: Any, name: str, base: int) -> dict[str, Any]:
     return doc
 
 
-def test_vrrp_failover_with_sync_keeps_the_long_lived_connections(lab: Any) -> None:
+@contextmanager
+def prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus]:
+    """Debian's Prometheus on the host scraping `targets`, once each has been scraped twice."""
+    if not os.access(DEFAULT_BINARY, os.X_OK):
+        pytest.fail("prometheus missing: `make test` installs Debian's prometheus package")
+    with Prometheus(targets, workdir, scrape_interval_s=PROM_SCRAPE_S) as prom:
+        try:
+            prom.wait_until(
+                "count_over_time(ipvs_keepalived_up[1m])",
+                lambda r: len(r) == len(targets) and all(int(s["value"][1]) >= 2 for s in r),
+                attempts=120,
+                pause_s=1,
+            )
+        except PrometheusError as exc:
+            pytest.fail(f"{exc}; targets: {prom.target_health()}")
+        yield prom
+
+
+def wait_scraped_after(prom: Prometheus, unix: float, count: int) -> None:
+    """Until every target has `count` scrapes started after `unix` (bounded polls)."""
+    after = unix + (count - 1) * PROM_SCRAPE_S
+    prom.wait_until(
+        f"timestamp(ipvs_keepalived_up) > {after:.3f}",
+        lambda r: len(r) == len(prom.targets),
+        attempts=30 + count * PROM_SCRAPE_S * 2,
+        pause_s=1,
+    )
+
+
+def seen(outcome: proof.Outcome, *labels: str) -> dict[tuple[str, ...], set[float]]:
+    """Every value a query returned (each step of a range query), by the given labels."""
+    out: dict[tuple[str, ...], set[float]] = {}
+    for series in outcome.result:
+        key = tuple(series["metric"].get(label, "") for label in labels)
+        points = series.get("values") or [series["value"]]
+        out.setdefault(key, set()).update(float(v) for _, v in points)
+    return out
+
+
+def prove_keepalived_panels(
+    lab: Any, prom: Prometheus, lvs1: str, lvs2: str, range_s: int
+) -> dict[tuple[str, str, str], proof.Outcome]:
+    """Every dashboard query that reads keepalived's series, as Grafana sends it: each must
+    return series (the service: the HTTP one, checked by HTTP_GET)."""
+    values = proof.grafana_values([lvs1, lvs2], "", range_s=range_s)
+    options = proof.service_options(prom, values)
+    values["service"] = options[f"tcp {lab.vip}:80"]
+    outcomes = proof.prove(
+        prom, proof.exporter_dashboards(), values, range_s=range_s, only=proof.needs_keepalived
+    )
+    for outcome in outcomes:
+        print(outcome.describe(), {k: sorted(v) for k, v in seen(outcome, "instance").items()})
+    failed = [o.describe() for o in outcomes if not o.ok]
+    assert not failed, f"{len(failed)} of {len(outcomes)} keepalived queries:\n" + "\n".join(failed)
+    return {(o.query.dashboard, o.query.panel_title, o.query.ref_id): o for o in outcomes}
+
+
+def check_keepalived_panel_values(
+    lab: Any, panels: dict[tuple[str, str, str], proof.Outcome], lvs1: str, lvs2: str
+) -> None:
+    """What the panels show is what the drills did: lvs1 MASTER (priority 150), lvs2 BACKUP,
+    then MASTER twice (priority 100), lvs1 holding the VIPs at the end; every real server up."""
+    sync, service = "lvsprobe-ipvs-sync", "lvsprobe-ipvs-service"
+    holder = seen(panels[(sync, "VIP holder (VRRP)", "A")], "instance")
+    assert 2 in holder[(lvs1,)] and {1, 2} <= holder[(lvs2,)], holder  # 2 MASTER, 1 BACKUP
+    priorities = lab.topology.keepalived.priorities
+    by_director = seen(panels[(sync, "VRRP priority", "A")], "instance")
+    assert by_director == {(lvs1,): {priorities[0]}, (lvs2,): {priorities[1]}}, by_director
+    vips = panels[(sync, "VIPs held", "A")]
+    held = seen(vips, "instance", "address")
+    assert (lvs1, lab.vip) in held, held
+    if vips.query.instant:  # now: after the fail-back, only lvs1
+        assert {instance for instance, _ in held} == {lvs1}, held
+    marks = seen(panels[(sync, "annotation VRRP failovers (keepalived)", "")], "instance")
+    assert (lvs2,) in marks and all(v > 0 for v in marks[(lvs2,)]), marks
+    backends = set(lab.real_server_addresses)
+    for key in (
+        (service, "Health checker verdict (keepalived)", "A"),
+        (service, "Real servers", "F"),
+    ):
+        verdicts = seen(panels[key], "instance", "backend_address")
+        assert {k for k in verdicts} == {(d, b) for d in (lvs1, lvs2) for b in backends}, verdicts
+        assert all(1 in v for v in verdicts.values()), verdicts
+
+
+@pytest.mark.timeout(1800)  # two drills on a shared TCG VM
+def test_vrrp_failover_with_sync_keeps_the_long_lived_connections(lab: Any, tmp_path: Path) -> None:
     lab.ensure(KEEPALIVED.with_(sync=True))
     offset_s = guest_clock_offset_s(lab)
     started_unix = time.time()
     with exporters(lab) as watch:
-        try:
-            doc = failover(lab, "ka-freeze-sync", base=100)
-            time.sleep(5)  # a few more scrapes after the fail-back
-        finally:
-            for ns in DIRECTORS:
-                print(watch.timeline(ns, started_unix))
+        lvs1, lvs2 = (watch.targets[ns] for ns in DIRECTORS)
+        with prometheus([lvs1, lvs2], tmp_path / "prometheus") as prom:
+            try:
+                doc = failover(lab, "ka-freeze-sync", base=100)
+                stop = failover(lab, "ka-stop-sync", base=160, fault=FaultKind.STOP)
+                wait_scraped_after(prom, time.time(), 2)
+            finally:
+                for ns in DIRECTORS:
+                    print(watch.timeline(ns, started_unix))
+            durations = prom.query("max_over_time(scrape_duration_seconds[1h])")
+            print(
+                "prometheus scrape durations:",
+                {s["metric"]["instance"]: s["value"][1] for s in durations},
+            )
+            range_s = int(time.time() - started_unix) + 30
+            panels = prove_keepalived_panels(lab, prom, lvs1, lvs2, range_s)
+            check_keepalived_panel_values(lab, panels, lvs1, lvs2)
     masters = [
         e for e in notify_events(lab, "lvs2") if e.kind == "instance" and e.state == "MASTER"
     ]
-    assert masters, "lvs2 never became MASTER"
+    assert len(masters) >= 2, "lvs2 did not become MASTER in both drills"
     takeover_unix = masters[0].t_s - offset_s
     print(f"lvs2 MASTER at {takeover_unix - started_unix:+.1f}s (clock offset {offset_s:+.2f} s)")
     instance = masters[0].name
@@ -255,12 +355,14 @@ def test_vrrp_failover_with_sync_keeps_the_long_lived_connections(lab: Any) -> N
     assert shown_within_two_scrapes(
         watch, "lvs1", fault_unix, lambda s: not s.keepalived_ok or s.state(instance) != "master"
     ), watch.timeline("lvs1", started_unix)
-    assert doc["long_lived"] == LONG_LIVED
-    assert vrrp["takeover_evidence"] == "keepalived-json"
-    assert vrrp["passed"], vrrp["detail"]  # takeover as predicted, lvs1 back once it runs
-    assert doc["lost_at"].get("failover", 0) == 0, doc["broken"]
-    assert doc["expectation"]["passed"], doc["expectation"]
-    assert doc["recovery_s"] is not None
+    # both faults: the synced copies carry the long-lived connections over, both ways
+    for run in (doc, stop):
+        assert run["long_lived"] == LONG_LIVED
+        assert run["vrrp"]["takeover_evidence"] == "keepalived-json"
+        assert run["vrrp"]["passed"], run["vrrp"]["detail"]  # takeover as predicted, lvs1 back
+        assert run["lost_at"].get("failover", 0) == 0, run["broken"]
+        assert run["expectation"]["passed"], run["expectation"]
+        assert run["recovery_s"] is not None
 
 
 def test_vrrp_failover_without_sync_breaks_them(lab: Any) -> None:
