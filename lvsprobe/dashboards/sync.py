@@ -41,15 +41,20 @@ def vrrp_state_code() -> str:
 
 
 def failover_annotation() -> dash_b.AnnotationQuery:
-    """A mark where a VRRP instance became MASTER on a director (keepalived's counter)."""
+    """A mark where a VRRP instance became MASTER on a director. keepalived counts those, but a
+    restarted keepalived starts its counter again at 1, which `increase` never sees; so an
+    instance that is MASTER now and was not (or was not there) a minute earlier is marked too."""
     increase = f"increase({sel('ipvs_keepalived_vrrp_become_master_total')}[1m])"
+    master = sel("ipvs_keepalived_vrrp_state", 'vrrp_state="master"')
+    now = f"{sum_by(VRRP_BY, master)} == 1"
+    before = f"{sum_by(VRRP_BY, master + ' offset 1m')} == 1"
     return (
         dash_b.AnnotationQuery()
         .name("VRRP failovers (keepalived)")
         .datasource(DATASOURCE)
         .enable(True)
         .icon_color("red")
-        .expr(f"{sum_by(VRRP_BY, increase)} > 0")
+        .expr(f"({sum_by(VRRP_BY, increase)} > 0) or (({now}) unless ({before}))")
     )
 
 
