@@ -176,22 +176,21 @@ def test_address_texts_are_what_str_gives(numbers: list[int], with_v6: bool) -> 
     assert address_texts(families, numbers) == [str(a) for a in addresses]
 
 
-def test_rows_share_heads_and_blocks_and_render_as_whole_blocks() -> None:
-    """Families of `Builder.rows` share one list of heads and one of blocks; a sample's
-    label block is its head then its block, in samples and in the text alike."""
+def test_rows_share_blocks_and_render_as_whole_lines() -> None:
+    """Families of `Builder.rows` share one list of blocks, each ending in the space before
+    the value; samples give the block without it, and the text has one space."""
     weight, active = (
         spec
         for spec in SPECS
         if spec.name in ("ipvs_backend_weight", "ipvs_backend_active_connections")
     )
     out = Builder([weight, active])
-    heads, blocks, (weights, actives) = out.rows([weight.name, active.name])
-    heads += ['{a="1",b="', '{a="1",b="']
-    blocks += ['x"}', 'y"}']
+    blocks, (weights, actives) = out.rows([weight.name, active.name])
+    blocks += ['{a="1",b="x"} ', '{a="1",b="y"} ']
     weights += [1, 2]
     actives += [3, 4.5]
-    again, same, _ = out.rows([weight.name, active.name])
-    assert again is heads and same is blocks
+    same, _ = out.rows([weight.name, active.name])
+    assert same is blocks
     assert out.families[active.name].samples == [('{a="1",b="x"}', 3), ('{a="1",b="y"}', 4.5)]
     text = render(out.families.values()).decode()
     assert 'ipvs_backend_weight{a="1",b="y"} 2\n' in text
