@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from typing import cast
 
 from lvsprobe.exporter.metrics import MetricSpec, MetricType
 
@@ -211,9 +212,16 @@ def _lines(name: str, blocks: list[str], values: list[Value], spaced: bool) -> s
 def value_texts(values: list[Value]) -> list[str]:
     """Sample values as text: integers (u64 counters) exactly, floats as `format_value`.
 
-    `int.__repr__` over the list runs in C and refuses a float (TypeError): the list is
-    then formatted value by value. An int subclass (bool) is written as an integer.
+    Small counts (most of a kube-proxy node's: weights, connections, thresholds) are looked up
+    in a table of decimal texts, the rest made by `int.__repr__` over the list in C. Both
+    refuse a float (TypeError), which sends the list value by value to `format_value`. An int
+    subclass (bool) is written as an integer.
     """
+    if values and min(values) >= 0:  # a negative index would read the table from its end
+        try:
+            return [_DECIMALS[value] for value in cast(list[int], values)]
+        except (IndexError, TypeError):  # past the table, or a float
+            pass
     try:
         return list(map(int.__repr__, values))
     except TypeError:
@@ -221,6 +229,10 @@ def value_texts(values: list[Value]) -> list[str]:
             int.__repr__(value) if isinstance(value, int) else format_value(value)
             for value in values
         ]
+
+
+# The decimal texts of the small values most samples have (a constant, ~200 KB).
+_DECIMALS = tuple(map(str, range(4096)))
 
 
 def render(families: Iterable[Family], fmt: ExpositionFormat = ExpositionFormat.CLASSIC) -> bytes:

@@ -22,6 +22,7 @@ from lvsprobe.exporter.render import (
     format_value,
     render,
     render_chunks,
+    value_texts,
 )
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.model import IPAddress, Snapshot, address_number, address_texts
@@ -199,3 +200,20 @@ def test_rows_share_blocks_and_render_as_whole_lines() -> None:
     other.add(weight.name, "", 1)
     with pytest.raises(ValueError, match="has samples of its own"):
         other.rows([weight.name, active.name])
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(-5, 5),
+            st.integers(4090, 4100),
+            st.integers(0, 2**64 - 1),
+            st.floats(),
+        ),
+        max_size=30,
+    )
+)
+def test_value_texts_write_each_value_as_format_value_does(values: list[int | float]) -> None:
+    """Small counts from the table, the rest in C, a float among them value by value:
+    negative numbers and the table's end included."""
+    assert value_texts(values) == list(map(format_value, values))
