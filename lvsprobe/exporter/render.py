@@ -92,8 +92,8 @@ class Family:
     label blocks and values (no object per sample).
 
     The families of `Builder.rows` (a sample per real server) share one list of blocks, each
-    ending in the space before the value (`spaced`): a line is then four pieces joined in
-    C, not a string formatted per line.
+    ending in the space before the value (`spaced`), which saves a piece per line when the
+    lines are joined (`_lines`).
     """
 
     __slots__ = ("blocks", "spaced", "spec", "values")

@@ -153,13 +153,11 @@ class ServicesCollector:
 
     source = "services"
 
-    def __init__(
-        self, options: ServiceOptions, budget: Budget, labels: BackendLabels | None = None
-    ) -> None:
+    def __init__(self, options: ServiceOptions, budget: Budget, labels: BackendLabels) -> None:
         self.options = options
         self.budget = budget
         # The real servers' label blocks from the last scrape (the Scraper's, per namespace).
-        self.labels = labels if labels is not None else BackendLabels()
+        self.labels = labels
 
     def collect(self, snap: Snapshot, out: Builder) -> None:
         allows = self.options.service_filter.allows_key
