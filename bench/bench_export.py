@@ -2,11 +2,12 @@
 
 The tree: 10k services x 10 real servers (100k backends, 300k node_ipvs_* series) and a
 1M-line connection table. Both exporters run as their own process on loopback; the figures are
-client-side scrape time (full body, no gzip), each process's CPU time per scrape and its peak
-RSS (VmHWM). The exporters run side by side and are scraped in turn.
+client-side scrape time (full body; gzipped with --gzip, as Prometheus asks by default), each
+process's CPU time per scrape and its peak RSS (VmHWM). The exporters run side by side and are
+scraped in turn.
 
     python -m bench                     # every bench; or:
-    python bench/bench_export.py [--services N] [--backends N] [--conns N] [--scrapes N]
+    python bench/bench_export.py [--services N] [--backends N] [--conns N] [--scrapes N] [--gzip]
 """
 
 from __future__ import annotations
@@ -175,9 +176,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _scrape(url: str, timeout: float = 300) -> tuple[float, int]:
+def _scrape(url: str, gzip: bool, timeout: float = 300) -> tuple[float, int]:
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzip else {})
     started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         body = resp.read()
     return time.perf_counter() - started, len(body)
 
@@ -185,8 +187,8 @@ def _scrape(url: str, timeout: float = 300) -> tuple[float, int]:
 class Exporter:
     """One exporter process on loopback, its scrapes and CPU time counted from the first."""
 
-    def __init__(self, label: str, argv: list[str], port: int) -> None:
-        self.label, self.argv, self.port = label, argv, port
+    def __init__(self, label: str, argv: list[str], port: int, gzip: bool = False) -> None:
+        self.label, self.argv, self.port, self.gzip = label, argv, port, gzip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.times: list[float] = []
@@ -206,7 +208,7 @@ class Exporter:
 
     def scrape(self) -> None:
         before = _cpu_s(self.proc.pid)
-        elapsed, self.size = _scrape(self.url)
+        elapsed, self.size = _scrape(self.url, self.gzip)
         self.cpu.append(_cpu_s(self.proc.pid) - before)
         self.times.append(elapsed)
 
@@ -256,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backends", type=int, default=10)
     parser.add_argument("--conns", type=int, default=1_000_000)
     parser.add_argument("--scrapes", type=int, default=3)
+    parser.add_argument("--gzip", action="store_true", help="ask for gzip, as Prometheus does")
     args = parser.parse_args(argv)
     if not os.access(NODE_EXPORTER, os.X_OK):
         print(f"bench_export: {NODE_EXPORTER} missing (apt install prometheus-node-exporter)")
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
             "--collector.ipvs",
             f"--web.listen-address=127.0.0.1:{port}",
         ]
-        exporters = [Exporter("node_exporter 1.x (ipvs only)", node_argv, port)]
+        exporters = [Exporter("node_exporter 1.x (ipvs only)", node_argv, port, args.gzip)]
         try:
             for label, extra in (
                 ("lvsprobe export", ()),
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
                 ("lvsprobe export --collector.conns=off", ("--collector.conns", "off")),
             ):
                 port = _free_port()
-                exporters.append(Exporter(label, _lvsprobe(tree, port, *extra), port))
+                exporters.append(Exporter(label, _lvsprobe(tree, port, *extra), port, args.gzip))
             load_before = os.getloadavg()[0]
             measure_all(exporters, args.scrapes)
             rows = [(e.label, e.figures()) for e in exporters]
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
                 exporter.stop()
         ne = rows[0][1]
         print(
-            f"{args.scrapes} scrapes each, taken in turn; load average {load_before:.1f} before, "
+            f"{args.scrapes} scrapes each{' (gzip)' if args.gzip else ''}, taken in turn; "
+            f"load average {load_before:.1f} before, "
             f"{os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)"
         )
         print(

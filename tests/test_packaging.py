@@ -82,7 +82,7 @@ def test_each_extra_installs_exactly_the_modules_its_commands_look_for(extra: An
 
 def test_the_core_shares_no_distribution_with_an_extra() -> None:
     core = {requirement(text)[0] for text in PROJECT["dependencies"]}
-    assert core == {"click", "pyyaml", "bcrypt", "numpy", "h11"}
+    assert core == {"click", "pyyaml", "bcrypt", "numpy", "h11", "isal"}
     for extra in [*(e.name for e in EXTRAS), "test"]:
         assert not core & extra_distributions(extra), extra
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import starmap
 
+from lvsprobe.exporter.backend_labels import repeated
 from lvsprobe.exporter.metrics import MetricSpec, MetricType
 from lvsprobe.exporter.render import Builder
-from lvsprobe.exporter.services import repeated
 from lvsprobe.model import (
     Family,
     IPAddress,

@@ -1,15 +1,15 @@
 """/metrics answers rendered off the event loop, one read at a time per format, shared.
 
-A worker thread reads and renders a scrape (gzipped as it goes, when asked) into pieces of
-PIECE_BYTES, handing each to the event loop as soon as it is made; it never waits for a client,
-so a client that reads slowly never holds a worker or the kernel-read slot. The requests that
-read the pieces share them ("single flight"): a request that arrives while a read of the same
-format and encoding runs joins it rather than reading the kernel again, as long as no piece
-has been let go yet. A piece is let go once every request reading it has sent it, so one fast
-client holds about what the old streaming writer held (the families not yet rendered plus a
-piece), and forty clients that never read hold one body between them, not forty scrapes. A
-read whose every reader has left is abandoned at its next chunk (the kernel read itself runs to
-its end).
+A worker thread reads and renders a scrape (gzipped as it goes, when asked, by ISA-L: a fifth
+of zlib's time at level 1, and a smaller body) into pieces of PIECE_BYTES, handing each to the
+event loop as soon as it is made; it never waits for a client, so a client that reads slowly
+never holds a worker or the kernel-read slot. The requests that read the pieces share them
+("single flight"): a request that arrives while a read of the same format and encoding runs
+joins it rather than reading the kernel again, as long as no piece has been let go yet. A
+piece is let go once every request reading it has sent it, so one fast client holds about what
+the old streaming writer held (the families not yet rendered plus a piece), and forty clients
+that never read hold one body between them, not forty scrapes. A read whose every reader has
+left is abandoned at its next chunk (the kernel read itself runs to its end).
 
 The price of sharing: a request that joins a running read gets data read up to one scrape
 duration before it arrived; Prometheus's own timestamps are already that far off.
@@ -22,10 +22,11 @@ import contextlib
 import itertools
 import logging
 import threading
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
+
+from isal import isal_zlib
 
 from lvsprobe.exporter.render import ExpositionFormat, render_chunks
 
@@ -273,7 +274,7 @@ class Flights:
         pending_bytes = 0
         try:
             chunks = self._scrape(flight.fmt, flight.timeout_s)
-            gz = zlib.compressobj(1, zlib.DEFLATED, 31) if flight.gzip else None
+            gz = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31) if flight.gzip else None
             for chunk in chunks:
                 if flight.abandoned.is_set():
                     raise _Abandoned

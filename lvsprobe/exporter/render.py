@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from typing import cast
 
 from lvsprobe.exporter.metrics import MetricSpec, MetricType
 
@@ -88,24 +89,25 @@ def format_value(value: Value) -> str:
 
 class Family:
     """One metric family: its spec and samples in insertion order, as parallel lists of
-    label blocks and values. A family of `Builder.rows` has a third list, `heads`: each
-    sample's label block is then `heads[i] + blocks[i]`, so that the real servers of one
-    service share the text of its labels (10^5 blocks of ~240 bytes would be held whole)."""
+    label blocks and values (no object per sample).
 
-    __slots__ = ("blocks", "heads", "spec", "values")
+    The families of `Builder.rows` (a sample per real server) share one list of blocks, each
+    ending in the space before the value (`spaced`), which saves a piece per line when the
+    lines are joined (`_lines`).
+    """
+
+    __slots__ = ("blocks", "spaced", "spec", "values")
 
     def __init__(self, spec: MetricSpec) -> None:
         self.spec = spec
         self.blocks: list[str] = []
-        self.heads: list[str] | None = None
+        self.spaced = False
         self.values: list[Value] = []
 
     @property
     def samples(self) -> list[tuple[str, Value]]:
         """(label block, value) pairs (tests; rendering walks the lists)."""
-        blocks = (
-            self.blocks if self.heads is None else list(map(str.__add__, self.heads, self.blocks))
-        )
+        blocks = [block[:-1] for block in self.blocks] if self.spaced else self.blocks
         return list(zip(blocks, self.values, strict=True))
 
 
@@ -149,19 +151,18 @@ class Builder:
         fam = self.families[name]
         self.add(name, self.block(label_pairs(fam.spec.labels, values)), value)
 
-    def rows(self, names: Sequence[str]) -> tuple[list[str], list[str], list[list[Value]]]:
-        """Lists of heads and of blocks shared by the families `names` (which get a sample
-        for every block, and never one through `add`; a sample's label block is its head
-        then its block) and their lists of values, to append to."""
+    def rows(self, names: Sequence[str]) -> tuple[list[str], list[list[Value]]]:
+        """The list of label blocks shared by the families `names` (which get a sample for
+        every block, and never one through `add`) and their lists of values, to append to.
+        A block here ends in the space before the value: `{a="x"} `."""
         fams = [self.families[name] for name in names]
-        heads = fams[0].heads if fams[0].heads is not None else []
         blocks = fams[0].blocks
         for fam in fams:
-            if fam.blocks is not blocks or fam.heads is not heads:
+            if fam.blocks is not blocks or not fam.spaced:
                 if fam.blocks or blocks:
                     raise ValueError(f"{fam.spec.name} has samples of its own")
-                fam.blocks, fam.heads = blocks, heads
-        return heads, blocks, [fam.values for fam in fams]
+                fam.blocks, fam.spaced = blocks, True
+        return blocks, [fam.values for fam in fams]
 
 
 def render_chunks(
@@ -174,32 +175,64 @@ def render_chunks(
     not the body, and a scrape holds ~1 MB of text at a time rather than the whole body.
     """
     for fam in families:
-        heads, blocks, values = fam.heads, fam.blocks, fam.values
-        fam.heads, fam.blocks, fam.values = None, [], []
+        blocks, values, spaced = fam.blocks, fam.values, fam.spaced
+        fam.blocks, fam.values = [], []
         if not values:
             continue
         name, header = _header(fam.spec, fmt.openmetrics)
         yield header
         for start in range(0, len(values), CHUNK_SAMPLES):
             stop = start + CHUNK_SAMPLES
-            if heads is None:
-                lines = [
-                    f"{name}{block} {value}\n"
-                    if type(value) is int
-                    else f"{name}{block} {format_value(value)}\n"
-                    for block, value in zip(blocks[start:stop], values[start:stop], strict=True)
-                ]
-            else:
-                rows = zip(heads[start:stop], blocks[start:stop], values[start:stop], strict=True)
-                lines = [
-                    f"{name}{head}{block} {value}\n"
-                    if type(value) is int
-                    else f"{name}{head}{block} {format_value(value)}\n"
-                    for head, block, value in rows
-                ]
-            yield "".join(lines).encode()
+            yield _lines(name, blocks[start:stop], values[start:stop], spaced).encode()
     if fmt.openmetrics:
         yield b"# EOF\n"
+
+
+def _lines(name: str, blocks: list[str], values: list[Value], spaced: bool) -> str:
+    """The lines of samples of the family `name`, joined from a list of their pieces that is
+    filled column by column (slice assignment, in C): no Python code runs per line.
+
+    The pieces are the name, then per sample its block, a space unless the block ends in one,
+    its value, and a newline and the name of the next (the last has a newline only).
+    """
+    count = len(values)
+    if len(blocks) != count:
+        raise ValueError(f"{name}: {len(blocks)} label blocks, {count} values")
+    width = 3 if spaced else 4
+    pieces = ["\n" + name] * (1 + width * count)
+    pieces[0] = name
+    pieces[1::width] = blocks
+    if not spaced:
+        pieces[2::width] = [" "] * count
+    pieces[width - 1 :: width] = value_texts(values)
+    pieces[-1] = "\n"
+    return "".join(pieces)
+
+
+def value_texts(values: list[Value]) -> list[str]:
+    """Sample values as text: integers (u64 counters) exactly, floats as `format_value`.
+
+    Small counts (most of a kube-proxy node's: weights, connections, thresholds) are looked up
+    in a table of decimal texts, the rest made by `int.__repr__` over the list in C. Both
+    refuse a float (TypeError), which sends the list value by value to `format_value`. An int
+    subclass (bool) is written as an integer.
+    """
+    if values and min(values) >= 0:  # a negative index would read the table from its end
+        try:
+            return [_DECIMALS[value] for value in cast(list[int], values)]
+        except (IndexError, TypeError):  # past the table, or a float
+            pass
+    try:
+        return list(map(int.__repr__, values))
+    except TypeError:
+        return [
+            int.__repr__(value) if isinstance(value, int) else format_value(value)
+            for value in values
+        ]
+
+
+# The decimal texts of the small values most samples have (a constant, ~200 KB).
+_DECIMALS = tuple(map(str, range(4096)))
 
 
 def render(families: Iterable[Family], fmt: ExpositionFormat = ExpositionFormat.CLASSIC) -> bytes:

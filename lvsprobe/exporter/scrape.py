@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from lvsprobe import __version__
 from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S, Deadline
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError
+from lvsprobe.exporter.backend_labels import BackendLabels
 from lvsprobe.exporter.collectors import (
     ConnsCollector,
     DaemonsCollector,
@@ -169,6 +170,8 @@ class Scraper:
         self._failing: dict[tuple[str, str], str] = {}
         # Per namespace: what the last scrape's /proc readers decoded, for the next.
         self._parse_caches = {self._label(t): ParseCache() for t in options.targets}
+        # Per namespace: the real servers' label blocks of the last scrape, for the next.
+        self._backend_labels = {self._label(t): BackendLabels() for t in options.targets}
         self._compat = (
             NodeExporterCollector(options.compat_backend_labels)
             if options.compat_node_exporter
@@ -256,7 +259,7 @@ class Scraper:
                 out.add_labeled("ipvs_scrape_source_success", ("namespace",), 0)
                 continue
             self._note(name, {f.source: f.error for f in snap.failures}, list(snap.durations_s))
-            self._collect(snap, out, budget, names)
+            self._collect(snap, out, budget, names, self._backend_labels[name])
         out.prefix = ""
         if names is not None:  # a file that failed to reload: the names read before serve
             out.add_labeled("ipvs_scrape_source_success", ("names",), 0 if names.error else 1)
@@ -270,7 +273,12 @@ class Scraper:
         return list(out.families.values())
 
     def _collect(
-        self, snap: Snapshot, out: Builder, budget: Budget, names: NamesRead | None
+        self,
+        snap: Snapshot,
+        out: Builder,
+        budget: Budget,
+        names: NamesRead | None,
+        labels: BackendLabels,
     ) -> None:
         opts = self.options
         HealthCollector().collect(snap, out)
@@ -278,7 +286,7 @@ class Scraper:
             return
         service_names = names.names if names is not None else None
         service_options = ServiceOptions(opts.service_filter, service_names, opts.backend_rates)
-        ServicesCollector(service_options, budget).collect(snap, out)
+        ServicesCollector(service_options, budget, labels).collect(snap, out)
         StatsCollector().collect(snap, out)
         ConnsCollector(opts.service_filter, opts.conns == "per-real-server").collect(snap, out)
         SlabCollector().collect(snap, out)

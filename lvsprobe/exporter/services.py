@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import chain, compress, islice, repeat
-from operator import is_not
-from typing import TypeVar, cast
+from itertools import compress, repeat
+from operator import attrgetter, is_not
+from typing import cast
 
+from lvsprobe.exporter.backend_labels import BackendLabels
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import BACKEND_LABELS, SERVICE_LABELS
 from lvsprobe.exporter.names import ServiceNames
@@ -17,7 +18,6 @@ from lvsprobe.model import (
     RATE_FIELDS,
     STAT_FIELDS,
     Family,
-    Forward,
     Protocol,
     Rates,
     RealServerRows,
@@ -27,17 +27,10 @@ from lvsprobe.model import (
     ServiceKey,
     Snapshot,
     Stats,
-    address_texts,
 )
-
-T = TypeVar("T")
 
 _FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
 _ZERO_LT = (0).__lt__
-# Real servers whose label blocks are made in one go.
-_PART = 8192
-# Labels by the Forward value (a list index: hashing an enum member runs Python code).
-_FORWARD_LABELS = tuple(Forward(value).label for value in range(len(Forward)))
 _PROTOCOL = {proto: proto.name.lower() for proto in Protocol}
 # The families every real server has a sample in (one shared list of label blocks).
 _BACKEND_ROWS = (
@@ -152,18 +145,25 @@ def _info_pairs(scheduler: str, flags: ServiceFlag, persistent: bool, pe_name: s
 
 
 class ServicesCollector:
-    """Per-service and per-real-server families from `Snapshot.services`."""
+    """Per-service and per-real-server families from `Snapshot.services`.
+
+    Each family gets its samples in bulk (lists extended from columns), not one call per
+    sample: a kube-proxy node has 10^4 services and 10^5 real servers.
+    """
 
     source = "services"
 
-    def __init__(self, options: ServiceOptions, budget: Budget) -> None:
+    def __init__(self, options: ServiceOptions, budget: Budget, labels: BackendLabels) -> None:
         self.options = options
         self.budget = budget
+        # The real servers' label blocks from the last scrape (the Scraper's, per namespace).
+        self.labels = labels
 
     def collect(self, snap: Snapshot, out: Builder) -> None:
         allows = self.options.service_filter.allows_key
         seen: set[str] = set()
-        kept: list[tuple[str, RealServerRows]] = []
+        services: list[Service] = []
+        pairs_of: list[str] = []
         for svc in snap.services:
             if not allows(svc.key):
                 continue
@@ -172,83 +172,90 @@ class ServicesCollector:
             # second would duplicate series, which Prometheus rejects.
             if pairs not in seen:
                 seen.add(pairs)
-                self._service(svc, pairs, out)
-                kept.append((pairs, self._kept(svc)))
-        self._backends(kept, out)
+                services.append(svc)
+                pairs_of.append(pairs)
+        self._services(services, pairs_of, out)
+        self._backends(pairs_of, [self._kept(svc) for svc in services], out)
 
-    def _service(self, svc: Service, pairs: str, out: Builder) -> None:
-        block = out.block(pairs)
-        persistence = svc.persistence
-        info = _info_pairs(svc.scheduler, svc.flags, persistence is not None, svc.pe_name or "")
-        out.add("ipvs_service_info", out.block(f"{pairs},{info}"), 1)
-        if self.options.names is not None:
-            name = self.options.names.lookup(svc.key)
-            if name is not None:
-                out.add(
-                    "ipvs_service_name_info",
-                    out.block(f'{pairs},name="{escape_label_value(name)}"'),
-                    1,
+    def _services(self, services: list[Service], pairs_of: list[str], out: Builder) -> None:
+        blocks = list(map(out.block, pairs_of))
+        infos = [
+            out.block(
+                f"{pairs},"
+                + _info_pairs(
+                    svc.scheduler, svc.flags, svc.persistence is not None, svc.pe_name or ""
                 )
-        if persistence is not None and persistence.timeout_s is not None:
-            out.add("ipvs_service_persistence_timeout_seconds", block, persistence.timeout_s)
-        out.add("ipvs_service_backends", block, len(svc.real_servers))
-        out.add(
-            "ipvs_service_usable_backends",
-            block,
-            sum(map(_ZERO_LT, svc.real_servers.weights)),  # weight > 0, C-level
+            )
+            for svc, pairs in zip(services, pairs_of, strict=True)
+        ]
+        out.extend("ipvs_service_info", infos, repeat(1, len(infos)))
+        if self.options.names is not None:
+            lookup = self.options.names.lookup
+            names = [
+                (pairs, name)
+                for svc, pairs in zip(services, pairs_of, strict=True)
+                if (name := lookup(svc.key)) is not None
+            ]
+            out.extend(
+                "ipvs_service_name_info",
+                [out.block(f'{pairs},name="{escape_label_value(name)}"') for pairs, name in names],
+                repeat(1, len(names)),
+            )
+        timeouts = [
+            (block, svc.persistence.timeout_s)
+            for svc, block in zip(services, blocks, strict=True)
+            if svc.persistence is not None and svc.persistence.timeout_s is not None
+        ]
+        out.extend(
+            "ipvs_service_persistence_timeout_seconds",
+            [block for block, _ in timeouts],
+            [timeout_s for _, timeout_s in timeouts],
         )
-        add_stats(out, "ipvs_service_", block, svc.stats, svc.rates)
+        rows = [svc.real_servers for svc in services]
+        out.extend("ipvs_service_backends", blocks, map(len, rows))
+        usable = [sum(map(_ZERO_LT, rss.weights)) for rss in rows]  # weight > 0, C-level
+        out.extend("ipvs_service_usable_backends", blocks, usable)
+        add_stats_of(
+            out,
+            "ipvs_service_",
+            blocks,
+            [svc.stats for svc in services],
+            [svc.rates for svc in services],
+        )
 
-    def _backends(self, kept: list[tuple[str, RealServerRows]], out: Builder) -> None:
+    def _backends(self, pairs_of: list[str], kept: list[RealServerRows], out: Builder) -> None:
         """The families of the real servers of all services at once.
 
         The hot part of a kube-proxy node's scrape (10^5 real servers): the real servers'
-        columns are read (`RealServerTable.concat`), each step is one C-level map over a
-        column (addresses to text by numpy for big tables), and one label block per real
-        server is made and shared by its families: its service's labels (a head shared by
-        the service's real servers) and its own.
+        columns are read (`RealServerTable.concat`) and extend the families' values, and the
+        label blocks (its service's labels, then its own) come from `BackendLabels`, made
+        only for real servers that changed since the last scrape.
         """
-        heads_of_rows, blocks, (weights, actives, inactives) = out.rows(_BACKEND_ROWS)
+        blocks, (weights, actives, inactives) = out.rows(_BACKEND_ROWS)
         lead = "{" + (out.prefix + "," if out.prefix else "")
-        heads = [f'{lead}{pairs},backend_address="' for pairs, _ in kept]
-        counts = [len(rss) for _, rss in kept]
-        table = RealServerTable.concat(rss for _, rss in kept)
-        head_of_each = repeated(heads, counts)
-        first = len(blocks)
-        # In parts: the address texts of a part are all held at once.
-        for start in range(0, len(table), _PART):
-            stop = start + _PART
-            texts = address_texts(
-                table.address_families[start:stop], table.address_numbers[start:stop]
-            )
-            forwards = map(_FORWARD_LABELS.__getitem__, table.forwards[start:stop])
-            heads_of_rows.extend(islice(head_of_each, len(texts)))
-            rows = zip(texts, table.ports[start:stop], forwards, strict=True)
-            blocks.extend(
-                [f'{text}",backend_port="{port}",forward="{fwd}"}}' for text, port, fwd in rows]
-            )
-        weights.extend(table.weights)
-        actives.extend(table.active_conns)
-        inactives.extend(table.inactive_conns)
-        row_heads, row_blocks = heads_of_rows[first:], blocks[first:]
+        heads = [f'{lead}{pairs},backend_address="' for pairs in pairs_of]
+        row_blocks = self.labels.blocks(zip(heads, kept, strict=True))
+        table = RealServerTable.concat(kept)
+        blocks += row_blocks
+        weights += table.weights
+        actives += table.active_conns
+        inactives += table.inactive_conns
         groups = (*_NETLINK_ROWS, _RATE_ROWS) if self.options.backend_rates else _NETLINK_ROWS
         for columns_of, names in groups:
             columns = columns_of(table)
             if columns is None:
                 continue
-            group_heads, group_blocks, values = out.rows(names)
+            group_blocks, values = out.rows(names)
             present = columns[0]
             if present.count(None):
                 has = list(map(is_not, present, repeat(None)))
-                group_heads.extend(compress(row_heads, has))
-                group_blocks.extend(compress(row_blocks, has))
+                group_blocks += compress(row_blocks, has)
                 for column, family_values in zip(columns, values, strict=True):
-                    family_values.extend(compress(cast(list[int], column), has))
+                    family_values += compress(cast(list[int], column), has)
             else:
-                group_heads.extend(row_heads)
-                group_blocks.extend(row_blocks)
+                group_blocks += row_blocks
                 for column, family_values in zip(columns, values, strict=True):
-                    family_values.extend(cast(list[int], column))  # no None: checked
+                    family_values += cast(list[int], column)  # no None: checked
 
     def _kept(self, svc: Service) -> RealServerRows:
         """The service's real servers within the --collector.backends cap (counting those
@@ -263,36 +270,38 @@ class ServicesCollector:
         return rss
 
 
-def repeated(values: Iterable[T], counts: Iterable[int]) -> Iterator[T]:
-    """Each value as many times as its count: a service's labels for each of its real
-    servers (C-level, no loop per real server)."""
-    return chain.from_iterable(map(repeat, values, counts))
-
-
 assert BACKEND_LABELS[len(SERVICE_LABELS) :] == ("backend_address", "backend_port", "forward")
+
+_STAT_VALUES = attrgetter("conns", "in_pkts", "out_pkts", "in_bytes", "out_bytes")
+_RATE_VALUES = attrgetter(
+    "conns_per_s", "in_pkts_per_s", "out_pkts_per_s", "in_bytes_per_s", "out_bytes_per_s"
+)
 
 
 def add_stats(
     out: Builder, prefix: str, block: str, stats: Stats | None, rates: Rates | None
 ) -> None:
     """The five counters and five rates of a stats block, each when present."""
-    if stats is not None:
-        values: tuple[int, ...] = (
-            stats.conns,
-            stats.in_pkts,
-            stats.out_pkts,
-            stats.in_bytes,
-            stats.out_bytes,
-        )
-        for fld, value in zip(_STAT_FIELDS, values, strict=True):
-            out.add(f"{prefix}{fld}_total", block, value)
-    if rates is not None:
-        values = (
-            rates.conns_per_s,
-            rates.in_pkts_per_s,
-            rates.out_pkts_per_s,
-            rates.in_bytes_per_s,
-            rates.out_bytes_per_s,
-        )
-        for fld, value in zip(_STAT_FIELDS, values, strict=True):
-            out.add(f"{prefix}{fld}_per_second", block, value)
+    add_stats_of(out, prefix, [block], [stats], [rates])
+
+
+def add_stats_of(
+    out: Builder,
+    prefix: str,
+    blocks: Sequence[str],
+    stats: Sequence[Stats | None],
+    rates: Sequence[Rates | None],
+) -> None:
+    """The counters and rates of many stats blocks (one label block each), column by column;
+    a row without its stats or rates has no sample in their families."""
+    for records, values_of, suffix in (
+        (stats, _STAT_VALUES, "_total"),
+        (rates, _RATE_VALUES, "_per_second"),
+    ):
+        has = list(map(is_not, records, repeat(None)))
+        if not any(has):
+            continue
+        kept_blocks = list(compress(blocks, has))
+        columns = zip(*map(values_of, compress(records, has)), strict=True)
+        for fld, column in zip(_STAT_FIELDS, columns, strict=True):
+            out.extend(f"{prefix}{fld}{suffix}", kept_blocks, column)

@@ -22,6 +22,7 @@ from lvsprobe.exporter.render import (
     format_value,
     render,
     render_chunks,
+    value_texts,
 )
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.model import IPAddress, Snapshot, address_number, address_texts
@@ -176,22 +177,21 @@ def test_address_texts_are_what_str_gives(numbers: list[int], with_v6: bool) -> 
     assert address_texts(families, numbers) == [str(a) for a in addresses]
 
 
-def test_rows_share_heads_and_blocks_and_render_as_whole_blocks() -> None:
-    """Families of `Builder.rows` share one list of heads and one of blocks; a sample's
-    label block is its head then its block, in samples and in the text alike."""
+def test_rows_share_blocks_and_render_as_whole_lines() -> None:
+    """Families of `Builder.rows` share one list of blocks, each ending in the space before
+    the value; samples give the block without it, and the text has one space."""
     weight, active = (
         spec
         for spec in SPECS
         if spec.name in ("ipvs_backend_weight", "ipvs_backend_active_connections")
     )
     out = Builder([weight, active])
-    heads, blocks, (weights, actives) = out.rows([weight.name, active.name])
-    heads += ['{a="1",b="', '{a="1",b="']
-    blocks += ['x"}', 'y"}']
+    blocks, (weights, actives) = out.rows([weight.name, active.name])
+    blocks += ['{a="1",b="x"} ', '{a="1",b="y"} ']
     weights += [1, 2]
     actives += [3, 4.5]
-    again, same, _ = out.rows([weight.name, active.name])
-    assert again is heads and same is blocks
+    same, _ = out.rows([weight.name, active.name])
+    assert same is blocks
     assert out.families[active.name].samples == [('{a="1",b="x"}', 3), ('{a="1",b="y"}', 4.5)]
     text = render(out.families.values()).decode()
     assert 'ipvs_backend_weight{a="1",b="y"} 2\n' in text
@@ -200,3 +200,20 @@ def test_rows_share_heads_and_blocks_and_render_as_whole_blocks() -> None:
     other.add(weight.name, "", 1)
     with pytest.raises(ValueError, match="has samples of its own"):
         other.rows([weight.name, active.name])
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(-5, 5),
+            st.integers(4090, 4100),
+            st.integers(0, 2**64 - 1),
+            st.floats(),
+        ),
+        max_size=30,
+    )
+)
+def test_value_texts_write_each_value_as_format_value_does(values: list[int | float]) -> None:
+    """Small counts from the table, the rest in C, a float among them value by value:
+    negative numbers and the table's end included."""
+    assert value_texts(values) == list(map(format_value, values))

@@ -1,0 +1,105 @@
+"""Label blocks kept from one scrape to the next (`BackendLabels`) never go stale: a scraper
+that has seen other tables renders a table exactly as a fresh one does."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lvsprobe.exporter.backend_labels import BackendLabels
+from lvsprobe.exporter.scrape import ExportOptions, Scraper
+from lvsprobe.kernel.genl.simulated import generated_services
+from lvsprobe.model import (
+    Family,
+    Forward,
+    Protocol,
+    RealServer,
+    RealServerRows,
+    Service,
+    ServiceFlag,
+    ServiceKey,
+    Snapshot,
+)
+
+BUILD = ("0.1.0", "3.11.0")
+# Few values each, so that two drawn tables often share a service and differ in one column.
+_V4 = (0x0A000001, 0x0A000002)
+_V6 = (0x20010DB8 << 96 | 1,)
+
+
+def _rs(family: Family, number: int, port: int, forward: Forward, weight: int) -> RealServer:
+    address = (
+        ipaddress.IPv4Address(number) if family is Family.INET else ipaddress.IPv6Address(number)
+    )
+    return RealServer(address, port, forward, weight, 0, 0, family=family)
+
+
+real_servers = st.one_of(
+    st.builds(
+        _rs,
+        st.just(Family.INET),
+        st.sampled_from(_V4),
+        st.sampled_from((80, 81)),
+        st.sampled_from((Forward.MASQ, Forward.ROUTE)),
+        st.integers(0, 2),
+    ),
+    st.builds(
+        _rs,
+        st.just(Family.INET6),
+        st.sampled_from(_V6),
+        st.sampled_from((80, 81)),
+        st.sampled_from((Forward.MASQ, Forward.TUNNEL)),
+        st.integers(0, 2),
+    ),
+)
+
+
+def _service(port: int, rss: list[RealServer]) -> Service:
+    key = ServiceKey(Family.INET, Protocol.TCP, ipaddress.IPv4Address("198.18.0.1"), port)
+    return Service(key, "wlc", ServiceFlag.HASHED, None, RealServerRows.of(rss))
+
+
+services = st.lists(
+    st.builds(_service, st.sampled_from((80, 443, 8080)), st.lists(real_servers, max_size=4)),
+    max_size=3,
+    unique_by=lambda svc: svc.key.port,
+)
+
+
+def _scraper(holder: list[Snapshot], **options: object) -> Scraper:
+    return Scraper(ExportOptions(**options), read=lambda t, **kw: holder[0], build=BUILD)  # type: ignore[arg-type]
+
+
+@given(st.lists(services, min_size=2, max_size=5), st.sampled_from((None, 3)))
+@settings(max_examples=150, deadline=None)
+def test_a_table_renders_as_a_fresh_scraper_renders_it(
+    tables: list[list[Service]], max_backends: int | None
+) -> None:
+    """Real servers added, removed, moved, or with another address, port or forward (and
+    --collector.backends.max-series cutting a service short) show their own labels."""
+    holder: list[Snapshot] = []
+    kept = _scraper(holder, max_backends=max_backends)
+    for table in tables:
+        holder[:] = [Snapshot(loaded=True, via="netlink", services=tuple(table))]
+        fresh = _scraper(holder, max_backends=max_backends)
+        assert _labelled(kept.scrape()) == _labelled(fresh.scrape())
+
+
+def _labelled(text: bytes) -> list[bytes]:
+    """The lines, but the counter of dropped series (it counts over a scraper's life)."""
+    return [line for line in text.splitlines() if b"dropped_series_total" not in line]
+
+
+def test_blocks_are_reused_for_unchanged_services_and_dropped_for_gone_ones() -> None:
+    old, new = generated_services(3), generated_services(2)
+    labels = BackendLabels()
+    heads = ["a", "b", "c"]
+    first = labels.blocks(zip(heads, (svc.real_servers for svc in old), strict=True))
+    again = labels.blocks(zip(heads[:2], (svc.real_servers for svc in new), strict=True))
+    assert again == first[:20]
+    assert all(a is b for a, b in zip(again, first, strict=False))  # kept, not made anew
+    made_again = labels.blocks([("c", old[2].real_servers)])
+    assert made_again == first[20:] and made_again[0] is not first[20]
+    assert first[0] == 'a172.16.0.0",backend_port="8000",forward="masq"} '
