@@ -100,6 +100,10 @@ class DestTableBuilder:
         self._counts[dump] += count
         self._pending += count
 
+    def dump_records(self) -> int:
+        """How many records of the current dump have been added."""
+        return self._counts[-1]
+
     def abandon_dump(self) -> None:
         """Forget the dump being read (it failed: its records are never decoded)."""
         dump = len(self._counts) - 1

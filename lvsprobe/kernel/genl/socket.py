@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import os
 import socket
+import struct
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self
@@ -54,6 +55,11 @@ RECV_BUFSIZE = 1 << 17  # a dump skb is at most 32 KiB; MSG_TRUNC is checked any
 DEFAULT_TIMEOUT_S = 5.0
 NOT_PERMITTED = "netlink IPVS needs CAP_NET_ADMIN in the initial user namespace"
 _MIN_RECORD = NLMSG_HDR.size + GENL_HDR.size  # a record message holds genlmsghdr
+_DONE = struct.Struct("=IHHIIi")  # nlmsghdr + the dump's error: NLMSG_DONE as 3.x+ send it
+# Plain ints for the per-datagram checks (an IntFlag operation is a Python-level call).
+_NLM_F_MULTI = int(NlFlag.MULTI)
+_NLM_F_DUMP_INTR = int(NlFlag.DUMP_INTR)
+_NLMSG_DONE = int(NlMsgType.DONE)
 
 
 class Transport(Protocol):
@@ -81,6 +87,11 @@ class NetlinkSocket:
             self._sock.close()
             raise LvsprobeError(f"netlink IPVS: cannot bind a netlink socket: {exc}") from exc
         self._sock.settimeout(timeout_s)
+        # Received into one reused buffer: `recvmsg(RECV_BUFSIZE)` would allocate a fresh
+        # 128 KiB bytes per datagram, past glibc's mmap threshold, so mmap + mremap + munmap
+        # around every recv (3 syscalls more, and page faults; dear under TCG).
+        self._buffer = bytearray(RECV_BUFSIZE)
+        self._view = memoryview(self._buffer)
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             try:
                 self._sock.setsockopt(SOL_NETLINK, option, 1)
@@ -95,7 +106,7 @@ class NetlinkSocket:
 
     def recv(self) -> bytes:
         try:
-            data, _anc, flags, _addr = self._sock.recvmsg(RECV_BUFSIZE)
+            size, _anc, flags, _addr = self._sock.recvmsg_into((self._buffer,))
         except TimeoutError as exc:
             raise LvsprobeError(
                 f"netlink IPVS: no reply from the kernel within {self.timeout_s:g} s"
@@ -104,9 +115,10 @@ class NetlinkSocket:
             raise LvsprobeError(f"netlink IPVS: receive failed: {exc}") from exc
         if flags & socket.MSG_TRUNC:
             raise LvsprobeError(f"netlink IPVS: a reply exceeded {RECV_BUFSIZE} bytes")
-        return data
+        return bytes(self._view[:size])
 
     def close(self) -> None:
+        self._view.release()
         self._sock.close()
 
 
@@ -136,6 +148,8 @@ class IPVSNetlink:
         # The kernel's SERVICE record layouts, learned from the first ones (genl.layout);
         # DEST records are decoded column-wise (genl.dest_table).
         self._service_layouts = ipvs.service_layouts()
+        self._header_structs: dict[tuple[int, int], struct.Struct] = {}  # _records_run's
+        self._dest_requests = ipvs.GetDestRequests(family_id)
 
     @classmethod
     def open(
@@ -183,6 +197,7 @@ class IPVSNetlink:
             raise
         reader.family_id = ipvs.decode_family_id(_single(replies, "GETFAMILY").attrs)
         fid = reader.family_id
+        reader._dest_requests = ipvs.GetDestRequests(fid)
         replies = reader._exchange(lambda s: ipvs.encode_get_info(fid, s), "GET_INFO", fid)
         reader._info = ipvs.decode_info(_single(replies, "GET_INFO").attrs)
         return reader
@@ -251,33 +266,42 @@ class IPVSNetlink:
 
     def _dests(self, service: Service, into: DestTableBuilder) -> None:
         """GET_DEST dump of one service: its records kept as bytes (`dest_table` decodes
-        them all at once), the rest of the replies handled as `_exchange` does."""
-        fid, key = self.family_id, service.key
-        what = f"GET_DEST of {_describe(key)}"
+        them all at once), the rest of the replies handled as `_exchange` does.
+
+        The usual replies (a datagram of this dump's records, then NLMSG_DONE with no error)
+        are recognised by their headers alone; anything else goes the general way."""
+        key = service.key
         into.start_dump(key.family)
         self._seq += 1
         seq = self._seq
-        self._transport.send(ipvs.encode_get_dests(fid, seq, key))
-        where = Where(f"genl IPVS {what} reply")
-        records = 0
+        self._transport.send(self._dest_requests.encode(seq, key))
         while True:
             datagram = self._transport.recv()
-            taken = _records_run(datagram, fid, seq)
+            taken = _records_run(datagram, self.family_id, seq, self._header_structs)
             if taken is not None:  # the usual datagram: records of this dump, nothing else
-                start, count, length = taken
-                into.add_run(datagram, start, count, length)
-                records += count
+                into.add_run(datagram, *taken)
+            elif _is_done(datagram, seq) or self._dests_general(datagram, seq, key, into):
+                return
+
+    def _dests_general(
+        self, datagram: bytes, seq: int, key: ServiceKey, into: DestTableBuilder
+    ) -> bool:
+        """A GET_DEST reply datagram message by message: records kept, others skipped or
+        raised on as `_ends_dump` says; True once the dump has ended."""
+        fid = self.family_id
+        what = f"GET_DEST of {_describe(key)}"
+        where = Where(f"genl IPVS {what} reply")
+        offset = 0
+        for msg in split_messages(datagram, where):
+            at, offset = offset, offset + nla_align(NLMSG_HDR.size + len(msg.payload))
+            if msg.seq != seq or msg.msg_type == NlMsgType.NOOP:
                 continue
-            offset = 0
-            for msg in split_messages(datagram, where):
-                at, offset = offset, offset + nla_align(NLMSG_HDR.size + len(msg.payload))
-                if msg.seq != seq or msg.msg_type == NlMsgType.NOOP:
-                    continue
-                if _ends_dump(msg, what, Where(where.source, records + 1), fid):
-                    return
-                split_genl(msg.payload, Where(where.source, records + 1))
-                into.add_run(datagram, at, 1, NLMSG_HDR.size + len(msg.payload))
-                records += 1
+            index = into.dump_records() + 1
+            if _ends_dump(msg, what, Where(where.source, index), fid):
+                return True
+            split_genl(msg.payload, Where(where.source, index))
+            into.add_run(datagram, at, 1, NLMSG_HDR.size + len(msg.payload))
+        return False
 
     def daemons(self) -> tuple[Daemon, ...]:
         """The connection-sync daemons: none, master, backup or both (master first)."""
@@ -326,10 +350,20 @@ def _ends_dump(msg: NlMsg, what: str, at: Where, msg_type: int) -> bool:
     return False
 
 
-def _records_run(datagram: bytes, msg_type: int, seq: int) -> tuple[int, int, int] | None:
+def _records_run(
+    datagram: bytes,
+    msg_type: int,
+    seq: int,
+    header_structs: dict[tuple[int, int], struct.Struct] | None = None,
+) -> tuple[int, int, int] | None:
     """(start, count, length) when the datagram is only records of the dump `seq`, all of
     one length and each long enough for genlmsghdr (what `_ends_dump` and `split_genl`
-    would take without a word); None for anything else, which goes the general way."""
+    would take without a word); None for anything else, which goes the general way.
+
+    `header_structs` (owned by the reader): a struct per (stride, count) reading the first
+    12 bytes of every header in one call; the kernel's records of a dump all have the same
+    ones (NLM_F_MULTI), so one comparison checks them. Other flags are checked one by one.
+    """
     end = len(datagram)
     if end < _MIN_RECORD:
         return None
@@ -338,12 +372,34 @@ def _records_run(datagram: bytes, msg_type: int, seq: int) -> tuple[int, int, in
     if length < _MIN_RECORD or length > end or end % stride not in (0, length % stride):
         return None  # the last message may lack its padding: nothing follows it
     count = (end + stride - 1) // stride
+    if header_structs is not None:
+        headers = header_structs.get((stride, count))
+        if headers is None:
+            headers = header_structs[stride, count] = _headers_struct(stride, count)
+        if headers.unpack_from(datagram) == (length, msg_type, _NLM_F_MULTI, seq) * count:
+            return 0, count, length
     unpack = NLMSG_HDR.unpack_from
     for offset in range(0, count * stride, stride):
         m_len, m_type, m_flags, m_seq, _pid = unpack(datagram, offset)
-        if m_len != length or m_type != msg_type or m_seq != seq or m_flags & NlFlag.DUMP_INTR:
+        if m_len != length or m_type != msg_type or m_seq != seq or m_flags & _NLM_F_DUMP_INTR:
             return None
     return 0, count, length
+
+
+def _headers_struct(stride: int, count: int) -> struct.Struct:
+    """nlmsg_len, type, flags and seq of `count` messages `stride` bytes apart."""
+    head = "IHHI"
+    gap = f"{stride - 12}x"
+    return struct.Struct("=" + (head + gap) * (count - 1) + head)
+
+
+def _is_done(datagram: bytes, seq: int) -> bool:
+    """True for the usual end of a dump: one NLMSG_DONE of `seq` reporting no error (what
+    `_ends_dump` would take; any other datagram goes the general way)."""
+    if len(datagram) != _DONE.size:
+        return False
+    length, msg_type, _flags, m_seq, _pid, error = _DONE.unpack(datagram)
+    return length == _DONE.size and msg_type == _NLMSG_DONE and m_seq == seq and error == 0
 
 
 def _describe(key: ServiceKey) -> str:
