@@ -67,6 +67,7 @@ from lvsprobe.kernel.genl.tables import (
     READ_ONLY_CMDS,
     SOURCE,
     STATS32_CODECS,
+    SVC_CODECS,
     CmdAttr,
     CtrlAttr,
     CtrlCmd,
@@ -145,11 +146,19 @@ def _fail(where: Where, reason: str) -> ParseError:
     return ParseError(where.source, where.index, None, reason)
 
 
+# Enum members by value: a dict lookup, where calling the enum is a Python-level call
+# per record (and an IntFlag's, several).
+_FAMILIES = {int(member): member for member in Family}
+_PROTOCOLS = {int(member): member for member in Protocol}
+_SERVICE_FLAGS = {value: ServiceFlag(value) for value in range(int(max(ServiceFlag)) * 2)}
+_PERSISTENT = int(ServiceFlag.PERSISTENT)
+
+
 def _family(value: int, where: Where, what: str) -> Family:
-    try:
-        return Family(value)
-    except ValueError:
-        raise _fail(where, f"{what}: unknown address family {value}") from None
+    family = _FAMILIES.get(value)
+    if family is None:
+        raise _fail(where, f"{what}: unknown address family {value}")
+    return family
 
 
 def _address(raw: bytes, family: Family) -> IPAddress:
@@ -205,16 +214,17 @@ def _prefix_len(netmask: bytes, family: Family, where: Where) -> int:
 
 
 def _protocol(value: int, where: Where) -> Protocol:
-    try:
-        return Protocol(value)
-    except ValueError:
-        raise _fail(where, f"PROTOCOL: unknown protocol {value}") from None
+    protocol = _PROTOCOLS.get(value)
+    if protocol is None:
+        raise _fail(where, f"PROTOCOL: unknown protocol {value}")
+    return protocol
 
 
 def _service_key(attrs: Attrs) -> tuple[Family, ServiceKey]:
     where = attrs.where
-    family = _family(attrs.need(SvcAttr.AF, U16), where, "AF")
-    fwmark = attrs.get(SvcAttr.FWMARK, U32)
+    codec = SVC_CODECS
+    family = _family(attrs.need(SvcAttr.AF, codec[SvcAttr.AF]), where, "AF")
+    fwmark = attrs.get(SvcAttr.FWMARK, codec[SvcAttr.FWMARK])
     if fwmark:  # the kernel sends FWMARK (never 0) in place of PROTOCOL, ADDR and PORT
         return family, ServiceKey(family, protocol=None, address=None, port=0, fwmark=fwmark)
     raw = attrs.need(SvcAttr.ADDR, BINARY)
@@ -222,9 +232,9 @@ def _service_key(attrs: Attrs) -> tuple[Family, ServiceKey]:
         raise _fail(where, f"ADDR: expected {ADDR_LEN} bytes, got {len(raw)}")
     return family, ServiceKey(
         family=family,
-        protocol=_protocol(attrs.need(SvcAttr.PROTOCOL, U16), where),
+        protocol=_protocol(attrs.need(SvcAttr.PROTOCOL, codec[SvcAttr.PROTOCOL]), where),
         address=_address(raw, family),
-        port=attrs.need(SvcAttr.PORT, BE16),
+        port=attrs.need(SvcAttr.PORT, codec[SvcAttr.PORT]),
     )
 
 
@@ -240,11 +250,14 @@ def decode_service(
     raw_flags = attrs.need(SvcAttr.FLAGS, BINARY)
     if len(raw_flags) != FLAGS.size:
         raise _fail(attrs.where, f"FLAGS: expected {FLAGS.size} bytes, got {len(raw_flags)}")
-    flags = ServiceFlag(FLAGS.unpack(raw_flags)[0])
+    raw = FLAGS.unpack(raw_flags)[0]
+    flags = _SERVICE_FLAGS.get(raw)
+    if flags is None:  # bits of a later kernel: kept
+        flags = ServiceFlag(raw)
     persistence = None
-    if flags & ServiceFlag.PERSISTENT:
+    if raw & _PERSISTENT:
         persistence = Persistence(
-            timeout_s=attrs.need(SvcAttr.TIMEOUT, U32),
+            timeout_s=attrs.need(SvcAttr.TIMEOUT, SVC_CODECS[SvcAttr.TIMEOUT]),
             timeout_jiffies=None,
             prefix_len=_prefix_len(attrs.need(SvcAttr.NETMASK, BINARY), family, attrs.where),
         )

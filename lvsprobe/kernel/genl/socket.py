@@ -11,7 +11,6 @@ Resolving the name "IPVS" makes the kernel load ip_vs (docs/kernel/netlink.md#au
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import socket
@@ -36,7 +35,9 @@ from lvsprobe.kernel.genl.attrs import (
     split_genl,
     split_messages,
 )
+from lvsprobe.kernel.genl.columns import Runs
 from lvsprobe.kernel.genl.dest_table import DestTableBuilder
+from lvsprobe.kernel.genl.service_table import decode_service_runs
 from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
 from lvsprobe.model import (
     Daemon,
@@ -120,6 +121,14 @@ class NetlinkSocket:
     def close(self) -> None:
         self._view.release()
         self._sock.close()
+
+
+class _Records(Protocol):
+    """Where a dump's records go: `DestTableBuilder` or `columns.Runs`."""
+
+    def add_run(self, datagram: bytes, start: int, count: int, length: int) -> None: ...
+
+    def dump_records(self) -> int: ...
 
 
 class KernelRefused(LvsprobeError):
@@ -244,12 +253,11 @@ class IPVSNetlink:
         skb->len while it adds any). Several sockets would make the same syscalls; the time
         is in decoding (bench/bench_netlink.py), so that is what `dest_table` does at once.
         """
-        fid = self.family_id
-        replies = self._exchange(lambda s: ipvs.encode_get_services(fid, s), "GET_SERVICE", fid)
-        services = []
-        for index, msg in enumerate(replies, 1):
-            nest = ipvs.top_level(msg.attrs, ipvs.CmdAttr.SERVICE, index=index)
-            services.append(ipvs.decode_service(nest, index=index, layouts=self._service_layouts))
+        self._seq += 1
+        seq = self._seq
+        runs = Runs()
+        self._dump(ipvs.encode_get_services(self.family_id, seq), seq, lambda: "GET_SERVICE", runs)
+        services = decode_service_runs(runs.runs, self._service_layouts)
         dests = DestTableBuilder()
         try:
             for service in services:
@@ -260,36 +268,49 @@ class IPVSNetlink:
             raise
         table, bounds = dests.build()
         return tuple(
-            dataclasses.replace(service, real_servers=RealServerRows(table, start, stop))
-            for service, (start, stop) in zip(services, bounds, strict=True)
+            Service(
+                svc.key,
+                svc.scheduler,
+                svc.flags,
+                svc.persistence,
+                RealServerRows(table, start, stop),
+                svc.stats,
+                svc.rates,
+                svc.pe_name,
+            )
+            for svc, (start, stop) in zip(services, bounds, strict=True)
         )
 
     def _dests(self, service: Service, into: DestTableBuilder) -> None:
         """GET_DEST dump of one service: its records kept as bytes (`dest_table` decodes
-        them all at once), the rest of the replies handled as `_exchange` does.
-
-        The usual replies (a datagram of this dump's records, then NLMSG_DONE with no error)
-        are recognised by their headers alone; anything else goes the general way."""
+        them all at once)."""
         key = service.key
         into.start_dump(key.family)
         self._seq += 1
         seq = self._seq
-        self._transport.send(self._dest_requests.encode(seq, key))
+        request = self._dest_requests.encode(seq, key)
+        self._dump(request, seq, lambda: f"GET_DEST of {_describe(key)}", into)
+
+    def _dump(self, request: bytes, seq: int, what: Callable[[], str], into: _Records) -> None:
+        """Send a dump request; its records go `into` as runs of bytes, the rest of the
+        replies are handled as `_exchange` does (`what` names the dump in errors).
+
+        The usual replies (a datagram of this dump's records, then NLMSG_DONE with no error)
+        are recognised by their headers alone; anything else goes message by message."""
+        self._transport.send(request)
         while True:
             datagram = self._transport.recv()
+            if _is_done(datagram, seq):
+                return
             taken = _records_run(datagram, self.family_id, seq, self._header_structs)
             if taken is not None:  # the usual datagram: records of this dump, nothing else
                 into.add_run(datagram, *taken)
-            elif _is_done(datagram, seq) or self._dests_general(datagram, seq, key, into):
+            elif self._general(datagram, seq, what(), into):
                 return
 
-    def _dests_general(
-        self, datagram: bytes, seq: int, key: ServiceKey, into: DestTableBuilder
-    ) -> bool:
-        """A GET_DEST reply datagram message by message: records kept, others skipped or
+    def _general(self, datagram: bytes, seq: int, what: str, into: _Records) -> bool:
+        """A dump's reply datagram message by message: records kept, others skipped or
         raised on as `_ends_dump` says; True once the dump has ended."""
-        fid = self.family_id
-        what = f"GET_DEST of {_describe(key)}"
         where = Where(f"genl IPVS {what} reply")
         offset = 0
         for msg in split_messages(datagram, where):
@@ -297,7 +318,7 @@ class IPVSNetlink:
             if msg.seq != seq or msg.msg_type == NlMsgType.NOOP:
                 continue
             index = into.dump_records() + 1
-            if _ends_dump(msg, what, Where(where.source, index), fid):
+            if _ends_dump(msg, what, Where(where.source, index), self.family_id):
                 return True
             split_genl(msg.payload, Where(where.source, index))
             into.add_run(datagram, at, 1, NLMSG_HDR.size + len(msg.payload))

@@ -1,0 +1,122 @@
+"""Dump records of one layout as columns: what `dest_table` and `service_table` share.
+
+Records of one message length are joined at their aligned stride into one buffer; the
+attribute headers of the first (walked as `attrs.walk_attrs` walks, with its checks) are
+kept as byte offsets, every record's headers are compared with them at once, and a value
+is read for every record as one strided numpy column. Two records whose headers are all
+equal walk the same way, so each value sits at the same offset in both.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lvsprobe.kernel.genl.attrs import GENL_HDR, NLA_HDR, NLA_TYPE_MASK, NLMSG_HDR, Codec, nla_align
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+RECORD_START = NLMSG_HDR.size + GENL_HDR.size  # a record message's first attribute
+# Records compared with a layout at a time (bounds the temporary header arrays).
+CHUNK_ROWS = 1 << 14
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Records of a dump that follow on in one datagram, all of one message length."""
+
+    datagram: bytes
+    start: int
+    count: int
+    length: int
+
+    def offsets(self) -> Iterator[int]:
+        """Where each record's message starts in the datagram."""
+        stride = nla_align(self.length)
+        return iter(range(self.start, self.start + self.count * stride, stride))
+
+
+class Runs:
+    """The record runs of one dump, as a reader finds them."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+        self.records = 0
+
+    def add_run(self, datagram: bytes, start: int, count: int, length: int) -> None:
+        self.runs.append(Run(datagram, start, count, length))
+        self.records += count
+
+    def dump_records(self) -> int:
+        return self.records
+
+
+def joined(runs: Sequence[Run]) -> tuple[bytes, int, int]:
+    """The runs' records (all of one length) at their stride in one buffer: it, the
+    stride and the number of records. The last record of a datagram may lack its padding
+    (nothing follows it): it is added."""
+    stride = nla_align(runs[0].length)
+    parts = []
+    for run in runs:
+        end = run.start + run.count * stride
+        chunk = run.datagram[run.start : end]
+        parts.append(chunk + bytes(end - run.start - len(chunk)))
+    buf = b"".join(parts)
+    return buf, stride, len(buf) // stride
+
+
+def walk_offsets(
+    message: bytes, start: int, end: int, headers: list[int]
+) -> dict[int, tuple[int, int]] | None:
+    """{type: (value offset, size)} of the attributes in message[start:end] (the last of
+    duplicates counts, as in a walk), each header's offset added to `headers`; None when
+    they are not a clean run of attributes."""
+    found = {}
+    off = start
+    while off < end:
+        if end - off < NLA_HDR.size:
+            return None
+        nla_len, nla_type = NLA_HDR.unpack_from(message, off)
+        if nla_len < NLA_HDR.size or nla_len > end - off:
+            return None
+        headers.append(off)
+        found[nla_type & NLA_TYPE_MASK] = (off + NLA_HDR.size, nla_len - NLA_HDR.size)
+        off += nla_align(nla_len)
+    return found
+
+
+def matching(buf: bytes, stride: int, rows: int, headers: Sequence[int]) -> npt.NDArray[np.bool_]:
+    """Which records have every attribute header the first one has at `headers` (4-byte
+    aligned offsets: attributes are), hence the same walk."""
+    import numpy as np
+
+    words = np.frombuffer(buf, "=u4").reshape(rows, stride // 4)
+    places = np.array(headers) // 4
+    expected = np.array([struct.unpack_from("=I", buf, off)[0] for off in headers], np.uint32)
+    good = np.empty(rows, bool)
+    for start in range(0, rows, CHUNK_ROWS):
+        part = words[start : start + CHUNK_ROWS][:, places]
+        good[start : start + CHUNK_ROWS] = (part == expected).all(axis=1)
+    return good
+
+
+def column(
+    buf: bytes, stride: int, offset: int, codec: Codec[int] | None
+) -> npt.NDArray[np.uint64]:
+    """The integer at `offset` of every record, by its codec (None: a host-order u64), as
+    one strided read of the buffer."""
+    import numpy as np
+
+    rows = len(buf) // stride
+    dtype = "=u8" if codec is None else dtype_of(codec)
+    return np.ndarray((rows,), dtype, buf, offset, (stride,)).astype(np.uint64)
+
+
+def dtype_of(codec: Codec[int]) -> str:
+    """The numpy dtype of an integer codec's struct: host ("=") or network ("!") order."""
+    assert codec.packer is not None  # an integer codec
+    return codec.packer.format.replace("!", ">")

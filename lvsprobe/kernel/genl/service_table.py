@@ -1,0 +1,283 @@
+"""GET_SERVICE dump records decoded column-wise into `Service` objects.
+
+A kube-proxy node has 10^3–10^4 services, and the exact decoder (`ipvs.decode_service`,
+the reference) walks each record's ~25 attributes in Python. As for DEST records
+(`dest_table`), every SERVICE record one kernel sends has the same attributes in the same
+order (ip_vs_genl_fill_service), and those of one message length usually the same sizes:
+the first record of a length is decoded exactly (so its layout is a valid one), its
+attribute headers are learned as byte offsets, all records' headers are compared with them
+at once (numpy), and each value is read for every matching record as one strided column.
+Only the objects are made one by one. A record of another layout, or whose values the exact
+decoder would look at more closely (an unknown family or protocol, persistence), is decoded
+exactly in its place; any error makes the whole dump go the exact way, so that its first
+bad record raises as the exact decoder says it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from lvsprobe.errors import ParseError
+from lvsprobe.kernel.genl import ipvs
+from lvsprobe.kernel.genl.attrs import STRING, U32, Where
+from lvsprobe.kernel.genl.columns import (
+    RECORD_START,
+    Run,
+    column,
+    joined,
+    matching,
+    walk_offsets,
+)
+from lvsprobe.kernel.genl.layout import Layouts
+from lvsprobe.kernel.genl.tables import (
+    ADDR_LEN,
+    FLAGS,
+    STATS32_CODECS,
+    SVC_CODECS,
+    CmdAttr,
+    StatsAttr,
+    SvcAttr,
+)
+from lvsprobe.model import (
+    Family,
+    Protocol,
+    Rates,
+    RealServerRows,
+    Service,
+    ServiceFlag,
+    ServiceKey,
+    Stats,
+)
+from lvsprobe.model.addresses import address_objects
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+_STATS_ORDER = tuple(StatsAttr)[:10]
+_FAMILIES = {int(member): member for member in Family}
+_PROTOCOLS = {int(member): member for member in Protocol}
+_NO_ROWS = RealServerRows.of(())
+# Fewer records than this are decoded the exact way (as fast, and no numpy: the lab
+# guest's agent runs stdlib-only).
+COLUMNAR_MIN_RECORDS = 64
+
+
+def decode_service_runs(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
+    """The services of a GET_SERVICE dump's record runs, in order (no real servers yet).
+
+    The one place the strategy is chosen: columns for many records, else exact."""
+    if sum(run.count for run in runs) < COLUMNAR_MIN_RECORDS:
+        return _exact(runs, layouts)
+    try:
+        return _columnar(runs, layouts)
+    except ParseError:
+        return _exact(runs, layouts)  # raises the first bad record's error, as one by one
+
+
+def _exact(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
+    out = []
+    for run in runs:
+        for offset in run.offsets():
+            out.append(_decode_one(run.datagram[offset : offset + run.length], len(out) + 1, layouts))
+    return out
+
+
+def _decode_one(message: bytes, index: int, layouts: Layouts | None) -> Service:
+    nest = ipvs.top_level(message[RECORD_START:], CmdAttr.SERVICE, index=index)
+    return ipvs.decode_service(nest, index=index, layouts=layouts)
+
+
+def _columnar(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
+    """Runs grouped by message length, each group decoded column-wise, the services then
+    put back in arrival order."""
+    groups: dict[int, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.length, []).append(run)
+    decoded = {length: _group(group, layouts) for length, group in groups.items()}
+    out: list[Service] = []
+    used = dict.fromkeys(groups, 0)
+    for run in runs:
+        first = used[run.length]
+        used[run.length] += run.count
+        out += decoded[run.length][first : first + run.count]
+    return out
+
+
+def _group(runs: list[Run], layouts: Layouts) -> list[Service]:
+    """The services of the records of one message length."""
+    import numpy as np
+
+    buf, stride, rows = joined(runs)
+    first = runs[0]
+    _decode_one(first.datagram[first.start : first.start + first.length], 1, None)
+    learned = _learn(buf[: first.length])
+    good = np.zeros(rows, bool)
+    if learned is not None:
+        headers, values = learned
+        good = matching(buf, stride, rows, headers)
+    out: list[Service | None] = [None] * rows
+    if good.any():
+        _fill(out, buf, stride, values, good)
+    index = 0
+    for place, service in enumerate(out):  # the rest, exactly (an index only for errors)
+        if service is None:
+            offset = place * stride
+            index += 1
+            out[place] = _decode_one(buf[offset : offset + first.length], index, layouts)
+    return out  # type: ignore[return-value]  # every place filled
+
+
+def _learn(message: bytes) -> tuple[list[int], dict[int, tuple[int, int]]] | None:
+    """The attribute headers of a SERVICE record message (top level, the SERVICE nest, its
+    stats nests) and where the nest's values are, with the stats nest the exact decoder
+    reads as types 101..110 (the last of duplicates counts, as in a walk). None when the
+    layout has not every value `_fill` reads at the size its codec needs."""
+    headers: list[int] = []
+    top = walk_offsets(message, RECORD_START, len(message), headers)
+    if top is None or CmdAttr.SERVICE not in top:
+        return None
+    start, size = top[CmdAttr.SERVICE]
+    values = walk_offsets(message, start, start + size, headers)
+    if values is None:
+        return None
+    wide = SvcAttr.STATS64 in values
+    nest = values.get(SvcAttr.STATS64 if wide else SvcAttr.STATS)
+    if nest is not None:
+        inner = walk_offsets(message, nest[0], nest[0] + nest[1], headers)
+        if inner is None:
+            return None
+        for attr in _STATS_ORDER:
+            place = inner.get(attr)
+            needed = 8 if wide else STATS32_CODECS[attr].size
+            if place is None or place[1] != needed:
+                return None
+            values[100 + attr] = place
+        values[0] = (0, 8 if wide else 4)  # how wide the counts are
+    for attr, codec in SVC_CODECS.items():
+        if attr in values and values[attr][1] != codec.size:
+            return None
+    if values.get(SvcAttr.FLAGS, (0, 0))[1] != FLAGS.size or SvcAttr.SCHED_NAME not in values:
+        return None
+    if SvcAttr.FWMARK not in values and values.get(SvcAttr.ADDR, (0, 0))[1] != ADDR_LEN:
+        return None
+    return headers, values
+
+
+def _fill(
+    out: list[Service | None],
+    buf: bytes,
+    stride: int,
+    values: dict[int, tuple[int, int]],
+    good: npt.NDArray[np.bool_],
+) -> None:
+    """The services of the good rows whose values the exact decoder takes as they are:
+    a known family and protocol, not persistent (those are left to it)."""
+    import numpy as np
+
+    def ints(attr: int) -> npt.NDArray[np.uint64] | None:
+        place = values.get(attr)
+        if place is None:
+            return None
+        return column(buf, stride, place[0], SVC_CODECS[attr])
+
+    families = ints(SvcAttr.AF)
+    flags = column(buf, stride, values[SvcAttr.FLAGS][0], U32)
+    if families is None:
+        return
+    fwmarks = ints(SvcAttr.FWMARK)
+    is_fwmark = np.zeros(len(good), bool) if fwmarks is None else fwmarks != 0
+    protocols = ints(SvcAttr.PROTOCOL)
+    ports = ints(SvcAttr.PORT)
+    take = good & ((families == Family.INET) | (families == Family.INET6))
+    take &= (flags & np.uint64(ServiceFlag.PERSISTENT)) == 0
+    if protocols is None or ports is None or SvcAttr.ADDR not in values:
+        take &= is_fwmark
+    else:
+        known = np.isin(protocols, np.array(list(_PROTOCOLS), np.uint64))
+        take &= is_fwmark | known
+    rows = np.flatnonzero(take)
+    if not len(rows):
+        return
+    addr_at = values.get(SvcAttr.ADDR, (0, 0))[0]
+    numbers = _address_numbers(buf, stride, addr_at, families, rows)
+    family_of = [_FAMILIES[f] for f in families[rows].tolist()]
+    addresses = address_objects(family_of, numbers)
+    texts = _strings(buf, stride, values, SvcAttr.SCHED_NAME, rows)
+    pe_names = _strings(buf, stride, values, SvcAttr.PE_NAME, rows)
+    stats = _stats(buf, stride, values, rows)
+    fwmark_of = fwmarks[rows].tolist() if fwmarks is not None else [0] * len(rows)
+    protocol_of = protocols[rows].tolist() if protocols is not None else [0] * len(rows)
+    port_of = ports[rows].tolist() if ports is not None else [0] * len(rows)
+    flag_of = flags[rows].tolist()
+    service_flags = {value: ServiceFlag(value) for value in set(flag_of)}
+    for i, row in enumerate(rows.tolist()):
+        family = family_of[i]
+        if fwmark_of[i]:
+            key = ServiceKey(family, None, None, 0, fwmark=fwmark_of[i])
+        else:
+            key = ServiceKey(family, _PROTOCOLS[protocol_of[i]], addresses[i], port_of[i])
+        counts, rates = stats[i] if stats is not None else (None, None)
+        out[row] = Service(
+            key,
+            texts[i] if texts is not None else "",
+            service_flags[flag_of[i]],
+            None,
+            _NO_ROWS,
+            counts,
+            rates,
+            pe_names[i] if pe_names is not None else None,
+        )
+
+
+def _address_numbers(
+    buf: bytes,
+    stride: int,
+    offset: int,
+    families: npt.NDArray[np.uint64],
+    rows: npt.NDArray[np.intp],
+) -> list[int]:
+    """Each row's address as an int of its family (0 for fwmark rows: not used)."""
+    import numpy as np
+
+    count = len(buf) // stride
+    high = np.ndarray((count,), ">u8", buf, offset, (stride,))[rows]
+    numbers: list[int] = (high >> np.uint64(32)).tolist()  # IPv4: the first four bytes
+    v6 = np.flatnonzero(families[rows] == Family.INET6)
+    if len(v6):
+        low = np.ndarray((count,), ">u8", buf, offset + 8, (stride,))[rows]
+        for index, hi, lo in zip(v6.tolist(), high[v6].tolist(), low[v6].tolist(), strict=True):
+            numbers[index] = hi << 64 | lo
+    return numbers
+
+
+def _strings(
+    buf: bytes, stride: int, values: dict[int, tuple[int, int]], attr: int, rows: npt.NDArray[np.intp]
+) -> list[str] | None:
+    """A string attribute of each row, decoded as the exact decoder does (each distinct
+    value once; one without its NUL raises its ParseError)."""
+    place = values.get(attr)
+    if place is None:
+        return None
+    offset, size = place
+    where = Where(f"genl IPVS service {SvcAttr(attr).name}")
+    raws = [buf[row * stride + offset : row * stride + offset + size] for row in rows.tolist()]
+    texts = {raw: STRING.decode(raw, where, SvcAttr(attr).name) for raw in set(raws)}
+    return [texts[raw] for raw in raws]
+
+
+def _stats(
+    buf: bytes, stride: int, values: dict[int, tuple[int, int]], rows: npt.NDArray[np.intp]
+) -> list[tuple[Stats, Rates]] | None:
+    """Stats and Rates of each row from the stats nest the exact decoder reads."""
+    width = values.get(0)
+    if width is None:
+        return None
+    columns = []
+    for attr in _STATS_ORDER:
+        codec = STATS32_CODECS[attr] if width[1] == 4 else None
+        columns.append(column(buf, stride, values[100 + attr][0], codec)[rows].tolist())
+    return [
+        (Stats(*row[:5]), Rates(*row[5:])) for row in zip(*columns, strict=True)
+    ]
