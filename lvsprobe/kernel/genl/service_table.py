@@ -16,6 +16,7 @@ bad record raises as the exact decoder says it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lvsprobe.errors import ParseError
@@ -77,10 +78,11 @@ def decode_service_runs(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
 
 
 def _exact(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
-    out = []
+    out: list[Service] = []
     for run in runs:
         for offset in run.offsets():
-            out.append(_decode_one(run.datagram[offset : offset + run.length], len(out) + 1, layouts))
+            message = run.datagram[offset : offset + run.length]
+            out.append(_decode_one(message, len(out) + 1, layouts))
     return out
 
 
@@ -107,19 +109,14 @@ def _columnar(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
 
 def _group(runs: list[Run], layouts: Layouts) -> list[Service]:
     """The services of the records of one message length."""
-    import numpy as np
 
     buf, stride, rows = joined(runs)
     first = runs[0]
     _decode_one(first.datagram[first.start : first.start + first.length], 1, None)
-    learned = _learn(buf[: first.length])
-    good = np.zeros(rows, bool)
-    if learned is not None:
-        headers, values = learned
-        good = matching(buf, stride, rows, headers)
+    layout = _learn(buf[: first.length])
     out: list[Service | None] = [None] * rows
-    if good.any():
-        _fill(out, buf, stride, values, good)
+    if layout is not None:
+        _fill(out, buf, stride, layout, matching(buf, stride, rows, layout.headers))
     index = 0
     for place, service in enumerate(out):  # the rest, exactly (an index only for errors)
         if service is None:
@@ -129,11 +126,21 @@ def _group(runs: list[Run], layouts: Layouts) -> list[Service]:
     return out  # type: ignore[return-value]  # every place filled
 
 
-def _learn(message: bytes) -> tuple[list[int], dict[int, tuple[int, int]]] | None:
-    """The attribute headers of a SERVICE record message (top level, the SERVICE nest, its
-    stats nests) and where the nest's values are, with the stats nest the exact decoder
-    reads as types 101..110 (the last of duplicates counts, as in a walk). None when the
-    layout has not every value `_fill` reads at the size its codec needs."""
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where one record's attribute headers and values are, as byte offsets in its message."""
+
+    headers: list[int]
+    values: dict[int, tuple[int, int]]  # SERVICE attribute type -> (offset, size)
+    stats: tuple[tuple[int, int], ...] | None  # the ten values of the nest read, in order
+    stats_wide: bool
+
+
+def _learn(message: bytes) -> _Layout | None:
+    """The layout of a SERVICE record message: its attribute headers (top level, the
+    SERVICE nest, its stats nests) and where the values the exact decoder reads are (the
+    last of duplicates counts, as in a walk). None when a value `_fill` reads is missing
+    or not of its codec's size (the records are then decoded exactly, which says so)."""
     headers: list[int] = []
     top = walk_offsets(message, RECORD_START, len(message), headers)
     if top is None or CmdAttr.SERVICE not in top:
@@ -142,19 +149,18 @@ def _learn(message: bytes) -> tuple[list[int], dict[int, tuple[int, int]]] | Non
     values = walk_offsets(message, start, start + size, headers)
     if values is None:
         return None
+    stats = None
     wide = SvcAttr.STATS64 in values
     nest = values.get(SvcAttr.STATS64 if wide else SvcAttr.STATS)
     if nest is not None:
         inner = walk_offsets(message, nest[0], nest[0] + nest[1], headers)
         if inner is None:
             return None
-        for attr in _STATS_ORDER:
-            place = inner.get(attr)
-            needed = 8 if wide else STATS32_CODECS[attr].size
-            if place is None or place[1] != needed:
-                return None
-            values[100 + attr] = place
-        values[0] = (0, 8 if wide else 4)  # how wide the counts are
+        sizes = [8 if wide else STATS32_CODECS[attr].size for attr in _STATS_ORDER]
+        places = [inner.get(attr) for attr in _STATS_ORDER]
+        if any(p is None or p[1] != n for p, n in zip(places, sizes, strict=True)):
+            return None
+        stats = tuple(p for p in places if p is not None)
     for attr, codec in SVC_CODECS.items():
         if attr in values and values[attr][1] != codec.size:
             return None
@@ -162,21 +168,23 @@ def _learn(message: bytes) -> tuple[list[int], dict[int, tuple[int, int]]] | Non
         return None
     if SvcAttr.FWMARK not in values and values.get(SvcAttr.ADDR, (0, 0))[1] != ADDR_LEN:
         return None
-    return headers, values
+    return _Layout(headers, values, stats, wide)
 
 
 def _fill(
     out: list[Service | None],
     buf: bytes,
     stride: int,
-    values: dict[int, tuple[int, int]],
+    layout: _Layout,
     good: npt.NDArray[np.bool_],
 ) -> None:
     """The services of the good rows whose values the exact decoder takes as they are:
     a known family and protocol, not persistent (those are left to it)."""
     import numpy as np
 
-    def ints(attr: int) -> npt.NDArray[np.uint64] | None:
+    values = layout.values
+
+    def ints(attr: SvcAttr) -> npt.NDArray[np.uint64] | None:
         place = values.get(attr)
         if place is None:
             return None
@@ -206,7 +214,7 @@ def _fill(
     addresses = address_objects(family_of, numbers)
     texts = _strings(buf, stride, values, SvcAttr.SCHED_NAME, rows)
     pe_names = _strings(buf, stride, values, SvcAttr.PE_NAME, rows)
-    stats = _stats(buf, stride, values, rows)
+    stats = _stats(buf, stride, layout, rows)
     fwmark_of = fwmarks[rows].tolist() if fwmarks is not None else [0] * len(rows)
     protocol_of = protocols[rows].tolist() if protocols is not None else [0] * len(rows)
     port_of = ports[rows].tolist() if ports is not None else [0] * len(rows)
@@ -253,7 +261,11 @@ def _address_numbers(
 
 
 def _strings(
-    buf: bytes, stride: int, values: dict[int, tuple[int, int]], attr: int, rows: npt.NDArray[np.intp]
+    buf: bytes,
+    stride: int,
+    values: dict[int, tuple[int, int]],
+    attr: SvcAttr,
+    rows: npt.NDArray[np.intp],
 ) -> list[str] | None:
     """A string attribute of each row, decoded as the exact decoder does (each distinct
     value once; one without its NUL raises its ParseError)."""
@@ -261,23 +273,22 @@ def _strings(
     if place is None:
         return None
     offset, size = place
-    where = Where(f"genl IPVS service {SvcAttr(attr).name}")
+    where = Where(f"genl IPVS service {attr.name}")
     raws = [buf[row * stride + offset : row * stride + offset + size] for row in rows.tolist()]
-    texts = {raw: STRING.decode(raw, where, SvcAttr(attr).name) for raw in set(raws)}
+    texts = {raw: STRING.decode(raw, where, attr.name) for raw in set(raws)}
     return [texts[raw] for raw in raws]
 
 
 def _stats(
-    buf: bytes, stride: int, values: dict[int, tuple[int, int]], rows: npt.NDArray[np.intp]
+    buf: bytes, stride: int, layout: _Layout, rows: npt.NDArray[np.intp]
 ) -> list[tuple[Stats, Rates]] | None:
     """Stats and Rates of each row from the stats nest the exact decoder reads."""
-    width = values.get(0)
-    if width is None:
+    if layout.stats is None:
         return None
-    columns = []
-    for attr in _STATS_ORDER:
-        codec = STATS32_CODECS[attr] if width[1] == 4 else None
-        columns.append(column(buf, stride, values[100 + attr][0], codec)[rows].tolist())
-    return [
-        (Stats(*row[:5]), Rates(*row[5:])) for row in zip(*columns, strict=True)
+    columns = [
+        column(buf, stride, offset, None if layout.stats_wide else STATS32_CODECS[attr])[
+            rows
+        ].tolist()
+        for attr, (offset, _size) in zip(_STATS_ORDER, layout.stats, strict=True)
     ]
+    return [(Stats(*row[:5]), Rates(*row[5:])) for row in zip(*columns, strict=True)]

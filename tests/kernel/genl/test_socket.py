@@ -10,6 +10,7 @@ import contextlib
 import errno
 import ipaddress
 import struct
+import tracemalloc
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -325,3 +326,24 @@ def test_dest_dump_errors_name_the_service() -> None:
     reader = IPVSNetlink.connect(_fake_kernel(on_dump=answer))
     with pytest.raises(KernelRefused, match=r"GET_DEST of TCP 10\.0\.0\.1:80: Invalid argument"):
         reader.services()
+
+
+def test_real_socket_receives_into_one_buffer() -> None:
+    """A datagram is received into the socket's buffer and copied out at its size: no
+    RECV_BUFSIZE bytes per recv (over glibc's mmap threshold: mmap, mremap and munmap each
+    time), and each datagram stays intact after the next one arrives."""
+    sock = NetlinkSocket(timeout_s=5)
+    try:
+        received = []
+        tracemalloc.start()
+        for seq in (7, 8):
+            sock.send(ipvs.encode_get_family(seq, name="nlctrl"))
+            tracemalloc.reset_peak()
+            received.append(sock.recv())
+            assert tracemalloc.get_traced_memory()[1] < genl_socket.RECV_BUFSIZE // 4
+            sock.recv()  # the ACK
+        tracemalloc.stop()
+        assert [split_messages(d, Where("t"))[0].seq for d in received] == [7, 8]
+        assert received[0][12:] == received[1][12:]  # the same reply but for its seq
+    finally:
+        sock.close()
