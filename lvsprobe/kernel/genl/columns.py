@@ -89,14 +89,16 @@ def walk_offsets(
     return found
 
 
-def matching(buf: bytes, stride: int, rows: int, headers: Sequence[int]) -> npt.NDArray[np.bool_]:
-    """Which records have every attribute header the first one has at `headers` (4-byte
-    aligned offsets: attributes are), hence the same walk."""
+def matching(
+    buf: bytes, stride: int, rows: int, learned: bytes, headers: Sequence[int]
+) -> npt.NDArray[np.bool_]:
+    """Which records have every attribute header the `learned` one has at `headers`
+    (4-byte aligned offsets: attributes are), hence the same walk."""
     import numpy as np
 
     words = np.frombuffer(buf, "=u4").reshape(rows, stride // 4)
     places = np.array(headers) // 4
-    expected = np.array([struct.unpack_from("=I", buf, off)[0] for off in headers], np.uint32)
+    expected = np.array([struct.unpack_from("=I", learned, at)[0] for at in headers], np.uint32)
     good = np.empty(rows, bool)
     for start in range(0, rows, CHUNK_ROWS):
         part = words[start : start + CHUNK_ROWS][:, places]

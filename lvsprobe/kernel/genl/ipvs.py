@@ -199,7 +199,8 @@ def _stats_of(attrs: Attrs, stats32: int, stats64: int) -> tuple[Stats | None, R
 # --- services ---------------------------------------------------------------------------
 
 
-def _prefix_len(netmask: bytes, family: Family, where: Where) -> int:
+def decode_netmask(netmask: bytes, family: Family, where: Where) -> int:
+    """A service's NETMASK payload as a prefix length (IPv4: a contiguous be32 mask)."""
     if family is Family.INET6:
         # The kernel stores what the tool sent and echoes it: a host-order prefix length.
         prefix = U32.decode(netmask, where, "NETMASK")
@@ -259,7 +260,7 @@ def decode_service(
         persistence = Persistence(
             timeout_s=attrs.need(SvcAttr.TIMEOUT, SVC_CODECS[SvcAttr.TIMEOUT]),
             timeout_jiffies=None,
-            prefix_len=_prefix_len(attrs.need(SvcAttr.NETMASK, BINARY), family, attrs.where),
+            prefix_len=decode_netmask(attrs.need(SvcAttr.NETMASK, BINARY), family, attrs.where),
         )
     stats, rates = _stats_of(attrs, SvcAttr.STATS, SvcAttr.STATS64)
     return Service(

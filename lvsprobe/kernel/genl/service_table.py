@@ -30,7 +30,7 @@ from lvsprobe.kernel.genl.columns import (
     matching,
     walk_offsets,
 )
-from lvsprobe.kernel.genl.layout import Layouts
+from lvsprobe.kernel.genl.layout import MAX_LAYOUTS, Layouts
 from lvsprobe.kernel.genl.tables import (
     ADDR_LEN,
     FLAGS,
@@ -42,6 +42,7 @@ from lvsprobe.kernel.genl.tables import (
 )
 from lvsprobe.model import (
     Family,
+    Persistence,
     Protocol,
     Rates,
     RealServerRows,
@@ -108,21 +109,31 @@ def _columnar(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
 
 
 def _group(runs: list[Run], layouts: Layouts) -> list[Service]:
-    """The services of the records of one message length."""
+    """The services of the records of one message length. The first record not decoded yet
+    is decoded exactly (a valid record: it raises if not), its layout learned and the
+    records of that layout filled in; again for the next one (schedulers' names of another
+    length, say), up to MAX_LAYOUTS times; the rest exactly."""
+    import numpy as np
 
     buf, stride, rows = joined(runs)
-    first = runs[0]
-    _decode_one(first.datagram[first.start : first.start + first.length], 1, None)
-    layout = _learn(buf[: first.length])
+    length = runs[0].length
     out: list[Service | None] = [None] * rows
-    if layout is not None:
-        _fill(out, buf, stride, layout, matching(buf, stride, rows, layout.headers))
-    index = 0
-    for place, service in enumerate(out):  # the rest, exactly (an index only for errors)
-        if service is None:
-            offset = place * stride
-            index += 1
-            out[place] = _decode_one(buf[offset : offset + first.length], index, layouts)
+    left = np.ones(rows, bool)
+    for _ in range(MAX_LAYOUTS):
+        waiting = np.flatnonzero(left)
+        if not len(waiting):
+            break
+        first = int(waiting[0])
+        message = buf[first * stride : first * stride + length]
+        out[first] = _decode_one(message, first + 1, None)
+        left[first] = False
+        layout = _learn(message)
+        if layout is not None:
+            good = matching(buf, stride, rows, message, layout.headers) & left
+            left[_fill(out, buf, stride, layout, good)] = False
+    for place in np.flatnonzero(left).tolist():
+        offset = place * stride
+        out[place] = _decode_one(buf[offset : offset + length], place + 1, layouts)
     return out  # type: ignore[return-value]  # every place filled
 
 
@@ -177,9 +188,10 @@ def _fill(
     stride: int,
     layout: _Layout,
     good: npt.NDArray[np.bool_],
-) -> None:
-    """The services of the good rows whose values the exact decoder takes as they are:
-    a known family and protocol, not persistent (those are left to it)."""
+) -> npt.NDArray[np.intp]:
+    """The services of the good rows whose values the exact decoder takes as they are (a
+    known family and protocol; persistent ones where the layout has TIMEOUT and NETMASK);
+    the rows filled."""
     import numpy as np
 
     values = layout.values
@@ -193,13 +205,16 @@ def _fill(
     families = ints(SvcAttr.AF)
     flags = column(buf, stride, values[SvcAttr.FLAGS][0], U32)
     if families is None:
-        return
+        return np.flatnonzero(np.zeros(len(good), bool))
     fwmarks = ints(SvcAttr.FWMARK)
     is_fwmark = np.zeros(len(good), bool) if fwmarks is None else fwmarks != 0
     protocols = ints(SvcAttr.PROTOCOL)
     ports = ints(SvcAttr.PORT)
     take = good & ((families == Family.INET) | (families == Family.INET6))
-    take &= (flags & np.uint64(ServiceFlag.PERSISTENT)) == 0
+    persistent = (flags & np.uint64(ServiceFlag.PERSISTENT)) != 0
+    timeouts = ints(SvcAttr.TIMEOUT)
+    if timeouts is None or SvcAttr.NETMASK not in values:
+        take &= ~persistent
     if protocols is None or ports is None or SvcAttr.ADDR not in values:
         take &= is_fwmark
     else:
@@ -207,7 +222,7 @@ def _fill(
         take &= is_fwmark | known
     rows = np.flatnonzero(take)
     if not len(rows):
-        return
+        return rows
     addr_at = values.get(SvcAttr.ADDR, (0, 0))[0]
     numbers = _address_numbers(buf, stride, addr_at, families, rows)
     family_of = [_FAMILIES[f] for f in families[rows].tolist()]
@@ -220,6 +235,7 @@ def _fill(
     port_of = ports[rows].tolist() if ports is not None else [0] * len(rows)
     flag_of = flags[rows].tolist()
     service_flags = {value: ServiceFlag(value) for value in set(flag_of)}
+    persistence = _persistence(buf, stride, layout, rows, persistent, family_of)
     for i, row in enumerate(rows.tolist()):
         family = family_of[i]
         if fwmark_of[i]:
@@ -231,12 +247,41 @@ def _fill(
             key,
             texts[i] if texts is not None else "",
             service_flags[flag_of[i]],
-            None,
+            persistence.get(i),
             _NO_ROWS,
             counts,
             rates,
             pe_names[i] if pe_names is not None else None,
         )
+    return rows
+
+
+def _persistence(
+    buf: bytes,
+    stride: int,
+    layout: _Layout,
+    rows: npt.NDArray[np.intp],
+    persistent: npt.NDArray[np.bool_],
+    family_of: list[Family],
+) -> dict[int, Persistence]:
+    """The persistence of the persistent rows, by their place in `rows` (a few: each
+    read as the exact decoder reads it)."""
+    import numpy as np
+
+    places = np.flatnonzero(persistent[rows]).tolist()
+    if not places:
+        return {}
+    timeout_at = layout.values[SvcAttr.TIMEOUT][0]
+    netmask_at, netmask_size = layout.values[SvcAttr.NETMASK]
+    timeouts = column(buf, stride, timeout_at, SVC_CODECS[SvcAttr.TIMEOUT])
+    out = {}
+    for place in places:
+        at = int(rows[place]) * stride
+        netmask = buf[at + netmask_at : at + netmask_at + netmask_size]
+        where = Where("genl IPVS service", place + 1)
+        prefix = ipvs.decode_netmask(netmask, family_of[place], where)
+        out[place] = Persistence(int(timeouts[rows[place]]), None, prefix)
+    return out
 
 
 def _address_numbers(

@@ -15,7 +15,8 @@ from lvsprobe.kernel.genl.attrs import nla_align
 from lvsprobe.kernel.genl.columns import Run
 from lvsprobe.kernel.genl.simulated import generated_services
 from lvsprobe.kernel.genl.tables import CmdAttr
-from lvsprobe.model import Service, ServiceFlag
+from lvsprobe.lab.scale import SCALE_SCHEDULERS
+from lvsprobe.model import Persistence, Service, ServiceFlag
 
 from .test_ipvs_codec import services
 from .test_layout import mutated
@@ -116,3 +117,30 @@ def test_a_bad_record_is_reported_as_the_exact_decoder_does() -> None:
     assert got == _exact(messages)
     assert isinstance(got, tuple) and "AF: unknown address family 7" in got[1]
     assert "line 71" in got[1]
+
+
+def test_the_lab_scale_mix_is_read_in_columns() -> None:
+    """lab/scale.py's load (eight schedulers: names of 2 and 3 letters, one service in 7
+    persistent, some with a netmask): a few layouts learned, not a record each decoded
+    exactly."""
+    messages = []
+    for n, service in enumerate(generated_services(2000)):
+        scheduler = SCALE_SCHEDULERS[n % len(SCALE_SCHEDULERS)]
+        service = dataclasses.replace(service, scheduler=scheduler)
+        if n % 7 == 0:
+            persistence = Persistence(300, None, 24 if n % 14 == 0 else 32)
+            service = dataclasses.replace(
+                service, flags=service.flags | ServiceFlag.PERSISTENT, persistence=persistence
+            )
+        messages.append(_message(replies.encode_service(service)))
+    exact_calls = []
+    decode_one = service_table._decode_one
+
+    def counted(*args: object) -> Service:
+        exact_calls.append(args)
+        return decode_one(*args)  # type: ignore[arg-type]
+
+    with patch.object(service_table, "_decode_one", counted):
+        got = _columnar(messages, 12)
+    assert got == _exact(messages)
+    assert len(exact_calls) <= 4
