@@ -10,11 +10,11 @@ equal walk the same way, so each value sits at the same offset in both.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lvsprobe.kernel.genl.attrs import GENL_HDR, NLA_HDR, NLA_TYPE_MASK, NLMSG_HDR, Codec, nla_align
+from lvsprobe.kernel.genl.runs import Run
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,36 +23,6 @@ if TYPE_CHECKING:
 RECORD_START = NLMSG_HDR.size + GENL_HDR.size  # a record message's first attribute
 # Records compared with a layout at a time (bounds the temporary header arrays).
 CHUNK_ROWS = 1 << 14
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """Records of a dump that follow on in one datagram, all of one message length."""
-
-    datagram: bytes
-    start: int
-    count: int
-    length: int
-
-    def offsets(self) -> Iterator[int]:
-        """Where each record's message starts in the datagram."""
-        stride = nla_align(self.length)
-        return iter(range(self.start, self.start + self.count * stride, stride))
-
-
-class Runs:
-    """The record runs of one dump, as a reader finds them."""
-
-    def __init__(self) -> None:
-        self.runs: list[Run] = []
-        self.records = 0
-
-    def add_run(self, datagram: bytes, start: int, count: int, length: int) -> None:
-        self.runs.append(Run(datagram, start, count, length))
-        self.records += count
-
-    def dump_records(self) -> int:
-        return self.records
 
 
 def joined(runs: Sequence[Run]) -> tuple[bytes, int, int]:

@@ -14,16 +14,15 @@ then decoded one by one, in order, and the first bad one raises.
 
 from __future__ import annotations
 
-import struct
 from bisect import bisect_right
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs
-from lvsprobe.kernel.genl.attrs import GENL_HDR, NLA_HDR, NLA_TYPE_MASK, NLMSG_HDR, nla_align
+from lvsprobe.kernel.genl.attrs import nla_align
+from lvsprobe.kernel.genl.columns import RECORD_START, column, matching, walk_offsets
 from lvsprobe.kernel.genl.tables import (
     DEST_CODECS,
     FWD_MASK,
@@ -38,12 +37,9 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-_RECORD_START = NLMSG_HDR.size + GENL_HDR.size  # the first top-level attribute
 _STATS_ORDER = tuple(StatsAttr)[:10]
 _FORWARDS = tuple(Forward)
 _FAMILIES = {int(family): family for family in Family}
-# Records checked against a layout at a time (bounds the temporary header arrays).
-_CHUNK_ROWS = 1 << 14
 # Records kept as bytes before they are decoded (~3 MB of 6.1's records).
 FLUSH_RECORDS = 1 << 13
 # Fewer records than this are decoded the exact way: as fast at that size, and with no numpy
@@ -67,8 +63,8 @@ class _Run:
 class _Layout:
     """Where one record's attribute headers and values are, as byte offsets in its message."""
 
+    message: bytes  # the record it was learned from
     header_offsets: tuple[int, ...]
-    header_words: tuple[int, ...]  # each header's (nla_len, nla_type) as one native u32
     values: dict[int, tuple[int, int]]  # DEST attribute type -> (offset, size)
     stats: tuple[tuple[int, int], ...] | None  # the ten stats values (offset, size)
     stats_wide: bool
@@ -209,7 +205,7 @@ class DestTableBuilder:
         """One record the exact way (`ipvs.decode_dest`), with its place in its dump."""
         message = run.datagram[offset : offset + run.length]
         index = run.first_index + (offset - run.start) // nla_align(run.length)
-        nest = ipvs.top_level(message[_RECORD_START:], CmdAttr.DEST, index=index)
+        nest = ipvs.top_level(message[RECORD_START:], CmdAttr.DEST, index=index)
         return ipvs.decode_dest(nest, service_family=self._families[run.dump], index=index)
 
 
@@ -234,42 +230,21 @@ def _learn(message: bytes) -> _Layout | None:
     duplicate attributes counts, as in a walk. None when it is not a clean run of
     attributes (its records are then decoded exactly)."""
     headers: list[int] = []
-    values: dict[int, tuple[int, int]] = {}
-    nests: dict[int, dict[int, tuple[int, int]]] = {}
-
-    def walk(start: int, end: int) -> Iterator[tuple[int, int, int]] | None:
-        found = []
-        off = start
-        while off < end:
-            if end - off < NLA_HDR.size:
-                return None
-            nla_len, nla_type = NLA_HDR.unpack_from(message, off)
-            if nla_len < NLA_HDR.size or nla_len > end - off:
-                return None
-            headers.append(off)
-            found.append((nla_type & NLA_TYPE_MASK, off + NLA_HDR.size, nla_len - NLA_HDR.size))
-            off += nla_align(nla_len)
-        return iter(found)
-
-    top = walk(_RECORD_START, len(message))
-    if top is None:
+    top = walk_offsets(message, RECORD_START, len(message), headers)
+    if top is None or CmdAttr.DEST not in top:
         return None
-    dest = None
-    for attr_type, offset, size in top:
-        if attr_type == CmdAttr.DEST:
-            dest = (offset, size)
-    if dest is None:
+    start, size = top[CmdAttr.DEST]
+    values = walk_offsets(message, start, start + size, headers)
+    if values is None:
         return None
-    attrs = walk(dest[0], dest[0] + dest[1])
-    if attrs is None:
-        return None
-    for attr_type, offset, size in attrs:
-        values[attr_type] = (offset, size)
-        if attr_type in (DestAttr.STATS, DestAttr.STATS64):
-            inner = walk(offset, offset + size)
+    nests = {}
+    for attr_type in (DestAttr.STATS, DestAttr.STATS64):
+        if attr_type in values:
+            offset, size = values[attr_type]
+            inner = walk_offsets(message, offset, offset + size, headers)
             if inner is None:
                 return None
-            nests[attr_type] = {t: (o, n) for t, o, n in inner}
+            nests[attr_type] = inner
     stats = None
     wide = DestAttr.STATS64 in nests
     nest = nests.get(DestAttr.STATS64 if wide else DestAttr.STATS)
@@ -277,30 +252,12 @@ def _learn(message: bytes) -> _Layout | None:
         if any(attr not in nest for attr in _STATS_ORDER):
             return None
         stats = tuple(nest[attr] for attr in _STATS_ORDER)
-    words = tuple(struct.unpack_from("=I", message, off)[0] for off in headers)
-    return _Layout(tuple(headers), words, values, stats, wide)
+    return _Layout(message, tuple(headers), values, stats, wide)
 
 
 def _matching(buf: bytes, stride: int, rows: int, layout: _Layout) -> npt.NDArray[np.bool_]:
     """Which records have every attribute header the layout has (hence the same walk)."""
-    import numpy as np
-
-    words = np.frombuffer(buf, "=u4").reshape(rows, stride // 4)
-    columns = np.array(layout.header_offsets) // 4
-    expected = np.array(layout.header_words, np.uint32)
-    good = np.empty(rows, bool)
-    for start in range(0, rows, _CHUNK_ROWS):
-        part = words[start : start + _CHUNK_ROWS][:, columns]
-        good[start : start + _CHUNK_ROWS] = (part == expected).all(axis=1)
-    return good
-
-
-def _column(buf: bytes, stride: int, offset: int, dtype: str) -> npt.NDArray[np.uint64]:
-    """The value at `offset` of every record, as one strided read of the buffer."""
-    import numpy as np
-
-    rows = len(buf) // stride
-    return np.ndarray((rows,), dtype, buf, offset, (stride,)).astype(np.uint64)
+    return matching(buf, stride, rows, layout.message, layout.header_offsets)
 
 
 def _value(
@@ -310,7 +267,7 @@ def _value(
     place = layout.values.get(attr)
     if place is None:
         return None
-    return _column(buf, stride, place[0], _dtype(DEST_CODECS[attr].packer))
+    return column(buf, stride, place[0], DEST_CODECS[attr])
 
 
 def _address_families(
@@ -373,14 +330,11 @@ def _columns(
         )
     stats = None
     if layout.stats is not None:
-        dtypes = (
-            ["=u8"] * 10
-            if layout.stats_wide
-            else [_dtype(STATS32_CODECS[attr].packer) for attr in _STATS_ORDER]
-        )
         stats = tuple(
-            _column(buf, stride, offset, dtype)[good].tolist()
-            for (offset, _size), dtype in zip(layout.stats, dtypes, strict=True)
+            column(buf, stride, offset, None if layout.stats_wide else STATS32_CODECS[attr])[
+                good
+            ].tolist()
+            for attr, (offset, _size) in zip(_STATS_ORDER, layout.stats, strict=True)
         )
     address_families = [_FAMILIES[f] for f in families.tolist()]
     reported = DestAttr.ADDR_FAMILY in layout.values
@@ -400,12 +354,6 @@ def _columns(
         stats=stats,
         tunnels=tunnels,
     )
-
-
-def _dtype(packer: struct.Struct | None) -> str:
-    """The numpy dtype of an integer codec's struct: host ("=") or network ("!") order."""
-    assert packer is not None
-    return packer.format.replace("!", ">")
 
 
 _EMPTY = RealServerTable([], [], [], [], [], [], [])

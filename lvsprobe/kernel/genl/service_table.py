@@ -24,13 +24,13 @@ from lvsprobe.kernel.genl import ipvs
 from lvsprobe.kernel.genl.attrs import STRING, U32, Where
 from lvsprobe.kernel.genl.columns import (
     RECORD_START,
-    Run,
     column,
     joined,
     matching,
     walk_offsets,
 )
 from lvsprobe.kernel.genl.layout import MAX_LAYOUTS, Layouts
+from lvsprobe.kernel.genl.runs import Run
 from lvsprobe.kernel.genl.tables import (
     ADDR_LEN,
     FLAGS,

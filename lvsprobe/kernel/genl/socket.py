@@ -22,7 +22,6 @@ from typing import Protocol, Self
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted, ParseError
 from lvsprobe.kernel.genl import ipvs
 from lvsprobe.kernel.genl.attrs import (
-    GENL_HDR,
     NLMSG_HDR,
     GenlMsg,
     NlFlag,
@@ -35,8 +34,8 @@ from lvsprobe.kernel.genl.attrs import (
     split_genl,
     split_messages,
 )
-from lvsprobe.kernel.genl.columns import Runs
 from lvsprobe.kernel.genl.dest_table import DestTableBuilder
+from lvsprobe.kernel.genl.runs import Records, Runs, is_done, records_run
 from lvsprobe.kernel.genl.service_table import decode_service_runs
 from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
 from lvsprobe.model import (
@@ -55,12 +54,6 @@ NETLINK_EXT_ACK = 11  # errors carry the kernel's text (4.12+)
 RECV_BUFSIZE = 1 << 17  # a dump skb is at most 32 KiB; MSG_TRUNC is checked anyway
 DEFAULT_TIMEOUT_S = 5.0
 NOT_PERMITTED = "netlink IPVS needs CAP_NET_ADMIN in the initial user namespace"
-_MIN_RECORD = NLMSG_HDR.size + GENL_HDR.size  # a record message holds genlmsghdr
-_DONE = struct.Struct("=IHHIIi")  # nlmsghdr + the dump's error: NLMSG_DONE as 3.x+ send it
-# Plain ints for the per-datagram checks (an IntFlag operation is a Python-level call).
-_NLM_F_MULTI = int(NlFlag.MULTI)
-_NLM_F_DUMP_INTR = int(NlFlag.DUMP_INTR)
-_NLMSG_DONE = int(NlMsgType.DONE)
 
 
 class Transport(Protocol):
@@ -121,14 +114,6 @@ class NetlinkSocket:
     def close(self) -> None:
         self._view.release()
         self._sock.close()
-
-
-class _Records(Protocol):
-    """Where a dump's records go: `DestTableBuilder` or `columns.Runs`."""
-
-    def add_run(self, datagram: bytes, start: int, count: int, length: int) -> None: ...
-
-    def dump_records(self) -> int: ...
 
 
 class KernelRefused(LvsprobeError):
@@ -291,7 +276,7 @@ class IPVSNetlink:
         request = self._dest_requests.encode(seq, key)
         self._dump(request, seq, lambda: f"GET_DEST of {_describe(key)}", into)
 
-    def _dump(self, request: bytes, seq: int, what: Callable[[], str], into: _Records) -> None:
+    def _dump(self, request: bytes, seq: int, what: Callable[[], str], into: Records) -> None:
         """Send a dump request; its records go `into` as runs of bytes, the rest of the
         replies are handled as `_exchange` does (`what` names the dump in errors).
 
@@ -300,15 +285,15 @@ class IPVSNetlink:
         self._transport.send(request)
         while True:
             datagram = self._transport.recv()
-            if _is_done(datagram, seq):
+            if is_done(datagram, seq):
                 return
-            taken = _records_run(datagram, self.family_id, seq, self._header_structs)
+            taken = records_run(datagram, self.family_id, seq, self._header_structs)
             if taken is not None:  # the usual datagram: records of this dump, nothing else
                 into.add_run(datagram, *taken)
             elif self._general(datagram, seq, what(), into):
                 return
 
-    def _general(self, datagram: bytes, seq: int, what: str, into: _Records) -> bool:
+    def _general(self, datagram: bytes, seq: int, what: str, into: Records) -> bool:
         """A dump's reply datagram message by message: records kept, others skipped or
         raised on as `_ends_dump` says; True once the dump has ended."""
         where = Where(f"genl IPVS {what} reply")
@@ -369,58 +354,6 @@ def _ends_dump(msg: NlMsg, what: str, at: Where, msg_type: int) -> bool:
     if msg.flags & NlFlag.DUMP_INTR:
         raise LvsprobeError(f"netlink IPVS {what}: dump interrupted by a change; retry")
     return False
-
-
-def _records_run(
-    datagram: bytes,
-    msg_type: int,
-    seq: int,
-    header_structs: dict[tuple[int, int], struct.Struct] | None = None,
-) -> tuple[int, int, int] | None:
-    """(start, count, length) when the datagram is only records of the dump `seq`, all of
-    one length and each long enough for genlmsghdr (what `_ends_dump` and `split_genl`
-    would take without a word); None for anything else, which goes the general way.
-
-    `header_structs` (owned by the reader): a struct per (stride, count) reading the first
-    12 bytes of every header in one call; the kernel's records of a dump all have the same
-    ones (NLM_F_MULTI), so one comparison checks them. Other flags are checked one by one.
-    """
-    end = len(datagram)
-    if end < _MIN_RECORD:
-        return None
-    length = NLMSG_HDR.unpack_from(datagram)[0]
-    stride = nla_align(length)
-    if length < _MIN_RECORD or length > end or end % stride not in (0, length % stride):
-        return None  # the last message may lack its padding: nothing follows it
-    count = (end + stride - 1) // stride
-    if header_structs is not None:
-        headers = header_structs.get((stride, count))
-        if headers is None:
-            headers = header_structs[stride, count] = _headers_struct(stride, count)
-        if headers.unpack_from(datagram) == (length, msg_type, _NLM_F_MULTI, seq) * count:
-            return 0, count, length
-    unpack = NLMSG_HDR.unpack_from
-    for offset in range(0, count * stride, stride):
-        m_len, m_type, m_flags, m_seq, _pid = unpack(datagram, offset)
-        if m_len != length or m_type != msg_type or m_seq != seq or m_flags & _NLM_F_DUMP_INTR:
-            return None
-    return 0, count, length
-
-
-def _headers_struct(stride: int, count: int) -> struct.Struct:
-    """nlmsg_len, type, flags and seq of `count` messages `stride` bytes apart."""
-    head = "IHHI"
-    gap = f"{stride - 12}x"
-    return struct.Struct("=" + (head + gap) * (count - 1) + head)
-
-
-def _is_done(datagram: bytes, seq: int) -> bool:
-    """True for the usual end of a dump: one NLMSG_DONE of `seq` reporting no error (what
-    `_ends_dump` would take; any other datagram goes the general way)."""
-    if len(datagram) != _DONE.size:
-        return False
-    length, msg_type, _flags, m_seq, _pid, error = _DONE.unpack(datagram)
-    return length == _DONE.size and msg_type == _NLMSG_DONE and m_seq == seq and error == 0
 
 
 def _describe(key: ServiceKey) -> str:

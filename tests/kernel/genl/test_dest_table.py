@@ -30,8 +30,9 @@ from lvsprobe.kernel.genl.attrs import (
     nla_align,
 )
 from lvsprobe.kernel.genl.dest_table import DestTableBuilder
+from lvsprobe.kernel.genl.runs import records_run
 from lvsprobe.kernel.genl.simulated import SimulatedKernel, generated_services
-from lvsprobe.kernel.genl.socket import IPVSNetlink, _records_run
+from lvsprobe.kernel.genl.socket import IPVSNetlink
 from lvsprobe.kernel.genl.tables import CmdAttr
 from lvsprobe.model import Family, RealServer, RealServerRows, Stats
 
@@ -202,11 +203,11 @@ def test_a_run_of_records_may_end_without_its_padding(
     assert len(message) % 4
     padded = message + bytes(nla_align(len(message)) - len(message))
     for _ in range(2):  # the second time with the structs learned
-        assert _records_run(padded + message, FID, 7, structs) == (0, 2, len(message))
-        assert _records_run(padded + padded, FID, 7, structs) == (0, 2, len(message))
-        assert _records_run(padded + message[:-1], FID, 7, structs) is None
-        assert _records_run(padded + message, FID, 8, structs) is None  # another dump's
-        assert _records_run(padded + replies.encode_done(7, 0), FID, 7, structs) is None
+        assert records_run(padded + message, FID, 7, structs) == (0, 2, len(message))
+        assert records_run(padded + padded, FID, 7, structs) == (0, 2, len(message))
+        assert records_run(padded + message[:-1], FID, 7, structs) is None
+        assert records_run(padded + message, FID, 8, structs) is None  # another dump's
+        assert records_run(padded + replies.encode_done(7, 0), FID, 7, structs) is None
 
 
 @pytest.mark.parametrize(
@@ -218,8 +219,8 @@ def test_records_with_other_flags_are_checked_one_by_one(flags: int, taken: bool
     message = replies.encode_record(FID, CmdAttr.DEST, replies.encode_dest(DEST), 7, 0)
     odd = message[:6] + struct.pack("=H", flags) + message[8:]
     structs: dict[tuple[int, int], struct.Struct] = {}
-    assert _records_run(message + message, FID, 7, structs) == (0, 2, len(message))
-    got = _records_run(message + odd, FID, 7, structs)
+    assert records_run(message + message, FID, 7, structs) == (0, 2, len(message))
+    got = records_run(message + odd, FID, 7, structs)
     assert got == ((0, 2, len(message)) if taken else None)
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.errors import ParseError
-from lvsprobe.kernel.genl import ipvs, replies
+from lvsprobe.kernel.genl import ipvs, replies, requests
 from lvsprobe.kernel.genl.attrs import (
     U16,
     U32,
@@ -537,7 +537,7 @@ def test_no_encoder_for_commands_that_change_ipvs() -> None:
 @pytest.mark.parametrize("cmd", sorted(set(ipvs.IPVSCmd) - set(ipvs.READ_ONLY_CMDS)))
 def test_request_builder_refuses_write_commands(cmd: ipvs.IPVSCmd) -> None:
     with pytest.raises(ValueError, match="only reads IPVS"):
-        ipvs._request(32, cmd, 1, 1, 0)
+        requests._request(32, cmd, 1, 1, 0)
 
 
 @settings(max_examples=200, deadline=None)

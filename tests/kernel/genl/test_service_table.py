@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs, replies, service_table
 from lvsprobe.kernel.genl.attrs import nla_align
-from lvsprobe.kernel.genl.columns import Run
+from lvsprobe.kernel.genl.runs import Run
 from lvsprobe.kernel.genl.simulated import generated_services
 from lvsprobe.kernel.genl.tables import CmdAttr
 from lvsprobe.lab.scale import SCALE_SCHEDULERS
