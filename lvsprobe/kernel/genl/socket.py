@@ -53,6 +53,7 @@ NETLINK_CAP_ACK = 10  # errors echo only the request header
 NETLINK_EXT_ACK = 11  # errors carry the kernel's text (4.12+)
 RECV_BUFSIZE = 1 << 17  # a dump skb is at most 32 KiB; MSG_TRUNC is checked anyway
 DEFAULT_TIMEOUT_S = 5.0
+_TIMEVAL = struct.Struct("@ll")  # struct timeval: tv_sec, tv_usec
 NOT_PERMITTED = "netlink IPVS needs CAP_NET_ADMIN in the initial user namespace"
 
 
@@ -80,10 +81,14 @@ class NetlinkSocket:
         except OSError as exc:
             self._sock.close()
             raise LvsprobeError(f"netlink IPVS: cannot bind a netlink socket: {exc}") from exc
-        self._sock.settimeout(timeout_s)
-        # Received into one reused buffer: `recvmsg(RECV_BUFSIZE)` would allocate a fresh
-        # 128 KiB bytes per datagram, past glibc's mmap threshold, so mmap + mremap + munmap
-        # around every recv (3 syscalls more, and page faults; dear under TCG).
+        # The timeouts are the kernel's (SO_RCVTIMEO/SO_SNDTIMEO) on a blocking socket: a
+        # Python socket timeout would poll() before every send and recv, a third of a
+        # read's syscalls (dear under TCG; a reply is queued before send returns anyway).
+        timeval = _TIMEVAL.pack(int(timeout_s), int(timeout_s % 1 * 1e6))
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            self._sock.setsockopt(socket.SOL_SOCKET, option, timeval)
+        # Received into one reused buffer, not a fresh RECV_BUFSIZE bytes per datagram
+        # (an allocation that can cross glibc's mmap threshold: mmap, mremap, munmap).
         self._buffer = bytearray(RECV_BUFSIZE)
         self._view = memoryview(self._buffer)
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
@@ -95,13 +100,17 @@ class NetlinkSocket:
     def send(self, data: bytes) -> None:
         try:
             self._sock.send(data)
+        except BlockingIOError as exc:  # SO_SNDTIMEO ran out
+            raise LvsprobeError(
+                f"netlink IPVS: the kernel took no request within {self.timeout_s:g} s"
+            ) from exc
         except OSError as exc:
             raise LvsprobeError(f"netlink IPVS: send failed: {exc}") from exc
 
     def recv(self) -> bytes:
         try:
             size, _anc, flags, _addr = self._sock.recvmsg_into((self._buffer,))
-        except TimeoutError as exc:
+        except BlockingIOError as exc:  # SO_RCVTIMEO ran out
             raise LvsprobeError(
                 f"netlink IPVS: no reply from the kernel within {self.timeout_s:g} s"
             ) from exc

@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import os
 import struct
+import subprocess
+import sys
 import tracemalloc
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lvsprobe
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NamespaceError, NotPermitted, ParseError
 from lvsprobe.kernel.genl import ipvs, replies
 from lvsprobe.kernel.genl import socket as genl_socket
@@ -330,8 +334,8 @@ def test_dest_dump_errors_name_the_service() -> None:
 
 def test_real_socket_receives_into_one_buffer() -> None:
     """A datagram is received into the socket's buffer and copied out at its size: no
-    RECV_BUFSIZE bytes per recv (over glibc's mmap threshold: mmap, mremap and munmap each
-    time), and each datagram stays intact after the next one arrives."""
+    RECV_BUFSIZE bytes allocated per recv, and each datagram stays intact after the next
+    one arrives."""
     sock = NetlinkSocket(timeout_s=5)
     try:
         received = []
@@ -347,3 +351,30 @@ def test_real_socket_receives_into_one_buffer() -> None:
         assert received[0][12:] == received[1][12:]  # the same reply but for its seq
     finally:
         sock.close()
+
+
+_EXCHANGES = """
+import sys
+from lvsprobe.kernel.genl import ipvs
+from lvsprobe.kernel.genl.socket import NetlinkSocket
+sock = NetlinkSocket(timeout_s=5)
+for seq in range(int(sys.argv[1])):
+    sock.send(ipvs.encode_get_family(seq, name="nlctrl"))
+    sock.recv()
+    sock.recv()
+"""
+
+
+@pytest.mark.needs_bin("strace")
+def test_real_socket_makes_one_syscall_per_send_and_recv() -> None:
+    """No poll() before each (what a Python socket timeout costs): the timeouts are the
+    kernel's. 50 exchanges of a request, its reply and its ACK: 50 sends, 100 recvs."""
+    out = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=poll,ppoll,select,pselect6,sendto,recvmsg",
+         sys.executable, "-c", _EXCHANGES, "50"],
+        capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(lvsprobe.__file__).parent.parent)},
+    )  # fmt: skip
+    calls = [line.split("(", 1)[0].split()[-1] for line in out.stderr.splitlines() if "(" in line]
+    assert not [call for call in calls if "poll" in call or "select" in call]
+    assert calls.count("sendto") == 50 and calls.count("recvmsg") == 100
