@@ -2,7 +2,7 @@
 
 A GET_DEST dump of one service is, on every kernel seen, one datagram of records (NLM_F_MULTI,
 the request's sequence number, one length) and then NLMSG_DONE alone
-(docs/kernel/netlink.md#dumps). A reader doing one dump per service checks 10^3-10^4 of
+(docs/kernel/netlink.md#reading-at-scale). A reader doing one dump per service checks 10^3-10^4 of
 each a scrape, so these checks are one struct call each; anything else goes message by
 message (`socket.IPVSNetlink._general`). The records found are kept as `Run`s of bytes.
 """

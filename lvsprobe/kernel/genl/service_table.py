@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs
@@ -60,13 +60,49 @@ if TYPE_CHECKING:
 _STATS_ORDER = tuple(StatsAttr)[:10]
 _FAMILIES = {int(member): member for member in Family}
 _PROTOCOLS = {int(member): member for member in Protocol}
-_NO_ROWS = RealServerRows.of(())
 # Fewer records than this are decoded the exact way (as fast, and no numpy: the lab
 # guest's agent runs stdlib-only).
 COLUMNAR_MIN_RECORDS = 64
 
 
-def decode_service_runs(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
+class ServiceFields(NamedTuple):
+    """A service but its real servers, which are read after it (GET_DEST needs the key):
+    the `Service` is made once, with them."""
+
+    key: ServiceKey
+    scheduler: str
+    flags: ServiceFlag
+    persistence: Persistence | None
+    stats: Stats | None
+    rates: Rates | None
+    pe_name: str | None
+
+    @classmethod
+    def of(cls, service: Service) -> ServiceFields:
+        return cls(
+            service.key,
+            service.scheduler,
+            service.flags,
+            service.persistence,
+            service.stats,
+            service.rates,
+            service.pe_name,
+        )
+
+    def with_rows(self, rows: RealServerRows) -> Service:
+        return Service(
+            self.key,
+            self.scheduler,
+            self.flags,
+            self.persistence,
+            rows,
+            self.stats,
+            self.rates,
+            self.pe_name,
+        )
+
+
+def decode_service_runs(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFields]:
     """The services of a GET_SERVICE dump's record runs, in order (no real servers yet).
 
     The one place the strategy is chosen: columns for many records, else exact."""
@@ -78,8 +114,8 @@ def decode_service_runs(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
         return _exact(runs, layouts)  # raises the first bad record's error, as one by one
 
 
-def _exact(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
-    out: list[Service] = []
+def _exact(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFields]:
+    out: list[ServiceFields] = []
     for run in runs:
         for offset in run.offsets():
             message = run.datagram[offset : offset + run.length]
@@ -87,19 +123,19 @@ def _exact(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
     return out
 
 
-def _decode_one(message: bytes, index: int, layouts: Layouts | None) -> Service:
+def _decode_one(message: bytes, index: int, layouts: Layouts | None) -> ServiceFields:
     nest = ipvs.top_level(message[RECORD_START:], CmdAttr.SERVICE, index=index)
-    return ipvs.decode_service(nest, index=index, layouts=layouts)
+    return ServiceFields.of(ipvs.decode_service(nest, index=index, layouts=layouts))
 
 
-def _columnar(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
+def _columnar(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFields]:
     """Runs grouped by message length, each group decoded column-wise, the services then
     put back in arrival order."""
     groups: dict[int, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.length, []).append(run)
     decoded = {length: _group(group, layouts) for length, group in groups.items()}
-    out: list[Service] = []
+    out: list[ServiceFields] = []
     used = dict.fromkeys(groups, 0)
     for run in runs:
         first = used[run.length]
@@ -108,7 +144,7 @@ def _columnar(runs: Sequence[Run], layouts: Layouts) -> list[Service]:
     return out
 
 
-def _group(runs: list[Run], layouts: Layouts) -> list[Service]:
+def _group(runs: list[Run], layouts: Layouts) -> list[ServiceFields]:
     """The services of the records of one message length. The first record not decoded yet
     is decoded exactly (a valid record: it raises if not), its layout learned and the
     records of that layout filled in; again for the next one (schedulers' names of another
@@ -117,7 +153,7 @@ def _group(runs: list[Run], layouts: Layouts) -> list[Service]:
 
     buf, stride, rows = joined(runs)
     length = runs[0].length
-    out: list[Service | None] = [None] * rows
+    out: list[ServiceFields | None] = [None] * rows
     left = np.ones(rows, bool)
     for _ in range(MAX_LAYOUTS):
         waiting = np.flatnonzero(left)
@@ -183,7 +219,7 @@ def _learn(message: bytes) -> _Layout | None:
 
 
 def _fill(
-    out: list[Service | None],
+    out: list[ServiceFields | None],
     buf: bytes,
     stride: int,
     layout: _Layout,
@@ -243,12 +279,11 @@ def _fill(
         else:
             key = ServiceKey(family, _PROTOCOLS[protocol_of[i]], addresses[i], port_of[i])
         counts, rates = stats[i] if stats is not None else (None, None)
-        out[row] = Service(
+        out[row] = ServiceFields(
             key,
             texts[i] if texts is not None else "",
             service_flags[flag_of[i]],
             persistence.get(i),
-            _NO_ROWS,
             counts,
             rates,
             pe_names[i] if pe_names is not None else None,

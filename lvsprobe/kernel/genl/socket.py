@@ -51,9 +51,12 @@ NETLINK_GENERIC = 16
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors echo only the request header
 NETLINK_EXT_ACK = 11  # errors carry the kernel's text (4.12+)
-RECV_BUFSIZE = 1 << 17  # a dump skb is at most 32 KiB; MSG_TRUNC is checked anyway
+# A dump skb is at most 32 KiB (netlink_recvmsg caps max_recvmsg_len); MSG_TRUNC is checked
+# anyway. Under glibc's smallest mmap threshold (128 KiB): no mmap/munmap per recv.
+RECV_BUFSIZE = 1 << 16
 DEFAULT_TIMEOUT_S = 5.0
 _TIMEVAL = struct.Struct("@ll")  # struct timeval: tv_sec, tv_usec
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: `flags & MsgFlag` is a Python-level call
 NOT_PERMITTED = "netlink IPVS needs CAP_NET_ADMIN in the initial user namespace"
 
 
@@ -87,10 +90,6 @@ class NetlinkSocket:
         timeval = _TIMEVAL.pack(int(timeout_s), int(timeout_s % 1 * 1e6))
         for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
             self._sock.setsockopt(socket.SOL_SOCKET, option, timeval)
-        # Received into one reused buffer, not a fresh RECV_BUFSIZE bytes per datagram
-        # (an allocation that can cross glibc's mmap threshold: mmap, mremap, munmap).
-        self._buffer = bytearray(RECV_BUFSIZE)
-        self._view = memoryview(self._buffer)
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             try:
                 self._sock.setsockopt(SOL_NETLINK, option, 1)
@@ -109,19 +108,18 @@ class NetlinkSocket:
 
     def recv(self) -> bytes:
         try:
-            size, _anc, flags, _addr = self._sock.recvmsg_into((self._buffer,))
+            data, _anc, flags, _addr = self._sock.recvmsg(RECV_BUFSIZE)
         except BlockingIOError as exc:  # SO_RCVTIMEO ran out
             raise LvsprobeError(
                 f"netlink IPVS: no reply from the kernel within {self.timeout_s:g} s"
             ) from exc
         except OSError as exc:
             raise LvsprobeError(f"netlink IPVS: receive failed: {exc}") from exc
-        if flags & socket.MSG_TRUNC:
+        if flags & _MSG_TRUNC:
             raise LvsprobeError(f"netlink IPVS: a reply exceeded {RECV_BUFSIZE} bytes")
-        return bytes(self._view[:size])
+        return data
 
     def close(self) -> None:
-        self._view.release()
         self._sock.close()
 
 
@@ -254,31 +252,21 @@ class IPVSNetlink:
         services = decode_service_runs(runs.runs, self._service_layouts)
         dests = DestTableBuilder()
         try:
-            for service in services:
-                self._dests(service, dests)
+            for fields in services:
+                self._dests(fields.key, dests)
         except LvsprobeError:
             dests.abandon_dump()  # an earlier service's bad record is the first error
             dests.build()
             raise
         table, bounds = dests.build()
         return tuple(
-            Service(
-                svc.key,
-                svc.scheduler,
-                svc.flags,
-                svc.persistence,
-                RealServerRows(table, start, stop),
-                svc.stats,
-                svc.rates,
-                svc.pe_name,
-            )
-            for svc, (start, stop) in zip(services, bounds, strict=True)
+            fields.with_rows(RealServerRows(table, start, stop))
+            for fields, (start, stop) in zip(services, bounds, strict=True)
         )
 
-    def _dests(self, service: Service, into: DestTableBuilder) -> None:
+    def _dests(self, key: ServiceKey, into: DestTableBuilder) -> None:
         """GET_DEST dump of one service: its records kept as bytes (`dest_table` decodes
         them all at once)."""
-        key = service.key
         into.start_dump(key.family)
         self._seq += 1
         seq = self._seq

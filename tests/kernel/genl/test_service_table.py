@@ -16,7 +16,7 @@ from lvsprobe.kernel.genl.runs import Run
 from lvsprobe.kernel.genl.simulated import generated_services
 from lvsprobe.kernel.genl.tables import CmdAttr
 from lvsprobe.lab.scale import SCALE_SCHEDULERS
-from lvsprobe.model import Persistence, Service, ServiceFlag
+from lvsprobe.model import Persistence, RealServerRows, Service, ServiceFlag
 
 from .test_ipvs_codec import services
 from .test_layout import mutated
@@ -60,11 +60,12 @@ def _runs(messages: list[bytes], per_datagram: int) -> list[Run]:
 def _columnar(messages: list[bytes], per_datagram: int) -> object:
     with patch.object(service_table, "COLUMNAR_MIN_RECORDS", 0):
         try:
-            return service_table.decode_service_runs(
+            fields = service_table.decode_service_runs(
                 _runs(messages, per_datagram), ipvs.service_layouts()
             )
         except ParseError as exc:
             return ("ParseError", str(exc))
+    return [service.with_rows(RealServerRows.of(())) for service in fields]
 
 
 @settings(max_examples=300, deadline=None)
@@ -136,7 +137,7 @@ def test_the_lab_scale_mix_is_read_in_columns() -> None:
     exact_calls = []
     decode_one = service_table._decode_one
 
-    def counted(*args: object) -> Service:
+    def counted(*args: object) -> service_table.ServiceFields:
         exact_calls.append(args)
         return decode_one(*args)  # type: ignore[arg-type]
 
