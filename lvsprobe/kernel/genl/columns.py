@@ -32,7 +32,7 @@ def joined(runs: Sequence[Run]) -> tuple[bytes, int, int]:
     stride = nla_align(runs[0].length)
     parts = []
     for run in runs:
-        end = run.start + run.count * stride
+        end = run.start + run.records * stride
         chunk = run.datagram[run.start : end]
         parts.append(chunk + bytes(end - run.start - len(chunk)))
     buf = b"".join(parts)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs
@@ -47,13 +47,14 @@ FLUSH_RECORDS = 1 << 13
 COLUMNAR_MIN_RECORDS = 64
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """Records of one dump that follow on in one datagram, all of one message length."""
+class _Run(NamedTuple):
+    """Records of one dump that follow on in one datagram, all of one message length (a
+    NamedTuple: one is made per datagram read, a frozen dataclass costs several times as
+    much to make)."""
 
     datagram: bytes
     start: int
-    count: int
+    records: int  # how many
     length: int
     dump: int  # which dump (service) they belong to
     first_index: int  # the first one's 1-based place in its dump (for errors)
@@ -104,7 +105,7 @@ class DestTableBuilder:
         """Forget the dump being read (it failed: its records are never decoded)."""
         dump = len(self._counts) - 1
         self._runs = [run for run in self._runs if run.dump != dump]
-        self._pending = sum(run.count for run in self._runs)
+        self._pending = sum(run.records for run in self._runs)
         del self._counts[dump:], self._families[dump:]
 
     def build(self) -> tuple[RealServerTable, list[tuple[int, int]]]:
@@ -146,13 +147,13 @@ class DestTableBuilder:
         for run in self._runs:
             group = decoded[run.length]
             first = used[run.length]
-            used[run.length] += run.count
+            used[run.length] += run.records
             before = int(group.bad_before[first])
-            if int(group.bad_before[first + run.count]) == before:
+            if int(group.bad_before[first + run.records]) == before:
                 table_row = first - before
-                builder.add_rows(group.table, table_row, table_row + run.count)
+                builder.add_rows(group.table, table_row, table_row + run.records)
                 continue
-            for row in range(first, first + run.count):
+            for row in range(first, first + run.records):
                 if row in group.exact:
                     builder.add(group.exact[row])
                 else:
@@ -172,7 +173,7 @@ class DestTableBuilder:
         self._decode_one(first, first.start)  # a valid record: raises if it is not
         layout = _learn(buf[:length])
         families = [int(self._families[run.dump] or 0) for run in runs]
-        service_families = np.repeat(np.array(families, np.int64), [run.count for run in runs])
+        service_families = np.repeat(np.array(families, np.int64), [run.records for run in runs])
         good = np.zeros(rows, bool)
         if layout is not None:
             good = _matching(buf, stride, rows, layout)
@@ -182,7 +183,7 @@ class DestTableBuilder:
         exact = {}
         bad = np.flatnonzero(~good).tolist()
         if bad:
-            firsts = list(accumulate((run.count for run in runs), initial=0))
+            firsts = list(accumulate((run.records for run in runs), initial=0))
             for row in bad:
                 place = bisect_right(firsts, row) - 1
                 run = runs[place]
@@ -197,7 +198,7 @@ class DestTableBuilder:
         builder = TableBuilder()
         for run in self._runs:
             stride = nla_align(run.length)
-            for k in range(run.count):
+            for k in range(run.records):
                 builder.add(self._decode_one(run, run.start + k * stride))
         return builder.build()
 
@@ -219,7 +220,7 @@ class _Group:
 def _run_bytes(run: _Run, stride: int) -> bytes:
     """A run's messages at their stride (the last one's padding added if the datagram
     ends without it)."""
-    end = run.start + run.count * stride
+    end = run.start + run.records * stride
     chunk = run.datagram[run.start : end]
     return chunk + bytes(end - run.start - len(chunk))
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from lvsprobe.kernel.genl.attrs import GENL_HDR, NLMSG_HDR, NlFlag, NlMsgType, nla_align
 
@@ -24,19 +23,18 @@ _NLM_F_DUMP_INTR = int(NlFlag.DUMP_INTR)
 _NLMSG_DONE = int(NlMsgType.DONE)
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
+class Run(NamedTuple):
     """Records of a dump that follow on in one datagram, all of one message length."""
 
     datagram: bytes
     start: int
-    count: int
+    records: int  # how many
     length: int
 
     def offsets(self) -> Iterator[int]:
         """Where each record's message starts in the datagram."""
         stride = nla_align(self.length)
-        return iter(range(self.start, self.start + self.count * stride, stride))
+        return iter(range(self.start, self.start + self.records * stride, stride))
 
 
 class Runs:

@@ -106,7 +106,7 @@ def decode_service_runs(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFi
     """The services of a GET_SERVICE dump's record runs, in order (no real servers yet).
 
     The one place the strategy is chosen: columns for many records, else exact."""
-    if sum(run.count for run in runs) < COLUMNAR_MIN_RECORDS:
+    if sum(run.records for run in runs) < COLUMNAR_MIN_RECORDS:
         return _exact(runs, layouts)
     try:
         return _columnar(runs, layouts)
@@ -139,8 +139,8 @@ def _columnar(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFields]:
     used = dict.fromkeys(groups, 0)
     for run in runs:
         first = used[run.length]
-        used[run.length] += run.count
-        out += decoded[run.length][first : first + run.count]
+        used[run.length] += run.records
+        out += decoded[run.length][first : first + run.records]
     return out
 
 

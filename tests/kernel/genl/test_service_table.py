@@ -50,7 +50,7 @@ def _runs(messages: list[bytes], per_datagram: int) -> list[Run]:
         for message in part:
             if runs and runs[-1].datagram is datagram and runs[-1].length == len(message):
                 last = runs[-1]
-                runs[-1] = Run(datagram, last.start, last.count + 1, last.length)
+                runs[-1] = Run(datagram, last.start, last.records + 1, last.length)
             else:
                 runs.append(Run(datagram, offset, 1, len(message)))
             offset += nla_align(len(message))
