@@ -15,7 +15,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -238,22 +238,23 @@ class IPVSNetlink:
         """Every service, each with its real servers (rows of one table), in the kernel's
         order.
 
-        The GET_DEST dumps go one at a time. A window of requests on the socket is not
-        possible: the kernel answers a dump request on a socket whose dump has not ended
-        with EBUSY (__netlink_dump_start), and an IPVS dump ends only in the netlink_dump()
-        run by the recvmsg that takes its last records (ip_vs_genl_dump_dests returns
-        skb->len while it adds any). Several sockets would make the same syscalls; the time
-        is in decoding (bench/bench_netlink.py), so that is what `dest_table` does at once.
+        The GET_DEST dumps go one at a time, one send and two recvs each: a window of
+        requests on the socket is not possible, and several sockets would make as many
+        syscalls (docs/kernel/netlink.md#reading-at-scale). What is left to cut is Python
+        work per service: the usual replies are recognised by their headers alone (`runs`),
+        and all records decoded at the end, column-wise (`service_table`, `dest_table`).
         """
         self._seq += 1
         seq = self._seq
         runs = Runs()
-        self._dump(ipvs.encode_get_services(self.family_id, seq), seq, lambda: "GET_SERVICE", runs)
+        request = ipvs.encode_get_services(self.family_id, seq)
+        self._dumps([(seq, request)], lambda _: "GET_SERVICE", runs)
         services = decode_service_runs(runs.runs, self._service_layouts)
+        keys = [fields.key for fields in services]
         dests = DestTableBuilder()
         try:
-            for fields in services:
-                self._dests(fields.key, dests)
+            requests = self._dest_requests_of(keys, dests)
+            self._dumps(requests, lambda i: f"GET_DEST of {_describe(keys[i])}", dests)
         except LvsprobeError:
             dests.abandon_dump()  # an earlier service's bad record is the first error
             dests.build()
@@ -264,31 +265,38 @@ class IPVSNetlink:
             for fields, (start, stop) in zip(services, bounds, strict=True)
         )
 
-    def _dests(self, key: ServiceKey, into: DestTableBuilder) -> None:
-        """GET_DEST dump of one service: its records kept as bytes (`dest_table` decodes
-        them all at once)."""
-        into.start_dump(key.family)
-        self._seq += 1
-        seq = self._seq
-        request = self._dest_requests.encode(seq, key)
-        self._dump(request, seq, lambda: f"GET_DEST of {_describe(key)}", into)
+    def _dest_requests_of(
+        self, keys: list[ServiceKey], into: DestTableBuilder
+    ) -> Iterator[tuple[int, bytes]]:
+        """(seq, GET_DEST request) of each service in turn, its dump started `into`."""
+        encode = self._dest_requests.encode
+        for key in keys:
+            into.start_dump(key.family)
+            self._seq += 1
+            yield self._seq, encode(self._seq, key)
 
-    def _dump(self, request: bytes, seq: int, what: Callable[[], str], into: Records) -> None:
-        """Send a dump request; its records go `into` as runs of bytes, the rest of the
-        replies are handled as `_exchange` does (`what` names the dump in errors).
+    def _dumps(
+        self, requests: Iterable[tuple[int, bytes]], what: Callable[[int], str], into: Records
+    ) -> None:
+        """Each dump request in turn, sent once the one before has ended; the records go
+        `into` as runs of bytes, the rest of the replies are handled as `_exchange` does
+        (`what(i)` names the i-th dump in errors).
 
         The usual replies (a datagram of this dump's records, then NLMSG_DONE with no error)
         are recognised by their headers alone; anything else goes message by message."""
-        self._transport.send(request)
-        while True:
-            datagram = self._transport.recv()
-            if is_done(datagram, seq):
-                return
-            taken = records_run(datagram, self.family_id, seq, self._header_structs)
-            if taken is not None:  # the usual datagram: records of this dump, nothing else
-                into.add_run(datagram, *taken)
-            elif self._general(datagram, seq, what(), into):
-                return
+        send, recv = self._transport.send, self._transport.recv
+        family_id, structs = self.family_id, self._header_structs
+        for index, (seq, request) in enumerate(requests):
+            send(request)
+            while True:
+                datagram = recv()
+                if is_done(datagram, seq):
+                    break
+                taken = records_run(datagram, family_id, seq, structs)
+                if taken is not None:  # the usual datagram: records of this dump only
+                    into.add_run(datagram, *taken)
+                elif self._general(datagram, seq, what(index), into):
+                    break
 
     def _general(self, datagram: bytes, seq: int, what: str, into: Records) -> bool:
         """A dump's reply datagram message by message: records kept, others skipped or
