@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, NamedTuple
 
 from lvsprobe.errors import ParseError
@@ -41,6 +42,8 @@ from lvsprobe.kernel.genl.tables import (
     SvcAttr,
 )
 from lvsprobe.model import (
+    RATE_FIELDS,
+    STAT_FIELDS,
     Family,
     Persistence,
     Protocol,
@@ -50,6 +53,7 @@ from lvsprobe.model import (
     ServiceFlag,
     ServiceKey,
     Stats,
+    frozen_records,
 )
 from lvsprobe.model.addresses import address_objects
 
@@ -89,17 +93,16 @@ class ServiceFields(NamedTuple):
             service.pe_name,
         )
 
-    def with_rows(self, rows: RealServerRows) -> Service:
-        return Service(
-            self.key,
-            self.scheduler,
-            self.flags,
-            self.persistence,
-            rows,
-            self.stats,
-            self.rates,
-            self.pe_name,
-        )
+
+def services_of(fields: Sequence[ServiceFields], rows: Sequence[RealServerRows]) -> list[Service]:
+    """The services, each with its real servers, made at once (`frozen_records`)."""
+    if len(fields) != len(rows):
+        raise ValueError(f"{len(fields)} services, {len(rows)} sets of real servers")
+    columns: dict[str, Sequence[object]] = dict.fromkeys(ServiceFields._fields, ())
+    if fields:
+        columns = dict(zip(ServiceFields._fields, zip(*fields, strict=True), strict=True))
+    columns["real_servers"] = rows
+    return list(frozen_records(Service, columns, len(fields)))
 
 
 def decode_service_runs(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFields]:
@@ -263,31 +266,44 @@ def _fill(
     numbers = _address_numbers(buf, stride, addr_at, families, rows)
     family_of = [_FAMILIES[f] for f in families[rows].tolist()]
     addresses = address_objects(family_of, numbers)
-    texts = _strings(buf, stride, values, SvcAttr.SCHED_NAME, rows)
+    texts = _strings(buf, stride, values, SvcAttr.SCHED_NAME, rows) or []  # _learn: one
     pe_names = _strings(buf, stride, values, SvcAttr.PE_NAME, rows)
-    stats = _stats(buf, stride, layout, rows)
-    fwmark_of = fwmarks[rows].tolist() if fwmarks is not None else [0] * len(rows)
-    protocol_of = protocols[rows].tolist() if protocols is not None else [0] * len(rows)
-    port_of = ports[rows].tolist() if ports is not None else [0] * len(rows)
+    count = len(rows)
+    fwmark_of = fwmarks[rows].tolist() if fwmarks is not None else [0] * count
+    protocol_of = protocols[rows].tolist() if protocols is not None else [0] * count
+    port_of = ports[rows].tolist() if ports is not None else [0] * count
+    keys = frozen_records(
+        ServiceKey,
+        {  # an fwmark service's key has no protocol, address or port (as decode_service)
+            "family": family_of,
+            "protocol": [
+                None if m else _PROTOCOLS[p] for m, p in zip(fwmark_of, protocol_of, strict=True)
+            ],
+            "address": [None if m else a for m, a in zip(fwmark_of, addresses, strict=True)],
+            "port": [0 if m else p for m, p in zip(fwmark_of, port_of, strict=True)],
+            "fwmark": fwmark_of,
+        },
+        count,
+    )
     flag_of = flags[rows].tolist()
     service_flags = {value: ServiceFlag(value) for value in set(flag_of)}
     persistence = _persistence(buf, stride, layout, rows, persistent, family_of)
-    for i, row in enumerate(rows.tolist()):
-        family = family_of[i]
-        if fwmark_of[i]:
-            key = ServiceKey(family, None, None, 0, fwmark=fwmark_of[i])
-        else:
-            key = ServiceKey(family, _PROTOCOLS[protocol_of[i]], addresses[i], port_of[i])
-        counts, rates = stats[i] if stats is not None else (None, None)
-        out[row] = ServiceFields(
-            key,
-            texts[i] if texts is not None else "",
-            service_flags[flag_of[i]],
-            persistence.get(i),
+    counts, rates = _stats(buf, stride, layout, rows) or (repeat(None), repeat(None))
+    for row, fields in zip(
+        rows.tolist(),
+        map(
+            ServiceFields,
+            keys,
+            texts,
+            map(service_flags.__getitem__, flag_of),
+            map(persistence.get, range(count)),
             counts,
             rates,
-            pe_names[i] if pe_names is not None else None,
-        )
+            pe_names if pe_names is not None else repeat(None),
+        ),
+        strict=False,  # the repeats are endless
+    ):
+        out[row] = fields
     return rows
 
 
@@ -361,7 +377,7 @@ def _strings(
 
 def _stats(
     buf: bytes, stride: int, layout: _Layout, rows: npt.NDArray[np.intp]
-) -> list[tuple[Stats, Rates]] | None:
+) -> tuple[tuple[Stats, ...], tuple[Rates, ...]] | None:
     """Stats and Rates of each row from the stats nest the exact decoder reads."""
     if layout.stats is None:
         return None
@@ -371,4 +387,8 @@ def _stats(
         ].tolist()
         for attr, (offset, _size) in zip(_STATS_ORDER, layout.stats, strict=True)
     ]
-    return [(Stats(*row[:5]), Rates(*row[5:])) for row in zip(*columns, strict=True)]
+    count = len(rows)
+    return (
+        frozen_records(Stats, dict(zip(STAT_FIELDS, columns[:5], strict=True)), count),
+        frozen_records(Rates, dict(zip(RATE_FIELDS, columns[5:], strict=True)), count),
+    )

@@ -36,7 +36,7 @@ from lvsprobe.kernel.genl.attrs import (
 )
 from lvsprobe.kernel.genl.dest_table import DestTableBuilder
 from lvsprobe.kernel.genl.runs import Records, Runs, is_done, records_run
-from lvsprobe.kernel.genl.service_table import decode_service_runs
+from lvsprobe.kernel.genl.service_table import decode_service_runs, services_of
 from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
 from lvsprobe.model import (
     Daemon,
@@ -260,10 +260,8 @@ class IPVSNetlink:
             dests.build()
             raise
         table, bounds = dests.build()
-        return tuple(
-            fields.with_rows(RealServerRows(table, start, stop))
-            for fields, (start, stop) in zip(services, bounds, strict=True)
-        )
+        rows = [RealServerRows(table, start, stop) for start, stop in bounds]
+        return tuple(services_of(services, rows))
 
     def _dest_requests_of(
         self, keys: list[ServiceKey], into: DestTableBuilder

@@ -65,7 +65,7 @@ def _columnar(messages: list[bytes], per_datagram: int) -> object:
             )
         except ParseError as exc:
             return ("ParseError", str(exc))
-    return [service.with_rows(RealServerRows.of(())) for service in fields]
+    return service_table.services_of(fields, [RealServerRows.of(())] * len(fields))
 
 
 @settings(max_examples=300, deadline=None)
