@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from lvsprobe.kernel.genl.attrs import GENL_HDR, NLA_HDR, NLA_TYPE_MASK, NLMSG_HDR, Codec, nla_align
 from lvsprobe.kernel.genl.runs import Run
+from lvsprobe.model import Family
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,3 +93,25 @@ def dtype_of(codec: Codec[int]) -> str:
     """The numpy dtype of an integer codec's struct: host ("=") or network ("!") order."""
     assert codec.packer is not None  # an integer codec
     return codec.packer.format.replace("!", ">")
+
+
+def address_numbers(
+    buf: bytes,
+    stride: int,
+    offset: int,
+    families: npt.NDArray[np.integer],
+    select: npt.NDArray[np.bool_] | npt.NDArray[np.intp],
+) -> list[int]:
+    """The 16-byte address at `offset` of the `select`ed records (a mask or row numbers)
+    as an int of its family (`families`, of those records): IPv4 its first 4 bytes."""
+    import numpy as np
+
+    rows = len(buf) // stride
+    high = np.ndarray((rows,), ">u8", buf, offset, (stride,))[select]
+    numbers: list[int] = (high >> np.uint64(32)).tolist()
+    v6 = np.flatnonzero(families == Family.INET6)
+    if len(v6):
+        low = np.ndarray((rows,), ">u8", buf, offset + 8, (stride,))[select]
+        for index, hi, lo in zip(v6.tolist(), high[v6].tolist(), low[v6].tolist(), strict=True):
+            numbers[index] = hi << 64 | lo
+    return numbers

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, NamedTuple
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs
 from lvsprobe.kernel.genl.attrs import nla_align
-from lvsprobe.kernel.genl.columns import RECORD_START, column, matching, walk_offsets
+from lvsprobe.kernel.genl.columns import (
+    RECORD_START,
+    address_numbers,
+    column,
+    matching,
+    walk_offsets,
+)
 from lvsprobe.kernel.genl.tables import (
     DEST_CODECS,
     FWD_MASK,
@@ -298,7 +304,6 @@ def _columns(
     service_families: npt.NDArray[np.int64],
 ) -> RealServerTable:
     """The table of the good records, each column read for all records at once."""
-    import numpy as np
 
     def required(attr: DestAttr) -> list[int]:
         values = _value(buf, stride, layout, attr)
@@ -310,15 +315,7 @@ def _columns(
         return None if values is None else values[good].tolist()
 
     families = _address_families(buf, stride, layout, service_families)[good]
-    offset = layout.values[DestAttr.ADDR][0]
-    rows = len(good)
-    high = np.ndarray((rows,), ">u8", buf, offset, (stride,))[good]
-    numbers = (high >> np.uint64(32)).tolist()  # IPv4: the first four bytes
-    v6 = np.flatnonzero(families == Family.INET6)
-    if len(v6):
-        low = np.ndarray((rows,), ">u8", buf, offset + 8, (stride,))[good]
-        for index, hi, lo in zip(v6.tolist(), high[v6].tolist(), low[v6].tolist(), strict=True):
-            numbers[index] = hi << 64 | lo
+    numbers = address_numbers(buf, stride, layout.values[DestAttr.ADDR][0], families, good)
     tunnels = None
     tun_type = optional(DestAttr.TUN_TYPE)
     if tun_type is not None:
@@ -337,14 +334,15 @@ def _columns(
             ].tolist()
             for attr, (offset, _size) in zip(_STATS_ORDER, layout.stats, strict=True)
         )
-    address_families = [_FAMILIES[f] for f in families.tolist()]
+    address_families = list(map(_FAMILIES.__getitem__, families.tolist()))
     reported = DestAttr.ADDR_FAMILY in layout.values
-    forwards = required(DestAttr.FWD_METHOD)
+    forwards = _value(buf, stride, layout, DestAttr.FWD_METHOD)
+    assert forwards is not None  # decode_dest needs it; the layout is of a valid record
     return RealServerTable(
         address_families=address_families,
         address_numbers=numbers,
         ports=required(DestAttr.PORT),
-        forwards=[_FORWARDS[f & FWD_MASK] for f in forwards],
+        forwards=list(map(_FORWARDS.__getitem__, (forwards[good] & FWD_MASK).tolist())),
         weights=required(DestAttr.WEIGHT),
         active_conns=required(DestAttr.ACTIVE_CONNS),
         inactive_conns=required(DestAttr.INACT_CONNS),

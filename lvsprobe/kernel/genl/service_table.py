@@ -25,6 +25,7 @@ from lvsprobe.kernel.genl import ipvs
 from lvsprobe.kernel.genl.attrs import STRING, U32, Where
 from lvsprobe.kernel.genl.columns import (
     RECORD_START,
+    address_numbers,
     column,
     joined,
     matching,
@@ -263,8 +264,8 @@ def _fill(
     if not len(rows):
         return rows
     addr_at = values.get(SvcAttr.ADDR, (0, 0))[0]
-    numbers = _address_numbers(buf, stride, addr_at, families, rows)
-    family_of = [_FAMILIES[f] for f in families[rows].tolist()]
+    numbers = address_numbers(buf, stride, addr_at, families[rows], rows)
+    family_of = list(map(_FAMILIES.__getitem__, families[rows].tolist()))
     addresses = address_objects(family_of, numbers)
     texts = _strings(buf, stride, values, SvcAttr.SCHED_NAME, rows) or []  # _learn: one
     pe_names = _strings(buf, stride, values, SvcAttr.PE_NAME, rows)
@@ -333,27 +334,6 @@ def _persistence(
         prefix = ipvs.decode_netmask(netmask, family_of[place], where)
         out[place] = Persistence(int(timeouts[rows[place]]), None, prefix)
     return out
-
-
-def _address_numbers(
-    buf: bytes,
-    stride: int,
-    offset: int,
-    families: npt.NDArray[np.uint64],
-    rows: npt.NDArray[np.intp],
-) -> list[int]:
-    """Each row's address as an int of its family (0 for fwmark rows: not used)."""
-    import numpy as np
-
-    count = len(buf) // stride
-    high = np.ndarray((count,), ">u8", buf, offset, (stride,))[rows]
-    numbers: list[int] = (high >> np.uint64(32)).tolist()  # IPv4: the first four bytes
-    v6 = np.flatnonzero(families[rows] == Family.INET6)
-    if len(v6):
-        low = np.ndarray((count,), ">u8", buf, offset + 8, (stride,))[rows]
-        for index, hi, lo in zip(v6.tolist(), high[v6].tolist(), low[v6].tolist(), strict=True):
-            numbers[index] = hi << 64 | lo
-    return numbers
 
 
 def _strings(
