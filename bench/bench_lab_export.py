@@ -156,6 +156,12 @@ def report(size: str, results: dict[str, Any]) -> None:
               f"peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
 
 
+def _load() -> str:
+    """The host's load (other VMs and builds make the guest's figures noisier)."""
+    one, five, fifteen = os.getloadavg()
+    return f"host load {one:.1f}/{five:.1f}/{fifteen:.1f} on {os.cpu_count()} CPUs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--services", default="2000", help="comma-separated sizes")
@@ -172,7 +178,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-lab-export-") as tmp:
         shared = Path(tmp)
         with Lab(shared_dir=shared) as lab:
-            print(f"  lab up ({lab.accel}, {lab.cpus} vCPUs)", flush=True)
+            print(f"  lab up ({lab.accel}, {lab.cpus} vCPUs, {_load()})", flush=True)
             for services in (int(part) for part in args.services.split(",")):
                 restore = shared / "load.ipvsadm"
                 restore.write_text(restore_text(services, args.real_servers))
@@ -187,6 +193,7 @@ def main() -> None:
                 argv += ["--scrapes", str(args.scrapes)]
                 result = lab.run("lvs1", argv, timeout=3600).check()
                 report(f"{services} x {args.real_servers}", json.loads(result.stdout))
+                print(f"  after the scrapes: {_load()}", flush=True)
             lab.run("lvs1", ["ipvsadm", "-C"], timeout=300)
 
 

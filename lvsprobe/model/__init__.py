@@ -15,6 +15,7 @@ from lvsprobe.model.realservers import (
     RealServerRows,
     RealServerTable,
     TableBuilder,
+    frozen_records,
 )
 from lvsprobe.model.snapshot import (
     TEMPLATE_STATES,
@@ -79,5 +80,6 @@ __all__ = [
     "address_number",
     "address_object",
     "address_texts",
+    "frozen_records",
     "is_template_entry",
 ]

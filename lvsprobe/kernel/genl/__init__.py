@@ -7,9 +7,13 @@ codec here is smaller, read-only by construction, and decodes all of them.
 
 - `attrs`: netlink message and attribute TLV walk/encode (pure).
 - `tables`: the numbers of include/uapi/linux/ip_vs.h (IntEnums).
-- `ipvs`: decoders into `lvsprobe.model` and the read-only request builders (pure).
+- `ipvs`: decoders into `lvsprobe.model` (the exact, readable reference; pure).
+- `requests`: the read-only request builders, and GET_DEST's patched template.
 - `replies`: the inverse encoders (kernel-format replies, for round-trip tests).
-- `layout`: SERVICE records split by a learned struct (a fast way through a big dump).
+- `layout`: records split by a learned struct (the exact decoder's fast way to attributes).
+- `runs`: a dump's usual datagrams recognised by their headers; its records kept as bytes.
+- `columns`: records of one layout read as numpy columns (what the two below share).
+- `service_table`: GET_SERVICE records decoded column-wise into `Service` objects.
 - `dest_table`: GET_DEST records decoded column-wise into a `RealServerTable`.
 - `socket`: `IPVSNetlink`, the only module that does I/O.
 - `simulated`: `SimulatedKernel`, a transport framing replies as 6.1 does (scale tests,

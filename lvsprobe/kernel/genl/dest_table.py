@@ -14,16 +14,21 @@ then decoded one by one, in order, and the first bad one raises.
 
 from __future__ import annotations
 
-import struct
 from bisect import bisect_right
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs
-from lvsprobe.kernel.genl.attrs import GENL_HDR, NLA_HDR, NLA_TYPE_MASK, NLMSG_HDR, nla_align
+from lvsprobe.kernel.genl.attrs import nla_align
+from lvsprobe.kernel.genl.columns import (
+    RECORD_START,
+    address_numbers,
+    column,
+    matching,
+    walk_offsets,
+)
 from lvsprobe.kernel.genl.tables import (
     DEST_CODECS,
     FWD_MASK,
@@ -38,12 +43,9 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-_RECORD_START = NLMSG_HDR.size + GENL_HDR.size  # the first top-level attribute
 _STATS_ORDER = tuple(StatsAttr)[:10]
 _FORWARDS = tuple(Forward)
 _FAMILIES = {int(family): family for family in Family}
-# Records checked against a layout at a time (bounds the temporary header arrays).
-_CHUNK_ROWS = 1 << 14
 # Records kept as bytes before they are decoded (~3 MB of 6.1's records).
 FLUSH_RECORDS = 1 << 13
 # Fewer records than this are decoded the exact way: as fast at that size, and with no numpy
@@ -51,13 +53,14 @@ FLUSH_RECORDS = 1 << 13
 COLUMNAR_MIN_RECORDS = 64
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """Records of one dump that follow on in one datagram, all of one message length."""
+class _Run(NamedTuple):
+    """Records of one dump that follow on in one datagram, all of one message length (a
+    NamedTuple: one is made per datagram read, a frozen dataclass costs several times as
+    much to make)."""
 
     datagram: bytes
     start: int
-    count: int
+    records: int  # how many
     length: int
     dump: int  # which dump (service) they belong to
     first_index: int  # the first one's 1-based place in its dump (for errors)
@@ -67,8 +70,8 @@ class _Run:
 class _Layout:
     """Where one record's attribute headers and values are, as byte offsets in its message."""
 
+    message: bytes  # the record it was learned from
     header_offsets: tuple[int, ...]
-    header_words: tuple[int, ...]  # each header's (nla_len, nla_type) as one native u32
     values: dict[int, tuple[int, int]]  # DEST attribute type -> (offset, size)
     stats: tuple[tuple[int, int], ...] | None  # the ten stats values (offset, size)
     stats_wide: bool
@@ -100,11 +103,15 @@ class DestTableBuilder:
         self._counts[dump] += count
         self._pending += count
 
+    def dump_records(self) -> int:
+        """How many records of the current dump have been added."""
+        return self._counts[-1]
+
     def abandon_dump(self) -> None:
         """Forget the dump being read (it failed: its records are never decoded)."""
         dump = len(self._counts) - 1
         self._runs = [run for run in self._runs if run.dump != dump]
-        self._pending = sum(run.count for run in self._runs)
+        self._pending = sum(run.records for run in self._runs)
         del self._counts[dump:], self._families[dump:]
 
     def build(self) -> tuple[RealServerTable, list[tuple[int, int]]]:
@@ -146,13 +153,13 @@ class DestTableBuilder:
         for run in self._runs:
             group = decoded[run.length]
             first = used[run.length]
-            used[run.length] += run.count
+            used[run.length] += run.records
             before = int(group.bad_before[first])
-            if int(group.bad_before[first + run.count]) == before:
+            if int(group.bad_before[first + run.records]) == before:
                 table_row = first - before
-                builder.add_rows(group.table, table_row, table_row + run.count)
+                builder.add_rows(group.table, table_row, table_row + run.records)
                 continue
-            for row in range(first, first + run.count):
+            for row in range(first, first + run.records):
                 if row in group.exact:
                     builder.add(group.exact[row])
                 else:
@@ -172,7 +179,7 @@ class DestTableBuilder:
         self._decode_one(first, first.start)  # a valid record: raises if it is not
         layout = _learn(buf[:length])
         families = [int(self._families[run.dump] or 0) for run in runs]
-        service_families = np.repeat(np.array(families, np.int64), [run.count for run in runs])
+        service_families = np.repeat(np.array(families, np.int64), [run.records for run in runs])
         good = np.zeros(rows, bool)
         if layout is not None:
             good = _matching(buf, stride, rows, layout)
@@ -182,7 +189,7 @@ class DestTableBuilder:
         exact = {}
         bad = np.flatnonzero(~good).tolist()
         if bad:
-            firsts = list(accumulate((run.count for run in runs), initial=0))
+            firsts = list(accumulate((run.records for run in runs), initial=0))
             for row in bad:
                 place = bisect_right(firsts, row) - 1
                 run = runs[place]
@@ -197,7 +204,7 @@ class DestTableBuilder:
         builder = TableBuilder()
         for run in self._runs:
             stride = nla_align(run.length)
-            for k in range(run.count):
+            for k in range(run.records):
                 builder.add(self._decode_one(run, run.start + k * stride))
         return builder.build()
 
@@ -205,7 +212,7 @@ class DestTableBuilder:
         """One record the exact way (`ipvs.decode_dest`), with its place in its dump."""
         message = run.datagram[offset : offset + run.length]
         index = run.first_index + (offset - run.start) // nla_align(run.length)
-        nest = ipvs.top_level(message[_RECORD_START:], CmdAttr.DEST, index=index)
+        nest = ipvs.top_level(message[RECORD_START:], CmdAttr.DEST, index=index)
         return ipvs.decode_dest(nest, service_family=self._families[run.dump], index=index)
 
 
@@ -219,7 +226,7 @@ class _Group:
 def _run_bytes(run: _Run, stride: int) -> bytes:
     """A run's messages at their stride (the last one's padding added if the datagram
     ends without it)."""
-    end = run.start + run.count * stride
+    end = run.start + run.records * stride
     chunk = run.datagram[run.start : end]
     return chunk + bytes(end - run.start - len(chunk))
 
@@ -230,42 +237,21 @@ def _learn(message: bytes) -> _Layout | None:
     duplicate attributes counts, as in a walk. None when it is not a clean run of
     attributes (its records are then decoded exactly)."""
     headers: list[int] = []
-    values: dict[int, tuple[int, int]] = {}
-    nests: dict[int, dict[int, tuple[int, int]]] = {}
-
-    def walk(start: int, end: int) -> Iterator[tuple[int, int, int]] | None:
-        found = []
-        off = start
-        while off < end:
-            if end - off < NLA_HDR.size:
-                return None
-            nla_len, nla_type = NLA_HDR.unpack_from(message, off)
-            if nla_len < NLA_HDR.size or nla_len > end - off:
-                return None
-            headers.append(off)
-            found.append((nla_type & NLA_TYPE_MASK, off + NLA_HDR.size, nla_len - NLA_HDR.size))
-            off += nla_align(nla_len)
-        return iter(found)
-
-    top = walk(_RECORD_START, len(message))
-    if top is None:
+    top = walk_offsets(message, RECORD_START, len(message), headers)
+    if top is None or CmdAttr.DEST not in top:
         return None
-    dest = None
-    for attr_type, offset, size in top:
-        if attr_type == CmdAttr.DEST:
-            dest = (offset, size)
-    if dest is None:
+    start, size = top[CmdAttr.DEST]
+    values = walk_offsets(message, start, start + size, headers)
+    if values is None:
         return None
-    attrs = walk(dest[0], dest[0] + dest[1])
-    if attrs is None:
-        return None
-    for attr_type, offset, size in attrs:
-        values[attr_type] = (offset, size)
-        if attr_type in (DestAttr.STATS, DestAttr.STATS64):
-            inner = walk(offset, offset + size)
+    nests = {}
+    for attr_type in (DestAttr.STATS, DestAttr.STATS64):
+        if attr_type in values:
+            offset, size = values[attr_type]
+            inner = walk_offsets(message, offset, offset + size, headers)
             if inner is None:
                 return None
-            nests[attr_type] = {t: (o, n) for t, o, n in inner}
+            nests[attr_type] = inner
     stats = None
     wide = DestAttr.STATS64 in nests
     nest = nests.get(DestAttr.STATS64 if wide else DestAttr.STATS)
@@ -273,30 +259,12 @@ def _learn(message: bytes) -> _Layout | None:
         if any(attr not in nest for attr in _STATS_ORDER):
             return None
         stats = tuple(nest[attr] for attr in _STATS_ORDER)
-    words = tuple(struct.unpack_from("=I", message, off)[0] for off in headers)
-    return _Layout(tuple(headers), words, values, stats, wide)
+    return _Layout(message, tuple(headers), values, stats, wide)
 
 
 def _matching(buf: bytes, stride: int, rows: int, layout: _Layout) -> npt.NDArray[np.bool_]:
     """Which records have every attribute header the layout has (hence the same walk)."""
-    import numpy as np
-
-    words = np.frombuffer(buf, "=u4").reshape(rows, stride // 4)
-    columns = np.array(layout.header_offsets) // 4
-    expected = np.array(layout.header_words, np.uint32)
-    good = np.empty(rows, bool)
-    for start in range(0, rows, _CHUNK_ROWS):
-        part = words[start : start + _CHUNK_ROWS][:, columns]
-        good[start : start + _CHUNK_ROWS] = (part == expected).all(axis=1)
-    return good
-
-
-def _column(buf: bytes, stride: int, offset: int, dtype: str) -> npt.NDArray[np.uint64]:
-    """The value at `offset` of every record, as one strided read of the buffer."""
-    import numpy as np
-
-    rows = len(buf) // stride
-    return np.ndarray((rows,), dtype, buf, offset, (stride,)).astype(np.uint64)
+    return matching(buf, stride, rows, layout.message, layout.header_offsets)
 
 
 def _value(
@@ -306,7 +274,7 @@ def _value(
     place = layout.values.get(attr)
     if place is None:
         return None
-    return _column(buf, stride, place[0], _dtype(DEST_CODECS[attr].packer))
+    return column(buf, stride, place[0], DEST_CODECS[attr])
 
 
 def _address_families(
@@ -336,7 +304,6 @@ def _columns(
     service_families: npt.NDArray[np.int64],
 ) -> RealServerTable:
     """The table of the good records, each column read for all records at once."""
-    import numpy as np
 
     def required(attr: DestAttr) -> list[int]:
         values = _value(buf, stride, layout, attr)
@@ -348,15 +315,7 @@ def _columns(
         return None if values is None else values[good].tolist()
 
     families = _address_families(buf, stride, layout, service_families)[good]
-    offset = layout.values[DestAttr.ADDR][0]
-    rows = len(good)
-    high = np.ndarray((rows,), ">u8", buf, offset, (stride,))[good]
-    numbers = (high >> np.uint64(32)).tolist()  # IPv4: the first four bytes
-    v6 = np.flatnonzero(families == Family.INET6)
-    if len(v6):
-        low = np.ndarray((rows,), ">u8", buf, offset + 8, (stride,))[good]
-        for index, hi, lo in zip(v6.tolist(), high[v6].tolist(), low[v6].tolist(), strict=True):
-            numbers[index] = hi << 64 | lo
+    numbers = address_numbers(buf, stride, layout.values[DestAttr.ADDR][0], families, good)
     tunnels = None
     tun_type = optional(DestAttr.TUN_TYPE)
     if tun_type is not None:
@@ -369,23 +328,21 @@ def _columns(
         )
     stats = None
     if layout.stats is not None:
-        dtypes = (
-            ["=u8"] * 10
-            if layout.stats_wide
-            else [_dtype(STATS32_CODECS[attr].packer) for attr in _STATS_ORDER]
-        )
         stats = tuple(
-            _column(buf, stride, offset, dtype)[good].tolist()
-            for (offset, _size), dtype in zip(layout.stats, dtypes, strict=True)
+            column(buf, stride, offset, None if layout.stats_wide else STATS32_CODECS[attr])[
+                good
+            ].tolist()
+            for attr, (offset, _size) in zip(_STATS_ORDER, layout.stats, strict=True)
         )
-    address_families = [_FAMILIES[f] for f in families.tolist()]
+    address_families = list(map(_FAMILIES.__getitem__, families.tolist()))
     reported = DestAttr.ADDR_FAMILY in layout.values
-    forwards = required(DestAttr.FWD_METHOD)
+    forwards = _value(buf, stride, layout, DestAttr.FWD_METHOD)
+    assert forwards is not None  # decode_dest needs it; the layout is of a valid record
     return RealServerTable(
         address_families=address_families,
         address_numbers=numbers,
         ports=required(DestAttr.PORT),
-        forwards=[_FORWARDS[f & FWD_MASK] for f in forwards],
+        forwards=list(map(_FORWARDS.__getitem__, (forwards[good] & FWD_MASK).tolist())),
         weights=required(DestAttr.WEIGHT),
         active_conns=required(DestAttr.ACTIVE_CONNS),
         inactive_conns=required(DestAttr.INACT_CONNS),
@@ -396,12 +353,6 @@ def _columns(
         stats=stats,
         tunnels=tunnels,
     )
-
-
-def _dtype(packer: struct.Struct | None) -> str:
-    """The numpy dtype of an integer codec's struct: host ("=") or network ("!") order."""
-    assert packer is not None
-    return packer.format.replace("!", ">")
 
 
 _EMPTY = RealServerTable([], [], [], [], [], [], [])

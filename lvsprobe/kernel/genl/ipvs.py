@@ -5,9 +5,9 @@ include/uapi/linux/ip_vs.h live in `tables` and the inverse encoders (kernel-for
 for round-trip tests) in `replies`; both are re-exported here. Each attribute's byte order
 comes from its codec: `BE16` ports, `BE32` IPv4 netmask, host order otherwise.
 
-Read-only by construction: the only request builders are GET_SERVICE/GET_DEST/GET_DAEMON
-dumps, GET_INFO, GET_CONFIG and the controller's GETFAMILY. No encoder exists for NEW, SET,
-DEL, ZERO or FLUSH, and `_request` refuses any command outside `READ_ONLY_CMDS`.
+Read-only by construction: the request builders (`requests`, re-exported here) are
+GET_SERVICE/GET_DEST/GET_DAEMON dumps, GET_INFO, GET_CONFIG and the controller's GETFAMILY
+only. No encoder exists for NEW, SET, DEL, ZERO or FLUSH.
 
 pyroute2 0.9.7 (docs/kernel/netlink.md#why-not-pyroute2) byte-swaps the tunnel port, mis-decodes the
 IPv6 netmask and GET_INFO, leaves daemon/config undecoded, and its `update` sends DEL.
@@ -19,7 +19,6 @@ import ipaddress
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl.attrs import (
-    BE16,
     BE32,
     BINARY,
     IN6_ADDR,
@@ -31,12 +30,8 @@ from lvsprobe.kernel.genl.attrs import (
     U64,
     Attrs,
     Ints,
-    NlFlag,
     Splitter,
     Where,
-    encode_attr,
-    encode_genl,
-    encode_message,
 )
 from lvsprobe.kernel.genl.layout import Layouts
 from lvsprobe.kernel.genl.replies import (
@@ -48,18 +43,26 @@ from lvsprobe.kernel.genl.replies import (
     encode_service_key,
     encode_stats,
 )
+from lvsprobe.kernel.genl.requests import (
+    GetDestRequests,
+    encode_get_config,
+    encode_get_daemons,
+    encode_get_dests,
+    encode_get_family,
+    encode_get_info,
+    encode_get_services,
+)
 from lvsprobe.kernel.genl.tables import (
     ADDR_LEN,
-    CTRL_VERSION,
     DEST_CODECS,
     FLAGS,
     FWD_MASK,
     GENL_ID_CTRL,
     IPVS_GENL_NAME,
-    IPVS_GENL_VERSION,
     READ_ONLY_CMDS,
     SOURCE,
     STATS32_CODECS,
+    SVC_CODECS,
     CmdAttr,
     CtrlAttr,
     CtrlCmd,
@@ -98,6 +101,7 @@ __all__ = [
     "CtrlCmd",
     "DaemonAttr",
     "DestAttr",
+    "GetDestRequests",
     "IPVSCmd",
     "InfoAttr",
     "StatsAttr",
@@ -138,11 +142,19 @@ def _fail(where: Where, reason: str) -> ParseError:
     return ParseError(where.source, where.index, None, reason)
 
 
+# Enum members by value: a dict lookup, where calling the enum is a Python-level call
+# per record (and an IntFlag's, several).
+_FAMILIES = {int(member): member for member in Family}
+_PROTOCOLS = {int(member): member for member in Protocol}
+_SERVICE_FLAGS = {value: ServiceFlag(value) for value in range(int(max(ServiceFlag)) * 2)}
+_PERSISTENT = int(ServiceFlag.PERSISTENT)
+
+
 def _family(value: int, where: Where, what: str) -> Family:
-    try:
-        return Family(value)
-    except ValueError:
-        raise _fail(where, f"{what}: unknown address family {value}") from None
+    family = _FAMILIES.get(value)
+    if family is None:
+        raise _fail(where, f"{what}: unknown address family {value}")
+    return family
 
 
 def _address(raw: bytes, family: Family) -> IPAddress:
@@ -183,7 +195,8 @@ def _stats_of(attrs: Attrs, stats32: int, stats64: int) -> tuple[Stats | None, R
 # --- services ---------------------------------------------------------------------------
 
 
-def _prefix_len(netmask: bytes, family: Family, where: Where) -> int:
+def decode_netmask(netmask: bytes, family: Family, where: Where) -> int:
+    """A service's NETMASK payload as a prefix length (IPv4: a contiguous be32 mask)."""
     if family is Family.INET6:
         # The kernel stores what the tool sent and echoes it: a host-order prefix length.
         prefix = U32.decode(netmask, where, "NETMASK")
@@ -198,16 +211,17 @@ def _prefix_len(netmask: bytes, family: Family, where: Where) -> int:
 
 
 def _protocol(value: int, where: Where) -> Protocol:
-    try:
-        return Protocol(value)
-    except ValueError:
-        raise _fail(where, f"PROTOCOL: unknown protocol {value}") from None
+    protocol = _PROTOCOLS.get(value)
+    if protocol is None:
+        raise _fail(where, f"PROTOCOL: unknown protocol {value}")
+    return protocol
 
 
 def _service_key(attrs: Attrs) -> tuple[Family, ServiceKey]:
     where = attrs.where
-    family = _family(attrs.need(SvcAttr.AF, U16), where, "AF")
-    fwmark = attrs.get(SvcAttr.FWMARK, U32)
+    codec = SVC_CODECS
+    family = _family(attrs.need(SvcAttr.AF, codec[SvcAttr.AF]), where, "AF")
+    fwmark = attrs.get(SvcAttr.FWMARK, codec[SvcAttr.FWMARK])
     if fwmark:  # the kernel sends FWMARK (never 0) in place of PROTOCOL, ADDR and PORT
         return family, ServiceKey(family, protocol=None, address=None, port=0, fwmark=fwmark)
     raw = attrs.need(SvcAttr.ADDR, BINARY)
@@ -215,9 +229,9 @@ def _service_key(attrs: Attrs) -> tuple[Family, ServiceKey]:
         raise _fail(where, f"ADDR: expected {ADDR_LEN} bytes, got {len(raw)}")
     return family, ServiceKey(
         family=family,
-        protocol=_protocol(attrs.need(SvcAttr.PROTOCOL, U16), where),
+        protocol=_protocol(attrs.need(SvcAttr.PROTOCOL, codec[SvcAttr.PROTOCOL]), where),
         address=_address(raw, family),
-        port=attrs.need(SvcAttr.PORT, BE16),
+        port=attrs.need(SvcAttr.PORT, codec[SvcAttr.PORT]),
     )
 
 
@@ -233,13 +247,16 @@ def decode_service(
     raw_flags = attrs.need(SvcAttr.FLAGS, BINARY)
     if len(raw_flags) != FLAGS.size:
         raise _fail(attrs.where, f"FLAGS: expected {FLAGS.size} bytes, got {len(raw_flags)}")
-    flags = ServiceFlag(FLAGS.unpack(raw_flags)[0])
+    raw = FLAGS.unpack(raw_flags)[0]
+    flags = _SERVICE_FLAGS.get(raw)
+    if flags is None:  # bits of a later kernel: kept
+        flags = ServiceFlag(raw)
     persistence = None
-    if flags & ServiceFlag.PERSISTENT:
+    if raw & _PERSISTENT:
         persistence = Persistence(
-            timeout_s=attrs.need(SvcAttr.TIMEOUT, U32),
+            timeout_s=attrs.need(SvcAttr.TIMEOUT, SVC_CODECS[SvcAttr.TIMEOUT]),
             timeout_jiffies=None,
-            prefix_len=_prefix_len(attrs.need(SvcAttr.NETMASK, BINARY), family, attrs.where),
+            prefix_len=decode_netmask(attrs.need(SvcAttr.NETMASK, BINARY), family, attrs.where),
         )
     stats, rates = _stats_of(attrs, SvcAttr.STATS, SvcAttr.STATS64)
     return Service(
@@ -383,50 +400,3 @@ def decode_family_id(attrs: bytes, *, index: int | None = None) -> int:
     """A CTRL_CMD_NEWFAMILY reply → the dynamic family id."""
     table = Attrs(attrs, Where("genl controller", index), CtrlAttr)
     return table.need(CtrlAttr.FAMILY_ID, U16)
-
-
-# --- requests (read-only commands only) -------------------------------------------------
-
-_DO = NlFlag.REQUEST | NlFlag.ACK
-_DUMP = NlFlag.REQUEST | NlFlag.DUMP
-
-
-def encode_get_family(seq: int, port_id: int = 0, name: str = IPVS_GENL_NAME) -> bytes:
-    """CTRL_CMD_GETFAMILY by name. Resolving "IPVS" autoloads ip_vs: check /proc first."""
-    body = encode_genl(
-        CtrlCmd.GETFAMILY, CTRL_VERSION, encode_attr(CtrlAttr.FAMILY_NAME, STRING.encode(name))
-    )
-    return encode_message(GENL_ID_CTRL, _DO, seq, port_id, body)
-
-
-def _request(
-    family_id: int, cmd: IPVSCmd, flags: int, seq: int, port_id: int, attrs: bytes = b""
-) -> bytes:
-    if cmd not in READ_ONLY_CMDS:
-        raise ValueError(f"lvsprobe never sends {cmd.name}: it only reads IPVS")
-    return encode_message(
-        family_id, flags, seq, port_id, encode_genl(cmd, IPVS_GENL_VERSION, attrs)
-    )
-
-
-def encode_get_info(family_id: int, seq: int, port_id: int = 0) -> bytes:
-    return _request(family_id, IPVSCmd.GET_INFO, _DO, seq, port_id)
-
-
-def encode_get_config(family_id: int, seq: int, port_id: int = 0) -> bytes:
-    return _request(family_id, IPVSCmd.GET_CONFIG, _DO, seq, port_id)
-
-
-def encode_get_services(family_id: int, seq: int, port_id: int = 0) -> bytes:
-    """GET_SERVICE dump of every service of the socket's netns."""
-    return _request(family_id, IPVSCmd.GET_SERVICE, _DUMP, seq, port_id)
-
-
-def encode_get_dests(family_id: int, seq: int, key: ServiceKey, port_id: int = 0) -> bytes:
-    """GET_DEST dump of one service's real servers (dump only; an unknown key dumps nothing)."""
-    nest = encode_attr(CmdAttr.SERVICE, encode_service_key(key))
-    return _request(family_id, IPVSCmd.GET_DEST, _DUMP, seq, port_id, nest)
-
-
-def encode_get_daemons(family_id: int, seq: int, port_id: int = 0) -> bytes:
-    return _request(family_id, IPVSCmd.GET_DAEMON, _DUMP, seq, port_id)

@@ -11,18 +11,17 @@ Resolving the name "IPVS" makes the kernel load ip_vs (docs/kernel/netlink.md#au
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import socket
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Protocol, Self
 
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NotPermitted, ParseError
 from lvsprobe.kernel.genl import ipvs
 from lvsprobe.kernel.genl.attrs import (
-    GENL_HDR,
     NLMSG_HDR,
     GenlMsg,
     NlFlag,
@@ -36,6 +35,8 @@ from lvsprobe.kernel.genl.attrs import (
     split_messages,
 )
 from lvsprobe.kernel.genl.dest_table import DestTableBuilder
+from lvsprobe.kernel.genl.runs import Records, Runs, is_done, records_run
+from lvsprobe.kernel.genl.service_table import decode_service_runs, services_of
 from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
 from lvsprobe.model import (
     Daemon,
@@ -50,10 +51,13 @@ NETLINK_GENERIC = 16
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors echo only the request header
 NETLINK_EXT_ACK = 11  # errors carry the kernel's text (4.12+)
-RECV_BUFSIZE = 1 << 17  # a dump skb is at most 32 KiB; MSG_TRUNC is checked anyway
+# A dump skb is at most 32 KiB (netlink_recvmsg caps max_recvmsg_len); MSG_TRUNC is checked
+# anyway. Under glibc's smallest mmap threshold (128 KiB): no mmap/munmap per recv.
+RECV_BUFSIZE = 1 << 16
 DEFAULT_TIMEOUT_S = 5.0
+_TIMEVAL = struct.Struct("@ll")  # struct timeval: tv_sec, tv_usec
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: `flags & MsgFlag` is a Python-level call
 NOT_PERMITTED = "netlink IPVS needs CAP_NET_ADMIN in the initial user namespace"
-_MIN_RECORD = NLMSG_HDR.size + GENL_HDR.size  # a record message holds genlmsghdr
 
 
 class Transport(Protocol):
@@ -80,7 +84,12 @@ class NetlinkSocket:
         except OSError as exc:
             self._sock.close()
             raise LvsprobeError(f"netlink IPVS: cannot bind a netlink socket: {exc}") from exc
-        self._sock.settimeout(timeout_s)
+        # The timeouts are the kernel's (SO_RCVTIMEO/SO_SNDTIMEO) on a blocking socket: a
+        # Python socket timeout would poll() before every send and recv, a third of a
+        # read's syscalls (dear under TCG; a reply is queued before send returns anyway).
+        timeval = _TIMEVAL.pack(int(timeout_s), int(timeout_s % 1 * 1e6))
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            self._sock.setsockopt(socket.SOL_SOCKET, option, timeval)
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             try:
                 self._sock.setsockopt(SOL_NETLINK, option, 1)
@@ -90,19 +99,23 @@ class NetlinkSocket:
     def send(self, data: bytes) -> None:
         try:
             self._sock.send(data)
+        except BlockingIOError as exc:  # SO_SNDTIMEO ran out
+            raise LvsprobeError(
+                f"netlink IPVS: the kernel took no request within {self.timeout_s:g} s"
+            ) from exc
         except OSError as exc:
             raise LvsprobeError(f"netlink IPVS: send failed: {exc}") from exc
 
     def recv(self) -> bytes:
         try:
             data, _anc, flags, _addr = self._sock.recvmsg(RECV_BUFSIZE)
-        except TimeoutError as exc:
+        except BlockingIOError as exc:  # SO_RCVTIMEO ran out
             raise LvsprobeError(
                 f"netlink IPVS: no reply from the kernel within {self.timeout_s:g} s"
             ) from exc
         except OSError as exc:
             raise LvsprobeError(f"netlink IPVS: receive failed: {exc}") from exc
-        if flags & socket.MSG_TRUNC:
+        if flags & _MSG_TRUNC:
             raise LvsprobeError(f"netlink IPVS: a reply exceeded {RECV_BUFSIZE} bytes")
         return data
 
@@ -136,6 +149,8 @@ class IPVSNetlink:
         # The kernel's SERVICE record layouts, learned from the first ones (genl.layout);
         # DEST records are decoded column-wise (genl.dest_table).
         self._service_layouts = ipvs.service_layouts()
+        self._header_structs: dict[tuple[int, int], struct.Struct] = {}  # _records_run's
+        self._dest_requests = ipvs.GetDestRequests(family_id)
 
     @classmethod
     def open(
@@ -183,6 +198,7 @@ class IPVSNetlink:
             raise
         reader.family_id = ipvs.decode_family_id(_single(replies, "GETFAMILY").attrs)
         fid = reader.family_id
+        reader._dest_requests = ipvs.GetDestRequests(fid)
         replies = reader._exchange(lambda s: ipvs.encode_get_info(fid, s), "GET_INFO", fid)
         reader._info = ipvs.decode_info(_single(replies, "GET_INFO").attrs)
         return reader
@@ -222,62 +238,79 @@ class IPVSNetlink:
         """Every service, each with its real servers (rows of one table), in the kernel's
         order.
 
-        The GET_DEST dumps go one at a time. A window of requests on the socket is not
-        possible: the kernel answers a dump request on a socket whose dump has not ended
-        with EBUSY (__netlink_dump_start), and an IPVS dump ends only in the netlink_dump()
-        run by the recvmsg that takes its last records (ip_vs_genl_dump_dests returns
-        skb->len while it adds any). Several sockets would make the same syscalls; the time
-        is in decoding (bench/bench_netlink.py), so that is what `dest_table` does at once.
+        The GET_DEST dumps go one at a time, one send and two recvs each: a window of
+        requests on the socket is not possible, and several sockets would make as many
+        syscalls (docs/kernel/netlink.md#reading-at-scale). What is left to cut is Python
+        work per service: the usual replies are recognised by their headers alone (`runs`),
+        and all records decoded at the end, column-wise (`service_table`, `dest_table`).
         """
-        fid = self.family_id
-        replies = self._exchange(lambda s: ipvs.encode_get_services(fid, s), "GET_SERVICE", fid)
-        services = []
-        for index, msg in enumerate(replies, 1):
-            nest = ipvs.top_level(msg.attrs, ipvs.CmdAttr.SERVICE, index=index)
-            services.append(ipvs.decode_service(nest, index=index, layouts=self._service_layouts))
+        self._seq += 1
+        seq = self._seq
+        runs = Runs()
+        request = ipvs.encode_get_services(self.family_id, seq)
+        self._dumps([(seq, request)], lambda _: "GET_SERVICE", runs)
+        services = decode_service_runs(runs.runs, self._service_layouts)
+        keys = [fields.key for fields in services]
         dests = DestTableBuilder()
         try:
-            for service in services:
-                self._dests(service, dests)
+            requests = self._dest_requests_of(keys, dests)
+            self._dumps(requests, lambda i: f"GET_DEST of {_describe(keys[i])}", dests)
         except LvsprobeError:
             dests.abandon_dump()  # an earlier service's bad record is the first error
             dests.build()
             raise
         table, bounds = dests.build()
-        return tuple(
-            dataclasses.replace(service, real_servers=RealServerRows(table, start, stop))
-            for service, (start, stop) in zip(services, bounds, strict=True)
-        )
+        rows = [RealServerRows(table, start, stop) for start, stop in bounds]
+        return tuple(services_of(services, rows))
 
-    def _dests(self, service: Service, into: DestTableBuilder) -> None:
-        """GET_DEST dump of one service: its records kept as bytes (`dest_table` decodes
-        them all at once), the rest of the replies handled as `_exchange` does."""
-        fid, key = self.family_id, service.key
-        what = f"GET_DEST of {_describe(key)}"
-        into.start_dump(key.family)
-        self._seq += 1
-        seq = self._seq
-        self._transport.send(ipvs.encode_get_dests(fid, seq, key))
+    def _dest_requests_of(
+        self, keys: list[ServiceKey], into: DestTableBuilder
+    ) -> Iterator[tuple[int, bytes]]:
+        """(seq, GET_DEST request) of each service in turn, its dump started `into`."""
+        encode = self._dest_requests.encode
+        for key in keys:
+            into.start_dump(key.family)
+            self._seq += 1
+            yield self._seq, encode(self._seq, key)
+
+    def _dumps(
+        self, requests: Iterable[tuple[int, bytes]], what: Callable[[int], str], into: Records
+    ) -> None:
+        """Each dump request in turn, sent once the one before has ended; the records go
+        `into` as runs of bytes, the rest of the replies are handled as `_exchange` does
+        (`what(i)` names the i-th dump in errors).
+
+        The usual replies (a datagram of this dump's records, then NLMSG_DONE with no error)
+        are recognised by their headers alone; anything else goes message by message."""
+        send, recv = self._transport.send, self._transport.recv
+        family_id, structs = self.family_id, self._header_structs
+        for index, (seq, request) in enumerate(requests):
+            send(request)
+            while True:
+                datagram = recv()
+                if is_done(datagram, seq):
+                    break
+                taken = records_run(datagram, family_id, seq, structs)
+                if taken is not None:  # the usual datagram: records of this dump only
+                    into.add_run(datagram, *taken)
+                elif self._general(datagram, seq, what(index), into):
+                    break
+
+    def _general(self, datagram: bytes, seq: int, what: str, into: Records) -> bool:
+        """A dump's reply datagram message by message: records kept, others skipped or
+        raised on as `_ends_dump` says; True once the dump has ended."""
         where = Where(f"genl IPVS {what} reply")
-        records = 0
-        while True:
-            datagram = self._transport.recv()
-            taken = _records_run(datagram, fid, seq)
-            if taken is not None:  # the usual datagram: records of this dump, nothing else
-                start, count, length = taken
-                into.add_run(datagram, start, count, length)
-                records += count
+        offset = 0
+        for msg in split_messages(datagram, where):
+            at, offset = offset, offset + nla_align(NLMSG_HDR.size + len(msg.payload))
+            if msg.seq != seq or msg.msg_type == NlMsgType.NOOP:
                 continue
-            offset = 0
-            for msg in split_messages(datagram, where):
-                at, offset = offset, offset + nla_align(NLMSG_HDR.size + len(msg.payload))
-                if msg.seq != seq or msg.msg_type == NlMsgType.NOOP:
-                    continue
-                if _ends_dump(msg, what, Where(where.source, records + 1), fid):
-                    return
-                split_genl(msg.payload, Where(where.source, records + 1))
-                into.add_run(datagram, at, 1, NLMSG_HDR.size + len(msg.payload))
-                records += 1
+            index = into.dump_records() + 1
+            if _ends_dump(msg, what, Where(where.source, index), self.family_id):
+                return True
+            split_genl(msg.payload, Where(where.source, index))
+            into.add_run(datagram, at, 1, NLMSG_HDR.size + len(msg.payload))
+        return False
 
     def daemons(self) -> tuple[Daemon, ...]:
         """The connection-sync daemons: none, master, backup or both (master first)."""
@@ -324,26 +357,6 @@ def _ends_dump(msg: NlMsg, what: str, at: Where, msg_type: int) -> bool:
     if msg.flags & NlFlag.DUMP_INTR:
         raise LvsprobeError(f"netlink IPVS {what}: dump interrupted by a change; retry")
     return False
-
-
-def _records_run(datagram: bytes, msg_type: int, seq: int) -> tuple[int, int, int] | None:
-    """(start, count, length) when the datagram is only records of the dump `seq`, all of
-    one length and each long enough for genlmsghdr (what `_ends_dump` and `split_genl`
-    would take without a word); None for anything else, which goes the general way."""
-    end = len(datagram)
-    if end < _MIN_RECORD:
-        return None
-    length = NLMSG_HDR.unpack_from(datagram)[0]
-    stride = nla_align(length)
-    if length < _MIN_RECORD or length > end or end % stride not in (0, length % stride):
-        return None  # the last message may lack its padding: nothing follows it
-    count = (end + stride - 1) // stride
-    unpack = NLMSG_HDR.unpack_from
-    for offset in range(0, count * stride, stride):
-        m_len, m_type, m_flags, m_seq, _pid = unpack(datagram, offset)
-        if m_len != length or m_type != msg_type or m_seq != seq or m_flags & NlFlag.DUMP_INTR:
-            return None
-    return 0, count, length
 
 
 def _describe(key: ServiceKey) -> str:

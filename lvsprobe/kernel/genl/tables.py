@@ -172,6 +172,16 @@ STATS32_CODECS = {
     StatsAttr.INBPS: U32,
     StatsAttr.OUTBPS: U32,
 }
+# How each integer SERVICE attribute is laid out (ip_vs_genl_fill_service): the exact
+# decoder and the columnar one (kernel/genl/service_table.py) both read them from here.
+# ADDR is ADDR_LEN bytes, FLAGS is `FLAGS`, SCHED_NAME and PE_NAME NUL-terminated strings.
+SVC_CODECS: dict[SvcAttr, Codec[int]] = {
+    SvcAttr.AF: U16,
+    SvcAttr.PROTOCOL: U16,
+    SvcAttr.PORT: BE16,
+    SvcAttr.FWMARK: U32,
+    SvcAttr.TIMEOUT: U32,
+}
 # How each DEST attribute is laid out (ip_vs_genl_fill_dest): the exact decoder and the
 # columnar one (kernel/genl/dest_table.py) both read them from here.
 # ADDR is ADDR_LEN bytes of union nf_inet_addr (network order).

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from unittest.mock import patch
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,8 +30,9 @@ from lvsprobe.kernel.genl.attrs import (
     nla_align,
 )
 from lvsprobe.kernel.genl.dest_table import DestTableBuilder
+from lvsprobe.kernel.genl.runs import records_run
 from lvsprobe.kernel.genl.simulated import SimulatedKernel, generated_services
-from lvsprobe.kernel.genl.socket import IPVSNetlink, _records_run
+from lvsprobe.kernel.genl.socket import IPVSNetlink
 from lvsprobe.kernel.genl.tables import CmdAttr
 from lvsprobe.model import Family, RealServer, RealServerRows, Stats
 
@@ -191,17 +193,35 @@ def test_records_and_done_in_one_datagram() -> None:
     assert IPVSNetlink.connect(Coalescing(services)).services() == plain
 
 
-def test_a_run_of_records_may_end_without_its_padding() -> None:
+@pytest.mark.parametrize("structs", [None, {}], ids=["one by one", "header structs"])
+def test_a_run_of_records_may_end_without_its_padding(
+    structs: dict[tuple[int, int], struct.Struct] | None,
+) -> None:
     body = replies.encode_dest(DEST) + encode_attr(99, b"x")[:5]  # odd-sized, unpadded, last
     nest = NLA_HDR.pack(NLA_HDR.size + len(body), CmdAttr.DEST) + body
     message = encode_message(FID, NlFlag.MULTI, 7, 0, encode_genl(ipvs.IPVSCmd.NEW_DEST, 1, nest))
     assert len(message) % 4
     padded = message + bytes(nla_align(len(message)) - len(message))
-    assert _records_run(padded + message, FID, 7) == (0, 2, len(message))
-    assert _records_run(padded + padded, FID, 7) == (0, 2, len(message))
-    assert _records_run(padded + message[:-1], FID, 7) is None
-    assert _records_run(padded + message, FID, 8) is None  # another dump's
-    assert _records_run(padded + replies.encode_done(7, 0), FID, 7) is None
+    for _ in range(2):  # the second time with the structs learned
+        assert records_run(padded + message, FID, 7, structs) == (0, 2, len(message))
+        assert records_run(padded + padded, FID, 7, structs) == (0, 2, len(message))
+        assert records_run(padded + message[:-1], FID, 7, structs) is None
+        assert records_run(padded + message, FID, 8, structs) is None  # another dump's
+        assert records_run(padded + replies.encode_done(7, 0), FID, 7, structs) is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "taken"),
+    [(NlFlag.MULTI | NlFlag.DUMP_FILTERED, True), (NlFlag.MULTI | NlFlag.DUMP_INTR, False)],
+)
+def test_records_with_other_flags_are_checked_one_by_one(flags: int, taken: bool) -> None:
+    """The header structs take only NLM_F_MULTI; other flags are judged as before."""
+    message = replies.encode_record(FID, CmdAttr.DEST, replies.encode_dest(DEST), 7, 0)
+    odd = message[:6] + struct.pack("=H", flags) + message[8:]
+    structs: dict[tuple[int, int], struct.Struct] = {}
+    assert records_run(message + message, FID, 7, structs) == (0, 2, len(message))
+    got = records_run(message + odd, FID, 7, structs)
+    assert got == ((0, 2, len(message)) if taken else None)
 
 
 def test_the_simulated_kernel_refuses_a_second_dump_while_one_runs() -> None:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.errors import ParseError
-from lvsprobe.kernel.genl import ipvs, replies
+from lvsprobe.kernel.genl import ipvs, replies, requests
 from lvsprobe.kernel.genl.attrs import (
     U16,
     U32,
@@ -537,4 +537,15 @@ def test_no_encoder_for_commands_that_change_ipvs() -> None:
 @pytest.mark.parametrize("cmd", sorted(set(ipvs.IPVSCmd) - set(ipvs.READ_ONLY_CMDS)))
 def test_request_builder_refuses_write_commands(cmd: ipvs.IPVSCmd) -> None:
     with pytest.raises(ValueError, match="only reads IPVS"):
-        ipvs._request(32, cmd, 1, 1, 0)
+        requests._request(32, cmd, 1, 1, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(service=services(), seq=u32, family_id=st.integers(0x10, 0xFFFF))
+def test_get_dest_requests_are_the_exact_encoders(
+    service: Service, seq: int, family_id: int
+) -> None:
+    """The patched template sends byte for byte what `encode_get_dests` builds."""
+    requests = ipvs.GetDestRequests(family_id)
+    for key in (service.key, service.key):  # the template is reused
+        assert requests.encode(seq, key) == ipvs.encode_get_dests(family_id, seq, key)

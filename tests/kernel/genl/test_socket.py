@@ -9,7 +9,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import os
 import struct
+import subprocess
+import sys
+import tracemalloc
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lvsprobe
 from lvsprobe.errors import IPVSUnavailable, LvsprobeError, NamespaceError, NotPermitted, ParseError
 from lvsprobe.kernel.genl import ipvs, replies
 from lvsprobe.kernel.genl import socket as genl_socket
@@ -325,3 +330,49 @@ def test_dest_dump_errors_name_the_service() -> None:
     reader = IPVSNetlink.connect(_fake_kernel(on_dump=answer))
     with pytest.raises(KernelRefused, match=r"GET_DEST of TCP 10\.0\.0\.1:80: Invalid argument"):
         reader.services()
+
+
+def test_real_socket_receives_under_the_mmap_threshold() -> None:
+    """A recv allocates less than glibc's smallest mmap threshold (128 KiB; 1<<17 bytes and
+    a header did not, so mmap, mremap and munmap around a recv when the threshold had not
+    grown), and gives whole datagrams."""
+    sock = NetlinkSocket(timeout_s=5)
+    try:
+        tracemalloc.start()
+        sock.send(ipvs.encode_get_family(7, name="nlctrl"))
+        tracemalloc.reset_peak()
+        reply = sock.recv()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 128 * 1024
+        assert split_messages(reply, Where("t"))[0].seq == 7
+        assert split_messages(sock.recv(), Where("t"))[0].msg_type == 2  # the ACK
+    finally:
+        sock.close()
+
+
+_EXCHANGES = """
+import sys
+from lvsprobe.kernel.genl import ipvs
+from lvsprobe.kernel.genl.socket import NetlinkSocket
+sock = NetlinkSocket(timeout_s=5)
+for seq in range(int(sys.argv[1])):
+    sock.send(ipvs.encode_get_family(seq, name="nlctrl"))
+    sock.recv()
+    sock.recv()
+"""
+
+
+@pytest.mark.needs_bin("strace")
+def test_real_socket_makes_one_syscall_per_send_and_recv() -> None:
+    """No poll() before each (what a Python socket timeout costs): the timeouts are the
+    kernel's. 50 exchanges of a request, its reply and its ACK: 50 sends, 100 recvs."""
+    out = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=poll,ppoll,select,pselect6,sendto,recvmsg",
+         sys.executable, "-c", _EXCHANGES, "50"],
+        capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(lvsprobe.__file__).parent.parent)},
+    )  # fmt: skip
+    calls = [line.split("(", 1)[0].split()[-1] for line in out.stderr.splitlines() if "(" in line]
+    assert not [call for call in calls if "poll" in call or "select" in call]
+    assert calls.count("sendto") == 50 and calls.count("recvmsg") == 100

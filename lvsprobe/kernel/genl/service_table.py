@@ -1,0 +1,374 @@
+"""GET_SERVICE dump records decoded column-wise into `Service` objects.
+
+A kube-proxy node has 10^3–10^4 services, and the exact decoder (`ipvs.decode_service`,
+the reference) walks each record's ~25 attributes in Python. As for DEST records
+(`dest_table`), every SERVICE record one kernel sends has the same attributes in the same
+order (ip_vs_genl_fill_service), and those of one message length usually the same sizes:
+the first record of a length is decoded exactly (so its layout is a valid one), its
+attribute headers are learned as byte offsets, all records' headers are compared with them
+at once (numpy), and each value is read for every matching record as one strided column.
+Only the objects are made one by one. A record of another layout, or whose values the exact
+decoder would look at more closely (an unknown family or protocol, persistence), is decoded
+exactly in its place; any error makes the whole dump go the exact way, so that its first
+bad record raises as the exact decoder says it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from typing import TYPE_CHECKING, NamedTuple
+
+from lvsprobe.errors import ParseError
+from lvsprobe.kernel.genl import ipvs
+from lvsprobe.kernel.genl.attrs import STRING, U32, Where
+from lvsprobe.kernel.genl.columns import (
+    RECORD_START,
+    address_numbers,
+    column,
+    joined,
+    matching,
+    walk_offsets,
+)
+from lvsprobe.kernel.genl.layout import MAX_LAYOUTS, Layouts
+from lvsprobe.kernel.genl.runs import Run
+from lvsprobe.kernel.genl.tables import (
+    ADDR_LEN,
+    FLAGS,
+    STATS32_CODECS,
+    SVC_CODECS,
+    CmdAttr,
+    StatsAttr,
+    SvcAttr,
+)
+from lvsprobe.model import (
+    RATE_FIELDS,
+    STAT_FIELDS,
+    Family,
+    Persistence,
+    Protocol,
+    Rates,
+    RealServerRows,
+    Service,
+    ServiceFlag,
+    ServiceKey,
+    Stats,
+    frozen_records,
+)
+from lvsprobe.model.addresses import address_objects
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+_STATS_ORDER = tuple(StatsAttr)[:10]
+_FAMILIES = {int(member): member for member in Family}
+_PROTOCOLS = {int(member): member for member in Protocol}
+# Fewer records than this are decoded the exact way (as fast, and no numpy: the lab
+# guest's agent runs stdlib-only).
+COLUMNAR_MIN_RECORDS = 64
+
+
+class ServiceFields(NamedTuple):
+    """A service but its real servers, which are read after it (GET_DEST needs the key):
+    the `Service` is made once, with them."""
+
+    key: ServiceKey
+    scheduler: str
+    flags: ServiceFlag
+    persistence: Persistence | None
+    stats: Stats | None
+    rates: Rates | None
+    pe_name: str | None
+
+    @classmethod
+    def of(cls, service: Service) -> ServiceFields:
+        return cls(
+            service.key,
+            service.scheduler,
+            service.flags,
+            service.persistence,
+            service.stats,
+            service.rates,
+            service.pe_name,
+        )
+
+
+def services_of(fields: Sequence[ServiceFields], rows: Sequence[RealServerRows]) -> list[Service]:
+    """The services, each with its real servers, made at once (`frozen_records`)."""
+    if len(fields) != len(rows):
+        raise ValueError(f"{len(fields)} services, {len(rows)} sets of real servers")
+    columns: dict[str, Sequence[object]] = dict.fromkeys(ServiceFields._fields, ())
+    if fields:
+        columns = dict(zip(ServiceFields._fields, zip(*fields, strict=True), strict=True))
+    columns["real_servers"] = rows
+    return list(frozen_records(Service, columns, len(fields)))
+
+
+def decode_service_runs(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFields]:
+    """The services of a GET_SERVICE dump's record runs, in order (no real servers yet).
+
+    The one place the strategy is chosen: columns for many records, else exact."""
+    if sum(run.records for run in runs) < COLUMNAR_MIN_RECORDS:
+        return _exact(runs, layouts)
+    try:
+        return _columnar(runs, layouts)
+    except ParseError:
+        return _exact(runs, layouts)  # raises the first bad record's error, as one by one
+
+
+def _exact(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFields]:
+    out: list[ServiceFields] = []
+    for run in runs:
+        for offset in run.offsets():
+            message = run.datagram[offset : offset + run.length]
+            out.append(_decode_one(message, len(out) + 1, layouts))
+    return out
+
+
+def _decode_one(message: bytes, index: int, layouts: Layouts | None) -> ServiceFields:
+    nest = ipvs.top_level(message[RECORD_START:], CmdAttr.SERVICE, index=index)
+    return ServiceFields.of(ipvs.decode_service(nest, index=index, layouts=layouts))
+
+
+def _columnar(runs: Sequence[Run], layouts: Layouts) -> list[ServiceFields]:
+    """Runs grouped by message length, each group decoded column-wise, the services then
+    put back in arrival order."""
+    groups: dict[int, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.length, []).append(run)
+    decoded = {length: _group(group, layouts) for length, group in groups.items()}
+    out: list[ServiceFields] = []
+    used = dict.fromkeys(groups, 0)
+    for run in runs:
+        first = used[run.length]
+        used[run.length] += run.records
+        out += decoded[run.length][first : first + run.records]
+    return out
+
+
+def _group(runs: list[Run], layouts: Layouts) -> list[ServiceFields]:
+    """The services of the records of one message length. The first record not decoded yet
+    is decoded exactly (a valid record: it raises if not), its layout learned and the
+    records of that layout filled in; again for the next one (schedulers' names of another
+    length, say), up to MAX_LAYOUTS times; the rest exactly."""
+    import numpy as np
+
+    buf, stride, rows = joined(runs)
+    length = runs[0].length
+    out: list[ServiceFields | None] = [None] * rows
+    left = np.ones(rows, bool)
+    for _ in range(MAX_LAYOUTS):
+        waiting = np.flatnonzero(left)
+        if not len(waiting):
+            break
+        first = int(waiting[0])
+        message = buf[first * stride : first * stride + length]
+        out[first] = _decode_one(message, first + 1, None)
+        left[first] = False
+        layout = _learn(message)
+        if layout is not None:
+            good = matching(buf, stride, rows, message, layout.headers) & left
+            left[_fill(out, buf, stride, layout, good)] = False
+    for place in np.flatnonzero(left).tolist():
+        offset = place * stride
+        out[place] = _decode_one(buf[offset : offset + length], place + 1, layouts)
+    return out  # type: ignore[return-value]  # every place filled
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where one record's attribute headers and values are, as byte offsets in its message."""
+
+    headers: list[int]
+    values: dict[int, tuple[int, int]]  # SERVICE attribute type -> (offset, size)
+    stats: tuple[tuple[int, int], ...] | None  # the ten values of the nest read, in order
+    stats_wide: bool
+
+
+def _learn(message: bytes) -> _Layout | None:
+    """The layout of a SERVICE record message: its attribute headers (top level, the
+    SERVICE nest, its stats nests) and where the values the exact decoder reads are (the
+    last of duplicates counts, as in a walk). None when a value `_fill` reads is missing
+    or not of its codec's size (the records are then decoded exactly, which says so)."""
+    headers: list[int] = []
+    top = walk_offsets(message, RECORD_START, len(message), headers)
+    if top is None or CmdAttr.SERVICE not in top:
+        return None
+    start, size = top[CmdAttr.SERVICE]
+    values = walk_offsets(message, start, start + size, headers)
+    if values is None:
+        return None
+    stats = None
+    wide = SvcAttr.STATS64 in values
+    nest = values.get(SvcAttr.STATS64 if wide else SvcAttr.STATS)
+    if nest is not None:
+        inner = walk_offsets(message, nest[0], nest[0] + nest[1], headers)
+        if inner is None:
+            return None
+        sizes = [8 if wide else STATS32_CODECS[attr].size for attr in _STATS_ORDER]
+        places = [inner.get(attr) for attr in _STATS_ORDER]
+        if any(p is None or p[1] != n for p, n in zip(places, sizes, strict=True)):
+            return None
+        stats = tuple(p for p in places if p is not None)
+    for attr, codec in SVC_CODECS.items():
+        if attr in values and values[attr][1] != codec.size:
+            return None
+    if values.get(SvcAttr.FLAGS, (0, 0))[1] != FLAGS.size or SvcAttr.SCHED_NAME not in values:
+        return None
+    if SvcAttr.FWMARK not in values and values.get(SvcAttr.ADDR, (0, 0))[1] != ADDR_LEN:
+        return None
+    return _Layout(headers, values, stats, wide)
+
+
+def _fill(
+    out: list[ServiceFields | None],
+    buf: bytes,
+    stride: int,
+    layout: _Layout,
+    good: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.intp]:
+    """The services of the good rows whose values the exact decoder takes as they are (a
+    known family and protocol; persistent ones where the layout has TIMEOUT and NETMASK);
+    the rows filled."""
+    import numpy as np
+
+    values = layout.values
+
+    def ints(attr: SvcAttr) -> npt.NDArray[np.uint64] | None:
+        place = values.get(attr)
+        if place is None:
+            return None
+        return column(buf, stride, place[0], SVC_CODECS[attr])
+
+    families = ints(SvcAttr.AF)
+    flags = column(buf, stride, values[SvcAttr.FLAGS][0], U32)
+    if families is None:
+        return np.flatnonzero(np.zeros(len(good), bool))
+    fwmarks = ints(SvcAttr.FWMARK)
+    is_fwmark = np.zeros(len(good), bool) if fwmarks is None else fwmarks != 0
+    protocols = ints(SvcAttr.PROTOCOL)
+    ports = ints(SvcAttr.PORT)
+    take = good & ((families == Family.INET) | (families == Family.INET6))
+    persistent = (flags & np.uint64(ServiceFlag.PERSISTENT)) != 0
+    timeouts = ints(SvcAttr.TIMEOUT)
+    if timeouts is None or SvcAttr.NETMASK not in values:
+        take &= ~persistent
+    if protocols is None or ports is None or SvcAttr.ADDR not in values:
+        take &= is_fwmark
+    else:
+        known = np.isin(protocols, np.array(list(_PROTOCOLS), np.uint64))
+        take &= is_fwmark | known
+    rows = np.flatnonzero(take)
+    if not len(rows):
+        return rows
+    addr_at = values.get(SvcAttr.ADDR, (0, 0))[0]
+    numbers = address_numbers(buf, stride, addr_at, families[rows], rows)
+    family_of = list(map(_FAMILIES.__getitem__, families[rows].tolist()))
+    addresses = address_objects(family_of, numbers)
+    texts = _strings(buf, stride, values, SvcAttr.SCHED_NAME, rows) or []  # _learn: one
+    pe_names = _strings(buf, stride, values, SvcAttr.PE_NAME, rows)
+    count = len(rows)
+    fwmark_of = fwmarks[rows].tolist() if fwmarks is not None else [0] * count
+    protocol_of = protocols[rows].tolist() if protocols is not None else [0] * count
+    port_of = ports[rows].tolist() if ports is not None else [0] * count
+    keys = frozen_records(
+        ServiceKey,
+        {  # an fwmark service's key has no protocol, address or port (as decode_service)
+            "family": family_of,
+            "protocol": [
+                None if m else _PROTOCOLS[p] for m, p in zip(fwmark_of, protocol_of, strict=True)
+            ],
+            "address": [None if m else a for m, a in zip(fwmark_of, addresses, strict=True)],
+            "port": [0 if m else p for m, p in zip(fwmark_of, port_of, strict=True)],
+            "fwmark": fwmark_of,
+        },
+        count,
+    )
+    flag_of = flags[rows].tolist()
+    service_flags = {value: ServiceFlag(value) for value in set(flag_of)}
+    persistence = _persistence(buf, stride, layout, rows, persistent, family_of)
+    counts, rates = _stats(buf, stride, layout, rows) or (repeat(None), repeat(None))
+    for row, fields in zip(
+        rows.tolist(),
+        map(
+            ServiceFields,
+            keys,
+            texts,
+            map(service_flags.__getitem__, flag_of),
+            map(persistence.get, range(count)),
+            counts,
+            rates,
+            pe_names if pe_names is not None else repeat(None),
+        ),
+        strict=False,  # the repeats are endless
+    ):
+        out[row] = fields
+    return rows
+
+
+def _persistence(
+    buf: bytes,
+    stride: int,
+    layout: _Layout,
+    rows: npt.NDArray[np.intp],
+    persistent: npt.NDArray[np.bool_],
+    family_of: list[Family],
+) -> dict[int, Persistence]:
+    """The persistence of the persistent rows, by their place in `rows` (a few: each
+    read as the exact decoder reads it)."""
+    import numpy as np
+
+    places = np.flatnonzero(persistent[rows]).tolist()
+    if not places:
+        return {}
+    timeout_at = layout.values[SvcAttr.TIMEOUT][0]
+    netmask_at, netmask_size = layout.values[SvcAttr.NETMASK]
+    timeouts = column(buf, stride, timeout_at, SVC_CODECS[SvcAttr.TIMEOUT])
+    out = {}
+    for place in places:
+        at = int(rows[place]) * stride
+        netmask = buf[at + netmask_at : at + netmask_at + netmask_size]
+        where = Where("genl IPVS service", place + 1)
+        prefix = ipvs.decode_netmask(netmask, family_of[place], where)
+        out[place] = Persistence(int(timeouts[rows[place]]), None, prefix)
+    return out
+
+
+def _strings(
+    buf: bytes,
+    stride: int,
+    values: dict[int, tuple[int, int]],
+    attr: SvcAttr,
+    rows: npt.NDArray[np.intp],
+) -> list[str] | None:
+    """A string attribute of each row, decoded as the exact decoder does (each distinct
+    value once; one without its NUL raises its ParseError)."""
+    place = values.get(attr)
+    if place is None:
+        return None
+    offset, size = place
+    where = Where(f"genl IPVS service {attr.name}")
+    raws = [buf[row * stride + offset : row * stride + offset + size] for row in rows.tolist()]
+    texts = {raw: STRING.decode(raw, where, attr.name) for raw in set(raws)}
+    return [texts[raw] for raw in raws]
+
+
+def _stats(
+    buf: bytes, stride: int, layout: _Layout, rows: npt.NDArray[np.intp]
+) -> tuple[tuple[Stats, ...], tuple[Rates, ...]] | None:
+    """Stats and Rates of each row from the stats nest the exact decoder reads."""
+    if layout.stats is None:
+        return None
+    columns = [
+        column(buf, stride, offset, None if layout.stats_wide else STATS32_CODECS[attr])[
+            rows
+        ].tolist()
+        for attr, (offset, _size) in zip(_STATS_ORDER, layout.stats, strict=True)
+    ]
+    count = len(rows)
+    return (
+        frozen_records(Stats, dict(zip(STAT_FIELDS, columns[:5], strict=True)), count),
+        frozen_records(Rates, dict(zip(RATE_FIELDS, columns[5:], strict=True)), count),
+    )
