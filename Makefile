@@ -10,10 +10,11 @@ BIN := $(VENV)/bin
 STAMPS := $(VENV)/.stamps
 
 # Debian packages: the lab VM (qemu, busybox, kmod, ipvsadm, vsftpd, iproute2), the real peers
-# the tests compare against (prometheus + promtool, node_exporter, tshark, chromium, wrk).
+# the tests compare against (prometheus + promtool, node_exporter, tshark, chromium, wrk),
+# strace to count a reader's syscalls.
 APT_PACKAGES := qemu-system-x86 busybox-static kmod ipvsadm vsftpd iproute2 procps \
 	prometheus prometheus-node-exporter tshark chromium wrk openssl ca-certificates \
-	mmdebstrap podman runc uidmap keepalived
+	mmdebstrap podman runc uidmap keepalived strace
 
 .PHONY: demo test setup apt venv lab-prepare lint typecheck unit lab-test bench clean
 
