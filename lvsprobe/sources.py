@@ -149,8 +149,18 @@ def _read(target: Target, net_root: Path, proc_root: Path, options: _ReadOptions
     col = _Collector(options.clock, {}, [], options.deadline)
     warnings: list[str] = []
     namespace = target.netns or (str(target.pid) if target.pid is not None else None)
+    live = target.procfs_root is None and netlink
+    genl = target.genl_capture is not None or live
+
+    def read_services() -> ip_vs.IpVsTable:
+        return ip_vs.read_ip_vs(net_root, options.cache)
+
+    # With netlink to give the services, /proc/net/ip_vs is read whole only if it fails: its
+    # header says whether IPVS is loaded (a kube-proxy node's file is ~10^5 lines to make).
     try:
-        table = col.run("services", lambda: ip_vs.read_ip_vs(net_root, options.cache))
+        table = col.run(
+            "services", (lambda: ip_vs.read_ip_vs_header(net_root)) if genl else read_services
+        )
     except IPVSUnavailable:
         return Snapshot(loaded=False, via="procfs", namespace=namespace)
 
@@ -162,8 +172,7 @@ def _read(target: Target, net_root: Path, proc_root: Path, options: _ReadOptions
     via = "procfs"
     netlink_unused = "netlink turned off" if not netlink else "netlink reads a live namespace only"
 
-    live = target.procfs_root is None and netlink
-    if target.genl_capture is not None or live:
+    if genl:
         from lvsprobe.kernel.genl import capture, socket
 
         try:
@@ -193,6 +202,12 @@ def _read(target: Target, net_root: Path, proc_root: Path, options: _ReadOptions
                 timeouts = col.run("timeouts", client.config)
                 daemons = col.run("daemons", client.daemons) or ()
 
+    if via == "procfs" and genl and table is not None:
+        try:
+            table = col.run("services", read_services)
+        except IPVSUnavailable:  # unloaded since its header was read
+            return Snapshot(loaded=False, via="procfs", namespace=namespace)
+        services = table.services if table else ()
     if via == "procfs":
         services = _with_seconds(services, hz or DEFAULT_HZ)
         if hz is None and any(s.persistence for s in services):

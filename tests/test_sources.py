@@ -96,6 +96,42 @@ def test_an_unreadable_capture_is_a_netlink_failure(tmp_path: Path, nat_proc: Pa
     assert len(snap.services) == 4
 
 
+def _garbage_body(tmp_path: Path, nat_proc: Path) -> Path:
+    """The fixture tree with /proc/net/ip_vs's header kept and its body garbage."""
+    tree = tmp_path / "proc"
+    shutil.copytree(nat_proc, tree)
+    path = tree / "net/ip_vs"
+    header = "".join(path.read_text().splitlines(keepends=True)[:3])
+    path.write_text(header + "TCP  zz:zz rr\n")
+    return tree
+
+
+def test_with_netlink_only_the_header_of_ip_vs_is_parsed(tmp_path: Path, nat_proc: Path) -> None:
+    snap = read_snapshot(Target(procfs_root=_garbage_body(tmp_path, nat_proc), genl_capture=GENL))
+    assert snap.via == "netlink" and snap.failures == ()
+    assert len(snap.services) == 4 and "services" in snap.durations_s
+
+
+def test_a_failing_netlink_read_parses_ip_vs_whole(tmp_path: Path, nat_proc: Path) -> None:
+    broken = tmp_path / "conversation.hex"
+    broken.write_text("< 4001zz\n")
+    snap = read_snapshot(Target(procfs_root=_garbage_body(tmp_path, nat_proc), genl_capture=broken))
+    assert snap.via == "procfs"
+    assert [f.source for f in snap.failures] == ["netlink", "services"]
+    assert "line 4" in snap.failures[1].error and snap.services == ()
+
+
+def test_a_garbage_ip_vs_header_fails_the_services_even_with_netlink(
+    tmp_path: Path, nat_proc: Path
+) -> None:
+    tree = tmp_path / "proc"
+    shutil.copytree(nat_proc, tree)
+    (tree / "net/ip_vs").write_text("IP Virtual Server, of a kind\n")
+    snap = read_snapshot(Target(procfs_root=tree, genl_capture=GENL))
+    assert snap.via == "netlink" and snap.failures == ()  # the netlink services make it moot
+    assert len(snap.services) == 4
+
+
 def _counting_deadline(at_call: int) -> Deadline:
     """Passes on the `at_call`-th look at its clock: deterministic, no wall clock."""
     calls = itertools.count(1)

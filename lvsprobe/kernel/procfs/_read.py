@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,7 +67,7 @@ def read_proc_chunks(
     raise_with: str | None = None,
     max_line_bytes: int | None = None,
     size: int = MIB,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """`root/name` in pieces of `size` bytes (the last shorter), for files too big to hold
     whole (ip_vs_conn: ~70 MB per 10^6 entries).
 

@@ -29,7 +29,7 @@ from lvsprobe.kernel.procfs._ip_vs_services import (
     service_head,
 )
 from lvsprobe.kernel.procfs._packed import NameCodes
-from lvsprobe.kernel.procfs._read import read_proc_text
+from lvsprobe.kernel.procfs._read import read_proc_chunks, read_proc_text
 from lvsprobe.kernel.procfs.cache import ParseCache
 from lvsprobe.kernel.procfs.limits import IP_VS_MAX_BYTES
 from lvsprobe.model import (
@@ -97,6 +97,8 @@ REAL_SERVER_ROW = RowFormat(
 BLOCK_CHARS = 1 << 18
 # Tables at least this big (~1000 lines) take their real-server lines the columnar way.
 NUMPY_MIN_CHARS = 1 << 16
+# The header's three lines fit in the first page the kernel's seq_file makes.
+HEADER_READ_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,34 @@ def read_ip_vs(root: Path, cache: ParseCache | None = None) -> IpVsTable:
     return parse_ip_vs(text, cache=cache)
 
 
+def read_ip_vs_header(root: Path) -> IpVsTable:
+    """Only the version and table size of `root/net/ip_vs`, services left empty: what a
+    reader that takes the services from netlink needs of the file (IPVS loaded or not). The
+    kernel makes only the first page of the file for it, not a line per real server."""
+    chunks = read_proc_chunks(root, "net/ip_vs", max_bytes=IP_VS_MAX_BYTES, size=HEADER_READ_BYTES)
+    try:
+        first = next(chunks, b"").decode("latin-1")
+    finally:
+        chunks.close()
+    version, table_size = _parse_header(first[: _header_end(first)], "net/ip_vs")
+    return IpVsTable(version=version, conn_table_size=table_size, services=())
+
+
+def _parse_header(head: str, source: str) -> tuple[str, int]:
+    """The version and table size from the file's three header lines."""
+    lines = _hex.split_lines(head)
+    if not lines:
+        raise ParseError(source, None, None, "empty file: expected the 'IP Virtual Server' header")
+    match = _HEADER.fullmatch(lines[0].rstrip())
+    if match is None:
+        raise ParseError(source, 1, lines[0], "expected 'IP Virtual Server version X.Y.Z (size=N)'")
+    for line_no, expected in ((2, _SVC_COLUMNS), (3, _DEST_COLUMNS)):
+        if len(lines) < line_no or lines[line_no - 1].split() != expected:
+            shown = lines[line_no - 1] if len(lines) >= line_no else None
+            raise ParseError(source, line_no, shown, f"expected the header {' '.join(expected)!r}")
+    return ".".join(match.group(1, 2, 3)), int(match.group(4))
+
+
 def parse_ip_vs(text: str, source: str = "net/ip_vs", cache: ParseCache | None = None) -> IpVsTable:
     """Parse the text of /proc/net/ip_vs into services with their real servers in file order.
 
@@ -128,18 +158,7 @@ def parse_ip_vs(text: str, source: str = "net/ip_vs", cache: ParseCache | None =
     """
     # The header from the first lines; the body streamed line by line (a kube-proxy node's
     # ~10^5 lines are not held as a list beside the real servers they become).
-    lines = _hex.split_lines(text[: _header_end(text)])
-    if not lines:
-        raise ParseError(source, None, None, "empty file: expected the 'IP Virtual Server' header")
-    match = _HEADER.fullmatch(lines[0].rstrip())
-    if match is None:
-        raise ParseError(source, 1, lines[0], "expected 'IP Virtual Server version X.Y.Z (size=N)'")
-    version = ".".join(match.group(1, 2, 3))
-    table_size = int(match.group(4))
-    for line_no, expected in ((2, _SVC_COLUMNS), (3, _DEST_COLUMNS)):
-        if len(lines) < line_no or lines[line_no - 1].split() != expected:
-            shown = lines[line_no - 1] if len(lines) >= line_no else None
-            raise ParseError(source, line_no, shown, f"expected the header {' '.join(expected)!r}")
+    version, table_size = _parse_header(text[: _header_end(text)], source)
     # Services are assembled at the end, when the rows of the fast path are one table
     # (`_Ipv4RealServers.build`); until then `dests` holds ranges of their rows.
     heads: list[tuple[ServiceLine, ServiceHead, list[RealServer | range]]] = []

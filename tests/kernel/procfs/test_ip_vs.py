@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lvsprobe.errors import IPVSUnavailable, ParseError
-from lvsprobe.kernel.procfs.ip_vs import parse_ip_vs, read_ip_vs
+from lvsprobe.kernel.procfs.ip_vs import parse_ip_vs, read_ip_vs, read_ip_vs_header
 from lvsprobe.model import Family, Forward, Protocol, ServiceFlag
 
 from .ipvsadm_views import services_ln
@@ -120,6 +120,29 @@ def test_missing_file_is_ipvs_unavailable(tmp_path: Path) -> None:
 
 
 HEAD = "\n".join(ERA_SAMPLE.splitlines()[:3]) + "\n"
+
+
+def test_the_header_read_takes_the_first_page_only(tmp_path: Path) -> None:
+    (tmp_path / "net").mkdir()
+    # a body the whole parse refuses, past the first page
+    (tmp_path / "net/ip_vs").write_text(HEAD + "TCP  zz:zz rr\n" * 10_000)
+    table = read_ip_vs_header(tmp_path)
+    assert (table.version, table.conn_table_size, table.services) == ("1.2.1", 4096, ())
+    with pytest.raises(ParseError, match="line 4"):
+        read_ip_vs(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [("", "empty file"), ("IP Virtual Server version 1.2\n", "line 1"), (HEAD[:-30], "line 3")],
+)
+def test_a_bad_header_is_named_by_the_header_read(tmp_path: Path, text: str, error: str) -> None:
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net/ip_vs").write_text(text)
+    with pytest.raises(ParseError, match=error):
+        read_ip_vs_header(tmp_path)
+    with pytest.raises(IPVSUnavailable):
+        read_ip_vs_header(tmp_path / "absent")
 
 
 @pytest.mark.parametrize(
