@@ -6,6 +6,15 @@ handles) and reached ~20 new connections/s where this loop, doing only the sysca
 sans-IO flow's work per connection, reaches 2-3x that. Same flows (flows.py), same records,
 same outcomes as the asyncio driver (driver.py), which still runs TLS and FTP flows.
 
+Per connection it makes the calls wrk makes (socket, non-blocking connect, one write, reads
+until the response is complete, close) plus what the director's join needs: bind to the
+flow's client address and getsockname for its port. SO_ERROR is read only when epoll reports
+an error or hang-up, and close() drops the fd from the epoll set (no EPOLL_CTL_DEL).
+
+The loop runs on a thread of its own: CPython 3.11 grows a thread's frame stack in 16 KiB
+chunks and frees a chunk as soon as the stack shrinks below it, so a loop that sits near a
+chunk's end under the CLI's deep call stack paid an mmap and munmap per connection.
+
 One process: a second worker process was measured no faster in the 2-vCPU guest (its CPUs
 are saturated by the backends, the kernel and the client together).
 """
@@ -19,7 +28,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
 from typing import Any
 
 from lvsprobe.replay.attribution import ConnSnapshot
@@ -32,6 +41,7 @@ from lvsprobe.replay.driver import (
     new_record,
     record_event,
 )
+from lvsprobe.replay.fastsched import Arrivals
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.flows import (
     Finished,
@@ -39,12 +49,12 @@ from lvsprobe.replay.flows import (
     Step,
 )
 from lvsprobe.replay.plan import PlannedFlow, stages_of
-from lvsprobe.replay.profile import windows
 from lvsprobe.replay.scenario import Scenario
 
 FAST_KINDS = frozenset({"tcp", "http", "udp", "syn"})
 POLL_MAX_S = 0.25  # a stop request (Ctrl-C) is seen within this
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_ERR = select.EPOLLERR | select.EPOLLHUP
 
 
 def fast_eligible(plan: list[PlannedFlow]) -> bool:
@@ -90,17 +100,16 @@ class FastRunner:
         self.progress = Progress(total=len(plan))
         self.snapshots: list[ConnSnapshot] = []
         self.stop_reason: str | None = None
-        self.skipped = 0  # closed-stage flows their stage ended before
         self._ctx = FlowContext(scenario)
         self._t0 = self._unix0 = 0.0
         self._ep = select.epoll()
         self._conns: dict[int, _Conn] = {}
-        self._timers: list[tuple[float, int, _Conn]] = []
+        self._timers: list[tuple[float, int, _Conn]] = []  # flows' own wake-ups
+        # Deadlines, one FIFO per span (hold + flow timeout): flows start in clock order, so
+        # each FIFO is in deadline order and arming one costs an append, not a heap push.
+        self._deadlines: dict[float, deque[tuple[float, _Conn]]] = {}
         self._seq = 0
-        self._stages = stages_of(scenario)
-        self._windows = windows(self._stages)
-        self._free: dict[int, int] = {}  # closed stages: slots ready for their next flow
-        self._thinking: list[tuple[float, int]] = []  # (when a slot in think time frees, stage)
+        self._arrivals = Arrivals(iter(plan), stages_of(scenario))
         self._pool_size = scenario.arrival.connections if scenario.arrival.model == "pool" else 0
         self._pool_open = 0  # pooled connections open (busy, idle or connecting)
         self._idle: list[_Conn] = []
@@ -112,13 +121,23 @@ class FastRunner:
         if self.stop_reason is None:
             self.stop_reason = reason
 
+    @property
+    def skipped(self) -> int:
+        """Closed-stage flows their stage ended before."""
+        return self._arrivals.skipped
+
     def clock(self) -> float:
         return time.monotonic() - self._t0
 
+    def _pool_free(self) -> bool:
+        return not self._pool_size or bool(self._idle) or self._pool_open < self._pool_size
+
+    def _stopped(self) -> bool:
+        return self.stop_reason is not None
+
     # ---- one flow -------------------------------------------------------------------------
-    def _start(self, planned: PlannedFlow, start: float | None = None) -> None:
-        """`start`: the clock reading a closed-stage flow was let in by (inside its window)."""
-        start = self.clock() if start is None else start
+    def _start(self, planned: PlannedFlow, start: float) -> None:
+        """`start`: the clock reading the flow was let in by (a closed one: inside its window)."""
         rec = new_record(planned, start, self._unix0 + start, self.scenario.target.protocol)
         self.records.append(rec)
         self.progress.started += 1
@@ -159,9 +178,13 @@ class FastRunner:
             self._fail(conn, OSError(err, os.strerror(err)))
 
     def _arm(self, conn: _Conn, start: float) -> None:
-        conn.deadline = start + conn.planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
+        span = conn.planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
+        conn.deadline = start + span
         self._conns[conn.fd] = conn
-        self._timer(conn.deadline, conn)
+        fifo = self._deadlines.get(span)
+        if fifo is None:
+            fifo = self._deadlines[span] = deque()
+        fifo.append((conn.deadline, conn))
 
     def _timer(self, when: float, conn: _Conn) -> None:
         self._seq += 1
@@ -283,8 +306,7 @@ class FastRunner:
             return
         conn.closed = True
         self._conns.pop(conn.fd, None)
-        self._ep.unregister(conn.fd)
-        conn.sock.close()
+        conn.sock.close()  # its only fd: the kernel drops it from the epoll set
         if conn.pooled:
             self._pool_open -= 1
         if conn.idle:
@@ -307,11 +329,8 @@ class FastRunner:
             self._journal.add(rec)
         if self._live is not None:
             self._live.finished(rec)
-        if planned.at_s is None:  # a closed-stage slot frees, now or after its think time
-            if planned.mix.think_s > 0:
-                heapq.heappush(self._thinking, (self.clock() + planned.mix.think_s, planned.stage))
-            else:
-                self._free[planned.stage] = self._free.get(planned.stage, 0) + 1
+        if planned.at_s is None:
+            self._arrivals.freed(planned, self.clock())
 
     # ---- the run --------------------------------------------------------------------------
     def _snapshot_thread(self, halt: threading.Event) -> None:
@@ -324,52 +343,13 @@ class FastRunner:
             self.snapshots.append(ConnSnapshot(self.clock(), data))
             halt.wait(self.options.snapshot_every_s)
 
-    def _ready(self, planned: PlannedFlow, now: float) -> bool | None:
-        """Whether `planned` can start now; None: never (its closed stage has ended)."""
-        if planned.at_s is not None:  # open: when due (pool: and a connection is free)
-            if planned.at_s > now:
-                return False
-            return not self._pool_size or bool(self._idle) or self._pool_open < self._pool_size
-        start, end = self._windows[planned.stage]
-        if now >= end:
-            return None
-        if now < start:
-            return False
-        free = self._free.setdefault(planned.stage, self._stages[planned.stage].concurrency)
-        return free > 0
-
-    def _arrivals(self, pending: Iterator[PlannedFlow], nxt: PlannedFlow | None, now: float) -> Any:
-        """Start what is due; the next planned flow not started yet."""
-        while self._thinking and self._thinking[0][0] <= now:
-            stage = heapq.heappop(self._thinking)[1]
-            self._free[stage] = self._free.get(stage, 0) + 1
-        while nxt is not None and self.stop_reason is None:
-            # A closed-stage flow is judged on a fresh reading, recorded as its start: the
-            # batch's `now` may be stale by the flows started before it in this batch.
-            closed_now = None if nxt.at_s is not None else self.clock()
-            ready = self._ready(nxt, now if closed_now is None else closed_now)
-            if ready is False:
-                break
-            if ready is None:
-                self.skipped += 1
-            else:
-                if nxt.at_s is None:
-                    self._free[nxt.stage] -= 1
-                self._start(nxt, closed_now)
-            nxt = next(pending, None)
-        return nxt
-
-    def _wait_s(self, nxt: PlannedFlow | None, now: float, until: float) -> float:
-        wait = min(POLL_MAX_S, until - now)
+    def _wait_s(self, now: float, until: float) -> float:
+        wait = self._arrivals.wait_s(now, min(until, now + POLL_MAX_S))
         if self._timers:
             wait = min(wait, self._timers[0][0] - now)
-        if self._thinking:
-            wait = min(wait, self._thinking[0][0] - now)
-        if nxt is not None and nxt.at_s is not None and nxt.at_s > now:
-            wait = min(wait, nxt.at_s - now)  # (due but no free connection: events decide)
-        elif nxt is not None and nxt.at_s is None:  # its stage's start, or end (to skip)
-            start, end = self._windows[nxt.stage]
-            wait = min(wait, (start if now < start else end) - now)
+        for fifo in self._deadlines.values():
+            if fifo:
+                wait = min(wait, fifo[0][0] - now)
         return max(0.0, wait)
 
     def _events(self, timeout_s: float) -> None:
@@ -378,10 +358,11 @@ class FastRunner:
             if conn is None:
                 continue
             if not conn.connected:
-                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                # a failed connect shows as an error or hang-up: only then ask SO_ERROR why
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if mask & _ERR else 0
                 if err:
                     self._fail(conn, OSError(err, os.strerror(err)))
-                elif mask & (_OUT | select.EPOLLHUP | select.EPOLLERR):
+                elif mask & (_OUT | _ERR):
                     self._connected(conn)
                 continue
             if mask & _OUT and conn.out:
@@ -391,11 +372,32 @@ class FastRunner:
         now, due = self.clock(), []
         while self._timers and self._timers[0][0] <= now:
             due.append(heapq.heappop(self._timers)[2])
+        for fifo in self._deadlines.values():
+            while fifo and fifo[0][0] <= now:
+                due.append(fifo.popleft()[1])
         for conn in due:  # a wake-up asked for now or earlier waits a turn: no spin
             if not conn.closed and not conn.idle:
                 self._due(conn, now)
 
     def run(self) -> Any:
+        """Drive the plan on a thread of its own (see the module docstring); the calling
+        thread waits, still taking signals (a stop request), and gets what it returned."""
+        returned: list[Any] = []
+
+        def body() -> None:
+            try:
+                returned.append(self._run())
+            except BaseException as exc:  # handed to the caller, raised there
+                returned.append(exc)
+
+        loop = threading.Thread(target=body, name="lvsprobe-epoll")
+        loop.start()
+        loop.join()
+        if isinstance(returned[0], BaseException):
+            raise returned[0]
+        return returned[0]
+
+    def _run(self) -> Any:
         from lvsprobe.replay.runner import RunResult
 
         self._t0, self._unix0 = time.monotonic(), time.time()
@@ -405,8 +407,7 @@ class FastRunner:
             snapper = threading.Thread(target=self._snapshot_thread, args=(halt,), daemon=True)
             snapper.start()
         limit = self.scenario.bounds.max_duration_s
-        pending = iter(self.plan)
-        nxt = next(pending, None)
+        arrivals = self._arrivals
         next_progress = 0.0 if self.options.on_progress is not None else float("inf")
         try:
             while self.stop_reason is None:
@@ -414,14 +415,14 @@ class FastRunner:
                 if now >= limit:
                     self.stop("run-ended")
                     break
-                nxt = self._arrivals(pending, nxt, now)
-                if nxt is None and len(self._conns) == len(self._idle):
+                arrivals.start_due(now, self.clock, self._start, self._pool_free, self._stopped)
+                if arrivals.next is None and len(self._conns) == len(self._idle):
                     break
                 if now >= next_progress:
                     self.progress.elapsed_s = now
                     self.options.on_progress(self.progress)  # set when next_progress is
                     next_progress = now + self.options.progress_every_s
-                self._events(self._wait_s(nxt, now, min(limit, next_progress)))
+                self._events(self._wait_s(now, min(limit, next_progress)))
                 if self._journal is not None:
                     self._journal.tick()
         finally:
