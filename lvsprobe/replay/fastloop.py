@@ -14,21 +14,16 @@ an error or hang-up, and close() drops the fd from the epoll set (no EPOLL_CTL_D
 The loop runs on a thread of its own: CPython 3.11 grows a thread's frame stack in 16 KiB
 chunks and frees a chunk as soon as the stack shrinks below it, so a loop that sits near a
 chunk's end under the CLI's deep call stack paid an mmap and munmap per connection.
-
-One process: a second worker process was measured no faster in the 2-vCPU guest (its CPUs
-are saturated by the backends, the kernel and the client together).
 """
 
 from __future__ import annotations
 
 import errno
-import heapq
 import os
 import select
 import socket
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from lvsprobe.replay.attribution import ConnSnapshot
@@ -41,13 +36,9 @@ from lvsprobe.replay.driver import (
     new_record,
     record_event,
 )
-from lvsprobe.replay.fastsched import Arrivals
+from lvsprobe.replay.fastsched import Arrivals, Timers
 from lvsprobe.replay.flowlog import FlowRecord
-from lvsprobe.replay.flows import (
-    Finished,
-    Flow,
-    Step,
-)
+from lvsprobe.replay.flows import Finished, Flow, Step
 from lvsprobe.replay.plan import PlannedFlow, stages_of
 from lvsprobe.replay.scenario import Scenario
 
@@ -104,11 +95,7 @@ class FastRunner:
         self._t0 = self._unix0 = 0.0
         self._ep = select.epoll()
         self._conns: dict[int, _Conn] = {}
-        self._timers: list[tuple[float, int, _Conn]] = []  # flows' own wake-ups
-        # Deadlines, one FIFO per span (hold + flow timeout): flows start in clock order, so
-        # each FIFO is in deadline order and arming one costs an append, not a heap push.
-        self._deadlines: dict[float, deque[tuple[float, _Conn]]] = {}
-        self._seq = 0
+        self._timers: Timers[_Conn] = Timers()
         self._arrivals = Arrivals(iter(plan), stages_of(scenario))
         self._pool_size = scenario.arrival.connections if scenario.arrival.model == "pool" else 0
         self._pool_open = 0  # pooled connections open (busy, idle or connecting)
@@ -181,14 +168,7 @@ class FastRunner:
         span = conn.planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
         conn.deadline = start + span
         self._conns[conn.fd] = conn
-        fifo = self._deadlines.get(span)
-        if fifo is None:
-            fifo = self._deadlines[span] = deque()
-        fifo.append((conn.deadline, conn))
-
-    def _timer(self, when: float, conn: _Conn) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (when, self._seq, conn))
+        self._timers.deadline(span, conn.deadline, conn)
 
     def _connected(self, conn: _Conn) -> None:
         rec = conn.record
@@ -211,7 +191,7 @@ class FastRunner:
                 conn.finished = event
         if step.wake_at is not None:
             conn.wake_at = step.wake_at
-            self._timer(step.wake_at, conn)
+            self._timers.wake(step.wake_at, conn)
         if step.send:
             if conn.stream:
                 conn.out += step.send
@@ -345,12 +325,7 @@ class FastRunner:
 
     def _wait_s(self, now: float, until: float) -> float:
         wait = self._arrivals.wait_s(now, min(until, now + POLL_MAX_S))
-        if self._timers:
-            wait = min(wait, self._timers[0][0] - now)
-        for fifo in self._deadlines.values():
-            if fifo:
-                wait = min(wait, fifo[0][0] - now)
-        return max(0.0, wait)
+        return max(0.0, min(wait, self._timers.next_s() - now))
 
     def _events(self, timeout_s: float) -> None:
         for fd, mask in self._ep.poll(timeout_s):
@@ -369,13 +344,10 @@ class FastRunner:
                 self._flush(conn)
             if mask & ~_OUT and not conn.closed:
                 self._readable(conn)
-        now, due = self.clock(), []
-        while self._timers and self._timers[0][0] <= now:
-            due.append(heapq.heappop(self._timers)[2])
-        for fifo in self._deadlines.values():
-            while fifo and fifo[0][0] <= now:
-                due.append(fifo.popleft()[1])
-        for conn in due:  # a wake-up asked for now or earlier waits a turn: no spin
+        now = self.clock()
+        for conn in self._timers.due(
+            now
+        ):  # a wake-up asked for now or earlier waits a turn: no spin
             if not conn.closed and not conn.idle:
                 self._due(conn, now)
 

@@ -1,16 +1,21 @@
-"""When the epoll engine (fastloop.py) starts each planned flow, and when it must next look at
-its clock: open flows at their time (the pool model also waits for a free connection),
-closed-stage flows as their stage's slots free (after the flow's think time), inside the
-stage's window. No I/O: the loop passes `now` in and starts what this says is due.
+"""When the epoll engine (fastloop.py) starts each planned flow, and when its timers fire:
+open flows at their time (the pool model also waits for a free connection), closed-stage
+flows as their stage's slots free (after the flow's think time), inside the stage's window.
+No I/O: the loop passes `now` in and starts what this says is due.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
+from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from lvsprobe.replay.plan import PlannedFlow
 from lvsprobe.replay.profile import Stage, windows
+
+Item = TypeVar("Item")
 
 
 class Arrivals:
@@ -88,3 +93,46 @@ class Arrivals:
             start, end = self._windows[nxt.stage]
             wait = min(wait, (start if now < start else end) - now)
         return max(0.0, wait)
+
+
+class Timers(Generic[Item]):
+    """The engine's timers: each flow's deadline and the wake-ups its flow asks for.
+
+    Deadlines sit in one FIFO per span (hold + flow timeout): flows start in clock order, so
+    each FIFO is in deadline order and arming one costs an append, not a heap push. An item
+    may come due after it stopped caring (closed, or given a later deadline): the caller
+    checks.
+    """
+
+    def __init__(self) -> None:
+        self._wakeups: list[tuple[float, int, Item]] = []
+        self._deadlines: dict[float, deque[tuple[float, Item]]] = {}
+        self._seq = 0
+
+    def deadline(self, span_s: float, at_s: float, item: Item) -> None:
+        fifo = self._deadlines.get(span_s)
+        if fifo is None:
+            fifo = self._deadlines[span_s] = deque()
+        fifo.append((at_s, item))
+
+    def wake(self, at_s: float, item: Item) -> None:
+        self._seq += 1
+        heapq.heappush(self._wakeups, (at_s, self._seq, item))
+
+    def next_s(self) -> float:
+        """The earliest time anything is due (inf: nothing armed)."""
+        first = self._wakeups[0][0] if self._wakeups else math.inf
+        for fifo in self._deadlines.values():
+            if fifo and fifo[0][0] < first:
+                first = fifo[0][0]
+        return first
+
+    def due(self, now: float) -> list[Item]:
+        """Everything due at `now`, taken off: wake-ups first, then deadlines."""
+        out = []
+        while self._wakeups and self._wakeups[0][0] <= now:
+            out.append(heapq.heappop(self._wakeups)[2])
+        for fifo in self._deadlines.values():
+            while fifo and fifo[0][0] <= now:
+                out.append(fifo.popleft()[1])
+        return out
