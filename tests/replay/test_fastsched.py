@@ -105,3 +105,12 @@ def test_closing_without_unregistering_lets_the_next_socket_reuse_the_fd(servers
     scenario = parse_scenario(text.replace("concurrency: 4", "concurrency: 1"), "reuse.yaml")
     result = FastRunner(scenario, make_plan(scenario), RunOptions()).run()
     assert [r.outcome for r in result.records] == ["ok"] * 40
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+def test_flow_sockets_are_born_non_blocking_and_bound(kind: int) -> None:
+    from lvsprobe.replay.driver import _socket
+
+    with _socket("127.0.0.3", "127.0.0.1", kind) as sock:
+        assert sock.gettimeout() == 0.0 and not sock.getblocking()
+        assert sock.type == kind and sock.getsockname()[0] == "127.0.0.3"
