@@ -174,9 +174,10 @@ class FastRunner:
         rec = conn.record
         conn.connected = True
         rec.client_port = conn.sock.getsockname()[1]
-        rec.connect_s = self.clock() - rec.start_s
+        now = self.clock()
+        rec.connect_s = now - rec.start_s
         self._mask(conn, _IN)
-        self._act(conn, conn.flow.start(self.clock()))
+        self._act(conn, conn.flow.start(now))
 
     def _mask(self, conn: _Conn, mask: int) -> None:
         if conn.mask != mask and not conn.closed:
@@ -233,7 +234,8 @@ class FastRunner:
             except OSError as exc:
                 self._fail(conn, exc)
                 return
-        self._mask(conn, _IN)
+        if conn.mask != _IN:
+            self._mask(conn, _IN)
 
     def _readable(self, conn: _Conn) -> None:
         try:
