@@ -68,12 +68,32 @@ class Figures:
     server_cpu_us: float
     server_busy: float
     load: float
+    loop: Loop | None = None
 
     def line(self) -> str:
-        return (f"{self.steady_per_s:8.0f} conns/s steady, {self.whole_per_s:8.0f} whole "
+        text = (f"{self.steady_per_s:8.0f} conns/s steady, {self.whole_per_s:8.0f} whole "
                 f"process; CPU/conn client {self.client_cpu_us:5.1f} us, server "
                 f"{self.server_cpu_us:5.1f} us (busiest worker {self.server_busy:4.0%}); "
                 f"load {self.load:.2f}")  # fmt: skip
+        if self.loop is not None:
+            text += "\n" + " " * 20 + self.loop.line()
+        return text
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The engine processes' phases (means over them, seconds) and their loop threads' CPU
+    per ok connection: what the engine pays per connection, start-up and log apart."""
+
+    startup_s: float
+    loop_s: float
+    after_s: float
+    cpu_us: float
+
+    def line(self) -> str:
+        return (f"engine process: start-up {self.startup_s:.1f} s, loop {self.loop_s:.1f} s "
+                f"(its thread's CPU {self.cpu_us:5.1f} us/conn), flow log and summary "
+                f"{self.after_s:.1f} s")  # fmt: skip
 
 
 class Server:
@@ -96,21 +116,21 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _measure(server: Server, run: Callable[[], tuple[float, int]]) -> Figures:
-    """`run()` gives (steady rate, ok connections); the rest is measured around it."""
+def _measure(server: Server, run: Callable[[], tuple[float, int, Loop | None]]) -> Figures:
+    """`run()` gives (steady rate, ok connections, engine loop); the rest is measured here."""
     load = os.getloadavg()[0]
     before, cpu0, wall0 = server.ticks(), _children_cpu_s(), time.monotonic()
-    steady, ok = run()
+    steady, ok, loop = run()
     wall = time.monotonic() - wall0
     client_s = _children_cpu_s() - cpu0
     after = server.ticks()
     spent = [(after[pid] - before.get(pid, 0)) * TICK_S for pid in after]
     per_conn_us = 1e6 / max(ok, 1)
     return Figures(steady, ok / wall, client_s * per_conn_us, sum(spent) * per_conn_us,
-                   max(spent, default=0.0) / wall, load)  # fmt: skip
+                   max(spent, default=0.0) / wall, load, loop)  # fmt: skip
 
 
-def _wrk(port: int, seconds: float, threads: int, concurrency: int) -> tuple[float, int]:
+def _wrk(port: int, seconds: float, threads: int, concurrency: int) -> tuple[float, int, None]:
     argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{int(seconds)}s",
             "-H", "Connection: close", f"http://127.0.0.1:{port}/"]  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -119,7 +139,7 @@ def _wrk(port: int, seconds: float, threads: int, concurrency: int) -> tuple[flo
     errors = re.search(r"Socket errors:[^\n]*|Non-2xx[^\n]*", out)
     if errors:
         print(f"    wrk: {errors.group(0)}")
-    return rate, total
+    return rate, total, None
 
 
 def _scenario(port: int, seconds: float, concurrency: int, worker: int, max_flows: int) -> str:
@@ -153,51 +173,98 @@ def _steady(runs: list[Path]) -> float:
     return sum(int(((e >= low) & (e < high)).sum()) for e in ends) / (high - low)
 
 
+def engine_cli() -> None:
+    """`lvsprobe` with its epoll loop measured: the loop thread's CPU time and span go to
+    argv[1] (JSON); with argv[2] set, the loop thread's cProfile goes there (cProfile sees
+    only the thread it is enabled on, and the loop has a thread of its own). The rest of
+    argv is the CLI's."""
+    import cProfile
+
+    from lvsprobe.cli import main as cli
+    from lvsprobe.replay import fastloop
+
+    figures_path, profile_path, *argv = sys.argv[1:]
+    loop = fastloop.FastRunner._run
+
+    def measured(self: fastloop.FastRunner) -> object:
+        profile = cProfile.Profile() if profile_path else None
+        cpu0, unix0 = time.thread_time(), time.time()
+        if profile is not None:
+            profile.enable()
+        try:
+            return loop(self)
+        finally:
+            if profile is not None:
+                profile.disable()
+                profile.dump_stats(profile_path)
+            done = {
+                "cpu_s": time.thread_time() - cpu0,
+                "start_unix": unix0,
+                "end_unix": time.time(),
+            }
+            Path(figures_path).write_text(json.dumps(done))
+
+    fastloop.FastRunner._run = measured  # type: ignore[method-assign]
+    sys.argv = ["lvsprobe", *argv]
+    cli()
+
+
 def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int,
-            max_flows: int, profile: bool = False) -> tuple[float, int]:  # fmt: skip
+            max_flows: int, profile: bool = False) -> tuple[float, int, Loop]:  # fmt: skip
     procs, runs = [], []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = "from bench.bench_replay_native import engine_cli; engine_cli()"
+    launched = time.time()
     for worker in range(threads):
         path = tmp / f"s{worker}.yaml"
         path.write_text(_scenario(port, seconds, concurrency // threads, worker, max_flows))
-        prefix = [sys.executable, "-m", "cProfile", "-o", str(tmp / "engine.prof"), "-m",
-                  "lvsprobe"] if profile and worker == 0 else CLI  # fmt: skip
         runs.append(tmp / f"run{worker}")
-        argv = [*prefix, "replay", "run", str(path), "--out", str(runs[-1]),
-                "--json", "--no-progress", "--force", "--engine", "epoll"]  # fmt: skip
+        prof = str(tmp / "engine.prof") if profile and worker == 0 else ""
+        argv = [sys.executable, "-c", code, str(tmp / f"loop{worker}.json"), prof,
+                "replay", "run", str(path), "--out", str(runs[-1]), "--json", "--no-progress",
+                "--force", "--engine", "epoll"]  # fmt: skip
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env))
-    ok = 0
-    for proc in procs:
+    ok, phases = 0, []
+    for worker, proc in enumerate(procs):
         out, _ = proc.communicate(timeout=seconds + 600)
+        exited = time.time()
         summary = json.loads(out)
         ok += summary["ok"]
         if summary["errors"]:
             print(f"    engine: {summary['errors']} not ok: {summary['outcomes']}")
-    return _steady(runs), ok
+        done = json.loads((tmp / f"loop{worker}.json").read_text())
+        phases.append((done["start_unix"] - launched, done["end_unix"] - done["start_unix"],
+                       exited - done["end_unix"], done["cpu_s"]))  # fmt: skip
+    start, span, after, cpu_s = (sum(p[i] for p in phases) for i in range(4))
+    loop = Loop(start / threads, span / threads, after / threads, cpu_s / max(ok, 1) * 1e6)
+    return _steady(runs), ok, loop
+
+
+SYSCALLS = ("socket", "epoll", "connect", "recv", "send", "getsock", "setsock", "bind", "close")
 
 
 def _where(tmp: Path) -> None:
-    """The profiled engine process: its run loop's time split into the socket and epoll
-    calls (the kernel's work, and what wrk pays too) and Python around them; the rest of
-    the process (start-up, plan, summary and flow-log writing) apart."""
+    """The profiled engine's loop thread: its time in the socket and epoll calls (the
+    kernel's work, which wrk pays too) and in Python, by module; cProfile's own overhead
+    inflates the Python share (it charges every Python call), so read it as an upper bound."""
     stats = pstats.Stats(str(tmp / "engine.prof"))
     rows = stats.stats  # type: ignore[attr-defined]
-    process = max(v[3] for v in rows.values())
-    loop = next(v[3] for k, v in rows.items() if k[0].endswith("fastloop.py") and k[2] == "_run")
+    total = sum(v[2] for v in rows.values())
     calls = {
-        k[2]: v[2] for k, v in rows.items()
-        if k[0] == "~" and ("socket" in k[2] or "epoll" in k[2])
-    }  # fmt: skip
-    kernel = sum(calls.values())
-    print(f"  where the profiled engine's time goes ({process:.1f} s in the process):")
-    print(f"    run loop {loop / process:6.1%}: socket/epoll calls {kernel / process:6.1%}, "
-          f"Python around them {(loop - kernel) / process:6.1%}")  # fmt: skip
-    for name, seconds in sorted(calls.items(), key=lambda kv: -kv[1])[:6]:
-        print(f"      {seconds / process:6.1%}  {name}")
-    engine = sorted(((v[2], k[2]) for k, v in rows.items() if "replay/" in k[0]), reverse=True)
-    print("    Python's own time, top engine functions: " + ", ".join(
-        f"{name} {seconds / process:.1%}" for seconds, name in engine[:6]))  # fmt: skip
-    print(f"    outside the loop (start-up, plan, flow log, summary): {1 - loop / process:6.1%}")
+        k[2]: v[2] for k, v in rows.items() if k[0] == "~" and any(w in k[2] for w in SYSCALLS)
+    }
+    by_module: dict[str, float] = {}
+    for (file, _, name), v in rows.items():
+        where = f"C {name}" if file == "~" else Path(file).name
+        if file != "~" or name not in calls:
+            by_module[where] = by_module.get(where, 0.0) + v[2]
+    print(f"  where the profiled engine's loop thread spends its time ({total:.1f} s):")
+    print(f"    socket/epoll calls {sum(calls.values()) / total:6.1%}: " + ", ".join(
+        f"{name.split()[1] if ' ' in name else name} {t / total:.1%}"
+        for name, t in sorted(calls.items(), key=lambda kv: -kv[1])[:6]))  # fmt: skip
+    print("    Python and other C calls, by module: " + ", ".join(
+        f"{name} {t / total:.1%}"
+        for name, t in sorted(by_module.items(), key=lambda kv: -kv[1])[:8]))  # fmt: skip
 
 
 def _spread(values: list[float]) -> str:
@@ -219,7 +286,7 @@ def main() -> None:
         print("  nginx or wrk missing (Debian's nginx-light and wrk): skipped")
         return
     n, c, s = args.threads, args.concurrency, args.seconds
-    steady, whole, cpu = [], [], []
+    steady, whole, cpu, loop_cpu = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-native-") as name:
         tmp = Path(name)
         port = free_port()
@@ -248,6 +315,8 @@ def main() -> None:
                 steady.append(ours.steady_per_s / wrk.steady_per_s)
                 whole.append(ours.whole_per_s / wrk.whole_per_s)
                 cpu.append(ours.client_cpu_us / wrk.client_cpu_us)
+                if ours.loop is not None:
+                    loop_cpu.append(ours.loop.cpu_us / wrk.client_cpu_us)
             if args.profile:
                 _replay(tmp, port, s, n, c, int(2 * expected / n * s) + 1000, profile=True)
                 _where(tmp)
@@ -256,7 +325,8 @@ def main() -> None:
             nginx.wait(timeout=30)
     print(f"  ratio lvsprobe/wrk, steady window: {_spread(steady)} (target >= 1.0)")
     print(f"  ratio lvsprobe/wrk, whole process: {_spread(whole)}")
-    print(f"  client CPU per connection, lvsprobe/wrk: {_spread(cpu)}")
+    print(f"  client CPU per connection, lvsprobe/wrk: whole process {_spread(cpu)}; "
+          f"the engine's loop thread only {_spread(loop_cpu)}")  # fmt: skip
 
 
 if __name__ == "__main__":
