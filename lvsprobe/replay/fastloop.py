@@ -36,9 +36,10 @@ from lvsprobe.replay.driver import (
     new_record,
     record_event,
 )
+from lvsprobe.replay.fastconn import Conn
 from lvsprobe.replay.fastsched import Arrivals, Timers
 from lvsprobe.replay.flowlog import FlowRecord
-from lvsprobe.replay.flows import Finished, Flow, Step
+from lvsprobe.replay.flows import Finished, Step
 from lvsprobe.replay.plan import PlannedFlow, stages_of
 from lvsprobe.replay.scenario import Scenario
 
@@ -51,33 +52,6 @@ _ERR = select.EPOLLERR | select.EPOLLHUP
 def fast_eligible(plan: list[PlannedFlow]) -> bool:
     """Whether every planned flow is of a kind this loop drives."""
     return all(p.kind in FAST_KINDS for p in plan)
-
-
-class _Conn:
-    """One flow in flight."""
-
-    __slots__ = ("closed", "connected", "deadline", "fd", "finished", "flow", "half_close",
-                 "idle", "mask", "out", "planned", "pooled", "record", "sock", "stream",
-                 "wake_at")  # fmt: skip
-
-    def __init__(
-        self, sock: socket.socket, planned: PlannedFlow, flow: Flow, record: FlowRecord
-    ) -> None:
-        self.sock, self.fd = sock, sock.fileno()
-        self.half_close = self.connected = self.closed = self.pooled = False
-        self.stream = planned.kind != "udp"
-        self.mask = _OUT
-        self.attach(planned, flow, record)
-
-    def attach(self, planned: PlannedFlow, flow: Flow, record: FlowRecord) -> None:
-        """Give the connection its (next) flow: a pooled connection carries one after another;
-        a timer of an earlier flow finds a later deadline and no wake-up, and does nothing."""
-        self.planned, self.flow, self.record = planned, flow, record
-        self.deadline = 0.0
-        self.wake_at: float | None = None
-        self.out = b""
-        self.finished: Finished | None = None
-        self.idle = False
 
 
 class FastRunner:
@@ -94,12 +68,12 @@ class FastRunner:
         self._ctx = FlowContext(scenario)
         self._t0 = self._unix0 = 0.0
         self._ep = select.epoll()
-        self._conns: dict[int, _Conn] = {}
-        self._timers: Timers[_Conn] = Timers()
+        self._conns: dict[int, Conn] = {}
+        self._timers: Timers[Conn] = Timers()
         self._arrivals = Arrivals(iter(plan), stages_of(scenario))
         self._pool_size = scenario.arrival.connections if scenario.arrival.model == "pool" else 0
         self._pool_open = 0  # pooled connections open (busy, idle or connecting)
-        self._idle: list[_Conn] = []
+        self._idle: list[Conn] = []
         self._journal = options.journal
         self._live = options.live
 
@@ -152,7 +126,7 @@ class FastRunner:
             rec.end_s = self.clock()
             self._done(rec, planned)
             return
-        conn = _Conn(sock, planned, flow, rec)
+        conn = Conn(sock, planned, flow, rec, _OUT)
         if self._pool_size:
             conn.pooled = True
             self._pool_open += 1
@@ -164,13 +138,13 @@ class FastRunner:
         elif err not in (errno.EINPROGRESS, errno.EAGAIN):
             self._fail(conn, OSError(err, os.strerror(err)))
 
-    def _arm(self, conn: _Conn, start: float) -> None:
+    def _arm(self, conn: Conn, start: float) -> None:
         span = conn.planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
         conn.deadline = start + span
         self._conns[conn.fd] = conn
         self._timers.deadline(span, conn.deadline, conn)
 
-    def _connected(self, conn: _Conn) -> None:
+    def _connected(self, conn: Conn) -> None:
         rec = conn.record
         conn.connected = True
         rec.client_port = conn.sock.getsockname()[1]
@@ -179,12 +153,12 @@ class FastRunner:
         self._mask(conn, _IN)
         self._act(conn, conn.flow.start(now))
 
-    def _mask(self, conn: _Conn, mask: int) -> None:
+    def _mask(self, conn: Conn, mask: int) -> None:
         if conn.mask != mask and not conn.closed:
             conn.mask = mask
             self._ep.modify(conn.fd, mask)
 
-    def _act(self, conn: _Conn, step: Step) -> None:
+    def _act(self, conn: Conn, step: Step) -> None:
         for event in step.events:
             if record_event(conn.record, event, self.clock):
                 continue
@@ -213,7 +187,7 @@ class FastRunner:
         else:
             self._close(conn)
 
-    def _flush(self, conn: _Conn) -> None:
+    def _flush(self, conn: Conn) -> None:
         while conn.out:
             try:
                 sent = conn.sock.send(conn.out)
@@ -237,7 +211,7 @@ class FastRunner:
         if conn.mask != _IN:
             self._mask(conn, _IN)
 
-    def _readable(self, conn: _Conn) -> None:
+    def _readable(self, conn: Conn) -> None:
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -258,7 +232,7 @@ class FastRunner:
             conn.finished = Finished("reset", "connection closed")
             self._close(conn)
 
-    def _due(self, conn: _Conn, now: float) -> None:
+    def _due(self, conn: Conn, now: float) -> None:
         if now >= conn.deadline - 1e-6:  # first: a flow that keeps asking still ends
             spent = conn.deadline - conn.record.start_s
             self._fail(conn, TimeoutError(f"no progress within {spent:.1f}s"))
@@ -266,14 +240,14 @@ class FastRunner:
             conn.wake_at = None
             self._act(conn, conn.flow.timer(now))
 
-    def _fail(self, conn: _Conn, exc: BaseException) -> None:
+    def _fail(self, conn: Conn, exc: BaseException) -> None:
         if not conn.idle:
             conn.record.outcome, conn.record.detail = _outcome(exc)
             if conn.record.client_port is None:  # refused: the port the director saw
                 conn.record.client_port = _local_port(conn.sock)
         self._close(conn)
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: Conn) -> None:
         """A pooled request ended well: record it, keep its connection for the next one."""
         rec = conn.record
         rec.end_s = self.clock()
@@ -283,7 +257,7 @@ class FastRunner:
         self._idle.append(conn)
         self._done(rec, conn.planned)
 
-    def _close(self, conn: _Conn, outcome: str | None = None) -> None:
+    def _close(self, conn: Conn, outcome: str | None = None) -> None:
         if conn.closed:
             return
         conn.closed = True
