@@ -11,9 +11,10 @@ until the response is complete, close) plus what the director's join needs: bind
 flow's client address and getsockname for its port. SO_ERROR is read only when epoll reports
 an error or hang-up, and close() drops the fd from the epoll set (no EPOLL_CTL_DEL).
 
-The loop runs on a thread of its own: CPython 3.11 grows a thread's frame stack in 16 KiB
-chunks and frees a chunk as soon as the stack shrinks below it, so a loop that sits near a
-chunk's end under the CLI's deep call stack paid an mmap and munmap per connection.
+The loop runs on a thread of its own, so its frames sit at the same shallow depth whatever
+calls it (the CLI, a Dask worker, a test): CPython 3.11 frees a 16 KiB frame-stack chunk as
+soon as the stack drops below it, so calls that straddle a chunk's edge map and unmap one per
+call (seen under the CLI at start-up: make_plan, about once per planned flow).
 """
 
 from __future__ import annotations
