@@ -82,7 +82,7 @@ class Figures:
 
 @dataclass(frozen=True)
 class Loop:
-    """The engine processes' phases (means over them, seconds) and their loop threads' CPU
+    """The engine processes' phases (means over them, seconds) and their loops' CPU (the thread's)
     per ok connection: what the engine pays per connection, start-up and log apart."""
 
     startup_s: float
@@ -174,17 +174,16 @@ def _steady(runs: list[Path]) -> float:
 
 
 def engine_cli() -> None:
-    """`lvsprobe` with its epoll loop measured: the loop thread's CPU time and span go to
-    argv[1] (JSON); with argv[2] set, the loop thread's cProfile goes there (cProfile sees
-    only the thread it is enabled on, and the loop has a thread of its own). The rest of
-    argv is the CLI's."""
+    """`lvsprobe` with its epoll loop measured: the loop's CPU time (its thread's) and span
+    go to argv[1] (JSON); with argv[2] set, the loop's cProfile goes there. The rest of argv
+    is the CLI's."""
     import cProfile
 
     from lvsprobe.cli import main as cli
     from lvsprobe.replay import fastloop
 
     figures_path, profile_path, *argv = sys.argv[1:]
-    loop = fastloop.FastRunner._run
+    loop = fastloop.FastRunner.run
 
     def measured(self: fastloop.FastRunner) -> object:
         profile = cProfile.Profile() if profile_path else None
@@ -204,7 +203,7 @@ def engine_cli() -> None:
             }
             Path(figures_path).write_text(json.dumps(done))
 
-    fastloop.FastRunner._run = measured  # type: ignore[method-assign]
+    fastloop.FastRunner.run = measured  # type: ignore[method-assign]
     sys.argv = ["lvsprobe", *argv]
     cli()
 
@@ -244,7 +243,7 @@ SYSCALLS = ("socket", "epoll", "connect", "recv", "send", "getsock", "setsock", 
 
 
 def _where(tmp: Path) -> None:
-    """The profiled engine's loop thread: its time in the socket and epoll calls (the
+    """The profiled engine's loop: its time in the socket and epoll calls (the
     kernel's work, which wrk pays too) and in Python, by module; cProfile's own overhead
     inflates the Python share (it charges every Python call), so read it as an upper bound."""
     stats = pstats.Stats(str(tmp / "engine.prof"))
@@ -258,7 +257,7 @@ def _where(tmp: Path) -> None:
         where = f"C {name}" if file == "~" else Path(file).name
         if file != "~" or name not in calls:
             by_module[where] = by_module.get(where, 0.0) + v[2]
-    print(f"  where the profiled engine's loop thread spends its time ({total:.1f} s):")
+    print(f"  where the profiled engine's loop spends its time ({total:.1f} s):")
     print(f"    socket/epoll calls {sum(calls.values()) / total:6.1%}: " + ", ".join(
         f"{name.split()[1] if ' ' in name else name} {t / total:.1%}"
         for name, t in sorted(calls.items(), key=lambda kv: -kv[1])[:6]))  # fmt: skip
@@ -326,7 +325,7 @@ def main() -> None:
     print(f"  ratio lvsprobe/wrk, steady window: {_spread(steady)} (target >= 1.0)")
     print(f"  ratio lvsprobe/wrk, whole process: {_spread(whole)}")
     print(f"  client CPU per connection, lvsprobe/wrk: whole process {_spread(cpu)}; "
-          f"the engine's loop thread only {_spread(loop_cpu)}")  # fmt: skip
+          f"the engine's loop only {_spread(loop_cpu)}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,11 +10,6 @@ Per connection it makes the calls wrk makes (socket, non-blocking connect, one w
 until the response is complete, close) plus what the director's join needs: bind to the
 flow's client address and getsockname for its port. SO_ERROR is read only when epoll reports
 an error or hang-up, and close() drops the fd from the epoll set (no EPOLL_CTL_DEL).
-
-The loop runs on a thread of its own, so its frames sit at the same shallow depth whatever
-calls it (the CLI, a Dask worker, a test): CPython 3.11 frees a 16 KiB frame-stack chunk as
-soon as the stack drops below it, so calls that straddle a chunk's edge map and unmap one per
-call (seen under the CLI at start-up: make_plan, about once per planned flow).
 """
 
 from __future__ import annotations
@@ -329,24 +324,6 @@ class FastRunner:
                 self._due(conn, now)
 
     def run(self) -> Any:
-        """Drive the plan on a thread of its own (see the module docstring); the calling
-        thread waits, still taking signals (a stop request), and gets what it returned."""
-        returned: list[Any] = []
-
-        def body() -> None:
-            try:
-                returned.append(self._run())
-            except BaseException as exc:  # handed to the caller, raised there
-                returned.append(exc)
-
-        loop = threading.Thread(target=body, name="lvsprobe-epoll")
-        loop.start()
-        loop.join()
-        if isinstance(returned[0], BaseException):
-            raise returned[0]
-        return returned[0]
-
-    def _run(self) -> Any:
         from lvsprobe.replay.runner import RunResult
 
         self._t0, self._unix0 = time.monotonic(), time.time()

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lvsprobe.replay import fastloop
 from lvsprobe.replay.fastloop import FastRunner
 from lvsprobe.replay.fastsched import Timers
 from lvsprobe.replay.plan import make_plan
@@ -78,24 +77,6 @@ def test_flows_of_different_spans_each_time_out_at_their_own_deadline() -> None:
         assert record.outcome == "timeout", (record.kind, record.outcome, record.detail)
         assert record.end_s - record.start_s >= span - 1e-3, record
         assert f"within {span:.1f}s" in (record.detail or "")
-
-
-def test_an_error_in_the_loop_thread_is_raised_to_the_caller(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The loop runs on a thread of its own; what goes wrong there surfaces in run()."""
-
-    def broken(*_: object) -> None:
-        raise RuntimeError("flow factory broke")
-
-    monkeypatch.setattr(fastloop, "make_flow", broken)
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(4)
-        text = _scenario(silent.getsockname()[1], "  - {kind: http}", 2, "300ms")
-        scenario = parse_scenario(text, "broken.yaml")
-        with pytest.raises(RuntimeError, match="flow factory broke"):
-            FastRunner(scenario, make_plan(scenario), RunOptions()).run()
 
 
 def test_closing_without_unregistering_lets_the_next_socket_reuse_the_fd(servers: object) -> None:
