@@ -2,8 +2,9 @@
 1000 client source addresses vs `wrk` on the same VIP, both in the lab's client namespace
 of ONE VM (same vCPUs, same backends, same concurrency, same duration). wrk sends
 `Connection: close`, so each of its requests is a new connection (without it wrk measures
-keep-alive requests). Prints both rates, the ratio (target >= 0.5), the load averages and
-the replay's start-up (not counted in its rate).
+keep-alive requests). Prints both rates, the ratio (target >= 1.0, issue #17), the load
+averages, and the replay's whole-process rate beside its run's (start-up, plan and flow-log
+writing count there; guest Python imports are ~15x slower than the host's).
 
 The host is shared (other VMs run beside this one under TCG), so figures drift by 2x within
 minutes: wrk runs before AND after the replay and the ratio is taken against their mean.
@@ -83,7 +84,8 @@ def _replay(lab: Any, shared: Path, engine: str, seconds: float) -> float | None
     print(f"  lvsprobe replay --engine {engine:7s} {CLIENTS} addresses: {rate:7.1f} new conns/s "
           f"({ok} ok of {summary['flows']} in {span:.1f} s, {summary['errors']} not ok: "
           f"{summary['outcomes']}; {loads})", flush=True)  # fmt: skip
-    print(f"    start-up + plan + flow-log write, not in the rate: {wall - span:.1f} s")
+    print(f"    start-up + plan + flow-log write, not in the rate: {wall - span:.1f} s "
+          f"(whole process: {ok / wall:.1f} conns/s)")  # fmt: skip
     return rate
 
 
@@ -120,7 +122,7 @@ def main() -> None:
     ratio = rate / wrk_rate if wrk_rate else float("nan")
     print(f"  wrk mean {wrk_rate:.1f} new conns/s (before {before:.1f}, after {after:.1f}); "
           f"concurrency {args.concurrency} both, {args.seconds:.0f} s each")  # fmt: skip
-    print(f"  ratio lvsprobe/wrk: {ratio:.2f}x (target >= 0.5)")
+    print(f"  ratio lvsprobe/wrk: {ratio:.2f}x (target >= 1.0)")
 
 
 if __name__ == "__main__":

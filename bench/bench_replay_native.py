@@ -1,10 +1,24 @@
-"""On this machine, over loopback: new connections/s of the epoll engine against `wrk`
-(`Connection: close`: each request a new connection) on the same nginx, with as many engine
-processes as wrk threads and the same total concurrency; then where the engine's time goes
-(cProfile of one engine process). A ratio, not a timed test: both share the host's cores
-with nginx, so the figure is relative.
+"""On this machine, over loopback: new connections/s of the epoll engine against `wrk -H
+'Connection: close'` (each request a new connection) on the same nginx, with as many engine
+processes as wrk threads and the same total concurrency. A ratio, not a timed test: client,
+server and kernel share this host's cores (and other users' load), so only paired figures
+mean anything.
 
-    python -m bench replay_native [--seconds S] [--threads N] [--concurrency C] [--no-profile]
+Like with like:
+- rounds of paired runs, the order alternating (wrk first, then the engine first), each
+  ratio taken within its round; min/median/max over the rounds;
+- the engine's rate over its steady window (from its flow logs: the span where every engine
+  process was running, flows ended in it per second) beside wrk's own figure, and both
+  whole-process figures (ok flows over the wall time from launch to exit: the engine's
+  start-up, plan and flow-log writing count there, as wrk's start-up does);
+- CPU per connection (user + system, from the children's rusage) of the client, and of the
+  nginx workers (/proc/PID/stat): a server worker near 100 % busy would make the ratio
+  measure the server, so its busy share is printed with each run;
+- the engine plans only what it can run: max_flows is sized from wrk's last rate (twice it),
+  not a fixed number per second of run, since a closed loop never starts the rest.
+
+    python -m bench replay_native [--seconds S] [--threads N] [--concurrency C] [--rounds R]
+                                  [--server-procs P] [--profile]
 
 Needs nginx (Debian's nginx-light) and wrk; traffic stays on 127.0.0.0/8.
 """
@@ -13,97 +27,249 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pstats
 import re
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from lvsprobe.dashboards.prometheus import free_port
 
-NGINX_CONF = """daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
-events {{ worker_connections 8192; }}
+NGINX_CONF = """daemon off; worker_processes {procs}; pid {tmp}/nginx.pid;
+error_log {tmp}/error.log; events {{ worker_connections 8192; }}
 http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};
   fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
   server {{ listen 127.0.0.1:{port} backlog=4096; location / {{
     add_header X-Backend rs1; return 200 "ok\\n"; }} }} }}
 """
+ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from lvsprobe.cli import main; main()"]
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
-def _scenario(port: int, seconds: float, concurrency: int, worker: int) -> str:
+@dataclass(frozen=True)
+class Figures:
+    """One run's figures: ok connections/s over the steady window and over the whole
+    process, client and server CPU µs per connection, the busiest server worker's busy
+    share, and the 1-minute load average when it started."""
+
+    steady_per_s: float
+    whole_per_s: float
+    client_cpu_us: float
+    server_cpu_us: float
+    server_busy: float
+    load: float
+    loop: Loop | None = None
+
+    def line(self) -> str:
+        text = (f"{self.steady_per_s:8.0f} conns/s steady, {self.whole_per_s:8.0f} whole "
+                f"process; CPU/conn client {self.client_cpu_us:5.1f} us, server "
+                f"{self.server_cpu_us:5.1f} us (busiest worker {self.server_busy:4.0%}); "
+                f"load {self.load:.2f}")  # fmt: skip
+        if self.loop is not None:
+            text += "\n" + " " * 20 + self.loop.line()
+        return text
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The engine processes' phases (means over them, seconds) and their loops' CPU (the thread's)
+    per ok connection: what the engine pays per connection, start-up and log apart."""
+
+    startup_s: float
+    loop_s: float
+    after_s: float
+    cpu_us: float
+
+    def line(self) -> str:
+        return (f"engine process: start-up {self.startup_s:.1f} s, loop {self.loop_s:.1f} s "
+                f"(its thread's CPU {self.cpu_us:5.1f} us/conn), flow log and summary "
+                f"{self.after_s:.1f} s")  # fmt: skip
+
+
+class Server:
+    """nginx's worker processes: their CPU ticks, for the server's share of each run."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+
+    def ticks(self) -> dict[int, int]:
+        children = Path(f"/proc/{self.master}/task/{self.master}/children").read_text().split()
+        out = {}
+        for pid in map(int, children):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[pid] = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return out
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _measure(server: Server, run: Callable[[], tuple[float, int, Loop | None]]) -> Figures:
+    """`run()` gives (steady rate, ok connections, engine loop); the rest is measured here."""
+    load = os.getloadavg()[0]
+    before, cpu0, wall0 = server.ticks(), _children_cpu_s(), time.monotonic()
+    steady, ok, loop = run()
+    wall = time.monotonic() - wall0
+    client_s = _children_cpu_s() - cpu0
+    after = server.ticks()
+    spent = [(after[pid] - before.get(pid, 0)) * TICK_S for pid in after]
+    per_conn_us = 1e6 / max(ok, 1)
+    return Figures(steady, ok / wall, client_s * per_conn_us, sum(spent) * per_conn_us,
+                   max(spent, default=0.0) / wall, load, loop)  # fmt: skip
+
+
+def _wrk(port: int, seconds: float, threads: int, concurrency: int) -> tuple[float, int, None]:
+    argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{int(seconds)}s",
+            "-H", "Connection: close", f"http://127.0.0.1:{port}/"]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Socket errors:[^\n]*|Non-2xx[^\n]*", out)
+    if errors:
+        print(f"    wrk: {errors.group(0)}")
+    return rate, total, None
+
+
+def _scenario(port: int, seconds: float, concurrency: int, worker: int, max_flows: int) -> str:
     """A closed loop from 250 client addresses of its own (127.0.<worker+1>.x)."""
     return (
         f"name: native-{worker}\ntarget: {{address: 127.0.0.1, port: {port}}}\n"
         f"clients: {{cidr: 127.0.{worker + 1}.1/24, count: 250}}\n"
         "flows: [{kind: http, path: /}]\n"
         f"arrival: {{model: closed, concurrency: {concurrency}}}\n"
-        f"bounds: {{max_flows: {int(seconds * 40_000)}, max_duration: {seconds}s}}\n"
+        f"bounds: {{max_flows: {max_flows}, max_duration: {seconds}s}}\n"
     )
 
 
-def _wrk(port: int, seconds: float, threads: int, concurrency: int) -> float:
-    argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{int(seconds)}s",
-            "-H", "Connection: close", f"http://127.0.0.1:{port}/"]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Socket errors:[^\n]*", out)
-    print(f"  wrk -t{threads} -c{concurrency}: {rate:9.1f} new conns/s"
-          f"{'; ' + errors.group(0) if errors else ''}", flush=True)  # fmt: skip
-    return rate
+def _steady(runs: list[Path]) -> float:
+    """ok flows per second that ended while every engine process was running."""
+    import pyarrow.compute as pc
+
+    from lvsprobe.replay.flowlog import read_flows
+
+    ends, spans = [], []
+    for run in runs:
+        table = read_flows(run)
+        table = table.filter(pc.equal(table["outcome"], "ok"))
+        origin = pc.subtract(table["start_unix"], table["start_s"])  # the run's clock at 0
+        end = pc.add(origin, table["end_s"]).to_numpy()
+        ends.append(end)
+        spans.append((float(end.min()), float(end.max())))
+    low, high = max(s[0] for s in spans), min(s[1] for s in spans)
+    if high <= low:
+        return 0.0
+    return sum(int(((e >= low) & (e < high)).sum()) for e in ends) / (high - low)
+
+
+def engine_cli() -> None:
+    """`lvsprobe` with its epoll loop measured: the loop's CPU time (its thread's) and span
+    go to argv[1] (JSON); with argv[2] set, the loop's cProfile goes there. The rest of argv
+    is the CLI's."""
+    import cProfile
+
+    from lvsprobe.cli import main as cli
+    from lvsprobe.replay import fastloop
+
+    figures_path, profile_path, *argv = sys.argv[1:]
+    loop = fastloop.FastRunner.run
+
+    def measured(self: fastloop.FastRunner) -> object:
+        profile = cProfile.Profile() if profile_path else None
+        cpu0, unix0 = time.thread_time(), time.time()
+        if profile is not None:
+            profile.enable()
+        try:
+            return loop(self)
+        finally:
+            if profile is not None:
+                profile.disable()
+                profile.dump_stats(profile_path)
+            done = {
+                "cpu_s": time.thread_time() - cpu0,
+                "start_unix": unix0,
+                "end_unix": time.time(),
+            }
+            Path(figures_path).write_text(json.dumps(done))
+
+    fastloop.FastRunner.run = measured  # type: ignore[method-assign]
+    sys.argv = ["lvsprobe", *argv]
+    cli()
 
 
 def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int,
-            profile: bool) -> float:  # fmt: skip
-    procs = []
+            max_flows: int, profile: bool = False) -> tuple[float, int, Loop]:  # fmt: skip
+    procs, runs = [], []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = "from bench.bench_replay_native import engine_cli; engine_cli()"
+    launched = time.time()
     for worker in range(threads):
         path = tmp / f"s{worker}.yaml"
-        path.write_text(_scenario(port, seconds, concurrency // threads, worker))
-        prefix = [sys.executable, "-m", "cProfile", "-o", str(tmp / "engine.prof"), "-m",
-                  "lvsprobe"] if profile and worker == 0 else CLI  # fmt: skip
-        argv = [*prefix, "replay", "run", str(path), "--out", str(tmp / f"run{worker}"),
-                "--json", "--no-progress", "--force", "--engine", "epoll"]  # fmt: skip
-        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
-    total = 0.0
+        path.write_text(_scenario(port, seconds, concurrency // threads, worker, max_flows))
+        runs.append(tmp / f"run{worker}")
+        prof = str(tmp / "engine.prof") if profile and worker == 0 else ""
+        argv = [sys.executable, "-c", code, str(tmp / f"loop{worker}.json"), prof,
+                "replay", "run", str(path), "--out", str(runs[-1]), "--json", "--no-progress",
+                "--force", "--engine", "epoll"]  # fmt: skip
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env))
+    ok, phases = 0, []
     for worker, proc in enumerate(procs):
         out, _ = proc.communicate(timeout=seconds + 600)
+        exited = time.time()
         summary = json.loads(out)
-        rate = summary["ok"] / (summary["duration_s"] or 1.0)
-        total += rate
-        mark = ", profiled" if profile and not worker else ""
-        print(f"    engine {worker}: {rate:9.1f} new conns/s ({summary['ok']} ok, "
-              f"{summary['errors']} not ok{mark})")  # fmt: skip
-    label = "profiled " if profile else ""
-    print(f"  lvsprobe replay, {threads} {label}epoll processes: {total:9.1f} new conns/s",
-          flush=True)  # fmt: skip
-    return total
+        ok += summary["ok"]
+        if summary["errors"]:
+            print(f"    engine: {summary['errors']} not ok: {summary['outcomes']}")
+        done = json.loads((tmp / f"loop{worker}.json").read_text())
+        phases.append((done["start_unix"] - launched, done["end_unix"] - done["start_unix"],
+                       exited - done["end_unix"], done["cpu_s"]))  # fmt: skip
+    start, span, after, cpu_s = (sum(p[i] for p in phases) for i in range(4))
+    loop = Loop(start / threads, span / threads, after / threads, cpu_s / max(ok, 1) * 1e6)
+    return _steady(runs), ok, loop
+
+
+SYSCALLS = ("socket", "epoll", "connect", "recv", "send", "getsock", "setsock", "bind", "close")
 
 
 def _where(tmp: Path) -> None:
-    """The profiled engine process: its run loop's time split into the socket and epoll
-    calls (the kernel's work, and what wrk pays too) and Python around them; the rest of
-    the process (start-up, plan, summary and flow-log writing) apart."""
+    """The profiled engine's loop: its time in the socket and epoll calls (the
+    kernel's work, which wrk pays too) and in Python, by module; cProfile's own overhead
+    inflates the Python share (it charges every Python call), so read it as an upper bound."""
     stats = pstats.Stats(str(tmp / "engine.prof"))
     rows = stats.stats  # type: ignore[attr-defined]
-    process = max(v[3] for v in rows.values())
-    loop = next(v[3] for k, v in rows.items() if k[0].endswith("fastloop.py") and k[2] == "run")
+    total = sum(v[2] for v in rows.values())
     calls = {
-        k[2]: v[2] for k, v in rows.items()
-        if k[0] == "~" and ("socket" in k[2] or "epoll" in k[2])
-    }  # fmt: skip
-    kernel = sum(calls.values())
-    print(f"  where the profiled engine's time goes ({process:.1f} s in the process):")
-    print(f"    run loop {loop / process:6.1%}: socket/epoll calls {kernel / process:6.1%}, "
-          f"Python around them {(loop - kernel) / process:6.1%}")  # fmt: skip
-    for name, seconds in sorted(calls.items(), key=lambda kv: -kv[1])[:6]:
-        print(f"      {seconds / process:6.1%}  {name}")
-    engine = sorted(((v[2], k[2]) for k, v in rows.items() if "replay/" in k[0]), reverse=True)
-    print("    Python's own time, top engine functions: " + ", ".join(
-        f"{name} {seconds / process:.1%}" for seconds, name in engine[:6]))  # fmt: skip
-    print(f"    outside the loop (start-up, plan, flow log, summary): {1 - loop / process:6.1%}")
+        k[2]: v[2] for k, v in rows.items() if k[0] == "~" and any(w in k[2] for w in SYSCALLS)
+    }
+    by_module: dict[str, float] = {}
+    for (file, _, name), v in rows.items():
+        where = f"C {name}" if file == "~" else Path(file).name
+        if file != "~" or name not in calls:
+            by_module[where] = by_module.get(where, 0.0) + v[2]
+    print(f"  where the profiled engine's loop spends its time ({total:.1f} s):")
+    print(f"    socket/epoll calls {sum(calls.values()) / total:6.1%}: " + ", ".join(
+        f"{name.split()[1] if ' ' in name else name} {t / total:.1%}"
+        for name, t in sorted(calls.items(), key=lambda kv: -kv[1])[:6]))  # fmt: skip
+    print("    Python and other C calls, by module: " + ", ".join(
+        f"{name} {t / total:.1%}"
+        for name, t in sorted(by_module.items(), key=lambda kv: -kv[1])[:8]))  # fmt: skip
+
+
+def _spread(values: list[float]) -> str:
+    return (
+        f"min {min(values):.2f}x, median {statistics.median(values):.2f}x, max {max(values):.2f}x"
+    )
 
 
 def main() -> None:
@@ -111,32 +277,55 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--server-procs", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="also profile one engine")
     args = parser.parse_args()
     if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()) or not shutil.which("wrk"):
         print("  nginx or wrk missing (Debian's nginx-light and wrk): skipped")
         return
+    n, c, s = args.threads, args.concurrency, args.seconds
+    steady, whole, cpu, loop_cpu = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-native-") as name:
         tmp = Path(name)
         port = free_port()
-        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port))
+        conf = NGINX_CONF.format(tmp=tmp, port=port, procs=args.server_procs)
+        (tmp / "nginx.conf").write_text(conf)
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        conf, log = str(tmp / "nginx.conf"), str(tmp / "error.log")
-        nginx = subprocess.Popen([binary, "-c", conf, "-e", log])
+        nginx = subprocess.Popen([binary, "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "e")])
         try:
             time.sleep(0.5)
-            before = _wrk(port, args.seconds, args.threads, args.concurrency)
-            ours = _replay(tmp, port, args.seconds, args.threads, args.concurrency, False)
-            after = _wrk(port, args.seconds, args.threads, args.concurrency)
-            if not args.no_profile:
-                _replay(tmp, port, args.seconds, args.threads, args.concurrency, True)
+            server = Server(nginx.pid)
+            print(f"  {os.cpu_count()} CPUs; nginx {args.server_procs} worker(s); wrk -t{n} -c{c}"
+                  f" vs {n} engine processes x {c // n} loops; {s:g} s each, {args.rounds} "
+                  "rounds, order alternating")  # fmt: skip
+            expected = 20_000.0
+            for round_no in range(args.rounds):
+                pair: dict[str, Figures] = {}
+                for who in ("wrk", "engine") if round_no % 2 == 0 else ("engine", "wrk"):
+                    if who == "wrk":
+                        pair[who] = _measure(server, lambda: _wrk(port, s, n, c))
+                        expected = pair[who].steady_per_s
+                    else:
+                        flows = int(2 * expected / n * s) + 1000
+                        pair[who] = _measure(server, partial(_replay, tmp, port, s, n, c, flows))
+                    print(f"    round {round_no + 1} {who:6s} {pair[who].line()}", flush=True)
+                wrk, ours = pair["wrk"], pair["engine"]
+                steady.append(ours.steady_per_s / wrk.steady_per_s)
+                whole.append(ours.whole_per_s / wrk.whole_per_s)
+                cpu.append(ours.client_cpu_us / wrk.client_cpu_us)
+                if ours.loop is not None:
+                    loop_cpu.append(ours.loop.cpu_us / wrk.client_cpu_us)
+            if args.profile:
+                _replay(tmp, port, s, n, c, int(2 * expected / n * s) + 1000, profile=True)
                 _where(tmp)
         finally:
             nginx.terminate()
             nginx.wait(timeout=30)
-    wrk_rate = (before + after) / 2
-    print(f"  ratio lvsprobe/wrk: {ours / wrk_rate:.2f}x ({ours:.0f} vs {wrk_rate:.0f} new "
-          f"conns/s; wrk before {before:.0f}, after {after:.0f}; target >= 1.0)")  # fmt: skip
+    print(f"  ratio lvsprobe/wrk, steady window: {_spread(steady)} (target >= 1.0)")
+    print(f"  ratio lvsprobe/wrk, whole process: {_spread(whole)}")
+    print(f"  client CPU per connection, lvsprobe/wrk: whole process {_spread(cpu)}; "
+          f"the engine's loop only {_spread(loop_cpu)}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -122,9 +122,8 @@ def _outcome(exc: BaseException) -> tuple[str, str]:
 
 def _socket(src: str, dst: str, kind: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
-    sock = socket.socket(family, kind)
+    sock = socket.socket(family, kind | socket.SOCK_NONBLOCK)  # non-blocking: no ioctl after
     try:
-        sock.setblocking(False)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             # small writes (heartbeats, requests) go out at once: no Nagle wait for an ACK

@@ -6,20 +6,20 @@ handles) and reached ~20 new connections/s where this loop, doing only the sysca
 sans-IO flow's work per connection, reaches 2-3x that. Same flows (flows.py), same records,
 same outcomes as the asyncio driver (driver.py), which still runs TLS and FTP flows.
 
-One process: a second worker process was measured no faster in the 2-vCPU guest (its CPUs
-are saturated by the backends, the kernel and the client together).
+Per connection it makes the calls wrk makes (socket, non-blocking connect, one write, reads
+until the response is complete, close) plus what the director's join needs: bind to the
+flow's client address and getsockname for its port. SO_ERROR is read only when epoll reports
+an error or hang-up, and close() drops the fd from the epoll set (no EPOLL_CTL_DEL).
 """
 
 from __future__ import annotations
 
 import errno
-import heapq
 import os
 import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from lvsprobe.replay.attribution import ConnSnapshot
@@ -32,51 +32,22 @@ from lvsprobe.replay.driver import (
     new_record,
     record_event,
 )
+from lvsprobe.replay.fastconn import Conn
+from lvsprobe.replay.fastsched import Arrivals, Timers
 from lvsprobe.replay.flowlog import FlowRecord
-from lvsprobe.replay.flows import (
-    Finished,
-    Flow,
-    Step,
-)
+from lvsprobe.replay.flows import Finished, Step
 from lvsprobe.replay.plan import PlannedFlow, stages_of
-from lvsprobe.replay.profile import windows
 from lvsprobe.replay.scenario import Scenario
 
 FAST_KINDS = frozenset({"tcp", "http", "udp", "syn"})
 POLL_MAX_S = 0.25  # a stop request (Ctrl-C) is seen within this
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_ERR = select.EPOLLERR | select.EPOLLHUP
 
 
 def fast_eligible(plan: list[PlannedFlow]) -> bool:
     """Whether every planned flow is of a kind this loop drives."""
     return all(p.kind in FAST_KINDS for p in plan)
-
-
-class _Conn:
-    """One flow in flight."""
-
-    __slots__ = ("closed", "connected", "deadline", "fd", "finished", "flow", "half_close",
-                 "idle", "mask", "out", "planned", "pooled", "record", "sock", "stream",
-                 "wake_at")  # fmt: skip
-
-    def __init__(
-        self, sock: socket.socket, planned: PlannedFlow, flow: Flow, record: FlowRecord
-    ) -> None:
-        self.sock, self.fd = sock, sock.fileno()
-        self.half_close = self.connected = self.closed = self.pooled = False
-        self.stream = planned.kind != "udp"
-        self.mask = _OUT
-        self.attach(planned, flow, record)
-
-    def attach(self, planned: PlannedFlow, flow: Flow, record: FlowRecord) -> None:
-        """Give the connection its (next) flow: a pooled connection carries one after another;
-        a timer of an earlier flow finds a later deadline and no wake-up, and does nothing."""
-        self.planned, self.flow, self.record = planned, flow, record
-        self.deadline = 0.0
-        self.wake_at: float | None = None
-        self.out = b""
-        self.finished: Finished | None = None
-        self.idle = False
 
 
 class FastRunner:
@@ -90,20 +61,15 @@ class FastRunner:
         self.progress = Progress(total=len(plan))
         self.snapshots: list[ConnSnapshot] = []
         self.stop_reason: str | None = None
-        self.skipped = 0  # closed-stage flows their stage ended before
         self._ctx = FlowContext(scenario)
         self._t0 = self._unix0 = 0.0
         self._ep = select.epoll()
-        self._conns: dict[int, _Conn] = {}
-        self._timers: list[tuple[float, int, _Conn]] = []
-        self._seq = 0
-        self._stages = stages_of(scenario)
-        self._windows = windows(self._stages)
-        self._free: dict[int, int] = {}  # closed stages: slots ready for their next flow
-        self._thinking: list[tuple[float, int]] = []  # (when a slot in think time frees, stage)
+        self._conns: dict[int, Conn] = {}
+        self._timers: Timers[Conn] = Timers()
+        self._arrivals = Arrivals(iter(plan), stages_of(scenario))
         self._pool_size = scenario.arrival.connections if scenario.arrival.model == "pool" else 0
         self._pool_open = 0  # pooled connections open (busy, idle or connecting)
-        self._idle: list[_Conn] = []
+        self._idle: list[Conn] = []
         self._journal = options.journal
         self._live = options.live
 
@@ -112,13 +78,23 @@ class FastRunner:
         if self.stop_reason is None:
             self.stop_reason = reason
 
+    @property
+    def skipped(self) -> int:
+        """Closed-stage flows their stage ended before."""
+        return self._arrivals.skipped
+
     def clock(self) -> float:
         return time.monotonic() - self._t0
 
+    def _pool_free(self) -> bool:
+        return not self._pool_size or bool(self._idle) or self._pool_open < self._pool_size
+
+    def _stopped(self) -> bool:
+        return self.stop_reason is not None
+
     # ---- one flow -------------------------------------------------------------------------
-    def _start(self, planned: PlannedFlow, start: float | None = None) -> None:
-        """`start`: the clock reading a closed-stage flow was let in by (inside its window)."""
-        start = self.clock() if start is None else start
+    def _start(self, planned: PlannedFlow, start: float) -> None:
+        """`start`: the clock reading the flow was let in by (a closed one: inside its window)."""
         rec = new_record(planned, start, self._unix0 + start, self.scenario.target.protocol)
         self.records.append(rec)
         self.progress.started += 1
@@ -146,7 +122,7 @@ class FastRunner:
             rec.end_s = self.clock()
             self._done(rec, planned)
             return
-        conn = _Conn(sock, planned, flow, rec)
+        conn = Conn(sock, planned, flow, rec, _OUT)
         if self._pool_size:
             conn.pooled = True
             self._pool_open += 1
@@ -158,29 +134,27 @@ class FastRunner:
         elif err not in (errno.EINPROGRESS, errno.EAGAIN):
             self._fail(conn, OSError(err, os.strerror(err)))
 
-    def _arm(self, conn: _Conn, start: float) -> None:
-        conn.deadline = start + conn.planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
+    def _arm(self, conn: Conn, start: float) -> None:
+        span = conn.planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
+        conn.deadline = start + span
         self._conns[conn.fd] = conn
-        self._timer(conn.deadline, conn)
+        self._timers.deadline(span, conn.deadline, conn)
 
-    def _timer(self, when: float, conn: _Conn) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (when, self._seq, conn))
-
-    def _connected(self, conn: _Conn) -> None:
+    def _connected(self, conn: Conn) -> None:
         rec = conn.record
         conn.connected = True
         rec.client_port = conn.sock.getsockname()[1]
-        rec.connect_s = self.clock() - rec.start_s
+        now = self.clock()
+        rec.connect_s = now - rec.start_s
         self._mask(conn, _IN)
-        self._act(conn, conn.flow.start(self.clock()))
+        self._act(conn, conn.flow.start(now))
 
-    def _mask(self, conn: _Conn, mask: int) -> None:
+    def _mask(self, conn: Conn, mask: int) -> None:
         if conn.mask != mask and not conn.closed:
             conn.mask = mask
             self._ep.modify(conn.fd, mask)
 
-    def _act(self, conn: _Conn, step: Step) -> None:
+    def _act(self, conn: Conn, step: Step) -> None:
         for event in step.events:
             if record_event(conn.record, event, self.clock):
                 continue
@@ -188,7 +162,7 @@ class FastRunner:
                 conn.finished = event
         if step.wake_at is not None:
             conn.wake_at = step.wake_at
-            self._timer(step.wake_at, conn)
+            self._timers.wake(step.wake_at, conn)
         if step.send:
             if conn.stream:
                 conn.out += step.send
@@ -209,7 +183,7 @@ class FastRunner:
         else:
             self._close(conn)
 
-    def _flush(self, conn: _Conn) -> None:
+    def _flush(self, conn: Conn) -> None:
         while conn.out:
             try:
                 sent = conn.sock.send(conn.out)
@@ -230,9 +204,10 @@ class FastRunner:
             except OSError as exc:
                 self._fail(conn, exc)
                 return
-        self._mask(conn, _IN)
+        if conn.mask != _IN:
+            self._mask(conn, _IN)
 
-    def _readable(self, conn: _Conn) -> None:
+    def _readable(self, conn: Conn) -> None:
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -253,7 +228,7 @@ class FastRunner:
             conn.finished = Finished("reset", "connection closed")
             self._close(conn)
 
-    def _due(self, conn: _Conn, now: float) -> None:
+    def _due(self, conn: Conn, now: float) -> None:
         if now >= conn.deadline - 1e-6:  # first: a flow that keeps asking still ends
             spent = conn.deadline - conn.record.start_s
             self._fail(conn, TimeoutError(f"no progress within {spent:.1f}s"))
@@ -261,14 +236,14 @@ class FastRunner:
             conn.wake_at = None
             self._act(conn, conn.flow.timer(now))
 
-    def _fail(self, conn: _Conn, exc: BaseException) -> None:
+    def _fail(self, conn: Conn, exc: BaseException) -> None:
         if not conn.idle:
             conn.record.outcome, conn.record.detail = _outcome(exc)
             if conn.record.client_port is None:  # refused: the port the director saw
                 conn.record.client_port = _local_port(conn.sock)
         self._close(conn)
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: Conn) -> None:
         """A pooled request ended well: record it, keep its connection for the next one."""
         rec = conn.record
         rec.end_s = self.clock()
@@ -278,13 +253,12 @@ class FastRunner:
         self._idle.append(conn)
         self._done(rec, conn.planned)
 
-    def _close(self, conn: _Conn, outcome: str | None = None) -> None:
+    def _close(self, conn: Conn, outcome: str | None = None) -> None:
         if conn.closed:
             return
         conn.closed = True
         self._conns.pop(conn.fd, None)
-        self._ep.unregister(conn.fd)
-        conn.sock.close()
+        conn.sock.close()  # its only fd: the kernel drops it from the epoll set
         if conn.pooled:
             self._pool_open -= 1
         if conn.idle:
@@ -307,11 +281,8 @@ class FastRunner:
             self._journal.add(rec)
         if self._live is not None:
             self._live.finished(rec)
-        if planned.at_s is None:  # a closed-stage slot frees, now or after its think time
-            if planned.mix.think_s > 0:
-                heapq.heappush(self._thinking, (self.clock() + planned.mix.think_s, planned.stage))
-            else:
-                self._free[planned.stage] = self._free.get(planned.stage, 0) + 1
+        if planned.at_s is None:
+            self._arrivals.freed(planned, self.clock())
 
     # ---- the run --------------------------------------------------------------------------
     def _snapshot_thread(self, halt: threading.Event) -> None:
@@ -324,53 +295,9 @@ class FastRunner:
             self.snapshots.append(ConnSnapshot(self.clock(), data))
             halt.wait(self.options.snapshot_every_s)
 
-    def _ready(self, planned: PlannedFlow, now: float) -> bool | None:
-        """Whether `planned` can start now; None: never (its closed stage has ended)."""
-        if planned.at_s is not None:  # open: when due (pool: and a connection is free)
-            if planned.at_s > now:
-                return False
-            return not self._pool_size or bool(self._idle) or self._pool_open < self._pool_size
-        start, end = self._windows[planned.stage]
-        if now >= end:
-            return None
-        if now < start:
-            return False
-        free = self._free.setdefault(planned.stage, self._stages[planned.stage].concurrency)
-        return free > 0
-
-    def _arrivals(self, pending: Iterator[PlannedFlow], nxt: PlannedFlow | None, now: float) -> Any:
-        """Start what is due; the next planned flow not started yet."""
-        while self._thinking and self._thinking[0][0] <= now:
-            stage = heapq.heappop(self._thinking)[1]
-            self._free[stage] = self._free.get(stage, 0) + 1
-        while nxt is not None and self.stop_reason is None:
-            # A closed-stage flow is judged on a fresh reading, recorded as its start: the
-            # batch's `now` may be stale by the flows started before it in this batch.
-            closed_now = None if nxt.at_s is not None else self.clock()
-            ready = self._ready(nxt, now if closed_now is None else closed_now)
-            if ready is False:
-                break
-            if ready is None:
-                self.skipped += 1
-            else:
-                if nxt.at_s is None:
-                    self._free[nxt.stage] -= 1
-                self._start(nxt, closed_now)
-            nxt = next(pending, None)
-        return nxt
-
-    def _wait_s(self, nxt: PlannedFlow | None, now: float, until: float) -> float:
-        wait = min(POLL_MAX_S, until - now)
-        if self._timers:
-            wait = min(wait, self._timers[0][0] - now)
-        if self._thinking:
-            wait = min(wait, self._thinking[0][0] - now)
-        if nxt is not None and nxt.at_s is not None and nxt.at_s > now:
-            wait = min(wait, nxt.at_s - now)  # (due but no free connection: events decide)
-        elif nxt is not None and nxt.at_s is None:  # its stage's start, or end (to skip)
-            start, end = self._windows[nxt.stage]
-            wait = min(wait, (start if now < start else end) - now)
-        return max(0.0, wait)
+    def _wait_s(self, now: float, until: float) -> float:
+        wait = self._arrivals.wait_s(now, min(until, now + POLL_MAX_S))
+        return max(0.0, min(wait, self._timers.next_s() - now))
 
     def _events(self, timeout_s: float) -> None:
         for fd, mask in self._ep.poll(timeout_s):
@@ -378,20 +305,21 @@ class FastRunner:
             if conn is None:
                 continue
             if not conn.connected:
-                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                # a failed connect shows as an error or hang-up: only then ask SO_ERROR why
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if mask & _ERR else 0
                 if err:
                     self._fail(conn, OSError(err, os.strerror(err)))
-                elif mask & (_OUT | select.EPOLLHUP | select.EPOLLERR):
+                elif mask & (_OUT | _ERR):
                     self._connected(conn)
                 continue
             if mask & _OUT and conn.out:
                 self._flush(conn)
             if mask & ~_OUT and not conn.closed:
                 self._readable(conn)
-        now, due = self.clock(), []
-        while self._timers and self._timers[0][0] <= now:
-            due.append(heapq.heappop(self._timers)[2])
-        for conn in due:  # a wake-up asked for now or earlier waits a turn: no spin
+        now = self.clock()
+        for conn in self._timers.due(
+            now
+        ):  # a wake-up asked for now or earlier waits a turn: no spin
             if not conn.closed and not conn.idle:
                 self._due(conn, now)
 
@@ -405,8 +333,7 @@ class FastRunner:
             snapper = threading.Thread(target=self._snapshot_thread, args=(halt,), daemon=True)
             snapper.start()
         limit = self.scenario.bounds.max_duration_s
-        pending = iter(self.plan)
-        nxt = next(pending, None)
+        arrivals = self._arrivals
         next_progress = 0.0 if self.options.on_progress is not None else float("inf")
         try:
             while self.stop_reason is None:
@@ -414,14 +341,14 @@ class FastRunner:
                 if now >= limit:
                     self.stop("run-ended")
                     break
-                nxt = self._arrivals(pending, nxt, now)
-                if nxt is None and len(self._conns) == len(self._idle):
+                arrivals.start_due(now, self.clock, self._start, self._pool_free, self._stopped)
+                if arrivals.next is None and len(self._conns) == len(self._idle):
                     break
                 if now >= next_progress:
                     self.progress.elapsed_s = now
                     self.options.on_progress(self.progress)  # set when next_progress is
                     next_progress = now + self.options.progress_every_s
-                self._events(self._wait_s(nxt, now, min(limit, next_progress)))
+                self._events(self._wait_s(now, min(limit, next_progress)))
                 if self._journal is not None:
                     self._journal.tick()
         finally:

@@ -110,40 +110,35 @@ def _weight(mix: FlowMix, flows: tuple[FlowMix, ...], by_kind: Mapping[str, floa
 
 
 def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedFlow]:
-    """The flows of a run, in start order, at most `bounds.max_flows` (or `max_flows`)."""
+    """The flows of a run, in start order, at most `bounds.max_flows` (or `max_flows`).
+
+    Built in one tight loop (it runs once per planned flow before the run starts): the
+    lookups hoisted, the random draws made only where a choice exists, in the same order.
+    """
     limit = min(scenario.bounds.max_flows, max_flows or scenario.bounds.max_flows)
     if scenario.recorded:
         return _recorded_plan(scenario, limit)
     rng = random.Random(scenario.seed)
     by_stage = _mixes(scenario)
     clients = scenario.clients.addresses
-    target = scenario.target
+    count, pick = len(clients), scenario.clients.pick
+    address, default_port = scenario.target.address, scenario.target.port
     plan: list[PlannedFlow] = []
-    for flow_id, (at, stage) in enumerate(_offsets(scenario, rng, limit)):
-        if flow_id >= limit:
-            break
+    append, choices, randrange, randint = plan.append, rng.choices, rng.randrange, rng.randint
+    offsets = itertools.islice(_offsets(scenario, rng, limit), limit)
+    for flow_id, (at, stage) in enumerate(offsets):
         mixes, cum_weights = by_stage.get(stage, by_stage[None])
-        mix = mixes[0] if len(mixes) == 1 else rng.choices(mixes, cum_weights=cum_weights)[0]
-        if scenario.clients.pick == "random":
-            client = clients[rng.randrange(len(clients))]
-        elif scenario.clients.pick == "sequential":
-            client = clients[flow_id * len(clients) // limit]
+        mix = mixes[0] if len(mixes) == 1 else choices(mixes, cum_weights=cum_weights)[0]
+        if pick == "random":
+            client = clients[randrange(count)]
+        elif pick == "sequential":
+            client = clients[flow_id * count // limit]
         else:
-            client = clients[flow_id % len(clients)]
+            client = clients[flow_id % count]
         low, high = mix.payload_bytes
-        plan.append(
-            PlannedFlow(
-                flow_id=flow_id,
-                kind=mix.kind,
-                client_address=client,
-                server_address=target.address,
-                server_port=mix.port or target.port,
-                at_s=at,
-                payload_bytes=low if low == high else rng.randint(low, high),
-                mix=mix,
-                stage=stage,
-            )
-        )
+        payload = low if low == high else randint(low, high)
+        port = mix.port or default_port
+        append(PlannedFlow(flow_id, mix.kind, client, address, port, at, payload, mix, stage))
     return plan
 
 

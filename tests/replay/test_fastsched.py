@@ -1,0 +1,97 @@
+"""The epoll engine's schedule: its timers (fastsched.py), and the loop around them on real
+loopback sockets."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lvsprobe.replay.fastloop import FastRunner
+from lvsprobe.replay.fastsched import Timers
+from lvsprobe.replay.plan import make_plan
+from lvsprobe.replay.runner import RunOptions
+from lvsprobe.replay.scenario import parse_scenario
+
+
+def test_nothing_armed_is_never_due() -> None:
+    timers: Timers[str] = Timers()
+    assert timers.next_s() == math.inf and timers.due(1e9) == []
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 100), st.sampled_from([0.5, 2.0, 7.0]), st.booleans()),
+        max_size=40,
+    ),
+    st.floats(0, 120),
+)
+def test_timers_give_exactly_what_is_due_whatever_the_spans(
+    arms: list[tuple[float, float, bool]], now: float
+) -> None:
+    """Deadlines of several spans (armed in start order, as the engine arms them) and
+    wake-ups at any time: due(now) gives each one due, once; next_s is the earliest left."""
+    timers: Timers[int] = Timers()
+    armed = {}
+    for item, (start, span, wakeup) in enumerate(sorted(arms)):
+        at = start if wakeup else start + span
+        if wakeup:
+            timers.wake(at, item)
+        else:
+            timers.deadline(span, at, item)
+        armed[item] = at
+    due = timers.due(now)
+    assert sorted(due) == sorted(i for i, at in armed.items() if at <= now)
+    left = [at for i, at in armed.items() if at > now]
+    assert timers.next_s() == min(left, default=math.inf)
+    assert timers.due(now) == []
+
+
+def _scenario(port: int, flows: str, max_flows: int, timeout: str) -> str:
+    return (
+        f"name: spans\ntarget: {{address: 127.0.0.1, port: {port}}}\n"
+        f"clients: {{cidr: 127.0.0.2/24, count: 3}}\nflows:\n{flows}\n"
+        "arrival: {model: closed, concurrency: 4}\n"
+        f"bounds: {{max_flows: {max_flows}, max_duration: 30s, flow_timeout: {timeout}}}\n"
+    )
+
+
+def test_flows_of_different_spans_each_time_out_at_their_own_deadline() -> None:
+    """A held tcp flow (hold + timeout) and http flows (timeout) against a server that never
+    answers: each ends by timeout, at or after its own deadline, never another's."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the backlog accepts: connects succeed, nothing is ever read
+        port = silent.getsockname()[1]
+        flows = "  - {kind: http, weight: 3}\n  - {kind: tcp, hold: 600ms, heartbeat: 10s}"
+        scenario = parse_scenario(_scenario(port, flows, 8, "300ms"), "spans.yaml")
+        plan = make_plan(scenario)
+        assert {p.kind for p in plan} == {"http", "tcp"}
+        result = FastRunner(scenario, plan, RunOptions()).run()
+    assert len(result.records) == 8
+    for record in result.records:
+        span = 0.3 + (0.6 if record.kind == "tcp" else 0.0)
+        assert record.outcome == "timeout", (record.kind, record.outcome, record.detail)
+        assert record.end_s - record.start_s >= span - 1e-3, record
+        assert f"within {span:.1f}s" in (record.detail or "")
+
+
+def test_closing_without_unregistering_lets_the_next_socket_reuse_the_fd(servers: object) -> None:
+    """close() drops a socket from the epoll set: one connection after another (each taking
+    the fd number the last one freed) all complete, none is lost to a stale registration."""
+    text = _scenario(servers.http, "  - {kind: http}", 40, "5s")  # type: ignore[attr-defined]
+    scenario = parse_scenario(text.replace("concurrency: 4", "concurrency: 1"), "reuse.yaml")
+    result = FastRunner(scenario, make_plan(scenario), RunOptions()).run()
+    assert [r.outcome for r in result.records] == ["ok"] * 40
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+def test_flow_sockets_are_born_non_blocking_and_bound(kind: int) -> None:
+    from lvsprobe.replay.driver import _socket
+
+    with _socket("127.0.0.3", "127.0.0.1", kind) as sock:
+        assert sock.gettimeout() == 0.0 and not sock.getblocking()
+        assert sock.type == kind and sock.getsockname()[0] == "127.0.0.3"
