@@ -1,4 +1,4 @@
-"""`status --json` is written a service at a time, and is the same document as before."""
+"""`status --json` is written a service at a time (a line each), and is the same document."""
 
 from __future__ import annotations
 
@@ -13,13 +13,18 @@ from lvsprobe.snapshot_json import snapshot_json_text, snapshot_to_json
 from lvsprobe.sources import Target, read_snapshot
 
 
-def test_streamed_text_equals_the_whole_document(nat_proc: Path) -> None:
+def test_streamed_text_is_the_whole_document_a_service_a_line(nat_proc: Path) -> None:
     snap = read_snapshot(Target(procfs_root=nat_proc), conns="summary")
     assert len(snap.services) > 1
-    whole = json.dumps(snapshot_to_json(snap), indent=2)
-    assert "".join(snapshot_json_text(snap)) == whole
-    one = replace(snap, services=snap.services[:1])
-    assert "".join(snapshot_json_text(one)) == json.dumps(snapshot_to_json(one), indent=2)
+    for services in (snap.services, snap.services[:1], ()):
+        part = replace(snap, services=services)
+        text = "".join(snapshot_json_text(part))
+        assert json.loads(text) == json.loads(json.dumps(snapshot_to_json(part)))
+        lines = text.splitlines()
+        at = lines.index('  "services": [') if services else -1
+        for offset, service in enumerate(snapshot_to_json(part)["services"], start=1):
+            assert json.loads(lines[at + offset].strip().rstrip(",")) == service
+    # everything but the services as `json.dumps(..., indent=2)` writes it
     none = replace(snap, services=())
     assert "".join(snapshot_json_text(none)) == json.dumps(snapshot_to_json(none), indent=2)
 
