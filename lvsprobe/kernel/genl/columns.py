@@ -60,6 +60,18 @@ def walk_offsets(
     return found
 
 
+def record_values(
+    message: bytes, nest: int, headers: list[int]
+) -> dict[int, tuple[int, int]] | None:
+    """`walk_offsets` of the attributes inside a record message's top-level `nest` (SERVICE
+    or DEST), the top level's headers added too; None when either is not a clean run."""
+    top = walk_offsets(message, RECORD_START, len(message), headers)
+    if top is None or nest not in top:
+        return None
+    start, size = top[nest]
+    return walk_offsets(message, start, start + size, headers)
+
+
 def matching(
     buf: bytes, stride: int, rows: int, learned: bytes, headers: Sequence[int]
 ) -> npt.NDArray[np.bool_]:

@@ -27,6 +27,7 @@ from lvsprobe.kernel.genl.columns import (
     address_numbers,
     column,
     matching,
+    record_values,
     walk_offsets,
 )
 from lvsprobe.kernel.genl.tables import (
@@ -237,11 +238,7 @@ def _learn(message: bytes) -> _Layout | None:
     duplicate attributes counts, as in a walk. None when it is not a clean run of
     attributes (its records are then decoded exactly)."""
     headers: list[int] = []
-    top = walk_offsets(message, RECORD_START, len(message), headers)
-    if top is None or CmdAttr.DEST not in top:
-        return None
-    start, size = top[CmdAttr.DEST]
-    values = walk_offsets(message, start, start + size, headers)
+    values = record_values(message, CmdAttr.DEST, headers)
     if values is None:
         return None
     nests = {}

@@ -29,6 +29,7 @@ from lvsprobe.kernel.genl.columns import (
     column,
     joined,
     matching,
+    record_values,
     walk_offsets,
 )
 from lvsprobe.kernel.genl.layout import MAX_LAYOUTS, Layouts
@@ -193,11 +194,7 @@ def _learn(message: bytes) -> _Layout | None:
     last of duplicates counts, as in a walk). None when a value `_fill` reads is missing
     or not of its codec's size (the records are then decoded exactly, which says so)."""
     headers: list[int] = []
-    top = walk_offsets(message, RECORD_START, len(message), headers)
-    if top is None or CmdAttr.SERVICE not in top:
-        return None
-    start, size = top[CmdAttr.SERVICE]
-    values = walk_offsets(message, start, start + size, headers)
+    values = record_values(message, CmdAttr.SERVICE, headers)
     if values is None:
         return None
     stats = None
