@@ -94,7 +94,7 @@ class GetDestRequests:
     """
 
     def __init__(self, family_id: int) -> None:
-        self._family_id = family_id
+        self.family_id = family_id
         placeholder = ServiceKey(Family.INET, Protocol.TCP, ipaddress.IPv4Address(0), 0)
         self._template = encode_get_dests(family_id, 0, placeholder)
         nest_at = NLMSG_HDR.size + GENL_HDR.size + NLA_HDR.size  # the SERVICE nest's body
@@ -110,7 +110,7 @@ class GetDestRequests:
     def encode(self, seq: int, key: ServiceKey) -> bytes:
         """The request for `key`, as `encode_get_dests(family_id, seq, key)` makes it."""
         if key.fwmark or key.family is None or key.protocol is None or key.address is None:
-            return encode_get_dests(self._family_id, seq, key)
+            return encode_get_dests(self.family_id, seq, key)
         request = bytearray(self._template)
         _SEQ.pack_into(request, _SEQ_AT, seq)
         _U16.pack_into(request, self._af_at, key.family)

@@ -150,7 +150,7 @@ class IPVSNetlink:
         # DEST records are decoded column-wise (genl.dest_table).
         self._service_layouts = ipvs.service_layouts()
         self._header_structs: dict[tuple[int, int], struct.Struct] = {}  # _records_run's
-        self._dest_requests = ipvs.GetDestRequests(family_id)
+        self._dest_requests: ipvs.GetDestRequests | None = None  # of family_id, made once
 
     @classmethod
     def open(
@@ -198,7 +198,6 @@ class IPVSNetlink:
             raise
         reader.family_id = ipvs.decode_family_id(_single(replies, "GETFAMILY").attrs)
         fid = reader.family_id
-        reader._dest_requests = ipvs.GetDestRequests(fid)
         replies = reader._exchange(lambda s: ipvs.encode_get_info(fid, s), "GET_INFO", fid)
         reader._info = ipvs.decode_info(_single(replies, "GET_INFO").attrs)
         return reader
@@ -267,6 +266,8 @@ class IPVSNetlink:
         self, keys: list[ServiceKey], into: DestTableBuilder
     ) -> Iterator[tuple[int, bytes]]:
         """(seq, GET_DEST request) of each service in turn, its dump started `into`."""
+        if self._dest_requests is None or self._dest_requests.family_id != self.family_id:
+            self._dest_requests = ipvs.GetDestRequests(self.family_id)
         encode = self._dest_requests.encode
         for key in keys:
             into.start_dump(key.family)
