@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lvsprobe.deadline import Deadline
+from lvsprobe.kernel.procfs import ip_vs
 from lvsprobe.snapshot_json import snapshot_from_json, snapshot_to_json
 from lvsprobe.sources import Target, read_snapshot
 
@@ -106,10 +107,17 @@ def _garbage_body(tmp_path: Path, nat_proc: Path) -> Path:
     return tree
 
 
-def test_with_netlink_only_the_header_of_ip_vs_is_parsed(tmp_path: Path, nat_proc: Path) -> None:
+def test_with_netlink_only_the_header_of_ip_vs_is_parsed(
+    tmp_path: Path, nat_proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def whole_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("/proc/net/ip_vs parsed whole though netlink gave the services")
+
+    monkeypatch.setattr(ip_vs, "read_ip_vs", whole_parse)
     snap = read_snapshot(Target(procfs_root=_garbage_body(tmp_path, nat_proc), genl_capture=GENL))
     assert snap.via == "netlink" and snap.failures == ()
     assert len(snap.services) == 4 and "services" in snap.durations_s
+    assert (snap.version, snap.conn_table_size) == ("1.2.1", 4096)
 
 
 def test_a_failing_netlink_read_parses_ip_vs_whole(tmp_path: Path, nat_proc: Path) -> None:
