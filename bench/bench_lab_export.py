@@ -6,9 +6,11 @@ Python) starts, in lvs1, `lvsprobe export` (netlink, the default), `lvsprobe exp
 --no-collector.netlink` (/proc) and `prometheus-node-exporter --collector.disable-defaults
 --collector.ipvs`, scrapes them in turn over loopback, and reports per exporter: scrape wall
 (min/median), process CPU per scrape (/proc/PID/stat utime+stime deltas), peak RSS (VmHWM)
-and series count, then `lvsprobe status --json` vs the text view. The first scrape of each
-exporter is a warm-up, not counted. Figures are guest figures under TCG (~15x slower than
-the host): compare the ratios, not the seconds.
+and series count, each both plain and with `Accept-Encoding: gzip` as the Prometheus server
+asks (the wall ends when the last byte is in; the client's gunzip is not counted), then
+`lvsprobe status --json` vs the text view. The first scrape of each exporter is a warm-up,
+not counted. Figures are guest figures under TCG (~15x slower than the host): compare the
+ratios, not the seconds.
 
     python -m bench lab_export -- --services 2000 --real-servers 10 --scrapes 5
 """
@@ -16,6 +18,7 @@ the host): compare the ratios, not the seconds.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import socket
@@ -84,12 +87,19 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"exporter on :{port} not listening after {READY_TIMEOUT_S:.0f} s")
 
 
-def _scrape(port: int) -> tuple[float, int]:
+MODES = ("plain", "gzip")
+
+
+def _scrape(port: int, mode: str = "plain") -> tuple[float, int]:
+    headers = {"Accept-Encoding": "gzip"} if mode == "gzip" else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
     started = time.perf_counter()
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as reply:
+    with urllib.request.urlopen(request, timeout=SCRAPE_TIMEOUT_S) as reply:
         body = reply.read()
+        encoding = reply.headers.get("Content-Encoding")
     wall_s = time.perf_counter() - started
+    if encoding == "gzip":
+        body = gzip.decompress(body)
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     return wall_s, series
 
@@ -107,21 +117,24 @@ def guest(scrapes: int, out_dir: Path) -> dict[str, Any]:
         for name, proc in procs.items():
             _wait_ready(_port(argvs[name]), proc)
             _scrape(_port(argvs[name]))  # warm-up: imports, first decode
-        samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in procs}
+        samples: dict[tuple[str, str], list[tuple[float, float, int]]] = {
+            (name, mode): [] for name in procs for mode in MODES
+        }
         for _ in range(scrapes):
-            for name, proc in procs.items():
-                cpu_before = _cpu_s(proc.pid)
-                wall_s, series = _scrape(_port(argvs[name]))
-                samples[name].append((wall_s, _cpu_s(proc.pid) - cpu_before, series))
-        for name, proc in procs.items():
-            walls = [s[0] for s in samples[name]]
-            results[name] = {
+            for (name, mode), taken in samples.items():
+                pid = procs[name].pid
+                cpu_before = _cpu_s(pid)
+                wall_s, series = _scrape(_port(argvs[name]), mode)
+                taken.append((wall_s, _cpu_s(pid) - cpu_before, series))
+        for (name, mode), taken in samples.items():
+            walls = [s[0] for s in taken]
+            results[f"{name} {mode}"] = {
                 "argv": " ".join(a.rsplit("/", 1)[-1] for a in argvs[name]),
                 "wall_min_s": round(min(walls), 3),
                 "wall_median_s": round(statistics.median(walls), 3),
-                "cpu_per_scrape_s": round(statistics.median(s[1] for s in samples[name]), 3),
-                "peak_rss_mb": round(_peak_rss_mb(proc.pid), 1),
-                "series": samples[name][-1][2],
+                "cpu_per_scrape_s": round(statistics.median(s[1] for s in taken), 3),
+                "peak_rss_mb": round(_peak_rss_mb(procs[name].pid), 1),
+                "series": taken[-1][2],
             }
     finally:
         for proc in procs.values():
@@ -138,9 +151,19 @@ def guest(scrapes: int, out_dir: Path) -> dict[str, Any]:
 
 def report(size: str, results: dict[str, Any]) -> None:
     print(f"-- {size}")
-    node = results["node_exporter"]
-    for name in ("lvsprobe netlink", "lvsprobe procfs", "node_exporter"):
+    for mode in MODES:
+        _report_mode(mode, results)
+    for name in ("status text", "status --json"):
         r = results[name]
+        print(f"  {name:17} wall {r['wall_s']:.2f} s  cpu {r['cpu_s']:.2f} s  "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+
+
+def _report_mode(mode: str, results: dict[str, Any]) -> None:
+    print(f"  scraped {mode}:")
+    node = results[f"node_exporter {mode}"]
+    for name in ("lvsprobe netlink", "lvsprobe procfs", "node_exporter"):
+        r = results[f"{name} {mode}"]
         ratio = (
             f"x node: wall {r['wall_median_s'] / node['wall_median_s']:.2f}, "
             f"cpu {r['cpu_per_scrape_s'] / max(node['cpu_per_scrape_s'], 1e-3):.2f}, "
@@ -150,10 +173,6 @@ def report(size: str, results: dict[str, Any]) -> None:
               f"cpu/scrape {r['cpu_per_scrape_s']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB  "
               f"{r['series']} series  ({ratio})")  # fmt: skip
         print(f"    {r['argv']}")
-    for name in ("status text", "status --json"):
-        r = results[name]
-        print(f"  {name:17} wall {r['wall_s']:.2f} s  cpu {r['cpu_s']:.2f} s  "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
 
 
 def _load() -> str:

@@ -221,6 +221,14 @@ def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
     "counters; services keep theirs.",
 )
 @click.option(
+    "--collector.backends.extra",
+    "backend_extra",
+    is_flag=True,
+    help="Also export per real server what no dashboard or alert rule reads: the packet "
+    "counters (ipvs_backend_{incoming,outgoing}_packets_total) and the lower connection "
+    "threshold, 3 more series each.",
+)
+@click.option(
     "--names",
     "names_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -278,6 +286,7 @@ def export(
     exclude: tuple[str, ...],
     max_backends: int | None,
     backend_rates: bool,
+    backend_extra: bool,
     names_file: Path | None,
     compat: str | None,
     backend_labels: str,
@@ -291,7 +300,8 @@ def export(
 
     \b
     Every scrape reads each namespace once (netlink, else /proc): services and real servers
-    with their counters (rates per service; per real server with --collector.backends.rates),
+    with their counters (8 series per real server by default, 16 with both
+    --collector.backends.rates and --collector.backends.extra),
     the connection table by state, sync daemons, timeouts, sysctls. A source that fails
     costs only its own series: ipvs_scrape_source_success{source} turns 0 and one log line
     says why. IPVS not loaded is `ipvs_up 0`, not an error.
@@ -357,6 +367,7 @@ def export(
         ),
         max_backends=max_backends,
         backend_rates=backend_rates,
+        backend_extra=backend_extra,
         names=NamesFile(names_file) if names_file is not None else None,
         compat_node_exporter=compat == "node-exporter",
         compat_backend_labels=labels,

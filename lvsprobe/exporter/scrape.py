@@ -146,6 +146,7 @@ class ExportOptions:
     max_conn_table_bytes: int = CONN_TABLE_DEFAULT_MAX_BYTES
     keepalived: KeepalivedOptions | None = None  # --collector.keepalived
     backend_rates: bool = False  # --collector.backends.rates
+    backend_extra: bool = False  # --collector.backends.extra
 
 
 class Scraper:
@@ -285,7 +286,9 @@ class Scraper:
         if not snap.loaded:
             return
         service_names = names.names if names is not None else None
-        service_options = ServiceOptions(opts.service_filter, service_names, opts.backend_rates)
+        service_options = ServiceOptions(
+            opts.service_filter, service_names, opts.backend_rates, opts.backend_extra
+        )
         ServicesCollector(service_options, budget, labels).collect(snap, out)
         StatsCollector().collect(snap, out)
         ConnsCollector(opts.service_filter, opts.conns == "per-real-server").collect(snap, out)

@@ -46,7 +46,8 @@ _STAT_FIELDS = (
     "outgoing_bytes",
 )
 # The families of the columns only a netlink dump fills: each group shares the label blocks
-# of the rows that have its columns (the five counters come together, as do the rates).
+# of the rows that have its columns (the counters come together, as do the rates). By
+# default, what the dashboards and alert rules query (README, "Series per real server").
 _Columns = Callable[[RealServerTable], "tuple[list[int | None], ...] | None"]
 _NETLINK_ROWS: tuple[tuple[_Columns, tuple[str, ...]], ...] = (
     (
@@ -58,12 +59,23 @@ _NETLINK_ROWS: tuple[tuple[_Columns, tuple[str, ...]], ...] = (
         ("ipvs_backend_upper_threshold_connections",),
     ),
     (
+        lambda t: None if t.stats is None else (t.stats[0], t.stats[3], t.stats[4]),
+        (
+            "ipvs_backend_connections_total",
+            "ipvs_backend_incoming_bytes_total",
+            "ipvs_backend_outgoing_bytes_total",
+        ),
+    ),
+)
+# What nothing queries, exported with --collector.backends.extra only.
+_EXTRA_ROWS: tuple[tuple[_Columns, tuple[str, ...]], ...] = (
+    (
         lambda t: None if t.lower_thresholds is None else (t.lower_thresholds,),
         ("ipvs_backend_lower_threshold_connections",),
     ),
     (
-        lambda t: None if t.stats is None else t.stats[:5],
-        tuple(f"ipvs_backend_{name}_total" for name in _STAT_FIELDS),
+        lambda t: None if t.stats is None else t.stats[1:3],
+        ("ipvs_backend_incoming_packets_total", "ipvs_backend_outgoing_packets_total"),
     ),
 )
 # The kernel's rate estimates, exported with --collector.backends.rates only.
@@ -89,6 +101,9 @@ class ServiceOptions:
     # The kernel's per-real-server rate estimates: five series per real server that
     # Prometheus derives from the counters with rate(); off by default (README, "Series").
     backend_rates: bool = False
+    # The packet counters and the lower connection threshold: three series per real server
+    # no dashboard or alert rule reads; off by default.
+    backend_extra: bool = False
 
 
 def service_family(svc: Service) -> str:
@@ -240,7 +255,11 @@ class ServicesCollector:
         weights += table.weights
         actives += table.active_conns
         inactives += table.inactive_conns
-        groups = (*_NETLINK_ROWS, _RATE_ROWS) if self.options.backend_rates else _NETLINK_ROWS
+        groups = [*_NETLINK_ROWS]
+        if self.options.backend_extra:
+            groups += _EXTRA_ROWS
+        if self.options.backend_rates:
+            groups.append(_RATE_ROWS)
         for columns_of, names in groups:
             columns = columns_of(table)
             if columns is None:

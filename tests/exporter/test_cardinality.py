@@ -51,40 +51,51 @@ def _procfs(root: Path) -> bytes:
     return Scraper(options).scrape()
 
 
-def _readme_figures() -> tuple[int, int, int]:
-    """(netlink default, netlink with --collector.backends.rates, /proc) as README states."""
+def _readme_figures() -> tuple[int, int, int, int, int]:
+    """(netlink default, what --collector.backends.extra adds, what --collector.backends.rates
+    adds, netlink with both, /proc) as README states."""
     text = README.read_text()
     found = re.search(
         r"\*\*(\d+) series per real server\*\* by default.*?"
-        r"\*\*(\d+)\*\* with `--collector\.backends\.rates`.*?"
+        r"`--collector\.backends\.extra` adds the \*\*(\d+)\*\*.*?"
+        r"`--collector\.backends\.rates` adds \*\*(\d+)\*\*.*?"
+        r"With both, a real server costs \*\*(\d+)\*\*.*?"
         r"from /proc.*?\*\*(\d+)\*\*",
         text,
         re.S,
     )
     assert found, "README: the 'Series per real server' figures are missing"
-    default, full, procfs = map(int, found.groups())
-    return default, full, procfs
+    default, extra, rates, full, procfs = map(int, found.groups())
+    return default, extra, rates, full, procfs
 
 
 def test_readme_states_what_one_real_server_costs(
     make_snapshot: Callable[..., Snapshot], nat_proc: Path
 ) -> None:
     default = _per_backend(_netlink(make_snapshot))
-    full = _per_backend(_netlink(make_snapshot, backend_rates=True))
+    extra = _per_backend(_netlink(make_snapshot, backend_extra=True))
+    rates = _per_backend(_netlink(make_snapshot, backend_rates=True))
+    full = _per_backend(_netlink(make_snapshot, backend_rates=True, backend_extra=True))
     procfs = _per_backend(_procfs(nat_proc))
-    assert (default, full, procfs) == _readme_figures()
-    assert full - default == 5  # the five rate estimates, and nothing else, behind the flag
+    figures = (default, extra - default, rates - default, full, procfs)
+    assert figures == _readme_figures()
 
 
-def test_rates_per_real_server_are_behind_the_flag(
+def test_rates_and_extras_are_behind_their_flags(
     make_snapshot: Callable[..., Snapshot],
 ) -> None:
     default, _ = _series_per_backend(_netlink(make_snapshot))
-    full, _ = _series_per_backend(_netlink(make_snapshot, backend_rates=True))
+    rates, _ = _series_per_backend(_netlink(make_snapshot, backend_rates=True))
+    extra, _ = _series_per_backend(_netlink(make_snapshot, backend_extra=True))
     assert not [name for name in default if name.endswith("_per_second")]
     counters = ("connections", "incoming_packets", "outgoing_packets", "incoming_bytes")
-    assert set(full) - set(default) == {
+    assert set(rates) - set(default) == {
         f"ipvs_backend_{name}_per_second" for name in (*counters, "outgoing_bytes")
+    }
+    assert set(extra) - set(default) == {
+        "ipvs_backend_incoming_packets_total",
+        "ipvs_backend_outgoing_packets_total",
+        "ipvs_backend_lower_threshold_connections",
     }
     # Services keep their rates: a handful of series per service, not per real server.
     assert "ipvs_service_connections_per_second{" in _netlink(make_snapshot).decode()
@@ -117,17 +128,22 @@ def _queried_backend_metrics() -> dict[str, str]:
     }
 
 
-def test_dashboards_and_alerts_need_only_the_default_series(
+def test_the_default_series_are_what_dashboards_and_alerts_query(
     make_snapshot: Callable[..., Snapshot],
 ) -> None:
+    """Both ways: every queried family is there by default, and nothing else is."""
     queried = _queried_backend_metrics()
     assert "ipvs_backend_weight" in queried  # the walk found the queries
     default, _ = _series_per_backend(_netlink(make_snapshot))
     missing = {metric: where for metric, where in queried.items() if metric not in default}
     assert not missing, f"queried but not exported by default: {missing}"
+    assert set(default) == set(queried), (
+        f"exported by default, never queried: {set(default) - set(queried)}"
+    )
 
 
 def test_export_help_teaches_the_flag() -> None:
     result = CliRunner().invoke(cli, ["export", "--help"], terminal_width=200)
     assert "--collector.backends.rates" in result.output
+    assert "--collector.backends.extra" in result.output
     assert "rate()" in result.output

@@ -36,8 +36,9 @@ BUILD = ("0.1.0", "3.11.0")
 
 
 def _scrape(read: Callable[..., Snapshot], **opts: object) -> bytes:
-    """The golden files hold every family: the per-real-server rates included."""
+    """The golden files hold every family: the per-real-server rates and extras included."""
     opts.setdefault("backend_rates", True)
+    opts.setdefault("backend_extra", True)
     return Scraper(ExportOptions(**opts), read=read, build=BUILD).scrape()  # type: ignore[arg-type]
 
 
