@@ -37,7 +37,7 @@ from lvsprobe.kernel.genl.attrs import (
     split_messages,
 )
 from lvsprobe.kernel.genl.capture import Exchange
-from lvsprobe.kernel.genl.socket import IPVSNetlink, KernelRefused, NetlinkSocket
+from lvsprobe.kernel.genl.socket import IPVSNetlink, KernelRefused, NetlinkSocket, recv_bufsize
 from lvsprobe.model import Family, Protocol, Service, ServiceFlag, ServiceKey
 
 FID = 32
@@ -376,3 +376,13 @@ def test_real_socket_makes_one_syscall_per_send_and_recv() -> None:
     calls = [line.split("(", 1)[0].split()[-1] for line in out.stderr.splitlines() if "(" in line]
     assert not [call for call in calls if "poll" in call or "select" in call]
     assert calls.count("sendto") == 50 and calls.count("recvmsg") == 100
+
+
+def test_the_receive_buffer_holds_any_dump_skb_of_every_page_size() -> None:
+    """A dump skb is the larger of the socket's largest recv buffer (capped under 32 KiB) and
+    NLMSG_GOODSIZE, one page (at most 8 KiB) less skb_shared_info, which is at least 256
+    bytes on any arch; the buffer must hold it, or each read fails with MSG_TRUNC."""
+    for page_size in (4096, 16384, 65536):
+        bufsize = recv_bufsize(page_size)
+        assert bufsize >= min(page_size, 8192) - 256, page_size
+    assert recv_bufsize(4096) + 320 == 8192  # one 8 KiB slab object per skb on 6.1 x86_64
