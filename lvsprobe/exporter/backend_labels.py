@@ -1,7 +1,8 @@
 """The label blocks of real servers, kept from one scrape to the next.
 
-A kube-proxy node's scrape writes eleven lines per real server (10^5 of them), each with the
-real server's label block: its service's labels, then its own address, port and forward.
+A kube-proxy node's scrape writes eight lines per real server by default (10^5 of them),
+each with the real server's label block: its service's labels, then its own address, port
+and forward.
 Making those blocks (address text included) cost a scrape about as much as writing the values,
 yet they change only when a real server is added, removed or edited. So the `Scraper` owns one
 `BackendLabels` per namespace and hands it to each scrape: a service's blocks are reused when
