@@ -8,7 +8,8 @@ Python) starts, in lvs1, `lvsprobe export` (netlink, the default), `lvsprobe exp
 (min/median), process CPU per scrape (/proc/PID/stat utime+stime deltas), peak RSS (VmHWM)
 and series count, each both plain and with `Accept-Encoding: gzip` as the Prometheus server
 asks (the wall ends when the last byte is in; the client's gunzip is not counted), then
-`lvsprobe status --json` vs the text view. The first scrape of each exporter is a warm-up,
+`lvsprobe status --json` vs the text view, and the floor of any netlink reader: the
+GET_DEST dumps' syscalls alone, with no decoding. The first scrape of each exporter is a warm-up,
 not counted. Figures are guest figures under TCG (~15x slower than the host): compare the
 ratios, not the seconds.
 
@@ -104,6 +105,41 @@ def _scrape(port: int, mode: str = "plain") -> tuple[float, int]:
     return wall_s, series
 
 
+def _cpu_self_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def netlink_floor(runs: int = 3) -> dict[str, float]:
+    """Every service's GET_DEST dump sent and received whole, nothing decoded (the kernel's
+    part of a netlink read and the least Python around it): best of `runs`."""
+    from lvsprobe.kernel.genl.requests import GetDestRequests
+    from lvsprobe.kernel.genl.socket import NETLINK_GENERIC, RECV_BUFSIZE, IPVSNetlink
+
+    with IPVSNetlink.open() as reader:
+        keys = [svc.key for svc in reader.services()]
+        encode = GetDestRequests(reader.family_id).encode
+    requests = [encode(seq, key) for seq, key in enumerate(keys, 1)]
+    best = {"wall_s": float("inf"), "cpu_s": float("inf"), "recvs": 0, "dumps": len(keys)}
+    for _ in range(runs):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        sock.bind((0, 0))
+        buf = bytearray(RECV_BUFSIZE)
+        recvs, wall0, cpu0 = 0, time.perf_counter(), _cpu_self_s()
+        for request in requests:
+            sock.send(request)
+            while True:
+                sock.recv_into(buf)
+                recvs += 1
+                if buf[4] | buf[5] << 8 in (2, 3):  # NLMSG_ERROR, NLMSG_DONE: the dump ended
+                    break
+        best["wall_s"] = min(best["wall_s"], round(time.perf_counter() - wall0, 3))
+        best["cpu_s"] = min(best["cpu_s"], round(_cpu_self_s() - cpu0, 3))
+        best["recvs"] = recvs
+        sock.close()
+    return best
+
+
 def guest(scrapes: int, out_dir: Path) -> dict[str, Any]:
     """In the director's namespace: every exporter measured, then status --json vs text."""
     from lvsprobe.lab.scale import timed_cli
@@ -141,6 +177,7 @@ def guest(scrapes: int, out_dir: Path) -> dict[str, Any]:
             proc.terminate()
         for proc in procs.values():
             proc.wait(timeout=30)
+    results["netlink floor"] = netlink_floor()
     text = ["status", "--exact", "--stats", "--no-conns"]
     results["status text"] = timed_cli(text, out_dir / "status.txt")
     results["status --json"] = timed_cli(
@@ -153,6 +190,10 @@ def report(size: str, results: dict[str, Any]) -> None:
     print(f"-- {size}")
     for mode in MODES:
         _report_mode(mode, results)
+    floor, node_cpu_s = results["netlink floor"], results["node_exporter gzip"]["cpu_per_scrape_s"]
+    print(f"  netlink floor     {floor['dumps']} dumps, {floor['recvs']} recvs: wall "
+          f"{floor['wall_s']:.2f} s  cpu {floor['cpu_s']:.2f} s "
+          f"({floor['cpu_s'] / max(node_cpu_s, 1e-3):.2f}x node_exporter's CPU)")  # fmt: skip
     for name in ("status text", "status --json"):
         r = results[name]
         print(f"  {name:17} wall {r['wall_s']:.2f} s  cpu {r['cpu_s']:.2f} s  "
