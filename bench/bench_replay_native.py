@@ -83,17 +83,21 @@ class Figures:
 @dataclass(frozen=True)
 class Loop:
     """The engine processes' phases (means over them, seconds) and their loops' CPU (the thread's)
-    per ok connection: what the engine pays per connection, start-up and log apart."""
+    per ok connection: what the engine pays per connection, start-up and log apart. Of the
+    start-up, `plan_s` went to planning the flows; of what follows the loop, `write_s` to
+    writing the run directory (flows.parquet, the summary), the rest to leaving the process."""
 
     startup_s: float
+    plan_s: float
     loop_s: float
     after_s: float
+    write_s: float
     cpu_us: float
 
     def line(self) -> str:
-        return (f"engine process: start-up {self.startup_s:.1f} s, loop {self.loop_s:.1f} s "
-                f"(its thread's CPU {self.cpu_us:5.1f} us/conn), flow log and summary "
-                f"{self.after_s:.1f} s")  # fmt: skip
+        return (f"engine process: start-up {self.startup_s:.1f} s (plan {self.plan_s:.1f} s), "
+                f"loop {self.loop_s:.1f} s (its thread's CPU {self.cpu_us:5.1f} us/conn), "
+                f"after {self.after_s:.1f} s (run directory {self.write_s:.1f} s)")  # fmt: skip
 
 
 class Server:
@@ -173,17 +177,34 @@ def _steady(runs: list[Path]) -> float:
     return sum(int(((e >= low) & (e < high)).sum()) for e in ends) / (high - low)
 
 
+def _timed(module: object, name: str, spent: dict[str, float]) -> None:
+    """`module.name` replaced by itself timed: its seconds are added to spent[name]."""
+    function = getattr(module, name)
+
+    def timed(*args: object, **kwargs: object) -> object:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
+
+    setattr(module, name, timed)
+
+
 def engine_cli() -> None:
-    """`lvsprobe` with its epoll loop measured: the loop's CPU time (its thread's) and span
-    go to argv[1] (JSON); with argv[2] set, the loop's cProfile goes there. The rest of argv
-    is the CLI's."""
+    """`lvsprobe` with its epoll loop measured: the loop's CPU time (its thread's) and span,
+    and the time spent planning and writing the run directory, go to argv[1] (JSON); with
+    argv[2] set, the loop's cProfile goes there. The rest of argv is the CLI's."""
     import cProfile
 
     from lvsprobe.cli import main as cli
-    from lvsprobe.replay import fastloop
+    from lvsprobe.replay import fastloop, plan, rundir
 
     figures_path, profile_path, *argv = sys.argv[1:]
     loop = fastloop.FastRunner.run
+    spent: dict[str, float] = {}  # the loop's figures, and seconds in the timed functions
+    _timed(plan, "make_plan", spent)
+    _timed(rundir, "write_run", spent)
 
     def measured(self: fastloop.FastRunner) -> object:
         profile = cProfile.Profile() if profile_path else None
@@ -196,16 +217,15 @@ def engine_cli() -> None:
             if profile is not None:
                 profile.disable()
                 profile.dump_stats(profile_path)
-            done = {
-                "cpu_s": time.thread_time() - cpu0,
-                "start_unix": unix0,
-                "end_unix": time.time(),
-            }
-            Path(figures_path).write_text(json.dumps(done))
+            spent["cpu_s"] = time.thread_time() - cpu0
+            spent["start_unix"], spent["end_unix"] = unix0, time.time()
 
     fastloop.FastRunner.run = measured  # type: ignore[method-assign]
     sys.argv = ["lvsprobe", *argv]
-    cli()
+    try:
+        cli()
+    finally:
+        Path(figures_path).write_text(json.dumps(spent))
 
 
 def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int,
@@ -232,10 +252,13 @@ def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int
         if summary["errors"]:
             print(f"    engine: {summary['errors']} not ok: {summary['outcomes']}")
         done = json.loads((tmp / f"loop{worker}.json").read_text())
-        phases.append((done["start_unix"] - launched, done["end_unix"] - done["start_unix"],
-                       exited - done["end_unix"], done["cpu_s"]))  # fmt: skip
-    start, span, after, cpu_s = (sum(p[i] for p in phases) for i in range(4))
-    loop = Loop(start / threads, span / threads, after / threads, cpu_s / max(ok, 1) * 1e6)
+        phases.append((done["start_unix"] - launched, done["make_plan"],
+                       done["end_unix"] - done["start_unix"], exited - done["end_unix"],
+                       done["write_run"], done["cpu_s"]))  # fmt: skip
+    start, plan_s, span, after, write_s, cpu_s = (
+        sum(p[i] for p in phases) / threads for i in range(6)
+    )
+    loop = Loop(start, plan_s, span, after, write_s, cpu_s * threads / max(ok, 1) * 1e6)
     return _steady(runs), ok, loop
 
 

@@ -98,20 +98,24 @@ def __getattr__(name: str) -> Any:
 
 
 _COLUMNS = tuple(name for name, _, _ in COLUMNS)
-_ROW = operator.attrgetter(*_COLUMNS)  # a record's values in column order, in one C call
 
 
 def records_to_table(records: Iterable[FlowRecord]) -> pa.Table:
     """Build an Arrow table with FLOW_SCHEMA from records (the engines' journal does it
-    every batch: rows are read whole and transposed, not read one attribute at a time)."""
+    every batch: each column is read off the records in one C-level pass, and built
+    without pyarrow's pandas check, see arrowarrays.py)."""
     import pyarrow as pa
 
-    schema = flow_schema()
-    columns = list(zip(*map(_ROW, records), strict=True)) or [() for _ in _COLUMNS]
-    arrays = [
-        pa.array(values, type=field.type) for values, field in zip(columns, schema, strict=True)
-    ]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    from lvsprobe.replay.arrowarrays import arrow_array
+
+    rows = list(records)
+    arrays = []
+    for name, type_name, _ in COLUMNS:
+        try:
+            arrays.append(arrow_array(list(map(operator.attrgetter(name), rows)), type_name))
+        except TypeError as exc:
+            raise TypeError(f"flow log column {name}: {exc}") from exc
+    return pa.Table.from_arrays(arrays, schema=flow_schema())
 
 
 def records_from_table(table: pa.Table) -> list[FlowRecord]:

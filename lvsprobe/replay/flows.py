@@ -65,11 +65,36 @@ class Step:
     wake_at: float | None = None
 
 
+# A backend's name for itself (group 1), by default: an `X-Backend:` header's value, or else
+# any word `rsN` in the reply
+DEFAULT_BACKEND_PATTERN = r"(?im)(?:^x-backend:[ \t]*|^|\b)(rs\d+)\b"
+_RS_WORD = re.compile(r"(?i)\b(rs\d+)\b")
+
+
+def _first_rs_word(text: str) -> re.Match[str] | None:
+    """A match whose group 1 is DEFAULT_BACKEND_PATTERN's in `text` (decoded as latin-1).
+
+    The pattern's leftmost match always names the leftmost word `rsN`: a header's `rsN` starts
+    a word too, and no word `rsN` fits inside "x-backend:". Run as a regular expression, the
+    pattern tries its three branches at every offset; this looks only where "rs" is (lower():
+    in latin-1 only R and S lower to r and s, and no character changes its offset).
+    """
+    lowered = text.lower()
+    at = lowered.find("rs")
+    while at >= 0:
+        match = _RS_WORD.match(text, at)  # \b sees the character before `at`
+        if match is not None:
+            return match
+        at = lowered.find("rs", at + 1)
+    return None
+
+
 class BackendMatcher:
     """Finds the backend's self-reported name in the first bytes of a reply stream."""
 
     def __init__(self, pattern: str, window: int = 8192):
         self._regex = re.compile(pattern)
+        self._default = pattern == DEFAULT_BACKEND_PATTERN
         self._window = window
         self._seen = b""
         self.name: str | None = None
@@ -78,7 +103,8 @@ class BackendMatcher:
         if self.name is not None or len(self._seen) >= self._window:
             return None
         self._seen += data[: self._window - len(self._seen)]
-        match = self._regex.search(self._seen.decode("latin-1"))
+        text = self._seen.decode("latin-1")
+        match = _first_rs_word(text) if self._default else self._regex.search(text)
         if match is None:
             return None
         self.name = match.group(1)

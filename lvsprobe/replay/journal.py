@@ -92,9 +92,6 @@ class Journal(Batcher[Row]):
         # bytes a flow) lives only until flows.parquet is written.
         self._sink: Any = pa.OSFile(str(path), "wb")
         self._writer: Any = pa.ipc.new_stream(self._sink, schema)
-        # pyarrow's first conversion initialises its machinery (~0.2 s): paid here, before
-        # the run, not as a stall of the engine's loop at its first flush
-        to_table([])
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -16,11 +16,18 @@ Values are recorded in microseconds, 1 µs to 1 h, to 3 significant digits (wrk2
 histogram). A percentile is the highest value equivalent to the recorded one at that rank and
 the mean weights each value by the middle of its bucket, as HdrHistogram computes them in
 wrk2. Values past 1 h are recorded as 1 h, so `max` then reads 1 h.
+
+The summary's figures are read off the buckets directly (`Buckets`: each filled bucket's
+lowest value and count, from numpy), not through an HdrHistogram object, whose queries walk
+its count array in Python; tests/replay/test_latency.py holds them equal to HdrHistogram's
+own, value by value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,100 +57,135 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
-def record_seconds(hist: HdrHistogram, seconds: np.ndarray) -> None:
-    """Add latencies (seconds; NaN skipped) to `hist`, bucket by bucket.
+# values below 2**(magnitude+1) µs are exact; each power of two above halves the precision
+_HALF_COUNT_MAGNITUDE = new_histogram().sub_bucket_half_count_magnitude
 
-    Each value is rounded down to its bucket's lowest equivalent value first (the same bucket
-    HdrHistogram's own record_value picks), so a million values cost one record call per
-    distinct bucket, not per value.
-    """
-    values = seconds[~np.isnan(seconds)]
-    if not values.size:
-        return
-    us = np.clip(np.round(values * 1e6), 0, HIGHEST_US).astype(np.int64)
-    # bucket width = 2**shift: values below sub_bucket_count are exact (shift 0)
+
+def _bucket_shift(us: np.ndarray) -> np.ndarray:
+    """log2 of the width of the bucket each value (integer µs) falls in."""
     _, exponent = np.frexp(np.maximum(us, 1).astype(np.float64))  # us = m * 2**exponent
-    shift = np.maximum(0, exponent - 1 - hist.sub_bucket_half_count_magnitude)
-    lowest = (us >> shift) << shift
-    buckets, counts = np.unique(lowest, return_counts=True)
-    for value, count in zip(buckets.tolist(), counts.tolist(), strict=True):
-        hist.record_value(value, count)
+    return np.maximum(0, exponent - 1 - _HALF_COUNT_MAGNITUDE)
 
 
-def histogram_stats(hist: HdrHistogram) -> dict[str, Any]:
-    """count, mean, p50/p90/p99/p99.9 and max in seconds (None for an empty histogram)."""
-    count = hist.get_total_count()
-    if not count:
-        return {"count": 0, **dict.fromkeys(STATS[1:])}
-    at = hist.get_percentile_to_value_dict(list(PERCENTILES))
-    return {
-        "count": count,
-        "mean": round(_mean_us(hist) / 1e6, 6),
-        **{f"p{p:g}": round(at[p] / 1e6, 6) for p in PERCENTILES},
-        "max": round(hist.get_max_value() / 1e6, 6),
-    }
+def bucket_lowest_us(seconds: np.ndarray) -> np.ndarray:
+    """Each latency (seconds; NaN dropped) as the lowest value of its HDR bucket, in µs:
+    the bucket HdrHistogram's own record_value of the value rounded to a µs picks."""
+    values = seconds[~np.isnan(seconds)]
+    us = np.clip(np.round(values * 1e6), 0, HIGHEST_US).astype(np.int64)
+    shift = _bucket_shift(us)
+    return (us >> shift) << shift
 
 
-def _mean_us(hist: HdrHistogram) -> float:
-    """HdrHistogram's mean: each count at the middle of its bucket (what `get_mean_value`
-    computes, walking only the buckets that hold counts)."""
-    counts = np.frombuffer(hist.counts, dtype=np.int64, count=hist.counts_len)
-    total = 0
-    for index in np.flatnonzero(counts).tolist():
-        value = hist.get_value_from_index(index)
-        low = hist.get_lowest_equivalent_value(value)
-        size = hist.get_highest_equivalent_value(value) - low + 1
-        total += int(counts[index]) * (low + (size >> 1))
-    return total / hist.get_total_count()
+@dataclass(frozen=True)
+class Buckets:
+    """A histogram's filled buckets: lowest value (µs, ascending) and count of each."""
+
+    lowest_us: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, lowest_us: np.ndarray) -> Buckets:
+        buckets, counts = np.unique(lowest_us, return_counts=True)
+        return cls(buckets, counts)
+
+    def record_into(self, hist: HdrHistogram) -> None:
+        """Add the counts to `hist`: one record call per bucket, not per value."""
+        for value, count in zip(self.lowest_us.tolist(), self.counts.tolist(), strict=True):
+            hist.record_value(value, count)
+
+    def stats(self) -> dict[str, Any]:
+        """count, mean, p50/p90/p99/p99.9 and max in seconds (None when empty), as
+        HdrHistogram's get_total_count, get_mean_value, get_percentile_to_value_dict and
+        get_max_value compute them."""
+        total = int(self.counts.sum())
+        if not total:
+            return {"count": 0, **dict.fromkeys(STATS[1:])}
+        width = (1 << _bucket_shift(self.lowest_us)).tolist()
+        lowest, counts = self.lowest_us.tolist(), self.counts.tolist()
+        weighted = sum(
+            c * (low + (w >> 1)) for low, c, w in zip(lowest, counts, width, strict=True)
+        )
+        cumulative = np.cumsum(self.counts)
+        at = {}
+        for p in PERCENTILES:  # the first bucket whose running count reaches the rank
+            rank = max(int(p * total / 100 + 0.5), 1)
+            index = int(np.searchsorted(cumulative, rank))
+            at[p] = lowest[index] + width[index] - 1
+        highest = lowest[-1] + width[-1] - 1 if lowest[-1] else 0
+        return {
+            "count": total,
+            "mean": round(weighted / total / 1e6, 6),
+            **{f"p{p:g}": round(at[p] / 1e6, 6) for p in PERCENTILES},
+            "max": round(highest / 1e6, 6),
+        }
 
 
-def _column(rows: Sequence[FlowRecord], name: str, keep: Callable[[FlowRecord], bool]) -> Any:
-    return np.array(
-        [v if (v := getattr(r, name)) is not None and keep(r) else np.nan for r in rows],
-        dtype=np.float64,
-    )
+def record_seconds(hist: HdrHistogram, seconds: np.ndarray) -> None:
+    """Add latencies (seconds; NaN skipped) to `hist`, bucket by bucket."""
+    Buckets.of(bucket_lowest_us(seconds)).record_into(hist)
 
 
-def _is_ok(record: FlowRecord) -> bool:
-    return record.outcome == "ok"
+@dataclass(frozen=True)
+class Latencies:
+    """The flows' latencies read off the records once, as the lowest value (µs) of the
+    bucket each falls in, by record column; -1 where a flow has none (and in `total_*` where
+    it did not end `ok`). A group's histogram is then a selection, not a pass over records."""
 
+    lowest_us: dict[str, np.ndarray]
 
-def _any(_record: FlowRecord) -> bool:
-    return True
+    @classmethod
+    def of(cls, rows: Sequence[FlowRecord]) -> Latencies:
+        ok = np.fromiter((o == "ok" for o in map(operator.attrgetter("outcome"), rows)),
+                         dtype=bool, count=len(rows))  # fmt: skip
+        lowest = {}
+        for (phase, _), column in COLUMN.items():
+            seconds = np.array(list(map(operator.attrgetter(column), rows)), dtype=np.float64)
+            if phase == "total":
+                seconds[~ok] = np.nan
+            bucketed = np.full(len(rows), -1, dtype=np.int64)
+            bucketed[~np.isnan(seconds)] = bucket_lowest_us(seconds)
+            lowest[column] = bucketed
+        return cls(lowest)
+
+    def phase_stats(self, rows: np.ndarray | slice) -> dict[str, dict[str, dict[str, Any]]]:
+        """{phase: {timing: stats}} of the flows at `rows` (indices or a slice)."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for phase in PHASES:
+            out[phase] = {}
+            for timing in TIMINGS:
+                values = self.lowest_us[COLUMN[(phase, timing)]][rows]
+                out[phase][timing] = Buckets.of(values[values >= 0]).stats()
+        return out
 
 
 def phase_stats(rows: Sequence[FlowRecord]) -> dict[str, dict[str, dict[str, Any]]]:
     """{phase: {timing: stats}} of `rows` (see the module docstring for what each holds)."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for phase in PHASES:
-        keep = _is_ok if phase == "total" else _any
-        out[phase] = {}
-        for timing in TIMINGS:
-            hist = new_histogram()
-            record_seconds(hist, _column(rows, COLUMN[(phase, timing)], keep))
-            out[phase][timing] = histogram_stats(hist)
-    return out
+    return Latencies.of(rows).phase_stats(slice(None))
 
 
-def _groups(
-    rows: Iterable[FlowRecord], key: Callable[[FlowRecord], object]
-) -> dict[str, list[FlowRecord]]:
-    groups: dict[str, list[FlowRecord]] = {}
-    for r in rows:
-        groups.setdefault(str(key(r)), []).append(r)
-    return dict(sorted(groups.items()))
+def _groups(labels: Iterable[object]) -> dict[str, np.ndarray]:
+    """Row indices by label (as text, in its order); rows labelled None belong to none."""
+    groups: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        if label is not None:
+            groups.setdefault(str(label), []).append(index)
+    return {k: np.array(v, dtype=np.intp) for k, v in sorted(groups.items())}
 
 
 def latency_summary(records: Iterable[FlowRecord]) -> dict[str, Any]:
     """The summary's `latency` block: every phase and timing for all flows, then by kind,
     by backend and by stage of the rate profile."""
     rows = list(records)
+    latencies = Latencies.of(rows)
+    by = {
+        "by_kind": _groups(map(operator.attrgetter("kind"), rows)),
+        "by_backend": _groups(map(backend_of, rows)),
+        "by_stage": _groups(map(operator.attrgetter("stage"), rows)),
+    }
     return {
-        **phase_stats(rows),
-        "by_kind": {k: phase_stats(g) for k, g in _groups(rows, lambda r: r.kind).items()},
-        "by_backend": {k: phase_stats(g) for k, g in _groups(rows, backend_of).items()},
-        "by_stage": {
-            k: phase_stats(g)
-            for k, g in _groups((r for r in rows if r.stage is not None), lambda r: r.stage).items()
+        **latencies.phase_stats(slice(None)),
+        **{
+            name: {k: latencies.phase_stats(g) for k, g in groups.items()}
+            for name, groups in by.items()
         },
     }

@@ -18,13 +18,13 @@ from lvsprobe.errors import ScenarioError
 from lvsprobe.replay import limits
 from lvsprobe.replay.expect import read_expect
 from lvsprobe.replay.flowmix import FlowMix, RecordedFlow, read_flows, read_recorded
+from lvsprobe.replay.flows import DEFAULT_BACKEND_PATTERN
 from lvsprobe.replay.profile import Stage, read_stages
 from lvsprobe.replay.thresholds import Threshold, check_threshold, read_thresholds
 from lvsprobe.replay.yamldoc import Doc, Reader
 
 ARRIVALS = ("open", "closed", "burst", "pool")
 PICKS = ("round-robin", "random", "sequential")
-DEFAULT_BACKEND_PATTERN = r"(?im)(?:^x-backend:[ \t]*|^|\b)(rs\d+)\b"
 
 SCENARIO_HELP = (
     """\

@@ -273,3 +273,29 @@ def test_http_bad_chunk_and_no_body_statuses() -> None:
     flow = HttpFlow(_matcher(), "v", "/", requests=2, keepalive=True)
     flow.start(0.0)
     assert flow.receive(b"HTTP/1.1 204 No Content\r\n\r\n", 0.1).send.startswith(b"GET")
+
+
+# pieces that make and break the default pattern's matches: its header, words `rsN` in any
+# case, word characters (latin-1 letters too) and line ends around them
+PIECES = [
+    *(b"rs", b"RS", b"rS", b"Rs", b"rs1", b"RS42", b"x-backend:", b"X-Backend: ", b"x-backend:\t"),
+    *(b" ", b"\t", b"\r\n", b"\n", b"0", b"17", b"a", b"_", b"-"),
+    *(b"\xe9", b"\xb5", b"\xaa", b"\xff", b"\xd7", b"HTTP/1.1 200 OK\r\n", b"Server: nginx\r\n"),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(PIECES), max_size=12).map(b"".join), max_size=6),
+    st.integers(1, 96),
+)
+def test_the_default_patterns_fast_search_names_what_the_pattern_does(
+    chunks: list[bytes], window: int
+) -> None:
+    """The default pattern is searched by a fast path (the leftmost word `rsN`); the same
+    pattern spelled otherwise goes through `re` and must name the same backend, chunk by chunk."""
+    fast = BackendMatcher(DEFAULT_BACKEND_PATTERN, window)
+    exact = BackendMatcher(DEFAULT_BACKEND_PATTERN.replace("(?im)", "(?mi)"), window)
+    for chunk in chunks:
+        assert fast.feed(chunk) == exact.feed(chunk)
+    assert fast.name == exact.name

@@ -3,6 +3,7 @@ on a real stall (a loopback server that freezes once) that only the corrected fi
 
 from __future__ import annotations
 
+import math
 import socketserver
 import threading
 import time
@@ -10,14 +11,21 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.replay.fastloop import FastRunner
 from lvsprobe.replay.flowlog import FlowRecord, summarize
+from lvsprobe.replay.flowrecord import backend_of
 from lvsprobe.replay.latency import (
     HIGHEST_US,
-    histogram_stats,
+    PERCENTILES,
+    PHASES,
+    STATS,
+    Buckets,
+    bucket_lowest_us,
+    latency_summary,
     new_histogram,
     phase_stats,
     record_seconds,
@@ -26,18 +34,93 @@ from lvsprobe.replay.plan import make_plan
 from lvsprobe.replay.runner import RunOptions
 from lvsprobe.replay.scenario import parse_scenario
 
+# bucket edges (2**k µs and either side), sub-µs, zero, the 1 h clip and past it
+EDGES_S = sorted(
+    {(2**k + d) / 1e6 for k in range(10, 32) for d in (-1, 0, 1)}
+    | {0.0, 4e-7, 5e-7, 6e-7, 1.5e-6, 2.5e-6, HIGHEST_US / 1e6, HIGHEST_US / 1e6 + 1, 1e6}
+)
+LATENCIES_S = st.lists(
+    st.one_of(
+        st.floats(min_value=0, max_value=5000, allow_nan=False),
+        st.sampled_from(EDGES_S),
+        st.just(float("nan")),
+    ),
+    max_size=300,
+)
 
-@settings(max_examples=25, deadline=None)
-@given(st.lists(st.floats(min_value=0, max_value=5000, allow_nan=False), max_size=300))
-def test_bulk_recording_fills_the_buckets_hdr_itself_would(seconds: list[float]) -> None:
-    bulk, one_by_one = new_histogram(), new_histogram()
-    record_seconds(bulk, np.array(seconds, dtype=np.float64))
+
+def _one_by_one(seconds: list[float]) -> HdrHistogram:
+    """The reference: HdrHistogram fed each value (rounded to a µs) by its own record_value."""
+    hist = new_histogram()
     for value in seconds:
-        one_by_one.record_value(min(round(value * 1e6), HIGHEST_US))
+        if not math.isnan(value):
+            hist.record_value(min(round(value * 1e6), HIGHEST_US))
+    return hist
+
+
+@settings(max_examples=200, deadline=None)
+@given(LATENCIES_S)
+def test_bulk_recording_fills_the_buckets_hdr_itself_would(seconds: list[float]) -> None:
+    bulk, one_by_one = new_histogram(), _one_by_one(seconds)
+    record_seconds(bulk, np.array(seconds, dtype=np.float64))
     assert list(bulk.counts[: bulk.counts_len]) == list(one_by_one.counts[: one_by_one.counts_len])
-    assert bulk.get_total_count() == len(seconds)
-    if seconds:  # the mean walks only the filled buckets; HdrHistogram's own walks them all
-        assert histogram_stats(bulk)["mean"] == round(one_by_one.get_mean_value() / 1e6, 6)
+    assert bulk.get_total_count() == sum(not math.isnan(s) for s in seconds)
+
+
+@settings(max_examples=60, deadline=None)
+@given(LATENCIES_S)
+def test_stats_read_off_the_buckets_are_hdrs_own(seconds: list[float]) -> None:
+    """count, mean, percentiles and max from the buckets == HdrHistogram's queries of a
+    histogram fed value by value."""
+    hist = _one_by_one(seconds)
+    stats = Buckets.of(bucket_lowest_us(np.array(seconds, dtype=np.float64))).stats()
+    if not hist.get_total_count():
+        assert stats == {"count": 0, **dict.fromkeys(STATS[1:])}
+        return
+    at = hist.get_percentile_to_value_dict(list(PERCENTILES))
+    assert stats == {
+        "count": hist.get_total_count(),
+        "mean": round(hist.get_mean_value() / 1e6, 6),
+        **{f"p{p:g}": round(at[p] / 1e6, 6) for p in PERCENTILES},
+        "max": round(hist.get_max_value() / 1e6, 6),
+    }
+
+
+def _flows(draw: st.DrawFn) -> list[FlowRecord]:
+    rows = []
+    for flow_id in range(draw(st.integers(0, 40))):
+        scheduled = draw(st.floats(0, 10))
+        start = scheduled + draw(st.sampled_from([0.0, 0.5, 2.0]))
+        rec = FlowRecord(flow_id, draw(st.sampled_from(["http", "tcp"])), "127.0.0.2", 1,
+                         "127.0.0.1", 80, "tcp", scheduled, start, 0.0)  # fmt: skip
+        rec.connect_s = draw(st.one_of(st.none(), st.sampled_from(EDGES_S[:12])))
+        rec.ttfb_s = draw(st.one_of(st.none(), st.floats(0, 3)))
+        rec.end_s = start + draw(st.floats(0, 5))
+        rec.outcome = draw(st.sampled_from(["ok", "ok", "reset", "error:http-503"]))
+        rec.backend = draw(st.sampled_from([None, "rs1", "rs2"]))
+        rec.conn_backend = draw(st.sampled_from([None, "rs3"]))
+        rec.stage = draw(st.sampled_from([None, 0, 1, 10]))
+        rec.settle()
+        rows.append(rec)
+    return rows
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.composite(_flows)())
+def test_each_group_summarised_from_the_columns_as_from_its_own_flows(
+    rows: list[FlowRecord],
+) -> None:
+    """by_kind/by_backend/by_stage select rows of columns read once; the same as summarising
+    each group's records on their own."""
+    summary = latency_summary(rows)
+    assert {k: summary[k] for k in PHASES} == phase_stats(rows)
+    for name, key in (("by_kind", lambda r: r.kind), ("by_backend", backend_of),
+                      ("by_stage", lambda r: r.stage)):  # fmt: skip
+        labels = sorted({str(key(r)) for r in rows if key(r) is not None})
+        assert list(summary[name]) == labels
+        for label in labels:
+            group = [r for r in rows if key(r) is not None and str(key(r)) == label]
+            assert summary[name][label] == phase_stats(group)
 
 
 def _record(
