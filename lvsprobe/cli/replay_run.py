@@ -66,10 +66,12 @@ def _snapshot_every(_ctx: click.Context, _param: click.Parameter, value: float) 
 
 
 def _listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is None:  # click calls this without the flag too: no HTTP server imported then
+        return None
     from lvsprobe.exporter.server import parse_listen_address
 
     try:
-        return None if value is None else parse_listen_address(value)
+        return parse_listen_address(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 

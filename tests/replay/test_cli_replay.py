@@ -208,3 +208,22 @@ def test_the_cli_process_ends_without_a_last_walk_over_its_heap() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("True")
+
+
+def test_a_run_without_metrics_listen_does_not_import_the_http_server(
+    tmp_path: Path, servers: Any
+) -> None:
+    """The exporter's HTTP server (55 ms of an engine process's start-up) serves
+    --metrics-listen only."""
+    scenario = _scenario(tmp_path, servers.http, flows=2)
+    code = (
+        "import atexit, sys\nfrom lvsprobe.cli import main\n"
+        "atexit.register(lambda: print('lvsprobe.exporter.server' in sys.modules))\nmain()\n"
+    )
+    argv = ["replay", "run", str(scenario), "--out", str(tmp_path / "run"), "--no-progress",
+            "--engine", "epoll", "--skip-pool-check"]  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("False"), out.stdout
