@@ -14,7 +14,7 @@ import random
 import socket
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lvsprobe.errors import ScenarioError
 from lvsprobe.replay import profile
@@ -23,10 +23,13 @@ from lvsprobe.replay.profile import Stage
 from lvsprobe.replay.scenario import Scenario
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedFlow:
+class PlannedFlow(NamedTuple):
     """One flow to drive; `at_s` is its start offset (None: closed loop, when a slot of its
     stage frees); `stage` its stage of the rate profile."""
+
+    # A NamedTuple, not a frozen dataclass: as immutable, and built in 0.3 us, not 1 (a frozen
+    # dataclass sets each field through object.__setattr__), once per planned flow before a
+    # run starts (200k in a 10 s closed run at wrk's rate: 0.2 s of its start-up).
 
     flow_id: int
     kind: str
