@@ -57,7 +57,8 @@ def fast_eligible(plan: list[PlannedFlow]) -> bool:
 def _start_frozen() -> Iterator[None]:
     """What exists when the loop starts (the plan, a tracked object per planned flow; the
     modules) kept out of its collections: never garbage, it was walked by every full one
-    (5 in a 10 s run: 0.5 s). Unfrozen after, unless the caller had frozen objects itself."""
+    (a 130k-flow plan: 0.08 s each, 0.04 s frozen). Unfrozen after, unless the caller had
+    frozen objects itself (nothing is left frozen that was not)."""
     frozen_before = gc.get_freeze_count()
     gc.freeze()
     try:
