@@ -39,6 +39,16 @@ MODULES = (
     "veth bridge ipip sch_ingress cls_flower act_skbedit sch_netem"
 )
 
+# The directors keep a conntrack entry per IPVS connection (vs.conntrack=1), each held 120 s
+# in TIME_WAIT; the VM's default table (8192 entries, sized from its 1 GB) was full after
+# ~70 new connections/s and then dropped every SYN. A real director is sized up likewise.
+CONNTRACK_MAX = 1 << 18
+CONNTRACK_BUCKETS = 1 << 16
+_CONNTRACK_SIZING = (
+    f"echo {CONNTRACK_BUCKETS} > /proc/sys/net/netfilter/nf_conntrack_buckets; "
+    f"echo {CONNTRACK_MAX} > /proc/sys/net/netfilter/nf_conntrack_max"
+)
+
 
 class AddressPlan:
     """Every address of a topology's cluster (see the module docstring)."""
@@ -280,7 +290,9 @@ def build_script(plan: AddressPlan, python: str = sys.executable) -> str:
     topo = plan.topology
     loaded = "/run/lab/modules-loaded"  # modprobe reads modules.dep over 9p: seconds under TCG
     out = ["set -u", teardown_script(), "set -e"]
-    out.append(f"[ -e {loaded} ] || {{ modprobe -a {MODULES}; : > {loaded}; }}")
+    out.append(
+        f"[ -e {loaded} ] || {{ modprobe -a {MODULES}; {_CONNTRACK_SIZING}; : > {loaded}; }}"
+    )
     netns = "\n".join(f"netns add {n}" for n in plan.namespaces)
     out.append(f"ip -batch - <<'EOF'\n{netns}\n{_links(plan)}\nEOF")
     parts = {"router": _router(plan)} | {ns: _client(plan, ns) for ns in plan.client_namespaces}
