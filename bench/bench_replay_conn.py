@@ -2,20 +2,24 @@
 1000 client source addresses vs `wrk` on the same VIP, both in the lab's client namespace
 of ONE VM (same vCPUs, same backends, same concurrency, same duration). wrk sends
 `Connection: close`, so each of its requests is a new connection (without it wrk measures
-keep-alive requests). Prints both rates, the ratio (target >= 1.0, issue #17), the load
-averages, and the replay's whole-process rate beside its run's (start-up, plan and flow-log
-writing count there; guest Python imports are ~15x slower than the host's).
+keep-alive requests). As many engine processes as wrk has threads (`--processes`, 2 as
+`wrk -t2`), each with its share of the concurrency and of the addresses; their rate is taken
+over the steady window (flows ended while every process ran, as `bench replay_native` does).
+Prints both rates, the ratio (target >= 1.0, issue #17), the load averages, and the
+replay's whole-process rate beside it (start-up, plan and flow-log writing count there;
+guest Python imports are ~15x slower than the host's).
 
 The host is shared (other VMs run beside this one under TCG), so figures drift by 2x within
 minutes: wrk runs before AND after the replay and the ratio is taken against their mean.
 `--asyncio` also runs the asyncio driver (the one every flow kind uses) for comparison.
 
-    python -m bench replay_conn [--seconds S] [--concurrency N] [--asyncio]
+    python -m bench replay_conn [--seconds S] [--concurrency N] [--processes P] [--asyncio]
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -25,16 +29,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.steady import steady_rate
+
 CLIENTS = 1000
+FIRST_CLIENT = "198.18.16.1"  # the lab's client addresses, CLIENTS of them from here on
 VIP = "198.18.1.100"
 
 
-def _scenario(seconds: float, concurrency: int) -> str:
+def _scenario(seconds: float, concurrency: int, first: int, count: int) -> str:
+    """A closed loop from `count` of the lab's client addresses, from the `first`-th on."""
+    start = ipaddress.ip_address(FIRST_CLIENT) + first
     return (
         "name: bench-new-conns\n"
-        "description: new HTTP connections per second from 1000 client addresses\n"
+        f"description: new HTTP connections per second from {count} client addresses\n"
         f"target: {{address: {VIP}, port: 80}}\n"
-        f"clients: {{cidr: 198.18.16.1/20, count: {CLIENTS}}}\n"
+        f"clients: {{cidr: {start}/20, count: {count}}}\n"
         "flows: [{kind: http, path: /}]\n"
         f"arrival: {{model: closed, concurrency: {concurrency}}}\n"
         # a count bound far above any rate reachable here: the duration ends the run
@@ -65,27 +74,44 @@ def _wrk(lab: Any, seconds: float, concurrency: int) -> float:
     return rate
 
 
-def _replay(lab: Any, shared: Path, engine: str, seconds: float) -> float | None:
+def _replay(
+    lab: Any, shared: Path, engine: str, seconds: float, concurrency: int, processes: int
+) -> float | None:
+    """`processes` replay runs at once, each its share of the concurrency and addresses."""
     loads = _loads(lab)
-    out = shared / f"run-{engine}"
-    argv = [sys.executable, "-c", "from lvsprobe.cli import main; main()", "replay", "run",
-            str(shared / "bench.yaml"), "--out", str(out), "--json", "--no-progress",
-            "--engine", engine]  # fmt: skip
+    runs, commands = [], []
+    for index in range(processes):
+        share = CLIENTS // processes
+        scenario = shared / f"bench-{engine}-{index}.yaml"
+        scenario.write_text(_scenario(seconds, concurrency // processes, index * share, share))
+        runs.append(shared / f"run-{engine}-{index}")
+        argv = [sys.executable, "-c", "'from lvsprobe.cli import main; main()'", "replay",
+                "run", str(scenario), "--out", str(runs[-1]), "--json", "--no-progress",
+                "--engine", engine]  # fmt: skip
+        commands.append(f"{' '.join(argv)} > {runs[-1]}.json 2> {runs[-1]}.err &")
     started = time.monotonic()
-    replay = lab.run("client", argv, timeout=seconds + 600)
+    done = lab.sh("client", "\n".join([*commands, "wait"]), timeout=seconds + 600)
     wall = time.monotonic() - started
-    if replay.returncode != 0:
-        print(f"  lvsprobe replay ({engine}) failed (rc {replay.returncode}): "
-              f"{replay.stderr[-2000:]}")  # fmt: skip
-        return None
-    summary = json.loads(replay.stdout)
-    ok, span = summary["ok"], summary["duration_s"] or 1.0
-    rate: float = ok / span
-    print(f"  lvsprobe replay --engine {engine:7s} {CLIENTS} addresses: {rate:7.1f} new conns/s "
-          f"({ok} ok of {summary['flows']} in {span:.1f} s, {summary['errors']} not ok: "
-          f"{summary['outcomes']}; {loads})", flush=True)  # fmt: skip
-    print(f"    start-up + plan + flow-log write, not in the rate: {wall - span:.1f} s "
-          f"(whole process: {ok / wall:.1f} conns/s)")  # fmt: skip
+    summaries = []
+    for run in runs:
+        try:
+            summaries.append(json.loads(Path(f"{run}.json").read_text()))
+        except (OSError, ValueError):
+            err = Path(f"{run}.err").read_text()[-2000:] if Path(f"{run}.err").exists() else ""
+            print(f"  lvsprobe replay ({engine}) failed (rc {done.returncode}): {err}")
+            return None
+    ok = sum(summary["ok"] for summary in summaries)
+    flows = sum(summary["flows"] for summary in summaries)
+    outcomes: dict[str, int] = {}
+    for summary in summaries:
+        for outcome, count in summary["outcomes"].items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + count
+    rate = steady_rate(runs)
+    print(f"  lvsprobe replay --engine {engine:7s} {processes} processes, {CLIENTS} addresses: "
+          f"{rate:7.1f} new conns/s over the steady window ({ok} ok of {flows}, "
+          f"{outcomes}; {loads})", flush=True)  # fmt: skip
+    print(f"    whole process (start-up, plan and flow-log write included): "
+          f"{ok / wall:.1f} conns/s over {wall:.1f} s")  # fmt: skip
     return rate
 
 
@@ -93,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=2, help="engine processes (wrk -t2)")
     parser.add_argument("--asyncio", action="store_true", help="also run the asyncio driver")
     args = parser.parse_args()
     from lvsprobe.lab.lab import Lab
@@ -100,7 +127,6 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         shared = Path(tmp)
-        (shared / "bench.yaml").write_text(_scenario(args.seconds, args.concurrency))
         started = time.monotonic()
         with Lab(Topology(clients=CLIENTS, sync=False), shared_dir=shared) as lab:
             up = time.monotonic() - started
@@ -112,10 +138,10 @@ def main() -> None:
                 print(f"  guest python {' '.join(flags) or '(site)'} start: "
                       f"{time.monotonic() - t:.1f} s")  # fmt: skip
             before = _wrk(lab, args.seconds, args.concurrency)
-            rate = _replay(lab, shared, "epoll", args.seconds)
+            rate = _replay(lab, shared, "epoll", args.seconds, args.concurrency, args.processes)
             after = _wrk(lab, args.seconds, args.concurrency)
             if args.asyncio:
-                _replay(lab, shared, "asyncio", args.seconds)
+                _replay(lab, shared, "asyncio", args.seconds, args.concurrency, args.processes)
     if rate is None:
         return
     wrk_rate = (before + after) / 2

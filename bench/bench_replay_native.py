@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from bench.steady import steady_rate
 from lvsprobe.dashboards.prometheus import free_port
 
 NGINX_CONF = """daemon off; worker_processes {procs}; pid {tmp}/nginx.pid;
@@ -157,26 +158,6 @@ def _scenario(port: int, seconds: float, concurrency: int, worker: int, max_flow
     )
 
 
-def _steady(runs: list[Path]) -> float:
-    """ok flows per second that ended while every engine process was running."""
-    import pyarrow.compute as pc
-
-    from lvsprobe.replay.flowlog import read_flows
-
-    ends, spans = [], []
-    for run in runs:
-        table = read_flows(run)
-        table = table.filter(pc.equal(table["outcome"], "ok"))
-        origin = pc.subtract(table["start_unix"], table["start_s"])  # the run's clock at 0
-        end = pc.add(origin, table["end_s"]).to_numpy()
-        ends.append(end)
-        spans.append((float(end.min()), float(end.max())))
-    low, high = max(s[0] for s in spans), min(s[1] for s in spans)
-    if high <= low:
-        return 0.0
-    return sum(int(((e >= low) & (e < high)).sum()) for e in ends) / (high - low)
-
-
 def _timed(module: object, name: str, spent: dict[str, float]) -> None:
     """`module.name` replaced by itself timed: its seconds are added to spent[name]."""
     function = getattr(module, name)
@@ -259,7 +240,7 @@ def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int
         sum(p[i] for p in phases) / threads for i in range(6)
     )
     loop = Loop(start, plan_s, span, after, write_s, cpu_s * threads / max(ok, 1) * 1e6)
-    return _steady(runs), ok, loop
+    return steady_rate(runs), ok, loop
 
 
 SYSCALLS = ("socket", "epoll", "connect", "recv", "send", "getsock", "setsock", "bind", "close")
