@@ -180,7 +180,13 @@ def test_every_panel_query_returns_series_on_the_lab(
     rate1 = (
         f'sum(rate(ipvs_service_connections_total{{instance="{lvs1}",port="80"}}[{RATE_INTERVAL}]))'
     )
-    assert peak(rate1) > 0
+    counter = f'ipvs_service_connections_total{{instance="{lvs1}",port="80"}}'
+    failed_sources = f'ipvs_scrape_source_success{{instance="{lvs1}"}} == 0'
+    assert peak(rate1) > 0, (  # once seen in CI (not reproduced alone): say what lvs1 showed
+        f"lvs1's port-80 counter: {prometheus.query_range(counter, range_s, SCRAPE_S)}"
+        f"\nits failed sources: {prometheus.query_range(failed_sources, range_s, SCRAPE_S)}"
+        f"\nVIP holder: {lab.active_director}"
+    )
     assert peak(f'ipvs_conn_templates{{instance="{lvs1}",port="80"}}') > 0
     assert prometheus.query(f'ipvs_backend_weight{{instance="{lvs1}",port="443"}} == 0')
     assert peak(f'ipvs_sync_daemon_up{{instance="{lvs1}",role="master"}}') == 1
