@@ -49,6 +49,19 @@ _STAT_FIELDS = (
 # of the rows that have its columns (the counters come together, as do the rates). By
 # default, what the dashboards and alert rules query (README, "Series per real server").
 _Columns = Callable[[RealServerTable], "tuple[list[int | None], ...] | None"]
+_QUERIED_STATS = ("connections", "incoming_bytes", "outgoing_bytes")
+_PACKET_STATS = ("incoming_packets", "outgoing_packets")
+
+
+def _stat_columns(
+    table: RealServerTable, names: tuple[str, ...]
+) -> tuple[list[int | None], ...] | None:
+    """The counters `names` (of _STAT_FIELDS) of a table that has stats."""
+    if table.stats is None:
+        return None
+    return tuple(table.stats[_STAT_FIELDS.index(name)] for name in names)
+
+
 _NETLINK_ROWS: tuple[tuple[_Columns, tuple[str, ...]], ...] = (
     (
         lambda t: None if t.persistent_conns is None else (t.persistent_conns,),
@@ -59,12 +72,8 @@ _NETLINK_ROWS: tuple[tuple[_Columns, tuple[str, ...]], ...] = (
         ("ipvs_backend_upper_threshold_connections",),
     ),
     (
-        lambda t: None if t.stats is None else (t.stats[0], t.stats[3], t.stats[4]),
-        (
-            "ipvs_backend_connections_total",
-            "ipvs_backend_incoming_bytes_total",
-            "ipvs_backend_outgoing_bytes_total",
-        ),
+        lambda t: _stat_columns(t, _QUERIED_STATS),
+        tuple(f"ipvs_backend_{name}_total" for name in _QUERIED_STATS),
     ),
 )
 # What nothing queries, exported with --collector.backends.extra only.
@@ -74,8 +83,8 @@ _EXTRA_ROWS: tuple[tuple[_Columns, tuple[str, ...]], ...] = (
         ("ipvs_backend_lower_threshold_connections",),
     ),
     (
-        lambda t: None if t.stats is None else t.stats[1:3],
-        ("ipvs_backend_incoming_packets_total", "ipvs_backend_outgoing_packets_total"),
+        lambda t: _stat_columns(t, _PACKET_STATS),
+        tuple(f"ipvs_backend_{name}_total" for name in _PACKET_STATS),
     ),
 )
 # The kernel's rate estimates, exported with --collector.backends.rates only.
