@@ -5,6 +5,7 @@ appearance), the server mapped to the target, start offsets kept (scaled at run 
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,12 +24,29 @@ MAX_PAYLOAD = 1 << 20
 
 def add_detail(path: Path, flows: list[Flow]) -> int:
     """Fill `flow.detail` (http_path, ftp_commands, tls_sni, tls_session_id) with tshark's
-    dissectors; returns how many flows got detail."""
+    dissectors; returns how many flows got detail.
+
+    A failed pass is run once more before it counts: asyncio's child watcher reports a tshark
+    that exited cleanly as "crashed, 255" when another waiter in a busy process reaped it first
+    (seen in CI). A damaged file fails both passes; flows change only after a whole pass."""
+    index: dict[FlowKey, int] = {
+        (f.protocol, f.client, f.client_port, f.server, f.server_port): n
+        for n, f in enumerate(flows)
+    }
+    try:
+        found = _dissect(path, index, flows)
+    except ParseError:
+        found = _dissect(path, index, flows)
+    for n, detail in found.items():
+        flows[n].detail = detail
+    return len(found)
+
+
+def _dissect(path: Path, index: dict[FlowKey, int], flows: list[Flow]) -> dict[int, dict[str, Any]]:
+    """One tshark pass: each touched flow's new detail (its old detail plus what the pass saw),
+    by position in `flows`."""
     import pyshark
 
-    index: dict[FlowKey, Flow] = {
-        (f.protocol, f.client, f.client_port, f.server, f.server_port): f for f in flows
-    }
     # pyshark drives tshark with asyncio: give it its own loop (asyncio.run() elsewhere in
     # the process leaves no current loop behind)
     loop = asyncio.new_event_loop()
@@ -38,39 +56,52 @@ def add_detail(path: Path, flows: list[Flow]) -> int:
         keep_packets=False,
         eventloop=loop,
     )
-    touched: set[int] = set()
+    found: dict[int, dict[str, Any]] = {}
     try:
-        for packet in capture:
-            ip = packet.ipv6 if hasattr(packet, "ipv6") else getattr(packet, "ip", None)
-            if ip is None or not hasattr(packet, "tcp"):
-                continue
-            key = (6, str(ip.src), int(packet.tcp.srcport), str(ip.dst), int(packet.tcp.dstport))
-            found = index.get(key)
-            if found is None:
-                continue
-            flow = found
-            touched.add(id(flow))
-            if hasattr(packet, "http") and hasattr(packet.http, "request_uri"):
-                flow.detail["http_requests"] = flow.detail.get("http_requests", 0) + 1
-                flow.detail.setdefault("http_path", str(packet.http.request_uri))
-                flow.detail.setdefault("http_method", str(packet.http.request_method))
-            if hasattr(packet, "ftp") and hasattr(packet.ftp, "request_command"):
-                flow.detail.setdefault("ftp_commands", []).append(str(packet.ftp.request_command))
-                if str(packet.ftp.request_command) == "RETR":
-                    flow.detail["ftp_file"] = str(packet.ftp.request_arg)
-            if hasattr(packet, "tls"):
-                tls = packet.tls
-                if hasattr(tls, "handshake_extensions_server_name"):
-                    flow.detail["tls_sni"] = str(tls.handshake_extensions_server_name)
-                session = getattr(tls, "handshake_session_id", None)
-                if session is not None:
-                    flow.detail["tls_session_id"] = str(session).replace(":", "")
+        try:
+            for packet in capture:
+                ip = packet.ipv6 if hasattr(packet, "ipv6") else getattr(packet, "ip", None)
+                if ip is None or not hasattr(packet, "tcp"):
+                    continue
+                key = (
+                    6,
+                    str(ip.src),
+                    int(packet.tcp.srcport),
+                    str(ip.dst),
+                    int(packet.tcp.dstport),
+                )
+                n = index.get(key)
+                if n is None:
+                    continue
+                if n not in found:
+                    found[n] = copy.deepcopy(flows[n].detail)
+                _note_packet(packet, found[n])
+        finally:
+            capture.close()
     except Exception as exc:  # pyshark/tshark raise their own types for damaged files
         raise ParseError(str(path), None, None, f"tshark could not dissect it: {exc}") from exc
     finally:
-        capture.close()
         loop.close()
-    return len(touched)
+    return found
+
+
+def _note_packet(packet: Any, detail: dict[str, Any]) -> None:
+    """What one dissected request tells about its flow."""
+    if hasattr(packet, "http") and hasattr(packet.http, "request_uri"):
+        detail["http_requests"] = detail.get("http_requests", 0) + 1
+        detail.setdefault("http_path", str(packet.http.request_uri))
+        detail.setdefault("http_method", str(packet.http.request_method))
+    if hasattr(packet, "ftp") and hasattr(packet.ftp, "request_command"):
+        detail.setdefault("ftp_commands", []).append(str(packet.ftp.request_command))
+        if str(packet.ftp.request_command) == "RETR":
+            detail["ftp_file"] = str(packet.ftp.request_arg)
+    if hasattr(packet, "tls"):
+        tls = packet.tls
+        if hasattr(tls, "handshake_extensions_server_name"):
+            detail["tls_sni"] = str(tls.handshake_extensions_server_name)
+        session = getattr(tls, "handshake_session_id", None)
+        if session is not None:
+            detail["tls_session_id"] = str(session).replace(":", "")
 
 
 def _plain(text: object) -> str | None:
