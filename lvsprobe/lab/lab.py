@@ -100,6 +100,10 @@ class Switch:
     done_unix: float
 
 
+class BootTimedOut(LabError):
+    """The guest's agent did not report ready in time while qemu kept running."""
+
+
 def _quiet(message: str) -> None:
     del message
 
@@ -164,10 +168,16 @@ class Lab:
         try:
             self._boot(prepared, verdict)
         except LabError as exc:
-            if verdict.accel != "kvm" or self._accel_choice == "kvm":
+            if verdict.accel == "tcg" and isinstance(exc, BootTimedOut):
+                # seen once in many TCG boots: not a line on the console in 240 s, while
+                # the next qemu came up as usual
+                self.progress(f"{exc}; booting a fresh VM once more")
+                self._boot(prepared, verdict)
+            elif verdict.accel == "kvm" and self._accel_choice != "kvm":
+                self.progress(f"KVM boot failed ({exc}); retrying with TCG")
+                self._boot(prepared, AccelVerdict("tcg", f"KVM boot failed: {exc}"))
+            else:
                 raise
-            self.progress(f"KVM boot failed ({exc}); retrying with TCG")
-            self._boot(prepared, AccelVerdict("tcg", f"KVM boot failed: {exc}"))
         if self._build:
             self.apply(self.topology)
 
@@ -191,9 +201,10 @@ class Lab:
             deadline = started + timeout
             while ready is None and time.monotonic() < deadline and vm.alive():
                 ready = self._control.wait_ready(0.5)
+            if ready is None and vm.alive():
+                raise BootTimedOut(f"lab VM boot failed (timed out): {vm.failure_detail()}")
             if ready is None:
-                why = "timed out" if vm.alive() else "the VM stopped"
-                raise LabError(f"lab VM boot failed ({why}): {vm.failure_detail()}")
+                raise LabError(f"lab VM boot failed (the VM stopped): {vm.failure_detail()}")
         except BaseException:
             self.close()
             raise

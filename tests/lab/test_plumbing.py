@@ -97,3 +97,40 @@ def test_guest_path_puts_the_interpreter_first_and_drops_shims() -> None:
     dirs = guest_path().split(":")
     assert "shims" not in guest_path() and dirs[0].endswith("bin")
     assert kvm_verdict().accel in ("kvm", "tcg") and kvm_verdict().reason
+
+
+def _booting(monkeypatch: pytest.MonkeyPatch, accel: str, failures: list[LabError]) -> list[str]:
+    """A Lab whose boots fail with `failures` in turn, then succeed: the verdicts it booted."""
+    from lvsprobe.lab import lab as lab_module
+
+    booted: list[str] = []
+
+    def boot(self: lab_module.Lab, prepared: object, verdict: lab_module.AccelVerdict) -> None:
+        booted.append(verdict.accel)
+        if failures:
+            raise failures.pop(0)
+
+    monkeypatch.setattr(lab_module, "prepare", lambda cache, progress: None)
+    monkeypatch.setattr(lab_module.Lab, "_verdict", lambda self: lab_module.AccelVerdict(accel, ""))
+    monkeypatch.setattr(lab_module.Lab, "_boot", boot)
+    lab_module.Lab(build=False).start()
+    return booted
+
+
+def test_a_tcg_boot_that_times_out_is_tried_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lvsprobe.lab.lab import BootTimedOut
+
+    assert _booting(monkeypatch, "tcg", [BootTimedOut("no output")]) == ["tcg", "tcg"]
+    with pytest.raises(BootTimedOut):
+        _booting(monkeypatch, "tcg", [BootTimedOut("no output"), BootTimedOut("no output")])
+
+
+def test_a_tcg_boot_whose_vm_stopped_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(LabError, match="stopped"):
+        _booting(monkeypatch, "tcg", [LabError("lab VM boot failed (the VM stopped)")])
+
+
+def test_a_kvm_boot_that_fails_falls_back_to_tcg(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lvsprobe.lab.lab import BootTimedOut
+
+    assert _booting(monkeypatch, "kvm", [BootTimedOut("no output")]) == ["kvm", "tcg"]
