@@ -93,7 +93,7 @@ class Flight:
     @property
     def size(self) -> int | None:
         """The whole answer's size, once it is rendered and all there (a Content-Length)."""
-        if not self.done or self.released:
+        if not self.done or self.released or self.error is not None:
             return None
         return sum(map(len, self.pieces))
 
@@ -136,11 +136,12 @@ class FlightReader:
         flight.positions[reader_id] = 0
 
     async def started(self) -> None:
-        """Wait until there is a piece or the read has ended; ScrapeFailed if it failed first."""
+        """Wait until there is a piece or the read has ended; ScrapeFailed if it has failed
+        by then (pieces or not: what came before a failure is not an answer)."""
         flight = self.flight
         while not flight.pieces and not flight.done:
             await flight.wait_changed()
-        if not flight.pieces and flight.error is not None:
+        if flight.error is not None:
             raise flight.error
 
     async def next_piece(self) -> bytes | None:
