@@ -3,11 +3,18 @@
 The tree: 10k services x 10 real servers (100k backends, 300k node_ipvs_* series) and a
 1M-line connection table. Both exporters run as their own process on loopback; the figures are
 client-side scrape time (full body; gzipped with --gzip, as Prometheus asks by default), each
-process's CPU time per scrape and its peak RSS (VmHWM). The exporters run side by side and are
-scraped in turn.
+process's CPU time per scrape, its RSS once started (idle, before the first scrape) and its
+peak RSS (VmHWM). The exporters run side by side and are scraped in turn.
+
+With --netlink, lvsprobe reads the services by generic netlink, its default on a live
+node, from a simulated 6.1 kernel in another process (bench/simulated_wire.py), and the rest
+from the tree; node_exporter reads the same services from the tree's /proc/net/ip_vs. This
+is the lab's comparison (bench_lab_export.py) without the VM: the figures to set against the
+lab's are the lvsprobe process's own.
 
     python -m bench                     # every bench; or:
-    python bench/bench_export.py [--services N] [--backends N] [--conns N] [--scrapes N] [--gzip]
+    python bench/bench_export.py [--services N] [--backends N] [--conns N] [--scrapes N]
+                                 [--gzip] [--netlink]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
+from lvsprobe.kernel.genl.simulated import generated_services
 from lvsprobe.model import Protocol, Service
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -102,32 +110,18 @@ def format_ip_vs_stats(counters: tuple[int, ...], rates: tuple[int, ...]) -> str
     )
 
 
-def write_tree(root: Path, services: int, backends: int, conns: int) -> None:
-    """A /proc-like tree: `services` TCP services of `backends` real servers and `conns` entries."""
-    from lvsprobe.model import Forward, RealServer, ServiceFlag, ServiceKey
-
+def write_tree(
+    root: Path, services: int, backends: int, conns: int, *, simulated: bool = False
+) -> None:
+    """A /proc-like tree: `services` TCP services of `backends` real servers and `conns` entries
+    (`simulated`: the services a `SimulatedKernel` of that size serves)."""
     net = root / "net"
     net.mkdir(parents=True, exist_ok=True)
-    base_vip = int(ipaddress.IPv4Address("10.0.0.0"))
-    base_rs = int(ipaddress.IPv4Address("172.16.0.0"))
-    svcs = []
-    for i in range(services):
-        vip = ipaddress.IPv4Address(base_vip + i // 100 + 1)
-        port = 1000 + i % 100
-        rss = tuple(
-            RealServer(
-                ipaddress.IPv4Address(base_rs + i * backends + j),
-                port,
-                Forward.MASQ,
-                1 + j % 3,
-                j,
-                10 * j,
-            )
-            for j in range(backends)
-        )
-        svcs.append(
-            Service(ServiceKey(None, Protocol.TCP, vip, port), "wlc", ServiceFlag.HASHED, None, rss)
-        )
+    svcs = (
+        generated_services(services, backends=backends)
+        if simulated
+        else _tree_services(services, backends)
+    )
     (net / "ip_vs").write_text(format_ip_vs(svcs))
     (net / "ip_vs_stats").write_text(
         format_ip_vs_stats(
@@ -156,6 +150,32 @@ def write_tree(root: Path, services: int, backends: int, conns: int) -> None:
         (vs / name).write_text(value + "\n")
 
 
+def _tree_services(services: int, backends: int) -> list[Service]:
+    from lvsprobe.model import Forward, RealServer, ServiceFlag, ServiceKey
+
+    base_vip = int(ipaddress.IPv4Address("10.0.0.0"))
+    base_rs = int(ipaddress.IPv4Address("172.16.0.0"))
+    svcs = []
+    for i in range(services):
+        vip = ipaddress.IPv4Address(base_vip + i // 100 + 1)
+        port = 1000 + i % 100
+        rss = tuple(
+            RealServer(
+                ipaddress.IPv4Address(base_rs + i * backends + j),
+                port,
+                Forward.MASQ,
+                1 + j % 3,
+                j,
+                10 * j,
+            )
+            for j in range(backends)
+        )
+        svcs.append(
+            Service(ServiceKey(None, Protocol.TCP, vip, port), "wlc", ServiceFlag.HASHED, None, rss)
+        )
+    return svcs
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,9 +183,10 @@ def _free_port() -> int:
         return port
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str = "VmHWM") -> float:
+    """A size from /proc/PID/status in MB: VmHWM (peak RSS), VmRSS (now)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -187,24 +208,36 @@ def _scrape(url: str, gzip: bool, timeout: float = 300) -> tuple[float, int]:
 class Exporter:
     """One exporter process on loopback, its scrapes and CPU time counted from the first."""
 
-    def __init__(self, label: str, argv: list[str], port: int, gzip: bool = False) -> None:
+    def __init__(
+        self,
+        label: str,
+        argv: list[str],
+        port: int,
+        gzip: bool = False,
+        ready_path: str | None = None,
+    ) -> None:
         self.label, self.argv, self.port, self.gzip = label, argv, port, gzip
+        self.ready_path = ready_path  # answers 200 once started (lvsprobe: after its warm-up)
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.times: list[float] = []
         self.cpu: list[float] = []
         self.size = 0
+        self.idle_mb = float("nan")
 
-    def wait_ready(self, timeout_s: float = 60) -> None:
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        """Wait until the exporter serves (and is ready); its RSS then is the idle figure."""
         deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{self.port}{self.ready_path or '/'}"
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                with urllib.request.urlopen(url, timeout=5):
                     break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError(f"{self.argv[0]} did not start") from None
                 time.sleep(0.1)
+        self.idle_mb = _status_mb(self.proc.pid, "VmRSS")
 
     def scrape(self) -> None:
         before = _cpu_s(self.proc.pid)
@@ -212,12 +245,13 @@ class Exporter:
         self.cpu.append(_cpu_s(self.proc.pid) - before)
         self.times.append(elapsed)
 
-    def figures(self) -> tuple[float, float, float, float, int]:
-        """(best scrape wall s, least and mean CPU s of a scrape, peak RSS MB, body bytes).
-
-        The least is the figure least disturbed by neighbours (as timeit's best of N)."""
+    def figures(self) -> tuple[float, float, float, float, float, int]:
+        """(best scrape wall s, least and mean CPU s of a scrape, idle RSS MB, peak RSS MB,
+        body bytes). The least CPU is the figure least disturbed by neighbours (as timeit's
+        best of N)."""
         cpu_mean = sum(self.cpu) / len(self.cpu)
-        return min(self.times), min(self.cpu), cpu_mean, _peak_rss_mb(self.proc.pid), self.size
+        peak_mb = _status_mb(self.proc.pid)
+        return min(self.times), min(self.cpu), cpu_mean, self.idle_mb, peak_mb, self.size
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -235,8 +269,9 @@ def measure_all(exporters: list[Exporter], scrapes: int) -> None:
             exporter.scrape()
 
 
-def _lvsprobe(tree: Path, port: int, *extra: str) -> list[str]:
-    code = "import sys; from lvsprobe.cli import main; sys.argv[0] = 'lvsprobe'; main()"
+def _lvsprobe(tree: Path, port: int, *extra: str, shim: str = "") -> list[str]:
+    """`lvsprobe export` on the tree; `shim`: code run first (simulated_wire.SHIM)."""
+    code = shim + "\nimport sys; from lvsprobe.cli import main; sys.argv[0] = 'lvsprobe'; main()"
     return [
         sys.executable,
         "-c",
@@ -259,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conns", type=int, default=1_000_000)
     parser.add_argument("--scrapes", type=int, default=3)
     parser.add_argument("--gzip", action="store_true", help="ask for gzip, as Prometheus does")
+    parser.add_argument(
+        "--netlink", action="store_true", help="lvsprobe reads a simulated kernel by netlink"
+    )
     args = parser.parse_args(argv)
     if not os.access(NODE_EXPORTER, os.X_OK):
         print(f"bench_export: {NODE_EXPORTER} missing (apt install prometheus-node-exporter)")
@@ -267,11 +305,25 @@ def main(argv: list[str] | None = None) -> None:
     try:
         tree = tmp / "proc"
         started = time.perf_counter()
-        write_tree(tree, args.services, args.backends, args.conns)
+        write_tree(tree, args.services, args.backends, args.conns, simulated=args.netlink)
         print(
             f"bench_export: tree {args.services} services x {args.backends} backends, "
             f"{args.conns} conn entries, written in {time.perf_counter() - started:.1f} s"
         )
+        shim, wire = "", None
+        if args.netlink:
+            from bench.simulated_wire import SHIM
+
+            wire_path = str(tmp / "genl.sock")
+            wire_script = str(Path(__file__).with_name("simulated_wire.py"))
+            wire = subprocess.Popen(
+                [sys.executable, wire_script, wire_path, str(args.services), str(args.backends)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert wire.stdout is not None
+            wire.stdout.readline()  # "ready"
+            shim = SHIM.format(path=wire_path)
         port = _free_port()
         node_argv = [
             NODE_EXPORTER,
@@ -282,19 +334,24 @@ def main(argv: list[str] | None = None) -> None:
         ]
         exporters = [Exporter("node_exporter 1.x (ipvs only)", node_argv, port, args.gzip)]
         try:
+            via = " (netlink)" if args.netlink else ""
             for label, extra in (
-                ("lvsprobe export", ()),
+                (f"lvsprobe export{via}", ()),
                 ("lvsprobe export --compat node-exporter", ("--compat", "node-exporter")),
                 ("lvsprobe export --collector.conns=off", ("--collector.conns", "off")),
             ):
                 port = _free_port()
-                exporters.append(Exporter(label, _lvsprobe(tree, port, *extra), port, args.gzip))
+                lvsprobe = _lvsprobe(tree, port, *extra, shim=shim)
+                exporters.append(Exporter(label, lvsprobe, port, args.gzip, "/-/ready"))
             load_before = os.getloadavg()[0]
             measure_all(exporters, args.scrapes)
             rows = [(e.label, e.figures()) for e in exporters]
         finally:
             for exporter in exporters:
                 exporter.stop()
+            if wire is not None:
+                wire.kill()
+                wire.wait()
         ne = rows[0][1]
         print(
             f"{args.scrapes} scrapes each{' (gzip)' if args.gzip else ''}, taken in turn; "
@@ -302,16 +359,20 @@ def main(argv: list[str] | None = None) -> None:
             f"{os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)"
         )
         print(
-            f"{'exporter':40s} {'wall s':>7s} {'CPU s':>7s} {'(mean)':>7s} {'RSS MB':>7s} "
-            f"{'body MB':>7s} {'wall x':>7s} {'CPU x':>7s} {'(mean)':>7s} {'RSS x':>7s}"
+            f"{'exporter':40s} {'wall s':>7s} {'CPU s':>7s} {'(mean)':>7s} {'idle MB':>7s} "
+            f"{'RSS MB':>7s} {'body MB':>7s} {'wall x':>7s} {'CPU x':>7s} {'(mean)':>7s} "
+            f"{'RSS x':>7s}"
         )
-        for label, (wall, cpu, cpu_mean, rss, size) in rows:
+        for label, (wall, cpu, cpu_mean, idle, rss, size) in rows:
             print(
-                f"{label:40s} {wall:7.2f} {cpu:7.2f} {cpu_mean:7.2f} {rss:7.1f} "
+                f"{label:40s} {wall:7.2f} {cpu:7.2f} {cpu_mean:7.2f} {idle:7.1f} {rss:7.1f} "
                 f"{size / 1e6:7.1f} {wall / ne[0]:7.2f} {cpu / ne[1]:7.2f} "
-                f"{cpu_mean / ne[2]:7.2f} {rss / ne[3]:7.2f}"
+                f"{cpu_mean / ne[2]:7.2f} {rss / ne[4]:7.2f}"
             )
-        print("wall: best scrape; CPU: the least and the mean of the scrapes' CPU times")
+        print(
+            "wall: best scrape; CPU: the least and the mean of the scrapes' CPU times; "
+            "idle: RSS once ready; RSS: peak (VmHWM)"
+        )
         for exporter in exporters:  # the first scrape is the cold one (imports, first decodes)
             cpu_s = " ".join(f"{s:.2f}" for s in exporter.cpu)
             print(f"CPU s of each scrape, {exporter.label}: {cpu_s}")

@@ -1,23 +1,29 @@
 """The label blocks of real servers, kept from one scrape to the next.
 
 A kube-proxy node's scrape writes eight lines per real server by default (10^5 of them),
-each with the real server's label block: its service's labels, then its own address, port
-and forward.
-Making those blocks (address text included) cost a scrape about as much as writing the values,
+each with the real server's label block: its service's labels (the head, shared by the
+service's rows), then its own address, port and forward (the tail).
+Making the tails (address text included) cost a scrape about as much as writing the values,
 yet they change only when a real server is added, removed or edited. So the `Scraper` owns one
-`BackendLabels` per namespace and hands it to each scrape: a service's blocks are reused when
-its label columns (address family and number, port, forward) equal those the blocks were made
-from, compared as lists in C, and the rest are made in one batch.
+`BackendLabels` per namespace and hands it to each scrape: a service's tails are reused when
+its label columns (address family and number, port, forward) equal those the tails were made
+from, and the rest are made in one batch.
+
+What is kept is sized to what it saves: the tails only (a head is one string per service,
+joined to its rows' tails as lines are written), and the label columns packed as bytes, 12
+a real server for IPv4 (not lists of int objects, ~90). An unchanged table, the usual
+scrape, is recognised by one comparison of the packed columns, with no work per service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain, islice, repeat
+from itertools import accumulate, chain, islice, repeat
 from typing import TypeVar
 
-from lvsprobe.model import Family, Forward, RealServerRows, address_texts
+from lvsprobe.model import Forward, RealServerTable, address_texts
 
 T = TypeVar("T")
 
@@ -25,88 +31,153 @@ T = TypeVar("T")
 _FORWARD_LABELS = tuple(Forward(value).label for value in range(len(Forward)))
 # Real servers whose address texts are made in one go (all held at once).
 _PART = 8192
-# What a real server's label block is made from besides its service's labels.
-_Columns = tuple[list[Family], list[int], list[int], list[Forward]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Packed:
+    """The label columns of a table's rows, packed: rows `bounds[i]..bounds[i+1]` are
+    service i's. Address numbers are 8 bytes each when every one fits (IPv4, most IPv6
+    nodes do not), else the list itself."""
+
+    families: bytes
+    forwards: bytes
+    ports: bytes  # u16 each
+    numbers: bytes | list[int]
+    wide: bool  # numbers is the list
+
+    @classmethod
+    def of(cls, table: RealServerTable) -> _Packed:
+        try:
+            numbers: bytes | list[int] = array("Q", table.address_numbers).tobytes()
+            wide = False
+        except OverflowError:  # an IPv6 address beyond 2^64
+            numbers, wide = table.address_numbers, True
+        return cls(
+            bytes(table.address_families),
+            bytes(table.forwards),
+            array("H", table.ports).tobytes(),
+            numbers,
+            wide,
+        )
+
+    def same_rows(self, start: int, other: _Packed, other_start: int, count: int) -> bool:
+        """Whether rows start.. here and other_start.. in `other` have equal labels."""
+        if self.wide != other.wide:
+            return False
+        width = 1 if self.wide else 8
+        return (
+            self.families[start : start + count]
+            == other.families[other_start : other_start + count]
+            and self.forwards[start : start + count]
+            == other.forwards[other_start : other_start + count]
+            and self.ports[2 * start : 2 * (start + count)]
+            == other.ports[2 * other_start : 2 * (other_start + count)]
+            and self.numbers[width * start : width * (start + count)]
+            == other.numbers[width * other_start : width * (other_start + count)]
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Packed)
+            and self.wide == other.wide
+            and self.families == other.families
+            and self.forwards == other.forwards
+            and self.ports == other.ports
+            and self.numbers == other.numbers
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Made:
-    """A service's label blocks and the columns they were made from."""
+    """One scrape's tails: service i (its head `heads[i]`) has rows bounds[i]..bounds[i+1]."""
 
-    columns: _Columns
-    blocks: list[str]
+    heads: list[str]
+    bounds: list[int]
+    packed: _Packed
+    tails: list[str]
 
 
 class BackendLabels:
-    """Label blocks of the real servers of each service, by the text they start with (the
-    namespace prefix and the service's labels).
+    """Label tails of the real servers of each service, by the service's head (the
+    namespace prefix and the service's labels, up to `backend_address="`).
 
-    Thread-safe: a scrape reads the previous scrape's blocks and replaces them with its own
-    in one assignment; concurrent scrapes at worst make the same blocks twice. Blocks of a
+    Thread-safe: a scrape reads the previous scrape's tails and replaces them with its own
+    in one assignment; concurrent scrapes at worst make the same tails twice. Tails of a
     service that a scrape did not see are dropped by it.
     """
 
     def __init__(self) -> None:
-        self._made: dict[str, _Made] = {}
+        self._made: _Made | None = None
 
-    def blocks(self, services: Iterable[tuple[str, RealServerRows]]) -> list[str]:
-        """The label block of every row of these services, in order, each ending in the
-        space before a value (`Builder.rows`). A service is its head (the block up to
-        `backend_address="`) and its rows."""
+    def tails(self, heads: list[str], counts: list[int], table: RealServerTable) -> list[str]:
+        """The label tail of every row of `table` (service i: `heads[i]`, `counts[i]` rows,
+        in order), each ending in the space before a value. The list is shared with the
+        next scrape: never change it."""
+        bounds = list(accumulate(counts, initial=0))
+        packed = _Packed.of(table)
         previous = self._made
-        made: dict[str, _Made] = {}
+        if (
+            previous is not None
+            and previous.heads == heads
+            and previous.bounds == bounds
+            and previous.packed == packed
+        ):
+            return previous.tails
+        tails = self._remade(heads, bounds, packed, table, previous)
+        self._made = _Made(heads, bounds, packed, tails)
+        return tails
+
+    @staticmethod
+    def _remade(
+        heads: list[str],
+        bounds: list[int],
+        packed: _Packed,
+        table: RealServerTable,
+        previous: _Made | None,
+    ) -> list[str]:
+        """Tails reused for each service whose rows are as before, the others made."""
+        known = {} if previous is None else {head: i for i, head in enumerate(previous.heads)}
         parts: list[list[str]] = []
-        missing: list[tuple[int, str, _Columns]] = []
-        for head, rows in services:
-            columns = _label_columns(rows)
-            known = previous.get(head)
-            if known is not None and known.columns == columns:
-                made[head] = known
-                parts.append(known.blocks)
-            else:
-                missing.append((len(parts), head, columns))
-                parts.append([])
-        for (index, head, columns), blocks in zip(missing, _make(missing), strict=True):
-            made[head] = _Made(columns, blocks)
-            parts[index] = blocks
-        self._made = made
+        missing: list[tuple[int, int, int]] = []  # (index in parts, start row, stop row)
+        for i, head in enumerate(heads):
+            start, stop = bounds[i], bounds[i + 1]
+            j = known.get(head)
+            if previous is not None and j is not None:
+                old_start, old_stop = previous.bounds[j], previous.bounds[j + 1]
+                if old_stop - old_start == stop - start and packed.same_rows(
+                    start, previous.packed, old_start, stop - start
+                ):
+                    parts.append(previous.tails[old_start:old_stop])
+                    continue
+            missing.append((len(parts), start, stop))
+            parts.append([])
+        for (index, _, _), made in zip(missing, _make(table, missing), strict=True):
+            parts[index] = made
         return list(chain.from_iterable(parts))
 
 
-def _label_columns(rows: RealServerRows) -> _Columns:
-    table, start, stop = rows.table, rows.start, rows.stop
-    return (
-        table.address_families[start:stop],
-        table.address_numbers[start:stop],
-        table.ports[start:stop],
-        table.forwards[start:stop],
-    )
+def _make(table: RealServerTable, missing: list[tuple[int, int, int]]) -> Iterator[list[str]]:
+    """The tails of each row range in `missing`, made in one batch (addresses to text by
+    numpy for big batches)."""
 
+    def rows(column: Sequence[T]) -> list[T]:
+        return list(chain.from_iterable(column[start:stop] for _, start, stop in missing))
 
-def _make(missing: list[tuple[int, str, _Columns]]) -> Iterator[list[str]]:
-    """The blocks of each service in `missing`, made in one batch (addresses to text by numpy
-    for big batches)."""
-    counts = [len(columns[1]) for _, _, columns in missing]
-    heads = repeated([head for _, head, _ in missing], counts)
-    families = list(chain.from_iterable(columns[0] for _, _, columns in missing))
-    numbers = list(chain.from_iterable(columns[1] for _, _, columns in missing))
-    ports = chain.from_iterable(columns[2] for _, _, columns in missing)
-    forwards = map(
-        _FORWARD_LABELS.__getitem__, chain.from_iterable(columns[3] for _, _, columns in missing)
-    )
-    blocks: list[str] = []
+    families, numbers = rows(table.address_families), rows(table.address_numbers)
+    ports = iter(rows(table.ports))
+    forwards = map(_FORWARD_LABELS.__getitem__, rows(table.forwards))
+    tails: list[str] = []
     # In parts: the address texts of a part are all held at once.
     for start in range(0, len(numbers), _PART):
-        stop = start + _PART
-        texts = address_texts(families[start:stop], numbers[start:stop])
-        # Ports and forwards run on over the parts: the part's heads end each zip first.
-        rows = zip(islice(heads, len(texts)), texts, ports, forwards, strict=False)
-        blocks += [
-            f'{head}{text}",backend_port="{port}",forward="{fwd}"}} '
-            for head, text, port, fwd in rows
+        texts = address_texts(families[start : start + _PART], numbers[start : start + _PART])
+        tails += [
+            f'{text}",backend_port="{port}",forward="{fwd}"}} '
+            for text, port, fwd in zip(texts, ports, forwards, strict=False)
         ]
-    made = iter(blocks)
-    return (list(islice(made, count)) for count in counts)
+    made = iter(tails)
+    return (list(islice(made, stop - start)) for _, start, stop in missing)
 
 
 def repeated(values: Iterable[T], counts: Iterable[int]) -> Iterator[T]:

@@ -39,9 +39,11 @@ log = logging.getLogger("lvsprobe.exporter")
 Scrape = Callable[[ExpositionFormat, float | None], Iterable[bytes]]
 # Rendered text is handed over in pieces of at least this size (a family can be 200 bytes).
 PIECE_BYTES = 256 * 1024
-# How many pieces rendering may run ahead of the fastest reader: beyond, it waits (the
-# families not yet rendered are smaller than their text), until a reader moves on or all leave.
-LOOKAHEAD_PIECES = 8
+# How far rendering may run ahead of the fastest reader, in bytes handed over and not yet
+# taken: beyond, it waits (the families not yet rendered are smaller than their text), until
+# a reader moves on or all leave. Counted in bytes, not pieces: a plain chunk is several
+# times a gzipped piece.
+LOOKAHEAD_BYTES = 1024 * 1024
 
 
 def scrape_formats(scraper: Scraper) -> Scrape:
@@ -91,7 +93,7 @@ class Flight:
     @property
     def size(self) -> int | None:
         """The whole answer's size, once it is rendered and all there (a Content-Length)."""
-        if not self.done or self.released:
+        if not self.done or self.released or self.error is not None:
             return None
         return sum(map(len, self.pieces))
 
@@ -134,11 +136,12 @@ class FlightReader:
         flight.positions[reader_id] = 0
 
     async def started(self) -> None:
-        """Wait until there is a piece or the read has ended; ScrapeFailed if it failed first."""
+        """Wait until there is a piece or the read has ended; ScrapeFailed if it has failed
+        by then (pieces or not: what came before a failure is not an answer)."""
         flight = self.flight
         while not flight.pieces and not flight.done:
             await flight.wait_changed()
-        if not flight.pieces and flight.error is not None:
+        if flight.error is not None:
             raise flight.error
 
     async def next_piece(self) -> bytes | None:
@@ -233,16 +236,18 @@ class Flights:
         flight = Flight(*key, timeout_s)
         self._flights[key] = flight
 
-        handed = 0
+        ends = [0]  # ends[i]: the bytes of the first i pieces handed over
+
+        def ahead() -> int:
+            return ends[-1] - ends[min(flight.lead, len(ends) - 1)]
 
         def hand_over(piece: bytes) -> None:
-            nonlocal handed
             with contextlib.suppress(RuntimeError):  # the loop has ended (shutdown)
                 loop.call_soon_threadsafe(flight.append, piece)
-            handed += 1
-            while handed - flight.lead >= LOOKAHEAD_PIECES and not flight.abandoned.is_set():
+            ends.append(ends[-1] + len(piece))
+            while ahead() >= LOOKAHEAD_BYTES and not flight.abandoned.is_set():
                 flight.progress.clear()
-                if handed - flight.lead < LOOKAHEAD_PIECES:
+                if ahead() < LOOKAHEAD_BYTES:
                     break
                 flight.progress.wait(1.0)  # bounded: readers leave by the write timeout
 

@@ -9,7 +9,7 @@ from itertools import compress, repeat
 from operator import attrgetter, is_not
 from typing import cast
 
-from lvsprobe.exporter.backend_labels import BackendLabels
+from lvsprobe.exporter.backend_labels import BackendLabels, repeated
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import BACKEND_LABELS, SERVICE_LABELS
 from lvsprobe.exporter.names import ServiceNames
@@ -250,20 +250,24 @@ class ServicesCollector:
     def _backends(self, pairs_of: list[str], kept: list[RealServerRows], out: Builder) -> None:
         """The families of the real servers of all services at once.
 
-        The hot part of a kube-proxy node's scrape (10^5 real servers): the real servers'
-        columns are read (`RealServerTable.concat`) and extend the families' values, and the
-        label blocks (its service's labels, then its own) come from `BackendLabels`, made
-        only for real servers that changed since the last scrape.
+        The hot part of a kube-proxy node's scrape (10^5 real servers): the families' values
+        are the real servers' columns themselves (`RealServerTable.concat`, the snapshot's
+        own table unless a filter or cap cut it), not copies, and a label block is its
+        service's head and its own tail, which `BackendLabels` makes only for real servers
+        that changed since the last scrape.
         """
-        blocks, (weights, actives, inactives) = out.rows(_BACKEND_ROWS)
         lead = "{" + (out.prefix + "," if out.prefix else "")
         heads = [f'{lead}{pairs},backend_address="' for pairs in pairs_of]
-        row_blocks = self.labels.blocks(zip(heads, kept, strict=True))
+        counts = list(map(len, kept))
         table = RealServerTable.concat(kept)
-        blocks += row_blocks
-        weights += table.weights
-        actives += table.active_conns
-        inactives += table.inactive_conns
+        tails = self.labels.tails(heads, counts, table)
+        row_heads = list(repeated(heads, counts))
+        out.add_rows(
+            _BACKEND_ROWS,
+            row_heads,
+            tails,
+            (table.weights, table.active_conns, table.inactive_conns),
+        )
         groups = [*_NETLINK_ROWS]
         if self.options.backend_extra:
             groups += _EXTRA_ROWS
@@ -273,17 +277,17 @@ class ServicesCollector:
             columns = columns_of(table)
             if columns is None:
                 continue
-            group_blocks, values = out.rows(names)
             present = columns[0]
             if present.count(None):
                 has = list(map(is_not, present, repeat(None)))
-                group_blocks += compress(row_blocks, has)
-                for column, family_values in zip(columns, values, strict=True):
-                    family_values += compress(cast(list[int], column), has)
-            else:
-                group_blocks += row_blocks
-                for column, family_values in zip(columns, values, strict=True):
-                    family_values += cast(list[int], column)  # no None: checked
+                out.add_rows(
+                    names,
+                    list(compress(row_heads, has)),
+                    list(compress(tails, has)),
+                    [list(compress(cast(list[int], column), has)) for column in columns],
+                )
+            else:  # no None: checked
+                out.add_rows(names, row_heads, tails, cast(tuple[list[int], ...], columns))
 
     def _kept(self, svc: Service) -> RealServerRows:
         """The service's real servers within the --collector.backends cap (counting those

@@ -17,6 +17,7 @@ from lvsprobe.model import (
     Protocol,
     RealServer,
     RealServerRows,
+    RealServerTable,
     Service,
     ServiceFlag,
     ServiceKey,
@@ -92,14 +93,29 @@ def _labelled(text: bytes) -> list[bytes]:
     return [line for line in text.splitlines() if b"dropped_series_total" not in line]
 
 
-def test_blocks_are_reused_for_unchanged_services_and_dropped_for_gone_ones() -> None:
+def _tails(labels: BackendLabels, heads: list[str], table: list[Service]) -> list[str]:
+    rows = [svc.real_servers for svc in table]
+    return labels.tails(heads, list(map(len, rows)), RealServerTable.concat(rows))
+
+
+def test_tails_are_reused_for_unchanged_services_and_dropped_for_gone_ones() -> None:
     old, new = generated_services(3), generated_services(2)
     labels = BackendLabels()
-    heads = ["a", "b", "c"]
-    first = labels.blocks(zip(heads, (svc.real_servers for svc in old), strict=True))
-    again = labels.blocks(zip(heads[:2], (svc.real_servers for svc in new), strict=True))
+    first = _tails(labels, ["a", "b", "c"], old)
+    assert _tails(labels, ["a", "b", "c"], old) is first  # the same table: nothing to do
+    again = _tails(labels, ["a", "b"], new)
     assert again == first[:20]
     assert all(a is b for a, b in zip(again, first, strict=False))  # kept, not made anew
-    made_again = labels.blocks([("c", old[2].real_servers)])
+    made_again = _tails(labels, ["c"], old[2:])
     assert made_again == first[20:] and made_again[0] is not first[20]
-    assert first[0] == 'a172.16.0.0",backend_port="8000",forward="masq"} '
+    assert first[0] == '172.16.0.0",backend_port="8000",forward="masq"} '
+
+
+def test_a_changed_address_beyond_64_bits_gets_its_own_tail() -> None:
+    """Addresses that do not pack into 8 bytes (IPv6) are compared whole, not truncated."""
+    base = 0x20010DB8 << 96
+    before = [_service(80, [_rs(Family.INET6, base | 1, 80, Forward.MASQ, 1)])]
+    after = [_service(80, [_rs(Family.INET6, base | 1 | 1 << 64, 80, Forward.MASQ, 1)])]
+    labels = BackendLabels()
+    assert _tails(labels, ["h"], before)[0].startswith('2001:db8::1"')
+    assert _tails(labels, ["h"], after)[0].startswith('2001:db8:0:1::1"')

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lvsprobe.exporter.metrics import SPECS, MetricSpec, MetricType
 from lvsprobe.exporter.render import (
+    CHUNK_SAMPLES,
     Builder,
     Family,
     escape_help,
@@ -158,7 +159,7 @@ def test_large_family_is_chunked_without_changing_the_text() -> None:
     for i in range(20_000):
         out.add_labeled("ipvs_big", (str(i),), i if i % 2 else i / 4)
     chunks = list(render_chunks(out.families.values()))
-    assert len(chunks) == 1 + 3  # HELP/TYPE, then 8192-line chunks
+    assert len(chunks) == 1 + -(-20_000 // CHUNK_SAMPLES)  # HELP/TYPE, then the chunks
     (fam,) = text_string_to_metric_families(b"".join(chunks).decode())
     assert [s.value for s in fam.samples] == [i if i % 2 else i / 4 for i in range(20_000)]
 
@@ -177,29 +178,33 @@ def test_address_texts_are_what_str_gives(numbers: list[int], with_v6: bool) -> 
     assert address_texts(families, numbers) == [str(a) for a in addresses]
 
 
-def test_rows_share_blocks_and_render_as_whole_lines() -> None:
-    """Families of `Builder.rows` share one list of blocks, each ending in the space before
-    the value; samples give the block without it, and the text has one space."""
+def test_rows_share_their_lists_and_render_as_whole_lines() -> None:
+    """Families of `Builder.add_rows` keep the lists they are given (no copy): a block is a
+    head and a tail ending in the space before the value; samples give the block without
+    it, and the text has one space."""
     weight, active = (
         spec
         for spec in SPECS
         if spec.name in ("ipvs_backend_weight", "ipvs_backend_active_connections")
     )
     out = Builder([weight, active])
-    blocks, (weights, actives) = out.rows([weight.name, active.name])
-    blocks += ['{a="1",b="x"} ', '{a="1",b="y"} ']
-    weights += [1, 2]
-    actives += [3, 4.5]
-    same, _ = out.rows([weight.name, active.name])
-    assert same is blocks
+    heads, tails = ['{a="1",b="', '{a="1",b="'], ['x"} ', 'y"} ']
+    weights, actives = [1, 2], [3, 4.5]
+    out.add_rows([weight.name, active.name], heads, tails, (weights, actives))
+    assert out.families[weight.name].rows[0].values is weights
+    with pytest.raises(ValueError, match="has rows"):
+        out.add(weight.name, "", 1)
     assert out.families[active.name].samples == [('{a="1",b="x"}', 3), ('{a="1",b="y"}', 4.5)]
     text = render(out.families.values()).decode()
     assert 'ipvs_backend_weight{a="1",b="y"} 2\n' in text
     assert 'ipvs_backend_active_connections{a="1",b="y"} 4.5\n' in text
+    assert (weights, actives, tails) == ([1, 2], [3, 4.5], ['x"} ', 'y"} '])  # unchanged
     other = Builder([weight, active])
     other.add(weight.name, "", 1)
     with pytest.raises(ValueError, match="has samples of its own"):
-        other.rows([weight.name, active.name])
+        other.add_rows([weight.name], heads, tails, (weights,))
+    with pytest.raises(ValueError, match="2 label blocks, 1 values"):
+        Builder([weight]).add_rows([weight.name], heads, tails, ([1],))
 
 
 @given(
