@@ -53,6 +53,13 @@ class Finished:
 
 Event = FirstByte | BackendSeen | RequestDone | HeartbeatDone | FieldSet | Finished
 
+# The events every flow sends alike: frozen, so one instance serves them all (not one
+# allocation per connection)
+FIRST_BYTE = FirstByte()
+REQUEST_DONE = RequestDone()
+HEARTBEAT_DONE = HeartbeatDone()
+FINISHED_OK = Finished("ok")
+
 
 @dataclass(slots=True)
 class Step:
@@ -90,11 +97,14 @@ def _first_rs_word(text: str) -> re.Match[str] | None:
 
 
 class BackendMatcher:
-    """Finds the backend's self-reported name in the first bytes of a reply stream."""
+    """Finds the backend's self-reported name in the first bytes of a reply stream.
+    `pattern` may come compiled: a run compiles its pattern once for all its flows."""
 
-    def __init__(self, pattern: str, window: int = 8192):
-        self._regex = re.compile(pattern)
-        self._default = pattern == DEFAULT_BACKEND_PATTERN
+    __slots__ = ("_default", "_regex", "_seen", "_window", "name")
+
+    def __init__(self, pattern: str | re.Pattern[str], window: int = 8192):
+        self._regex = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern)
+        self._default = self._regex.pattern == DEFAULT_BACKEND_PATTERN
         self._window = window
         self._seen = b""
         self.name: str | None = None
@@ -109,6 +119,38 @@ class BackendMatcher:
             return None
         self.name = match.group(1)
         return BackendSeen(self.name)
+
+
+# What str.strip() strips from a header decoded as latin-1: ASCII whitespace, \x1c-\x1f,
+# NEL (\x85) and NBSP (\xa0)
+_LATIN1_SPACE = bytes(b for b in range(256) if chr(b).isspace())
+# A status or Content-Length with more digits is no real one (and int() refuses more than
+# 4300 digits): such a status line is a bad one, such a length never read whole
+_MAX_DIGITS = 18
+_NEVER_WHOLE = 10**_MAX_DIGITS
+
+
+def _number(digits: bytes) -> int | None:
+    """The value of an HTTP number: ASCII digits only (str.isdigit() also takes `²`, which
+    int() refuses), at most _MAX_DIGITS of them; else None."""
+    return int(digits) if digits.isdigit() and len(digits) <= _MAX_DIGITS else None
+
+
+def _header_values(head: bytes, lowered: bytes, name: bytes, after: int) -> list[bytes]:
+    """The stripped values of the header lines named `name` (lower case) in `head` past the
+    status line (which ends at `after`), in order: only the lines holding `name` are split."""
+    values = []
+    at = lowered.find(name, after)
+    while at >= 0:
+        start = lowered.rfind(b"\r\n", 0, at) + 2
+        stop = lowered.find(b"\r\n", at)
+        if stop < 0:
+            stop = len(lowered)
+        line_name, _, value = head[start:stop].partition(b":")
+        if line_name.strip(_LATIN1_SPACE).lower() == name:
+            values.append(value.strip(_LATIN1_SPACE))
+        at = lowered.find(name, stop)
+    return values
 
 
 def payload(flow_id: int, size: int) -> bytes:
@@ -132,7 +174,7 @@ class Flow:
     def _saw(self, data: bytes, events: list[Any]) -> None:
         if data and not self._got_first:
             self._got_first = True
-            events.append(FirstByte())
+            events.append(FIRST_BYTE)
         seen = self.matcher.feed(data) if data else None
         if seen is not None:
             events.append(seen)
@@ -221,13 +263,13 @@ class TcpFlow(Flow):
             if self.hold_s > 0 and not self._closing:
                 events.append(Finished("reset", f"EOF during hold after {self._answered} beats"))
             else:
-                events.append(Finished("ok"))
+                events.append(FINISHED_OK)
             return Step(events=events, done=True)
         if self.hold_s > 0 and not self._closing:
             self._buffer += data
             while f"hb {self.flow_id} {self._answered + 1}\n".encode() in self._buffer:
                 self._answered += 1
-                events.append(HeartbeatDone())
+                events.append(HEARTBEAT_DONE)
             self._buffer = self._buffer[-256:]
             return Step(events=events, wake_at=self._wake())
         return Step(events=events)
@@ -286,24 +328,32 @@ class HttpFlow(Flow):
         return Step(send=self._request())
 
     def _parse_head(self) -> Finished | None:
-        end = self._buffer.find(b"\r\n\r\n")
+        """Status and body framing, once the head is in. Read as the bytes it is: only the
+        status line and the lines naming Content-Length or Transfer-Encoding are split, each
+        as a latin-1 text's `partition(":")` and `strip()` would split it."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
         if end < 0:
             return None
-        head = self._buffer[:end].decode("latin-1").split("\r\n")
-        parts = head[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            return Finished("error:http-bad-status-line", head[0][:80])
-        self._status = int(parts[1])
+        head = buffer[:end]
+        first = head.find(b"\r\n")
+        status_line = head if first < 0 else head[:first]
+        parts = status_line.split(b" ", 2)
+        status = _number(parts[1]) if len(parts) >= 2 else None
+        if status is None or not parts[0].startswith(b"HTTP/"):
+            return Finished("error:http-bad-status-line", status_line.decode("latin-1")[:80])
+        self._status = status
         self._head_len = end + 4
         self._want = -1  # until EOF
         self._chunked = False
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            name, value = name.strip().lower(), value.strip()
-            if name == "content-length" and value.isdigit():
-                self._want = int(value)
-            elif name == "transfer-encoding" and "chunked" in value.lower():
-                self._chunked = True
+        if first >= 0:
+            lowered = head.lower()
+            for value in _header_values(head, lowered, b"content-length", first):
+                if value.isdigit():
+                    length = _number(value)
+                    self._want = _NEVER_WHOLE if length is None else length
+            for value in _header_values(head, lowered, b"transfer-encoding", first):
+                self._chunked = self._chunked or b"chunked" in value.lower()
         if self._status in (204, 304) or 100 <= self._status < 200:
             self._want = 0
         return None
@@ -355,14 +405,15 @@ class HttpFlow(Flow):
             return Step(events=events)
         if self._want >= 0 and have < self._want:
             return Step(events=[*events, Finished("error:http-short-body")], done=True)
-        events.append(RequestDone())
+        events.append(REQUEST_DONE)
         self._done += 1
         if self._status >= 400:
             return Step(events=[*events, Finished(f"error:http-{self._status}")], done=True)
         rest = self._buffer[self._head_len + max(self._want, 0) :]
         self._buffer, self._want = rest, None
         if self._done >= self.requests:
-            return Step(events=[*events, Finished("ok")], done=True)
+            events.append(FINISHED_OK)
+            return Step(events=events, done=True)
         if not data:
             return Step(events=[*events, Finished("reset", "server closed keep-alive")], done=True)
         if self.think_s > 0:
@@ -407,9 +458,10 @@ class UdpFlow(Flow):
         events: list[Any] = []
         self._saw(data, events)
         self._answered += 1
-        events.append(RequestDone())
+        events.append(REQUEST_DONE)
         if self._answered >= self.requests:
-            return Step(events=[*events, Finished("ok")], done=True)
+            events.append(FINISHED_OK)
+            return Step(events=events, done=True)
         step = self._datagram(now)
         step.events = events
         return step
