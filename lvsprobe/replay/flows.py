@@ -78,21 +78,25 @@ DEFAULT_BACKEND_PATTERN = r"(?im)(?:^x-backend:[ \t]*|^|\b)(rs\d+)\b"
 _RS_WORD = re.compile(r"(?i)\b(rs\d+)\b")
 
 
-def _first_rs_word(text: str) -> re.Match[str] | None:
-    """A match whose group 1 is DEFAULT_BACKEND_PATTERN's in `text` (decoded as latin-1).
+def _first_rs_word(seen: bytes) -> re.Match[str] | None:
+    """A match whose group 1 is DEFAULT_BACKEND_PATTERN's in `seen` decoded as latin-1.
 
     The pattern's leftmost match always names the leftmost word `rsN`: a header's `rsN` starts
     a word too, and no word `rsN` fits inside "x-backend:". Run as a regular expression, the
-    pattern tries its three branches at every offset; this looks only where "rs" is (lower():
-    in latin-1 only R and S lower to r and s, and no character changes its offset).
+    pattern tries its three branches at every offset; this looks only where "rs" is, found in
+    the bytes (in latin-1 only R and S lower to r and s, and no character changes its offset),
+    and decodes only if it is there.
     """
-    lowered = text.lower()
-    at = lowered.find("rs")
+    lowered = seen.lower()
+    at = lowered.find(b"rs")
+    if at < 0:
+        return None
+    text = seen.decode("latin-1")
     while at >= 0:
         match = _RS_WORD.match(text, at)  # \b sees the character before `at`
         if match is not None:
             return match
-        at = lowered.find("rs", at + 1)
+        at = lowered.find(b"rs", at + 1)
     return None
 
 
@@ -113,8 +117,10 @@ class BackendMatcher:
         if self.name is not None or len(self._seen) >= self._window:
             return None
         self._seen += data[: self._window - len(self._seen)]
-        text = self._seen.decode("latin-1")
-        match = _first_rs_word(text) if self._default else self._regex.search(text)
+        if self._default:
+            match = _first_rs_word(self._seen)
+        else:
+            match = self._regex.search(self._seen.decode("latin-1"))
         if match is None:
             return None
         self.name = match.group(1)
@@ -138,8 +144,11 @@ def _number(digits: bytes) -> int | None:
 
 def _header_values(head: bytes, lowered: bytes, name: bytes, after: int) -> list[bytes]:
     """The stripped values of the header lines named `name` (lower case) in `head` past the
-    status line (which ends at `after`), in order: only the lines holding `name` are split."""
-    values = []
+    status line (which ends at `after`; -1: it is all there is), in order: only the lines
+    holding `name` are split."""
+    values: list[bytes] = []
+    if after < 0:
+        return values
     at = lowered.find(name, after)
     while at >= 0:
         start = lowered.rfind(b"\r\n", 0, at) + 2
@@ -165,6 +174,7 @@ def payload(flow_id: int, size: int) -> bytes:
 class Flow:
     """Base: subclasses implement start/receive, and timer if they ask for wake-ups."""
 
+    __slots__ = ("_got_first", "matcher")  # (slotted: built once per connection)
     kind = "flow"
 
     def __init__(self, matcher: BackendMatcher):
@@ -198,6 +208,8 @@ class TcpFlow(Flow):
     ends the flow as `timeout`; EOF or RST during the hold as `reset`.
     """
 
+    __slots__ = ("_answered", "_buffer", "_closing", "_hold_until", "_next_beat", "_sent_at",
+                 "flow_id", "heartbeat_s", "heartbeat_timeout_s", "hold_s", "payload")  # fmt: skip
     kind = "tcp"
 
     def __init__(
@@ -282,6 +294,8 @@ class HttpFlow(Flow):
     `persistent`: the connection outlives the flow (the pool model), so even its last request
     asks to keep it alive."""
 
+    __slots__ = ("_buffer", "_chunked", "_done", "_head_len", "_status", "_want", "body", "host",
+                 "keepalive", "path", "persistent", "requests", "think_s")  # fmt: skip
     kind = "http"
 
     def __init__(
@@ -300,7 +314,7 @@ class HttpFlow(Flow):
         self.persistent = persistent
         self.host, self.path = host, path
         self.requests, self.keepalive = requests, keepalive
-        self.body = payload(flow_id, payload_bytes)
+        self.body = payload(flow_id, payload_bytes) if payload_bytes > 0 else b""
         self.think_s = think_s
         self._done = 0
         self._buffer = b""
@@ -346,12 +360,13 @@ class HttpFlow(Flow):
         self._head_len = end + 4
         self._want = -1  # until EOF
         self._chunked = False
-        if first >= 0:
-            lowered = head.lower()
+        lowered = head.lower()
+        if b"content-length" in lowered:
             for value in _header_values(head, lowered, b"content-length", first):
                 if value.isdigit():
                     length = _number(value)
                     self._want = _NEVER_WHOLE if length is None else length
+        if b"transfer-encoding" in lowered:
             for value in _header_values(head, lowered, b"transfer-encoding", first):
                 self._chunked = self._chunked or b"chunked" in value.lower()
         if self._status in (204, 304) or 100 <= self._status < 200:
@@ -424,6 +439,7 @@ class HttpFlow(Flow):
 class UdpFlow(Flow):
     """`requests` datagrams, one at a time; each reply (any datagram) answers one."""
 
+    __slots__ = ("_answered", "_sent", "flow_id", "reply_timeout_s", "requests", "size")
     kind = "udp"
 
     def __init__(
