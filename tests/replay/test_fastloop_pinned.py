@@ -42,6 +42,12 @@ SCRIPTED = {
     "/bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\nzz\r\n",
     "/error": b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",
 }
+# Replies that once raised out of the flow (int() refusing what str.isdigit() took) and
+# ended the whole run; not in the golden runs (drawn by path, they would change the draws)
+HOSTILE = {
+    "/superscript-status": b"HTTP/1.1 \xb200 OK\r\nContent-Length: 0\r\n\r\n",
+    "/superscript-length": b"HTTP/1.1 200 OK\r\nContent-Length: \xb3\r\nX-Backend: rs7\r\n\r\nok",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,7 @@ def scripted() -> Iterator[int]:
                 while b"\r\n\r\n" not in head and (data := conn.recv(4096)):
                     head += data
                 path = head.split(b" ", 2)[1].decode() if head.count(b" ") >= 2 else ""
-                conn.sendall(SCRIPTED.get(path, b""))
+                conn.sendall(SCRIPTED.get(path) or HOSTILE.get(path, b""))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -117,3 +123,12 @@ def test_the_epoll_engines_records_are_pinned(servers: Any, scripted: int) -> No
     if os.environ.get("LVSPROBE_UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert json.loads(text) == json.loads(GOLDEN.read_text())
+
+
+def test_a_reply_int_refuses_ends_its_flow_not_the_run(scripted: int) -> None:
+    paths = "\n".join(f"  - {{kind: http, path: {p}}}" for p in HOSTILE)
+    runs = _records(scripted, paths, 6, "{model: closed, concurrency: 2}")
+    assert {(r["outcome"], r["backend"]) for r in runs} == {
+        ("error:http-bad-status-line", None),
+        ("ok", "rs7"),  # no usable length: read to EOF
+    }
