@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lvsprobe.replay.httphead import NEVER_WHOLE, header_values, http_number
+
 
 @dataclass(frozen=True, slots=True)
 class FirstByte:
@@ -125,41 +127,6 @@ class BackendMatcher:
             return None
         self.name = match.group(1)
         return BackendSeen(self.name)
-
-
-# What str.strip() strips from a header decoded as latin-1: ASCII whitespace, \x1c-\x1f,
-# NEL (\x85) and NBSP (\xa0)
-_LATIN1_SPACE = bytes(b for b in range(256) if chr(b).isspace())
-# A status or Content-Length with more digits is no real one (and int() refuses more than
-# 4300 digits): such a status line is a bad one, such a length never read whole
-_MAX_DIGITS = 18
-_NEVER_WHOLE = 10**_MAX_DIGITS
-
-
-def _number(digits: bytes) -> int | None:
-    """The value of an HTTP number: ASCII digits only (str.isdigit() also takes `²`, which
-    int() refuses), at most _MAX_DIGITS of them; else None."""
-    return int(digits) if digits.isdigit() and len(digits) <= _MAX_DIGITS else None
-
-
-def _header_values(head: bytes, lowered: bytes, name: bytes, after: int) -> list[bytes]:
-    """The stripped values of the header lines named `name` (lower case) in `head` past the
-    status line (which ends at `after`; -1: it is all there is), in order: only the lines
-    holding `name` are split."""
-    values: list[bytes] = []
-    if after < 0:
-        return values
-    at = lowered.find(name, after)
-    while at >= 0:
-        start = lowered.rfind(b"\r\n", 0, at) + 2
-        stop = lowered.find(b"\r\n", at)
-        if stop < 0:
-            stop = len(lowered)
-        line_name, _, value = head[start:stop].partition(b":")
-        if line_name.strip(_LATIN1_SPACE).lower() == name:
-            values.append(value.strip(_LATIN1_SPACE))
-        at = lowered.find(name, stop)
-    return values
 
 
 def payload(flow_id: int, size: int) -> bytes:
@@ -353,7 +320,7 @@ class HttpFlow(Flow):
         first = head.find(b"\r\n")
         status_line = head if first < 0 else head[:first]
         parts = status_line.split(b" ", 2)
-        status = _number(parts[1]) if len(parts) >= 2 else None
+        status = http_number(parts[1]) if len(parts) >= 2 else None
         if status is None or not parts[0].startswith(b"HTTP/"):
             return Finished("error:http-bad-status-line", status_line.decode("latin-1")[:80])
         self._status = status
@@ -362,12 +329,12 @@ class HttpFlow(Flow):
         self._chunked = False
         lowered = head.lower()
         if b"content-length" in lowered:
-            for value in _header_values(head, lowered, b"content-length", first):
+            for value in header_values(head, lowered, b"content-length", first):
                 if value.isdigit():
-                    length = _number(value)
-                    self._want = _NEVER_WHOLE if length is None else length
+                    length = http_number(value)
+                    self._want = NEVER_WHOLE if length is None else length
         if b"transfer-encoding" in lowered:
-            for value in _header_values(head, lowered, b"transfer-encoding", first):
+            for value in header_values(head, lowered, b"transfer-encoding", first):
                 self._chunked = self._chunked or b"chunked" in value.lower()
         if self._status in (204, 304) or 100 <= self._status < 200:
             self._want = 0
