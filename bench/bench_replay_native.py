@@ -15,10 +15,18 @@ Like with like:
   nginx workers (/proc/PID/stat): a server worker near 100 % busy would make the ratio
   measure the server, so its busy share is printed with each run;
 - the engine plans only what it can run: max_flows is sized from wrk's last rate (twice it),
-  not a fixed number per second of run, since a closed loop never starts the rest.
+  not a fixed number per second of run, since a closed loop never starts the rest;
+- a reference row, the bare CPython loop (bench/bare_loop.py: the ceiling for any Python
+  engine, the same syscalls per connection and nothing recorded), run as the engine is (as
+  many processes, the same concurrency and client addresses) in the same rounds, the three
+  in rotating order: how far the engine is from what CPython can do, and how far CPython is
+  from wrk.
 
     python -m bench replay_native [--seconds S] [--threads N] [--concurrency C] [--rounds R]
                                   [--server-procs P] [--profile]
+
+`--profile` adds one cProfile'd engine run (where its loop's time goes, by call) and, when
+py-spy is installed, one sampled by py-spy (the same, without cProfile's per-call cost).
 
 Needs nginx (Debian's nginx-light) and wrk; traffic stays on 127.0.0.0/8.
 """
@@ -135,6 +143,26 @@ def _measure(server: Server, run: Callable[[], tuple[float, int, Loop | None]]) 
                    max(spent, default=0.0) / wall, load, loop)  # fmt: skip
 
 
+def _bare(
+    port: int, seconds: float, threads: int, concurrency: int, max_conns: int
+) -> tuple[float, int, None]:
+    """The bare loop in `threads` processes: its rate is the sum of theirs (each runs
+    `seconds`, started together; it has no start-up or drain to leave out)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    each = [str(port), str(concurrency // threads), str(seconds)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_loop", *each, str(worker), str(max_conns)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for worker in range(threads)
+    ]
+    done = [json.loads(proc.communicate(timeout=seconds + 60)[0]) for proc in procs]
+    return sum(d["ok"] / d["seconds"] for d in done), sum(d["ok"] for d in done), None
+
+
 def _wrk(port: int, seconds: float, threads: int, concurrency: int) -> tuple[float, int, None]:
     argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{int(seconds)}s",
             "-H", "Connection: close", f"http://127.0.0.1:{port}/"]  # fmt: skip
@@ -210,7 +238,9 @@ def engine_cli() -> None:
 
 
 def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int,
-            max_flows: int, profile: bool = False) -> tuple[float, int, Loop]:  # fmt: skip
+            max_flows: int, profile: bool = False,
+            spy: bool = False) -> tuple[float, int, Loop]:  # fmt: skip
+    """`profile`: worker 0's loop under cProfile; `spy`: worker 0 under py-spy."""
     procs, runs = [], []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = "from bench.bench_replay_native import engine_cli; engine_cli()"
@@ -223,12 +253,16 @@ def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int
         argv = [sys.executable, "-c", code, str(tmp / f"loop{worker}.json"), prof,
                 "replay", "run", str(path), "--out", str(runs[-1]), "--json", "--no-progress",
                 "--force", "--engine", "epoll"]  # fmt: skip
+        if spy and worker == 0:
+            argv = [str(shutil.which("py-spy")), "record", "--rate", "500", "--format", "raw",
+                    "--output", str(tmp / "engine.spy"), "--", *argv]  # fmt: skip
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env))
     ok, phases = 0, []
     for worker, proc in enumerate(procs):
         out, _ = proc.communicate(timeout=seconds + 600)
         exited = time.time()
-        summary = json.loads(out)
+        # (py-spy says what it did on the same stdout)
+        summary = json.loads("\n".join(x for x in out.splitlines() if not x.startswith("py-spy>")))
         ok += summary["ok"]
         if summary["errors"]:
             print(f"    engine: {summary['errors']} not ok: {summary['outcomes']}")
@@ -270,10 +304,31 @@ def _where(tmp: Path) -> None:
         for name, t in sorted(by_module.items(), key=lambda kv: -kv[1])[:8]))  # fmt: skip
 
 
+def _sampled(tmp: Path) -> None:
+    """py-spy's samples of the engine's loop (FastRunner.run and below), by the function on
+    top of the stack: a syscall's time falls on the Python line that made it."""
+    own: dict[str, int] = {}
+    for line in (tmp / "engine.spy").read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(f.startswith("FastRunner.run ") for f in frames):
+            name = frames[-1].split(" (")[0]
+            own[name] = own.get(name, 0) + int(count)
+    total = sum(own.values()) or 1
+    top = sorted(own.items(), key=lambda kv: -kv[1])[:10]
+    print(
+        f"  py-spy, the engine's loop ({total} samples), by function on top: "
+        + ", ".join(f"{name} {n / total:.1%}" for name, n in top)
+    )
+
+
 def _spread(values: list[float]) -> str:
     return (
         f"min {min(values):.2f}x, median {statistics.median(values):.2f}x, max {max(values):.2f}x"
     )
+
+
+ORDER = ("wrk", "engine", "bare")  # each round starts one further along: each goes first once
 
 
 def main() -> None:
@@ -289,7 +344,12 @@ def main() -> None:
         print("  nginx or wrk missing (Debian's nginx-light and wrk): skipped")
         return
     n, c, s = args.threads, args.concurrency, args.seconds
-    steady, whole, cpu, loop_cpu = [], [], [], []
+    ratios: dict[str, list[float]] = {}
+    # The engine starts from bytecode, as an installed package does: with
+    # PYTHONDONTWRITEBYTECODE set, each engine process would compile the checkout's sources
+    # again (0.1-0.2 s), and its start-up would count that
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "lvsprobe"),
+                    str(ROOT / "bench")], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-native-") as name:
         tmp = Path(name)
         port = free_port()
@@ -301,35 +361,56 @@ def main() -> None:
             time.sleep(0.5)
             server = Server(nginx.pid)
             print(f"  {os.cpu_count()} CPUs; nginx {args.server_procs} worker(s); wrk -t{n} -c{c}"
-                  f" vs {n} engine processes x {c // n} loops; {s:g} s each, {args.rounds} "
-                  "rounds, order alternating")  # fmt: skip
+                  f" vs {n} engine processes x {c // n} loops vs {n} bare CPython loops (the "
+                  f"same); {s:g} s each, {args.rounds} rounds, order rotating")  # fmt: skip
             expected = 20_000.0
             for round_no in range(args.rounds):
-                pair: dict[str, Figures] = {}
-                for who in ("wrk", "engine") if round_no % 2 == 0 else ("engine", "wrk"):
+                runs: dict[str, Figures] = {}
+                for who in ORDER[round_no % 3 :] + ORDER[: round_no % 3]:
+                    bound = int(2 * expected / n * s) + 1000  # flows planned, per process
                     if who == "wrk":
-                        pair[who] = _measure(server, lambda: _wrk(port, s, n, c))
-                        expected = pair[who].steady_per_s
+                        runs[who] = _measure(server, lambda: _wrk(port, s, n, c))
+                        expected = runs[who].steady_per_s
+                    elif who == "engine":
+                        runs[who] = _measure(server, partial(_replay, tmp, port, s, n, c, bound))
                     else:
-                        flows = int(2 * expected / n * s) + 1000
-                        pair[who] = _measure(server, partial(_replay, tmp, port, s, n, c, flows))
-                    print(f"    round {round_no + 1} {who:6s} {pair[who].line()}", flush=True)
-                wrk, ours = pair["wrk"], pair["engine"]
-                steady.append(ours.steady_per_s / wrk.steady_per_s)
-                whole.append(ours.whole_per_s / wrk.whole_per_s)
-                cpu.append(ours.client_cpu_us / wrk.client_cpu_us)
-                if ours.loop is not None:
-                    loop_cpu.append(ours.loop.cpu_us / wrk.client_cpu_us)
+                        runs[who] = _measure(server, partial(_bare, port, s, n, c, bound))
+                    print(f"    round {round_no + 1} {who:6s} {runs[who].line()}", flush=True)
+                for key, value in _ratios(runs).items():
+                    ratios.setdefault(key, []).append(value)
+            bound = int(2 * expected / n * s) + 1000
             if args.profile:
-                _replay(tmp, port, s, n, c, int(2 * expected / n * s) + 1000, profile=True)
+                _replay(tmp, port, s, n, c, bound, profile=True)
                 _where(tmp)
+                if shutil.which("py-spy"):
+                    _replay(tmp, port, s, n, c, bound, spy=True)
+                    _sampled(tmp)
+                else:
+                    print("  py-spy missing (pip install py-spy): no sampled view")
         finally:
             nginx.terminate()
             nginx.wait(timeout=30)
-    print(f"  ratio lvsprobe/wrk, steady window: {_spread(steady)} (target >= 1.0)")
-    print(f"  ratio lvsprobe/wrk, whole process: {_spread(whole)}")
-    print(f"  client CPU per connection, lvsprobe/wrk: whole process {_spread(cpu)}; "
-          f"the engine's loop only {_spread(loop_cpu)}")  # fmt: skip
+    for key, values in ratios.items():
+        print(f"  {key}: {_spread(values)}")
+
+
+def _ratios(runs: dict[str, Figures]) -> dict[str, float]:
+    """One round's ratios: the engine and the bare loop against wrk, the engine against the
+    bare loop, and client CPU per connection."""
+    wrk, ours, bare = runs["wrk"], runs["engine"], runs["bare"]
+    out = {
+        "ratio lvsprobe/wrk, steady window (target >= 1.0)": ours.steady_per_s / wrk.steady_per_s,
+        "ratio lvsprobe/wrk, whole process": ours.whole_per_s / wrk.whole_per_s,
+        "ratio bare CPython loop/wrk": bare.steady_per_s / wrk.steady_per_s,
+        "ratio lvsprobe/bare CPython loop, steady window": ours.steady_per_s / bare.steady_per_s,
+        "client CPU/conn lvsprobe/wrk, whole process": ours.client_cpu_us / wrk.client_cpu_us,
+        "client CPU/conn bare CPython loop/wrk": bare.client_cpu_us / wrk.client_cpu_us,
+    }
+    if ours.loop is not None:
+        out["client CPU/conn lvsprobe/wrk, the engine's loop only"] = (
+            ours.loop.cpu_us / wrk.client_cpu_us
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ def arrow_array(values: Sequence[Any], type_name: str) -> pa.Array:
     `pa.array(values, type=...)`. A value of another type raises TypeError or ValueError,
     except what numpy converts (a float or a numeric string in a number column)."""
     arrow_type = getattr(pa, type_name)()
+    if values and values[0] is None and values.count(None) == len(values):
+        return pa.nulls(len(values), arrow_type)  # a column unused by a batch's flows
     try:
         return _build(values, None, type_name, arrow_type)
     except TypeError:

@@ -10,6 +10,11 @@ Per connection it makes the calls wrk makes (socket, non-blocking connect, one w
 until the response is complete, close) plus what the director's join needs: bind to the
 flow's client address and getsockname for its port. SO_ERROR is read only when epoll reports
 an error or hang-up, and close() drops the fd from the epoll set (no EPOLL_CTL_DEL).
+
+The clock is read once per batch of epoll events, as the wait returns: every event of the
+batch (a connect completing, a first byte, a flow's end) is timed by when the kernel had it
+ready, not by how far down the batch Python got to it. A flow's start is read fresh (the
+flows started before it took time), so its events, all in later batches, never precede it.
 """
 
 from __future__ import annotations
@@ -54,18 +59,20 @@ def fast_eligible(plan: list[PlannedFlow]) -> bool:
 
 
 @contextlib.contextmanager
-def _start_frozen() -> Iterator[None]:
-    """What exists when the loop starts (the plan, a tracked object per planned flow; the
-    modules) kept out of its collections: never garbage, it was walked by every full one
-    (a 130k-flow plan: 0.08 s each, 0.04 s frozen). Unfrozen after, unless the caller had
-    frozen objects itself (nothing is left frozen that was not)."""
-    frozen_before = gc.get_freeze_count()
-    gc.freeze()
+def _no_collections() -> Iterator[None]:
+    """The cyclic collector off while the loop runs, on again after (if it was on).
+
+    What the loop makes per flow dies by reference count as the flow ends (its Conn, socket,
+    sans-IO flow, steps and events: no cycle among them, tests/replay/test_fastsched.py), but
+    its record lives on: collections, triggered by the short-lived allocations, walked the
+    growing record list (and the plan) again and again, a tenth of the loop's CPU."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
-        if not frozen_before:
-            gc.unfreeze()
+        if enabled:
+            gc.enable()
 
 
 class FastRunner:
@@ -122,7 +129,7 @@ class FastRunner:
             from lvsprobe.replay.synflow import send_syn_now
 
             send_syn_now(planned, rec, self.clock, self.scenario.seed)
-            self._done(rec, planned)
+            self._done(rec, planned, rec.end_s)
             return
         flow = make_flow(planned, self._ctx)
         if self._idle:  # the pool model: the next request goes on a kept-alive connection
@@ -130,7 +137,7 @@ class FastRunner:
             conn.attach(planned, flow, rec)
             rec.client_address, rec.client_port = conn.sock.getsockname()[:2]
             self._arm(conn, start)
-            self._act(conn, flow.start(start))
+            self._act(conn, flow.start(start), start)
             return
         kind = socket.SOCK_DGRAM if planned.kind == "udp" else socket.SOCK_STREAM
         try:
@@ -138,7 +145,7 @@ class FastRunner:
         except OSError as exc:
             rec.outcome, rec.detail = _outcome(exc)
             rec.end_s = self.clock()
-            self._done(rec, planned)
+            self._done(rec, planned, rec.end_s)
             return
         conn = Conn(sock, planned, flow, rec, _OUT)
         if self._pool_size:
@@ -147,10 +154,10 @@ class FastRunner:
         self._ep.register(conn.fd, _OUT)
         self._arm(conn, start)
         err = sock.connect_ex((planned.server_address, planned.server_port))
-        if err == 0:
-            self._connected(conn)
+        if err == 0:  # (udp; tcp only ever in progress)
+            self._connected(conn, self.clock())
         elif err not in (errno.EINPROGRESS, errno.EAGAIN):
-            self._fail(conn, OSError(err, os.strerror(err)))
+            self._fail(conn, OSError(err, os.strerror(err)), self.clock())
 
     def _arm(self, conn: Conn, start: float) -> None:
         span = conn.planned.mix.hold_s + self.scenario.bounds.flow_timeout_s
@@ -158,23 +165,22 @@ class FastRunner:
         self._conns[conn.fd] = conn
         self._timers.deadline(span, conn.deadline, conn.fd)
 
-    def _connected(self, conn: Conn) -> None:
+    def _connected(self, conn: Conn, now: float) -> None:
         rec = conn.record
         conn.connected = True
         rec.client_port = conn.sock.getsockname()[1]
-        now = self.clock()
         rec.connect_s = now - rec.start_s
         self._mask(conn, _IN)
-        self._act(conn, conn.flow.start(now))
+        self._act(conn, conn.flow.start(now), now)
 
     def _mask(self, conn: Conn, mask: int) -> None:
         if conn.mask != mask and not conn.closed:
             conn.mask = mask
             self._ep.modify(conn.fd, mask)
 
-    def _act(self, conn: Conn, step: Step) -> None:
+    def _act(self, conn: Conn, step: Step, now: float) -> None:
         for event in step.events:
-            if record_event(conn.record, event, self.clock):
+            if record_event(conn.record, event, now):
                 continue
             if isinstance(event, Finished) and conn.finished is None:
                 conn.finished = event
@@ -188,27 +194,27 @@ class FastRunner:
                 try:
                     conn.sock.send(step.send)
                 except OSError as exc:
-                    self._fail(conn, exc)
+                    self._fail(conn, exc, now)
                     return
                 conn.record.out_bytes += len(step.send)
         conn.half_close = conn.half_close or step.half_close
         if conn.out or conn.half_close:
-            self._flush(conn)
+            self._flush(conn, now)
         if conn.finished is None or conn.closed:
             return
         if conn.pooled and conn.finished.outcome == "ok" and not conn.out:
-            self._release(conn)
+            self._release(conn, now)
         else:
-            self._close(conn)
+            self._close(conn, now)
 
-    def _flush(self, conn: Conn) -> None:
+    def _flush(self, conn: Conn, now: float) -> None:
         while conn.out:
             try:
                 sent = conn.sock.send(conn.out)
             except BlockingIOError:
                 break
             except OSError as exc:
-                self._fail(conn, exc)
+                self._fail(conn, exc, now)
                 return
             conn.out = conn.out[sent:]
             conn.record.out_bytes += sent
@@ -220,58 +226,58 @@ class FastRunner:
             try:
                 conn.sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
-                self._fail(conn, exc)
+                self._fail(conn, exc, now)
                 return
         if conn.mask != _IN:
             self._mask(conn, _IN)
 
-    def _readable(self, conn: Conn) -> None:
+    def _readable(self, conn: Conn, now: float) -> None:
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._fail(conn, exc)
+            self._fail(conn, exc, now)
             return
         if conn.idle:  # a kept-alive connection the server closed (or wrote to unasked)
-            self._close(conn)
+            self._close(conn, now)
             return
         conn.record.in_bytes += len(data)
-        self._act(conn, conn.flow.receive(data, self.clock()))
+        self._act(conn, conn.flow.receive(data, now), now)
         if data or not conn.stream or conn.closed:
             return
         if conn.idle:
-            self._close(conn)
+            self._close(conn, now)
         else:  # EOF the flow did not end on
             conn.finished = Finished("reset", "connection closed")
-            self._close(conn)
+            self._close(conn, now)
 
     def _due(self, conn: Conn, now: float) -> None:
         if now >= conn.deadline - 1e-6:  # first: a flow that keeps asking still ends
             spent = conn.deadline - conn.record.start_s
-            self._fail(conn, TimeoutError(f"no progress within {spent:.1f}s"))
+            self._fail(conn, TimeoutError(f"no progress within {spent:.1f}s"), now)
         elif conn.wake_at is not None and now >= conn.wake_at - 1e-4:
             conn.wake_at = None
-            self._act(conn, conn.flow.timer(now))
+            self._act(conn, conn.flow.timer(now), now)
 
-    def _fail(self, conn: Conn, exc: BaseException) -> None:
+    def _fail(self, conn: Conn, exc: BaseException, now: float) -> None:
         if not conn.idle:
             conn.record.outcome, conn.record.detail = _outcome(exc)
             if conn.record.client_port is None:  # refused: the port the director saw
                 conn.record.client_port = _local_port(conn.sock)
-        self._close(conn)
+        self._close(conn, now)
 
-    def _release(self, conn: Conn) -> None:
+    def _release(self, conn: Conn, now: float) -> None:
         """A pooled request ended well: record it, keep its connection for the next one."""
         rec = conn.record
-        rec.end_s = self.clock()
+        rec.end_s = now
         rec.outcome, rec.detail = "ok", None
         conn.idle = True
         self._conns[conn.fd] = conn  # still watched: the server may close it while idle
         self._idle.append(conn)
-        self._done(rec, conn.planned)
+        self._done(rec, conn.planned, now)
 
-    def _close(self, conn: Conn, outcome: str | None = None) -> None:
+    def _close(self, conn: Conn, now: float, outcome: str | None = None) -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -283,14 +289,14 @@ class FastRunner:
             self._idle.remove(conn)
             return
         rec = conn.record
-        rec.end_s = self.clock()
+        rec.end_s = now
         if outcome is not None:
             rec.outcome, rec.detail = outcome, None
         elif conn.finished is not None:
             rec.outcome, rec.detail = conn.finished.outcome, conn.finished.detail
-        self._done(rec, conn.planned)
+        self._done(rec, conn.planned, now)
 
-    def _done(self, rec: FlowRecord, planned: PlannedFlow) -> None:
+    def _done(self, rec: FlowRecord, planned: PlannedFlow, now: float) -> None:
         rec.settle()
         self.progress.done += 1
         if rec.outcome != "ok":
@@ -300,7 +306,7 @@ class FastRunner:
         if self._live is not None:
             self._live.finished(rec)
         if planned.at_s is None:
-            self._arrivals.freed(planned, self.clock())
+            self._arrivals.freed(planned, now)
 
     # ---- the run --------------------------------------------------------------------------
     def _snapshot_thread(self, halt: threading.Event) -> None:
@@ -318,23 +324,25 @@ class FastRunner:
         return max(0.0, min(wait, self._timers.next_s() - now))
 
     def _events(self, timeout_s: float) -> None:
-        for fd, mask in self._ep.poll(timeout_s):
-            conn = self._conns.get(fd)
+        ready = self._ep.poll(timeout_s)
+        now = self.clock()  # the batch's time (the module's docstring says why)
+        conns = self._conns
+        for fd, mask in ready:
+            conn = conns.get(fd)
             if conn is None:
                 continue
             if not conn.connected:
                 # a failed connect shows as an error or hang-up: only then ask SO_ERROR why
                 err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if mask & _ERR else 0
                 if err:
-                    self._fail(conn, OSError(err, os.strerror(err)))
+                    self._fail(conn, OSError(err, os.strerror(err)), now)
                 elif mask & (_OUT | _ERR):
-                    self._connected(conn)
+                    self._connected(conn, now)
                 continue
             if mask & _OUT and conn.out:
-                self._flush(conn)
+                self._flush(conn, now)
             if mask & ~_OUT and not conn.closed:
-                self._readable(conn)
-        now = self.clock()
+                self._readable(conn, now)
         # A wake-up asked for now or earlier waits a turn: no spin. A timer names an fd, not a
         # flow: the flow holding that fd now (maybe a later one) is checked against its own
         # deadline and wake-up, so a stale entry does nothing.
@@ -355,7 +363,7 @@ class FastRunner:
         limit = self.scenario.bounds.max_duration_s
         arrivals = self._arrivals
         next_progress = 0.0 if self.options.on_progress is not None else float("inf")
-        with _start_frozen():
+        with _no_collections():
             try:
                 while self.stop_reason is None:
                     now = self.clock()
@@ -373,8 +381,9 @@ class FastRunner:
                     if self._journal is not None:
                         self._journal.tick()
             finally:
+                ended = f"error:{self.stop_reason or 'run-ended'}"
                 for conn in list(self._conns.values()):
-                    self._close(conn, f"error:{self.stop_reason or 'run-ended'}")
+                    self._close(conn, self.clock(), ended)
                 self._ep.close()
                 halt.set()
                 if snapper is not None:

@@ -98,21 +98,23 @@ def __getattr__(name: str) -> Any:
 
 
 _COLUMNS = tuple(name for name, _, _ in COLUMNS)
+_FIELDS = operator.attrgetter(*_COLUMNS)  # a record's fields, in column order
 
 
 def records_to_table(records: Iterable[FlowRecord]) -> pa.Table:
     """Build an Arrow table with FLOW_SCHEMA from records (the engines' journal does it
-    every batch: each column is read off the records in one C-level pass, and built
-    without pyarrow's pandas check, see arrowarrays.py)."""
+    every batch: each record's fields read in one C-level call, turned into columns by zip,
+    each column built without pyarrow's pandas check, see arrowarrays.py)."""
     import pyarrow as pa
 
     from lvsprobe.replay.arrowarrays import arrow_array
 
-    rows = list(records)
+    rows = list(map(_FIELDS, records))
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(COLUMNS)
     arrays = []
-    for name, type_name, _ in COLUMNS:
+    for (name, type_name, _), values in zip(COLUMNS, columns, strict=True):
         try:
-            arrays.append(arrow_array(list(map(operator.attrgetter(name), rows)), type_name))
+            arrays.append(arrow_array(values, type_name))
         except TypeError as exc:
             raise TypeError(f"flow log column {name}: {exc}") from exc
     return pa.Table.from_arrays(arrays, schema=flow_schema())

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lvsprobe.replay.httphead import NEVER_WHOLE, header_values, http_number
+
 
 @dataclass(frozen=True, slots=True)
 class FirstByte:
@@ -53,6 +55,13 @@ class Finished:
 
 Event = FirstByte | BackendSeen | RequestDone | HeartbeatDone | FieldSet | Finished
 
+# The events every flow sends alike: frozen, so one instance serves them all (not one
+# allocation per connection)
+FIRST_BYTE = FirstByte()
+REQUEST_DONE = RequestDone()
+HEARTBEAT_DONE = HeartbeatDone()
+FINISHED_OK = Finished("ok")
+
 
 @dataclass(slots=True)
 class Step:
@@ -71,30 +80,37 @@ DEFAULT_BACKEND_PATTERN = r"(?im)(?:^x-backend:[ \t]*|^|\b)(rs\d+)\b"
 _RS_WORD = re.compile(r"(?i)\b(rs\d+)\b")
 
 
-def _first_rs_word(text: str) -> re.Match[str] | None:
-    """A match whose group 1 is DEFAULT_BACKEND_PATTERN's in `text` (decoded as latin-1).
+def _first_rs_word(seen: bytes) -> re.Match[str] | None:
+    """A match whose group 1 is DEFAULT_BACKEND_PATTERN's in `seen` decoded as latin-1.
 
     The pattern's leftmost match always names the leftmost word `rsN`: a header's `rsN` starts
     a word too, and no word `rsN` fits inside "x-backend:". Run as a regular expression, the
-    pattern tries its three branches at every offset; this looks only where "rs" is (lower():
-    in latin-1 only R and S lower to r and s, and no character changes its offset).
+    pattern tries its three branches at every offset; this looks only where "rs" is, found in
+    the bytes (in latin-1 only R and S lower to r and s, and no character changes its offset),
+    and decodes only if it is there.
     """
-    lowered = text.lower()
-    at = lowered.find("rs")
+    lowered = seen.lower()
+    at = lowered.find(b"rs")
+    if at < 0:
+        return None
+    text = seen.decode("latin-1")
     while at >= 0:
         match = _RS_WORD.match(text, at)  # \b sees the character before `at`
         if match is not None:
             return match
-        at = lowered.find("rs", at + 1)
+        at = lowered.find(b"rs", at + 1)
     return None
 
 
 class BackendMatcher:
-    """Finds the backend's self-reported name in the first bytes of a reply stream."""
+    """Finds the backend's self-reported name in the first bytes of a reply stream.
+    `pattern` may come compiled: a run compiles its pattern once for all its flows."""
 
-    def __init__(self, pattern: str, window: int = 8192):
-        self._regex = re.compile(pattern)
-        self._default = pattern == DEFAULT_BACKEND_PATTERN
+    __slots__ = ("_default", "_regex", "_seen", "_window", "name")
+
+    def __init__(self, pattern: str | re.Pattern[str], window: int = 8192):
+        self._regex = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern)
+        self._default = self._regex.pattern == DEFAULT_BACKEND_PATTERN
         self._window = window
         self._seen = b""
         self.name: str | None = None
@@ -103,8 +119,10 @@ class BackendMatcher:
         if self.name is not None or len(self._seen) >= self._window:
             return None
         self._seen += data[: self._window - len(self._seen)]
-        text = self._seen.decode("latin-1")
-        match = _first_rs_word(text) if self._default else self._regex.search(text)
+        if self._default:
+            match = _first_rs_word(self._seen)
+        else:
+            match = self._regex.search(self._seen.decode("latin-1"))
         if match is None:
             return None
         self.name = match.group(1)
@@ -123,6 +141,7 @@ def payload(flow_id: int, size: int) -> bytes:
 class Flow:
     """Base: subclasses implement start/receive, and timer if they ask for wake-ups."""
 
+    __slots__ = ("_got_first", "matcher")  # (slotted: built once per connection)
     kind = "flow"
 
     def __init__(self, matcher: BackendMatcher):
@@ -132,7 +151,7 @@ class Flow:
     def _saw(self, data: bytes, events: list[Any]) -> None:
         if data and not self._got_first:
             self._got_first = True
-            events.append(FirstByte())
+            events.append(FIRST_BYTE)
         seen = self.matcher.feed(data) if data else None
         if seen is not None:
             events.append(seen)
@@ -156,6 +175,8 @@ class TcpFlow(Flow):
     ends the flow as `timeout`; EOF or RST during the hold as `reset`.
     """
 
+    __slots__ = ("_answered", "_buffer", "_closing", "_hold_until", "_next_beat", "_sent_at",
+                 "flow_id", "heartbeat_s", "heartbeat_timeout_s", "hold_s", "payload")  # fmt: skip
     kind = "tcp"
 
     def __init__(
@@ -221,13 +242,13 @@ class TcpFlow(Flow):
             if self.hold_s > 0 and not self._closing:
                 events.append(Finished("reset", f"EOF during hold after {self._answered} beats"))
             else:
-                events.append(Finished("ok"))
+                events.append(FINISHED_OK)
             return Step(events=events, done=True)
         if self.hold_s > 0 and not self._closing:
             self._buffer += data
             while f"hb {self.flow_id} {self._answered + 1}\n".encode() in self._buffer:
                 self._answered += 1
-                events.append(HeartbeatDone())
+                events.append(HEARTBEAT_DONE)
             self._buffer = self._buffer[-256:]
             return Step(events=events, wake_at=self._wake())
         return Step(events=events)
@@ -240,6 +261,8 @@ class HttpFlow(Flow):
     `persistent`: the connection outlives the flow (the pool model), so even its last request
     asks to keep it alive."""
 
+    __slots__ = ("_buffer", "_chunked", "_done", "_head_len", "_status", "_want", "body", "host",
+                 "keepalive", "path", "persistent", "requests", "think_s")  # fmt: skip
     kind = "http"
 
     def __init__(
@@ -258,7 +281,7 @@ class HttpFlow(Flow):
         self.persistent = persistent
         self.host, self.path = host, path
         self.requests, self.keepalive = requests, keepalive
-        self.body = payload(flow_id, payload_bytes)
+        self.body = payload(flow_id, payload_bytes) if payload_bytes > 0 else b""
         self.think_s = think_s
         self._done = 0
         self._buffer = b""
@@ -286,24 +309,33 @@ class HttpFlow(Flow):
         return Step(send=self._request())
 
     def _parse_head(self) -> Finished | None:
-        end = self._buffer.find(b"\r\n\r\n")
+        """Status and body framing, once the head is in. Read as the bytes it is: only the
+        status line and the lines naming Content-Length or Transfer-Encoding are split, each
+        as a latin-1 text's `partition(":")` and `strip()` would split it."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
         if end < 0:
             return None
-        head = self._buffer[:end].decode("latin-1").split("\r\n")
-        parts = head[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            return Finished("error:http-bad-status-line", head[0][:80])
-        self._status = int(parts[1])
+        head = buffer[:end]
+        first = head.find(b"\r\n")
+        status_line = head if first < 0 else head[:first]
+        parts = status_line.split(b" ", 2)
+        status = http_number(parts[1]) if len(parts) >= 2 else None
+        if status is None or not parts[0].startswith(b"HTTP/"):
+            return Finished("error:http-bad-status-line", status_line.decode("latin-1")[:80])
+        self._status = status
         self._head_len = end + 4
         self._want = -1  # until EOF
         self._chunked = False
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            name, value = name.strip().lower(), value.strip()
-            if name == "content-length" and value.isdigit():
-                self._want = int(value)
-            elif name == "transfer-encoding" and "chunked" in value.lower():
-                self._chunked = True
+        lowered = head.lower()
+        if b"content-length" in lowered:
+            for value in header_values(head, lowered, b"content-length", first):
+                if value.isdigit():
+                    length = http_number(value)
+                    self._want = NEVER_WHOLE if length is None else length
+        if b"transfer-encoding" in lowered:
+            for value in header_values(head, lowered, b"transfer-encoding", first):
+                self._chunked = self._chunked or b"chunked" in value.lower()
         if self._status in (204, 304) or 100 <= self._status < 200:
             self._want = 0
         return None
@@ -355,14 +387,15 @@ class HttpFlow(Flow):
             return Step(events=events)
         if self._want >= 0 and have < self._want:
             return Step(events=[*events, Finished("error:http-short-body")], done=True)
-        events.append(RequestDone())
+        events.append(REQUEST_DONE)
         self._done += 1
         if self._status >= 400:
             return Step(events=[*events, Finished(f"error:http-{self._status}")], done=True)
         rest = self._buffer[self._head_len + max(self._want, 0) :]
         self._buffer, self._want = rest, None
         if self._done >= self.requests:
-            return Step(events=[*events, Finished("ok")], done=True)
+            events.append(FINISHED_OK)
+            return Step(events=events, done=True)
         if not data:
             return Step(events=[*events, Finished("reset", "server closed keep-alive")], done=True)
         if self.think_s > 0:
@@ -373,6 +406,7 @@ class HttpFlow(Flow):
 class UdpFlow(Flow):
     """`requests` datagrams, one at a time; each reply (any datagram) answers one."""
 
+    __slots__ = ("_answered", "_sent", "flow_id", "reply_timeout_s", "requests", "size")
     kind = "udp"
 
     def __init__(
@@ -407,9 +441,10 @@ class UdpFlow(Flow):
         events: list[Any] = []
         self._saw(data, events)
         self._answered += 1
-        events.append(RequestDone())
+        events.append(REQUEST_DONE)
         if self._answered >= self.requests:
-            return Step(events=[*events, Finished("ok")], done=True)
+            events.append(FINISHED_OK)
+            return Step(events=events, done=True)
         step = self._datagram(now)
         step.events = events
         return step

@@ -299,3 +299,88 @@ def test_the_default_patterns_fast_search_names_what_the_pattern_does(
     for chunk in chunks:
         assert fast.feed(chunk) == exact.feed(chunk)
     assert fast.name == exact.name
+
+
+def _head_as_text(buffer: bytes) -> tuple[Any, ...] | None:
+    """The exact reading of a response head: decoded as latin-1, every line split and
+    stripped as text (what HttpFlow did before it read heads as bytes). ValueError where
+    int() refuses what str.isdigit() took."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buffer[:end].decode("latin-1").split("\r\n")
+    parts = head[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        return ("error:http-bad-status-line", head[0][:80])
+    status, want, chunked = int(parts[1]), -1, False
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if name == "content-length" and value.isdigit():
+            want = int(value)
+        elif name == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    if status in (204, 304) or 100 <= status < 200:
+        want = 0
+    return status, want, chunked, end + 4
+
+
+def _head_as_bytes(buffer: bytes) -> tuple[Any, ...] | None:
+    flow = HttpFlow(_matcher(), "vip", "/")
+    flow._buffer = buffer
+    bad = flow._parse_head()
+    if bad is not None:
+        return (bad.outcome, bad.detail)
+    if flow._want is None:
+        return None
+    return flow._status, flow._want, flow._chunked, flow._head_len
+
+
+STATUS_PIECES = [b"HTTP/1.1", b"HTTP/1.0", b"garbage", b" ", b"200", b"204", b"1", b"OK", b"\xb2"]
+HEADER_PIECES = [
+    *(b"Content-Length", b"content-LENGTH", b"Transfer-Encoding", b"transfer-encoding"),
+    *(b"X-Content-Length", b"Server", b":", b" ", b"\t", b"\xa0", b"\x85", b"\x1c", b"\xc0"),
+    *(b"12", b"0", b"3", b"\xb2", b"\xb9", b"chunked", b"CHUNKED", b"gzip, ", b"\r", b"\n"),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(STATUS_PIECES), max_size=6).map(b"".join),
+    st.lists(st.lists(st.sampled_from(HEADER_PIECES), max_size=8).map(b"".join), max_size=5),
+    st.booleans(),
+)
+def test_the_head_read_as_bytes_is_the_head_read_as_text(
+    status: bytes, headers: list[bytes], complete: bool
+) -> None:
+    buffer = b"\r\n".join([status, *headers]) + (b"\r\n\r\nbody" if complete else b"\r\n")
+    try:
+        exact = _head_as_text(buffer)
+    except ValueError:  # a superscript digit: the text reading raised, see the next test
+        _head_as_bytes(buffer)
+        return
+    assert _head_as_bytes(buffer) == exact
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        # regression: str.isdigit() takes superscript digits and int() refuses them, so a
+        # reply naming one raised ValueError out of the flow and ended the whole run
+        (b"HTTP/1.1 \xb200 OK\r\nContent-Length: 0\r\n\r\n", "error:http-bad-status-line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nbody", "ok"),  # no length: to EOF
+        # regression: int() refuses more than 4300 digits (ValueError again)
+        (b"HTTP/1.1 " + b"2" * 5000 + b" OK\r\n\r\n", "error:http-bad-status-line"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nbody",
+            "error:http-short-body",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 19 + b"\r\n\r\nbody",
+            "error:http-short-body",
+        ),
+    ],
+)
+def test_http_numbers_int_refuses_end_the_flow_not_the_run(reply: bytes, outcome: str) -> None:
+    flow = HttpFlow(_matcher(), "vip", "/")
+    assert _finished(_feed(flow, [reply, b""])).outcome == outcome
