@@ -7,7 +7,9 @@ Making the tails (address text included) cost a scrape about as much as writing 
 yet they change only when a real server is added, removed or edited. So the `Scraper` owns one
 `BackendLabels` per namespace and hands it to each scrape: a service's tails are reused when
 its label columns (address family and number, port, forward) equal those the tails were made
-from, and the rest are made in one batch.
+from, and the rest are made in one batch. `--compat node-exporter` keeps its blocks the same
+way: a tail there is a service's own format (its labels after the real server's address), and
+addresses are written as Go writes them.
 
 What is kept is sized to what it saves: the tails only (a head is one string per service,
 joined to its rows' tails as lines are written), and the label columns packed as bytes, 12
@@ -18,14 +20,19 @@ scrape, is recognised by one comparison of the packed columns, with no work per 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, islice, repeat
 from typing import TypeVar
 
-from lvsprobe.model import Forward, RealServerTable, address_texts
+from lvsprobe.model import Family, Forward, RealServerTable, address_texts
 
 T = TypeVar("T")
+AddressTexts = Callable[[Sequence[Family], Sequence[int]], list[str]]
+
+# The tail of a native backend family's row: a str.format of the real server's address text,
+# port and forward label (the `formats` of `BackendLabels.tails`).
+BACKEND_TAIL = '{0}",backend_port="{1}",forward="{2}"}} '
 
 # Labels by the Forward value (a list index: hashing an enum member runs Python code).
 _FORWARD_LABELS = tuple(Forward(value).label for value in range(len(Forward)))
@@ -91,9 +98,11 @@ class _Packed:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Made:
-    """One scrape's tails: service i (its head `heads[i]`) has rows bounds[i]..bounds[i+1]."""
+    """One scrape's tails: service i (its head `heads[i]`, its tail format `formats[i]`) has
+    rows bounds[i]..bounds[i+1]."""
 
     heads: list[str]
+    formats: list[str]
     bounds: list[int]
     packed: _Packed
     tails: list[str]
@@ -108,42 +117,61 @@ class BackendLabels:
     service that a scrape did not see are dropped by it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, texts: AddressTexts = address_texts) -> None:
+        self._texts = texts  # addresses to text, in bulk
         self._made: _Made | None = None
 
-    def tails(self, heads: list[str], counts: list[int], table: RealServerTable) -> list[str]:
+    def tails(
+        self,
+        heads: list[str],
+        counts: list[int],
+        table: RealServerTable,
+        formats: list[str] | None = None,
+    ) -> list[str]:
         """The label tail of every row of `table` (service i: `heads[i]`, `counts[i]` rows,
-        in order), each ending in the space before a value. The list is shared with the
-        next scrape: never change it."""
+        in order), each ending in the space before a value. Service i's tails are
+        `formats[i]` (BACKEND_TAIL for each if None) formatted with a row's address text,
+        port and forward label: a service is known again by its head and format. The list
+        is shared with the next scrape: never change it."""
+        if formats is None:
+            formats = [BACKEND_TAIL] * len(heads)
         bounds = list(accumulate(counts, initial=0))
         packed = _Packed.of(table)
         previous = self._made
         if (
             previous is not None
             and previous.heads == heads
+            and previous.formats == formats
             and previous.bounds == bounds
             and previous.packed == packed
         ):
             return previous.tails
-        tails = self._remade(heads, bounds, packed, table, previous)
-        self._made = _Made(heads, bounds, packed, tails)
+        tails = self._remade(heads, formats, bounds, packed, table, previous)
+        self._made = _Made(heads, formats, bounds, packed, tails)
         return tails
 
-    @staticmethod
     def _remade(
+        self,
         heads: list[str],
+        formats: list[str],
         bounds: list[int],
         packed: _Packed,
         table: RealServerTable,
         previous: _Made | None,
     ) -> list[str]:
         """Tails reused for each service whose rows are as before, the others made."""
-        known = {} if previous is None else {head: i for i, head in enumerate(previous.heads)}
+        known = (
+            {}
+            if previous is None
+            else {
+                key: i for i, key in enumerate(zip(previous.heads, previous.formats, strict=True))
+            }
+        )
         parts: list[list[str]] = []
-        missing: list[tuple[int, int, int]] = []  # (index in parts, start row, stop row)
-        for i, head in enumerate(heads):
+        missing: list[tuple[int, int, int]] = []  # (service = index in parts, start, stop row)
+        for i, key in enumerate(zip(heads, formats, strict=True)):
             start, stop = bounds[i], bounds[i + 1]
-            j = known.get(head)
+            j = known.get(key)
             if previous is not None and j is not None:
                 old_start, old_stop = previous.bounds[j], previous.bounds[j + 1]
                 if old_stop - old_start == stop - start and packed.same_rows(
@@ -153,14 +181,20 @@ class BackendLabels:
                     continue
             missing.append((len(parts), start, stop))
             parts.append([])
-        for (index, _, _), made in zip(missing, _make(table, missing), strict=True):
-            parts[index] = made
+        made = _make(table, formats, missing, self._texts)
+        for (index, _, _), tails in zip(missing, made, strict=True):
+            parts[index] = tails
         return list(chain.from_iterable(parts))
 
 
-def _make(table: RealServerTable, missing: list[tuple[int, int, int]]) -> Iterator[list[str]]:
-    """The tails of each row range in `missing`, made in one batch (addresses to text by
-    numpy for big batches)."""
+def _make(
+    table: RealServerTable,
+    formats: list[str],
+    missing: list[tuple[int, int, int]],
+    texts_of: AddressTexts,
+) -> Iterator[list[str]]:
+    """The tails of each (service, start, stop) row range in `missing`, made in one batch
+    (addresses to text by numpy for big batches)."""
 
     def rows(column: Sequence[T]) -> list[T]:
         return list(chain.from_iterable(column[start:stop] for _, start, stop in missing))
@@ -168,14 +202,15 @@ def _make(table: RealServerTable, missing: list[tuple[int, int, int]]) -> Iterat
     families, numbers = rows(table.address_families), rows(table.address_numbers)
     ports = iter(rows(table.ports))
     forwards = map(_FORWARD_LABELS.__getitem__, rows(table.forwards))
+    row_formats = repeated(
+        (formats[service] for service, _, _ in missing),
+        (stop - start for _, start, stop in missing),
+    )
     tails: list[str] = []
     # In parts: the address texts of a part are all held at once.
     for start in range(0, len(numbers), _PART):
-        texts = address_texts(families[start : start + _PART], numbers[start : start + _PART])
-        tails += [
-            f'{text}",backend_port="{port}",forward="{fwd}"}} '
-            for text, port, fwd in zip(texts, ports, forwards, strict=False)
-        ]
+        texts = texts_of(families[start : start + _PART], numbers[start : start + _PART])
+        tails += map(str.format, islice(row_formats, len(texts)), texts, ports, forwards)
     made = iter(tails)
     return (list(islice(made, stop - start)) for _, start, stop in missing)
 

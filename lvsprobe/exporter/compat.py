@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import starmap
 
-from lvsprobe.exporter.backend_labels import repeated
+from lvsprobe.exporter.backend_labels import BackendLabels, repeated
 from lvsprobe.exporter.metrics import MetricSpec, MetricType
 from lvsprobe.exporter.render import Builder
 from lvsprobe.model import (
@@ -72,12 +72,30 @@ def parse_backend_labels(text: str) -> tuple[str, ...]:
     return labels
 
 
+# Where a block holds each label's value while the templates are made (no value holds them).
+_SERVICE_MARKS = {
+    "local_address": "\x01",
+    "local_port": "\x02",
+    "proto": "\x03",
+    "local_mark": "\x04",
+}
+_ROW_MARKS = {"remote_address": "\x05", "remote_port": "\x06"}
+
+
 class NodeExporterCollector:
-    """Emits node_ipvs_* from the same snapshot as the native families."""
+    """Emits node_ipvs_* from the same snapshot as the native families.
+
+    One per namespace, owned by the Scraper: it keeps the real servers' label blocks from
+    one scrape to the next (a `BackendLabels`: a block is its service's head and a tail made
+    only for real servers that changed). Thread-safe as `BackendLabels` is.
+    """
 
     def __init__(self, backend_labels: tuple[str, ...] = FULL_BACKEND_LABELS) -> None:
         self.backend_labels = backend_labels
         self.specs = node_exporter_specs(backend_labels)
+        self._tails = BackendLabels(_go_texts)
+        # The last tails seen, and whether their rows' blocks were all distinct.
+        self._distinct: tuple[list[str], bool] | None = None
 
     def collect(self, snap: Snapshot, out: Builder) -> None:
         # node_exporter reports nothing when ip_vs_stats is missing (IPVS not loaded) and fails
@@ -92,34 +110,48 @@ class NodeExporterCollector:
             out.add(name, block, value)
         if any(f.source == "services" for f in snap.failures):
             return
-        keys, columns = self._backend_keys(snap)
-        actives, inactives, weights = columns.active_conns, columns.inactive_conns, columns.weights
-        if len(set(keys)) != len(keys):  # backends that look the same are summed
-            sums: dict[tuple[str, ...], list[int]] = {}
-            for kv, active, inactive, weight in zip(keys, actives, inactives, weights, strict=True):
-                acc = sums.get(kv)
+        heads, formats = self._service_blocks(snap, out)
+        counts = [len(svc.real_servers) for svc in snap.services]
+        columns = RealServerTable.concat(svc.real_servers for svc in snap.services)
+        tails = self._tails.tails(heads, counts, columns, formats)
+        row_heads = list(repeated(heads, counts))
+        values: tuple[list[int], ...] = (
+            columns.active_conns,
+            columns.inactive_conns,
+            columns.weights,
+        )
+        if not self._all_distinct(row_heads, tails):  # backends that look the same are summed
+            sums: dict[tuple[str, str], list[int]] = {}
+            for row, active, inactive, weight in zip(
+                zip(row_heads, tails, strict=True), *values, strict=True
+            ):
+                acc = sums.get(row)
                 if acc is None:
-                    sums[kv] = [active, inactive, weight]
+                    sums[row] = [active, inactive, weight]
                 else:
                     acc[0] += active
                     acc[1] += inactive
                     acc[2] += weight
-            keys = list(sums)
-            actives, inactives, weights = ([acc[i] for acc in sums.values()] for i in range(3))
-        # No label value here can need escaping (addresses, numbers, names, hex), so a
-        # block is a format of the values; the Builder's braces and prefix are doubled.
-        inner = ",".join(f'{label}="\0"' for label in self.backend_labels)
-        template = out.block(inner).replace("{", "{{").replace("}", "}}").replace("\0", "{}")
-        blocks = list(starmap(template.format, keys))
-        out.extend("node_ipvs_backend_connections_active", blocks, actives)
-        out.extend("node_ipvs_backend_connections_inactive", blocks, inactives)
-        out.extend("node_ipvs_backend_weight", blocks, weights)
+            row_heads, tails = [head for head, _ in sums], [tail for _, tail in sums]
+            values = tuple([acc[i] for acc in sums.values()] for i in range(3))
+        out.add_rows([name for name, _ in _BACKEND], row_heads, tails, values)
 
-    def _backend_keys(self, snap: Snapshot) -> tuple[list[tuple[str, ...]], RealServerTable]:
-        """Each real server's label values (the chosen ones), and the real servers' columns.
+    def _all_distinct(self, row_heads: list[str], tails: list[str]) -> bool:
+        """Whether no two rows have the same block (a head and tail each), known again
+        without a look when the tails are the last scrape's (its heads were then too)."""
+        last = self._distinct
+        if last is not None and last[0] is tails:
+            return last[1]
+        distinct = len(set(zip(row_heads, tails, strict=True))) == len(tails)
+        self._distinct = (tails, distinct)
+        return distinct
 
-        Column by column (10^5 real servers on a kube-proxy node): a service's values are
-        repeated for its real servers, and addresses go to text in bulk.
+    def _service_blocks(self, snap: Snapshot, out: Builder) -> tuple[list[str], list[str]]:
+        """Each service's head (its real servers' block up to the first value of their own)
+        and tail format (a `BackendLabels` one: the rest, of the address text and port).
+
+        A service's values are written by templates made once per scrape: a block with a
+        mark for each value, split at the first mark of a real server's value.
         """
         proto: list[str] = []
         addresses: list[IPAddress | None] = []
@@ -139,24 +171,40 @@ class NodeExporterCollector:
         numbers = [address_number(address) for address in addresses if address is not None]
         texts = iter(_go_texts([family for family, _ in numbers], [n for _, n in numbers]))
         local_address = [next(texts) if address is not None else "" for address in addresses]
-        counts = [len(svc.real_servers) for svc in snap.services]
-        columns = RealServerTable.concat(svc.real_servers for svc in snap.services)
+        values = list(zip(local_address, local_port, proto, local_mark, strict=True))
+        head, tail = self._templates(out)
+        formats: dict[str, str] = {}  # one string per distinct format (a few): kept by the cache
+        return (
+            list(starmap(head.format, values)),
+            [formats.setdefault(text, text) for text in starmap(tail.format, values)],
+        )
 
-        def per_row(values: Sequence[object]) -> list[str]:
-            return list(repeated(map(str, values), counts))
+    def _templates(self, out: Builder) -> tuple[str, str]:
+        """str.format templates of a service's (local_address, local_port, proto,
+        local_mark): its head, and its tail format (whose braces are then formatted again).
 
-        full = {
-            "local_address": per_row(local_address),
-            "local_port": per_row(local_port),
-            "remote_address": _go_texts(columns.address_families, columns.address_numbers),
-            "remote_port": list(map(str, columns.ports)),
-            "proto": per_row(proto),
-            "local_mark": per_row(local_mark),
-        }
-        if not self.backend_labels:
-            return [()] * len(columns), columns
-        chosen = (full[label] for label in self.backend_labels)
-        return list(zip(*chosen, strict=True)), columns
+        No value here can need escaping or hold a brace (addresses, numbers, names, hex);
+        the Builder's braces and prefix are kept as they are.
+        """
+        marks = {**_SERVICE_MARKS, **_ROW_MARKS}
+        inner = ",".join(f'{label}="{marks[label]}"' for label in self.backend_labels)
+        block = out.block(inner)
+        split = min(
+            (block.index(mark) for mark in _ROW_MARKS.values() if mark in block), default=len(block)
+        )
+        head, tail = _escaped(block[:split], 1), _escaped(block[split:], 2)
+        for place, mark in enumerate(_SERVICE_MARKS.values()):
+            head, tail = head.replace(mark, f"{{{place}}}"), tail.replace(mark, f"{{{place}}}")
+        for place, mark in enumerate(_ROW_MARKS.values()):
+            tail = tail.replace(mark, f"{{{{{place}}}}}")
+        return head, tail + " "
+
+
+def _escaped(text: str, times: int) -> str:
+    """Braces kept through `times` str.format calls."""
+    for _ in range(times):
+        text = text.replace("{", "{{").replace("}", "}}")
+    return text
 
 
 def _go_texts(families: Sequence[Family], numbers: Sequence[int]) -> list[str]:

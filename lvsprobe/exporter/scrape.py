@@ -31,7 +31,11 @@ from lvsprobe.exporter.collectors import (
     SysctlsCollector,
     TimeoutsCollector,
 )
-from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
+from lvsprobe.exporter.compat import (
+    FULL_BACKEND_LABELS,
+    NodeExporterCollector,
+    node_exporter_specs,
+)
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.keepalived import (
     KeepalivedCollector,
@@ -173,10 +177,14 @@ class Scraper:
         self._parse_caches = {self._label(t): ParseCache() for t in options.targets}
         # Per namespace: the real servers' label blocks of the last scrape, for the next.
         self._backend_labels = {self._label(t): BackendLabels() for t in options.targets}
+        # Per namespace (each keeps its real servers' label blocks for the next scrape).
         self._compat = (
-            NodeExporterCollector(options.compat_backend_labels)
+            {
+                self._label(t): NodeExporterCollector(options.compat_backend_labels)
+                for t in options.targets
+            }
             if options.compat_node_exporter
-            else None
+            else {}
         )
         ka, labels = options.keepalived, map(self._label, options.targets)
         self._keepalived = (
@@ -231,8 +239,8 @@ class Scraper:
         """
         deadline = self.deadline(timeout_s)
         out = Builder(SPECS)
-        if self._compat is not None:
-            out.add_specs(self._compat.specs)
+        if self.options.compat_node_exporter:
+            out.add_specs(node_exporter_specs(self.options.compat_backend_labels))
         budget = Budget(self.options.max_backends)
         multi = len(self.options.targets) > 1
         names = self.options.names.refresh() if self.options.names is not None else None
@@ -260,7 +268,7 @@ class Scraper:
                 out.add_labeled("ipvs_scrape_source_success", ("namespace",), 0)
                 continue
             self._note(name, {f.source: f.error for f in snap.failures}, list(snap.durations_s))
-            self._collect(snap, out, budget, names, self._backend_labels[name])
+            self._collect(snap, out, budget, names, name)
         out.prefix = ""
         if names is not None:  # a file that failed to reload: the names read before serve
             out.add_labeled("ipvs_scrape_source_success", ("names",), 0 if names.error else 1)
@@ -279,7 +287,7 @@ class Scraper:
         out: Builder,
         budget: Budget,
         names: NamesRead | None,
-        labels: BackendLabels,
+        netns: str,
     ) -> None:
         opts = self.options
         HealthCollector().collect(snap, out)
@@ -289,15 +297,15 @@ class Scraper:
         service_options = ServiceOptions(
             opts.service_filter, service_names, opts.backend_rates, opts.backend_extra
         )
-        ServicesCollector(service_options, budget, labels).collect(snap, out)
+        ServicesCollector(service_options, budget, self._backend_labels[netns]).collect(snap, out)
         StatsCollector().collect(snap, out)
         ConnsCollector(opts.service_filter, opts.conns == "per-real-server").collect(snap, out)
         SlabCollector().collect(snap, out)
         DaemonsCollector().collect(snap, out)
         TimeoutsCollector().collect(snap, out)
         SysctlsCollector().collect(snap, out)
-        if self._compat is not None:
-            self._compat.collect(snap, out)
+        if netns in self._compat:
+            self._compat[netns].collect(snap, out)
 
     def _note(self, netns: str, failures: dict[str, str], tried: list[str]) -> None:
         """One log line when a source starts failing (or changes error), one when it recovers."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.exporter.backend_labels import BackendLabels
+from lvsprobe.exporter.compat import FULL_BACKEND_LABELS, NodeExporterCollector
+from lvsprobe.exporter.render import Builder
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.kernel.genl.simulated import generated_services
 from lvsprobe.model import (
@@ -22,6 +24,7 @@ from lvsprobe.model import (
     ServiceFlag,
     ServiceKey,
     Snapshot,
+    Stats,
 )
 
 BUILD = ("0.1.0", "3.11.0")
@@ -119,3 +122,95 @@ def test_a_changed_address_beyond_64_bits_gets_its_own_tail() -> None:
     labels = BackendLabels()
     assert _tails(labels, ["h"], before)[0].startswith('2001:db8::1"')
     assert _tails(labels, ["h"], after)[0].startswith('2001:db8:0:1::1"')
+
+
+def _compat_service(kind: str, port: int, rss: list[RealServer]) -> Service:
+    """A TCP, UDP or SCTP service on one VIP and port, or an fwmark one (`port` its mark)."""
+    vip = ipaddress.IPv4Address("198.18.0.1")
+    key = {
+        "fwmark": ServiceKey(None, None, None, 0, fwmark=port),
+        "tcp": ServiceKey(Family.INET, Protocol.TCP, vip, port),
+        "udp": ServiceKey(Family.INET, Protocol.UDP, vip, port),
+        "sctp": ServiceKey(Family.INET, Protocol.SCTP, vip, port),
+    }[kind]
+    return Service(key, "wlc", ServiceFlag.HASHED, None, RealServerRows.of(rss))
+
+
+# node_exporter's quirks make blocks alike: an SCTP service's real servers go under the
+# service before it, and ::ffff:10.0.0.1 prints as 10.0.0.1. Few values, so that tables often
+# share a service and differ in one real server.
+_COMPAT_ADDRESSES = (
+    (Family.INET, 0x0A000001),
+    (Family.INET, 0x0A000002),
+    (Family.INET6, 0xFFFF0A000001),
+)
+_compat_real_servers = st.builds(
+    lambda address, port, weight: _rs(*address, port, Forward.MASQ, weight),
+    st.sampled_from(_COMPAT_ADDRESSES),
+    st.sampled_from((80, 81)),
+    st.integers(0, 2),
+)
+_compat_services = st.lists(
+    st.builds(
+        _compat_service,
+        st.sampled_from(("tcp", "udp", "sctp", "fwmark")),
+        st.just(80),  # TCP and UDP services alike but for their proto
+        st.lists(_compat_real_servers, max_size=3),
+    ),
+    max_size=4,
+    unique_by=lambda svc: svc.key.protocol,
+)
+_A, _B = (_rs(Family.INET, n, 80, Forward.MASQ, 1) for n in (0x0A000001, 0x0A000002))
+
+
+@given(
+    st.lists(_compat_services, min_size=2, max_size=5),
+    st.sampled_from(
+        (
+            FULL_BACKEND_LABELS,
+            ("remote_port", "local_address", "remote_address"),
+            ("local_address", "local_port", "proto"),
+            (),
+        )
+    ),
+)
+@example(  # a service's real server moved to another one alike but for its proto
+    [
+        [_compat_service("tcp", 80, [_A]), _compat_service("udp", 80, [_B])],
+        [_compat_service("tcp", 80, [_B])],
+    ],
+    FULL_BACKEND_LABELS,
+)
+@settings(max_examples=150, deadline=None)
+def test_a_compat_scrape_renders_as_a_fresh_scraper_renders_it(
+    tables: list[list[Service]], labels: tuple[str, ...]
+) -> None:
+    """--compat node-exporter: real servers added, removed, moved or edited (and blocks that
+    then look alike, summed) show as a scraper that never saw the tables before shows them."""
+    holder: list[Snapshot] = []
+    options = {"compat_node_exporter": True, "compat_backend_labels": labels}
+    kept = _scraper(holder, **options)
+    for table in tables:
+        holder[:] = [
+            Snapshot(loaded=True, via="procfs", services=tuple(table), totals=Stats(0, 0, 0, 0, 0))
+        ]
+        assert kept.scrape() == _scraper(holder, **options).scrape()
+
+
+def test_compat_blocks_are_reused_while_the_table_is_unchanged() -> None:
+    """A second scrape of the same table writes the first one's tails (none made anew)."""
+    snap = Snapshot(
+        loaded=True,
+        via="netlink",
+        services=tuple(generated_services(3)),
+        totals=Stats(0, 0, 0, 0, 0),
+    )
+    collector = NodeExporterCollector()
+    scrapes = []
+    for _ in range(2):
+        out = Builder(collector.specs)
+        collector.collect(snap, out)
+        (rows,) = out.families["node_ipvs_backend_weight"].rows
+        scrapes.append(rows.tails)
+    assert scrapes[1] is scrapes[0]
+    assert scrapes[0][0] == '172.16.0.0",remote_port="8000",proto="TCP",local_mark=""} '
