@@ -84,7 +84,7 @@ class DestTableBuilder:
     def __init__(self) -> None:
         self._runs: list[_Run] = []  # records not decoded yet
         self._pending = 0  # how many
-        self._tables: list[RealServerTable] = []  # those decoded, in order
+        self._decoded = TableBuilder()  # those decoded, in order, each batch added as it is
         self._families: list[Family | None] = []  # each dump's service family
         self._counts: list[int] = []  # records per dump
 
@@ -122,12 +122,7 @@ class DestTableBuilder:
             bounds.append((row, row + count))
             row += count
         self._flush()
-        if len(self._tables) == 1:
-            return self._tables[0], bounds
-        builder = TableBuilder()
-        for table in self._tables:
-            builder.add_rows(table, 0, len(table))
-        return builder.build(), bounds
+        return self._decoded.build(), bounds
 
     def _flush(self) -> None:
         """Decode the pending records (earlier ones are decoded: the first error is theirs).
@@ -139,7 +134,7 @@ class DestTableBuilder:
                 table = self._columnar()
             except ParseError:
                 table = self._exact()  # raises the first bad record's error, as one by one
-        self._tables.append(table)
+        self._decoded.add_rows(table, 0, len(table))
         self._runs, self._pending = [], 0
 
     def _columnar(self) -> RealServerTable:
