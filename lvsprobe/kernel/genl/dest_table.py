@@ -140,6 +140,7 @@ class DestTableBuilder:
     def _columnar(self) -> RealServerTable:
         """Runs grouped by message length, each group decoded column-wise, then the rows
         put back in arrival order (records of another layout decoded exactly in between)."""
+        self._runs = _joined(self._runs)  # the datagrams go: their records are copied
         groups: dict[int, list[_Run]] = {}
         for run in self._runs:
             groups.setdefault(run.length, []).append(run)
@@ -169,7 +170,7 @@ class DestTableBuilder:
         import numpy as np
 
         stride = nla_align(length)
-        buf = b"".join(_run_bytes(run, stride) for run in runs)
+        buf = runs[0].datagram  # the group's records, joined
         rows = len(buf) // stride
         first = runs[0]
         self._decode_one(first, first.start)  # a valid record: raises if it is not
@@ -219,12 +220,28 @@ class _Group:
     bad_before: npt.NDArray[np.int64]  # how many of the group's rows before each are exact
 
 
-def _run_bytes(run: _Run, stride: int) -> bytes:
-    """A run's messages at their stride (the last one's padding added if the datagram
-    ends without it)."""
-    end = run.start + run.records * stride
-    chunk = run.datagram[run.start : end]
-    return chunk + bytes(end - run.start - len(chunk))
+def _joined(runs: list[_Run]) -> list[_Run]:
+    """The runs, in order, moved into one buffer per message length, each record copied
+    once at its stride (a datagram's last message may end without its padding: zeros are
+    added). Then only the buffers hold the records, not the datagrams as well."""
+    places: dict[int, list[int]] = {}
+    for place, run in enumerate(runs):
+        places.setdefault(run.length, []).append(place)
+    moved = list(runs)
+    for length, group in places.items():
+        stride = nla_align(length)
+        parts: list[bytes | memoryview] = []
+        for place in group:
+            run = runs[place]
+            size = run.records * stride
+            chunk = memoryview(run.datagram)[run.start : run.start + size]
+            parts += (chunk,) if len(chunk) == size else (chunk, bytes(size - len(chunk)))
+        buf, at = b"".join(parts), 0
+        for place in group:
+            run = runs[place]
+            moved[place] = _Run(buf, at, run.records, length, run.dump, run.first_index)
+            at += run.records * stride
+    return moved
 
 
 def _learn(message: bytes) -> _Layout | None:
