@@ -7,8 +7,10 @@ size, each the best of `--runs`: a full read (`IPVSNetlink.services()`; "kernel 
 part of it spent in the simulated kernel, which a real one spends in C) and a scrape of
 those services by a warm Scraper, as a running sidecar scrapes (the exporter's default
 families, rendered chunk by chunk as the server sends them); the peak RSS each step adds
-(VmHWM reset through /proc/self/clear_refs, each step in a fresh process); `--profile` shows
-where a read's time goes.
+(VmHWM reset through /proc/self/clear_refs, each step in a fresh process) and its CPU time;
+for a read also the peak Python heap it adds (tracemalloc, one more read traced after the
+timed ones) and what of it the services kept: the difference is the read's transient
+memory (datagrams, decode batches, joins). `--profile` shows where a read's time goes.
 
     python -m bench netlink -- [--sizes 20000,100000] [--runs 3] [--profile]
 """
@@ -23,6 +25,7 @@ import pstats
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
@@ -30,7 +33,7 @@ from lvsprobe.kernel.genl.simulated import SimulatedKernel, generated_services
 from lvsprobe.kernel.genl.socket import IPVSNetlink
 from lvsprobe.model import Service, Snapshot
 
-_WIDTHS = (12, 7, 8, 9, 7, 9, 9)
+_WIDTHS = (12, 7, 8, 8, 9, 7, 9, 10, 9, 9)
 
 
 def _vm(field: str) -> float:
@@ -89,21 +92,40 @@ def child(step: str, size: int, runs: int) -> dict[str, float]:
     gc.collect()
     _reset_peak()
     base = _vm("VmRSS")
-    best, kernel_s = float("inf"), 0.0
+    best, cpu_s, kernel_s = float("inf"), 0.0, 0.0
     for _ in range(runs):
         kernel.spent_s = 0.0
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = _read(kernel) if scraper is None else _scrape(scraper)
         seconds = time.perf_counter() - started
         if seconds < best:
             best, kernel_s = seconds, kernel.spent_s
+            cpu_s = time.process_time() - cpu_started
         del result
-    return {
+    figures = {
         "seconds": best,
+        "cpu_seconds": cpu_s,
         "kernel_seconds": kernel_s if step == "read" else 0.0,
         "peak_rise_mb": _vm("VmHWM") - base,
         "syscalls": (kernel.sent + kernel.received) / runs if step == "read" else 0,
+        "traced_peak_mb": 0.0,
+        "traced_kept_mb": 0.0,
     }
+    if step == "read":
+        figures["traced_peak_mb"], figures["traced_kept_mb"] = _traced_read(kernel)
+    return figures
+
+
+def _traced_read(kernel: SimulatedKernel) -> tuple[float, float]:
+    """The Python heap a read adds at its peak, and what its services keep of it (MB)."""
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    services = _read(kernel)
+    kept, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del services
+    return (peak - base) / 2**20, (kept - base) / 2**20
 
 
 def profile(size: int) -> None:
@@ -131,7 +153,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile:
         profile(sizes[0])
         return
-    heads = ("real servers", "step", "best s", "kernel s", "us/rs", "peak+ MB", "syscalls")
+    heads = (
+        "real servers",
+        "step",
+        "best s",
+        "cpu s",
+        "kernel s",
+        "us/rs",
+        "peak+ MB",
+        "syscalls",
+        "traced MB",
+        "kept MB",
+    )
     print(" ".join(f"{head:>{width}s}" for head, width in zip(heads, _WIDTHS, strict=True)))
     for size in sizes:
         for step in ("read", "scrape"):
@@ -152,9 +185,10 @@ def main(argv: list[str] | None = None) -> None:
             ).stdout
             fig = json.loads(out.strip().splitlines()[-1])
             print(
-                f"{size:12d} {step:>7s} {fig['seconds']:8.3f} {fig['kernel_seconds']:9.3f} "
-                f"{fig['seconds'] / size * 1e6:7.2f} "
-                f"{fig['peak_rise_mb']:9.1f} {fig['syscalls']:9.0f}",
+                f"{size:12d} {step:>7s} {fig['seconds']:8.3f} {fig['cpu_seconds']:8.3f} "
+                f"{fig['kernel_seconds']:9.3f} {fig['seconds'] / size * 1e6:7.2f} "
+                f"{fig['peak_rise_mb']:9.1f} {fig['syscalls']:10.0f} "
+                f"{fig['traced_peak_mb']:9.1f} {fig['traced_kept_mb']:9.1f}",
                 flush=True,
             )
 

@@ -84,7 +84,7 @@ class DestTableBuilder:
     def __init__(self) -> None:
         self._runs: list[_Run] = []  # records not decoded yet
         self._pending = 0  # how many
-        self._tables: list[RealServerTable] = []  # those decoded, in order
+        self._decoded = TableBuilder()  # those decoded, in order, each batch added as it is
         self._families: list[Family | None] = []  # each dump's service family
         self._counts: list[int] = []  # records per dump
 
@@ -122,12 +122,7 @@ class DestTableBuilder:
             bounds.append((row, row + count))
             row += count
         self._flush()
-        if len(self._tables) == 1:
-            return self._tables[0], bounds
-        builder = TableBuilder()
-        for table in self._tables:
-            builder.add_rows(table, 0, len(table))
-        return builder.build(), bounds
+        return self._decoded.build(), bounds
 
     def _flush(self) -> None:
         """Decode the pending records (earlier ones are decoded: the first error is theirs).
@@ -139,12 +134,13 @@ class DestTableBuilder:
                 table = self._columnar()
             except ParseError:
                 table = self._exact()  # raises the first bad record's error, as one by one
-        self._tables.append(table)
+        self._decoded.add_rows(table, 0, len(table))
         self._runs, self._pending = [], 0
 
     def _columnar(self) -> RealServerTable:
         """Runs grouped by message length, each group decoded column-wise, then the rows
         put back in arrival order (records of another layout decoded exactly in between)."""
+        self._runs = _joined(self._runs)  # the datagrams go: their records are copied
         groups: dict[int, list[_Run]] = {}
         for run in self._runs:
             groups.setdefault(run.length, []).append(run)
@@ -174,7 +170,7 @@ class DestTableBuilder:
         import numpy as np
 
         stride = nla_align(length)
-        buf = b"".join(_run_bytes(run, stride) for run in runs)
+        buf = runs[0].datagram  # the group's records, joined
         rows = len(buf) // stride
         first = runs[0]
         self._decode_one(first, first.start)  # a valid record: raises if it is not
@@ -224,12 +220,28 @@ class _Group:
     bad_before: npt.NDArray[np.int64]  # how many of the group's rows before each are exact
 
 
-def _run_bytes(run: _Run, stride: int) -> bytes:
-    """A run's messages at their stride (the last one's padding added if the datagram
-    ends without it)."""
-    end = run.start + run.records * stride
-    chunk = run.datagram[run.start : end]
-    return chunk + bytes(end - run.start - len(chunk))
+def _joined(runs: list[_Run]) -> list[_Run]:
+    """The runs, in order, moved into one buffer per message length, each record copied
+    once at its stride (a datagram's last message may end without its padding: zeros are
+    added). Then only the buffers hold the records, not the datagrams as well."""
+    places: dict[int, list[int]] = {}
+    for place, run in enumerate(runs):
+        places.setdefault(run.length, []).append(place)
+    moved = list(runs)
+    for length, group in places.items():
+        stride = nla_align(length)
+        parts: list[bytes | memoryview] = []
+        for place in group:
+            run = runs[place]
+            size = run.records * stride
+            chunk = memoryview(run.datagram)[run.start : run.start + size]
+            parts += (chunk,) if len(chunk) == size else (chunk, bytes(size - len(chunk)))
+        buf, at = b"".join(parts), 0
+        for place in group:
+            run = runs[place]
+            moved[place] = _Run(buf, at, run.records, length, run.dump, run.first_index)
+            at += run.records * stride
+    return moved
 
 
 def _learn(message: bytes) -> _Layout | None:

@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from unittest.mock import patch
 
@@ -155,6 +156,31 @@ def test_many_records_of_one_layout_with_odd_ones_between() -> None:
         messages.append(_message(replies.encode_dest(dest)))
     dumps = [(Family.INET, messages[:9_000]), (Family.INET, messages[9_000:])]
     assert _columnar(dumps, 150) == _exact(dumps)
+
+
+def test_batches_are_joined_without_a_second_copy_of_the_columns() -> None:
+    """A read decodes its records in batches; building the table appends the last one to
+    the columns grown so far, it does not copy every column again (17 MB at 10^5 rows)."""
+    message = _message(replies.encode_dest(DEST))
+    datagram = message * 10  # a service's ten real servers
+    builder = DestTableBuilder()
+    tracemalloc.start()  # before the columns grow: a block grown later is counted whole
+    try:
+        with patch.object(dest_table, "FLUSH_RECORDS", 200):
+            for _ in range(2000):
+                builder.start_dump(Family.INET)
+                builder.add_run(datagram, 0, 10, len(message))
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        table, bounds = builder.build()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(table) == 20_000 and bounds[-1] == (19_990, 20_000)
+    column_lists = [table.address_families, table.address_numbers, table.ports, table.weights]
+    column_lists += [*(table.stats or ()), *(table.tunnels or ())]
+    columns_size = sum(map(sys.getsizeof, column_lists))
+    assert peak - before < columns_size / 2
 
 
 def test_a_bad_record_is_reported_as_the_exact_decoder_does() -> None:
