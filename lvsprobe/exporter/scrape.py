@@ -2,7 +2,8 @@
 
 No background thread and no cached values: what Prometheus gets is what the kernel showed
 during the request. What is kept between scrapes is only what a value cannot change: the
-real servers' label blocks (`BackendLabels`, per namespace) and the /proc parse caches. A source that fails costs only its own families (and shows as
+real servers' label blocks (`BackendLabels`, per namespace) and the /proc parse caches.
+A source that fails costs only its own families (and shows as
 `ipvs_scrape_source_success{source} 0` plus one log line when it starts or stops failing).
 A scrape reads within a deadline, so one that Prometheus gave up on does not read on: the
 sources it did not finish by then fail.
