@@ -53,7 +53,7 @@ def test_the_bare_epoll_loop_completes_its_connections(server: int, lean: bool) 
 
 
 def _bare_uring(sync_bind: bool) -> ModuleType:
-    pytest.importorskip("liburing", reason="liburing missing: pip install 'lvsprobe[bench]'")
+    pytest.importorskip("liburing", reason="liburing missing: make test installs it")
     from bench import bare_uring
 
     if not sync_bind and not bare_uring.ring_binds():
