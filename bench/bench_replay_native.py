@@ -18,9 +18,11 @@ Like with like:
   not a fixed number per second of run, since a closed loop never starts the rest;
 - a reference row, the bare CPython loop (bench/bare_loop.py: the ceiling for any Python
   engine, the same syscalls per connection and nothing recorded), run as the engine is (as
-  many processes, the same concurrency and client addresses) in the same rounds, the three
-  in rotating order: how far the engine is from what CPython can do, and how far CPython is
-  from wrk.
+  many processes, the same concurrency and client addresses) in the same rounds, all in
+  rotating order: how far the engine is from what CPython can do, and how far CPython is
+  from wrk; and, when the `liburing` package imports, the bare io_uring loop
+  (bench/bare_uring.py: one linked chain of SQEs per connection, one CQE back, so almost
+  no syscalls per connection): how far Python gets when it makes fewer syscalls than wrk.
 
     python -m bench replay_native [--seconds S] [--threads N] [--concurrency C] [--rounds R]
                                   [--server-procs P] [--profile]
@@ -48,6 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from importlib.util import find_spec
 from pathlib import Path
 
 from bench.steady import steady_rate
@@ -144,15 +147,16 @@ def _measure(server: Server, run: Callable[[], tuple[float, int, Loop | None]]) 
 
 
 def _bare(
-    port: int, seconds: float, threads: int, concurrency: int, max_conns: int
+    module: str, port: int, seconds: float, threads: int, concurrency: int, max_conns: int
 ) -> tuple[float, int, None]:
-    """The bare loop in `threads` processes: its rate is the sum of theirs (each runs
-    `seconds`, started together; it has no start-up or drain to leave out)."""
+    """A bare loop (`module`: bench.bare_loop or bench.bare_uring) in `threads` processes: its
+    rate is the sum of theirs (each runs `seconds`, started together; it has no start-up or
+    drain to leave out)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     each = [str(port), str(concurrency // threads), str(seconds)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.bare_loop", *each, str(worker), str(max_conns)],
+            [sys.executable, "-m", module, *each, str(worker), str(max_conns)],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -328,7 +332,9 @@ def _spread(values: list[float]) -> str:
     )
 
 
-ORDER = ("wrk", "engine", "bare")  # each round starts one further along: each goes first once
+# each round starts one further along: each goes first once (uring: when liburing imports)
+ORDER = ("wrk", "engine", "bare", "uring") if find_spec("liburing") else ("wrk", "engine", "bare")
+BARE = {"bare": "bench.bare_loop", "uring": "bench.bare_uring"}
 
 
 def main() -> None:
@@ -360,13 +366,15 @@ def main() -> None:
         try:
             time.sleep(0.5)
             server = Server(nginx.pid)
+            uring = " vs as many bare io_uring loops" if "uring" in ORDER else ""
             print(f"  {os.cpu_count()} CPUs; nginx {args.server_procs} worker(s); wrk -t{n} -c{c}"
                   f" vs {n} engine processes x {c // n} loops vs {n} bare CPython loops (the "
-                  f"same); {s:g} s each, {args.rounds} rounds, order rotating")  # fmt: skip
+                  f"same){uring}; {s:g} s each, {args.rounds} rounds, order rotating")  # fmt: skip
             expected = 20_000.0
             for round_no in range(args.rounds):
                 runs: dict[str, Figures] = {}
-                for who in ORDER[round_no % 3 :] + ORDER[: round_no % 3]:
+                turn = round_no % len(ORDER)
+                for who in ORDER[turn:] + ORDER[:turn]:
                     bound = int(2 * expected / n * s) + 1000  # flows planned, per process
                     if who == "wrk":
                         runs[who] = _measure(server, lambda: _wrk(port, s, n, c))
@@ -374,7 +382,8 @@ def main() -> None:
                     elif who == "engine":
                         runs[who] = _measure(server, partial(_replay, tmp, port, s, n, c, bound))
                     else:
-                        runs[who] = _measure(server, partial(_bare, port, s, n, c, bound))
+                        bare = partial(_bare, BARE[who], port, s, n, c, bound)
+                        runs[who] = _measure(server, bare)
                     print(f"    round {round_no + 1} {who:6s} {runs[who].line()}", flush=True)
                 for key, value in _ratios(runs).items():
                     ratios.setdefault(key, []).append(value)
@@ -406,6 +415,10 @@ def _ratios(runs: dict[str, Figures]) -> dict[str, float]:
         "client CPU/conn lvsprobe/wrk, whole process": ours.client_cpu_us / wrk.client_cpu_us,
         "client CPU/conn bare CPython loop/wrk": bare.client_cpu_us / wrk.client_cpu_us,
     }
+    if "uring" in runs:
+        uring = runs["uring"]
+        out["ratio bare io_uring loop/wrk"] = uring.steady_per_s / wrk.steady_per_s
+        out["client CPU/conn bare io_uring loop/wrk"] = uring.client_cpu_us / wrk.client_cpu_us
     if ours.loop is not None:
         out["client CPU/conn lvsprobe/wrk, the engine's loop only"] = (
             ours.loop.cpu_us / wrk.client_cpu_us
