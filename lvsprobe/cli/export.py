@@ -394,13 +394,17 @@ def _serve(
     listen: str, web_config: Path | None, path: str, limits: HTTPLimits, scrape: Any
 ) -> None:
     from lvsprobe.exporter.server import ExporterServer, parse_listen_address
-    from lvsprobe.exporter.webconfig import read_web_config
 
     try:
         host, port = parse_listen_address(listen)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--web.listen-address") from None
-    web = read_web_config(web_config) if web_config is not None else None
+    web = None
+    if web_config is not None:
+        # TLS (ssl), bcrypt and YAML load only for a web config that asks for them.
+        from lvsprobe.exporter.webconfig import read_web_config
+
+        web = read_web_config(web_config)
     log = logging.getLogger("lvsprobe.exporter")
     try:
         server = _bind(host, port, scrape, web, path, limits, ExporterServer)
