@@ -15,6 +15,7 @@ from lvsprobe.cli.options import max_conn_table_bytes_option
 from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from lvsprobe.exporter.names import NamesFile
     from lvsprobe.exporter.server import HTTPLimits
 
 DEFAULT_PORT = 9954
@@ -323,7 +324,6 @@ def export(
     from lvsprobe.exporter.compat import parse_backend_labels
     from lvsprobe.exporter.filters import ServiceFilter
     from lvsprobe.exporter.flights import scrape_formats
-    from lvsprobe.exporter.names import NamesFile
     from lvsprobe.exporter.scrape import ExportOptions, Scraper
     from lvsprobe.exporter.server import HTTPLimits, check_telemetry_path
     from lvsprobe.sources import Target
@@ -368,7 +368,7 @@ def export(
         max_backends=max_backends,
         backend_rates=backend_rates,
         backend_extra=backend_extra,
-        names=NamesFile(names_file) if names_file is not None else None,
+        names=_names(names_file) if names_file is not None else None,
         compat_node_exporter=compat == "node-exporter",
         compat_backend_labels=labels,
         read_timeout_s=read_timeout_s or None,
@@ -388,6 +388,13 @@ def export(
         max_scrapes=max_requests,
     )
     _serve(listen, web_config, telemetry_path, limits, scrape_formats(scraper))
+
+
+def _names(path: Path) -> NamesFile:
+    """The --names file; its reader (YAML) loads only when one is given."""
+    from lvsprobe.exporter.names import NamesFile
+
+    return NamesFile(path)
 
 
 def _serve(
