@@ -147,7 +147,7 @@ class ExporterServer:
         self.warm_up = warm_up
         self._loop = Loop()
         self._executor = ThreadPoolExecutor(self.limits.max_scrapes, thread_name_prefix="scrape")
-        # bcrypt checks, off the loop and apart from the scrapes (asyncio's to_thread pool)
+        # bcrypt checks: off the loop, and apart from the scrapes so they never wait for them
         self._auth_executor = ThreadPoolExecutor(thread_name_prefix="auth")
         self.flights = Flights(scrape, self._executor, self._loop)
         self._open: set[_Client] = set()
