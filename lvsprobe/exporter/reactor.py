@@ -90,8 +90,11 @@ class Task(Generic[T]):
             self.done, self.result = True, stop.value
         except Cancelled:
             self.done = True
-        except BaseException as exc:
+        except Exception as exc:
             self.done, self.error = True, exc
+        except BaseException:  # KeyboardInterrupt, SystemExit: they end the loop too
+            self.done = True
+            raise
         else:
             self.waiting = wait
             self.loop.arm(self, wait)
@@ -231,6 +234,8 @@ class Loop:
                 pass
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         self._selector.close()
         self._wake_in.close()

@@ -211,6 +211,9 @@ class ExporterServer:
 
     def server_close(self) -> None:
         self.socket.close()
+        with self._running:
+            if not self._serving:  # never served: serve_forever's end did not close it
+                self._loop.close()
 
     @contextlib.contextmanager
     def in_thread(self) -> Iterator[str]:

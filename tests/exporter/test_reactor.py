@@ -114,3 +114,16 @@ def test_work_from_threads_reaches_the_loop() -> None:
     assert task.result == 6
     with pytest.raises(RuntimeError):  # a closed loop takes no more work
         loop.call_soon_threadsafe(print)
+
+
+def test_an_interrupt_inside_a_task_ends_the_loop() -> None:
+    """Ctrl-C may land while a task runs: it must stop the exporter, not the task alone."""
+    loop = Loop()
+
+    async def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    loop.spawn(interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    loop.close()
