@@ -53,6 +53,9 @@ READY_PATH = "/-/ready"
 MAX_HEAD_BYTES = 16 * 1024
 CAP_NOTE_INTERVAL_S = 60.0
 GC_SWEEP_INTERVAL_S = 5.0
+# How long accepting pauses after accept() fails (out of file descriptors, say): the listening
+# socket stays readable meanwhile, so retrying at once would spin the loop at 100 % CPU.
+ACCEPT_RETRY_S = 1.0
 
 _LANDING = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>lvsprobe IPVS exporter</title></head>
@@ -242,6 +245,10 @@ class ExporterServer:
 
     # --- connections ----------------------------------------------------------------------
 
+    def _accept_again(self) -> None:
+        with contextlib.suppress(ValueError, OSError):  # closed meanwhile: nothing to accept
+            self._loop.add_reader(self.socket, self._accept)
+
     def _accept(self) -> None:
         """Take every connection waiting in the backlog; each gets a task of its own."""
         while True:
@@ -249,8 +256,10 @@ class ExporterServer:
                 sock, address = self.socket.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of file descriptors, say: the next turn tries again
-                log.warning("accept failed: %s", exc)
+            except OSError as exc:  # out of file descriptors, say
+                log.warning("accept failed: %s (accepting again in %.1f s)", exc, ACCEPT_RETRY_S)
+                self._loop.remove_reader(self.socket)
+                self._loop.call_later(ACCEPT_RETRY_S, self._accept_again)
                 return
             stream = self.web.stream(sock) if self.web is not None else SocketStream(sock)
             client = _Client(stream, str(address[0]) if address else "unknown")
