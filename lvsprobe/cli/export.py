@@ -15,6 +15,7 @@ from lvsprobe.cli.options import max_conn_table_bytes_option
 from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from lvsprobe.exporter.names import NamesFile
     from lvsprobe.exporter.server import HTTPLimits
 
 DEFAULT_PORT = 9954
@@ -323,7 +324,6 @@ def export(
     from lvsprobe.exporter.compat import parse_backend_labels
     from lvsprobe.exporter.filters import ServiceFilter
     from lvsprobe.exporter.flights import scrape_formats
-    from lvsprobe.exporter.names import NamesFile
     from lvsprobe.exporter.scrape import ExportOptions, Scraper
     from lvsprobe.exporter.server import HTTPLimits, check_telemetry_path
     from lvsprobe.sources import Target
@@ -368,7 +368,7 @@ def export(
         max_backends=max_backends,
         backend_rates=backend_rates,
         backend_extra=backend_extra,
-        names=NamesFile(names_file) if names_file is not None else None,
+        names=_names(names_file) if names_file is not None else None,
         compat_node_exporter=compat == "node-exporter",
         compat_backend_labels=labels,
         read_timeout_s=read_timeout_s or None,
@@ -390,17 +390,28 @@ def export(
     _serve(listen, web_config, telemetry_path, limits, scrape_formats(scraper))
 
 
+def _names(path: Path) -> NamesFile:
+    """The --names file; its reader (YAML) loads only when one is given."""
+    from lvsprobe.exporter.names import NamesFile
+
+    return NamesFile(path)
+
+
 def _serve(
     listen: str, web_config: Path | None, path: str, limits: HTTPLimits, scrape: Any
 ) -> None:
     from lvsprobe.exporter.server import ExporterServer, parse_listen_address
-    from lvsprobe.exporter.webconfig import read_web_config
 
     try:
         host, port = parse_listen_address(listen)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--web.listen-address") from None
-    web = read_web_config(web_config) if web_config is not None else None
+    web = None
+    if web_config is not None:
+        # TLS (ssl), bcrypt and YAML load only for a web config that asks for them.
+        from lvsprobe.exporter.webconfig import read_web_config
+
+        web = read_web_config(web_config)
     log = logging.getLogger("lvsprobe.exporter")
     try:
         server = _bind(host, port, scrape, web, path, limits, ExporterServer)

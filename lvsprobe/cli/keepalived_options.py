@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lvsprobe.exporter.keepalived import NETNS_PLACEHOLDER, KeepalivedOptions
+from lvsprobe.exporter.keepalived_options import NETNS_PLACEHOLDER, KeepalivedOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DEFAULTS = KeepalivedOptions()

@@ -17,17 +17,17 @@ duration before it arrived; Prometheus's own timestamps are already that far off
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 from isal import isal_zlib
 
+from lvsprobe.exporter.reactor import Loop, Signal, Wait
 from lvsprobe.exporter.render import ExpositionFormat, render_chunks
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class Flight:
         self.lead = 0  # the most pieces any reader has taken (read by the worker thread)
         self.progress = threading.Event()  # a reader took a piece
         self.abandoned = threading.Event()
-        self._changed = asyncio.Event()
+        self.changed = Signal()  # a fresh one per change
 
     @property
     def joinable(self) -> bool:
@@ -106,11 +106,8 @@ class Flight:
         self._wake()
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
+        changed, self.changed = self.changed, Signal()
         changed.set()
-
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
 
     def leave(self, reader: int) -> None:
         del self.positions[reader]
@@ -135,18 +132,20 @@ class FlightReader:
         self._id = reader_id
         flight.positions[reader_id] = 0
 
-    async def started(self) -> None:
-        """Wait until there is a piece or the read has ended; ScrapeFailed if it has failed
-        by then (pieces or not: what came before a failure is not an answer)."""
+    def unstarted(self) -> Signal | None:
+        """What to wait on until there is a piece or the read has ended; None then, and
+        ScrapeFailed if it has failed by then (pieces or not: what came before a failure is
+        not an answer)."""
         flight = self.flight
-        while not flight.pieces and not flight.done:
-            await flight.wait_changed()
+        if not flight.pieces and not flight.done:
+            return flight.changed
         if flight.error is not None:
             raise flight.error
+        return None
 
-    async def next_piece(self) -> bytes | None:
-        """The next piece, waiting for it to be rendered; None at the end, ScrapeFailed if the
-        read failed."""
+    async def next_piece(self, deadline: float | None = None) -> bytes | None:
+        """The next piece, waiting (until `deadline`: TimeoutError) for it to be rendered;
+        None at the end, ScrapeFailed if the read failed."""
         flight = self.flight
         index = flight.positions[self._id]
         while index >= len(flight.pieces):
@@ -154,7 +153,7 @@ class FlightReader:
                 if flight.error is not None:
                     raise flight.error
                 return None
-            await flight.wait_changed()
+            await Wait(signal=flight.changed, deadline=deadline)
         piece = flight.pieces[index]
         flight.positions[self._id] = index + 1
         flight.lead = max(flight.lead, index + 1)
@@ -162,30 +161,30 @@ class FlightReader:
         flight.release()
         return piece
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while (piece := await self.next_piece()) is not None:
-            yield piece
-
     def leave(self) -> None:
         self.flight.leave(self._id)
 
 
 class Flights:
-    """Answers for /metrics; every method runs on the event loop, the rendering in `executor`."""
+    """Answers for /metrics; every method runs on `loop`, the rendering in `executor`."""
 
-    def __init__(self, scrape: Scrape, executor: Executor) -> None:
+    def __init__(self, scrape: Scrape, executor: Executor, loop: Loop) -> None:
         self._scrape = scrape
         self._executor = executor
+        self._loop = loop
         self._flights: dict[tuple[ExpositionFormat, bool], Flight] = {}
         self._reader_ids = itertools.count()
         self.ready = False  # a read has completed: /-/ready
+        self.warmed = Signal()  # the warm-up read has ended, well or not
 
     async def warm_up(self) -> None:
         """A first read of the kernel, rendered no further than its first family: /-/ready
         turns 200 before the first scrape, and the read costs its families only."""
-        loop = asyncio.get_running_loop()
-        if await loop.run_in_executor(self._executor, self._first_chunk):
-            self.ready = True
+        try:
+            if await self._loop.in_thread(self._executor, self._first_chunk):
+                self.ready = True
+        finally:
+            self.warmed.set()
 
     def _first_chunk(self) -> bool:
         chunks: Iterator[bytes] = iter(())
@@ -232,7 +231,7 @@ class Flights:
                 del self._flights[key]
 
     def _start(self, key: tuple[ExpositionFormat, bool], timeout_s: float | None) -> Flight:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         flight = Flight(*key, timeout_s)
         self._flights[key] = flight
 

@@ -12,42 +12,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from lvsprobe.deadline import Deadline
 from lvsprobe.errors import LvsprobeError
+from lvsprobe.exporter.keepalived_options import KeepalivedOptions
 from lvsprobe.exporter.metrics import BACKEND_LABELS, SERVICE_LABELS
 from lvsprobe.exporter.render import Builder, label_pairs
-from lvsprobe.keepalived.dump import (
-    DEFAULT_JSON_SIGNAL,
-    KeepalivedDump,
-    KeepalivedFiles,
-    read_keepalived,
-)
+from lvsprobe.keepalived.dump import KeepalivedDump, read_keepalived
+from lvsprobe.keepalived.files import KeepalivedFiles
 from lvsprobe.keepalived.model import CheckedVirtualServer, VrrpInstance, VrrpState
 
-NETNS_PLACEHOLDER = "{netns}"
 KeepalivedReader = Callable[[KeepalivedFiles, float], KeepalivedDump]
-
-
-@dataclass(frozen=True)
-class KeepalivedOptions:
-    """Where keepalived is, and how often it may be asked. Paths may hold `{netns}`, the name
-    of the namespace read (its --netns name or --pid number), for one keepalived per netns."""
-
-    pid_file: str = "/run/keepalived.pid"
-    dump_dir: str = "/tmp"
-    json_signal: int = DEFAULT_JSON_SIGNAL
-    min_interval_s: float = 5.0
-    dump_timeout_s: float = 2.0
-
-    def files(self, netns: str) -> KeepalivedFiles:
-        return KeepalivedFiles(
-            pid_file=Path(self.pid_file.replace(NETNS_PLACEHOLDER, netns)),
-            dump_dir=Path(self.dump_dir.replace(NETNS_PLACEHOLDER, netns)),
-            json_signal=self.json_signal,
-        )
 
 
 class KeepalivedCollector:

@@ -39,21 +39,17 @@ from lvsprobe.exporter.compat import (
     node_exporter_specs,
 )
 from lvsprobe.exporter.filters import ServiceFilter
-from lvsprobe.exporter.keepalived import (
-    KeepalivedCollector,
-    KeepalivedOptions,
-    KeepalivedReader,
-    read_keepalived,
-)
 from lvsprobe.exporter.metrics import NETNS_LABEL, SPECS
-from lvsprobe.exporter.names import NamesFile, NamesRead
 from lvsprobe.exporter.render import Builder, Family, escape_label_value, render, render_chunks
 from lvsprobe.exporter.services import Budget, ServiceOptions, ServicesCollector
 from lvsprobe.kernel.procfs.cache import ParseCache
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 from lvsprobe.model import Snapshot
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each imported by whoever builds the options: only when configured
+    from lvsprobe.exporter.keepalived import KeepalivedCollector, KeepalivedReader
+    from lvsprobe.exporter.keepalived_options import KeepalivedOptions
+    from lvsprobe.exporter.names import NamesFile, NamesRead
     from lvsprobe.sources import Target
 
 ConnMode = Literal["off", "summary", "per-real-server"]
@@ -165,7 +161,7 @@ class Scraper:
         logger: logging.Logger = log,
         build: tuple[str, str] = (__version__, platform.python_version()),
         clock: Callable[[], float] = time.monotonic,
-        keepalived_read: KeepalivedReader = read_keepalived,
+        keepalived_read: KeepalivedReader | None = None,  # None: read_keepalived
     ) -> None:
         self.options = options
         self.build = build
@@ -188,15 +184,26 @@ class Scraper:
             if options.compat_node_exporter
             else {}
         )
-        ka, labels = options.keepalived, map(self._label, options.targets)
         self._keepalived = (
-            {
-                label: KeepalivedCollector(ka.files(label), ka, keepalived_read, clock)
-                for label in labels
-            }
-            if ka is not None
+            self._keepalived_collectors(options.keepalived, keepalived_read)
+            if options.keepalived is not None
             else {}
         )
+
+    def _keepalived_collectors(
+        self, options: KeepalivedOptions, read: KeepalivedReader | None
+    ) -> dict[str, KeepalivedCollector]:
+        """One per namespace read. The lazy edge of keepalived's readers and parsers (json
+        among them): an exporter without --collector.keepalived never loads them."""
+        from lvsprobe.exporter.keepalived import KeepalivedCollector
+        from lvsprobe.keepalived.dump import read_keepalived
+
+        return {
+            label: KeepalivedCollector(
+                options.files(label), options, read or read_keepalived, self.clock
+            )
+            for label in map(self._label, self.options.targets)
+        }
 
     @staticmethod
     def _label(target: Target | None) -> str:

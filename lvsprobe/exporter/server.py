@@ -1,6 +1,7 @@
 """The HTTP side of `lvsprobe export`: /metrics, health endpoints, a landing page, TLS, auth.
 
-One asyncio event loop serves every connection (h11 parses HTTP/1.x), and the scrapes run in a
+One event loop (`reactor.py`: no asyncio, which would load ssl into every exporter) serves
+every connection (h11 parses HTTP/1.x), and the scrapes run in a
 small pool of worker threads, shared by concurrent requests (`flights.py`): an open connection
 costs a few kilobytes and no thread, so a slowloris flood costs memory it cannot grow, and
 clients that do not read share one scrape's pieces until their write timeout cuts them off.
@@ -21,26 +22,28 @@ the kernel, and answer in milliseconds whatever the table size. TLS covers every
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import html
 import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import h11
 
 from lvsprobe import __version__
-from lvsprobe.exporter.exchange import Reply, request_headers, reset
+from lvsprobe.exporter.exchange import Reply, request_headers
 from lvsprobe.exporter.flights import Flights, Scrape, ScrapeFailed
 from lvsprobe.exporter.negotiate import accepts_gzip, negotiate_format
-from lvsprobe.exporter.webconfig import WebConfig
+from lvsprobe.exporter.reactor import Loop, Signal, SocketStream, Task, Wait
+
+if TYPE_CHECKING:  # imported by whoever reads a --web.config.file: TLS and auth load then only
+    from lvsprobe.exporter.webconfig import WebConfig
 
 log = logging.getLogger("lvsprobe.exporter")
 
@@ -50,6 +53,9 @@ READY_PATH = "/-/ready"
 MAX_HEAD_BYTES = 16 * 1024
 CAP_NOTE_INTERVAL_S = 60.0
 GC_SWEEP_INTERVAL_S = 5.0
+# How long accepting pauses after accept() fails (out of file descriptors, say): the listening
+# socket stays readable meanwhile, so retrying at once would spin the loop at 100 % CPU.
+ACCEPT_RETRY_S = 1.0
 
 _LANDING = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>lvsprobe IPVS exporter</title></head>
@@ -105,6 +111,15 @@ class _ClientGone(Exception):
     """The client closed its side while its answer was being read."""
 
 
+@dataclass(eq=False)
+class _Client:
+    """An open connection: its stream, its peer's address, the task that serves it."""
+
+    stream: SocketStream
+    peer: str
+    task: Task[None] | None = field(default=None, repr=False)
+
+
 class ExporterServer:
     """Serves `scrape(format)` at `path`; `web` adds TLS, basic auth and headers.
 
@@ -128,21 +143,24 @@ class ExporterServer:
             address, family=family, backlog=1024, dualstack_ipv6=dual
         )
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
-        self.web = web or WebConfig()
+        self.web = web
+        self.headers = web.headers if web is not None else {}
         self.path = path
         self.limits = limits or HTTPLimits()
         self.warm_up = warm_up
+        self._loop = Loop()
         self._executor = ThreadPoolExecutor(self.limits.max_scrapes, thread_name_prefix="scrape")
-        self.flights = Flights(scrape, self._executor)
-        self._open: set[asyncio.StreamWriter] = set()
-        self._waiting: dict[asyncio.StreamWriter, None] = {}  # oldest first: evicted first
+        # bcrypt checks: off the loop, and apart from the scrapes so they never wait for them
+        self._auth_executor = ThreadPoolExecutor(thread_name_prefix="auth")
+        self.flights = Flights(scrape, self._executor, self._loop)
+        self._open: set[_Client] = set()
+        self._waiting: dict[_Client, None] = {}  # oldest first: evicted first
         self.refused_total = 0
         self.evicted_total = 0
         self._noted_cap_at = -CAP_NOTE_INTERVAL_S
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._warm: asyncio.Task[None] | None = None
         self._shutdown = threading.Event()
+        self._running = threading.Lock()
+        self._serving = False  # serve_forever has begun (under _running)
         self._stopped = threading.Event()
 
     @property
@@ -155,23 +173,50 @@ class ExporterServer:
         return len(self._open) - len(self._waiting)
 
     def serve_forever(self) -> None:
+        loop = self._loop
         try:
-            asyncio.run(self._serve())
+            with self._running:
+                if self._shutdown.is_set():
+                    return
+                self._serving = True
+                self.socket.setblocking(False)
+                loop.add_reader(self.socket, self._accept)
+                if self.warm_up:
+                    loop.spawn(self.flights.warm_up())
+                else:
+                    self.flights.warmed.set()
+                loop.call_later(GC_SWEEP_INTERVAL_S, self._sweep_cycles)
+            loop.run_forever()
         finally:
+            with contextlib.suppress(KeyError, ValueError):
+                loop.remove_reader(self.socket)
+            for client in list(self._open):
+                if client.task is not None:
+                    client.task.coro.close()  # its `finally` blocks run now
+                client.stream.reset()
+            self._open.clear()
+            self._waiting.clear()
+            self.flights.abandon_all()
+            loop.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._auth_executor.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()
 
     def shutdown(self) -> None:
         """Stop serving and wait (up to 10 s) for `serve_forever` to return."""
-        self._shutdown.set()
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
+        with self._running:
+            self._shutdown.set()
+            serving = self._serving
+        if serving:
             with contextlib.suppress(RuntimeError):  # the loop has already ended
-                loop.call_soon_threadsafe(stop.set)
+                self._loop.call_soon_threadsafe(self._loop.stop)
             self._stopped.wait(timeout=10)
 
     def server_close(self) -> None:
         self.socket.close()
+        with self._running:
+            if not self._serving:  # never served: serve_forever's end did not close it
+                self._loop.close()
 
     @contextlib.contextmanager
     def in_thread(self) -> Iterator[str]:
@@ -186,74 +231,73 @@ class ExporterServer:
             self.server_close()
             thread.join(timeout=10)
 
-    async def _serve(self) -> None:
-        stop = asyncio.Event()
-        self._stop, self._loop = stop, asyncio.get_running_loop()
-        if self._shutdown.is_set():
-            return
-        server = await asyncio.start_server(
-            self._connection, sock=self.socket, backlog=1024, limit=MAX_HEAD_BYTES
-        )
-        self._warm = asyncio.create_task(self.flights.warm_up()) if self.warm_up else None
-        sweep = asyncio.create_task(self._sweep_cycles())
-        try:
-            await stop.wait()
-        finally:
-            server.close()
-            for writer in list(self._open):
-                reset(writer)
-            self.flights.abandon_all()
-            sweep.cancel()
-            if self._warm is not None:
-                self._warm.cancel()
-
-    @staticmethod
-    async def _sweep_cycles() -> None:
+    def _sweep_cycles(self) -> None:
         """Collect the young generations every GC_SWEEP_INTERVAL_S while no scrape runs.
 
-        Each closed connection leaves a reference cycle (asyncio's socket transport holds a
-        bound method of itself, Python 3.11), and the scrapes' GC pause (scrape.py) ends with a
+        A connection that ends in an error leaves a reference cycle (the exception's traceback
+        holds the frames that hold it), and the scrapes' GC pause (scrape.py) ends with a
         collection of generation 0 that restarts the count which would trigger the older ones:
-        left alone, a busy exporter would keep ~1 KB per connection it ever served.
+        left alone, a busy exporter would keep what such connections held.
         """
-        while True:
-            await asyncio.sleep(GC_SWEEP_INTERVAL_S)
-            if gc.isenabled():  # off while a scrape runs: leave its objects alone
-                gc.collect(1)
+        if gc.isenabled():  # off while a scrape runs: leave its objects alone
+            gc.collect(1)
+        self._loop.call_later(GC_SWEEP_INTERVAL_S, self._sweep_cycles)
 
     # --- connections ----------------------------------------------------------------------
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._open) >= self.limits.max_connections and not self._evict_one():
-            reset(writer)
-            self.refused_total += 1
-            self._note_cap()
-            return
-        self._open.add(writer)
-        peer = _peer(writer)
+    def _accept_again(self) -> None:
+        with contextlib.suppress(ValueError, OSError):  # closed meanwhile: nothing to accept
+            self._loop.add_reader(self.socket, self._accept)
+
+    def _accept(self) -> None:
+        """Take every connection waiting in the backlog; each gets a task of its own."""
+        while True:
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, say
+                log.warning("accept failed: %s (accepting again in %.1f s)", exc, ACCEPT_RETRY_S)
+                self._loop.remove_reader(self.socket)
+                self._loop.call_later(ACCEPT_RETRY_S, self._accept_again)
+                return
+            stream = self.web.stream(sock) if self.web is not None else SocketStream(sock)
+            client = _Client(stream, str(address[0]) if address else "unknown")
+            if len(self._open) >= self.limits.max_connections and not self._evict_one():
+                self.refused_total += 1  # counted before the client can see the close
+                stream.reset()
+                self._note_cap()
+                continue
+            self._open.add(client)
+            self._waiting[client] = None
+            client.task = self._loop.spawn(self._connection(client))
+
+    async def _connection(self, client: _Client) -> None:
         try:
-            await self._converse(reader, writer)
-            writer.close()  # everything sent is in the kernel already: a plain close
+            await self._converse(client)
+            client.stream.close()  # everything sent is in the kernel already: a plain close
         except (TimeoutError, OSError, h11.RemoteProtocolError, _ClientGone, ScrapeFailed) as exc:
             # A scrape that fails after its answer began is cut short (logged once, by its read).
-            log.debug("connection closed: client=%s reason=%s", peer, type(exc).__name__)
-            reset(writer)
+            log.debug("connection closed: client=%s reason=%s", client.peer, type(exc).__name__)
+            client.stream.reset()
         except Exception:
-            log.warning("request failed: client=%s", peer, exc_info=True)
-            reset(writer)
+            log.warning("request failed: client=%s", client.peer, exc_info=True)
+            client.stream.reset()
         finally:
-            self._open.discard(writer)
-            self._waiting.pop(writer, None)
+            self._open.discard(client)
+            self._waiting.pop(client, None)
 
     def _evict_one(self) -> bool:
         """Close the connection that has waited longest for a request; False if none waits."""
-        writer = next(iter(self._waiting), None)
-        if writer is None:
+        client = next(iter(self._waiting), None)
+        if client is None:
             return False
-        del self._waiting[writer]
-        self._open.discard(writer)
-        reset(writer)
+        del self._waiting[client]
+        self._open.discard(client)
         self.evicted_total += 1
+        if client.task is not None:
+            self._loop.cancel(client.task)  # lets go of its socket first
+        client.stream.reset()
         self._note_cap()
         return True
 
@@ -268,49 +312,43 @@ class ExporterServer:
                 self.refused_total,
             )
 
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _converse(self, client: _Client) -> None:
         """Requests and answers on one connection until either side closes or a deadline."""
-        loop = asyncio.get_running_loop()
-        deadline: float | None = loop.time() + self.limits.read_timeout_s
-        self._waiting[writer] = None
-        if self.web.tls is not None:
-            async with asyncio.timeout_at(deadline):
-                await writer.start_tls(self.web.tls)
-        # drain() then waits until the kernel has every byte: nothing is left in user space
-        # when a response ends, and a close needs no flush.
-        writer.transport.set_write_buffer_limits(high=0)
+        stream = client.stream
+        deadline: float | None = self._loop.time() + self.limits.read_timeout_s
+        await stream.handshake(deadline)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         while True:
-            self._waiting.pop(writer, None)
-            self._waiting[writer] = None
+            self._waiting.pop(client, None)
+            self._waiting[client] = None
             try:
-                request = await self._read_request(conn, reader, deadline)
+                request = await self._read_request(conn, stream, deadline)
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     code = exc.error_status_hint
                     text = f"{code} {HTTPStatus(code).phrase}\n".encode()
-                    await self._reply(conn, writer, head=False).send(code, text, close=True)
+                    await self._reply(conn, stream, head=False).send(code, text, close=True)
                 return
-            self._waiting.pop(writer, None)
+            self._waiting.pop(client, None)
             if request is None:
                 return
-            await self._respond(conn, reader, writer, request)
+            await self._respond(conn, client, request)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return  # HTTP/1.0, `Connection: close`, or a request body left unread
             conn.start_next_cycle()
             deadline = None
 
     async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float | None
+        self, conn: h11.Connection, stream: SocketStream, deadline: float | None
     ) -> h11.Request | None:
         """The next request head; None when the client closed cleanly between requests.
 
         `deadline` None: a keep-alive wait, the idle timeout until the first byte.
         """
-        loop = asyncio.get_running_loop()
+        now = self._loop.time
         if deadline is None and conn.trailing_data[0]:
-            deadline = loop.time() + self.limits.read_timeout_s  # a pipelined request began
-        idle_until = loop.time() + self.limits.idle_timeout_s
+            deadline = now() + self.limits.read_timeout_s  # a pipelined request began
+        idle_until = now() + self.limits.idle_timeout_s
         while True:
             event = conn.next_event()
             if isinstance(event, h11.Request):
@@ -322,25 +360,18 @@ class ExporterServer:
                 return None
             if event is not h11.NEED_DATA:
                 raise h11.RemoteProtocolError(f"unexpected {event!r}", error_status_hint=400)
-            async with asyncio.timeout_at(deadline if deadline is not None else idle_until):
-                data = await reader.read(MAX_HEAD_BYTES)
+            data = await stream.recv(MAX_HEAD_BYTES, deadline if deadline else idle_until)
             conn.receive_data(data)
             if deadline is None and data:
-                deadline = loop.time() + self.limits.read_timeout_s
+                deadline = now() + self.limits.read_timeout_s
 
     # --- answers --------------------------------------------------------------------------
 
-    def _reply(self, conn: h11.Connection, writer: asyncio.StreamWriter, head: bool) -> Reply:
-        return Reply(conn, writer, head, self.limits.write_timeout_s, self.web.headers)
+    def _reply(self, conn: h11.Connection, stream: SocketStream, head: bool) -> Reply:
+        return Reply(conn, stream, head, self.limits.write_timeout_s, self.headers)
 
-    async def _respond(
-        self,
-        conn: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        request: h11.Request,
-    ) -> None:
-        reply = self._reply(conn, writer, head=request.method == b"HEAD")
+    async def _respond(self, conn: h11.Connection, client: _Client, request: h11.Request) -> None:
+        reply = self._reply(conn, client.stream, head=request.method == b"HEAD")
         headers = request_headers(request)
         target = request.target.split(b"?", 1)[0].decode("ascii", "replace")
         if request.method not in (b"GET", b"HEAD"):
@@ -352,35 +383,39 @@ class ExporterServer:
                 await reply.send(200, b"lvsprobe exporter is ready.\n")
             else:
                 await reply.send(503, b"not ready: the first read of IPVS has not completed\n")
-        elif not await self._authorized(headers.get("authorization"), _peer(writer)):
+        elif not await self._authorized(headers.get("authorization"), client.peer):
             await reply.send(401, b"Unauthorized\n", {"WWW-Authenticate": 'Basic realm="lvsprobe"'})
         elif target == self.path:
-            await self._metrics(reply, reader, headers)
+            await self._metrics(reply, headers)
         elif target == "/":
-            page = _LANDING.format(version=__version__, path=html.escape(self.path))
-            await reply.send(200, page.encode(), ctype="text/html; charset=utf-8")
+            await reply.send(200, self._landing_page(), ctype="text/html; charset=utf-8")
         else:
             await reply.send(404, b"404 page not found\n")
 
+    def _landing_page(self) -> bytes:
+        # html is imported here, by the one page that needs it (0.5 MB of entities the
+        # metrics never use).
+        import html
+
+        return _LANDING.format(version=__version__, path=html.escape(self.path)).encode()
+
     async def _authorized(self, header: str | None, client: str) -> bool:
-        auth = self.web.auth
+        auth = self.web.auth if self.web is not None else None
         if auth is None:
             return True
         # bcrypt costs ~50 ms: off the event loop, so wrong passwords cannot stall it.
-        return await asyncio.to_thread(auth.check, header, client)
+        return await self._loop.in_thread(self._auth_executor, auth.check, header, client)
 
-    async def _metrics(
-        self, reply: Reply, reader: asyncio.StreamReader, headers: dict[str, str]
-    ) -> None:
-        if self._warm is not None and not self._warm.done():
-            # One read at a time at start: a scrape waits for the first read to end.
-            await self._unless_gone(reply.conn, reader, asyncio.shield(self._warm))
+    async def _metrics(self, reply: Reply, headers: dict[str, str]) -> None:
+        warmed = self.flights.warmed
+        # One read at a time at start: a scrape waits for the first read to end.
+        await self._unless_gone(reply, lambda: None if warmed.is_set else warmed)
         fmt = negotiate_format(headers.get("accept"))
         gzip = accepts_gzip(headers.get("accept-encoding"))
         timeout_s = _scrape_timeout_s(headers.get("x-prometheus-scrape-timeout-seconds"))
         with self.flights.reading(fmt, gzip, timeout_s) as body:
             try:
-                await self._unless_gone(reply.conn, reader, body.started())
+                await self._unless_gone(reply, body.unstarted)
             except ScrapeFailed:
                 await reply.send(500, b"scrape failed; see the exporter log\n")
                 return
@@ -390,36 +425,22 @@ class ExporterServer:
             await reply.send(200, body, extra, fmt.value, size=body.flight.size)
 
     @staticmethod
-    async def _unless_gone(
-        conn: h11.Connection, reader: asyncio.StreamReader, wait: Awaitable[None]
-    ) -> None:
-        """Await `wait`, watching the connection meanwhile: a client that closes gives up its
-        place (the read is abandoned if nobody else reads it), as Go's servers do."""
-        task = asyncio.ensure_future(wait)
-        watch = asyncio.ensure_future(reader.read(MAX_HEAD_BYTES))
-        try:
-            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                data = watch.result()  # OSError: the connection broke
+    async def _unless_gone(reply: Reply, pending: Callable[[], Signal | None]) -> None:
+        """Wait until `pending()` is None (until then it is what to wait on), watching the
+        connection meanwhile: a client that closes gives up its place (the read is abandoned
+        if nobody else reads it), as Go's servers do. A pipelined request is kept for the
+        next cycle."""
+        stream, watching = reply.stream, True
+        while (signal := pending()) is not None:
+            sock = stream.sock if watching else None
+            if await Wait(sock, stream.want, signal=signal) == "io":
+                data = stream.recv_nowait(MAX_HEAD_BYTES)  # OSError: the connection broke
+                if data is None:
+                    continue
                 if not data:
                     raise _ClientGone
-                conn.receive_data(data)  # a pipelined request: kept for the next cycle
-                await task
-                return
-            watch.cancel()
-            await asyncio.wait((watch,))  # the reader is free for the next request
-            if not watch.cancelled() and watch.exception() is None:
-                conn.receive_data(watch.result())
-            task.result()
-        finally:
-            task.cancel()
-            watch.cancel()
-            await asyncio.wait((task, watch))
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    return str(peer[0]) if peer else "unknown"
+                reply.conn.receive_data(data)
+                watching = False
 
 
 def _scrape_timeout_s(header: str | None) -> float | None:

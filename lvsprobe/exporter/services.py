@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import compress, repeat
 from operator import attrgetter, is_not
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from lvsprobe.exporter.backend_labels import BackendLabels, repeated
 from lvsprobe.exporter.filters import ServiceFilter
 from lvsprobe.exporter.metrics import BACKEND_LABELS, SERVICE_LABELS
-from lvsprobe.exporter.names import ServiceNames
 from lvsprobe.exporter.render import Builder, escape_label_value, label_pairs
 from lvsprobe.model import (
     RATE_FIELDS,
@@ -28,6 +27,9 @@ from lvsprobe.model import (
     Snapshot,
     Stats,
 )
+
+if TYPE_CHECKING:  # read by the --names file's reader (YAML), imported only with one
+    from lvsprobe.exporter.names import ServiceNames
 
 _FAMILY = {Family.INET: "inet", Family.INET6: "inet6"}
 _ZERO_LT = (0).__lt__

@@ -20,6 +20,7 @@ HTTP or no authentication.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,8 @@ from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.exporter.basicauth import BasicAuth, parse_basic_auth_users
-from lvsprobe.exporter.webtls import build_tls_context
+from lvsprobe.exporter.reactor import SocketStream
+from lvsprobe.exporter.webtls import TLSStream, build_tls_context
 from lvsprobe.exporter.yamlfile import Section, describe, read_yaml
 
 KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
@@ -52,6 +54,10 @@ class WebConfig:
     tls: ssl.SSLContext | None = None
     auth: BasicAuth | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+    def stream(self, sock: socket.socket) -> SocketStream:
+        """An accepted connection as the server reads and writes it: over TLS when set."""
+        return TLSStream(sock, self.tls) if self.tls is not None else SocketStream(sock)
 
 
 def read_web_config(path: Path, *, now: datetime | None = None) -> WebConfig:

@@ -8,12 +8,14 @@ key; an expired certificate is served (clients may be told to accept it) but log
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from datetime import datetime
 from pathlib import Path
 
 from lvsprobe.errors import ParseError
 from lvsprobe.exporter.certdates import parse_certificate_validity, pem_certificates
+from lvsprobe.exporter.reactor import READ, WRITE, SocketStream, Wait
 from lvsprobe.exporter.yamlfile import Section
 
 log = logging.getLogger("lvsprobe.exporter")
@@ -253,3 +255,47 @@ def _client_auth(tls: Section, ctx: ssl.SSLContext, base: Path) -> None:
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise tls.error("client_ca_file", f"no usable certificate in {ca_path}: {reason}") from exc
+
+
+class TLSStream(SocketStream):
+    """A connection served over TLS: the handshake first, then records both ways. A read
+    may need the socket writable (and a write readable) while OpenSSL renegotiates keys."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        super().__init__(sock)
+        self.tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        self.sock = self.tls
+
+    async def handshake(self, deadline: float | None) -> None:
+        while True:
+            try:
+                self.tls.do_handshake()  # ssl.SSLError (an OSError): the client's fault
+                return
+            except ssl.SSLWantReadError:
+                await Wait(self.sock, READ, deadline=deadline)
+            except ssl.SSLWantWriteError:
+                await Wait(self.sock, WRITE, deadline=deadline)
+
+    def recv_nowait(self, max_bytes: int) -> bytes | None:
+        try:
+            data = self.sock.recv(max_bytes)
+        except ssl.SSLWantReadError:
+            self.want = READ
+            return None
+        except ssl.SSLWantWriteError:
+            self.want = WRITE
+            return None
+        self.want = READ
+        return data
+
+    def send_nowait(self, data: memoryview) -> int | None:
+        try:
+            sent = self.sock.send(data)
+        except ssl.SSLWantWriteError:
+            self.want = WRITE
+            return None
+        except ssl.SSLWantReadError:
+            self.want = READ
+            return None
+        self.want = READ
+        return sent

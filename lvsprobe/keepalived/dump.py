@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lvsprobe.errors import LvsprobeError, NotPermitted, ParseError
 from lvsprobe.keepalived.check_data import parse_keepalived_check_data
+from lvsprobe.keepalived.files import KeepalivedFiles
 from lvsprobe.keepalived.model import CheckedVirtualServer, VrrpInstance
 from lvsprobe.keepalived.vrrp_json import parse_keepalived_json
 from lvsprobe.kernel.procfs._read import read_file_bytes
@@ -31,9 +32,6 @@ from lvsprobe.kernel.procfs.limits import KIB, MIB
 
 JSON_FILE = "keepalived.json"
 CHECK_FILE = "keepalived_check.data"
-# SIGRTMIN + 2 (keepalived's lib/signals.h) where keepalived was built: 36 with glibc, 37 with
-# musl. `keepalived --signum=JSON` prints it.
-DEFAULT_JSON_SIGNAL = 36
 # A real server takes ~1 KiB of the checker dump (its block and its checker's): 64 MiB holds
 # tens of thousands.
 DUMP_MAX_BYTES = 64 * MIB
@@ -44,26 +42,6 @@ _IN_CLOSE_WRITE = 0x8
 _EVENT = struct.Struct("iIII")
 
 Kill = Callable[[int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class KeepalivedFiles:
-    """Where one keepalived keeps its pid files and writes its dumps.
-
-    The children's pid files are named as keepalived names them next to the main one:
-    /run/keepalived.pid, /run/vrrp.pid, /run/checkers.pid; with `instance NAME`,
-    keepalived_NAME.pid, vrrp_NAME.pid, checkers_NAME.pid in /run/keepalived/.
-    """
-
-    pid_file: Path
-    dump_dir: Path
-    json_signal: int = DEFAULT_JSON_SIGNAL
-    proc: Path = Path("/proc")
-
-    def child_pid_file(self, child: str) -> Path:
-        name = self.pid_file.name
-        rest = name.removeprefix("keepalived") if name.startswith("keepalived") else "." + name
-        return self.pid_file.with_name(child + rest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ function plain `/proc/sys` already shows the target netns; `/proc/thread-self` h
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import threading
@@ -66,7 +65,9 @@ def netns_path(*, netns: str | None = None, pid: int | None = None) -> Path:
 
 
 def _libc_setns() -> Callable[[int, int], int]:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The interpreter's own symbols include libc's: no ctypes.util (it loads subprocess,
+    # shutil and tempfile, and runs ldconfig, to find the file).
+    libc = ctypes.CDLL(None, use_errno=True)
     setns = libc.setns
     setns.argtypes = (ctypes.c_int, ctypes.c_int)
     setns.restype = ctypes.c_int

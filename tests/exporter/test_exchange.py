@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+import email.utils
 from typing import cast
 
 import h11
+from hypothesis import given
+from hypothesis import strategies as st
 
-from lvsprobe.exporter.exchange import WRITE_PIECE_BYTES, Reply
+from lvsprobe.exporter.exchange import WRITE_PIECE_BYTES, Reply, http_date
+from lvsprobe.exporter.reactor import SocketStream, run
 
 
-class _Writer:
-    """What Reply uses of a StreamWriter: the writes, in order."""
+class _Stream:
+    """What Reply uses of a SocketStream: the writes, in order."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
 
-    def write(self, data: bytes) -> None:
+    async def send_all(self, data: bytes | memoryview, deadline: float | None) -> None:
         self.writes.append(bytes(data))
 
-    async def drain(self) -> None:
-        return None
+
+class _Pieces:
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = list(pieces)
+
+    async def next_piece(self, deadline: float | None) -> bytes | None:
+        return self.pieces.pop(0) if self.pieces else None
 
 
-def _exchange(http_version: bytes) -> tuple[_Writer, h11.Connection, h11.Connection]:
+def _exchange(http_version: bytes) -> tuple[_Stream, h11.Connection, h11.Connection]:
     """A server connection that has read a GET, and the client that sent it."""
     client, server = h11.Connection(h11.CLIENT), h11.Connection(h11.SERVER)
     request = h11.Request(
@@ -33,7 +40,7 @@ def _exchange(http_version: bytes) -> tuple[_Writer, h11.Connection, h11.Connect
     server.receive_data(client.send(request) + client.send(h11.EndOfMessage()))
     server.next_event()
     server.next_event()
-    return _Writer(), server, client
+    return _Stream(), server, client
 
 
 def test_a_chunked_piece_is_one_write_with_its_framing() -> None:
@@ -41,13 +48,9 @@ def test_a_chunked_piece_is_one_write_with_its_framing() -> None:
     segment), not three (size line, data, CRLF); the client reads the body back whole."""
     body = bytes(range(256)) * ((3 * WRITE_PIECE_BYTES) // 256) + b"tail"
 
-    async def chunks() -> AsyncIterator[bytes]:
-        yield body[:1000]
-        yield body[1000:]
-
     writer, server, client = _exchange(b"1.1")
-    reply = Reply(server, cast(asyncio.StreamWriter, writer), head=False, write_timeout_s=5)
-    asyncio.run(reply.send(200, chunks()))
+    reply = Reply(server, cast(SocketStream, writer), head=False, write_timeout_s=5)
+    run(reply.send(200, _Pieces(body[:1000], body[1000:])))
     pieces = 1 + -(-(len(body) - 1000) // WRITE_PIECE_BYTES)
     assert len(writer.writes) == 1 + pieces + 1  # head, pieces, the last chunk
     client.receive_data(b"".join(writer.writes))
@@ -56,3 +59,9 @@ def test_a_chunked_piece_is_one_write_with_its_framing() -> None:
         if isinstance(event, h11.Data):
             got += event.data
     assert got == body
+
+
+@given(st.floats(min_value=0, max_value=2**33, allow_nan=False))
+def test_the_date_header_is_what_email_writes(epoch_s: float) -> None:
+    """The Date header without the email package: the same text, any time."""
+    assert http_date(epoch_s) == email.utils.formatdate(epoch_s, usegmt=True)

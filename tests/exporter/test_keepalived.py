@@ -15,12 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lvsprobe.cli import cli
 from lvsprobe.errors import LvsprobeError
-from lvsprobe.exporter.keepalived import KeepalivedCollector, KeepalivedOptions
+from lvsprobe.exporter.keepalived import KeepalivedCollector
+from lvsprobe.exporter.keepalived_options import KeepalivedOptions
 from lvsprobe.exporter.metrics import SPECS
 from lvsprobe.exporter.render import Builder, render
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.keepalived.check_data import parse_keepalived_check_data
-from lvsprobe.keepalived.dump import KeepalivedDump, KeepalivedFiles
+from lvsprobe.keepalived.dump import KeepalivedDump
+from lvsprobe.keepalived.files import KeepalivedFiles
 from lvsprobe.keepalived.vrrp_json import parse_keepalived_json
 from lvsprobe.model import Snapshot
 

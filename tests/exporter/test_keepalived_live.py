@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lvsprobe.exporter.keepalived import KeepalivedOptions
+from lvsprobe.exporter.keepalived_options import KeepalivedOptions
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
 from lvsprobe.sources import Target
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import errno
 import gzip
 import ipaddress
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,6 +23,7 @@ import bcrypt
 import pytest
 
 from lvsprobe.errors import ParseError
+from lvsprobe.exporter import server as server_module
 from lvsprobe.exporter.flights import Scrape, scrape_formats
 from lvsprobe.exporter.render import ExpositionFormat
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
@@ -303,3 +307,37 @@ def test_client_leaving_mid_scrape_costs_nothing(make_snapshot: Callable[..., Sn
         assert gc.isenabled()
         status, _, body = _get(f"http://{address}/metrics")
         assert status == 200 and body.count(b"\nipvs_backend_weight{") == 30_000
+
+
+class _FailingAccepts:
+    """The listening socket, but its accept() calls fail for `failing_s` seconds, as when the
+    process is out of file descriptors (EMFILE)."""
+
+    def __init__(self, sock: socket.socket, failing_s: float) -> None:
+        self._sock, self.calls = sock, 0
+        self._failing_until = time.monotonic() + failing_s
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.calls += 1
+        if time.monotonic() < self._failing_until:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self._sock.accept()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+def test_accept_failing_pauses_accepting_instead_of_spinning(
+    scraper: Scraper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listening socket stays readable while accept() fails: the loop pauses accepting
+    (ACCEPT_RETRY_S) rather than retrying on every turn (thousands of calls a second), then
+    serves the waiting client."""
+    monkeypatch.setattr(server_module, "ACCEPT_RETRY_S", 0.2)
+    server = ExporterServer(("127.0.0.1", 0), scrape_formats(scraper), warm_up=False)
+    listening = _FailingAccepts(server.socket, failing_s=0.5)
+    server.socket = listening  # type: ignore[assignment]
+    with server.in_thread() as address:
+        status, _, body = _get(f"http://{address}/metrics")
+    assert status == 200 and b"ipvs_" in body
+    assert listening.calls <= 10  # a few failed tries 0.2 s apart, then the one that served

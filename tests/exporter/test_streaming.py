@@ -9,7 +9,6 @@ Every wait is a generous bound on behaviour, never a measure of speed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gzip
 import socket
@@ -261,16 +260,13 @@ def test_a_read_that_failed_before_its_answer_began_is_no_answer() -> None:
     """Pieces rendered before a failure are not sent when the failure is known first: a 500
     (ScrapeFailed), and never a Content-Length for them."""
 
-    async def run() -> None:
-        flight = Flight(ExpositionFormat.CLASSIC, False, None)
-        reader = FlightReader(flight, 0)
-        flight.append(b"ipvs_up 1\n")
-        flight.finish(ScrapeFailed("boom"))
-        assert flight.size is None
-        with pytest.raises(ScrapeFailed):
-            await reader.started()
-
-    asyncio.run(run())
+    flight = Flight(ExpositionFormat.CLASSIC, False, None)
+    reader = FlightReader(flight, 0)
+    flight.append(b"ipvs_up 1\n")
+    flight.finish(ScrapeFailed("boom"))
+    assert flight.size is None
+    with pytest.raises(ScrapeFailed):
+        reader.unstarted()
 
 
 HOSTILE_ACCEPTS = [
