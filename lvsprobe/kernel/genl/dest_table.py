@@ -86,6 +86,9 @@ class DestTableBuilder:
         self._families: list[Family | None] = []  # each dump's service family
         self._counts: list[int] = []  # records per dump
         self._first_indexes: list[int] | None = None  # of each run: see _first_index
+        # The layout of each message length, learned from a record decoded exactly in an
+        # earlier batch: a later batch whose first record has its headers uses it as is.
+        self._layouts: dict[int, _Layout] = {}
 
     def start_dump(self, service_family: Family | None) -> None:
         """A dump begins. The records of those before are decoded once there are enough,
@@ -178,8 +181,12 @@ class DestTableBuilder:
         runs = [self._runs[place] for place in places]
         buf = runs[0][0]  # the group's records, joined
         rows = len(buf) // stride
-        self._decode_one(places[0], 0)  # a valid record: raises if it is not
-        layout = _learn(buf[:length])
+        layout = self._layouts.get(length)
+        if layout is None or not _same_headers(buf, layout):
+            self._decode_one(places[0], 0)  # a valid record: raises if it is not
+            layout = _learn(buf[:length])
+            if layout is not None:
+                self._layouts[length] = layout
         families = [int(self._families[run[4]] or 0) for run in runs]
         service_families = np.repeat(np.array(families, np.int64), [run[2] for run in runs])
         good = np.zeros(rows, bool)
@@ -288,6 +295,12 @@ def _learn(message: bytes) -> _Layout | None:
             return None
         stats = tuple(nest[attr] for attr in _STATS_ORDER)
     return _Layout(message, tuple(headers), values, stats, wide)
+
+
+def _same_headers(buf: bytes, layout: _Layout) -> bool:
+    """Whether the first record in `buf` has every attribute header the layout has."""
+    learned = layout.message
+    return all(buf[at : at + 4] == learned[at : at + 4] for at in layout.header_offsets)
 
 
 def _matching(buf: bytes, stride: int, rows: int, layout: _Layout) -> npt.NDArray[np.bool_]:
