@@ -166,11 +166,13 @@ def _columns(table: RealServerTable) -> Iterator[tuple[str, Sequence[object]]]:
 class TableBuilder:
     """Columns grown by rows of other tables (sliced in C) and by objects, into one table.
 
-    Each part's rows are appended to one list per column as the next part comes, so the
+    Each part's rows are appended to one sequence per column as the next part comes (an
+    array while every part's column is an array of its type code, else a list), so the
     table built holds the only copy of its columns: joining them at the end held two (17 MB
-    more at 10^5 real servers for a netlink read's batches). The last part is kept as rows
-    of its table until then, so rows that follow on in one table are one part, and the
-    build of one whole table is that table.
+    more at 10^5 real servers for a netlink read's batches; and with arrays, a second
+    write of fresh memory). The last part is kept as rows of its table until then, so rows
+    that follow on in one table are one part, and the build of one whole table is that
+    table.
     """
 
     def __init__(self) -> None:
