@@ -12,8 +12,8 @@ for a read also the peak Python heap it adds (tracemalloc, one more read traced 
 timed ones) and what of it the services kept: the difference is the read's transient
 memory (datagrams, decode batches, joins); and "reader s", the best CPU time of a read whose
 replies are the datagrams of an earlier one handed back from a list (no kernel at all: our
-Python alone, the part a real kernel does not change). `--profile` shows where a read's time
-goes (the garbage collector off, as a scrape runs it).
+Python alone, the part a real kernel does not change). `--profile` shows where that time
+goes (a replayed read, the garbage collector off as a scrape runs it).
 
     python -m bench netlink -- [--sizes 20000,100000] [--runs 3] [--profile]
 """
@@ -184,12 +184,16 @@ def _traced_read(kernel: SimulatedKernel) -> tuple[float, float]:
 
 
 def profile(size: int) -> None:
-    kernel = SimulatedKernel(generated_services(size // 10))
-    _read(kernel)  # the kernel's skbs cut, the reader's structs made: as in a warm scrape
+    """Where a read's time goes, our Python alone: a read over replayed datagrams (the
+    simulated kernel's own work, which a real kernel does in C, left out)."""
+    recorded = _Recorded(SimulatedKernel(generated_services(size // 10)))
+    IPVSNetlink.connect(recorded).services()
+    IPVSNetlink.connect(_Replayed(recorded.datagrams)).services()  # as in a warm scrape
+    replayed = _Replayed(recorded.datagrams)
     prof = cProfile.Profile()
     gc.disable()  # as a scrape runs (else its pauses are charged to whatever allocates)
     prof.enable()
-    _read(kernel)
+    IPVSNetlink.connect(replayed).services()
     prof.disable()
     gc.enable()
     pstats.Stats(prof).sort_stats("tottime").print_stats(14)
