@@ -49,13 +49,13 @@ class _Packed:
     families: bytes
     forwards: bytes
     ports: bytes  # u16 each
-    numbers: bytes | list[int]
-    wide: bool  # numbers is the list
+    numbers: bytes | Sequence[int]
+    wide: bool  # numbers is the table's column
 
     @classmethod
     def of(cls, table: RealServerTable) -> _Packed:
         try:
-            numbers: bytes | list[int] = array("Q", table.address_numbers).tobytes()
+            numbers: bytes | Sequence[int] = array("Q", table.address_numbers).tobytes()
             wide = False
         except OverflowError:  # an IPv6 address beyond 2^64
             numbers, wide = table.address_numbers, True

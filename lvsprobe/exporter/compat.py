@@ -115,7 +115,7 @@ class NodeExporterCollector:
         columns = RealServerTable.concat(svc.real_servers for svc in snap.services)
         tails = self._tails.tails(heads, counts, columns, formats)
         row_heads = list(repeated(heads, counts))
-        values: tuple[list[int], ...] = (
+        values: tuple[Sequence[int], ...] = (
             columns.active_conns,
             columns.inactive_conns,
             columns.weights,

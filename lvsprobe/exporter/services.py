@@ -50,14 +50,14 @@ _STAT_FIELDS = (
 # The families of the columns only a netlink dump fills: each group shares the label blocks
 # of the rows that have its columns (the counters come together, as do the rates). By
 # default, what the dashboards and alert rules query (README, "Series per real server").
-_Columns = Callable[[RealServerTable], "tuple[list[int | None], ...] | None"]
+_Columns = Callable[[RealServerTable], "tuple[Sequence[int | None], ...] | None"]
 _QUERIED_STATS = ("connections", "incoming_bytes", "outgoing_bytes")
 _PACKET_STATS = ("incoming_packets", "outgoing_packets")
 
 
 def _stat_columns(
     table: RealServerTable, names: tuple[str, ...]
-) -> tuple[list[int | None], ...] | None:
+) -> tuple[Sequence[int | None], ...] | None:
     """The counters `names` (of _STAT_FIELDS) of a table that has stats."""
     if table.stats is None:
         return None

@@ -10,17 +10,20 @@ rows of many services); objects are made only by the explicit `objects()` view (
 analyzers, the ipvsadm views).
 
 An optional column is None when no row has the field (procfs has no counters), else a
-list with None in the rows that lack it.
+sequence with None in the rows that lack it. An integer column is a list, or an `array` of
+machine integers where a reader made it so (netlink's numpy columns): consumers read any
+column as a plain Sequence, and an array makes an int object only for a value read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from typing import TypeVar, overload
+from itertools import accumulate, chain, repeat
+from typing import TypeAlias, TypeVar, cast, overload
 
 from lvsprobe.model.addresses import address_number, address_objects
 from lvsprobe.model.values import Family, Forward, Rates, RealServer, Stats, Tunnel
@@ -28,7 +31,7 @@ from lvsprobe.model.values import Family, Forward, Rates, RealServer, Stats, Tun
 # The ten counter columns, Stats's fields then Rates's (the order of a netlink stats nest).
 STAT_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
 RATE_FIELDS = tuple(f.name for f in dataclasses.fields(Rates))
-Column = list[int | None]
+Column = Sequence[int | None]
 T = TypeVar("T")
 
 
@@ -37,16 +40,16 @@ class RealServerTable:
     """Real servers as columns, one row each, in the kernel's order. The lists are never
     changed once the table is made."""
 
-    address_families: list[Family]
-    address_numbers: list[int]  # the int of each address, of its family
-    ports: list[int]
-    forwards: list[Forward]
-    weights: list[int]
-    active_conns: list[int]
-    inactive_conns: list[int]
+    address_families: Sequence[Family]
+    address_numbers: Sequence[int]  # the int of each address, of its family
+    ports: Sequence[int]
+    forwards: Sequence[Forward]
+    weights: Sequence[int]
+    active_conns: Sequence[int]
+    inactive_conns: Sequence[int]
     # The family the kernel reported (netlink's ADDR_FAMILY, absent before ~3.18); None:
     # the address family in every row.
-    families: list[Family | None] | None = None
+    families: Sequence[Family | None] | None = None
     persistent_conns: Column | None = None
     upper_thresholds: Column | None = None
     lower_thresholds: Column | None = None
@@ -163,11 +166,13 @@ def _columns(table: RealServerTable) -> Iterator[tuple[str, Sequence[object]]]:
 class TableBuilder:
     """Columns grown by rows of other tables (sliced in C) and by objects, into one table.
 
-    Each part's rows are appended to one list per column as the next part comes, so the
+    Each part's rows are appended to one sequence per column as the next part comes (an
+    array while every part's column is an array of its type code, else a list), so the
     table built holds the only copy of its columns: joining them at the end held two (17 MB
-    more at 10^5 real servers for a netlink read's batches). The last part is kept as rows
-    of its table until then, so rows that follow on in one table are one part, and the
-    build of one whole table is that table.
+    more at 10^5 real servers for a netlink read's batches; and with arrays, a second
+    write of fresh memory). The last part is kept as rows of its table until then, so rows
+    that follow on in one table are one part, and the build of one whole table is that
+    table.
     """
 
     def __init__(self) -> None:
@@ -229,15 +234,20 @@ _OPTIONAL = (
 )
 
 
+_Grown: TypeAlias = "list[object] | array[int]"
+
+
 class _GrownColumns:
-    """One list per column, rows of tables appended to them; an optional column any part
+    """One sequence per column, rows of tables appended to them; an optional column any part
     has is None-filled in the rows of those without it (families: the address family)."""
 
     def __init__(self) -> None:
         self.rows = 0
-        self._required: dict[str, list[object]] = {name: [] for name in _REQUIRED}
-        self._families: list[object] | None = None
-        self._optional: dict[str, list[list[object]] | None] = {name: None for name, _ in _OPTIONAL}
+        self._required: dict[str, _Grown | None] = dict.fromkeys(_REQUIRED)
+        self._families: _Grown | None = None
+        self._optional: dict[str, list[_Grown | None] | None] = {
+            name: None for name, _ in _OPTIONAL
+        }
 
     def extend(self, table: RealServerTable, start: int, stop: int) -> None:
         whole = (start, stop) == (0, len(table))
@@ -247,23 +257,25 @@ class _GrownColumns:
 
         before, added = self.rows, stop - start
         if self._families is None and table.families is not None:
-            self._families = self._required["address_families"][:before]
+            self._families = list(self._required["address_families"] or ())
         if self._families is not None:
             reported = table.address_families if table.families is None else table.families
-            self._families += rows(reported)
+            self._families = _grow(self._families, rows(reported))
         for name, out in self._required.items():
-            out += rows(getattr(table, name))
+            self._required[name] = _grow(out, rows(getattr(table, name)))
         for name, width in _OPTIONAL:
             value = getattr(table, name)
             grown = self._optional[name]
             if value is None:
-                for out in grown or ():
-                    out += repeat(None, added)
+                if grown is not None:
+                    grown[:] = [_grow(out, [None] * added) for out in grown]
                 continue
             if grown is None:
                 grown = self._optional[name] = [[None] * before for _ in range(width or 1)]
-            for out, column in zip(grown, (value,) if width is None else value, strict=True):
-                out += rows(column)
+            columns = (value,) if width is None else value
+            grown[:] = [
+                _grow(out, rows(column)) for out, column in zip(grown, columns, strict=True)
+            ]
         self.rows += added
 
     def table(self) -> RealServerTable:
@@ -272,6 +284,21 @@ class _GrownColumns:
             grown = self._optional[name]
             optional[name] = None if grown is None else grown[0] if width is None else tuple(grown)
         return RealServerTable(**self._required, families=self._families, **optional)  # type: ignore[arg-type]
+
+
+def _grow(out: _Grown | None, part: Sequence[object]) -> _Grown:
+    """`out` (None: no rows yet) with `part`'s rows appended. An array stays one while the
+    parts are arrays of its type code (copied in C, no int objects); a part of any other
+    kind (a list, None-filled rows) makes the column a list."""
+    if isinstance(part, array):
+        if not out:
+            return array(part.typecode, part)
+        if isinstance(out, array) and out.typecode == part.typecode:
+            out += part
+            return out
+    grown = cast("list[object]", out.tolist()) if isinstance(out, array) else out or []
+    grown += part
+    return grown
 
 
 def _from_objects(objects: list[RealServer]) -> tuple[RealServerTable, int, int]:
@@ -344,6 +371,24 @@ class RealServerRows(Sequence[RealServer]):
         table = RealServerTable.of(objects)
         return cls(table, 0, len(table))
 
+    @classmethod
+    def split(cls, table: RealServerTable, counts: Sequence[int]) -> list[RealServerRows]:
+        """The table's rows in consecutive parts of `counts[i]` rows (a read's services, in
+        its order), made in bulk: each slot set for every part in one C-level map, as
+        `frozen_records` does (10^3-10^4 services a scrape)."""
+        stops = list(accumulate(counts))
+        if (counts and min(counts) < 0) or (stops[-1] if stops else 0) > len(table):
+            raise ValueError(f"parts of {list(counts)} rows are not in a table of {len(table)}")
+        out = list(map(object.__new__, repeat(cls, len(stops))))
+        for slot, values in (
+            ("_table", repeat(table)),
+            ("_start", chain((0,), stops)),
+            ("_stop", stops),
+            ("_objects", repeat(None)),
+        ):
+            deque(map(getattr(cls, slot).__set__, out, values), maxlen=0)
+        return out
+
     @property
     def table(self) -> RealServerTable:
         return self._table
@@ -357,11 +402,11 @@ class RealServerRows(Sequence[RealServer]):
         return self._stop
 
     @property
-    def address_families(self) -> list[Family]:
+    def address_families(self) -> Sequence[Family]:
         return self._table.address_families[self._start : self._stop]
 
     @property
-    def weights(self) -> list[int]:
+    def weights(self) -> Sequence[int]:
         return self._table.weights[self._start : self._stop]
 
     def head(self, count: int) -> RealServerRows:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+from array import array
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -102,6 +103,58 @@ def test_tables_of_objects_and_their_joins_give_the_objects_back(
     assert RealServerRows(mixed, 0, len(mixed)).objects() == tuple(
         rs for group in groups for rs in (*group, *group[:1])
     )
+
+
+def _compact(table: RealServerTable) -> RealServerTable:
+    """The table with its integer columns as arrays of u64, as netlink's decode makes them
+    (the test tables' values are all >= 0)."""
+    return dataclasses.replace(
+        table,
+        address_numbers=array("Q", table.address_numbers),
+        ports=array("Q", table.ports),
+        weights=array("Q", table.weights),
+        active_conns=array("Q", table.active_conns),
+        inactive_conns=array("Q", table.inactive_conns),
+    )
+
+
+def test_compact_and_list_columns_join_as_the_same_rows() -> None:
+    """Arrays joined with arrays stay arrays (no int object per value); joined with lists
+    or None-filled rows they become lists; the rows are the same either way."""
+    plain = dataclasses.replace(_table(), active_conns=[5, 6, 1, 0])
+    compact = _compact(plain)
+    with_stats = dataclasses.replace(
+        plain, stats=tuple([n, n + 1, 0, 2**64 - 1] for n in range(10))
+    )
+    want = RealServerRows(plain, 0, 4).objects()
+    builder = TableBuilder()
+    builder.add_rows(compact, 0, 4)
+    builder.add_rows(compact, 1, 3)
+    joined = builder.build()
+    assert isinstance(joined.ports, array) and isinstance(joined.weights, array)
+    assert RealServerRows(joined, 0, len(joined)).objects() == (*want, *want[1:3])
+    for parts in ([compact, plain], [plain, compact], [compact, with_stats, compact]):
+        joined = RealServerTable.concat(RealServerRows(table, 0, 4) for table in parts)
+        assert not isinstance(joined.ports, array)
+        got = RealServerRows(joined, 0, len(joined)).objects()
+        assert got == tuple(rs for t in parts for rs in RealServerRows(t, 0, 4).objects())
+
+
+def test_split_makes_the_rows_of_consecutive_parts() -> None:
+    table = _table()
+    parts = RealServerRows.split(table, [1, 0, 3])
+    assert [(rows.start, rows.stop) for rows in parts] == [(0, 1), (1, 1), (1, 4)]
+    assert all(rows.table is table for rows in parts)
+    assert parts == [
+        RealServerRows(table, 0, 1),
+        RealServerRows(table, 1, 1),
+        RealServerRows(table, 1, 4),
+    ]
+    assert parts[2].objects() == RealServerRows(table, 1, 4).objects()
+    assert RealServerRows.split(table, []) == []
+    for counts in ([2, 3], [-1, 2], [5]):
+        with pytest.raises(ValueError, match="not in a table of 4"):
+            RealServerRows.split(table, counts)
 
 
 def test_rows_are_the_objects_init_makes() -> None:

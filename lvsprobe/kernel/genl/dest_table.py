@@ -14,10 +14,12 @@ then decoded one by one, in order, and the first bad one raises.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, TypeVar
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs
@@ -26,6 +28,7 @@ from lvsprobe.kernel.genl.columns import (
     RECORD_START,
     address_numbers,
     column,
+    compact,
     matching,
     record_values,
     walk_offsets,
@@ -45,8 +48,10 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 _STATS_ORDER = tuple(StatsAttr)[:10]
+_STATS32 = tuple(STATS32_CODECS[attr] for attr in _STATS_ORDER)
 _FORWARDS = tuple(Forward)
 _FAMILIES = {int(family): family for family in Family}
+T = TypeVar("T")
 # Records kept as bytes before they are decoded (~3 MB of 6.1's records).
 FLUSH_RECORDS = 1 << 13
 # Fewer records than this are decoded the exact way: as fast at that size, and with no numpy
@@ -54,17 +59,10 @@ FLUSH_RECORDS = 1 << 13
 COLUMNAR_MIN_RECORDS = 64
 
 
-class _Run(NamedTuple):
-    """Records of one dump that follow on in one datagram, all of one message length (a
-    NamedTuple: one is made per datagram read, a frozen dataclass costs several times as
-    much to make)."""
-
-    datagram: bytes
-    start: int
-    records: int  # how many
-    length: int
-    dump: int  # which dump (service) they belong to
-    first_index: int  # the first one's 1-based place in its dump (for errors)
+# Records of one dump that follow on in one datagram (or, once joined, in the buffer of
+# their length), all of one message length: (datagram, start, records, length, dump), the
+# dump being the service's place in the read. A plain tuple: one is made per datagram read.
+_Run = tuple[bytes, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +85,10 @@ class DestTableBuilder:
         self._decoded = TableBuilder()  # those decoded, in order, each batch added as it is
         self._families: list[Family | None] = []  # each dump's service family
         self._counts: list[int] = []  # records per dump
+        self._first_indexes: list[int] | None = None  # of each run: see _first_index
+        # The layout of each message length, learned from a record decoded exactly in an
+        # earlier batch: a later batch whose first record has its headers uses it as is.
+        self._layouts: dict[int, _Layout] = {}
 
     def start_dump(self, service_family: Family | None) -> None:
         """A dump begins. The records of those before are decoded once there are enough,
@@ -100,7 +102,7 @@ class DestTableBuilder:
         """`count` records of `length` bytes at `start`, each at the aligned stride, all
         checked by the reader to be whole messages of the current dump."""
         dump = len(self._counts) - 1
-        self._runs.append(_Run(datagram, start, count, length, dump, self._counts[dump] + 1))
+        self._runs.append((datagram, start, count, length, dump))
         self._counts[dump] += count
         self._pending += count
 
@@ -111,22 +113,19 @@ class DestTableBuilder:
     def abandon_dump(self) -> None:
         """Forget the dump being read (it failed: its records are never decoded)."""
         dump = len(self._counts) - 1
-        self._runs = [run for run in self._runs if run.dump != dump]
-        self._pending = sum(run.records for run in self._runs)
+        self._runs = [run for run in self._runs if run[4] != dump]
+        self._pending = sum(run[2] for run in self._runs)
         del self._counts[dump:], self._families[dump:]
 
-    def build(self) -> tuple[RealServerTable, list[tuple[int, int]]]:
-        """The table of every record, in order, and each dump's rows in it."""
-        bounds, row = [], 0
-        for count in self._counts:
-            bounds.append((row, row + count))
-            row += count
+    def build(self) -> tuple[RealServerTable, list[int]]:
+        """The table of every record, in order, and how many rows each dump has in it."""
         self._flush()
-        return self._decoded.build(), bounds
+        return self._decoded.build(), self._counts
 
     def _flush(self) -> None:
         """Decode the pending records (earlier ones are decoded: the first error is theirs).
         The one place the strategy is chosen: columns for many records, else exact."""
+        self._first_indexes = None
         if self._pending < COLUMNAR_MIN_RECORDS:
             table = self._exact()
         else:
@@ -140,23 +139,32 @@ class DestTableBuilder:
     def _columnar(self) -> RealServerTable:
         """Runs grouped by message length, each group decoded column-wise, then the rows
         put back in arrival order (records of another layout decoded exactly in between)."""
-        self._runs = _joined(self._runs)  # the datagrams go: their records are copied
-        groups: dict[int, list[_Run]] = {}
-        for run in self._runs:
-            groups.setdefault(run.length, []).append(run)
-        decoded = {length: self._group(length, runs) for length, runs in groups.items()}
+        runs = self._runs
+        groups: dict[int, list[int]] = {}  # message length -> places of its runs
+        lengths = {run[3] for run in runs}
+        if len(lengths) == 1:
+            groups[lengths.pop()] = list(range(len(runs)))
+        else:
+            for place, run in enumerate(runs):
+                groups.setdefault(run[3], []).append(place)
+        self._runs = _joined(runs, groups)  # the datagrams go: their records are copied
+        decoded = {length: self._group(length, places) for length, places in groups.items()}
+        if len(decoded) == 1:
+            (only,) = decoded.values()
+            if not only.exact:  # the usual batch: its one group's rows are in arrival order
+                return only.table
         builder = TableBuilder()
         used = dict.fromkeys(groups, 0)  # rows of each group put back so far
-        for run in self._runs:
-            group = decoded[run.length]
-            first = used[run.length]
-            used[run.length] += run.records
+        for _buf, _start, records, length, _dump in self._runs:
+            group = decoded[length]
+            first = used[length]
+            used[length] += records
             before = int(group.bad_before[first])
-            if int(group.bad_before[first + run.records]) == before:
+            if int(group.bad_before[first + records]) == before:
                 table_row = first - before
-                builder.add_rows(group.table, table_row, table_row + run.records)
+                builder.add_rows(group.table, table_row, table_row + records)
                 continue
-            for row in range(first, first + run.records):
+            for row in range(first, first + records):
                 if row in group.exact:
                     builder.add(group.exact[row])
                 else:
@@ -164,19 +172,23 @@ class DestTableBuilder:
                     builder.add_rows(group.table, table_row, table_row + 1)
         return builder.build()
 
-    def _group(self, length: int, runs: list[_Run]) -> _Group:
-        """The records of one message length: a table of those of the first one's layout,
-        the others decoded exactly."""
+    def _group(self, length: int, places: list[int]) -> _Group:
+        """The records of one message length (the runs at `places`, joined): a table of
+        those of the first one's layout, the others decoded exactly."""
         import numpy as np
 
         stride = nla_align(length)
-        buf = runs[0].datagram  # the group's records, joined
+        runs = [self._runs[place] for place in places]
+        buf = runs[0][0]  # the group's records, joined
         rows = len(buf) // stride
-        first = runs[0]
-        self._decode_one(first, first.start)  # a valid record: raises if it is not
-        layout = _learn(buf[:length])
-        families = [int(self._families[run.dump] or 0) for run in runs]
-        service_families = np.repeat(np.array(families, np.int64), [run.records for run in runs])
+        layout = self._layouts.get(length)
+        if layout is None or not _same_headers(buf, layout):
+            self._decode_one(places[0], 0)  # a valid record: raises if it is not
+            layout = _learn(buf[:length])
+            if layout is not None:
+                self._layouts[length] = layout
+        families = [int(self._families[run[4]] or 0) for run in runs]
+        service_families = np.repeat(np.array(families, np.int64), [run[2] for run in runs])
         good = np.zeros(rows, bool)
         if layout is not None:
             good = _matching(buf, stride, rows, layout)
@@ -186,11 +198,10 @@ class DestTableBuilder:
         exact = {}
         bad = np.flatnonzero(~good).tolist()
         if bad:
-            firsts = list(accumulate((run.records for run in runs), initial=0))
+            firsts = list(accumulate((run[2] for run in runs), initial=0))
             for row in bad:
                 place = bisect_right(firsts, row) - 1
-                run = runs[place]
-                exact[row] = self._decode_one(run, run.start + (row - firsts[place]) * stride)
+                exact[row] = self._decode_one(places[place], row - firsts[place])
         bad_before = np.concatenate(([0], np.cumsum(~good)))
         table = _EMPTY
         if layout is not None:
@@ -199,18 +210,32 @@ class DestTableBuilder:
 
     def _exact(self) -> RealServerTable:
         builder = TableBuilder()
-        for run in self._runs:
-            stride = nla_align(run.length)
-            for k in range(run.records):
-                builder.add(self._decode_one(run, run.start + k * stride))
+        for place, run in enumerate(self._runs):
+            for record in range(run[2]):
+                builder.add(self._decode_one(place, record))
         return builder.build()
 
-    def _decode_one(self, run: _Run, offset: int) -> RealServer:
-        """One record the exact way (`ipvs.decode_dest`), with its place in its dump."""
-        message = run.datagram[offset : offset + run.length]
-        index = run.first_index + (offset - run.start) // nla_align(run.length)
+    def _decode_one(self, place: int, record: int) -> RealServer:
+        """The `record`-th record of the run at `place` the exact way (`ipvs.decode_dest`),
+        with its place in its dump."""
+        buf, start, _records, length, dump = self._runs[place]
+        offset = start + record * nla_align(length)
+        message = buf[offset : offset + length]
+        index = self._first_index(place) + record
         nest = ipvs.top_level(message[RECORD_START:], CmdAttr.DEST, index=index)
-        return ipvs.decode_dest(nest, service_family=self._families[run.dump], index=index)
+        return ipvs.decode_dest(nest, service_family=self._families[dump], index=index)
+
+    def _first_index(self, place: int) -> int:
+        """The 1-based place in its dump of the first record of the run at `place` (errors
+        name it; worked out for all runs when first asked: a dump's runs are all pending)."""
+        if self._first_indexes is None:
+            seen: dict[int, int] = {}
+            self._first_indexes = []
+            for _buf, _start, records, _length, dump in self._runs:
+                before = seen.get(dump, 0)
+                self._first_indexes.append(before + 1)
+                seen[dump] = before + records
+        return self._first_indexes[place]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,27 +245,28 @@ class _Group:
     bad_before: npt.NDArray[np.int64]  # how many of the group's rows before each are exact
 
 
-def _joined(runs: list[_Run]) -> list[_Run]:
-    """The runs, in order, moved into one buffer per message length, each record copied
-    once at its stride (a datagram's last message may end without its padding: zeros are
-    added). Then only the buffers hold the records, not the datagrams as well."""
-    places: dict[int, list[int]] = {}
-    for place, run in enumerate(runs):
-        places.setdefault(run.length, []).append(place)
+def _joined(runs: list[_Run], groups: dict[int, list[int]]) -> list[_Run]:
+    """The runs, in order, moved into one buffer per message length (`groups`: the places
+    of each length's runs), each record copied once at its stride (a datagram's last
+    message may end without its padding: zeros are added). Then only the buffers hold the
+    records, not the datagrams as well."""
     moved = list(runs)
-    for length, group in places.items():
+    for length, places in groups.items():
         stride = nla_align(length)
         parts: list[bytes | memoryview] = []
-        for place in group:
-            run = runs[place]
-            size = run.records * stride
-            chunk = memoryview(run.datagram)[run.start : run.start + size]
+        for place in places:
+            datagram, start, records, _length, _dump = runs[place]
+            size = records * stride
+            if start == 0 and len(datagram) == size:  # the usual run: the whole datagram
+                parts.append(datagram)
+                continue
+            chunk = memoryview(datagram)[start : start + size]
             parts += (chunk,) if len(chunk) == size else (chunk, bytes(size - len(chunk)))
         buf, at = b"".join(parts), 0
-        for place in group:
-            run = runs[place]
-            moved[place] = _Run(buf, at, run.records, length, run.dump, run.first_index)
-            at += run.records * stride
+        for place in places:
+            _datagram, _start, records, _length, dump = runs[place]
+            moved[place] = (buf, at, records, length, dump)
+            at += records * stride
     return moved
 
 
@@ -269,6 +295,12 @@ def _learn(message: bytes) -> _Layout | None:
             return None
         stats = tuple(nest[attr] for attr in _STATS_ORDER)
     return _Layout(message, tuple(headers), values, stats, wide)
+
+
+def _same_headers(buf: bytes, layout: _Layout) -> bool:
+    """Whether the first record in `buf` has every attribute header the layout has."""
+    learned = layout.message
+    return all(buf[at : at + 4] == learned[at : at + 4] for at in layout.header_offsets)
 
 
 def _matching(buf: bytes, stride: int, rows: int, layout: _Layout) -> npt.NDArray[np.bool_]:
@@ -312,24 +344,29 @@ def _columns(
     good: npt.NDArray[np.bool_],
     service_families: npt.NDArray[np.int64],
 ) -> RealServerTable:
-    """The table of the good records, each column read for all records at once."""
+    """The table of the good records, each column read for all records at once and kept
+    `compact`: ints are made only for the values a consumer reads."""
+    select = None if good.all() else good
 
-    def required(attr: DestAttr) -> list[int]:
+    def selected(values: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
+        return values if select is None else values[select]
+
+    def required(attr: DestAttr) -> Sequence[int]:
         values = _value(buf, stride, layout, attr)
         assert values is not None  # decode_dest needs it; the layout is of a valid record
-        return values[good].tolist()
+        return compact(selected(values))
 
-    def optional(attr: DestAttr) -> list[int | None] | None:
+    def optional(attr: DestAttr) -> Sequence[int] | None:
         values = _value(buf, stride, layout, attr)
-        return None if values is None else values[good].tolist()
+        return None if values is None else compact(selected(values))
 
-    families = _address_families(buf, stride, layout, service_families)[good]
-    numbers = address_numbers(buf, stride, layout.values[DestAttr.ADDR][0], families, good)
+    families = selected(_address_families(buf, stride, layout, service_families))
+    numbers = address_numbers(buf, stride, layout.values[DestAttr.ADDR][0], families, select)
     tunnels = None
     tun_type = optional(DestAttr.TUN_TYPE)
     if tun_type is not None:
         # TUN_PORT and TUN_FLAGS missing read as 0, as decode_dest reads them
-        zeros: list[int | None] = [0] * len(tun_type)
+        zeros = array("Q", bytes(8 * len(tun_type)))
         tunnels = (
             tun_type,
             optional(DestAttr.TUN_PORT) or zeros,
@@ -338,12 +375,10 @@ def _columns(
     stats = None
     if layout.stats is not None:
         stats = tuple(
-            column(buf, stride, offset, None if layout.stats_wide else STATS32_CODECS[attr])[
-                good
-            ].tolist()
-            for attr, (offset, _size) in zip(_STATS_ORDER, layout.stats, strict=True)
+            compact(selected(column(buf, stride, offset, None if layout.stats_wide else codec)))
+            for codec, (offset, _size) in zip(_STATS32, layout.stats, strict=True)
         )
-    address_families = list(map(_FAMILIES.__getitem__, families.tolist()))
+    address_families = _members(_FAMILIES.__getitem__, families)
     reported = DestAttr.ADDR_FAMILY in layout.values
     forwards = _value(buf, stride, layout, DestAttr.FWD_METHOD)
     assert forwards is not None  # decode_dest needs it; the layout is of a valid record
@@ -351,7 +386,7 @@ def _columns(
         address_families=address_families,
         address_numbers=numbers,
         ports=required(DestAttr.PORT),
-        forwards=list(map(_FORWARDS.__getitem__, (forwards[good] & FWD_MASK).tolist())),
+        forwards=_members(_FORWARDS.__getitem__, selected(forwards) & FWD_MASK),
         weights=required(DestAttr.WEIGHT),
         active_conns=required(DestAttr.ACTIVE_CONNS),
         inactive_conns=required(DestAttr.INACT_CONNS),
@@ -362,6 +397,17 @@ def _columns(
         stats=stats,
         tunnels=tunnels,
     )
+
+
+def _members(member_of: Callable[[int], T], values: npt.NDArray[np.integer]) -> list[T]:
+    """The enum member of each value; one look-up for the whole column when every value is
+    the same (as a column of families or forwarding methods usually is)."""
+    if not len(values):
+        return []
+    first = int(values[0])
+    if (values == first).all():
+        return [member_of(first)] * len(values)
+    return list(map(member_of, values.tolist()))
 
 
 _EMPTY = RealServerTable([], [], [], [], [], [], [])

@@ -12,13 +12,10 @@ import ipaddress
 import struct
 
 from lvsprobe.kernel.genl.attrs import (
-    BE16,
     GENL_HDR,
     NLA_HDR,
     NLMSG_HDR,
     STRING,
-    U16,
-    Codec,
     NlFlag,
     Where,
     encode_attr,
@@ -88,48 +85,64 @@ class GetDestRequests:
     """GET_DEST dump requests of one family id, for a read that sends one per service.
 
     The request of a <protocol, address, port> key is `encode_get_dests`'s for a placeholder
-    key, made once, with the sequence number and the key's four values written over it at
-    the places a walk of it found (IPv4 and IPv6 keys have the same layout: ADDR is 16
-    bytes either way). fwmark keys are encoded the exact way.
+    key, made once, with the sequence number and the key's four values put in at the places
+    a walk of it found: one struct packs the whole message, the placeholder's other bytes
+    passed in as they are (IPv4 and IPv6 keys have the same layout: ADDR is 16 bytes either
+    way). fwmark keys are encoded the exact way.
     """
 
     def __init__(self, family_id: int) -> None:
         self.family_id = family_id
         placeholder = ServiceKey(Family.INET, Protocol.TCP, ipaddress.IPv4Address(0), 0)
-        self._template = encode_get_dests(family_id, 0, placeholder)
+        template = encode_get_dests(family_id, 0, placeholder)
         nest_at = NLMSG_HDR.size + GENL_HDR.size + NLA_HDR.size  # the SERVICE nest's body
         offsets, at = {}, nest_at
-        for attr in walk_attrs(self._template[nest_at:], Where("GET_DEST template")):
+        for attr in walk_attrs(template[nest_at:], Where("GET_DEST template")):
             offsets[attr.type] = at + NLA_HDR.size
             at += nla_align(NLA_HDR.size + len(attr.payload))
-        self._af_at = offsets[SvcAttr.AF]
-        self._protocol_at = offsets[SvcAttr.PROTOCOL]
-        self._addr_at = offsets[SvcAttr.ADDR]
-        self._port_at = offsets[SvcAttr.PORT]
+        # Where `encode` puts its values, in the order of the bytes (encode_service_key's):
+        # the sequence number, then the key's (the port as its two network-order bytes: a
+        # struct has one byte order).
+        places = [
+            (_SEQ_AT, "I"),
+            (offsets[SvcAttr.AF], "H"),
+            (offsets[SvcAttr.PROTOCOL], "H"),
+            (offsets[SvcAttr.ADDR], f"{ADDR_LEN}s"),
+            (offsets[SvcAttr.PORT], "2s"),
+        ]
+        if places != sorted(places):
+            raise AssertionError(f"GET_DEST template's values out of order: {places}")
+        fmt, pieces, at = ["="], [], 0
+        for offset, code in places:
+            fmt += (f"{offset - at}s", code)
+            pieces.append(template[at:offset])
+            at = offset + struct.calcsize("=" + code)
+        fmt.append(f"{len(template) - at}s")
+        pieces.append(template[at:])
+        self._struct = struct.Struct("".join(fmt))
+        self._pieces = pieces
 
     def encode(self, seq: int, key: ServiceKey) -> bytes:
         """The request for `key`, as `encode_get_dests(family_id, seq, key)` makes it."""
         if key.fwmark or key.family is None or key.protocol is None or key.address is None:
             return encode_get_dests(self.family_id, seq, key)
-        request = bytearray(self._template)
-        _SEQ.pack_into(request, _SEQ_AT, seq)
-        _U16.pack_into(request, self._af_at, key.family)
-        _U16.pack_into(request, self._protocol_at, key.protocol)
-        _ADDR.pack_into(request, self._addr_at, key.address.packed)
-        _BE16.pack_into(request, self._port_at, key.port)
-        return bytes(request)
+        head, after_seq, after_family, after_protocol, after_address, tail = self._pieces
+        return self._struct.pack(
+            head,
+            seq,
+            after_seq,
+            key.family,
+            after_family,
+            key.protocol,
+            after_protocol,
+            key.address.packed,
+            after_address,
+            key.port.to_bytes(2, "big"),
+            tail,
+        )
 
 
-def _packer(codec: Codec[int]) -> struct.Struct:
-    assert codec.packer is not None  # an integer codec
-    return codec.packer
-
-
-_U16 = _packer(U16)
-_BE16 = _packer(BE16)
-_SEQ = struct.Struct("=I")
 _SEQ_AT = 8  # nlmsghdr: len u32, type u16, flags u16, then seq
-_ADDR = struct.Struct(f"{ADDR_LEN}s")  # pads an IPv4 address with zeros, as the kernel's
 
 
 def encode_get_daemons(family_id: int, seq: int, port_id: int = 0) -> bytes:

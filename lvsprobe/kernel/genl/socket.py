@@ -35,7 +35,14 @@ from lvsprobe.kernel.genl.attrs import (
     split_messages,
 )
 from lvsprobe.kernel.genl.dest_table import DestTableBuilder
-from lvsprobe.kernel.genl.runs import Records, Runs, is_done, records_run
+from lvsprobe.kernel.genl.runs import (
+    DONE_SIZE,
+    HeaderChecks,
+    Records,
+    Runs,
+    is_done,
+    records_run,
+)
 from lvsprobe.kernel.genl.service_table import decode_service_runs, services_of
 from lvsprobe.kernel.netns import describe_netns, proc_net_root_for_thread, run_in_netns
 from lvsprobe.model import (
@@ -159,7 +166,7 @@ class IPVSNetlink:
         # The kernel's SERVICE record layouts, learned from the first ones (genl.layout);
         # DEST records are decoded column-wise (genl.dest_table).
         self._service_layouts = ipvs.service_layouts()
-        self._header_structs: dict[tuple[int, int], struct.Struct] = {}  # _records_run's
+        self._header_checks: HeaderChecks = {}  # records_run's
         self._dest_requests: ipvs.GetDestRequests | None = None  # of family_id, made once
 
     @classmethod
@@ -268,9 +275,8 @@ class IPVSNetlink:
             dests.abandon_dump()  # an earlier service's bad record is the first error
             dests.build()
             raise
-        table, bounds = dests.build()
-        rows = [RealServerRows(table, start, stop) for start, stop in bounds]
-        return tuple(services_of(services, rows))
+        table, counts = dests.build()
+        return tuple(services_of(services, RealServerRows.split(table, counts)))
 
     def _dest_requests_of(
         self, keys: list[ServiceKey], into: DestTableBuilder
@@ -278,11 +284,12 @@ class IPVSNetlink:
         """(seq, GET_DEST request) of each service in turn, its dump started `into`."""
         if self._dest_requests is None or self._dest_requests.family_id != self.family_id:
             self._dest_requests = ipvs.GetDestRequests(self.family_id)
-        encode = self._dest_requests.encode
+        encode, start_dump = self._dest_requests.encode, into.start_dump
+        seq = self._seq
         for key in keys:
-            into.start_dump(key.family)
-            self._seq += 1
-            yield self._seq, encode(self._seq, key)
+            start_dump(key.family)
+            seq = self._seq = seq + 1
+            yield seq, encode(seq, key)
 
     def _dumps(
         self, requests: Iterable[tuple[int, bytes]], what: Callable[[int], str], into: Records
@@ -293,17 +300,17 @@ class IPVSNetlink:
 
         The usual replies (a datagram of this dump's records, then NLMSG_DONE with no error)
         are recognised by their headers alone; anything else goes message by message."""
-        send, recv = self._transport.send, self._transport.recv
-        family_id, structs = self.family_id, self._header_structs
+        send, recv, add_run = self._transport.send, self._transport.recv, into.add_run
+        family_id, checks = self.family_id, self._header_checks
         for index, (seq, request) in enumerate(requests):
             send(request)
             while True:
                 datagram = recv()
-                if is_done(datagram, seq):
+                if len(datagram) == DONE_SIZE and is_done(datagram, seq):
                     break
-                taken = records_run(datagram, family_id, seq, structs)
+                taken = records_run(datagram, family_id, seq, checks)
                 if taken is not None:  # the usual datagram: records of this dump only
-                    into.add_run(datagram, *taken)
+                    add_run(datagram, *taken)
                 elif self._general(datagram, seq, what(index), into):
                     break
 
