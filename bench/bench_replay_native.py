@@ -27,7 +27,8 @@ Like with like:
     python -m bench replay_native [--seconds S] [--threads N] [--concurrency C] [--rounds R]
                                   [--server-procs P] [--profile]
 
-`--profile` adds one cProfile'd engine run (where its loop's time goes, by call) and, when
+`--profile` adds one cProfile'd engine run (where its loop's time goes, by call; its Python and
+C calls per connection) and, when
 py-spy is installed, one sampled by py-spy (the same, without cProfile's per-call cost).
 
 Needs nginx (Debian's nginx-light) and wrk; traffic stays on 127.0.0.0/8.
@@ -94,8 +95,9 @@ class Figures:
 
 @dataclass(frozen=True)
 class Loop:
-    """The engine processes' phases (means over them, seconds) and their loops' CPU (the thread's)
-    per ok connection: what the engine pays per connection, start-up and log apart. Of the
+    """The engine processes' phases (means over them, seconds) and their loops' CPU (the
+    thread's, and its user and system parts: the Python's and the kernel's) per ok
+    connection: what the engine pays per connection, start-up and log apart. Of the
     start-up, `plan_s` went to planning the flows; of what follows the loop, `write_s` to
     writing the run directory (flows.parquet, the summary), the rest to leaving the process."""
 
@@ -105,11 +107,14 @@ class Loop:
     after_s: float
     write_s: float
     cpu_us: float
+    user_us: float
+    sys_us: float
 
     def line(self) -> str:
         return (f"engine process: start-up {self.startup_s:.1f} s (plan {self.plan_s:.1f} s), "
-                f"loop {self.loop_s:.1f} s (its thread's CPU {self.cpu_us:5.1f} us/conn), "
-                f"after {self.after_s:.1f} s (run directory {self.write_s:.1f} s)")  # fmt: skip
+                f"loop {self.loop_s:.1f} s (its thread's CPU {self.cpu_us:5.1f} us/conn: user "
+                f"{self.user_us:4.1f}, system {self.sys_us:4.1f}), after {self.after_s:.1f} s "
+                f"(run directory {self.write_s:.1f} s)")  # fmt: skip
 
 
 class Server:
@@ -222,6 +227,7 @@ def engine_cli() -> None:
     def measured(self: fastloop.FastRunner) -> object:
         profile = cProfile.Profile() if profile_path else None
         cpu0, unix0 = time.thread_time(), time.time()
+        usage0 = resource.getrusage(resource.RUSAGE_THREAD)
         if profile is not None:
             profile.enable()
         try:
@@ -230,7 +236,11 @@ def engine_cli() -> None:
             if profile is not None:
                 profile.disable()
                 profile.dump_stats(profile_path)
+            usage = resource.getrusage(resource.RUSAGE_THREAD)
             spent["cpu_s"] = time.thread_time() - cpu0
+            spent["user_s"] = usage.ru_utime - usage0.ru_utime
+            spent["sys_s"] = usage.ru_stime - usage0.ru_stime
+            spent["ok"] = sum(r.outcome == "ok" for r in self.records)
             spent["start_unix"], spent["end_unix"] = unix0, time.time()
 
     fastloop.FastRunner.run = measured  # type: ignore[method-assign]
@@ -273,11 +283,14 @@ def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int
         done = json.loads((tmp / f"loop{worker}.json").read_text())
         phases.append((done["start_unix"] - launched, done["make_plan"],
                        done["end_unix"] - done["start_unix"], exited - done["end_unix"],
-                       done["write_run"], done["cpu_s"]))  # fmt: skip
-    start, plan_s, span, after, write_s, cpu_s = (
-        sum(p[i] for p in phases) / threads for i in range(6)
+                       done["write_run"], done["cpu_s"], done["user_s"],
+                       done["sys_s"]))  # fmt: skip
+    start, plan_s, span, after, write_s, cpu_s, user_s, sys_s = (
+        sum(p[i] for p in phases) / threads for i in range(8)
     )
-    loop = Loop(start, plan_s, span, after, write_s, cpu_s * threads / max(ok, 1) * 1e6)
+    per_conn_us = threads / max(ok, 1) * 1e6
+    loop = Loop(start, plan_s, span, after, write_s, cpu_s * per_conn_us, user_s * per_conn_us,
+                sys_s * per_conn_us)  # fmt: skip
     return steady_rate(runs), ok, loop
 
 
@@ -291,6 +304,9 @@ def _where(tmp: Path) -> None:
     stats = pstats.Stats(str(tmp / "engine.prof"))
     rows = stats.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in rows.values())
+    ok = max(1, json.loads((tmp / "loop0.json").read_text())["ok"])
+    python_calls = sum(v[1] for k, v in rows.items() if k[0] != "~")
+    c_calls = sum(v[1] for k, v in rows.items() if k[0] == "~")
     calls = {
         k[2]: v[2] for k, v in rows.items() if k[0] == "~" and any(w in k[2] for w in SYSCALLS)
     }
@@ -299,7 +315,8 @@ def _where(tmp: Path) -> None:
         where = f"C {name}" if file == "~" else Path(file).name
         if file != "~" or name not in calls:
             by_module[where] = by_module.get(where, 0.0) + v[2]
-    print(f"  where the profiled engine's loop spends its time ({total:.1f} s):")
+    print(f"  where the profiled engine's loop spends its time ({total:.1f} s; per ok connection "
+          f"{python_calls / ok:.1f} Python calls, {c_calls / ok:.1f} C calls):")  # fmt: skip
     print(f"    socket/epoll calls {sum(calls.values()) / total:6.1%}: " + ", ".join(
         f"{name.split()[1] if ' ' in name else name} {t / total:.1%}"
         for name, t in sorted(calls.items(), key=lambda kv: -kv[1])[:6]))  # fmt: skip

@@ -7,6 +7,7 @@ Every socket is bound to its flow's client address before connecting
 
 from __future__ import annotations
 
+import _socket as c_socket
 import asyncio
 import contextlib
 import errno
@@ -15,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.flows import (
@@ -33,21 +34,24 @@ from lvsprobe.replay.flows import (
     UdpFlow,
 )
 from lvsprobe.replay.ftpflow import FtpFlow, ListenData, OpenData
+from lvsprobe.replay.httphead import HeadReader
 from lvsprobe.replay.plan import PlannedFlow
 from lvsprobe.replay.scenario import Scenario
 from lvsprobe.replay.tlsflow import TlsFlow, TlsSession
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # linux/in.h, 4.2+
+Sock = TypeVar("Sock", bound=c_socket.socket)
 
 
 @dataclass
 class FlowContext:
-    """What flows of one run share: the backend pattern (compiled once), the TLS context and
-    the saved session of each client."""
+    """What flows of one run share: the backend pattern (compiled once), the response heads
+    read so far, the TLS context and the saved session of each client."""
 
     scenario: Scenario
     tls_context: ssl.SSLContext | None = None
     sessions: dict[str, ssl.SSLSession] = field(default_factory=dict)
+    heads: HeadReader = field(default_factory=HeadReader)
     backend_regex: re.Pattern[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,11 +85,10 @@ def make_flow(planned: PlannedFlow, ctx: FlowContext) -> Flow:
         body = planned.payload_bytes if mix.payload_bytes != (64, 64) else 0
         if ctx.scenario.arrival.model == "pool":  # one request on a connection kept open
             return HttpFlow(
-                matcher, host, mix.path, 1, True, body, planned.flow_id, persistent=True
+                matcher, host, mix.path, 1, True, body, planned.flow_id, 0.0, True, ctx.heads
             )
-        return HttpFlow(
-            matcher, host, mix.path, mix.requests, mix.keepalive, body, planned.flow_id, mix.think_s
-        )
+        return HttpFlow(matcher, host, mix.path, mix.requests, mix.keepalive, body,
+                        planned.flow_id, mix.think_s, False, ctx.heads)  # fmt: skip
     if planned.kind == "udp":
         return UdpFlow(
             matcher,
@@ -107,7 +110,7 @@ def make_flow(planned: PlannedFlow, ctx: FlowContext) -> Flow:
     if planned.kind == "tls":
         if ctx.tls_context is None:
             ctx.tls_context = client_tls_context()
-        inner = HttpFlow(matcher, host, mix.path, 1, False, 0, planned.flow_id)
+        inner = HttpFlow(matcher, host, mix.path, 1, False, 0, planned.flow_id, heads=ctx.heads)
         session = ctx.sessions.get(planned.client_address) if mix.resume else None
         return TlsFlow(inner, ctx.tls_context, mix.server_name, session)
     raise ValueError(f"no stream flow for kind {planned.kind}")
@@ -127,8 +130,15 @@ def _outcome(exc: BaseException) -> tuple[str, str]:
 
 
 def _socket(src: str, dst: str, kind: int) -> socket.socket:
+    return bound_socket(socket.socket, src, dst, kind)
+
+
+def bound_socket(make: Callable[[int, int], Sock], src: str, dst: str, kind: int) -> Sock:
+    """A non-blocking socket (`make`: socket.socket, what asyncio takes, or its C base
+    _socket.socket, the epoll engine's: no Python wrapper to build and close per
+    connection) of `kind` bound to `src`, to connect to `dst`."""
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
-    sock = socket.socket(family, kind | socket.SOCK_NONBLOCK)  # non-blocking: no ioctl after
+    sock = make(family, kind | socket.SOCK_NONBLOCK)  # non-blocking: no ioctl after
     try:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
@@ -165,14 +175,14 @@ class FlowRun:
         self.loop = asyncio.get_running_loop()
 
     def _apply(self, events: list[Any]) -> None:
-        now = self.clock() if events else 0.0
+        if not events:
+            return
+        finished = record_events(self.record, events, self.clock())
+        if self.finished is None:
+            self.finished = finished
         for event in events:
-            if record_event(self.record, event, now):
-                continue
             if isinstance(event, TlsSession):
                 self.ctx.sessions[self.planned.client_address] = event.session
-            elif isinstance(event, Finished) and self.finished is None:
-                self.finished = event
             elif isinstance(event, OpenData):
                 self._spawn(self._open_data(event))
             elif isinstance(event, ListenData):
@@ -328,25 +338,30 @@ class FlowRun:
             await self._act(self.flow.data_listening(self.planned.client_address, item, now), sock)
 
 
-def record_event(rec: FlowRecord, event: object, now: float) -> bool:
-    """Apply an event that only updates the flow's record (first byte, backend, request,
-    heartbeat, field), `now` the time the engine read it; False for the events an engine
-    handles itself."""
-    if isinstance(event, FirstByte):
-        if rec.ttfb_s is None:
-            rec.ttfb_s = now - rec.start_s
-    elif isinstance(event, BackendSeen):
-        if rec.backend is None:
-            rec.backend = event.name
-    elif isinstance(event, RequestDone):
-        rec.requests += 1
-    elif isinstance(event, HeartbeatDone):
-        rec.heartbeats += 1
-    elif isinstance(event, FieldSet):
-        setattr(rec, event.name, event.value)
-    else:
-        return False
-    return True
+def record_events(rec: FlowRecord, events: list[Any], now: float) -> Finished | None:
+    """Apply the events that only update the flow's record (first byte, backend, request,
+    heartbeat, field), `now` the time the engine read them; the first `Finished` back (the
+    other events are the engine's own to handle). One call a step, the kinds told apart by
+    their exact class (none is subclassed) in the order a flow sends them."""
+    finished = None
+    for event in events:
+        kind = type(event)
+        if kind is FirstByte:
+            if rec.ttfb_s is None:
+                rec.ttfb_s = now - rec.start_s
+        elif kind is BackendSeen:
+            if rec.backend is None:
+                rec.backend = event.name
+        elif kind is RequestDone:
+            rec.requests += 1
+        elif kind is Finished:
+            if finished is None:
+                finished = event
+        elif kind is HeartbeatDone:
+            rec.heartbeats += 1
+        elif kind is FieldSet:
+            setattr(rec, event.name, event.value)
+    return finished
 
 
 def new_record(
@@ -378,7 +393,7 @@ async def drive_flow(
                 s.close()
 
 
-def _local_port(sock: socket.socket) -> int | None:
+def _local_port(sock: c_socket.socket) -> int | None:
     """The local port a failed connect was made from (the kernel bound it at connect), so a
     refused flow still joins the director's connection table; None if it never got one."""
     try:

@@ -4,7 +4,7 @@ record, what waits to be sent, and where it stands (connected, finished, idle in
 
 from __future__ import annotations
 
-import socket
+import _socket
 
 from lvsprobe.replay.flowrecord import FlowRecord
 from lvsprobe.replay.flows import Finished, Flow
@@ -19,7 +19,7 @@ class Conn:
                  "wake_at")  # fmt: skip
 
     def __init__(
-        self, sock: socket.socket, planned: PlannedFlow, flow: Flow, record: FlowRecord, mask: int
+        self, sock: _socket.socket, planned: PlannedFlow, flow: Flow, record: FlowRecord, mask: int
     ) -> None:
         self.sock, self.fd = sock, sock.fileno()
         self.half_close = self.connected = self.closed = self.pooled = False

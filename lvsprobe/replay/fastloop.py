@@ -19,6 +19,7 @@ flows started before it took time), so its events, all in later batches, never p
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import gc
@@ -35,10 +36,10 @@ from lvsprobe.replay.driver import (
     FlowContext,
     _local_port,
     _outcome,
-    _socket,
+    bound_socket,
     make_flow,
     new_record,
-    record_event,
+    record_events,
 )
 from lvsprobe.replay.fastconn import Conn
 from lvsprobe.replay.fastsched import Arrivals, Timers
@@ -91,7 +92,7 @@ class FastRunner:
         self._ep = select.epoll()
         self._conns: dict[int, Conn] = {}
         self._timers: Timers[int] = Timers()  # by fd: a closed flow's timers hold nothing of it
-        self._arrivals = Arrivals(iter(plan), stages_of(scenario))
+        self._arrivals = Arrivals(plan, stages_of(scenario))
         self._pool_size = scenario.arrival.connections if scenario.arrival.model == "pool" else 0
         self._pool_open = 0  # pooled connections open (busy, idle or connecting)
         self._idle: list[Conn] = []
@@ -102,6 +103,7 @@ class FastRunner:
         """Ask the run to end now (safe from a signal handler)."""
         if self.stop_reason is None:
             self.stop_reason = reason
+            self._arrivals.stopped = True
 
     @property
     def skipped(self) -> int:
@@ -113,9 +115,6 @@ class FastRunner:
 
     def _pool_free(self) -> bool:
         return not self._pool_size or bool(self._idle) or self._pool_open < self._pool_size
-
-    def _stopped(self) -> bool:
-        return self.stop_reason is not None
 
     # ---- one flow -------------------------------------------------------------------------
     def _start(self, planned: PlannedFlow, start: float) -> None:
@@ -141,7 +140,9 @@ class FastRunner:
             return
         kind = socket.SOCK_DGRAM if planned.kind == "udp" else socket.SOCK_STREAM
         try:
-            sock = _socket(planned.client_address, planned.server_address, kind)
+            sock = bound_socket(
+                _socket.socket, planned.client_address, planned.server_address, kind
+            )
         except OSError as exc:
             rec.outcome, rec.detail = _outcome(exc)
             rec.end_s = self.clock()
@@ -170,7 +171,8 @@ class FastRunner:
         conn.connected = True
         rec.client_port = conn.sock.getsockname()[1]
         rec.connect_s = now - rec.start_s
-        self._mask(conn, _IN)
+        conn.mask = _IN  # (it was _OUT, and it is open)
+        self._ep.modify(conn.fd, _IN)
         self._act(conn, conn.flow.start(now), now)
 
     def _mask(self, conn: Conn, mask: int) -> None:
@@ -179,11 +181,10 @@ class FastRunner:
             self._ep.modify(conn.fd, mask)
 
     def _act(self, conn: Conn, step: Step, now: float) -> None:
-        for event in step.events:
-            if record_event(conn.record, event, now):
-                continue
-            if isinstance(event, Finished) and conn.finished is None:
-                conn.finished = event
+        if step.events:
+            finished = record_events(conn.record, step.events, now)
+            if conn.finished is None:
+                conn.finished = finished
         if step.wake_at is not None:
             conn.wake_at = step.wake_at
             self._timers.wake(step.wake_at, conn.fd)
@@ -197,7 +198,8 @@ class FastRunner:
                     self._fail(conn, exc, now)
                     return
                 conn.record.out_bytes += len(step.send)
-        conn.half_close = conn.half_close or step.half_close
+        if step.half_close:
+            conn.half_close = True
         if conn.out or conn.half_close:
             self._flush(conn, now)
         if conn.finished is None or conn.closed:
@@ -370,7 +372,7 @@ class FastRunner:
                     if now >= limit:
                         self.stop("run-ended")
                         break
-                    arrivals.start_due(now, self.clock, self._start, self._pool_free, self._stopped)
+                    arrivals.start_due(now, self.clock, self._start, self._pool_free)
                     if arrivals.next is None and len(self._conns) == len(self._idle):
                         break
                     if now >= next_progress:

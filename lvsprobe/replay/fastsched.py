@@ -6,30 +6,40 @@ No I/O: the loop passes `now` in and starts what this says is due.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
+import operator
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from lvsprobe.replay.plan import PlannedFlow
 from lvsprobe.replay.profile import Stage, windows
 
 Item = TypeVar("Item")
+_STAGE = operator.attrgetter("stage")
 
 
 class Arrivals:
     """The plan's next flow and the closed stages' free slots; `skipped` counts the flows
-    of closed stages that ended before a slot freed for them."""
+    of closed stages that ended before a slot freed for them. `stopped`, once set, starts
+    nothing more.
 
-    def __init__(self, plan: Iterator[PlannedFlow], stages: tuple[Stage, ...]) -> None:
-        self._pending = plan
-        self.next: PlannedFlow | None = next(plan, None)
+    The plan lists its flows stage by stage (make_plan's order, kept by a shard's subset), so
+    the flows of a closed stage left when it ends are one run of the plan: skipped in one
+    count, found by bisection, not walked one by one inside the loop."""
+
+    def __init__(self, plan: Sequence[PlannedFlow], stages: tuple[Stage, ...]) -> None:
+        self._plan = plan
+        self._at = 0  # the plan's index of `next`
+        self.next: PlannedFlow | None = plan[0] if plan else None
         self._stages = stages
         self._windows = windows(stages)
         self._free: dict[int, int] = {}  # closed stages: slots ready for their next flow
         self._thinking: list[tuple[float, int]] = []  # (when a slot in think time frees, stage)
         self.skipped = 0
+        self.stopped = False
 
     def freed(self, planned: PlannedFlow, now: float) -> None:
         """A flow ended: its closed-stage slot frees, now or after its think time."""
@@ -40,15 +50,15 @@ class Arrivals:
         else:
             self._free[planned.stage] = self._free.get(planned.stage, 0) + 1
 
-    def _slot(self, planned: PlannedFlow, now: float) -> bool | None:
-        """Whether closed-stage `planned` has a slot now; None: never (its stage has ended)."""
-        start, end = self._windows[planned.stage]
-        if now >= end:
-            return None
-        if now < start:
-            return False
-        free = self._free.setdefault(planned.stage, self._stages[planned.stage].concurrency)
-        return free > 0
+    def _skip_stage(self, stage: int) -> None:
+        """Skip the rest of ended closed stage `stage` (from `next` on)."""
+        past = bisect.bisect_right(self._plan, stage, self._at, key=_STAGE)
+        self.skipped += past - self._at
+        self._move(past)
+
+    def _move(self, at: int) -> None:
+        self._at = at
+        self.next = self._plan[at] if at < len(self._plan) else None
 
     def start_due(
         self,
@@ -56,13 +66,13 @@ class Arrivals:
         clock: Callable[[], float],
         start: Callable[[PlannedFlow, float], None],
         pool_free: Callable[[], bool],
-        stopped: Callable[[], bool],
     ) -> None:
         """Start (`start(planned, start_s)`) every flow due at `now`, in plan order."""
         while self._thinking and self._thinking[0][0] <= now:
             stage = heapq.heappop(self._thinking)[1]
             self._free[stage] = self._free.get(stage, 0) + 1
-        while (nxt := self.next) is not None and not stopped():
+        free, windows_s = self._free, self._windows
+        while (nxt := self.next) is not None and not self.stopped:
             if nxt.at_s is not None:  # open: when due (pool: and a connection is free)
                 if nxt.at_s > now or not pool_free():
                     break
@@ -71,15 +81,20 @@ class Arrivals:
                 # A closed-stage flow is judged on a fresh reading, recorded as its start:
                 # the batch's `now` may be stale by the flows started before it in this batch.
                 fresh = clock()
-                ready = self._slot(nxt, fresh)
-                if ready is False:
+                stage = nxt.stage
+                opens_s, ends_s = windows_s[stage]
+                if fresh >= ends_s:
+                    self._skip_stage(stage)
+                    continue
+                slots = free.get(stage)
+                if slots is None:
+                    slots = self._stages[stage].concurrency
+                if fresh < opens_s or slots <= 0:
+                    free[stage] = slots
                     break
-                if ready is None:
-                    self.skipped += 1
-                else:
-                    self._free[nxt.stage] -= 1
-                    start(nxt, fresh)
-            self.next = next(self._pending, None)
+                free[stage] = slots - 1
+                start(nxt, fresh)
+            self._move(self._at + 1)
 
     def wait_s(self, now: float, until: float) -> float:
         """How long the loop may wait for events before a flow is due (at most `until`)."""

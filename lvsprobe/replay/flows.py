@@ -9,10 +9,11 @@ events (what happened), and whether the flow is finished.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lvsprobe.replay.httphead import NEVER_WHOLE, header_values, http_number
+from lvsprobe.replay.httphead import Framing, read_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +150,12 @@ class Flow:
         self._got_first = False
 
     def _saw(self, data: bytes, events: list[Any]) -> None:
-        if data and not self._got_first:
+        if not data:
+            return
+        if not self._got_first:
             self._got_first = True
             events.append(FIRST_BYTE)
-        seen = self.matcher.feed(data) if data else None
-        if seen is not None:
+        if self.matcher.name is None and (seen := self.matcher.feed(data)) is not None:
             events.append(seen)
 
     def start(self, now: float) -> Step:
@@ -261,8 +263,9 @@ class HttpFlow(Flow):
     `persistent`: the connection outlives the flow (the pool model), so even its last request
     asks to keep it alive."""
 
-    __slots__ = ("_buffer", "_chunked", "_done", "_head_len", "_status", "_want", "body", "host",
-                 "keepalive", "path", "persistent", "requests", "think_s")  # fmt: skip
+    __slots__ = ("_buffer", "_chunked", "_done", "_head_len", "_read_head", "_status",
+                 "_want", "body", "host", "keepalive", "path", "persistent", "requests",
+                 "think_s")  # fmt: skip
     kind = "http"
 
     def __init__(
@@ -276,8 +279,10 @@ class HttpFlow(Flow):
         flow_id: int = 0,
         think_s: float = 0.0,
         persistent: bool = False,
+        heads: Callable[[bytes], Framing] = read_head,
     ):
         super().__init__(matcher)
+        self._read_head = heads  # a run's HeadReader, or read_head itself
         self.persistent = persistent
         self.host, self.path = host, path
         self.requests, self.keepalive = requests, keepalive
@@ -309,35 +314,15 @@ class HttpFlow(Flow):
         return Step(send=self._request())
 
     def _parse_head(self) -> Finished | None:
-        """Status and body framing, once the head is in. Read as the bytes it is: only the
-        status line and the lines naming Content-Length or Transfer-Encoding are split, each
-        as a latin-1 text's `partition(":")` and `strip()` would split it."""
-        buffer = self._buffer
-        end = buffer.find(b"\r\n\r\n")
+        """Status and body framing, once the head is in (httphead.py reads it)."""
+        end = self._buffer.find(b"\r\n\r\n")
         if end < 0:
             return None
-        head = buffer[:end]
-        first = head.find(b"\r\n")
-        status_line = head if first < 0 else head[:first]
-        parts = status_line.split(b" ", 2)
-        status = http_number(parts[1]) if len(parts) >= 2 else None
-        if status is None or not parts[0].startswith(b"HTTP/"):
-            return Finished("error:http-bad-status-line", status_line.decode("latin-1")[:80])
-        self._status = status
+        framing = self._read_head(self._buffer[:end])
+        if isinstance(framing, str):
+            return Finished("error:http-bad-status-line", framing)
+        self._status, self._want, self._chunked = framing
         self._head_len = end + 4
-        self._want = -1  # until EOF
-        self._chunked = False
-        lowered = head.lower()
-        if b"content-length" in lowered:
-            for value in header_values(head, lowered, b"content-length", first):
-                if value.isdigit():
-                    length = http_number(value)
-                    self._want = NEVER_WHOLE if length is None else length
-        if b"transfer-encoding" in lowered:
-            for value in header_values(head, lowered, b"transfer-encoding", first):
-                self._chunked = self._chunked or b"chunked" in value.lower()
-        if self._status in (204, 304) or 100 <= self._status < 200:
-            self._want = 0
         return None
 
     def _chunked_done(self) -> bool | None:
@@ -364,40 +349,50 @@ class HttpFlow(Flow):
 
     def receive(self, data: bytes, now: float) -> Step:
         events: list[Any] = []
-        self._saw(data, events)
-        self._buffer += data
-        if self._want is None and (bad := self._parse_head()) is not None:
-            return Step(events=[*events, bad], done=True)
+        if data:
+            self._saw(data, events)
+            self._buffer += data
         if self._want is None:
-            if not data:
-                return Step(events=[*events, Finished("error:http-eof-in-header")], done=True)
-            return Step(events=events)
+            bad = self._parse_head()
+            if bad is not None:
+                events.append(bad)
+                return Step(events=events, done=True)
+            if self._want is None:
+                if not data:
+                    events.append(Finished("error:http-eof-in-header"))
+                    return Step(events=events, done=True)
+                return Step(events=events)
         if self._chunked and self._want < 0:
             complete = self._chunked_done()
             if complete is None:
-                return Step(events=[*events, Finished("error:http-bad-chunk")], done=True)
+                events.append(Finished("error:http-bad-chunk"))
+                return Step(events=events, done=True)
             if not complete:
                 if data:
                     return Step(events=events)
-                return Step(events=[*events, Finished("error:http-short-body")], done=True)
+                events.append(Finished("error:http-short-body"))
+                return Step(events=events, done=True)
+        want = self._want
         have = len(self._buffer) - self._head_len
-        if self._want >= 0 and have < self._want and data:
-            return Step(events=events)
-        if self._want < 0 and data:
-            return Step(events=events)
-        if self._want >= 0 and have < self._want:
-            return Step(events=[*events, Finished("error:http-short-body")], done=True)
+        if want < 0 or have < want:  # the body goes on: until EOF, or short of its length
+            if data:
+                return Step(events=events)
+            if want >= 0:
+                events.append(Finished("error:http-short-body"))
+                return Step(events=events, done=True)
         events.append(REQUEST_DONE)
         self._done += 1
         if self._status >= 400:
-            return Step(events=[*events, Finished(f"error:http-{self._status}")], done=True)
-        rest = self._buffer[self._head_len + max(self._want, 0) :]
-        self._buffer, self._want = rest, None
+            events.append(Finished(f"error:http-{self._status}"))
+            return Step(events=events, done=True)
+        self._buffer = self._buffer[self._head_len + (want if want > 0 else 0) :]
+        self._want = None
         if self._done >= self.requests:
             events.append(FINISHED_OK)
             return Step(events=events, done=True)
         if not data:
-            return Step(events=[*events, Finished("reset", "server closed keep-alive")], done=True)
+            events.append(Finished("reset", "server closed keep-alive"))
+            return Step(events=events, done=True)
         if self.think_s > 0:
             return Step(events=events, wake_at=now + self.think_s)
         return Step(events=events, send=self._request())

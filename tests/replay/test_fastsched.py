@@ -6,14 +6,17 @@ from __future__ import annotations
 import gc
 import math
 import socket
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from lvsprobe.replay.fastloop import FastRunner
-from lvsprobe.replay.fastsched import Timers
-from lvsprobe.replay.plan import make_plan
+from lvsprobe.replay.fastsched import Arrivals, Timers
+from lvsprobe.replay.flowmix import FlowMix
+from lvsprobe.replay.plan import PlannedFlow, make_plan
+from lvsprobe.replay.profile import Stage
 from lvsprobe.replay.runner import RunOptions
 from lvsprobe.replay.scenario import parse_scenario
 
@@ -160,3 +163,74 @@ def test_the_loop_makes_no_garbage_cycles(servers: object) -> None:
             gc.set_debug(0)
             gc.garbage.clear()
     assert left == []
+
+
+class _CountedPlan(list):  # type: ignore[type-arg]
+    """A plan that counts the flows read from it."""
+
+    reads = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        _CountedPlan.reads += 1
+        return super().__getitem__(index)
+
+
+def _stage_plan(flows: int) -> list[PlannedFlow]:
+    """Two closed stages of `flows` flows each, stage 0 over at 1 s, stage 1 from 1 s to 2 s."""
+    mix = FlowMix("http")
+    return [
+        PlannedFlow(i, "http", "127.0.0.2", "127.0.0.1", 80, None, 0, mix, i // flows)
+        for i in range(2 * flows)
+    ]
+
+
+def test_a_closed_stage_that_ends_skips_its_rest_in_one_count() -> None:
+    """Regression: the flows a closed stage had no time for were skipped one by one inside the
+    loop (166k skips in a 5 s run); now they are counted, the plan read a few times, not once
+    per flow skipped. The next stage's flows then start as before."""
+    flows = 100_000
+    plan = _CountedPlan(_stage_plan(flows))
+    stages = (Stage(1.0, concurrency=2), Stage(1.0, concurrency=2))
+    arrivals = Arrivals(plan, stages)
+    started: list[tuple[int, float]] = []
+    arrivals.start_due(0.0, lambda: 0.0, lambda p, t: started.append((p.flow_id, t)), bool)
+    assert started == [(0, 0.0), (1, 0.0)]  # the stage's 2 slots
+    _CountedPlan.reads = 0
+    arrivals.start_due(1.5, lambda: 1.5, lambda p, t: started.append((p.flow_id, t)), bool)
+    assert arrivals.skipped == flows - 2
+    assert started[2:] == [(flows, 1.5), (flows + 1, 1.5)]  # stage 1's 2 slots
+    assert _CountedPlan.reads < 100
+
+
+def test_a_stop_starts_nothing_more() -> None:
+    arrivals = Arrivals(_stage_plan(10), (Stage(1.0, concurrency=4), Stage(1.0, concurrency=4)))
+    started: list[int] = []
+
+    def start(planned: PlannedFlow, _: float) -> None:
+        started.append(planned.flow_id)
+        arrivals.stopped = True  # (a signal handler's stop, as a flow starts)
+
+    arrivals.start_due(0.0, lambda: 0.0, start, bool)
+    assert started == [0] and arrivals.next is not None and arrivals.next.flow_id == 1
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(lambda d, r: f"{{duration: {d}s, rate: {r}}}", st.integers(1, 3),
+                      st.integers(1, 40)),
+            st.builds(lambda d, c: f"{{duration: {d}s, concurrency: {c}}}", st.integers(1, 3),
+                      st.integers(1, 4)),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(1, 300),
+)  # fmt: skip
+def test_a_plan_lists_its_flows_stage_by_stage(stages: list[str], max_flows: int) -> None:
+    """What the bulk skip relies on: each stage's flows are one run of the plan."""
+    text = _scenario(80, "  - {kind: http}", max_flows, "5s").replace(
+        "arrival: {model: closed, concurrency: 4}", f"arrival: {{stages: [{', '.join(stages)}]}}"
+    )
+    plan = make_plan(parse_scenario(text.replace("max_duration: 30s", "max_duration: 20s"), "s"))
+    assert [p.stage for p in plan] == sorted(p.stage for p in plan)

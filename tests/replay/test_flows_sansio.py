@@ -21,6 +21,7 @@ from lvsprobe.replay.flows import (
     UdpFlow,
 )
 from lvsprobe.replay.ftpflow import FtpFlow, ListenData, OpenData
+from lvsprobe.replay.httphead import HeadReader, read_head
 from lvsprobe.replay.scenario import DEFAULT_BACKEND_PATTERN
 
 
@@ -384,3 +385,39 @@ def test_the_head_read_as_bytes_is_the_head_read_as_text(
 def test_http_numbers_int_refuses_end_the_flow_not_the_run(reply: bytes, outcome: str) -> None:
     flow = HttpFlow(_matcher(), "vip", "/")
     assert _finished(_feed(flow, [reply, b""])).outcome == outcome
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(STATUS_PIECES + HEADER_PIECES), max_size=8).map(b"".join),
+        max_size=200,
+    )
+)
+def test_a_run_reads_each_head_as_read_head_does(heads: list[bytes]) -> None:
+    """The run's HeadReader gives what read_head gives, whatever it has kept (never more
+    than its limit), and so does a flow reading its replies through it."""
+    reader = HeadReader()
+    for head in heads:
+        assert reader(head) == read_head(head)
+        assert len(reader._read) <= HeadReader.LIMIT
+    for head in heads[:20]:
+        reply = head + b"\r\n\r\nbody"
+        alone = HttpFlow(_matcher(), "vip", "/")
+        shared = HttpFlow(_matcher(), "vip", "/", heads=reader)
+        assert _feed(shared, [reply, b""]) == _feed(alone, [reply, b""])
+
+
+def test_record_events_fill_the_record_and_give_back_the_outcome() -> None:
+    from lvsprobe.replay.driver import record_events
+    from lvsprobe.replay.flowrecord import FlowRecord
+    from lvsprobe.replay.flows import FIRST_BYTE, REQUEST_DONE
+
+    rec = FlowRecord(1, "http", "127.0.0.2", None, "127.0.0.1", 80, "tcp", 1.0, 1.5, 0.0)
+    events = [FIRST_BYTE, BackendSeen("rs2"), REQUEST_DONE, Finished("reset", "x"),
+              HeartbeatDone(), FieldSet("tls_version", "TLSv1.3"), BackendSeen("rs3"),
+              FIRST_BYTE, Finished("ok")]  # fmt: skip
+    assert record_events(rec, events, 2.0) == Finished("reset", "x")
+    got = (rec.ttfb_s, rec.backend, rec.requests, rec.heartbeats, rec.tls_version)
+    assert got == (0.5, "rs2", 1, 1, "TLSv1.3")
+    assert record_events(rec, [REQUEST_DONE], 3.0) is None and rec.requests == 2
