@@ -20,23 +20,28 @@ from lvsprobe.replay.scenario import pool_span
 from lvsprobe.replay.yamldoc import CONTROL_CHARS
 
 MAX_PAYLOAD = 1 << 20
+DETAIL_PASSES = 3  # tshark passes tried before a failure counts (add_detail)
 
 
 def add_detail(path: Path, flows: list[Flow]) -> int:
     """Fill `flow.detail` (http_path, ftp_commands, tls_sni, tls_session_id) with tshark's
     dissectors; returns how many flows got detail.
 
-    A failed pass is run once more before it counts: asyncio's child watcher reports a tshark
-    that exited cleanly as "crashed, 255" when another waiter in a busy process reaped it first
-    (seen in CI). A damaged file fails both passes; flows change only after a whole pass."""
+    A failed pass is run again (DETAIL_PASSES in all) before it counts: asyncio's child watcher
+    reports a tshark that exited cleanly as "crashed, 255" when another waiter in a busy
+    process reaped it first (seen in CI, twice in a row under load). A damaged file fails
+    every pass; flows change only after a whole pass."""
     index: dict[FlowKey, int] = {
         (f.protocol, f.client, f.client_port, f.server, f.server_port): n
         for n, f in enumerate(flows)
     }
-    try:
-        found = _dissect(path, index, flows)
-    except ParseError:
-        found = _dissect(path, index, flows)
+    for passes_left in range(DETAIL_PASSES - 1, -1, -1):
+        try:
+            found = _dissect(path, index, flows)
+            break
+        except ParseError:
+            if not passes_left:
+                raise
     for n, detail in found.items():
         flows[n].detail = detail
     return len(found)

@@ -73,7 +73,7 @@ def test_detail_pass_that_fails_once_is_run_again_whole(monkeypatch: pytest.Monk
     monkeypatch.setattr(pyshark, "FileCapture", FailsFirstClose)
     result = read_capture(CAPTURE)
     assert add_detail(CAPTURE, result.flows) == 24
-    assert len(made) == 2
+    assert len(made) >= 2  # 3 if the real reaping race also hit the second pass
     assert {f.detail["http_requests"] for f in result.flows} == {1}
 
 
