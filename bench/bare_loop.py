@@ -32,6 +32,26 @@ LEAN_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
+def figures(
+    ok: int,
+    spent_s: float,
+    usage0: resource.struct_rusage,
+    usage: resource.struct_rusage,
+    unix0: float,
+    **extra: int,
+) -> dict:
+    """The JSON line a bare loop prints (bare_uring.py's too)."""
+    return {
+        "ok": ok,
+        "seconds": spent_s,
+        "user_s": usage.ru_utime - usage0.ru_utime,
+        "sys_s": usage.ru_stime - usage0.ru_stime,
+        "start_unix": unix0,
+        "end_unix": unix0 + spent_s,
+        **extra,
+    }
+
+
 def run(port: int, concurrency: int, seconds: float, worker: int, max_conns: int,
         lean: bool = False) -> dict:  # fmt: skip
     ep = select.epoll()
@@ -91,15 +111,7 @@ def run(port: int, concurrency: int, seconds: float, worker: int, max_conns: int
     usage = resource.getrusage(resource.RUSAGE_SELF)
     for sock, _sent in open_socks.values():
         sock.close()
-    return {
-        "ok": ok,
-        "seconds": spent,
-        "user_s": usage.ru_utime - usage0.ru_utime,
-        "sys_s": usage.ru_stime - usage0.ru_stime,
-        "start_unix": unix0,
-        "end_unix": unix0 + spent,
-        "bind_retries": retries,
-    }
+    return figures(ok, spent, usage0, usage, unix0, bind_retries=retries)
 
 
 if __name__ == "__main__":

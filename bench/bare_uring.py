@@ -39,6 +39,8 @@ import time
 
 import liburing as lu
 
+from bench.bare_loop import figures
+
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 ADDRESSES = 250
 PORT_FIRST, PORT_SPAN = 20000, 40000
@@ -155,16 +157,7 @@ def run(port: int, concurrency: int, seconds: float, worker: int, max_conns: int
     usage = resource.getrusage(resource.RUSAGE_SELF)
     lu.io_uring_submit(ring)
     lu.io_uring_queue_exit(ring)
-    return {
-        "ok": ok,
-        "seconds": spent,
-        "user_s": usage.ru_utime - usage0.ru_utime,
-        "sys_s": usage.ru_stime - usage0.ru_stime,
-        "start_unix": unix0,
-        "end_unix": unix0 + spent,
-        "failed": failed,
-        "bind_retries": retries,
-    }
+    return figures(ok, spent, usage0, usage, unix0, failed=failed, bind_retries=retries)
 
 
 if __name__ == "__main__":
