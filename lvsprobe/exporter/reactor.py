@@ -277,19 +277,22 @@ class SocketStream:
 
     def recv_nowait(self, max_bytes: int) -> bytes | None:
         """What has arrived (b"" at the peer's end), or None if nothing yet."""
-        try:
-            return self.sock.recv(max_bytes)
-        except BlockingIOError:
-            self.want = READ
-            return None
+        return self._attempt(self.sock.recv, max_bytes, READ)
 
     def send_nowait(self, data: memoryview) -> int | None:
         """The bytes the kernel took, or None if it takes none now."""
+        return self._attempt(self.sock.send, data, WRITE)
+
+    def _attempt(self, call: Callable[[Any], T], arg: Any, blocked_on: int) -> T | None:
+        """`call(arg)`, or None with `want` set to what the socket must become to go on;
+        `want` is back to READ (waiting for the client) once a call went through."""
         try:
-            return self.sock.send(data)
+            result = call(arg)
         except BlockingIOError:
-            self.want = WRITE
+            self.want = blocked_on
             return None
+        self.want = READ
+        return result
 
     async def recv(self, max_bytes: int, deadline: float | None) -> bytes:
         while (data := self.recv_nowait(max_bytes)) is None:

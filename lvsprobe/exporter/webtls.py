@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from lvsprobe.errors import ParseError
 from lvsprobe.exporter.certdates import parse_certificate_validity, pem_certificates
-from lvsprobe.exporter.reactor import READ, WRITE, SocketStream, Wait
+from lvsprobe.exporter.reactor import READ, WRITE, SocketStream, T, Wait
 from lvsprobe.exporter.yamlfile import Section
 
 log = logging.getLogger("lvsprobe.exporter")
@@ -276,9 +278,11 @@ class TLSStream(SocketStream):
             except ssl.SSLWantWriteError:
                 await Wait(self.sock, WRITE, deadline=deadline)
 
-    def recv_nowait(self, max_bytes: int) -> bytes | None:
+    def _attempt(self, call: Callable[[Any], T], arg: Any, blocked_on: int) -> T | None:
+        """As a plain socket's, but a TLS record may need the other direction first (keys
+        renegotiated), whichever call it is."""
         try:
-            data = self.sock.recv(max_bytes)
+            result = call(arg)
         except ssl.SSLWantReadError:
             self.want = READ
             return None
@@ -286,16 +290,4 @@ class TLSStream(SocketStream):
             self.want = WRITE
             return None
         self.want = READ
-        return data
-
-    def send_nowait(self, data: memoryview) -> int | None:
-        try:
-            sent = self.sock.send(data)
-        except ssl.SSLWantWriteError:
-            self.want = WRITE
-            return None
-        except ssl.SSLWantReadError:
-            self.want = READ
-            return None
-        self.want = READ
-        return sent
+        return result
