@@ -85,10 +85,27 @@ def make_flow(planned: PlannedFlow, ctx: FlowContext) -> Flow:
         body = planned.payload_bytes if mix.payload_bytes != (64, 64) else 0
         if ctx.scenario.arrival.model == "pool":  # one request on a connection kept open
             return HttpFlow(
-                matcher, host, mix.path, 1, True, body, planned.flow_id, 0.0, True, ctx.heads
+                matcher,
+                host,
+                mix.path,
+                1,
+                True,
+                body,
+                planned.flow_id,
+                persistent=True,
+                heads=ctx.heads,
             )
-        return HttpFlow(matcher, host, mix.path, mix.requests, mix.keepalive, body,
-                        planned.flow_id, mix.think_s, False, ctx.heads)  # fmt: skip
+        return HttpFlow(
+            matcher,
+            host,
+            mix.path,
+            mix.requests,
+            mix.keepalive,
+            body,
+            planned.flow_id,
+            mix.think_s,
+            heads=ctx.heads,
+        )
     if planned.kind == "udp":
         return UdpFlow(
             matcher,
