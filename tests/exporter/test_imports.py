@@ -7,12 +7,13 @@ loads shows up here.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from lvsprobe.dashboards.prometheus import free_port
 
 FIXTURE = Path(__file__).parents[1] / "fixtures/kernel-6.1/nat/proc"
 BOUND_S = 60
@@ -57,13 +58,6 @@ main()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _get(url: str, headers: dict[str, str] | None = None) -> bytes:
     request = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(request, timeout=30) as resp:
@@ -71,7 +65,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> bytes:
 
 
 def _loaded_by_export_and_scrapes() -> list[str]:
-    port = _free_port()
+    port = free_port()
     argv = ["export", "--procfs-root", str(FIXTURE), "--web.listen-address", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
         [sys.executable, "-c", CODE, *argv],
