@@ -5,7 +5,8 @@ asyncio would do, but importing it loads ssl (and libcrypto with it, ~4 MB of RS
 more: a task (a coroutine) waits for one `Wait` at a time, a socket ready, a `Signal` set or a
 deadline passed, whichever comes first; other threads hand work over with
 `call_soon_threadsafe`. Deadlines are `time.monotonic()` seconds; one that passes throws
-TimeoutError into the task, and `Loop.cancel` throws `Cancelled`.
+TimeoutError into the task, and `Loop.cancel` throws `Cancelled`. A callback that raises is
+logged and the loop goes on, as asyncio's does: one bad callback must not end the exporter.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ T = TypeVar("T")
 # What a close reads and drops, at most (SocketStream.close).
 _DRAIN_READS, _DRAIN_READ_BYTES = 16, 64 * 1024
 Woken = Literal["io", "signal"]
+# A timer's callback, in a box that `disarm` empties: the heap entry stays (removing from a
+# heap is linear) but lets go of the task, and the heap is rebuilt once most are empty.
+TimerBox = list[Callable[[], object] | None]
+_COMPACT_MIN_TIMERS = 64
 
 
 class Cancelled(BaseException):
@@ -57,7 +62,7 @@ class Wait:
     """What a task waits for: `sock` ready for `events`, `signal` set, or `deadline` passed
     (TimeoutError); `await Wait(...)` says which of the first two woke it."""
 
-    __slots__ = ("deadline", "events", "signal", "sock")
+    __slots__ = ("deadline", "events", "signal", "sock", "timer")
 
     def __init__(
         self,
@@ -67,6 +72,7 @@ class Wait:
         deadline: float | None = None,
     ) -> None:
         self.sock, self.events, self.signal, self.deadline = sock, events, signal, deadline
+        self.timer: TimerBox | None = None
 
     def __await__(self) -> Generator[Wait, Woken, Woken]:
         return (yield self)
@@ -84,20 +90,29 @@ class Task(Generic[T]):
         self.error: BaseException | None = None
 
     def step(self, value: Woken | None, error: BaseException | None) -> None:
-        try:
-            wait = self.coro.send(value) if error is None else self.coro.throw(error)
-        except StopIteration as stop:
-            self.done, self.result = True, stop.value
-        except Cancelled:
-            self.done = True
-        except Exception as exc:
-            self.done, self.error = True, exc
-        except BaseException:  # KeyboardInterrupt, SystemExit: they end the loop too
-            self.done = True
-            raise
-        else:
-            self.waiting = wait
-            self.loop.arm(self, wait)
+        while True:
+            try:
+                wait = self.coro.send(value) if error is None else self.coro.throw(error)
+            except StopIteration as stop:
+                self.done, self.result = True, stop.value
+                return
+            except Cancelled:
+                self.done = True
+                return
+            except Exception as exc:
+                self.done, self.error = True, exc
+                return
+            except BaseException:  # KeyboardInterrupt, SystemExit: they end the loop too
+                self.done = True
+                raise
+            try:
+                self.waiting = wait
+                self.loop.arm(self, wait)
+                return
+            except (ValueError, KeyError, OSError) as exc:
+                # A closed socket, or one another task watches: the task's error, not the loop's.
+                self.waiting = None
+                value, error = None, exc
 
     def resume(self, wait: Wait, value: Woken | None, error: BaseException | None) -> None:
         """Go on from `wait` if the task still waits on it (a wake-up may come late)."""
@@ -113,7 +128,8 @@ class Loop:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._ready: deque[Callable[[], object]] = deque()  # thread-safe appends
-        self._timers: list[tuple[float, int, Callable[[], object]]] = []
+        self._timers: list[tuple[float, int, TimerBox]] = []
+        self._emptied_timers = 0  # entries in `_timers` whose box `disarm` emptied
         self._order = itertools.count()
         self._stopping = False
         self._closed = False
@@ -153,7 +169,12 @@ class Loop:
             self._wake_out.send(b"\0")
 
     def call_later(self, delay_s: float, callback: Callable[[], object]) -> None:
-        heapq.heappush(self._timers, (self.time() + delay_s, next(self._order), callback))
+        self._push_timer(self.time() + delay_s, callback)
+
+    def _push_timer(self, deadline: float, callback: Callable[[], object]) -> TimerBox:
+        box: TimerBox = [callback]
+        heapq.heappush(self._timers, (deadline, next(self._order), box))
+        return box
 
     def add_reader(self, sock: socket.socket, callback: Callable[[], object]) -> None:
         """Call `callback` whenever `sock` is readable (a listening socket: accept)."""
@@ -188,18 +209,24 @@ class Loop:
             else:
                 wait.signal._waiters.append((task, wait))
         if wait.deadline is not None:
-            timeout = (
-                wait.deadline,
-                next(self._order),
-                lambda: task.resume(wait, None, TimeoutError()),
+            wait.timer = self._push_timer(
+                wait.deadline, lambda: task.resume(wait, None, TimeoutError())
             )
-            heapq.heappush(self._timers, timeout)
 
     def disarm(self, wait: Wait) -> None:
-        """Let go of a wait's socket (its timer and signal entry are dropped when they fire:
-        a stale one finds the task waiting on something else)."""
+        """Let go of a wait's socket and timer (a signal's entry is dropped when it is set: a
+        stale one finds the task waiting on something else)."""
         if wait.sock is not None:
             self._selector.unregister(wait.sock)
+        box = wait.timer
+        if box is not None and box[0] is not None:
+            box[0] = None
+            self._emptied_timers += 1
+            emptied = self._emptied_timers
+            if emptied > _COMPACT_MIN_TIMERS and emptied * 2 > len(self._timers):
+                self._timers = [entry for entry in self._timers if entry[2][0] is not None]
+                heapq.heapify(self._timers)
+                self._emptied_timers = 0
 
     def stop(self) -> None:
         self._stopping = True
@@ -208,7 +235,7 @@ class Loop:
         self._stopping = False
         while not self._stopping:
             for _ in range(len(self._ready)):
-                self._ready.popleft()()
+                self._call(self._ready.popleft())
             if self._stopping:
                 break
             timeout = 0.0 if self._ready else self._until_next_timer()
@@ -218,12 +245,28 @@ class Loop:
                     if task.waiting is not None:
                         task.resume(task.waiting, "io", None)
                 else:
-                    key.data()
+                    self._call(key.data)
             now = self.time()
             while self._timers and self._timers[0][0] <= now:
-                heapq.heappop(self._timers)[2]()
+                box = heapq.heappop(self._timers)[2]
+                callback, box[0] = box[0], None
+                if callback is None:
+                    self._emptied_timers -= 1
+                else:
+                    self._call(callback)
+
+    @staticmethod
+    def _call(callback: Callable[[], object]) -> None:
+        """A callback, its error logged (KeyboardInterrupt and SystemExit end the loop)."""
+        try:
+            callback()
+        except Exception:
+            log.exception("exporter loop: a callback failed; the loop goes on")
 
     def _until_next_timer(self) -> float | None:
+        while self._timers and self._timers[0][2][0] is None:  # emptied: no wake-up for it
+            heapq.heappop(self._timers)
+            self._emptied_timers -= 1
         if not self._timers:
             return None
         return max(0.0, self._timers[0][0] - self.time())

@@ -4,7 +4,9 @@ nothing asserts on speed."""
 
 from __future__ import annotations
 
+import gc
 import socket
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -127,3 +129,69 @@ def test_an_interrupt_inside_a_task_ends_the_loop() -> None:
     with pytest.raises(KeyboardInterrupt):
         loop.run_forever()
     loop.close()
+
+
+def test_a_failing_callback_is_logged_and_the_loop_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A callback's bug (a flight's hand-over, a timer, an accept) must cost that callback,
+    never the exporter: before, the error left run_forever and the server stopped."""
+    loop = Loop()
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a callback")
+
+    async def after() -> str:
+        try:
+            await Wait(signal=Signal(), deadline=Loop.time() + 0.05)
+        except TimeoutError:
+            return "still running"
+        return "woken"
+
+    loop.call_soon(broken)
+    loop.call_later(0.0, broken)
+    task = loop.spawn(after())
+    loop.call_later(0.1, loop.stop)
+    with caplog.at_level("ERROR", logger="lvsprobe.exporter"):
+        loop.run_forever()
+    loop.close()
+    assert task.result == "still running"
+    assert [r.getMessage() for r in caplog.records].count(
+        "exporter loop: a callback failed; the loop goes on"
+    ) == 2
+
+
+def test_a_wait_on_a_closed_socket_is_the_tasks_error_not_the_loops() -> None:
+    sock, other = socket.socketpair()
+    other.close()
+    sock.close()
+
+    async def waits_on_closed() -> str:
+        try:
+            await Wait(sock, READ, deadline=Loop.time() + 5)
+        except ValueError:
+            return "told"
+        return "woken"
+
+    assert run(waits_on_closed()) == "told"
+
+
+def test_a_wait_woken_early_lets_go_of_its_timer() -> None:
+    """Waits with a far deadline woken by their signal: before, each one's timer (holding
+    the task and what it held) stayed in the heap until the deadline, an hour here."""
+    loop = Loop()
+
+    async def waits(times: int) -> None:
+        for _ in range(times):
+            signal = Signal()
+            loop.call_soon(signal.set)
+            await Wait(signal=signal, deadline=Loop.time() + 3600)
+
+    short = weakref.ref(loop.spawn(waits(1)))
+    many = loop.spawn(waits(1000))
+    loop.call_later(0.2, loop.stop)
+    loop.run_forever()
+    loop.close()
+    assert many.done
+    gc.collect()
+    assert short() is None
