@@ -400,8 +400,10 @@ def _names(path: Path) -> NamesFile:
 def _serve(
     listen: str, web_config: Path | None, path: str, limits: HTTPLimits, scrape: Any
 ) -> None:
+    from lvsprobe.exporter.heap import one_arena
     from lvsprobe.exporter.server import ExporterServer, parse_listen_address
 
+    one_arena()  # before the scrape pool's threads start (heap.py says why)
     try:
         host, port = parse_listen_address(listen)
     except ValueError as exc:
