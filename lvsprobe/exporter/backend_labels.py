@@ -101,11 +101,11 @@ class _Made:
     """One scrape's tails: service i (its head `heads[i]`, its tail format `formats[i]`) has
     rows bounds[i]..bounds[i+1]."""
 
-    heads: list[str]
+    heads: list[bytes]
     formats: list[str]
     bounds: list[int]
     packed: _Packed
-    tails: list[str]
+    tails: list[bytes]
 
 
 class BackendLabels:
@@ -123,16 +123,16 @@ class BackendLabels:
 
     def tails(
         self,
-        heads: list[str],
+        heads: list[bytes],
         counts: list[int],
         table: RealServerTable,
         formats: list[str] | None = None,
-    ) -> list[str]:
+    ) -> list[bytes]:
         """The label tail of every row of `table` (service i: `heads[i]`, `counts[i]` rows,
-        in order), each ending in the space before a value. Service i's tails are
-        `formats[i]` (BACKEND_TAIL for each if None) formatted with a row's address text,
-        port and forward label: a service is known again by its head and format. The list
-        is shared with the next scrape: never change it."""
+        in order), each ending in the space before a value, in UTF-8 as the render joins
+        them. Service i's tails are `formats[i]` (BACKEND_TAIL for each if None) formatted
+        with a row's address text, port and forward label: a service is known again by its
+        head and format. The list is shared with the next scrape: never change it."""
         if formats is None:
             formats = [BACKEND_TAIL] * len(heads)
         bounds = list(accumulate(counts, initial=0))
@@ -152,13 +152,13 @@ class BackendLabels:
 
     def _remade(
         self,
-        heads: list[str],
+        heads: list[bytes],
         formats: list[str],
         bounds: list[int],
         packed: _Packed,
         table: RealServerTable,
         previous: _Made | None,
-    ) -> list[str]:
+    ) -> list[bytes]:
         """Tails reused for each service whose rows are as before, the others made."""
         known = (
             {}
@@ -167,7 +167,7 @@ class BackendLabels:
                 key: i for i, key in enumerate(zip(previous.heads, previous.formats, strict=True))
             }
         )
-        parts: list[list[str]] = []
+        parts: list[list[bytes]] = []
         missing: list[tuple[int, int, int]] = []  # (service = index in parts, start, stop row)
         for i, key in enumerate(zip(heads, formats, strict=True)):
             start, stop = bounds[i], bounds[i + 1]
@@ -192,7 +192,7 @@ def _make(
     formats: list[str],
     missing: list[tuple[int, int, int]],
     texts_of: AddressTexts,
-) -> Iterator[list[str]]:
+) -> Iterator[list[bytes]]:
     """The tails of each (service, start, stop) row range in `missing`, made in one batch
     (addresses to text by numpy for big batches)."""
 
@@ -206,13 +206,14 @@ def _make(
         (formats[service] for service, _, _ in missing),
         (stop - start for _, start, stop in missing),
     )
-    tails: list[str] = []
+    tails: list[bytes] = []
     # In parts: the address texts of a part are all held at once.
     for start in range(0, len(numbers), _PART):
         texts = texts_of(families[start : start + _PART], numbers[start : start + _PART])
-        tails += map(str.format, islice(row_formats, len(texts)), texts, ports, forwards)
-    made = iter(tails)
-    return (list(islice(made, stop - start)) for _, start, stop in missing)
+        made = map(str.format, islice(row_formats, len(texts)), texts, ports, forwards)
+        tails += map(str.encode, made)
+    each = iter(tails)
+    return (list(islice(each, stop - start)) for _, start, stop in missing)
 
 
 def repeated(values: Iterable[T], counts: Iterable[int]) -> Iterator[T]:

@@ -95,7 +95,7 @@ class NodeExporterCollector:
         self.specs = node_exporter_specs(backend_labels)
         self._tails = BackendLabels(_go_texts)
         # The last tails seen, and whether their rows' blocks were all distinct.
-        self._distinct: tuple[list[str], bool] | None = None
+        self._distinct: tuple[list[bytes], bool] | None = None
 
     def collect(self, snap: Snapshot, out: Builder) -> None:
         # node_exporter reports nothing when ip_vs_stats is missing (IPVS not loaded) and fails
@@ -121,7 +121,7 @@ class NodeExporterCollector:
             columns.weights,
         )
         if not self._all_distinct(row_heads, tails):  # backends that look the same are summed
-            sums: dict[tuple[str, str], list[int]] = {}
+            sums: dict[tuple[bytes, bytes], list[int]] = {}
             for row, active, inactive, weight in zip(
                 zip(row_heads, tails, strict=True), *values, strict=True
             ):
@@ -136,7 +136,7 @@ class NodeExporterCollector:
             values = tuple([acc[i] for acc in sums.values()] for i in range(3))
         out.add_rows([name for name, _ in _BACKEND], row_heads, tails, values)
 
-    def _all_distinct(self, row_heads: list[str], tails: list[str]) -> bool:
+    def _all_distinct(self, row_heads: list[bytes], tails: list[bytes]) -> bool:
         """Whether no two rows have the same block (a head and tail each), known again
         without a look when the tails are the last scrape's (its heads were then too)."""
         last = self._distinct
@@ -146,9 +146,9 @@ class NodeExporterCollector:
         self._distinct = (tails, distinct)
         return distinct
 
-    def _service_blocks(self, snap: Snapshot, out: Builder) -> tuple[list[str], list[str]]:
-        """Each service's head (its real servers' block up to the first value of their own)
-        and tail format (a `BackendLabels` one: the rest, of the address text and port).
+    def _service_blocks(self, snap: Snapshot, out: Builder) -> tuple[list[bytes], list[str]]:
+        """Each service's head (its real servers' block up to the first value of their own,
+        UTF-8) and tail format (a `BackendLabels` one: the rest, of the address text and port).
 
         A service's values are written by templates made once per scrape: a block with a
         mark for each value, split at the first mark of a real server's value.
@@ -175,7 +175,7 @@ class NodeExporterCollector:
         head, tail = self._templates(out)
         formats: dict[str, str] = {}  # one string per distinct format (a few): kept by the cache
         return (
-            list(starmap(head.format, values)),
+            [text.encode() for text in starmap(head.format, values)],
             [formats.setdefault(text, text) for text in starmap(tail.format, values)],
         )
 

@@ -25,7 +25,7 @@ import enum
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import AnyStr, TypeVar, cast
 
 from lvsprobe.exporter.metrics import MetricSpec, MetricType
 
@@ -49,6 +49,7 @@ CONTENT_TYPE = ExpositionFormat.CLASSIC.value
 CHUNK_SAMPLES = 2048
 
 Value = int | float
+T = TypeVar("T")
 
 
 def escape_label_value(value: str) -> str:
@@ -96,10 +97,15 @@ def format_value(value: Value) -> str:
 class Rows:
     """Samples of a family, one per row: row i's label block is `heads[i] + tails[i]` (a
     tail ends in the space before the value) and its value `values[i]`. The lists are
-    shared (with other families, the model's table, the label cache): never changed."""
+    shared (with other families, the model's table, the label cache): never changed.
 
-    heads: list[str]
-    tails: list[str]
+    Heads and tails are UTF-8 already (tails are kept from one scrape to the next), so the
+    rows' text is joined as bytes: encoding it is a second copy of most of the body, which
+    cost a quarter of a scrape's CPU in the lab (a memory pass over 27 MB, where copies are
+    slow under emulation)."""
+
+    heads: list[bytes]
+    tails: list[bytes]
     values: list[Value]
 
 
@@ -122,7 +128,8 @@ class Family:
         """(label block, value) pairs (tests; rendering walks the lists)."""
         pairs = list(zip(self.blocks, self.values, strict=True))
         for rows in self.rows:
-            blocks = [head + tail[:-1] for head, tail in zip(rows.heads, rows.tails, strict=True)]
+            heads_and_tails = zip(rows.heads, rows.tails, strict=True)
+            blocks = [(head + tail[:-1]).decode() for head, tail in heads_and_tails]
             pairs += zip(blocks, rows.values, strict=True)
         return pairs
 
@@ -176,13 +183,13 @@ class Builder:
     def add_rows(
         self,
         names: Sequence[str],
-        heads: list[str],
-        tails: list[str],
+        heads: list[bytes],
+        tails: list[bytes],
         columns: Sequence[Sequence[Value]],
     ) -> None:
         """A sample per row in each family of `names`, its values the column of the same
-        place in `columns`; row i's block is `heads[i] + tails[i]`, a tail ending in the
-        space before the value (`{a="x",` and `b="y"} `). Nothing is copied: the lists
+        place in `columns`; row i's block is `heads[i] + tails[i]` (UTF-8), a tail ending in
+        the space before the value (`{a="x",` and `b="y"} `). Nothing is copied: the lists
         are kept as they are, and must never change."""
         if len(heads) != len(tails):
             raise ValueError(f"{len(heads)} label heads, {len(tails)} tails")
@@ -214,37 +221,43 @@ def render_chunks(
         for start in range(0, len(values), CHUNK_SAMPLES):
             stop = start + CHUNK_SAMPLES
             chunk = values[start:stop]
-            yield _lines(name, (blocks[start:stop], [" "] * len(chunk)), chunk).encode()
+            blocks_and_spaces = (blocks[start:stop], [" "] * len(chunk))
+            yield _lines(name, blocks_and_spaces, value_texts(chunk), "\n").encode()
+        name_utf8 = name.encode()
         while all_rows:  # each Rows let go once written (its columns may be its own)
             rows = all_rows.pop(0)
             for start in range(0, len(rows.values), CHUNK_SAMPLES):
                 stop = start + CHUNK_SAMPLES
                 pieces = (rows.heads[start:stop], rows.tails[start:stop])
-                yield _lines(name, pieces, rows.values[start:stop]).encode()
+                texts = value_bytes(rows.values[start:stop])
+                yield _lines(name_utf8, pieces, texts, b"\n")
     if fmt.openmetrics:
         yield b"# EOF\n"
 
 
-def _lines(name: str, blocks: tuple[list[str], ...], values: list[Value]) -> str:
+def _lines(
+    name: AnyStr, blocks: tuple[list[AnyStr], ...], texts: list[AnyStr], newline: AnyStr
+) -> AnyStr:
     """The lines of samples of the family `name`, joined from a list of their pieces that is
     filled column by column (slice assignment, in C): no Python code runs per line.
 
     The pieces are the name, then per sample the pieces of its label block and the space
     before the value (each a list with a piece per sample: block and space, or head and
-    tail), its value, and a newline and the name of the next (the last has a newline only).
+    tail), its value's text, and a newline and the name of the next (the last has a newline
+    only). All are text, or all UTF-8 bytes.
     """
-    count = len(values)
+    count = len(texts)
     for block in blocks:
         if len(block) != count:
-            raise ValueError(f"{name}: {len(block)} label blocks, {count} values")
+            raise ValueError(f"{name!r}: {len(block)} label blocks, {count} values")
     width = len(blocks) + 2
-    pieces = ["\n" + name] * (1 + width * count)
+    pieces = [newline + name] * (1 + width * count)
     pieces[0] = name
     for place, block in enumerate(blocks, start=1):
         pieces[place::width] = block
-    pieces[width - 1 :: width] = value_texts(values)
-    pieces[-1] = "\n"
-    return "".join(pieces)
+    pieces[width - 1 :: width] = texts
+    pieces[-1] = newline
+    return newline[:0].join(pieces)
 
 
 def value_texts(values: list[Value]) -> list[str]:
@@ -255,11 +268,31 @@ def value_texts(values: list[Value]) -> list[str]:
     refuse a float (TypeError), which sends the list value by value to `format_value`. An int
     subclass (bool) is written as an integer.
     """
-    if values and min(values) >= 0:  # a negative index would read the table from its end
-        try:
-            return [_DECIMALS[value] for value in cast(list[int], values)]
-        except (IndexError, TypeError):  # past the table, or a float
-            pass
+    return _from_table(values, _DECIMALS) or _texts(values)
+
+
+def value_bytes(values: list[Value]) -> list[bytes]:
+    """`value_texts` as ASCII bytes: small counts from a table of their bytes, the rest
+    written as text, encoded in one go and split (C-level passes over the values' text)."""
+    if not values:
+        return []
+    return _from_table(values, _DECIMAL_BYTES) or " ".join(_texts(values)).encode().split(b" ")
+
+
+def _from_table(values: list[Value], table: tuple[T, ...]) -> list[T] | None:
+    """Each value's entry in a table of the small counts; None when one is past it (or
+    negative: an index would read the table from its end) or a float."""
+    if not values or min(values) < 0:
+        return None
+    try:
+        return [table[value] for value in cast(list[int], values)]
+    except (IndexError, TypeError):
+        return None
+
+
+def _texts(values: list[Value]) -> list[str]:
+    """Values as text one by one: `int.__repr__` over the list in C, or `format_value` for
+    each value once a float is among them."""
     try:
         return list(map(int.__repr__, values))
     except TypeError:
@@ -271,6 +304,7 @@ def value_texts(values: list[Value]) -> list[str]:
 
 # The decimal texts of the small values most samples have (a constant, ~200 KB).
 _DECIMALS = tuple(map(str, range(4096)))
+_DECIMAL_BYTES = tuple(text.encode() for text in _DECIMALS)
 
 
 def render(families: Iterable[Family], fmt: ExpositionFormat = ExpositionFormat.CLASSIC) -> bytes:

@@ -259,7 +259,7 @@ class ServicesCollector:
         that changed since the last scrape.
         """
         lead = "{" + (out.prefix + "," if out.prefix else "")
-        heads = [f'{lead}{pairs},backend_address="' for pairs in pairs_of]
+        heads = [f'{lead}{pairs},backend_address="'.encode() for pairs in pairs_of]
         counts = list(map(len, kept))
         table = RealServerTable.concat(kept)
         tails = self.labels.tails(heads, counts, table)

@@ -96,7 +96,7 @@ def _labelled(text: bytes) -> list[bytes]:
     return [line for line in text.splitlines() if b"dropped_series_total" not in line]
 
 
-def _tails(labels: BackendLabels, heads: list[str], table: list[Service]) -> list[str]:
+def _tails(labels: BackendLabels, heads: list[bytes], table: list[Service]) -> list[bytes]:
     rows = [svc.real_servers for svc in table]
     return labels.tails(heads, list(map(len, rows)), RealServerTable.concat(rows))
 
@@ -104,14 +104,14 @@ def _tails(labels: BackendLabels, heads: list[str], table: list[Service]) -> lis
 def test_tails_are_reused_for_unchanged_services_and_dropped_for_gone_ones() -> None:
     old, new = generated_services(3), generated_services(2)
     labels = BackendLabels()
-    first = _tails(labels, ["a", "b", "c"], old)
-    assert _tails(labels, ["a", "b", "c"], old) is first  # the same table: nothing to do
-    again = _tails(labels, ["a", "b"], new)
+    first = _tails(labels, [b"a", b"b", b"c"], old)
+    assert _tails(labels, [b"a", b"b", b"c"], old) is first  # the same table: nothing to do
+    again = _tails(labels, [b"a", b"b"], new)
     assert again == first[:20]
     assert all(a is b for a, b in zip(again, first, strict=False))  # kept, not made anew
-    made_again = _tails(labels, ["c"], old[2:])
+    made_again = _tails(labels, [b"c"], old[2:])
     assert made_again == first[20:] and made_again[0] is not first[20]
-    assert first[0] == '172.16.0.0",backend_port="8000",forward="masq"} '
+    assert first[0] == b'172.16.0.0",backend_port="8000",forward="masq"} '
 
 
 def test_a_changed_address_beyond_64_bits_gets_its_own_tail() -> None:
@@ -120,8 +120,8 @@ def test_a_changed_address_beyond_64_bits_gets_its_own_tail() -> None:
     before = [_service(80, [_rs(Family.INET6, base | 1, 80, Forward.MASQ, 1)])]
     after = [_service(80, [_rs(Family.INET6, base | 1 | 1 << 64, 80, Forward.MASQ, 1)])]
     labels = BackendLabels()
-    assert _tails(labels, ["h"], before)[0].startswith('2001:db8::1"')
-    assert _tails(labels, ["h"], after)[0].startswith('2001:db8:0:1::1"')
+    assert _tails(labels, [b"h"], before)[0].startswith(b'2001:db8::1"')
+    assert _tails(labels, [b"h"], after)[0].startswith(b'2001:db8:0:1::1"')
 
 
 def _compat_service(kind: str, port: int, rss: list[RealServer]) -> Service:
@@ -213,4 +213,4 @@ def test_compat_blocks_are_reused_while_the_table_is_unchanged() -> None:
         (rows,) = out.families["node_ipvs_backend_weight"].rows
         scrapes.append(rows.tails)
     assert scrapes[1] is scrapes[0]
-    assert scrapes[0][0] == '172.16.0.0",remote_port="8000",proto="TCP",local_mark=""} '
+    assert scrapes[0][0] == b'172.16.0.0",remote_port="8000",proto="TCP",local_mark=""} '

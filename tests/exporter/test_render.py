@@ -188,7 +188,7 @@ def test_rows_share_their_lists_and_render_as_whole_lines() -> None:
         if spec.name in ("ipvs_backend_weight", "ipvs_backend_active_connections")
     )
     out = Builder([weight, active])
-    heads, tails = ['{a="1",b="', '{a="1",b="'], ['x"} ', 'y"} ']
+    heads, tails = [b'{a="1",b="', b'{a="1",b="'], [b'x"} ', b'y"} ']
     weights, actives = [1, 2], [3, 4.5]
     out.add_rows([weight.name, active.name], heads, tails, (weights, actives))
     assert out.families[weight.name].rows[0].values is weights
@@ -198,7 +198,7 @@ def test_rows_share_their_lists_and_render_as_whole_lines() -> None:
     text = render(out.families.values()).decode()
     assert 'ipvs_backend_weight{a="1",b="y"} 2\n' in text
     assert 'ipvs_backend_active_connections{a="1",b="y"} 4.5\n' in text
-    assert (weights, actives, tails) == ([1, 2], [3, 4.5], ['x"} ', 'y"} '])  # unchanged
+    assert (weights, actives, tails) == ([1, 2], [3, 4.5], [b'x"} ', b'y"} '])  # unchanged
     other = Builder([weight, active])
     other.add(weight.name, "", 1)
     with pytest.raises(ValueError, match="has samples of its own"):
