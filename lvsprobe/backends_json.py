@@ -24,6 +24,7 @@ from lvsprobe.model import (
     Family,
     Forward,
     RealServerRows,
+    RealServerTable,
     Tunnel,
     address_texts,
 )
@@ -132,32 +133,34 @@ _Parts: TypeAlias = tuple[tuple[str, _Part], ...]
 _INT, _TEXT, _QUOTED, _NULL = "%d", "%s", '"%s"', "null"
 
 
-# Rows formatted at a time: a service's are its own batch only when it has this many; the
-# text of a batch is held until its services are written (about 0.5 KB a row).
+# Rows formatted at a time (more only for a service that has more); the text of a batch is
+# held until its services are written (about 0.5 KB a row).
 BATCH_ROWS = 4096
 
 
-def backends_texts(parts: Iterable[RealServerRows]) -> Iterator[str]:
+def backends_texts(parts: Iterable[RealServerRows], batch_rows: int = BATCH_ROWS) -> Iterator[str]:
     """`ONE_LINE.encode(backends_to_json(rows))` for each of `parts`, in turn.
 
     A snapshot's services are rows that follow on in one table: those are formatted in
-    batches of about BATCH_ROWS rows, not a service at a time (a kube-proxy node's services
-    have 10 real servers each: the work per service would be most of it).
+    batches of about `batch_rows` rows, not a service at a time (a kube-proxy node's
+    services have 10 real servers each: the work per service would be most of it).
     """
     templates: dict[_Parts, str] = {}
     batch: list[RealServerRows] = []
-    rows = 0
+    table: RealServerTable | None = None  # of the batch's rows, start..stop
+    start = stop = 0
     for part in parts:
-        if batch and ((len(part) and not _follows(batch[-1], part)) or rows >= BATCH_ROWS):
-            yield from _batch_texts(batch, templates)
-            batch, rows = [], 0
+        if len(part):
+            if table is not None and not (
+                part.table is table and part.start == stop and part.stop - start <= batch_rows
+            ):
+                yield from _batch_texts(batch, templates)
+                batch, table = [], None
+            if table is None:
+                table, start = part.table, part.start
+            stop = part.stop
         batch.append(part)
-        rows += len(part)
     yield from _batch_texts(batch, templates)
-
-
-def _follows(before: RealServerRows, part: RealServerRows) -> bool:
-    return part.table is before.table and part.start == before.stop
 
 
 def _batch_texts(batch: list[RealServerRows], templates: dict[_Parts, str]) -> Iterator[str]:
