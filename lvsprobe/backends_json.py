@@ -1,21 +1,21 @@
 """A service's `backends` in `lvsprobe status --json`, from the real-server table's columns:
-as dicts (`backends_to_json`) or straight as JSON text (`BackendsText`), both from one
+as dicts (`backends_to_json`) or straight as JSON text (`backends_texts`), both from one
 description of the fields (`backend_fields`).
 
 The text is what json's encoder writes for the dicts, byte for byte, made without them: a
 kube-proxy node's 10^5 real servers were four dicts each (the row, its tunnel, stats and
-rates) walked again by the encoder. Here each service's rows are one `%`-format of a
-template per row, its keys written once, each integer column formatted by `%d` in C.
+rates) walked again by the encoder. Here a row is one `%`-format of a template made once
+per table (its keys written in it), each integer column formatted by `%d` in C.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import repeat
+from json.encoder import ESCAPE_ASCII
 from typing import Any, TypeAlias
 
 from lvsprobe.model import (
@@ -122,15 +122,13 @@ def _values(field: Field, n: int) -> Iterable[Any]:
     )
 
 
-# What json escapes in a string (its encoder's ESCAPE_ASCII, as `ensure_ascii` has it).
-_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f\\"\x7f-\U0010ffff]')
-
 # A field's part of a row's template: "%d" (an int column), "%s" (JSON text), '"%s"' (strings
 # needing no escapes), "null" (a column no row has), or an object's (key, part) pairs. A
 # row's parts are the key its template is kept under.
 _Part: TypeAlias = "str | tuple[tuple[str, _Part], ...]"
 _Parts: TypeAlias = tuple[tuple[str, _Part], ...]
 _INT, _TEXT, _QUOTED, _NULL = "%d", "%s", '"%s"', "null"
+_INT_CODES = "bBhHiIlLqQ"  # the integer type codes of an `array`
 
 
 # Rows formatted at a time (more only for a service that has more); the text of a batch is
@@ -194,20 +192,15 @@ def _add(field: Field, args: list[Iterable[Any]]) -> _Part:
         column = field.column
         if column is None:
             return _NULL
-        if isinstance(column, array):  # machine integers: never None
+        # `%d` writes an int as json does, but a bool or a float otherwise.
+        if _int_array(column) or {int} == {*map(type, column)}:
             args.append(column)
             return _INT
-        if column and isinstance(column[0], str):
-            if _NEEDS_ESCAPE.search("".join(column)) is None:
-                args.append(column)
-                return _QUOTED
-            args.append(map(ONE_LINE.encode, column))
-            return _TEXT
-        if None in column:
-            args.append(map(_int_text, column))
-            return _TEXT
-        args.append(column)
-        return _INT
+        if {str} == {*map(type, column)} and not ESCAPE_ASCII.search("".join(column)):
+            args.append(column)
+            return _QUOTED
+        args.append(map(_scalar_text, column))
+        return _TEXT
     if field.columns is None:
         return _NULL
     if None in field.columns[0]:
@@ -246,5 +239,12 @@ def _object_template(parts: _Parts) -> str:
     return "{" + ", ".join(members) + "}"
 
 
-def _int_text(value: int | None) -> str:
+def _int_array(column: Sequence[Any]) -> bool:
+    return isinstance(column, array) and column.typecode in _INT_CODES
+
+
+def _scalar_text(value: object) -> str:
+    """A value as json writes it (an int, None, the rare other kind)."""
+    if type(value) is int:
+        return repr(value)
     return "null" if value is None else ONE_LINE.encode(value)

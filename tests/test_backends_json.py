@@ -199,3 +199,23 @@ def test_a_batch_never_joins_rows_of_two_tables() -> None:
     want = [dumps(backends_to_json(part)) for part in parts]
     assert list(backends_texts(parts)) == want
     assert want[2] == dumps([_backend_of_object(dataclasses.replace(rs, port=81))])
+
+
+def test_values_percent_d_would_misprint_are_written_as_json_writes_them() -> None:
+    """A table of objects holds what it was given: a bool is `true` and a float `1.5` to
+    json, `1` to `%d`."""
+    odd: list[Any] = [True, 1.5, 2**70]
+    table = RealServerTable(
+        address_families=[Family.INET] * 3,
+        address_numbers=[1, 2, 3],
+        ports=odd,
+        forwards=[Forward.MASQ] * 3,
+        weights=[1, 2, 3],
+        active_conns=odd[::-1],
+        inactive_conns=[None, 0, False],
+        persistent_conns=[None, 2.0, 3],
+    )
+    rows = RealServerRows(table, 0, 3)
+    text = dumps(backends_to_json(rows))
+    assert list(backends_texts([rows])) == [text]
+    assert '"port": true' in text and '"weight": 1,' in text
