@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import repeat
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from lvsprobe.backends_json import ONE_LINE, backends_texts, backends_to_json
 from lvsprobe.errors import ParseError
 from lvsprobe.model import (
     RATE_FIELDS,
@@ -40,7 +40,6 @@ from lvsprobe.model import (
     Timeouts,
     Tunnel,
     Unread,
-    address_texts,
 )
 
 SCHEMA = 1
@@ -55,7 +54,23 @@ def _plain(obj: Any) -> Any:
     return None if obj is None else dataclasses.asdict(obj)
 
 
+def _counters(record: Stats | Rates | None) -> dict[str, int] | None:
+    """A service's Stats or Rates as `_plain` has them, without its deep copy (10^4 services
+    a snapshot)."""
+    if record is None:
+        return None
+    return {name: getattr(record, name) for name in _COUNTER_FIELDS[type(record)]}
+
+
+_COUNTER_FIELDS = {Stats: STAT_FIELDS, Rates: RATE_FIELDS}
+
+
 def service_to_json(svc: Service) -> dict[str, Any]:
+    return {**_service_fields(svc), "backends": backends_to_json(svc.real_servers)}
+
+
+def _service_fields(svc: Service) -> dict[str, Any]:
+    """A service's fields but its backends (the last)."""
     key = svc.key
     p = svc.persistence
     return {
@@ -75,72 +90,18 @@ def service_to_json(svc: Service) -> dict[str, Any]:
             "prefix_len": p.prefix_len,
         },
         "pe_name": svc.pe_name,
-        "stats": _plain(svc.stats),
-        "rates": _plain(svc.rates),
-        "backends": backends_to_json(svc.real_servers),
+        "stats": _counters(svc.stats),
+        "rates": _counters(svc.rates),
     }
 
 
-_BACKEND_KEYS = (
-    "address",
-    "port",
-    "forward",
-    "weight",
-    "active_conns",
-    "inactive_conns",
-    "persistent_conns",
-    "upper_threshold",
-    "lower_threshold",
-    "family",
-    "tunnel",
-    "stats",
-    "rates",
-)
-_TUNNEL_KEYS = tuple(f.name for f in dataclasses.fields(Tunnel))
-_FAMILY_NAMES: dict[Family | None, str | None] = {f: f.name.lower() for f in Family}
-_FAMILY_NAMES[None] = None
-_FORWARD_NAMES = {f: f.label for f in Forward}
-
-
-def backends_to_json(rows: RealServerRows) -> list[dict[str, Any]]:
-    """The `backends` of a service, read column by column (no `RealServer` objects)."""
-    table, span = rows.table, slice(rows.start, rows.stop)
-    n = len(rows)
-    families = table.address_families[span]
-    reported = families if table.families is None else table.families[span]
-    stats = table.stats
-    columns = (
-        address_texts(families, table.address_numbers[span]),
-        table.ports[span],
-        map(_FORWARD_NAMES.__getitem__, table.forwards[span]),
-        table.weights[span],
-        table.active_conns[span],
-        table.inactive_conns[span],
-        _optional(table.persistent_conns, span, n),
-        _optional(table.upper_thresholds, span, n),
-        _optional(table.lower_thresholds, span, n),
-        map(_FAMILY_NAMES.__getitem__, reported),
-        _records(_TUNNEL_KEYS, table.tunnels, span, n),
-        _records(STAT_FIELDS, None if stats is None else stats[:5], span, n),
-        _records(RATE_FIELDS, None if stats is None else stats[5:], span, n),
-    )
-    return [dict(zip(_BACKEND_KEYS, row, strict=True)) for row in zip(*columns, strict=True)]
-
-
-def _optional(column: Sequence[int | None] | None, span: slice, n: int) -> Iterable[int | None]:
-    return repeat(None, n) if column is None else column[span]
-
-
-def _records(
-    keys: tuple[str, ...], columns: Sequence[Sequence[int | None]] | None, span: slice, n: int
-) -> Iterable[dict[str, int] | None]:
-    """A dict per row of a group of columns (stats, rates, tunnel); None where it has none."""
-    if columns is None:
-        return repeat(None, n)
-    return (
-        None if values[0] is None else dict(zip(keys, values, strict=True))
-        for values in zip(*(column[span] for column in columns), strict=True)
-    )
+def services_text(services: Sequence[Service]) -> Iterator[str]:
+    """`ONE_LINE.encode(service_to_json(svc))` of each service, made without its backends'
+    dicts (`backends_texts`)."""
+    backends = backends_texts(svc.real_servers for svc in services)
+    for svc, backends_text in zip(services, backends, strict=True):
+        empty = ONE_LINE.encode({**_service_fields(svc), "backends": []})
+        yield empty[: -len("[]}")] + backends_text + "}"
 
 
 def conns_to_json(summary: ConnSummary) -> dict[str, Any]:
@@ -180,15 +141,11 @@ def snapshot_to_json(snap: Snapshot) -> dict[str, Any]:
 _SERVICES_MARK = "@lvsprobe-services@"
 
 
-# A service on one line: `indent` would take json's pure-Python encoder (~5x the C one's time).
-_ONE_LINE = json.JSONEncoder(separators=(", ", ": "))
-
-
 def snapshot_json_text(snap: Snapshot) -> Iterator[str]:
     """`snapshot_to_json(snap)` as JSON text, indented, with each service on a line of its own
-    (greppable, and encoded in C), in pieces, a service at a time: a kube-proxy node's 10^4
-    services would otherwise be held as one ~50 MB document and its Python objects, several
-    times the snapshot they come from."""
+    (greppable, and written without its dicts: `services_text`), in pieces, a service at a
+    time: a kube-proxy node's 10^4 services would otherwise be held as one ~50 MB document
+    and its Python objects, several times the snapshot they come from."""
     head, tail = json.dumps(_document(snap, _SERVICES_MARK), indent=2).split(
         json.dumps(_SERVICES_MARK), 1
     )
@@ -197,9 +154,8 @@ def snapshot_json_text(snap: Snapshot) -> Iterator[str]:
         return
     yield head + "[\n"
     last = len(snap.services) - 1
-    for index, service in enumerate(snap.services):
-        end = ",\n" if index < last else "\n"
-        yield "    " + _ONE_LINE.encode(service_to_json(service)) + end
+    for index, text in enumerate(services_text(snap.services)):
+        yield "    " + text + (",\n" if index < last else "\n")
     yield "  ]" + tail
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -9,6 +10,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from lvsprobe.cli import cli
+from lvsprobe.cli.status import WRITE_CHARS, write_json
+from lvsprobe.kernel.genl.simulated import SimulatedKernel, generated_services
+from lvsprobe.kernel.genl.socket import IPVSNetlink
+from lvsprobe.model import Snapshot
 from lvsprobe.snapshot_json import snapshot_json_text, snapshot_to_json
 from lvsprobe.sources import Target, read_snapshot
 
@@ -35,3 +40,27 @@ def test_status_json_through_the_cli(nat_proc: Path) -> None:
     doc = json.loads(result.stdout)
     snap = read_snapshot(Target(procfs_root=nat_proc), conns="summary")
     assert doc["services"] == snapshot_to_json(snap)["services"]
+
+
+class _Writes(io.StringIO):
+    """A text stream that keeps the size of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def write(self, text: str) -> int:
+        self.sizes.append(len(text))
+        return super().write(text)
+
+
+def test_json_is_written_in_few_large_writes() -> None:
+    """A write per service was a write(2) per service: a round trip each on a 9p share."""
+    services = IPVSNetlink.connect(SimulatedKernel(generated_services(500))).services()
+    snap = Snapshot(loaded=True, via="netlink", services=services)
+    out = _Writes()
+    write_json(snap, out)
+    assert out.getvalue() == "".join(snapshot_json_text(snap)) + "\n"
+    assert len(out.getvalue()) > 2 * WRITE_CHARS
+    assert len(out.sizes) <= len(out.getvalue()) // WRITE_CHARS + 1
+    assert all(size >= WRITE_CHARS for size in out.sizes[:-1])
