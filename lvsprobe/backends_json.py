@@ -11,7 +11,6 @@ per table (its keys written in it), each integer column formatted by `%d` in C.
 from __future__ import annotations
 
 import json
-from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import repeat
@@ -128,7 +127,6 @@ def _values(field: Field, n: int) -> Iterable[Any]:
 _Part: TypeAlias = "str | tuple[tuple[str, _Part], ...]"
 _Parts: TypeAlias = tuple[tuple[str, _Part], ...]
 _INT, _TEXT, _QUOTED, _NULL = "%d", "%s", '"%s"', "null"
-_INT_CODES = "bBhHiIlLqQ"  # the integer type codes of an `array`
 
 
 # Rows formatted at a time (more only for a service that has more); the text of a batch is
@@ -193,7 +191,7 @@ def _add(field: Field, args: list[Iterable[Any]]) -> _Part:
         if column is None:
             return _NULL
         # `%d` writes an int as json does, but a bool or a float otherwise.
-        if _int_array(column) or {int} == {*map(type, column)}:
+        if {int} == {*map(type, column)}:
             args.append(column)
             return _INT
         if {str} == {*map(type, column)} and not ESCAPE_ASCII.search("".join(column)):
@@ -237,10 +235,6 @@ def _object_template(parts: _Parts) -> str:
         for key, part in parts
     )
     return "{" + ", ".join(members) + "}"
-
-
-def _int_array(column: Sequence[Any]) -> bool:
-    return isinstance(column, array) and column.typecode in _INT_CODES
 
 
 def _scalar_text(value: object) -> str:
