@@ -23,6 +23,7 @@ from lvsprobe.exporter.render import (
     format_value,
     render,
     render_chunks,
+    value_bytes,
     value_texts,
 )
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
@@ -220,5 +221,6 @@ def test_rows_share_their_lists_and_render_as_whole_lines() -> None:
 )
 def test_value_texts_write_each_value_as_format_value_does(values: list[int | float]) -> None:
     """Small counts from the table, the rest in C, a float among them value by value:
-    negative numbers and the table's end included."""
+    negative numbers and the table's end included; the rows' bytes are the same texts."""
     assert value_texts(values) == list(map(format_value, values))
+    assert value_bytes(values) == [format_value(value).encode() for value in values]
