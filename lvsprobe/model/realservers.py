@@ -11,7 +11,7 @@ analyzers, the ipvsadm views).
 
 An optional column is None when no row has the field (procfs has no counters), else a
 sequence with None in the rows that lack it. An integer column is a list, or an `array` of
-machine integers where a reader made it so (netlink's numpy columns): consumers read any
+machine integers where a reader made it so (netlink's columns): consumers read any
 column as a plain Sequence, and an array makes an int object only for a value read.
 """
 

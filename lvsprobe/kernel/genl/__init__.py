@@ -12,7 +12,7 @@ codec here is smaller, read-only by construction, and decodes all of them.
 - `replies`: the inverse encoders (kernel-format replies, for round-trip tests).
 - `layout`: records split by a learned struct (the exact decoder's fast way to attributes).
 - `runs`: a dump's usual datagrams recognised by their headers; its records kept as bytes.
-- `columns`: records of one layout read as numpy columns (what the two below share).
+- `columns`: records of one layout cut into columns by bytes slices (what the two below share).
 - `service_table`: GET_SERVICE records decoded column-wise into `Service` objects.
 - `dest_table`: GET_DEST records decoded column-wise into a `RealServerTable`.
 - `socket`: `IPVSNetlink`, the only module that does I/O.

@@ -3,35 +3,39 @@
 A kube-proxy node's dumps carry 10^4–10^5 DEST records. Decoded one by one (an Attrs, a
 RealServer, a Stats, a Rates and an address object each) they cost ~100 µs a real server
 in Python. But every record one kernel sends has the same attributes in the same order and
-sizes (ip_vs_genl_fill_dest): only the values differ. So the records of a dump are kept as
-raw message bytes; those of one length are joined into one buffer, the layout of the first
-(decoded exactly, so it is a valid record) is learned as byte offsets, every record's
-attribute headers are compared with it at once (numpy), and each value is read for all
-matching records as one strided column. A record that does not match (another layout) is
-decoded exactly, and any error is reported as the exact decoder reports it: all records are
-then decoded one by one, in order, and the first bad one raises.
+sizes (ip_vs_genl_fill_dest): only the values differ. So the records of a dump are copied,
+as their datagram comes, into one buffer per message length (the datagram is then let go);
+the layout of the first (decoded exactly, so it is a valid record) is learned as byte
+offsets, every record's attribute headers are compared with it at once (`columns`), and
+each value is read for all matching records as one strided column. A record that does not
+match (another layout) is decoded exactly, and any error is reported as the exact decoder
+reports it: all records are then decoded one by one, in order, and the first bad one raises.
 """
 
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs
-from lvsprobe.kernel.genl.attrs import nla_align
+from lvsprobe.kernel.genl.attrs import U64, nla_align
 from lvsprobe.kernel.genl.columns import (
     RECORD_START,
     address_numbers,
+    byte_flags,
     column,
-    compact,
-    matching,
+    differing,
+    flagged,
+    header_flags,
+    low_byte,
     record_values,
+    typecode_of,
     walk_offsets,
+    without,
 )
 from lvsprobe.kernel.genl.tables import (
     DEST_CODECS,
@@ -43,26 +47,26 @@ from lvsprobe.kernel.genl.tables import (
 )
 from lvsprobe.model import Family, Forward, RealServer, RealServerTable, TableBuilder
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
 _STATS_ORDER = tuple(StatsAttr)[:10]
 _STATS32 = tuple(STATS32_CODECS[attr] for attr in _STATS_ORDER)
 _FORWARDS = tuple(Forward)
 _FAMILIES = {int(family): family for family in Family}
+# Per byte value: the forwarding method it gives (its FWD_MASK bits), whether that is one
+# decode_dest knows not, whether it is no address family decode_dest knows.
+_FORWARD_OF = bytes(value & FWD_MASK for value in range(256))
+_UNKNOWN_FORWARD = bytes(int(value & FWD_MASK >= len(_FORWARDS)) for value in range(256))
+_UNKNOWN_FAMILY = bytes(int(value not in _FAMILIES) for value in range(256))
 T = TypeVar("T")
-# Records kept as bytes before they are decoded (~3 MB of 6.1's records).
+# Records kept as bytes before they are decoded (a batch's buffer: ~1.5 MB of 6.1's records).
 FLUSH_RECORDS = 1 << 13
-# Fewer records than this are decoded the exact way: as fast at that size, and with no numpy
-# (the lab guest's agent runs stdlib-only, as `python -S`).
+# Fewer records than this are decoded the exact way: as fast at that size.
 COLUMNAR_MIN_RECORDS = 64
 
 
-# Records of one dump that follow on in one datagram (or, once joined, in the buffer of
-# their length), all of one message length: (datagram, start, records, length, dump), the
-# dump being the service's place in the read. A plain tuple: one is made per datagram read.
-_Run = tuple[bytes, int, int, int, int]
+# Records of one dump that followed on in one datagram, all of one message length, as
+# copied into the pending buffer of their length: (length, first row there, records, dump),
+# the dump being the service's place in the read. A plain tuple: one is made per datagram.
+_Run = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,9 @@ class DestTableBuilder:
 
     def __init__(self) -> None:
         self._runs: list[_Run] = []  # records not decoded yet
-        self._pending = 0  # how many
+        self._pending: dict[int, list[bytes]] = {}  # their runs' bytes, by message length
+        self._pending_rows: dict[int, int] = {}  # how many records each length has there
+        self._pending_records = 0
         self._decoded = TableBuilder()  # those decoded, in order, each batch added as it is
         self._families: list[Family | None] = []  # each dump's service family
         self._counts: list[int] = []  # records per dump
@@ -93,7 +99,7 @@ class DestTableBuilder:
     def start_dump(self, service_family: Family | None) -> None:
         """A dump begins. The records of those before are decoded once there are enough,
         so that a read holds their bytes a few thousand at a time, not all at once."""
-        if self._pending >= FLUSH_RECORDS:
+        if self._pending_records >= FLUSH_RECORDS:
             self._flush()
         self._families.append(service_family)
         self._counts.append(0)
@@ -101,20 +107,35 @@ class DestTableBuilder:
     def add_run(self, datagram: bytes, start: int, count: int, length: int) -> None:
         """`count` records of `length` bytes at `start`, each at the aligned stride, all
         checked by the reader to be whole messages of the current dump."""
+        stride = nla_align(length)
+        parts = self._pending.get(length)
+        if parts is None:
+            parts = self._pending[length] = []
+            self._pending_rows[length] = 0
         dump = len(self._counts) - 1
-        self._runs.append((datagram, start, count, length, dump))
+        self._runs.append((length, self._pending_rows[length], count, dump))
+        self._pending_rows[length] += count
+        if start == 0 and len(datagram) == count * stride:  # the usual run: all of it
+            parts.append(datagram)
+        else:  # a datagram's last message may end without its padding: zeros are added
+            chunk = datagram[start : start + count * stride]
+            parts.append(chunk + bytes(count * stride - len(chunk)))
         self._counts[dump] += count
-        self._pending += count
+        self._pending_records += count
 
     def dump_records(self) -> int:
         """How many records of the current dump have been added."""
         return self._counts[-1]
 
     def abandon_dump(self) -> None:
-        """Forget the dump being read (it failed: its records are never decoded)."""
+        """Forget the dump being read (it failed: its records are never decoded). Its runs
+        are the last ones, so its records end each pending buffer."""
         dump = len(self._counts) - 1
-        self._runs = [run for run in self._runs if run[4] != dump]
-        self._pending = sum(run[2] for run in self._runs)
+        while self._runs and self._runs[-1][3] == dump:
+            length, _first, records, _dump = self._runs.pop()
+            self._pending[length].pop()
+            self._pending_rows[length] -= records
+            self._pending_records -= records
         del self._counts[dump:], self._families[dump:]
 
     def build(self) -> tuple[RealServerTable, list[int]]:
@@ -126,7 +147,7 @@ class DestTableBuilder:
         """Decode the pending records (earlier ones are decoded: the first error is theirs).
         The one place the strategy is chosen: columns for many records, else exact."""
         self._first_indexes = None
-        if self._pending < COLUMNAR_MIN_RECORDS:
+        if self._pending_records < COLUMNAR_MIN_RECORDS:
             table = self._exact()
         else:
             try:
@@ -134,93 +155,88 @@ class DestTableBuilder:
             except ParseError:
                 table = self._exact()  # raises the first bad record's error, as one by one
         self._decoded.add_rows(table, 0, len(table))
-        self._runs, self._pending = [], 0
+        self._runs, self._pending, self._pending_rows, self._pending_records = [], {}, {}, 0
 
     def _columnar(self) -> RealServerTable:
-        """Runs grouped by message length, each group decoded column-wise, then the rows
-        put back in arrival order (records of another layout decoded exactly in between)."""
-        runs = self._runs
-        groups: dict[int, list[int]] = {}  # message length -> places of its runs
-        lengths = {run[3] for run in runs}
-        if len(lengths) == 1:
-            groups[lengths.pop()] = list(range(len(runs)))
-        else:
-            for place, run in enumerate(runs):
-                groups.setdefault(run[3], []).append(place)
-        self._runs = _joined(runs, groups)  # the datagrams go: their records are copied
-        decoded = {length: self._group(length, places) for length, places in groups.items()}
+        """Each length's records decoded column-wise, then the rows put back in arrival
+        order (records of another layout decoded exactly in between)."""
+        decoded = {length: self._group(length) for length in self._pending}
         if len(decoded) == 1:
             (only,) = decoded.values()
             if not only.exact:  # the usual batch: its one group's rows are in arrival order
                 return only.table
         builder = TableBuilder()
-        used = dict.fromkeys(groups, 0)  # rows of each group put back so far
-        for _buf, _start, records, length, _dump in self._runs:
+        for length, first, records, _dump in self._runs:
             group = decoded[length]
-            first = used[length]
-            used[length] += records
-            before = int(group.bad_before[first])
-            if int(group.bad_before[first + records]) == before:
-                table_row = first - before
-                builder.add_rows(group.table, table_row, table_row + records)
+            before = bisect_left(group.bad, first)
+            if bisect_left(group.bad, first + records) == before:
+                builder.add_rows(group.table, first - before, first + records - before)
                 continue
             for row in range(first, first + records):
                 if row in group.exact:
                     builder.add(group.exact[row])
                 else:
-                    table_row = row - int(group.bad_before[row])
+                    table_row = row - bisect_left(group.bad, row)
                     builder.add_rows(group.table, table_row, table_row + 1)
         return builder.build()
 
-    def _group(self, length: int, places: list[int]) -> _Group:
-        """The records of one message length (the runs at `places`, joined): a table of
-        those of the first one's layout, the others decoded exactly."""
-        import numpy as np
-
+    def _group(self, length: int) -> _Group:
+        """The records of one message length: a table of those of the first one's layout,
+        the others decoded exactly."""
         stride = nla_align(length)
-        runs = [self._runs[place] for place in places]
-        buf = runs[0][0]  # the group's records, joined
+        buf = self._records(length)
         rows = len(buf) // stride
+        places = [place for place, run in enumerate(self._runs) if run[0] == length]
+        firsts = [self._runs[place][1] for place in places]
+
+        def decode(row: int) -> RealServer:
+            place = places[bisect_right(firsts, row) - 1]
+            return self._decode_one(place, row - self._runs[place][1], buf)
+
         layout = self._layouts.get(length)
         if layout is None or not _same_headers(buf, layout):
-            self._decode_one(places[0], 0)  # a valid record: raises if it is not
-            layout = _learn(buf[:length])
+            decode(0)  # a valid record: raises if it is not
+            layout = _learn(bytes(buf[:length]))
             if layout is not None:
                 self._layouts[length] = layout
-        families = [int(self._families[run[4]] or 0) for run in runs]
-        service_families = np.repeat(np.array(families, np.int64), [run[2] for run in runs])
-        good = np.zeros(rows, bool)
-        if layout is not None:
-            good = _matching(buf, stride, rows, layout)
-            good &= _valid(
-                buf, stride, layout, _address_families(buf, stride, layout, service_families)
-            )
-        exact = {}
-        bad = np.flatnonzero(~good).tolist()
+        families = b"".join(
+            bytes((int(self._families[self._runs[place][3]] or 0),)) * self._runs[place][2]
+            for place in places
+        )
+        if layout is None:
+            bad = list(range(rows))
+        else:
+            flags = header_flags(buf, stride, layout.message, layout.header_offsets)
+            bad = flagged(flags | _invalid(buf, stride, layout, families), rows)
+        exact = {row: decode(row) for row in bad}
+        if layout is None or len(bad) == rows:
+            return _Group(_EMPTY, exact, bad)
         if bad:
-            firsts = list(accumulate((run[2] for run in runs), initial=0))
-            for row in bad:
-                place = bisect_right(firsts, row) - 1
-                exact[row] = self._decode_one(places[place], row - firsts[place])
-        bad_before = np.concatenate(([0], np.cumsum(~good)))
-        table = _EMPTY
-        if layout is not None:
-            table = _columns(buf, stride, layout, good, service_families)
-        return _Group(table, exact, bad_before)
+            buf = without(buf, stride, bad)
+            families = without(families, 1, bad)
+        return _Group(_columns(buf, stride, layout, families), exact, bad)
 
     def _exact(self) -> RealServerTable:
         builder = TableBuilder()
-        for place, run in enumerate(self._runs):
-            for record in range(run[2]):
-                builder.add(self._decode_one(place, record))
+        for place, (length, _first, records, _dump) in enumerate(self._runs):
+            for record in range(records):
+                builder.add(self._decode_one(place, record, self._records(length)))
         return builder.build()
 
-    def _decode_one(self, place: int, record: int) -> RealServer:
+    def _records(self, length: int) -> bytes:
+        """The pending records of `length` at their stride in one buffer, which then holds
+        them instead of their datagrams (joined when first asked)."""
+        parts = self._pending[length]
+        if len(parts) != 1:
+            parts[:] = [b"".join(parts)]
+        return parts[0]
+
+    def _decode_one(self, place: int, record: int, buf: bytes) -> RealServer:
         """The `record`-th record of the run at `place` the exact way (`ipvs.decode_dest`),
-        with its place in its dump."""
-        buf, start, _records, length, dump = self._runs[place]
-        offset = start + record * nla_align(length)
-        message = buf[offset : offset + length]
+        with its place in its dump; `buf`: the pending records of its length."""
+        length, first, _records, dump = self._runs[place]
+        offset = (first + record) * nla_align(length)
+        message = bytes(buf[offset : offset + length])
         index = self._first_index(place) + record
         nest = ipvs.top_level(message[RECORD_START:], CmdAttr.DEST, index=index)
         return ipvs.decode_dest(nest, service_family=self._families[dump], index=index)
@@ -231,7 +247,7 @@ class DestTableBuilder:
         if self._first_indexes is None:
             seen: dict[int, int] = {}
             self._first_indexes = []
-            for _buf, _start, records, _length, dump in self._runs:
+            for _length, _first, records, dump in self._runs:
                 before = seen.get(dump, 0)
                 self._first_indexes.append(before + 1)
                 seen[dump] = before + records
@@ -242,32 +258,7 @@ class DestTableBuilder:
 class _Group:
     table: RealServerTable  # the rows of the learned layout, in order
     exact: dict[int, RealServer]  # the others, by their row in the group
-    bad_before: npt.NDArray[np.int64]  # how many of the group's rows before each are exact
-
-
-def _joined(runs: list[_Run], groups: dict[int, list[int]]) -> list[_Run]:
-    """The runs, in order, moved into one buffer per message length (`groups`: the places
-    of each length's runs), each record copied once at its stride (a datagram's last
-    message may end without its padding: zeros are added). Then only the buffers hold the
-    records, not the datagrams as well."""
-    moved = list(runs)
-    for length, places in groups.items():
-        stride = nla_align(length)
-        parts: list[bytes | memoryview] = []
-        for place in places:
-            datagram, start, records, _length, _dump = runs[place]
-            size = records * stride
-            if start == 0 and len(datagram) == size:  # the usual run: the whole datagram
-                parts.append(datagram)
-                continue
-            chunk = memoryview(datagram)[start : start + size]
-            parts += (chunk,) if len(chunk) == size else (chunk, bytes(size - len(chunk)))
-        buf, at = b"".join(parts), 0
-        for place in places:
-            _datagram, _start, records, _length, dump = runs[place]
-            moved[place] = (buf, at, records, length, dump)
-            at += records * stride
-    return moved
+    bad: list[int]  # their rows, in order
 
 
 def _learn(message: bytes) -> _Layout | None:
@@ -303,94 +294,85 @@ def _same_headers(buf: bytes, layout: _Layout) -> bool:
     return all(buf[at : at + 4] == learned[at : at + 4] for at in layout.header_offsets)
 
 
-def _matching(buf: bytes, stride: int, rows: int, layout: _Layout) -> npt.NDArray[np.bool_]:
-    """Which records have every attribute header the layout has (hence the same walk)."""
-    return matching(buf, stride, rows, layout.message, layout.header_offsets)
-
-
-def _value(
-    buf: bytes, stride: int, layout: _Layout, attr: DestAttr
-) -> npt.NDArray[np.uint64] | None:
-    """A DEST attribute of every record by its codec, or None when the layout has none."""
-    place = layout.values.get(attr)
-    if place is None:
-        return None
-    return column(buf, stride, place[0], DEST_CODECS[attr])
-
-
 def _address_families(
-    buf: bytes, stride: int, layout: _Layout, service_families: npt.NDArray[np.int64]
-) -> npt.NDArray[np.int64]:
-    """ADDR_FAMILY where sent (~3.18+), else the family of the service dumped."""
-    reported = _value(buf, stride, layout, DestAttr.ADDR_FAMILY)
-    return service_families if reported is None else reported.astype(service_families.dtype)
+    buf: bytes, stride: int, layout: _Layout, service_families: bytes
+) -> tuple[bytes, int]:
+    """The address family of each record, a byte each: ADDR_FAMILY where sent (~3.18+),
+    else the family of the service dumped; and the flags of the records whose ADDR_FAMILY
+    is beyond a byte (no family decode_dest knows)."""
+    place = layout.values.get(DestAttr.ADDR_FAMILY)
+    if place is None:
+        return service_families, 0
+    offset, size = place  # a u16: the layout's record was decoded exactly
+    low = low_byte(offset, size)
+    flags = 0
+    for at in range(offset, offset + size):
+        if at != low:
+            flags |= differing(buf[at::stride], 0)
+    return buf[low::stride], flags
 
 
-def _valid(
-    buf: bytes, stride: int, layout: _Layout, families: npt.NDArray[np.int64]
-) -> npt.NDArray[np.bool_]:
-    """Records whose values the exact decoder takes: a forwarding method and address family
-    it knows (the others are left to it, to say what is wrong)."""
-    forwards = _value(buf, stride, layout, DestAttr.FWD_METHOD)
-    assert forwards is not None  # decode_dest needs it; the layout is of a valid record
-    known_family = (families == Family.INET) | (families == Family.INET6)
-    return known_family & ((forwards & FWD_MASK) < len(_FORWARDS))
+def _invalid(buf: bytes, stride: int, layout: _Layout, service_families: bytes) -> int:
+    """Flags of the records whose values the exact decoder does not take as they are: a
+    forwarding method or address family it does not know (left to it, to say so)."""
+    families, flags = _address_families(buf, stride, layout, service_families)
+    fwd_at, fwd_size = layout.values[DestAttr.FWD_METHOD]  # decode_dest needs it
+    flags |= byte_flags(buf[low_byte(fwd_at, fwd_size) :: stride], _UNKNOWN_FORWARD)
+    return flags | byte_flags(families, _UNKNOWN_FAMILY)
 
 
-def _columns(
-    buf: bytes,
-    stride: int,
-    layout: _Layout,
-    good: npt.NDArray[np.bool_],
-    service_families: npt.NDArray[np.int64],
-) -> RealServerTable:
-    """The table of the good records, each column read for all records at once and kept
-    `compact`: ints are made only for the values a consumer reads."""
-    select = None if good.all() else good
+def _columns(buf: bytes, stride: int, layout: _Layout, service_families: bytes) -> RealServerTable:
+    """The table of the records (all of the layout, all valid), each column cut out of all
+    records at once as machine integers: ints are made only for the values a consumer
+    reads (a scrape prints 8 of a real server's ~20 netlink columns)."""
+    values = layout.values
 
-    def selected(values: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
-        return values if select is None else values[select]
+    def optional(attr: DestAttr) -> array[int] | None:
+        place = values.get(attr)
+        if place is None:
+            return None
+        codec = DEST_CODECS[attr]
+        return column(buf, stride, place[0], codec, typecode_of(codec))
 
-    def required(attr: DestAttr) -> Sequence[int]:
-        values = _value(buf, stride, layout, attr)
-        assert values is not None  # decode_dest needs it; the layout is of a valid record
-        return compact(selected(values))
+    def required(attr: DestAttr) -> array[int]:
+        out = optional(attr)
+        assert out is not None  # decode_dest needs it; the layout is of a valid record
+        return out
 
-    def optional(attr: DestAttr) -> Sequence[int] | None:
-        values = _value(buf, stride, layout, attr)
-        return None if values is None else compact(selected(values))
+    def zeros(attr: DestAttr) -> array[int]:
+        out = array(typecode_of(DEST_CODECS[attr]))
+        out.frombytes(bytes(out.itemsize * (len(buf) // stride)))
+        return out
 
-    families = selected(_address_families(buf, stride, layout, service_families))
-    numbers = address_numbers(buf, stride, layout.values[DestAttr.ADDR][0], families, select)
+    families, _ = _address_families(buf, stride, layout, service_families)
     tunnels = None
     tun_type = optional(DestAttr.TUN_TYPE)
     if tun_type is not None:
         # TUN_PORT and TUN_FLAGS missing read as 0, as decode_dest reads them
-        zeros = array("Q", bytes(8 * len(tun_type)))
+        tun_port, tun_flags = optional(DestAttr.TUN_PORT), optional(DestAttr.TUN_FLAGS)
         tunnels = (
             tun_type,
-            optional(DestAttr.TUN_PORT) or zeros,
-            optional(DestAttr.TUN_FLAGS) or zeros,
+            zeros(DestAttr.TUN_PORT) if tun_port is None else tun_port,
+            zeros(DestAttr.TUN_FLAGS) if tun_flags is None else tun_flags,
         )
     stats = None
     if layout.stats is not None:
         stats = tuple(
-            compact(selected(column(buf, stride, offset, None if layout.stats_wide else codec)))
+            column(buf, stride, offset, U64 if layout.stats_wide else codec, "Q")
             for codec, (offset, _size) in zip(_STATS32, layout.stats, strict=True)
         )
-    address_families = _members(_FAMILIES.__getitem__, families)
-    reported = DestAttr.ADDR_FAMILY in layout.values
-    forwards = _value(buf, stride, layout, DestAttr.FWD_METHOD)
-    assert forwards is not None  # decode_dest needs it; the layout is of a valid record
+    fwd_at, fwd_size = values[DestAttr.FWD_METHOD]
+    forwards = buf[low_byte(fwd_at, fwd_size) :: stride].translate(_FORWARD_OF)
     return RealServerTable(
-        address_families=address_families,
-        address_numbers=numbers,
+        address_families=_members(_FAMILIES.__getitem__, families),
+        address_numbers=address_numbers(buf, stride, values[DestAttr.ADDR][0], families),
         ports=required(DestAttr.PORT),
-        forwards=_members(_FORWARDS.__getitem__, selected(forwards) & FWD_MASK),
+        forwards=_members(_FORWARDS.__getitem__, forwards),
         weights=required(DestAttr.WEIGHT),
         active_conns=required(DestAttr.ACTIVE_CONNS),
         inactive_conns=required(DestAttr.INACT_CONNS),
-        families=None if reported else [None] * len(address_families),
+        # None: the reported family (ADDR_FAMILY) is the address family in every row
+        families=None if DestAttr.ADDR_FAMILY in values else [None] * len(families),
         persistent_conns=optional(DestAttr.PERSIST_CONNS),
         upper_thresholds=optional(DestAttr.U_THRESH),
         lower_thresholds=optional(DestAttr.L_THRESH),
@@ -399,15 +381,15 @@ def _columns(
     )
 
 
-def _members(member_of: Callable[[int], T], values: npt.NDArray[np.integer]) -> list[T]:
-    """The enum member of each value; one look-up for the whole column when every value is
-    the same (as a column of families or forwarding methods usually is)."""
-    if not len(values):
+def _members(member_of: Callable[[int], T], values: bytes) -> list[T]:
+    """The enum member of each value (a byte a row); one look-up for the whole column when
+    every value is the same (as a column of families or forwarding methods usually is)."""
+    if not values:
         return []
-    first = int(values[0])
-    if (values == first).all():
+    first = values[0]
+    if values.count(first) == len(values):
         return [member_of(first)] * len(values)
-    return list(map(member_of, values.tolist()))
+    return list(map(member_of, values))
 
 
 _EMPTY = RealServerTable([], [], [], [], [], [], [])

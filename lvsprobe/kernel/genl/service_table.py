@@ -6,7 +6,7 @@ the reference) walks each record's ~25 attributes in Python. As for DEST records
 order (ip_vs_genl_fill_service), and those of one message length usually the same sizes:
 the first record of a length is decoded exactly (so its layout is a valid one), its
 attribute headers are learned as byte offsets, all records' headers are compared with them
-at once (numpy), and each value is read for every matching record as one strided column.
+at once (`columns`), and each value is read for every matching record as one strided column.
 Only the objects are made one by one. A record of another layout, or whose values the exact
 decoder would look at more closely (an unknown family or protocol, persistence), is decoded
 exactly in its place; any error makes the whole dump go the exact way, so that its first
@@ -18,17 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import NamedTuple, cast
 
 from lvsprobe.errors import ParseError
 from lvsprobe.kernel.genl import ipvs
-from lvsprobe.kernel.genl.attrs import STRING, U32, Where
+from lvsprobe.kernel.genl.attrs import STRING, U32, U64, Where
 from lvsprobe.kernel.genl.columns import (
     RECORD_START,
     address_numbers,
     column,
+    header_flags,
     joined,
-    matching,
     record_values,
     walk_offsets,
 )
@@ -59,15 +59,10 @@ from lvsprobe.model import (
 )
 from lvsprobe.model.addresses import address_objects
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
 _STATS_ORDER = tuple(StatsAttr)[:10]
 _FAMILIES = {int(member): member for member in Family}
 _PROTOCOLS = {int(member): member for member in Protocol}
-# Fewer records than this are decoded the exact way (as fast, and no numpy: the lab
-# guest's agent runs stdlib-only).
+# Fewer records than this are decoded the exact way (as fast at that size).
 COLUMNAR_MIN_RECORDS = 64
 
 
@@ -154,25 +149,23 @@ def _group(runs: list[Run], layouts: Layouts) -> list[ServiceFields]:
     is decoded exactly (a valid record: it raises if not), its layout learned and the
     records of that layout filled in; again for the next one (schedulers' names of another
     length, say), up to MAX_LAYOUTS times; the rest exactly."""
-    import numpy as np
-
     buf, stride, rows = joined(runs)
     length = runs[0].length
     out: list[ServiceFields | None] = [None] * rows
-    left = np.ones(rows, bool)
+    left = list(range(rows))  # the rows not decoded yet, in order
     for _ in range(MAX_LAYOUTS):
-        waiting = np.flatnonzero(left)
-        if not len(waiting):
+        if not left:
             break
-        first = int(waiting[0])
+        first = left[0]
         message = buf[first * stride : first * stride + length]
         out[first] = _decode_one(message, first + 1, None)
-        left[first] = False
         layout = _learn(message)
-        if layout is not None:
-            good = matching(buf, stride, rows, message, layout.headers) & left
-            left[_fill(out, buf, stride, layout, good)] = False
-    for place in np.flatnonzero(left).tolist():
+        done = {first}
+        if layout is not None:  # its rows, the first one too (the same again, in bulk)
+            differ = header_flags(buf, stride, message, layout.headers).to_bytes(rows, "little")
+            done.update(_fill(out, buf, stride, layout, [row for row in left if not differ[row]]))
+        left = [row for row in left if row not in done]
+    for place in left:
         offset = place * stride
         out[place] = _decode_one(buf[offset : offset + length], place + 1, layouts)
     return out  # type: ignore[return-value]  # every place filled
@@ -220,56 +213,30 @@ def _learn(message: bytes) -> _Layout | None:
 
 
 def _fill(
-    out: list[ServiceFields | None],
-    buf: bytes,
-    stride: int,
-    layout: _Layout,
-    good: npt.NDArray[np.bool_],
-) -> npt.NDArray[np.intp]:
-    """The services of the good rows whose values the exact decoder takes as they are (a
-    known family and protocol; persistent ones where the layout has TIMEOUT and NETMASK);
-    the rows filled."""
-    import numpy as np
-
+    out: list[ServiceFields | None], buf: bytes, stride: int, layout: _Layout, rows: list[int]
+) -> list[int]:
+    """The services of those `rows` (all of the layout) whose values the exact decoder takes
+    as they are; the rows filled."""
+    taken = _taken(_records_at(buf, stride, rows), stride, layout, rows)
+    if not taken:
+        return taken
+    buf = _records_at(buf, stride, taken)
     values = layout.values
+    count = len(taken)
 
-    def ints(attr: SvcAttr) -> npt.NDArray[np.uint64] | None:
+    def ints(attr: SvcAttr) -> list[int]:
         place = values.get(attr)
         if place is None:
-            return None
-        return column(buf, stride, place[0], SVC_CODECS[attr])
+            return [0] * count
+        return column(buf, stride, place[0], SVC_CODECS[attr], "Q").tolist()
 
     families = ints(SvcAttr.AF)
-    flags = column(buf, stride, values[SvcAttr.FLAGS][0], U32)
-    if families is None:
-        return np.flatnonzero(np.zeros(len(good), bool))
-    fwmarks = ints(SvcAttr.FWMARK)
-    is_fwmark = np.zeros(len(good), bool) if fwmarks is None else fwmarks != 0
-    protocols = ints(SvcAttr.PROTOCOL)
-    ports = ints(SvcAttr.PORT)
-    take = good & ((families == Family.INET) | (families == Family.INET6))
-    persistent = (flags & np.uint64(ServiceFlag.PERSISTENT)) != 0
-    timeouts = ints(SvcAttr.TIMEOUT)
-    if timeouts is None or SvcAttr.NETMASK not in values:
-        take &= ~persistent
-    if protocols is None or ports is None or SvcAttr.ADDR not in values:
-        take &= is_fwmark
-    else:
-        known = np.isin(protocols, np.array(list(_PROTOCOLS), np.uint64))
-        take &= is_fwmark | known
-    rows = np.flatnonzero(take)
-    if not len(rows):
-        return rows
+    family_of = list(map(_FAMILIES.__getitem__, families))
     addr_at = values.get(SvcAttr.ADDR, (0, 0))[0]
-    numbers = address_numbers(buf, stride, addr_at, families[rows], rows)
-    family_of = list(map(_FAMILIES.__getitem__, families[rows].tolist()))
-    addresses = address_objects(family_of, numbers)
-    texts = _strings(buf, stride, values, SvcAttr.SCHED_NAME, rows) or []  # _learn: one
-    pe_names = _strings(buf, stride, values, SvcAttr.PE_NAME, rows)
-    count = len(rows)
-    fwmark_of = fwmarks[rows].tolist() if fwmarks is not None else [0] * count
-    protocol_of = protocols[rows].tolist() if protocols is not None else [0] * count
-    port_of = ports[rows].tolist() if ports is not None else [0] * count
+    addresses = address_objects(family_of, address_numbers(buf, stride, addr_at, bytes(families)))
+    texts = _strings(buf, stride, values, SvcAttr.SCHED_NAME, count) or []  # _learn: one
+    pe_names = _strings(buf, stride, values, SvcAttr.PE_NAME, count)
+    fwmark_of, protocol_of, port_of = map(ints, (SvcAttr.FWMARK, SvcAttr.PROTOCOL, SvcAttr.PORT))
     keys = frozen_records(
         ServiceKey,
         {  # an fwmark service's key has no protocol, address or port (as decode_service)
@@ -283,10 +250,10 @@ def _fill(
         },
         count,
     )
-    flag_of = flags[rows].tolist()
+    flag_of = column(buf, stride, values[SvcAttr.FLAGS][0], U32, "Q").tolist()
     service_flags = {value: ServiceFlag(value) for value in set(flag_of)}
-    persistence = _persistence(buf, stride, layout, rows, persistent, family_of)
-    counts, rates = _stats(buf, stride, layout, rows) or (repeat(None), repeat(None))
+    persistence = _persistence(buf, stride, layout, flag_of, family_of)
+    counts, rates = _stats(buf, stride, layout) or (repeat(None), repeat(None))
     each = zip(
         keys,
         texts,
@@ -298,9 +265,57 @@ def _fill(
         strict=False,  # the repeats are endless
     )
     made = map(_fields_of, repeat(ServiceFields), each)
-    for row, fields in zip(rows.tolist(), made, strict=True):
+    for row, fields in zip(taken, made, strict=True):
         out[row] = fields
-    return rows
+    return taken
+
+
+def _taken(buf: bytes, stride: int, layout: _Layout, rows: list[int]) -> list[int]:
+    """Those of `rows` (their records in `buf`, in order) whose values the exact decoder
+    takes as they are: a known family and protocol (or an fwmark), and persistent ones only
+    where the layout has TIMEOUT and NETMASK (the others are left to it, to say what is
+    wrong)."""
+    values = layout.values
+
+    def ints(attr: SvcAttr) -> list[int] | None:
+        place = values.get(attr)
+        if place is None:
+            return None
+        return column(buf, stride, place[0], SVC_CODECS[attr], "Q").tolist()
+
+    families = ints(SvcAttr.AF)
+    if families is None:
+        return []
+    flags = column(buf, stride, values[SvcAttr.FLAGS][0], U32, "Q").tolist()
+    fwmarks = ints(SvcAttr.FWMARK) or repeat(0)
+    protocols = ints(SvcAttr.PROTOCOL)
+    keyed = protocols is not None and SvcAttr.PORT in values and SvcAttr.ADDR in values
+    persistence_known = SvcAttr.TIMEOUT in values and SvcAttr.NETMASK in values
+    persistent = int(ServiceFlag.PERSISTENT)
+    return [
+        row
+        for row, family, flag, fwmark, protocol in zip(
+            rows, families, flags, fwmarks, protocols or repeat(None), strict=False
+        )
+        if family in _FAMILIES
+        and (persistence_known or not flag & persistent)
+        and (fwmark != 0 or (keyed and protocol in _PROTOCOLS))
+    ]
+
+
+def _records_at(buf: bytes, stride: int, rows: list[int]) -> bytes:
+    """The records at `rows` (ascending) in one buffer, rows that follow on cut as one."""
+    if len(rows) == len(buf) // stride:  # all of them
+        return buf
+    parts = []
+    start = end = 0
+    for row in rows:
+        if row != end:
+            parts.append(buf[start * stride : end * stride])
+            start = row
+        end = row + 1
+    parts.append(buf[start * stride : end * stride])
+    return b"".join(parts)
 
 
 # ServiceFields from a tuple of all its fields in order, made in C (a NamedTuple's own
@@ -309,65 +324,56 @@ _fields_of = cast("Callable[[type[ServiceFields], Iterable[object]], ServiceFiel
 
 
 def _persistence(
-    buf: bytes,
-    stride: int,
-    layout: _Layout,
-    rows: npt.NDArray[np.intp],
-    persistent: npt.NDArray[np.bool_],
-    family_of: list[Family],
+    buf: bytes, stride: int, layout: _Layout, flag_of: list[int], family_of: list[Family]
 ) -> dict[int, Persistence]:
-    """The persistence of the persistent rows, by their place in `rows` (a few: each
-    read as the exact decoder reads it)."""
-    import numpy as np
-
-    places = np.flatnonzero(persistent[rows]).tolist()
+    """The persistence of the persistent records, by their row in `buf` (a few: each read
+    as the exact decoder reads it)."""
+    persistent = int(ServiceFlag.PERSISTENT)
+    places = [row for row, flags in enumerate(flag_of) if flags & persistent]
     if not places:
         return {}
     timeout_at = layout.values[SvcAttr.TIMEOUT][0]
     netmask_at, netmask_size = layout.values[SvcAttr.NETMASK]
-    timeouts = column(buf, stride, timeout_at, SVC_CODECS[SvcAttr.TIMEOUT])
+    timeout = SVC_CODECS[SvcAttr.TIMEOUT].packer
+    assert timeout is not None  # an integer codec
     out = {}
     for place in places:
-        at = int(rows[place]) * stride
+        at = place * stride
         netmask = buf[at + netmask_at : at + netmask_at + netmask_size]
         where = Where("genl IPVS service", place + 1)
         prefix = ipvs.decode_netmask(netmask, family_of[place], where)
-        out[place] = Persistence(int(timeouts[rows[place]]), None, prefix)
+        out[place] = Persistence(timeout.unpack_from(buf, at + timeout_at)[0], None, prefix)
     return out
 
 
 def _strings(
-    buf: bytes,
-    stride: int,
-    values: dict[int, tuple[int, int]],
-    attr: SvcAttr,
-    rows: npt.NDArray[np.intp],
+    buf: bytes, stride: int, values: dict[int, tuple[int, int]], attr: SvcAttr, rows: int
 ) -> list[str] | None:
-    """A string attribute of each row, decoded as the exact decoder does (each distinct
-    value once; one without its NUL raises its ParseError)."""
+    """A string attribute of each of the `rows` records, decoded as the exact decoder does
+    (each distinct value once; one without its NUL raises its ParseError)."""
     place = values.get(attr)
     if place is None:
         return None
     offset, size = place
     where = Where(f"genl IPVS service {attr.name}")
-    raws = [buf[row * stride + offset : row * stride + offset + size] for row in rows.tolist()]
+    raws = [buf[row * stride + offset : row * stride + offset + size] for row in range(rows)]
     texts = {raw: STRING.decode(raw, where, attr.name) for raw in set(raws)}
     return [texts[raw] for raw in raws]
 
 
 def _stats(
-    buf: bytes, stride: int, layout: _Layout, rows: npt.NDArray[np.intp]
+    buf: bytes, stride: int, layout: _Layout
 ) -> tuple[tuple[Stats, ...], tuple[Rates, ...]] | None:
-    """Stats and Rates of each row from the stats nest the exact decoder reads."""
+    """Stats and Rates of each record from the stats nest the exact decoder reads."""
     if layout.stats is None:
         return None
     columns = [
-        column(buf, stride, offset, None if layout.stats_wide else STATS32_CODECS[attr])[
-            rows
-        ].tolist()
+        column(
+            buf, stride, offset, U64 if layout.stats_wide else STATS32_CODECS[attr], "Q"
+        ).tolist()
         for attr, (offset, _size) in zip(_STATS_ORDER, layout.stats, strict=True)
     ]
-    count = len(rows)
+    count = len(buf) // stride
     return (
         frozen_records(Stats, dict(zip(STAT_FIELDS, columns[:5], strict=True)), count),
         frozen_records(Rates, dict(zip(RATE_FIELDS, columns[5:], strict=True)), count),
