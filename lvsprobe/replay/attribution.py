@@ -23,6 +23,8 @@ from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES, CONN_TAB
 from lvsprobe.replay.flowlog import SNAPSHOT_DIR, SNAPSHOT_INDEX, FlowRecord
 
 ConnKey = tuple[str, str, int]  # (protocol lower-case, client address, client port)
+# the flow-log columns `attribute` fills (after the run: not in the run's journal)
+JOINED_COLUMNS = ("conn_backend_address", "conn_backend", "attribution_agrees")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from lvsprobe.errors import LvsprobeError
 from lvsprobe.replay import flowlog
-from lvsprobe.replay.attribution import attribute, save_snapshots
+from lvsprobe.replay.attribution import JOINED_COLUMNS, attribute, save_snapshots
 from lvsprobe.replay.expect import check_expectations
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.hooks import EVENTS_FILE
@@ -196,11 +196,13 @@ def _write_run(
     run.journal.flush()  # every finished flow is on disk before the slower steps below
     matched = 0
     conn_error = None
+    joined: tuple[str, ...] = ()  # the columns the join filled in since the flows were journaled
     if result.snapshots:
         save_snapshots(run.path, result.snapshots)
         if hurry:
             conn_error = "conn-table attribution skipped: interrupted twice"
         else:
+            joined = JOINED_COLUMNS
             try:
                 matched = attribute(result.records, result.snapshots, scenario.target.backends)
             except (LvsprobeError, ImportError) as exc:
@@ -211,8 +213,13 @@ def _write_run(
         failures = check_expectations(scenario.expect, result.records)
         checks = {"passed": not failures, "failures": failures}
     run.journal.close()
-    flowlog.write_flows(run.path, result.records)
-    opened = [r.start_s for r in result.records if _open(planned_at_s, r.flow_id)]
+    flowlog.finish_flows(run.path, result.records, joined)
+    planned_open_s = [at for at in planned_at_s if at is not None]
+    opened = (
+        [r.start_s for r in result.records if _open(planned_at_s, r.flow_id)]
+        if planned_open_s  # else a closed run's: none
+        else []
+    )
     summary = flowlog.summarize(
         result.records,
         scenario=scenario.name,
@@ -224,7 +231,7 @@ def _write_run(
         conn_table_matched=matched,
         conn_table_error=conn_error,
         checks=checks,
-        rates=rate_figures([at for at in planned_at_s if at is not None], opened),
+        rates=rate_figures(planned_open_s, opened),
     )
     if thresholds:
         names = scenario.target.backends
@@ -252,7 +259,7 @@ def finish_run_dir(path: Path) -> dict[str, Any]:
         log = None
         if not (path / flowlog.FLOWS_FILE).is_file():
             log = flowlog.read_flow_log(path)
-            flowlog.write_flows(path, flowlog.records_from_table(log.table))
+            flowlog.write_flows_table(path, log.table)
         if (path / flowlog.SUMMARY_FILE).is_file():
             summary = flowlog.read_summary(path)
         else:
