@@ -24,6 +24,7 @@ from lvsprobe.replay import flowlog
 from lvsprobe.replay.attribution import JOINED_COLUMNS, attribute, save_snapshots
 from lvsprobe.replay.expect import check_expectations
 from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.gcpause import collections_paused
 from lvsprobe.replay.hooks import EVENTS_FILE
 from lvsprobe.replay.journal import Journal
 from lvsprobe.replay.profile import rate_figures
@@ -171,9 +172,10 @@ def write_run(
     flow's start offset by flow id (None: closed), for the planned and achieved rates.
     """
     try:
-        return _write_run(
-            run, scenario, result, stop_reason, planned, check, hurry, thresholds, planned_at_s
-        )
+        with collections_paused():  # over the records and the columns read off them
+            return _write_run(
+                run, scenario, result, stop_reason, planned, check, hurry, thresholds, planned_at_s
+            )
     except OSError as exc:  # a full disk, say: the journal still holds every finished flow
         raise LvsprobeError(
             f"--out {run.path}: cannot write the run's files: {exc.strerror or exc}; its "
