@@ -5,6 +5,7 @@ same plan built flow by flow."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import random
@@ -78,3 +79,25 @@ def test_a_plan_without_draws_is_built_from_columns_as_flow_by_flow(name: str) -
 def test_a_plan_with_a_choice_is_not_fixed() -> None:
     scenario = parse_scenario(SCENARIO, "draws.yaml")
     assert not _fixed(scenario, _mixes(scenario))
+
+
+def test_no_collection_walks_the_plan_while_it_is_built() -> None:
+    """Each collection walks the tracked objects of its generations: while a plan of many
+    flows grows, they cost more than building it. The collector is paused, then on again
+    (the allocations it missed may start one collection as it comes back)."""
+    started: list[int] = []
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    scenario = parse_scenario("name: gc\ntarget: {address: 127.0.0.1, port: 80}\n"
+                              + FIXED["closed"], "gc.yaml")  # fmt: skip
+    assert gc.isenabled()
+    gc.callbacks.append(watch)
+    try:
+        plan = make_plan(scenario)
+    finally:
+        gc.callbacks.remove(watch)
+    assert len(plan) == 5000 and len(started) <= 1
+    assert gc.isenabled()
