@@ -98,6 +98,9 @@ def __getattr__(name: str) -> Any:
 
 
 _COLUMNS = tuple(name for name, _, _ in COLUMNS)
+# The journal is sorted by pyarrow.compute, whose import (tens of ms) costs as much as
+# converting some 20k records again (about 2 us each): below that, the records are converted.
+JOURNAL_SORT_MIN_ROWS = 20_000
 # Dictionary encoding pays where values repeat (addresses, kinds, outcomes, backends). In
 # the number columns nearly every value is new: the writer built a dictionary for each row
 # group only to fall back to plain encoding, half the write's time, for a larger file.
@@ -219,8 +222,9 @@ def finish_flows(run_dir: Path, records: Sequence[FlowRecord], changed: Sequence
 
 def _journaled(run_dir: Path, records: Sequence[FlowRecord]) -> pa.Table | None:
     """The run's journal as a table sorted by flow_id, if it holds exactly the flows of
-    `records` (sorted by flow_id) and nothing torn; else None. (Compared in Arrow: a column's
-    `to_numpy()` imports pandas, a third of a second.)"""
+    `records` (sorted by flow_id) and nothing torn; else None. A journal out of flow order
+    (flows end in another order than they start) is sorted only from JOURNAL_SORT_MIN_ROWS
+    rows on. (Compared in Arrow: a column's `to_numpy()` imports pandas.)"""
     from lvsprobe.replay.arrowarrays import arrow_array
 
     try:
@@ -232,8 +236,12 @@ def _journaled(run_dir: Path, records: Sequence[FlowRecord]) -> pa.Table | None:
         return None
     if not table.schema.remove_metadata().equals(flow_schema().remove_metadata()):
         return None
-    table = table.combine_chunks().sort_by("flow_id")
     ids = arrow_array(list(map(operator.attrgetter("flow_id"), records)), "int64")
+    if table.column("flow_id").combine_chunks().equals(ids):
+        return table  # in flow order already
+    if table.num_rows < JOURNAL_SORT_MIN_ROWS:
+        return None
+    table = table.combine_chunks().sort_by("flow_id")
     return table if table.column("flow_id").combine_chunks().equals(ids) else None
 
 

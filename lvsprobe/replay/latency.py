@@ -128,25 +128,28 @@ def record_seconds(hist: HdrHistogram, seconds: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class Latencies:
-    """The flows' latencies read off the records once, as the lowest value (µs) of the
-    bucket each falls in, by record column; -1 where a flow has none (and in `total_*` where
-    it did not end `ok`). A group's histogram is then a selection, not a pass over records."""
+    """The flows' latencies read off the records once, by record column: the distinct
+    lowest values (µs) of the HDR buckets they fall in, ascending, and each flow's index
+    into them; -1 is the value of a flow with none (and in `total_*`, of one that did not
+    end `ok`). A group's histogram is then a count of its flows' indices: one sort per
+    column for the run, none per group."""
 
-    lowest_us: dict[str, np.ndarray]
+    buckets_us: dict[str, np.ndarray]
+    index: dict[str, np.ndarray]
 
     @classmethod
     def of(cls, rows: Sequence[FlowRecord]) -> Latencies:
         ok = np.fromiter((o == "ok" for o in map(operator.attrgetter("outcome"), rows)),
                          dtype=bool, count=len(rows))  # fmt: skip
-        lowest = {}
+        buckets, index = {}, {}
         for (phase, _), column in COLUMN.items():
             seconds = np.array(list(map(operator.attrgetter(column), rows)), dtype=np.float64)
             if phase == "total":
                 seconds[~ok] = np.nan
             bucketed = np.full(len(rows), -1, dtype=np.int64)
             bucketed[~np.isnan(seconds)] = bucket_lowest_us(seconds)
-            lowest[column] = bucketed
-        return cls(lowest)
+            buckets[column], index[column] = np.unique(bucketed, return_inverse=True)
+        return cls(buckets, index)
 
     def phase_stats(self, rows: np.ndarray | slice) -> dict[str, dict[str, dict[str, Any]]]:
         """{phase: {timing: stats}} of the flows at `rows` (indices or a slice)."""
@@ -154,8 +157,11 @@ class Latencies:
         for phase in PHASES:
             out[phase] = {}
             for timing in TIMINGS:
-                values = self.lowest_us[COLUMN[(phase, timing)]][rows]
-                out[phase][timing] = Buckets.of(values[values >= 0]).stats()
+                column = COLUMN[(phase, timing)]
+                lowest_us = self.buckets_us[column]
+                counts = np.bincount(self.index[column][rows], minlength=len(lowest_us))
+                filled = (counts > 0) & (lowest_us >= 0)
+                out[phase][timing] = Buckets(lowest_us[filled], counts[filled]).stats()
         return out
 
 

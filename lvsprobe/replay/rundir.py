@@ -216,6 +216,26 @@ def _write_run(
         checks = {"passed": not failures, "failures": failures}
     run.journal.close()
     flowlog.finish_flows(run.path, result.records, joined)
+    summary = _summary(
+        scenario, result, stop_reason, planned, thresholds, planned_at_s,
+        snapshots=len(result.snapshots), conn_table_matched=matched,
+        conn_table_error=conn_error, checks=checks,
+    )  # fmt: skip
+    flowlog.write_summary(run.path, summary)
+    result.summary = summary
+    return summary
+
+
+def _summary(
+    scenario: Scenario,
+    result: Any,
+    stop_reason: str | None,
+    planned: int,
+    thresholds: Sequence[Threshold],
+    planned_at_s: Sequence[float | None],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The run's summary: its flows', the planned and achieved rates, the thresholds judged."""
     planned_open_s = [at for at in planned_at_s if at is not None]
     opened = (
         [r.start_s for r in result.records if _open(planned_at_s, r.flow_id)]
@@ -229,17 +249,12 @@ def _write_run(
         complete=stop_reason is None and len(result.records) + result.skipped == planned,
         stopped=stop_reason,
         skipped=result.skipped,
-        snapshots=len(result.snapshots),
-        conn_table_matched=matched,
-        conn_table_error=conn_error,
-        checks=checks,
+        **extra,
         rates=rate_figures(planned_open_s, opened),
     )
     if thresholds:
         names = scenario.target.backends
         summary["thresholds"] = evaluate(thresholds, summary, result.records, names)
-    flowlog.write_summary(run.path, summary)
-    result.summary = summary
     return summary
 
 

@@ -4,6 +4,8 @@ doubt about the journal falls back to the records."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -44,13 +46,18 @@ def _reference(tmp_path: Path, records: list[FlowRecord]) -> object:
     return pq.read_table(tmp_path / "ref" / flowlog.FLOWS_FILE)
 
 
+@pytest.mark.parametrize("in_order", [True, False])
 def test_the_log_from_the_journal_is_the_log_from_the_records(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_order: bool
 ) -> None:
+    """Journaled in flow order (an open model's flows end as they start), or out of it and
+    sorted (a large run: the threshold lowered here)."""
     records = _records(23)
     run = tmp_path / "run"
     run.mkdir()
-    _journaled(run, records, [*range(20, 23), *range(10, 20), *range(10)])  # out of order
+    order = list(range(23)) if in_order else [*range(20, 23), *range(10, 20), *range(10)]
+    _journaled(run, records, order)
+    monkeypatch.setattr(flowlog, "JOURNAL_SORT_MIN_ROWS", 20)
     monkeypatch.setattr(flowlog, "records_to_table", _not_converted)
     assert flowlog.finish_flows(run, records) == 23
     monkeypatch.undo()
@@ -58,6 +65,24 @@ def test_the_log_from_the_journal_is_the_log_from_the_records(
     assert table.equals(_reference(tmp_path, records), check_metadata=True)
     assert not (run / flowlog.JOURNAL_FILE).exists()
     assert not flowlog.read_flow_log(run).from_journal
+
+
+def test_a_small_journal_out_of_order_is_not_sorted(tmp_path: Path) -> None:
+    """Sorting it needs pyarrow.compute, dearer to load than converting a few records."""
+    code = f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_run_finish import _journaled, _records
+from lvsprobe.replay import flowlog
+records = _records(30)
+_journaled(Path({str(tmp_path)!r}), records, [*range(15, 30), *range(15)])
+flowlog.finish_flows(Path({str(tmp_path)!r}), records)
+print("pyarrow.compute" in sys.modules, flowlog.read_flows(Path({str(tmp_path)!r})).num_rows)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "30"]
 
 
 def test_the_joined_columns_come_from_the_records(tmp_path: Path) -> None:
