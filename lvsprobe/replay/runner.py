@@ -22,8 +22,6 @@ from lvsprobe.replay.runparts import (
     RunOptions,
     RunResult,
     StopSignals,
-    Watcher,
-    check_snapshot_every,
 )
 from lvsprobe.replay.scenario import Scenario
 
@@ -34,8 +32,6 @@ __all__ = [
     "RunResult",
     "Runner",
     "StopSignals",
-    "Watcher",
-    "check_snapshot_every",
 ]
 
 
