@@ -241,7 +241,7 @@ def _journaled(run_dir: Path, records: Sequence[FlowRecord]) -> pa.Table | None:
         return table  # in flow order already
     if table.num_rows < JOURNAL_SORT_MIN_ROWS:
         return None
-    table = table.combine_chunks().sort_by("flow_id")
+    table = table.sort_by("flow_id")
     return table if table.column("flow_id").combine_chunks().equals(ids) else None
 
 
