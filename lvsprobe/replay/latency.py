@@ -139,8 +139,8 @@ class Latencies:
 
     @classmethod
     def of(cls, rows: Sequence[FlowRecord]) -> Latencies:
-        ok = np.fromiter((o == "ok" for o in map(operator.attrgetter("outcome"), rows)),
-                         dtype=bool, count=len(rows))  # fmt: skip
+        outcomes = map(operator.attrgetter("outcome"), rows)
+        ok = np.fromiter(map("ok".__eq__, outcomes), dtype=bool, count=len(rows))
         buckets, index = {}, {}
         for (phase, _), column in COLUMN.items():
             seconds = np.array(list(map(operator.attrgetter(column), rows)), dtype=np.float64)
@@ -174,7 +174,10 @@ def _groups(labels: Sequence[object]) -> dict[str, np.ndarray]:
     """Row indices (ascending) by label as text, in the texts' order; rows labelled None
     belong to none. Coded by a dict per distinct label and split by one stable sort: no
     Python step per row beyond the lookup."""
-    texts = {label: str(label) for label in set(labels) if label is not None}
+    distinct = set(labels)
+    if len(distinct) == 1 and None not in distinct:  # one group of every row (most runs)
+        return {str(next(iter(distinct))): np.arange(len(labels), dtype=np.intp)}
+    texts = {label: str(label) for label in distinct if label is not None}
     names = sorted(set(texts.values()))
     number = {name: i for i, name in enumerate(names)}
     code = {label: number[text] for label, text in texts.items()}
