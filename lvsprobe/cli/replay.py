@@ -163,8 +163,8 @@ def attribute(
     second, say) rather than by `replay run --conn-table`.
     """
     from lvsprobe.replay import flowlog
+    from lvsprobe.replay.attribution import JOINED_COLUMNS, load_snapshots
     from lvsprobe.replay.attribution import attribute as join
-    from lvsprobe.replay.attribution import load_snapshots
     from lvsprobe.replay.rundir import lock_run_dir
 
     names = dict(b.split("=", 1) for b in backends if "=" in b)
@@ -177,7 +177,7 @@ def attribute(
     try:
         records = flowlog.records_from_table(flowlog.read_flows(run_dir))
         for record in records:  # a fresh join replaces the old one
-            for name in ("conn_backend_address", "conn_backend", "attribution_agrees"):
+            for name in JOINED_COLUMNS:
                 setattr(record, name, None)
         snapshots = load_snapshots(
             snapshot_dir or run_dir / flowlog.SNAPSHOT_DIR, max_conn_table_bytes

@@ -3,7 +3,6 @@ and read (or finish) one."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from pathlib import Path
@@ -57,7 +56,7 @@ def _timed_commands(
 
 
 def _snapshot_every(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
-    from lvsprobe.replay.runner import check_snapshot_every
+    from lvsprobe.replay.runparts import check_snapshot_every
 
     try:
         return check_snapshot_every(value)
@@ -342,7 +341,7 @@ def _execute(
     from lvsprobe.replay.live import LiveStats, serve_metrics
     from lvsprobe.replay.plan import stages_of
     from lvsprobe.replay.rundir import open_run_dir, write_run
-    from lvsprobe.replay.runner import Runner, RunOptions, StopSignals
+    from lvsprobe.replay.runparts import RunOptions, StopSignals
 
     live = None
     if progress or metrics_listen is not None:
@@ -364,14 +363,21 @@ def _execute(
             live=live,
         )
 
-        async def main() -> Any:
-            runner = Runner(scenario, plan, options)
-            loop = asyncio.get_running_loop()
-            signals.on_stop(lambda: loop.call_soon_threadsafe(runner.stop))
-            try:
-                return await runner.run(), runner.stop_reason
-            finally:
-                signals.on_stop(lambda: None)  # the loop is about to close
+        def on_asyncio() -> Any:
+            import asyncio  # only for this engine: an epoll run's process never loads it
+
+            from lvsprobe.replay.runner import Runner
+
+            async def main() -> Any:
+                runner = Runner(scenario, plan, options)
+                loop = asyncio.get_running_loop()
+                signals.on_stop(lambda: loop.call_soon_threadsafe(runner.stop))
+                try:
+                    return await runner.run(), runner.stop_reason
+                finally:
+                    signals.on_stop(lambda: None)  # the loop is about to close
+
+            return asyncio.run(main())
 
         def epoll() -> Any:
             runner = FastRunner(scenario, plan, options)
@@ -384,7 +390,7 @@ def _execute(
                 if schedule is not None:
                     schedule.start()
                 try:
-                    result, stop_reason = epoll() if fast else asyncio.run(main())
+                    result, stop_reason = epoll() if fast else on_asyncio()
                 finally:
                     run_dir.journal.flush()
                     runs = schedule.finish(signals.hurry) if schedule is not None else []

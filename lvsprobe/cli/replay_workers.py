@@ -51,7 +51,7 @@ def execute_on_workers(
     from lvsprobe.replay.attribution import conn_table_source
     from lvsprobe.replay.merge import skew_summary
     from lvsprobe.replay.rundir import open_run_dir, write_run
-    from lvsprobe.replay.runner import RunOptions, StopSignals
+    from lvsprobe.replay.runparts import RunOptions, StopSignals
     from lvsprobe.replay.scaleout import START_LEAD_S, open_cluster, plan_shards, run_shards
 
     with open_cluster(spec) as client:

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvsprobe.errors import LvsprobeError
-from lvsprobe.kernel.procfs.ip_vs_conn import iter_ip_vs_conn
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES, CONN_TABLE_OPTION
 from lvsprobe.replay.flowlog import SNAPSHOT_DIR, SNAPSHOT_INDEX, FlowRecord
 
 ConnKey = tuple[str, str, int]  # (protocol lower-case, client address, client port)
+# the flow-log columns `attribute` fills (after the run: not in the run's journal)
+JOINED_COLUMNS = ("conn_backend_address", "conn_backend", "attribution_agrees")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,8 @@ def _read_table(path: Path, max_bytes: int) -> bytes:
 
 
 def _parse(data: bytes) -> dict[ConnKey, str]:
+    from lvsprobe.kernel.procfs.ip_vs_conn import iter_ip_vs_conn  # only a run with snapshots
+
     table: dict[ConnKey, str] = {}
     for conn in iter_ip_vs_conn(data):
         if conn.is_template:

@@ -20,19 +20,20 @@ flows started before it took time), so its events, all in later batches, never p
 from __future__ import annotations
 
 import _socket
-import contextlib
 import errno
-import gc
 import os
 import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from lvsprobe.replay.attribution import ConnSnapshot
-from lvsprobe.replay.driver import (
+from lvsprobe.replay.fastconn import Conn
+from lvsprobe.replay.fastsched import Arrivals, Timers
+from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.flows import Finished, Step
+from lvsprobe.replay.flowstart import (
     FlowContext,
     _local_port,
     _outcome,
@@ -41,11 +42,9 @@ from lvsprobe.replay.driver import (
     new_record,
     record_events,
 )
-from lvsprobe.replay.fastconn import Conn
-from lvsprobe.replay.fastsched import Arrivals, Timers
-from lvsprobe.replay.flowlog import FlowRecord
-from lvsprobe.replay.flows import Finished, Step
+from lvsprobe.replay.gcpause import collections_paused
 from lvsprobe.replay.plan import PlannedFlow, stages_of
+from lvsprobe.replay.runparts import Progress, RunResult
 from lvsprobe.replay.scenario import Scenario
 
 FAST_KINDS = frozenset({"tcp", "http", "udp", "syn"})
@@ -59,29 +58,10 @@ def fast_eligible(plan: list[PlannedFlow]) -> bool:
     return all(p.kind in FAST_KINDS for p in plan)
 
 
-@contextlib.contextmanager
-def _no_collections() -> Iterator[None]:
-    """The cyclic collector off while the loop runs, on again after (if it was on).
-
-    What the loop makes per flow dies by reference count as the flow ends (its Conn, socket,
-    sans-IO flow, steps and events: no cycle among them, tests/replay/test_fastsched.py), but
-    its record lives on: collections, triggered by the short-lived allocations, walked the
-    growing record list (and the plan) again and again, a tenth of the loop's CPU."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 class FastRunner:
     """Runs a plan of tcp/http/udp/syn flows; `run()` returns what `Runner.run()` does."""
 
     def __init__(self, scenario: Scenario, plan: list[PlannedFlow], options: Any) -> None:
-        from lvsprobe.replay.runner import Progress
-
         self.scenario, self.plan, self.options = scenario, plan, options
         self.records: list[FlowRecord] = []
         self.progress = Progress(total=len(plan))
@@ -354,8 +334,6 @@ class FastRunner:
                 self._due(conn, now)
 
     def run(self) -> Any:
-        from lvsprobe.replay.runner import RunResult
-
         self._t0, self._unix0 = time.monotonic(), time.time()
         halt = threading.Event()
         snapper = None
@@ -365,7 +343,11 @@ class FastRunner:
         limit = self.scenario.bounds.max_duration_s
         arrivals = self._arrivals
         next_progress = 0.0 if self.options.on_progress is not None else float("inf")
-        with _no_collections():
+        # What the loop makes per flow dies by reference count as the flow ends (its Conn,
+        # socket, sans-IO flow, steps and events: no cycle among them, test_fastsched.py), but
+        # its record lives on: collections, triggered by the short-lived allocations, walked
+        # the growing record list (and the plan) again and again, a tenth of the loop's CPU.
+        with collections_paused():
             try:
                 while self.stop_reason is None:
                     now = self.clock()

@@ -134,7 +134,7 @@ def read_journal(path: Path) -> JournalRead:
     import pyarrow as pa
 
     batches = []
-    with pa.OSFile(str(path)) as source:
+    with pa.memory_map(str(path)) as source:  # batches read in place, not copied
         try:
             reader = pa.ipc.open_stream(source)
         except (pa.ArrowInvalid, OSError):

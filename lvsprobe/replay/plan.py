@@ -8,8 +8,10 @@ can be bound on this host.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import itertools
+import operator
 import random
 import socket
 from collections import Counter
@@ -19,6 +21,7 @@ from typing import NamedTuple
 from lvsprobe.errors import ScenarioError
 from lvsprobe.replay import profile
 from lvsprobe.replay.flowmix import FlowMix
+from lvsprobe.replay.gcpause import collections_paused
 from lvsprobe.replay.profile import Stage
 from lvsprobe.replay.scenario import Scenario
 
@@ -115,20 +118,35 @@ def _weight(mix: FlowMix, flows: tuple[FlowMix, ...], by_kind: Mapping[str, floa
 def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedFlow]:
     """The flows of a run, in start order, at most `bounds.max_flows` (or `max_flows`).
 
-    Built in one tight loop (it runs once per planned flow before the run starts): the
-    lookups hoisted, the random draws made only where a choice exists, in the same order.
+    Built with the cyclic collector paused (gcpause.py), in one tight loop (it runs once per
+    planned flow before the run starts): the lookups hoisted, the random draws made only
+    where a choice exists, in the same order. A plan with no choice at all is built column
+    by column (`_fixed_plan`).
     """
     limit = min(scenario.bounds.max_flows, max_flows or scenario.bounds.max_flows)
-    if scenario.recorded:
-        return _recorded_plan(scenario, limit)
-    rng = random.Random(scenario.seed)
-    by_stage = _mixes(scenario)
+    with collections_paused():
+        if scenario.recorded:
+            return _recorded_plan(scenario, limit)
+        rng = random.Random(scenario.seed)
+        by_stage = _mixes(scenario)
+        offsets = itertools.islice(_offsets(scenario, rng, limit), limit)
+        if _fixed(scenario, by_stage):
+            return _fixed_plan(scenario, by_stage, offsets, limit)
+        return _drawn_plan(scenario, by_stage, rng, offsets, limit)
+
+
+def _drawn_plan(
+    scenario: Scenario,
+    by_stage: dict[int | None, tuple[list[FlowMix], list[float]]],
+    rng: random.Random,
+    offsets: Iterable[tuple[float | None, int]],
+    limit: int,
+) -> list[PlannedFlow]:
     clients = scenario.clients.addresses
     count, pick = len(clients), scenario.clients.pick
     address, default_port = scenario.target.address, scenario.target.port
     plan: list[PlannedFlow] = []
     append, choices, randrange, randint = plan.append, rng.choices, rng.randrange, rng.randint
-    offsets = itertools.islice(_offsets(scenario, rng, limit), limit)
     for flow_id, (at, stage) in enumerate(offsets):
         mixes, cum_weights = by_stage.get(stage, by_stage[None])
         mix = mixes[0] if len(mixes) == 1 else choices(mixes, cum_weights=cum_weights)[0]
@@ -143,6 +161,59 @@ def make_plan(scenario: Scenario, max_flows: int | None = None) -> list[PlannedF
         port = mix.port or default_port
         append(PlannedFlow(flow_id, mix.kind, client, address, port, at, payload, mix, stage))
     return plan
+
+
+def _fixed(
+    scenario: Scenario, by_stage: dict[int | None, tuple[list[FlowMix], list[float]]]
+) -> bool:
+    """Whether no flow of the plan draws anything: one mix entry per stage, each with a
+    fixed payload, and clients taken in turn or in sequence (not at random)."""
+    return scenario.clients.pick != "random" and all(
+        len(mixes) == 1 and mixes[0].payload_bytes[0] == mixes[0].payload_bytes[1]
+        for mixes, _ in by_stage.values()
+    )
+
+
+# a PlannedFlow from a tuple of its fields, made in C (as its `_make` makes it, without the
+# Python call around it): a fixed plan is made of these, one per planned flow
+_planned_from_fields = functools.partial(tuple.__new__, PlannedFlow)
+
+
+def _fixed_plan(
+    scenario: Scenario,
+    by_stage: dict[int | None, tuple[list[FlowMix], list[float]]],
+    offsets: Iterable[tuple[float | None, int]],
+    limit: int,
+) -> list[PlannedFlow]:
+    """`_drawn_plan`'s flows where nothing is drawn: each flow's fields but its id, start
+    and client are its stage's, so the plan is zipped from columns, no Python step per flow
+    (tests/replay/test_plan.py holds the two equal)."""
+    rows = list(offsets)
+    ats, stages = (list(map(operator.itemgetter(i), rows)) for i in (0, 1))
+    clients = scenario.clients.addresses
+    count = len(clients)
+    if scenario.clients.pick == "sequential":
+        picked: Iterable[str] = (clients[i * count // limit] for i in range(len(rows)))
+    else:
+        picked = itertools.cycle(clients)
+    address, default_port = scenario.target.address, scenario.target.port
+    fields = {}  # by stage: kind, port, payload, mix
+    for stage in set(stages):
+        mix = by_stage.get(stage, by_stage[None])[0][0]
+        fields[stage] = (mix.kind, mix.port or default_port, mix.payload_bytes[0], mix)
+    per_flow = list(map(fields.__getitem__, stages))
+    columns = zip(
+        range(len(rows)),
+        map(operator.itemgetter(0), per_flow),
+        picked,
+        itertools.repeat(address),
+        map(operator.itemgetter(1), per_flow),
+        ats,
+        map(operator.itemgetter(2), per_flow),
+        map(operator.itemgetter(3), per_flow),
+        stages,
+    )
+    return list(map(_planned_from_fields, columns))
 
 
 def _recorded_plan(scenario: Scenario, limit: int) -> list[PlannedFlow]:

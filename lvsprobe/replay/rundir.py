@@ -21,9 +21,10 @@ from typing import Any
 
 from lvsprobe.errors import LvsprobeError
 from lvsprobe.replay import flowlog
-from lvsprobe.replay.attribution import attribute, save_snapshots
+from lvsprobe.replay.attribution import JOINED_COLUMNS, attribute, save_snapshots
 from lvsprobe.replay.expect import check_expectations
 from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.gcpause import collections_paused
 from lvsprobe.replay.hooks import EVENTS_FILE
 from lvsprobe.replay.journal import Journal
 from lvsprobe.replay.profile import rate_figures
@@ -171,9 +172,10 @@ def write_run(
     flow's start offset by flow id (None: closed), for the planned and achieved rates.
     """
     try:
-        return _write_run(
-            run, scenario, result, stop_reason, planned, check, hurry, thresholds, planned_at_s
-        )
+        with collections_paused():  # over the records and the columns read off them
+            return _write_run(
+                run, scenario, result, stop_reason, planned, check, hurry, thresholds, planned_at_s
+            )
     except OSError as exc:  # a full disk, say: the journal still holds every finished flow
         raise LvsprobeError(
             f"--out {run.path}: cannot write the run's files: {exc.strerror or exc}; its "
@@ -196,11 +198,13 @@ def _write_run(
     run.journal.flush()  # every finished flow is on disk before the slower steps below
     matched = 0
     conn_error = None
+    joined: tuple[str, ...] = ()  # the columns the join filled in since the flows were journaled
     if result.snapshots:
         save_snapshots(run.path, result.snapshots)
         if hurry:
             conn_error = "conn-table attribution skipped: interrupted twice"
         else:
+            joined = JOINED_COLUMNS
             try:
                 matched = attribute(result.records, result.snapshots, scenario.target.backends)
             except (LvsprobeError, ImportError) as exc:
@@ -211,8 +215,33 @@ def _write_run(
         failures = check_expectations(scenario.expect, result.records)
         checks = {"passed": not failures, "failures": failures}
     run.journal.close()
-    flowlog.write_flows(run.path, result.records)
-    opened = [r.start_s for r in result.records if _open(planned_at_s, r.flow_id)]
+    flowlog.finish_flows(run.path, result.records, joined)
+    summary = _summary(
+        scenario, result, stop_reason, planned, thresholds, planned_at_s,
+        snapshots=len(result.snapshots), conn_table_matched=matched,
+        conn_table_error=conn_error, checks=checks,
+    )  # fmt: skip
+    flowlog.write_summary(run.path, summary)
+    result.summary = summary
+    return summary
+
+
+def _summary(
+    scenario: Scenario,
+    result: Any,
+    stop_reason: str | None,
+    planned: int,
+    thresholds: Sequence[Threshold],
+    planned_at_s: Sequence[float | None],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The run's summary: its flows', the planned and achieved rates, the thresholds judged."""
+    planned_open_s = [at for at in planned_at_s if at is not None]
+    opened = (
+        [r.start_s for r in result.records if _open(planned_at_s, r.flow_id)]
+        if planned_open_s  # else a closed run's: none
+        else []
+    )
     summary = flowlog.summarize(
         result.records,
         scenario=scenario.name,
@@ -220,17 +249,12 @@ def _write_run(
         complete=stop_reason is None and len(result.records) + result.skipped == planned,
         stopped=stop_reason,
         skipped=result.skipped,
-        snapshots=len(result.snapshots),
-        conn_table_matched=matched,
-        conn_table_error=conn_error,
-        checks=checks,
-        rates=rate_figures([at for at in planned_at_s if at is not None], opened),
+        **extra,
+        rates=rate_figures(planned_open_s, opened),
     )
     if thresholds:
         names = scenario.target.backends
         summary["thresholds"] = evaluate(thresholds, summary, result.records, names)
-    flowlog.write_summary(run.path, summary)
-    result.summary = summary
     return summary
 
 
@@ -252,7 +276,7 @@ def finish_run_dir(path: Path) -> dict[str, Any]:
         log = None
         if not (path / flowlog.FLOWS_FILE).is_file():
             log = flowlog.read_flow_log(path)
-            flowlog.write_flows(path, flowlog.records_from_table(log.table))
+            flowlog.write_flows_table(path, log.table)
         if (path / flowlog.SUMMARY_FILE).is_file():
             summary = flowlog.read_summary(path)
         else:

@@ -28,7 +28,7 @@ from lvsprobe.errors import LvsprobeError, ScenarioError
 from lvsprobe.replay.attribution import ConnSnapshot
 from lvsprobe.replay.merge import Merge, ShardStatus
 from lvsprobe.replay.plan import PlannedFlow
-from lvsprobe.replay.runner import Progress, RunOptions, RunResult
+from lvsprobe.replay.runparts import Progress, RunOptions, RunResult
 from lvsprobe.replay.scenario import Scenario
 from lvsprobe.replay.shard import Shard, WorkerClients, shard_scenario, split_plan
 from lvsprobe.replay.shardrun import ShardSpec, report_host, run_shard

@@ -156,7 +156,7 @@ def _drive(spec: ShardSpec, plan: list[Any], sink: RowSink, stop: Any) -> str | 
     """Run the shard's flows on the engine the client chose; a watcher thread turns the
     run's stop event into the engine's stop."""
     from lvsprobe.replay.fastloop import FastRunner
-    from lvsprobe.replay.runner import Runner, RunOptions
+    from lvsprobe.replay.runparts import RunOptions
 
     # The engines use add, tick and flush of their journal: the sink has them.
     options = RunOptions(journal=sink)
@@ -183,6 +183,8 @@ def _drive(spec: ShardSpec, plan: list[Any], sink: RowSink, stop: Any) -> str | 
         if spec.fast:
             fast.run()
             return fast.stop_reason
+
+        from lvsprobe.replay.runner import Runner  # (asyncio: only for this engine)
 
         async def main() -> str | None:
             runner = Runner(spec.scenario, plan, options)

@@ -1,0 +1,129 @@
+"""A run's finish: flows.parquet written from the run's journal (its rows already in Arrow)
+equals the log written from the records, the conn-table join's columns included, and any
+doubt about the journal falls back to the records."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from lvsprobe.replay import flowlog
+from lvsprobe.replay.attribution import JOINED_COLUMNS
+from lvsprobe.replay.flowlog import FlowRecord
+
+
+def _records(count: int) -> list[FlowRecord]:
+    out = []
+    for i in range(count):
+        rec = FlowRecord(i, "http" if i % 3 else "tcp", f"127.0.0.{2 + i % 5}", 40000 + i,
+                         "127.0.0.1", 80, "tcp", 0.01 * i, 0.01 * i + 0.001, 1.7e9 + i)  # fmt: skip
+        rec.connect_s = None if i % 7 == 0 else 0.0002 * (i % 11)
+        rec.end_s = rec.start_s + 0.003
+        rec.outcome = "ok" if i % 4 else "reset"
+        rec.backend = None if i % 5 == 0 else f"rs{i % 3}"
+        rec.detail = "é" if i == 3 else None
+        rec.stage = i % 2
+        rec.settle()
+        out.append(rec)
+    return out
+
+
+def _journaled(run: Path, records: list[FlowRecord], finish_order: list[int]) -> None:
+    journal = flowlog.open_journal(run, len(records), "s")
+    journal.flush_rows = 4  # several batches, as a run writes them
+    for i in finish_order:
+        journal.add(records[i])
+    journal.close()
+
+
+def _reference(tmp_path: Path, records: list[FlowRecord]) -> object:
+    (tmp_path / "ref").mkdir()
+    flowlog.write_flows(tmp_path / "ref", records)
+    return pq.read_table(tmp_path / "ref" / flowlog.FLOWS_FILE)
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_the_log_from_the_journal_is_the_log_from_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_order: bool
+) -> None:
+    """Journaled in flow order (an open model's flows end as they start), or out of it and
+    sorted (a large run: the threshold lowered here)."""
+    records = _records(23)
+    run = tmp_path / "run"
+    run.mkdir()
+    order = list(range(23)) if in_order else [*range(20, 23), *range(10, 20), *range(10)]
+    _journaled(run, records, order)
+    monkeypatch.setattr(flowlog, "JOURNAL_SORT_MIN_ROWS", 20)
+    monkeypatch.setattr(flowlog, "records_to_table", _not_converted)
+    assert flowlog.finish_flows(run, records) == 23
+    monkeypatch.undo()
+    table = pq.read_table(run / flowlog.FLOWS_FILE)
+    assert table.equals(_reference(tmp_path, records), check_metadata=True)
+    assert not (run / flowlog.JOURNAL_FILE).exists()
+    assert not flowlog.read_flow_log(run).from_journal
+
+
+def test_a_small_journal_out_of_order_is_not_sorted(tmp_path: Path) -> None:
+    """Sorting it needs pyarrow.compute, dearer to load than converting a few records."""
+    code = f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_run_finish import _journaled, _records
+from lvsprobe.replay import flowlog
+records = _records(30)
+_journaled(Path({str(tmp_path)!r}), records, [*range(15, 30), *range(15)])
+flowlog.finish_flows(Path({str(tmp_path)!r}), records)
+print("pyarrow.compute" in sys.modules, flowlog.read_flows(Path({str(tmp_path)!r})).num_rows)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "30"]
+
+
+def test_the_joined_columns_come_from_the_records(tmp_path: Path) -> None:
+    """The conn-table join fills its columns after the flows were journaled."""
+    records = _records(9)
+    run = tmp_path / "run"
+    run.mkdir()
+    _journaled(run, records, list(range(9)))
+    for rec in records[::2]:
+        rec.conn_backend_address, rec.conn_backend = "198.18.1.11", "rs1"
+        rec.attribution_agrees = rec.backend == "rs1"
+    flowlog.finish_flows(run, records, JOINED_COLUMNS)
+    table = pq.read_table(run / flowlog.FLOWS_FILE)
+    assert table.equals(_reference(tmp_path, records), check_metadata=True)
+    assert table.column("conn_backend").to_pylist()[:3] == ["rs1", None, "rs1"]
+
+
+@pytest.mark.parametrize("damage", ["missing flow", "other flow", "torn", "no journal"])
+def test_a_journal_not_holding_exactly_the_records_falls_back_to_them(
+    tmp_path: Path, damage: str
+) -> None:
+    records = _records(10)
+    run = tmp_path / "run"
+    run.mkdir()
+    order = list(range(10))
+    if damage == "missing flow":
+        order.remove(4)
+    _journaled(run, records, order)
+    journal = run / flowlog.JOURNAL_FILE
+    written = records
+    if damage == "other flow":
+        written = [*records[:4], _records(11)[10], *records[5:]]
+    elif damage == "torn":
+        journal.write_bytes(journal.read_bytes()[:-20])
+        written = records[:8]  # (what the journal keeps: the last batch is torn)
+    elif damage == "no journal":
+        journal.unlink()
+    flowlog.finish_flows(run, written)
+    table = pq.read_table(run / flowlog.FLOWS_FILE)
+    assert table.equals(_reference(tmp_path, written), check_metadata=True)
+
+
+def _not_converted(_records: object) -> object:
+    raise AssertionError("records converted again: the journal holds them in Arrow")
