@@ -88,7 +88,9 @@ def _replay(
         argv = [sys.executable, "-c", "'from lvsprobe.cli import main; main()'", "replay",
                 "run", str(scenario), "--out", str(runs[-1]), "--json", "--no-progress",
                 "--engine", engine]  # fmt: skip
-        commands.append(f"{' '.join(argv)} > {runs[-1]}.json 2> {runs[-1]}.err &")
+        # Each process's own exit status in its .err (the shell's `wait` says nothing of it).
+        out, err = f"{runs[-1]}.json", f"{runs[-1]}.err"
+        commands.append(f'( {" ".join(argv)} > {out} 2> {err}; echo "exit $?" >> {err} ) &')
     started = time.monotonic()
     done = lab.sh("client", "\n".join([*commands, "wait"]), timeout=seconds + 600)
     wall = time.monotonic() - started
