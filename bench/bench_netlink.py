@@ -39,14 +39,15 @@ from lvsprobe.model import Service, Snapshot
 _WIDTHS = (12, 7, 8, 8, 9, 9, 7, 9, 10, 9, 9)
 
 
-def _vm(field: str) -> float:
+def vm_mb(field: str) -> float:
+    """A /proc/self/status size field (VmRSS, VmHWM) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux 4.0+)
 
 
@@ -143,8 +144,8 @@ def child(step: str, size: int, runs: int) -> dict[str, float]:
     services = ()
     kernel.sent = kernel.received = 0
     gc.collect()
-    _reset_peak()
-    base = _vm("VmRSS")
+    reset_peak()
+    base = vm_mb("VmRSS")
     best, cpu_s, kernel_s = float("inf"), 0.0, 0.0
     for _ in range(runs):
         kernel.spent_s = 0.0
@@ -159,7 +160,7 @@ def child(step: str, size: int, runs: int) -> dict[str, float]:
         "seconds": best,
         "cpu_seconds": cpu_s,
         "kernel_seconds": kernel_s if step == "read" else 0.0,
-        "peak_rise_mb": _vm("VmHWM") - base,
+        "peak_rise_mb": vm_mb("VmHWM") - base,
         "syscalls": (kernel.sent + kernel.received) / runs if step == "read" else 0,
         "traced_peak_mb": 0.0,
         "traced_kept_mb": 0.0,

@@ -30,6 +30,7 @@ from typing import TextIO
 
 import click
 
+from bench.bench_netlink import reset_peak, vm_mb
 from lvsprobe.cli.status import render_text, write_json
 from lvsprobe.ipvsadm_view import View
 from lvsprobe.kernel.genl.simulated import SimulatedKernel, generated_services
@@ -37,17 +38,6 @@ from lvsprobe.kernel.genl.socket import IPVSNetlink
 from lvsprobe.model import Snapshot
 
 VIEWS = ("text", "json")
-
-
-def _vm_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux 4.0+)
 
 
 def _write_calls() -> int:
@@ -84,14 +74,14 @@ def child(view: str, size: int, runs: int) -> dict[str, float]:
             started = time.perf_counter()
             snap = _read(kernel)
             read_s = min(read_s, time.perf_counter() - started)
-            rss_mb = _vm_mb("VmRSS")
-            _reset_peak()
+            rss_mb = vm_mb("VmRSS")
+            reset_peak()
             writes_before = _write_calls()
             started = time.perf_counter()
             write(snap, sink)
             render_s = min(render_s, time.perf_counter() - started)
             writes = _write_calls() - writes_before
-            render_rise_mb = max(render_rise_mb, _vm_mb("VmHWM") - rss_mb)
+            render_rise_mb = max(render_rise_mb, vm_mb("VmHWM") - rss_mb)
             del snap
     return {
         "read_s": read_s,
@@ -99,7 +89,7 @@ def child(view: str, size: int, runs: int) -> dict[str, float]:
         "writes": writes,
         "render_rise_mb": render_rise_mb,
         # the process's peak: the simulated kernel's replies are held too (a real one's are not)
-        "peak_rss_mb": _vm_mb("VmHWM"),
+        "peak_rss_mb": vm_mb("VmHWM"),
     }
 
 

@@ -1,7 +1,8 @@
 """`status --json` writes each service's backends from the table's columns by templates: the
 text must be json's own encoding of the dicts, byte for byte, for any table a reader makes
 (lists or compact arrays, nulls anywhere, IPv4/IPv6, rows shared by many services or one
-table each) and any batch boundary, and the services around them with odd names."""
+table each) and any batch boundary, and the services around them with odd names. The
+document read from columns is the one objects give, and reads back to the same snapshot."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from lvsprobe.model import (
 from lvsprobe.snapshot_json import (
     service_to_json,
     services_text,
+    snapshot_from_json,
     snapshot_json_text,
     snapshot_to_json,
 )
@@ -219,3 +221,15 @@ def test_values_percent_d_would_misprint_are_written_as_json_writes_them() -> No
     text = dumps(backends_to_json(rows))
     assert list(backends_texts([rows])) == [text]
     assert '"port": true' in text and '"weight": 1,' in text
+
+
+def test_backends_from_columns_are_those_of_the_objects() -> None:
+    services = IPVSNetlink.connect(SimulatedKernel(generated_services(200, seed=2))).services()
+    snap = Snapshot(loaded=True, via="netlink", services=services)
+    doc = snapshot_to_json(snap)
+    for svc, svc_doc in zip(services, doc["services"], strict=True):
+        assert svc_doc["backends"] == [_backend_of_object(rs) for rs in svc.real_servers.objects()]
+    assert any(b["tunnel"] for s in doc["services"] for b in s["backends"])
+    assert any(b["family"] is None for s in doc["services"] for b in s["backends"])
+    back = snapshot_from_json(json.loads(json.dumps(doc)))
+    assert back.services == services
