@@ -134,7 +134,9 @@ def read_journal(path: Path) -> JournalRead:
     import pyarrow as pa
 
     batches = []
-    with pa.memory_map(str(path)) as source:  # batches read in place, not copied
+    # Read, not memory-mapped: a mapped file that another process truncates, or a network
+    # file system that fails a page in, kills the reader with SIGBUS (no error, no summary).
+    with pa.OSFile(str(path)) as source:
         try:
             reader = pa.ipc.open_stream(source)
         except (pa.ArrowInvalid, OSError):
