@@ -33,7 +33,6 @@ from lvsprobe.model import (
     ServiceKey,
     Snapshot,
     Stats,
-    Tunnel,
 )
 from lvsprobe.snapshot_json import (
     service_to_json,
@@ -42,6 +41,7 @@ from lvsprobe.snapshot_json import (
     snapshot_json_text,
     snapshot_to_json,
 )
+from tests.strategies import maybe, real_servers, u32, u64
 
 
 def dumps(value: object) -> str:
@@ -49,35 +49,10 @@ def dumps(value: object) -> str:
     return json.dumps(value, separators=(", ", ": "))
 
 
-u32 = st.integers(0, 2**32 - 1)
-u64 = st.integers(0, 2**64 - 1)
-maybe = st.none() | u32
 # Strings a kernel or a JSON document could hand us: quotes, backslashes, controls, non-ASCII.
 odd_text = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
     ['wlc"', "a\\b", "\n\t\x00", "é☃\U0001f600", "%d %s", "</script>", "\x7f\u2028"]
 )
-
-
-@st.composite
-def real_servers(draw: st.DrawFn) -> RealServer:
-    """Any real server a reader can give: IPv4/IPv6, each optional field there or not."""
-    v6 = draw(st.booleans())
-    address = IPv6Address(draw(st.integers(0, 2**128 - 1))) if v6 else IPv4Address(draw(u32))
-    return RealServer(
-        address,
-        draw(st.integers(0, 65535)),
-        draw(st.sampled_from(Forward)),
-        draw(u32),
-        draw(st.integers(-(2**31), 2**31 - 1)),
-        draw(u32),
-        draw(maybe),
-        draw(maybe),
-        draw(maybe),
-        draw(st.none() | st.builds(Stats, u64, u64, u64, u64, u64)),
-        draw(st.none() | st.builds(Rates, u64, u64, u64, u64, u64)),
-        draw(st.sampled_from([None, Family.INET6 if v6 else Family.INET])),
-        draw(st.none() | st.builds(Tunnel, st.integers(0, 255), u32, u32)),
-    )
 
 
 def _compact(table: RealServerTable) -> RealServerTable:
