@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lvsprobe.cli.keepalived_options import keepalived_options
-from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.cli.logfmt import LOG_LEVELS, setup_logging
+from lvsprobe.cli.options import Duration, max_conn_table_bytes_option
 from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -19,50 +19,6 @@ if TYPE_CHECKING:
     from lvsprobe.exporter.server import HTTPLimits
 
 DEFAULT_PORT = 9954
-LOG_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-}
-
-
-class _Logfmt(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage().replace('"', '\\"')
-        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-        line = f'ts={ts} level={record.levelname.lower()} msg="{msg}"'
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
-
-class Duration(click.ParamType):
-    """A Prometheus-style duration (`500ms`, `10s`, `1m30s`, `2h`) or plain seconds, > 0."""
-
-    name = "DURATION"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, int | float):
-            seconds = float(value)
-        else:
-            text = str(value).strip()
-            try:
-                seconds = float(text)
-            except ValueError:
-                parts = _DURATION.findall(text)
-                if not parts or "".join(n + u for n, u in parts) != text:
-                    self.fail(f"{value!r} is not a duration like 10s, 1m30s or 500ms", param, ctx)
-                seconds = sum(float(n) * _DURATION_UNITS_S[u] for n, u in parts)
-        if not 0 < seconds < 10**7:
-            self.fail(f"{value!r} must be above zero", param, ctx)
-        return seconds
 
 
 def _matches(param: str, values: tuple[str, ...]) -> tuple[Any, ...]:
@@ -328,7 +284,7 @@ def export(
     from lvsprobe.exporter.server import HTTPLimits, check_telemetry_path
     from lvsprobe.sources import Target
 
-    _setup_logging(log_level)
+    setup_logging(log_level)
     try:
         check_telemetry_path(telemetry_path)
     except ValueError as exc:
@@ -442,13 +398,3 @@ def _bind(
         return cls(("::", port), scrape, web, path, limits)
     except OSError:
         return cls(("0.0.0.0", port), scrape, web, path, limits)
-
-
-def _setup_logging(level: str) -> None:
-    logger = logging.getLogger("lvsprobe")
-    if not any(getattr(h, "_lvsprobe", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_Logfmt())
-        handler._lvsprobe = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(LOG_LEVELS[level])

@@ -1,7 +1,8 @@
-"""Options shared by commands that read a director: which namespace or tree to read."""
+"""Options and option types shared by commands: which namespace or tree to read, durations."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -115,3 +116,31 @@ memory_option = click.option(
 def lab_progress(message: str) -> None:
     """A lab's progress lines, on stderr (stdout stays the command's own output)."""
     click.echo(f"lab: {message}", err=True)
+
+
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+class Duration(click.ParamType):
+    """A Prometheus-style duration (`500ms`, `10s`, `1m30s`, `2h`) or plain seconds, > 0."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            text = str(value).strip()
+            try:
+                seconds = float(text)
+            except ValueError:
+                parts = _DURATION.findall(text)
+                if not parts or "".join(n + u for n, u in parts) != text:
+                    self.fail(f"{value!r} is not a duration like 10s, 1m30s or 500ms", param, ctx)
+                seconds = sum(float(n) * _DURATION_UNITS_S[u] for n, u in parts)
+        if not 0 < seconds < 10**7:
+            self.fail(f"{value!r} must be above zero", param, ctx)
+        return seconds
