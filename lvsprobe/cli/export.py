@@ -15,8 +15,8 @@ from lvsprobe.cli.options import Duration, max_conn_table_bytes_option
 from lvsprobe.deadline import DEFAULT_READ_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from lvsprobe.exporter.httpsettings import HTTPLimits
     from lvsprobe.exporter.names import NamesFile
-    from lvsprobe.exporter.server import HTTPLimits
 
 DEFAULT_PORT = 9954
 
@@ -280,8 +280,8 @@ def export(
     from lvsprobe.exporter.compat import parse_backend_labels
     from lvsprobe.exporter.filters import ServiceFilter
     from lvsprobe.exporter.flights import scrape_formats
+    from lvsprobe.exporter.httpsettings import HTTPLimits, check_telemetry_path
     from lvsprobe.exporter.scrape import ExportOptions, Scraper
-    from lvsprobe.exporter.server import HTTPLimits, check_telemetry_path
     from lvsprobe.sources import Target
 
     setup_logging(log_level)
@@ -357,7 +357,8 @@ def _serve(
     listen: str, web_config: Path | None, path: str, limits: HTTPLimits, scrape: Any
 ) -> None:
     from lvsprobe.exporter.heap import one_arena
-    from lvsprobe.exporter.server import ExporterServer, parse_listen_address
+    from lvsprobe.exporter.httpsettings import parse_listen_address
+    from lvsprobe.exporter.server import ExporterServer
 
     one_arena()  # before the scrape pool's threads start (heap.py says why)
     try:

@@ -67,7 +67,7 @@ def _snapshot_every(_ctx: click.Context, _param: click.Parameter, value: float) 
 def _listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
     if value is None:  # click calls this without the flag too: no HTTP server imported then
         return None
-    from lvsprobe.exporter.server import parse_listen_address
+    from lvsprobe.exporter.httpsettings import parse_listen_address
 
     try:
         return parse_listen_address(value)

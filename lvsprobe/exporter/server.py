@@ -39,6 +39,7 @@ import h11
 from lvsprobe import __version__
 from lvsprobe.exporter.exchange import Reply, request_headers
 from lvsprobe.exporter.flights import Flights, Scrape, ScrapeFailed
+from lvsprobe.exporter.httpsettings import HEALTH_PATHS, READY_PATH, HTTPLimits
 from lvsprobe.exporter.negotiate import accepts_gzip, negotiate_format
 from lvsprobe.exporter.reactor import Loop, Signal, SocketStream, Task, Wait
 
@@ -47,8 +48,6 @@ if TYPE_CHECKING:  # imported by whoever reads a --web.config.file: TLS and auth
 
 log = logging.getLogger("lvsprobe.exporter")
 
-HEALTH_PATHS = ("/healthz", "/-/healthy")
-READY_PATH = "/-/ready"
 # A request head beyond this is refused with 431 (h11's default, Go's is 1 MB; ours are tiny).
 MAX_HEAD_BYTES = 16 * 1024
 CAP_NOTE_INTERVAL_S = 60.0
@@ -67,44 +66,6 @@ connection table, sync daemons, timeouts and sysctls.</p>
 <li><a href="/-/ready">/-/ready</a>: a first read of IPVS has completed (503 before)</li></ul>
 </body></html>
 """
-
-
-@dataclass(frozen=True)
-class HTTPLimits:
-    """Deadlines per connection and the caps; the defaults suit scrape intervals of 15-60 s."""
-
-    read_timeout_s: float = 10.0
-    write_timeout_s: float = 30.0
-    idle_timeout_s: float = 90.0
-    max_connections: int = 512
-    max_scrapes: int = 40  # worker threads reading and rendering (--web.max-requests)
-
-
-def parse_listen_address(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `:PORT` (all interfaces) or `[V6]:PORT`; ValueError says what is wrong."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        raise ValueError(f"{text!r}: expected HOST:PORT or :PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{text!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{text!r}: port out of range")
-    return host, port
-
-
-def check_telemetry_path(path: str) -> str:
-    """The metrics path, if a request can reach it; ValueError says why not."""
-    if not path.startswith("/"):
-        raise ValueError(f"{path!r} must start with '/' (e.g. /metrics)")
-    if any(c in path for c in "?# ") or not path.isprintable():
-        raise ValueError(f"{path!r}: a path has no '?', '#', spaces or control characters")
-    if path in (*HEALTH_PATHS, READY_PATH, "/"):
-        raise ValueError(f"{path!r} is taken by the landing page or a health endpoint")
-    return path
 
 
 class _ClientGone(Exception):

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from lvsprobe.exporter.flights import Scrape, scrape_formats
+from lvsprobe.exporter.httpsettings import HTTPLimits
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.exporter.server import ExporterServer, HTTPLimits
+from lvsprobe.exporter.server import ExporterServer
 from lvsprobe.kernel.procfs import ip_vs
 from lvsprobe.sources import Target, read_snapshot
 

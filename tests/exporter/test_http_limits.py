@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lvsprobe.exporter.flights import Scrape
+from lvsprobe.exporter.httpsettings import HTTPLimits
 from lvsprobe.exporter.render import ExpositionFormat
-from lvsprobe.exporter.server import ExporterServer, HTTPLimits
+from lvsprobe.exporter.server import ExporterServer
 
 FAST = HTTPLimits(read_timeout_s=0.5, write_timeout_s=1.0, idle_timeout_s=0.5)
 BOUND_S = 15  # the longest any one wait may take before the test fails

@@ -26,10 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families as parse_cla
 
 from lvsprobe.cli import cli
 from lvsprobe.exporter.flights import scrape_formats
+from lvsprobe.exporter.httpsettings import HTTPLimits, check_telemetry_path
 from lvsprobe.exporter.negotiate import accepts_gzip, negotiate_format, parse_accept
 from lvsprobe.exporter.render import ExpositionFormat
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.exporter.server import ExporterServer, HTTPLimits, check_telemetry_path
+from lvsprobe.exporter.server import ExporterServer
 from lvsprobe.exporter.webconfig import BasicAuth, WebConfig
 from lvsprobe.model import Snapshot
 

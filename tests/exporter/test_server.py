@@ -25,9 +25,10 @@ import pytest
 from lvsprobe.errors import ParseError
 from lvsprobe.exporter import server as server_module
 from lvsprobe.exporter.flights import Scrape, scrape_formats
+from lvsprobe.exporter.httpsettings import HTTPLimits, parse_listen_address
 from lvsprobe.exporter.render import ExpositionFormat
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.exporter.server import ExporterServer, HTTPLimits, parse_listen_address
+from lvsprobe.exporter.server import ExporterServer
 from lvsprobe.exporter.webconfig import WebConfig, read_web_config
 from lvsprobe.model import Snapshot
 

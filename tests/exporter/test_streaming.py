@@ -27,9 +27,10 @@ from lvsprobe.exporter.flights import (
     ScrapeFailed,
     scrape_formats,
 )
+from lvsprobe.exporter.httpsettings import HTTPLimits
 from lvsprobe.exporter.render import ExpositionFormat, render
 from lvsprobe.exporter.scrape import ExportOptions, Scraper
-from lvsprobe.exporter.server import ExporterServer, HTTPLimits
+from lvsprobe.exporter.server import ExporterServer
 from lvsprobe.kernel.genl.simulated import generated_services
 from lvsprobe.model import Snapshot
 
