@@ -7,6 +7,7 @@ in one line what to install instead of failing with a traceback halfway through 
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import importlib.util
 import sys
@@ -227,6 +228,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # A crash in native code (a C extension, or an emulator bug under it) prints the Python
+    # stack on stderr: a long replay or the exporter dying without a word says nothing of where.
+    faulthandler.enable()
     try:
         sys.exit(cli.main(prog_name="lvsprobe", standalone_mode=True))
     finally:

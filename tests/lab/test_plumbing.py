@@ -13,7 +13,8 @@ from lvsprobe.errors import LabError
 from lvsprobe.lab import prepare as prep
 from lvsprobe.lab import protocol as p
 from lvsprobe.lab.initramfs import CpioWriter, load_order, module_name
-from lvsprobe.lab.vm import guest_path, kvm_verdict
+from lvsprobe.lab.prepare import Prepared
+from lvsprobe.lab.vm import VM, AccelVerdict, guest_path, kvm_verdict
 
 FRAMES = st.lists(
     st.tuples(
@@ -134,3 +135,13 @@ def test_a_kvm_boot_that_fails_falls_back_to_tcg(monkeypatch: pytest.MonkeyPatch
     from lvsprobe.lab.lab import BootTimedOut
 
     assert _booting(monkeypatch, "kvm", [BootTimedOut("no output")]) == ["kvm", "tcg"]
+
+
+def test_a_tcg_guest_sees_no_avx2(tmp_path: Path) -> None:
+    """qemu 7.2's young AVX2 emulation crashed numpy's AVX2 sort in the guest (SIGSEGV in
+    `replay run`'s summary): a TCG guest's CPU is `max` without AVX2; KVM's is the host's."""
+    prepared = Prepared("6.1.0-test", tmp_path / "vmlinux", tmp_path / "initrd", tmp_path)
+    tcg = VM(prepared, AccelVerdict("tcg", "test")).argv()
+    assert tcg[tcg.index("-cpu") + 1] == "max,avx2=off"
+    kvm = VM(prepared, AccelVerdict("kvm", "test")).argv()
+    assert kvm[kvm.index("-cpu") + 1] == "host"
