@@ -5,14 +5,14 @@ formatted a column at a time.
 A kube-proxy node's view has 10^5 real-server lines. Made from a `RealServer` object and a
 few f-strings each, they took most of `lvsprobe status`'s time and the objects most of its
 memory. Here the rows of a batch of services are gathered in ipvsadm's order and each line
-is one `%`-format of a template made for the batch (`lines`): each number is written by
+is one `%`-format of a template made for the batch (`format_lines`): each number is written by
 `%d` in C, and a column's print_largenum units are chosen for all its values in one pass.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cmp_to_key
 from itertools import chain, groupby, repeat
@@ -31,7 +31,7 @@ from lvsprobe.model import (
 MISSING = "-"
 
 # print_largenum without --exact: a value below a limit is written divided by the divisor,
-# with the unit (1.31 divides by 1000s, as here).
+# with the unit (decimal: K is 1000).
 _UNIT_LIMITS = (100_000_000, 1_000_000_000, 100_000_000_000, 100_000_000_000_000)
 _UNIT_FORMATS = ("%9d", "%8dK", "%8dM", "%8dG", "%8dT")
 _UNIT_DIVISORS = (1, 1_000, 1_000_000, 1_000_000_000, 1_000_000_000_000)
@@ -117,7 +117,9 @@ def _part(cell: Cell, values: Column | None, args: list[Column]) -> str:
     return "%s"
 
 
-def lines(head_spec: str, heads: Column, cells: Iterable[tuple[Cell, Column | None]]) -> list[str]:
+def format_lines(
+    head_spec: str, heads: Column, cells: Iterable[tuple[Cell, Column | None]]
+) -> list[str]:
     """One line per head: `head_spec % head` then each cell's value in that row."""
     args: list[Column] = [heads]
     template = head_spec + "".join(_part(cell, values, args) for cell, values in cells)
@@ -209,15 +211,15 @@ def ordered_rows(table: RealServerTable, parts: Sequence[RealServerRows]) -> lis
     return list(map(itemgetter(3), dests))
 
 
-class Gathered:
-    """Columns of the rows of many services, in ipvsadm's order, gathered from their tables
-    (a snapshot's services share one table; a service made from objects has its own)."""
+_Run: TypeAlias = tuple[RealServerTable, list[int]]  # a table, row numbers of it in order
 
-    def __init__(self, parts: Sequence[RealServerRows]) -> None:
-        self._runs = [
-            (table, ordered_rows(table, list(group)))
-            for table, group in groupby(parts, key=attrgetter("table"))
-        ]
+
+class Gathered:
+    """Columns of rows of many services' tables, in order (a snapshot's services share one
+    table; a service made from objects has its own)."""
+
+    def __init__(self, runs: Sequence[_Run]) -> None:
+        self._runs = runs
 
     def column(self, column_of: ColumnOf) -> list[Any] | None:
         """The rows' values of a column; None in the rows of a table without it, and None
@@ -231,17 +233,41 @@ class Gathered:
         return out
 
 
+def _windows(runs: Iterable[_Run], rows: int) -> Iterator[list[_Run]]:
+    """The runs' rows in turn, `rows` to 2 * `rows` at a time (the last: fewer)."""
+    window: list[_Run] = []
+    held = 0
+    for table, numbers in runs:
+        for at in range(0, len(numbers), rows):
+            window.append((table, numbers[at : at + rows]))
+            held += len(window[-1][1])
+            if held >= rows:
+                yield window
+                window, held = [], 0
+    if window:
+        yield window
+
+
 def dest_lines(
-    parts: Sequence[RealServerRows], head_spec: str, cells: Sequence[tuple[ColumnOf, Cell]]
-) -> list[str]:
-    """Each part's real-server lines in ipvsadm's order, the parts in turn: `head_spec`
-    takes the `addr:port` name, then each cell its column."""
-    gathered = Gathered(parts)
-    families = gathered.column(attrgetter("address_families")) or []
-    numbers = gathered.column(attrgetter("address_numbers")) or []
-    ports = gathered.column(attrgetter("ports")) or []
-    names = dest_names(families, numbers, ports)
-    return lines(head_spec, names, ((cell, gathered.column(of)) for of, cell in cells))
+    parts: Sequence[RealServerRows],
+    head_spec: str,
+    cells: Sequence[tuple[ColumnOf, Cell]],
+    window_rows: int,
+) -> Iterator[list[str]]:
+    """Each part's real-server lines in ipvsadm's order, the parts in turn, made about
+    `window_rows` at a time: `head_spec` takes the `addr:port` name, then each cell its
+    column."""
+    runs = [
+        (table, ordered_rows(table, list(group)))
+        for table, group in groupby(parts, key=attrgetter("table"))
+    ]
+    for window in _windows(runs, window_rows):
+        gathered = Gathered(window)
+        families = gathered.column(attrgetter("address_families")) or []
+        numbers = gathered.column(attrgetter("address_numbers")) or []
+        ports = gathered.column(attrgetter("ports")) or []
+        names = dest_names(families, numbers, ports)
+        yield format_lines(head_spec, names, ((cell, gathered.column(of)) for of, cell in cells))
 
 
 _NAME_FORMATS = {Family.INET: "%s:%d", Family.INET6: "[%s]:%d"}

@@ -12,7 +12,7 @@ import enum
 import functools
 import ipaddress
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import repeat
+from itertools import accumulate, repeat
 from operator import attrgetter
 
 from lvsprobe.ipvsadm_columns import (
@@ -24,10 +24,10 @@ from lvsprobe.ipvsadm_columns import (
     address_words,
     cmp_words,
     dest_lines,
+    format_lines,
     largenum,
     largenum_cell,
     left,
-    lines,
     record_columns,
     stat_column,
     words_close,
@@ -80,8 +80,8 @@ _TITLES = {
     f" {'ActiveConn':<10} {'InActConn':<10}\n  -> RemoteAddress:Port",
 }
 
-# The real-server lines are made a batch of about this many lines at a time (more only for a
-# service that has more): the text of a batch is held until it is written (~80 B a line).
+# The lines are made a batch of about this many at a time: the text of a batch is held until
+# it is written (~80 B a line).
 BATCH_LINES = 4096
 
 
@@ -192,7 +192,7 @@ def _service_lines(services: Sequence[Service], view: View, exact: bool) -> list
     else:
         return list(map(_service_line, services))
     names = list(map(service_name, services))
-    return lines("%-33s", names, zip(repeat(largenum_cell(exact)), counters))
+    return format_lines("%-33s", names, zip(repeat(largenum_cell(exact)), counters))
 
 
 _DEST_HEAD = "  -> %-28s"
@@ -229,25 +229,34 @@ def _dest_cells(view: View, exact: bool) -> tuple[tuple[ColumnOf, Cell], ...]:
     )
 
 
-def _batch_text(services: Sequence[Service], view: View, exact: bool) -> str:
-    """The lines of these services (in ipvsadm's order), each followed by its real servers'."""
+def _batch_texts(services: Sequence[Service], view: View, exact: bool, rows: int) -> Iterator[str]:
+    """The lines of these services (in ipvsadm's order), each followed by its real servers',
+    in pieces of about `rows` real servers (a service of 10^5 is many pieces)."""
     parts = [svc.real_servers for svc in services]
-    dests = dest_lines(parts, _DEST_HEAD, _dest_cells(view, exact))
-    out: list[str] = []
-    at = 0
-    for line, count in zip(_service_lines(services, view, exact), map(len, parts), strict=True):
-        out.append(line)
-        out.extend(dests[at : at + count])
-        at += count
-    out.append("")
-    return "\n".join(out)
+    heads = _service_lines(services, view, exact)
+    firsts = list(accumulate(map(len, parts), initial=0))  # each service's first real server
+    head = made = 0
+    for dests in dest_lines(parts, _DEST_HEAD, _dest_cells(view, exact), rows):
+        out: list[str] = []
+        at = 0
+        while head < len(heads) and firsts[head] < made + len(dests):
+            out.extend(dests[at : firsts[head] - made])
+            at = firsts[head] - made
+            out.append(heads[head])
+            head += 1
+        out.extend(dests[at:])
+        out.append("")
+        made += len(dests)
+        yield "\n".join(out)
+    if head < len(heads):  # services after the last real server: empty ones
+        yield "\n".join([*heads[head:], ""])
 
 
 def list_texts(
     snap: Snapshot, view: View = View.LIST, *, exact: bool = False, batch_lines: int = BATCH_LINES
 ) -> Iterator[str]:
     """`ipvsadm -Ln [--stats|--rate|…] [--exact]` in pieces of whole lines: the header, then
-    a batch of services at a time (about `batch_lines` lines)."""
+    a batch of services at a time (about `batch_lines` lines, up to twice that)."""
     yield f"IP Virtual Server version {snap.version} (size={snap.conn_table_size})\n"
     yield _TITLES[view] + "\n"
     batch: list[Service] = []
@@ -256,10 +265,10 @@ def list_texts(
         batch.append(svc)
         held += 1 + len(svc.real_servers)
         if held >= batch_lines:
-            yield _batch_text(batch, view, exact)
+            yield from _batch_texts(batch, view, exact, batch_lines)
             batch, held = [], 0
     if batch:
-        yield _batch_text(batch, view, exact)
+        yield from _batch_texts(batch, view, exact, batch_lines)
 
 
 def format_list(snap: Snapshot, view: View = View.LIST, *, exact: bool = False) -> str:

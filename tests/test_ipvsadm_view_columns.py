@@ -338,11 +338,15 @@ def test_a_netlink_read_renders_as_its_objects_do(seed: int) -> None:
 
 
 def test_each_piece_holds_a_batch_not_the_whole_view() -> None:
-    snap = Snapshot(loaded=True, via="netlink", services=tuple(generated_services(300)))
+    """Services of 10 real servers and one of 1,000: pieces of about 100 lines each."""
+    big = _tcp(1, Family.INET, tuple(_dest(0xAC100000 + n, port=n) for n in range(1000)))
+    snap = Snapshot(loaded=True, via="netlink", services=(*generated_services(300), big))
     pieces = list(list_texts(snap, View.STATS, exact=True, batch_lines=100))
-    # a piece ends at the service that takes it to 100 lines: at most 100 + 10 more
-    assert max(piece.count("\n") for piece in pieces[2:]) <= 110
-    assert sum(piece.count("\n") for piece in pieces) == 3 + 300 * 11
+    assert "".join(pieces) == format_list(snap, View.STATS, exact=True)
+    assert sum(piece.count("\n") for piece in pieces) == 3 + 300 * 11 + 1001
+    # a window of 100 to 199 real servers, with the lines of the services among them
+    assert max(piece.count("\n") for piece in pieces) < 300
+    assert len(pieces) > (300 * 11 + 1001) / 300
 
 
 def _dest(number: int, family: Family = Family.INET, port: int = 80) -> RealServer:
