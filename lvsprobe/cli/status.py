@@ -65,7 +65,7 @@ def render_text(snap: Snapshot, view: View, exact: bool, extra: tuple[str, ...])
 WRITE_CHARS = 1 << 20
 
 
-def write_pieces(pieces: Iterable[str], write: Callable[[str], object]) -> None:
+def _write_pieces(pieces: Iterable[str], write: Callable[[str], object]) -> None:
     """Hand `write` the pieces joined into chunks of about WRITE_CHARS (never all of them)."""
     pending: list[str] = []
     pending_chars = 0
@@ -89,7 +89,7 @@ def write_text(
 ) -> None:
     """The text view, written WRITE_CHARS at a time to `out` (None: stdout) as click.echo
     writes it."""
-    write_pieces(
+    _write_pieces(
         text_pieces(snap, view, exact, extra), lambda chunk: click.echo(chunk, out, nl=False)
     )
 
@@ -97,7 +97,7 @@ def write_text(
 def write_json(snap: Snapshot, out: TextIO) -> None:
     """`status --json`: the document, made a service at a time and written WRITE_CHARS at a
     time (never held whole)."""
-    write_pieces(chain(snapshot_json_text(snap), ("\n",)), out.write)
+    _write_pieces(chain(snapshot_json_text(snap), ("\n",)), out.write)
     out.flush()
 
 
