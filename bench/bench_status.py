@@ -1,5 +1,6 @@
-"""`lvsprobe status --json` against the text view (`--exact --stats`), in process, over a
-simulated 6.1 kernel (the lab's status step, issue #14, without the VM).
+"""`lvsprobe status --json` against the text view (`--exact --stats`, and the other text
+views on request), in process, over a simulated 6.1 kernel (the lab's status step, issue
+#14, without the VM).
 
 Each view at each size runs in a fresh process: one netlink read of generated services of
 10 real servers (`SimulatedKernel`, as bench_netlink), then the view written to a file the
@@ -9,9 +10,12 @@ start-up), the write(2) calls of a render (each a round trip on the lab's 9p sha
 its outputs go), the peak RSS of the process (VmHWM, as the lab measures the command's)
 and what the render adds to it, and per view the ratio of the sum and of the render to
 the text view's. The collector stays on, as the command runs. `--profile VIEW` shows
-where a render's time goes (cProfile).
+where a render's time goes (cProfile). `--views` picks the views: `text` (`--exact
+--stats`, the lab's), `json`, and the other text views `list` (`-Ln`), `stats` (`--stats`,
+in K/M/G units), `rate`, `thresholds`, `persistent-conn`.
 
     python -m bench status -- [--sizes 20000,100000] [--runs 5] [--profile json]
+        [--views text,json,list,stats]
 """
 
 from __future__ import annotations
@@ -28,16 +32,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-import click
-
 from bench.bench_netlink import reset_peak, vm_mb
-from lvsprobe.cli.status import render_text, write_json
+from lvsprobe.cli.status import write_json, write_text
 from lvsprobe.ipvsadm_view import View
 from lvsprobe.kernel.genl.simulated import SimulatedKernel, generated_services
 from lvsprobe.kernel.genl.socket import IPVSNetlink
 from lvsprobe.model import Snapshot
 
-VIEWS = ("text", "json")
+# Each text view's flags: `text` is the lab's `status --exact --stats`.
+TEXT_VIEWS = {
+    "text": (View.STATS, True),
+    "list": (View.LIST, False),
+    "stats": (View.STATS, False),
+    "rate": (View.RATE, False),
+    "thresholds": (View.THRESHOLDS, False),
+    "persistent-conn": (View.PERSISTENT_CONN, False),
+}
+VIEWS = (*TEXT_VIEWS, "json")
 
 
 def _write_calls() -> int:
@@ -54,10 +65,11 @@ def _read(kernel: SimulatedKernel) -> Snapshot:
 
 
 def _writer(view: str) -> Callable[[Snapshot, TextIO], None]:
-    """The command's own writer of a view: `status --exact --stats` or `status --json`."""
+    """The command's own writer of a view: `status --json` or a text view."""
     if view == "json":
         return write_json
-    return lambda snap, out: click.echo(render_text(snap, View.STATS, True, ()), out, nl=False)
+    shown, exact = TEXT_VIEWS[view]
+    return lambda snap, out: write_text(snap, shown, exact, (), out)
 
 
 def child(view: str, size: int, runs: int) -> dict[str, float]:
@@ -120,9 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="20000,100000")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", choices=VIEWS)
+    parser.add_argument("--views", default="text,json", help="of " + ",".join(VIEWS))
     parser.add_argument("--child", nargs=2, metavar=("VIEW", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = [int(part) for part in args.sizes.split(",")]
+    views = ["text", *(view for view in args.views.split(",") if view != "text")]
+    unknown = set(views) - set(VIEWS)
+    if unknown:
+        parser.error(f"--views: no view {', '.join(sorted(unknown))}; have {', '.join(VIEWS)}")
     if args.child:
         view, size = args.child
         print(json.dumps(child(view, int(size), args.runs)))
@@ -142,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(" ".join(f"{head:>12s}" for head in heads), "  sum ratio  render ratio")
     for size in sizes:
-        figures = {view: _run_child(view, size, args.runs) for view in VIEWS}
+        figures = {view: _run_child(view, size, args.runs) for view in views}
         text = figures["text"]
         for view, fig in figures.items():
             total_s = fig["read_s"] + fig["render_s"]

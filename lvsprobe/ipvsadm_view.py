@@ -11,20 +11,52 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate, repeat
+from operator import attrgetter
 
+from lvsprobe.ipvsadm_columns import (
+    MISSING,
+    Cell,
+    ColumnOf,
+    Named,
+    Number,
+    address_words,
+    cmp_words,
+    dest_lines,
+    format_lines,
+    largenum,
+    largenum_cell,
+    left,
+    record_columns,
+    stat_column,
+    words_close,
+)
 from lvsprobe.model import (
+    RATE_FIELDS,
+    STAT_FIELDS,
     Daemon,
     DaemonState,
     Family,
+    Forward,
     IPAddress,
-    RealServer,
     Service,
     ServiceFlag,
     Snapshot,
-    Stats,
     Timeouts,
 )
+
+__all__ = [
+    "View",
+    "addr_port",
+    "format_daemons",
+    "format_list",
+    "format_timeout",
+    "largenum",
+    "list_texts",
+    "service_name",
+    "sort_services",
+]
 
 
 class View(enum.Enum):
@@ -48,25 +80,9 @@ _TITLES = {
     f" {'ActiveConn':<10} {'InActConn':<10}\n  -> RemoteAddress:Port",
 }
 
-_MISSING = "-"
-
-
-def _s32(value: int) -> int:
-    """C's `int r = a - b` on unsigned operands: wrap to signed 32 bits."""
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
-
-
-def _cmp_addr(a: IPAddress | None, b: IPAddress | None, v6: bool) -> int:
-    pa = a.packed if a is not None else bytes(16)
-    pb = b.packed if b is not None else bytes(16)
-    if not v6:
-        return _s32(int.from_bytes(pa[:4], "big") - int.from_bytes(pb[:4], "big"))
-    for i in range(0, 16, 4):
-        r = _s32(int.from_bytes(pa[i : i + 4], "big") - int.from_bytes(pb[i : i + 4], "big"))
-        if r:
-            return r
-    return 0
+# The lines are made a batch of about this many at a time: the text of a batch is held until
+# it is written (~80 B a line).
+BATCH_LINES = 4096
 
 
 def _family_of(svc: Service) -> Family:
@@ -76,8 +92,28 @@ def _family_of(svc: Service) -> Family:
     return families[0] if families else Family.INET
 
 
+def _service_key(svc: Service) -> tuple[int, int, int, tuple[int, ...], int]:
+    """What ipvsadm compares services by, in its order (the address: its words compared)."""
+    key = svc.key
+    family = _family_of(svc)
+    words = address_words(key.address)
+    compared = words if family == Family.INET6 else words[:1]
+    return key.fwmark, int(family), int(key.protocol or 0), compared, key.port
+
+
 def sort_services(services: Iterable[Service]) -> list[Service]:
-    """ipvsadm's order: fwmark, address family, protocol, address, port."""
+    """ipvsadm's order: fwmark, address family, protocol, address, port.
+
+    Sorted by `_service_key` where C's compare agrees with it (addresses of a family less
+    than 2^31 apart in each word), else by ipvsadm's compare itself.
+    """
+    listed = list(services)
+    keys = list(map(_service_key, listed))
+    by_family: dict[int, list[tuple[int, ...]]] = {}
+    for _, family, _, words, _ in keys:
+        by_family.setdefault(family, []).append(words)
+    if all(words_close(zip(*words, strict=True)) for words in by_family.values()):
+        return list(map(listed.__getitem__, sorted(range(len(listed)), key=keys.__getitem__)))
 
     def cmp(a: Service, b: Service) -> int:
         r = a.key.fwmark - b.key.fwmark
@@ -89,25 +125,17 @@ def sort_services(services: Iterable[Service]) -> list[Service]:
         r = int(a.key.protocol or 0) - int(b.key.protocol or 0)
         if r:
             return r
-        r = _cmp_addr(a.key.address, b.key.address, fa == Family.INET6)
+        wa, wb = address_words(a.key.address), address_words(b.key.address)
+        r = cmp_words(wa, wb, fa == Family.INET6)
         return r or a.key.port - b.key.port
 
-    return sorted(services, key=functools.cmp_to_key(cmp))
-
-
-def sort_real_servers(real_servers: Iterable[RealServer]) -> list[RealServer]:
-    """ipvsadm's order for destinations: address, then port."""
-
-    def cmp(a: RealServer, b: RealServer) -> int:
-        r = _cmp_addr(a.address, b.address, a.address.version == 6)
-        return r or a.port - b.port
-
-    return sorted(real_servers, key=functools.cmp_to_key(cmp))
+    return sorted(listed, key=functools.cmp_to_key(cmp))
 
 
 def addr_port(address: IPAddress, port: int) -> str:
     """`198.18.1.11:80` or `[2001:2::11]:80`, as ipvsadm -n prints them."""
-    return f"{address}:{port}" if address.version == 4 else f"[{address}]:{port}"
+    text = str(address)  # not format(): ipaddress's __format__ is Python code (10^4 a view)
+    return f"{text}:{port}" if address.version == 4 else f"[{text}]:{port}"
 
 
 def service_name(svc: Service) -> str:
@@ -155,97 +183,97 @@ def _service_line(svc: Service) -> str:
     return line
 
 
-def largenum(value: int | None, exact: bool) -> str:
-    """print_largenum: 9 columns, decimal K/M/G/T units unless exact."""
-    if value is None:
-        return f"{_MISSING:>9}"
-    if exact:
-        digits = str(value)
-        return digits.rjust(9 if len(digits) <= 8 else len(digits) + 1)
-    for limit, div, unit in (
-        (100_000_000, 1, ""),
-        (1_000_000_000, 1_000, "K"),
-        (100_000_000_000, 1_000_000, "M"),
-        (100_000_000_000_000, 1_000_000_000, "G"),
-    ):
-        if value < limit:
-            return f"{value // div:>9}" if not unit else f"{value // div:>8}{unit}"
-    return f"{value // 1_000_000_000_000:>8}T"
-
-
-def _counters(stats: Stats | None, exact: bool) -> str:
-    if stats is None:
-        return largenum(None, exact) * 5
-    return "".join(
-        largenum(v, exact)
-        for v in (stats.conns, stats.in_pkts, stats.out_pkts, stats.in_bytes, stats.out_bytes)
-    )
-
-
-def _num(value: int | None, width: int) -> str:
-    return f"{_MISSING if value is None else value:<{width}}"
-
-
-def _dest_line(rs: RealServer, view: View, exact: bool) -> str:
-    name = addr_port(rs.address, rs.port)
-    if rs.address.version == 4:
-        name = name[:28]
-    head = f"  -> {name:<28}"
+def _service_lines(services: Sequence[Service], view: View, exact: bool) -> list[str]:
+    """The services' own lines: name and counters (--stats, --rate), else the list's."""
     if view is View.STATS:
-        return head + _counters(rs.stats, exact)
+        counters = record_columns([svc.stats for svc in services], STAT_FIELDS)
+    elif view is View.RATE:
+        counters = record_columns([svc.rates for svc in services], RATE_FIELDS)
+    else:
+        return list(map(_service_line, services))
+    names = list(map(service_name, services))
+    return format_lines("%-33s", names, zip(repeat(largenum_cell(exact)), counters))
+
+
+_DEST_HEAD = "  -> %-28s"
+_FORWARD_NAMES = {forward: forward.ipvsadm_name for forward in Forward}
+_RATE = Number(" %8d", f" {MISSING:>8}")  # ipvsadm prints cps and pps whole, even without --exact
+
+
+def _dest_cells(view: View, exact: bool) -> tuple[tuple[ColumnOf, Cell], ...]:
+    """What follows a real server's name in each view, a table column each."""
+    if view is View.STATS:
+        return tuple((stat_column(index), largenum_cell(exact)) for index in range(5))
     if view is View.RATE:
-        r = rs.rates
-        if r is None:
-            return head + f" {_MISSING:>8}" * 3 + largenum(None, exact) * 2
         return (
-            head
-            + f" {r.conns_per_s:>8} {r.in_pkts_per_s:>8} {r.out_pkts_per_s:>8}"
-            + largenum(r.in_bytes_per_s, exact)
-            + largenum(r.out_bytes_per_s, exact)
+            *((stat_column(index), _RATE) for index in range(5, 8)),
+            *((stat_column(index), largenum_cell(exact)) for index in range(8, 10)),
         )
+    conns = ((attrgetter("active_conns"), left(10)), (attrgetter("inactive_conns"), left(10)))
     if view is View.THRESHOLDS:
         return (
-            f"{head} {_num(rs.upper_threshold, 10)} {_num(rs.lower_threshold, 10)}"
-            f" {rs.active_conns:<10} {rs.inactive_conns:<10}"
+            (attrgetter("upper_thresholds"), left(10)),
+            (attrgetter("lower_thresholds"), left(10)),
+            *conns,
         )
     if view is View.PERSISTENT_CONN:
         return (
-            f"{head} {rs.weight:<9} {_num(rs.persistent_conns, 11)}"
-            f" {rs.active_conns:<10} {rs.inactive_conns:<10}"
+            (attrgetter("weights"), left(9)),
+            (attrgetter("persistent_conns"), left(11)),
+            *conns,
         )
     return (
-        f"{head} {rs.forward.ipvsadm_name:<7} {rs.weight:<6}"
-        f" {rs.active_conns:<10} {rs.inactive_conns:<10}"
+        (attrgetter("forwards"), Named(" %-7s", _FORWARD_NAMES)),
+        (attrgetter("weights"), left(6)),
+        *conns,
     )
+
+
+def _batch_texts(services: Sequence[Service], view: View, exact: bool, rows: int) -> Iterator[str]:
+    """The lines of these services (in ipvsadm's order), each followed by its real servers',
+    in pieces of about `rows` real servers (a service of 10^5 is many pieces)."""
+    parts = [svc.real_servers for svc in services]
+    heads = _service_lines(services, view, exact)
+    firsts = list(accumulate(map(len, parts), initial=0))  # each service's first real server
+    head = made = 0
+    for dests in dest_lines(parts, _DEST_HEAD, _dest_cells(view, exact), rows):
+        out: list[str] = []
+        at = 0
+        while head < len(heads) and firsts[head] < made + len(dests):
+            out.extend(dests[at : firsts[head] - made])
+            at = firsts[head] - made
+            out.append(heads[head])
+            head += 1
+        out.extend(dests[at:])
+        out.append("")
+        made += len(dests)
+        yield "\n".join(out)
+    if head < len(heads):  # services after the last real server: empty ones
+        yield "\n".join([*heads[head:], ""])
+
+
+def list_texts(
+    snap: Snapshot, view: View = View.LIST, *, exact: bool = False, batch_lines: int = BATCH_LINES
+) -> Iterator[str]:
+    """`ipvsadm -Ln [--stats|--rate|…] [--exact]` in pieces of whole lines: the header, then
+    a batch of services at a time (about `batch_lines` lines, up to twice that)."""
+    yield f"IP Virtual Server version {snap.version} (size={snap.conn_table_size})\n"
+    yield _TITLES[view] + "\n"
+    batch: list[Service] = []
+    held = 0
+    for svc in sort_services(snap.services):
+        batch.append(svc)
+        held += 1 + len(svc.real_servers)
+        if held >= batch_lines:
+            yield from _batch_texts(batch, view, exact, batch_lines)
+            batch, held = [], 0
+    if batch:
+        yield from _batch_texts(batch, view, exact, batch_lines)
 
 
 def format_list(snap: Snapshot, view: View = View.LIST, *, exact: bool = False) -> str:
     """The whole `ipvsadm -Ln [--stats|--rate|…] [--exact]` output, ending in a newline."""
-    lines = [f"IP Virtual Server version {snap.version} (size={snap.conn_table_size})"]
-    lines.append(_TITLES[view])
-    for svc in sort_services(snap.services):
-        if view is View.STATS:
-            lines.append(f"{service_name(svc):<33}" + _counters(svc.stats, exact))
-        elif view is View.RATE:
-            r = svc.rates
-            values = (
-                (None,) * 5
-                if r is None
-                else (
-                    r.conns_per_s,
-                    r.in_pkts_per_s,
-                    r.out_pkts_per_s,
-                    r.in_bytes_per_s,
-                    r.out_bytes_per_s,
-                )
-            )
-            lines.append(f"{service_name(svc):<33}" + "".join(largenum(v, exact) for v in values))
-        else:
-            lines.append(_service_line(svc))
-        lines.extend(
-            _dest_line(rs, view, exact) for rs in sort_real_servers(svc.real_servers.objects())
-        )
-    return "\n".join(lines) + "\n"
+    return "".join(list_texts(snap, view, exact=exact))
 
 
 def format_timeout(timeouts: Timeouts) -> str:

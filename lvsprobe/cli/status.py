@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import TextIO
 
@@ -40,37 +42,62 @@ def format_conn_summary(snap: Snapshot) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_text(snap: Snapshot, view: View, exact: bool, extra: tuple[str, ...]) -> str:
-    parts = [ipvsadm_view.format_list(snap, view, exact=exact)]
+def text_pieces(snap: Snapshot, view: View, exact: bool, extra: tuple[str, ...]) -> Iterator[str]:
+    """The text view in pieces of whole lines: ipvsadm's, then the sections of `extra`."""
+    yield from ipvsadm_view.list_texts(snap, view, exact=exact)
     if "timeout" in extra and snap.timeouts is not None:
-        parts.append(ipvsadm_view.format_timeout(snap.timeouts))
+        yield ipvsadm_view.format_timeout(snap.timeouts)
     if "daemon" in extra:
-        parts.append(ipvsadm_view.format_daemons(snap.daemons))
+        yield ipvsadm_view.format_daemons(snap.daemons)
     if "conns" in extra and snap.conns is not None:
-        parts.append("\n" + format_conn_summary(snap))
-    return "".join(parts)
+        yield "\n" + format_conn_summary(snap)
 
 
-# `status --json` writes about this many characters at a time. A service's line (~5 KB at
-# 10 real servers) written on its own is a write(2) each: a round trip each on a 9p or FUSE
-# file (the lab writes to its 9p share), where the text view makes one.
+def render_text(snap: Snapshot, view: View, exact: bool, extra: tuple[str, ...]) -> str:
+    """The whole text view, as one string (the demo's; `status` writes it as it is made)."""
+    return "".join(text_pieces(snap, view, exact, extra))
+
+
+# `status` writes about this many characters at a time. Written a service at a time, a
+# service's text (~5 KB at 10 real servers in JSON) is a write(2) each: a round trip each
+# on a 9p or FUSE file (the lab writes to its 9p share). Held whole, the text of 10^5 real
+# servers was ~100 MB of the process's peak.
 WRITE_CHARS = 1 << 20
+
+
+def _write_pieces(pieces: Iterable[str], write: Callable[[str], object]) -> None:
+    """Hand `write` the pieces joined into chunks of about WRITE_CHARS (never all of them)."""
+    pending: list[str] = []
+    pending_chars = 0
+    for piece in pieces:
+        pending.append(piece)
+        pending_chars += len(piece)
+        if pending_chars >= WRITE_CHARS:
+            write("".join(pending))
+            pending.clear()
+            pending_chars = 0
+    if pending:
+        write("".join(pending))
+
+
+def write_text(
+    snap: Snapshot,
+    view: View,
+    exact: bool,
+    extra: tuple[str, ...],
+    out: TextIO | None = None,
+) -> None:
+    """The text view, written WRITE_CHARS at a time to `out` (None: stdout) as click.echo
+    writes it."""
+    _write_pieces(
+        text_pieces(snap, view, exact, extra), lambda chunk: click.echo(chunk, out, nl=False)
+    )
 
 
 def write_json(snap: Snapshot, out: TextIO) -> None:
     """`status --json`: the document, made a service at a time and written WRITE_CHARS at a
     time (never held whole)."""
-    pending: list[str] = []
-    pending_chars = 0
-    for piece in snapshot_json_text(snap):
-        pending.append(piece)
-        pending_chars += len(piece)
-        if pending_chars >= WRITE_CHARS:
-            out.write("".join(pending))
-            pending.clear()
-            pending_chars = 0
-    pending.append("\n")
-    out.write("".join(pending))
+    _write_pieces(chain(snapshot_json_text(snap), ("\n",)), out.write)
     out.flush()
 
 
@@ -224,7 +251,7 @@ def status(
         else:
             if watch and shown:
                 click.clear()
-            click.echo(render_text(snap, chosen, exact, extra), nl=False)
+            write_text(snap, chosen, exact, extra)
             for line in warning_lines(snap, chosen, extra):
                 click.echo(line, err=True)
         shown += 1
