@@ -35,6 +35,7 @@ from lvsprobe.model import (
     Snapshot,
     Stats,
 )
+from tests.strategies import maybe, u32, u64
 
 # --- the reference: the views made from RealServer objects -------------------------------
 
@@ -202,9 +203,6 @@ def ref_format_list(snap: Snapshot, view: View, exact: bool) -> str:
 
 # --- generated tables ------------------------------------------------------------------------
 
-u32 = st.integers(0, 2**32 - 1)
-u64 = st.integers(0, 2**64 - 1)
-maybe = st.none() | u32
 # Where C's `int r = a - b` wraps, and neighbours that sort by their numbers.
 word = st.sampled_from([0, 1, 2, 0x0A000001, 0x7FFFFFFF, 0x80000000, 0x80000001, 2**32 - 1]) | u32
 # Each of print_largenum's unit steps, at and around its limits.
