@@ -35,7 +35,8 @@ from lvsprobe.lab.faults import Fault, FaultKind, Injection
 from lvsprobe.lab.snapshot import guest_snapshot_json
 
 if TYPE_CHECKING:
-    from lvsprobe.lab.lab import Lab, Process, Switch
+    from lvsprobe.lab.guest import Process
+    from lvsprobe.lab.lab import Lab, Switch
 
 DIRECTORS = ("lvs1", "lvs2")
 READ_TABLE = 'echo "$EPOCHREALTIME"; echo "$(</proc/net/ip_vs_conn_sync)"'

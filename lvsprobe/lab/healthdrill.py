@@ -38,7 +38,8 @@ from lvsprobe.lab.drill import (
     warm_snapshots,
 )
 from lvsprobe.lab.faults import DEFAULT_DELAY_MS, Fault, FaultKind, Injection
-from lvsprobe.lab.lab import Lab, Process
+from lvsprobe.lab.guest import Process
+from lvsprobe.lab.lab import Lab
 from lvsprobe.lab.snapshot import guest_snapshot_json
 
 VICTIM_CONNS_FILE = f"{DIRECTORS_DIR}/victim-conns.json"
