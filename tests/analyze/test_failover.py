@@ -256,7 +256,7 @@ def test_a_timeout_broke_when_its_heartbeat_went_unanswered(fb: SimpleNamespace)
 
 
 def test_the_drills_record_round_trips(fb: SimpleNamespace) -> None:
-    from lvsprobe.lab.drill import Drill, write_events
+    from lvsprobe.lab.drillrecord import Drill, write_events
     from lvsprobe.lab.lab import Switch
 
     run = fb.run(long_lived(fb, 4, set()))
