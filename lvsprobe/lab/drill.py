@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lvsprobe.analyze.failover import DIRECTORS_DIR
+from lvsprobe.analyze.drillfiles import DIRECTORS_DIR
 from lvsprobe.analyze.vrrp import first_after
 from lvsprobe.errors import LabError, LvsprobeError
 from lvsprobe.lab import faults, kastate

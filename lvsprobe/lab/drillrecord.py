@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lvsprobe.analyze.failover import EVENTS_FILE
+from lvsprobe.analyze.drillfiles import EVENTS_FILE
 from lvsprobe.analyze.vrrp import NotifyEvent, first_after, master_at, read_notify_log
 from lvsprobe.lab.faults import FaultKind, Injection
 from lvsprobe.lab.keepalived import DIRECTORS

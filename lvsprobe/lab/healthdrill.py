@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lvsprobe.analyze.failover import DIRECTORS_DIR, EVENTS_FILE
+from lvsprobe.analyze.drillfiles import DIRECTORS_DIR, EVENTS_FILE
 from lvsprobe.analyze.vrrp import first_after, read_notify_log
 from lvsprobe.errors import LabError, LvsprobeError
 from lvsprobe.lab import faults, kastate, keepalived

@@ -11,13 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from lvsprobe.analyze import inputs
-from lvsprobe.analyze.failover import (
-    analyze_failover,
-    classify,
-    director_table,
-    expectation,
-    read_drill,
-)
+from lvsprobe.analyze.drillfiles import director_table, read_drill
+from lvsprobe.analyze.failover import analyze_failover, classify, expectation
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.errors import AnalysisError
