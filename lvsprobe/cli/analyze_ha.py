@@ -73,15 +73,17 @@ def failover(
     and the fail-back against preempt or nopreempt.
     """
     from lvsprobe.analyze import inputs
+    from lvsprobe.analyze.drillfiles import (
+        WHILE_ACTIVE,
+        director_table,
+        heartbeat_settings,
+        read_drill,
+    )
     from lvsprobe.analyze.failover import (
         HEARTBEAT_S,
         SYNC_MIN_INBOUND_PKTS,
-        WHILE_ACTIVE,
         analyze_failover,
-        director_table,
         expectation,
-        heartbeat_settings,
-        read_drill,
     )
 
     runs = []
@@ -157,7 +159,7 @@ def failover(
 
 def _keepalived_record(run_dir: Path) -> Any:
     """RUN/events.json's keepalived record (None without keepalived)."""
-    from lvsprobe.analyze.failover import EVENTS_FILE
+    from lvsprobe.analyze.drillfiles import EVENTS_FILE
     from lvsprobe.analyze.vrrp import read_keepalived_record
     from lvsprobe.errors import ParseError
 

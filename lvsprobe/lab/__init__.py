@@ -12,10 +12,14 @@ __all__ = ["Lab", "Mode", "RunResult", "ServiceSpec", "Topology", "load_topology
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Lab", "RunResult"):
+    if name == "Lab":
         from lvsprobe.lab import lab
 
-        return getattr(lab, name)
+        return lab.Lab
+    if name == "RunResult":
+        from lvsprobe.lab import guest
+
+        return guest.RunResult
     if name in ("Topology", "ServiceSpec", "Mode", "load_topology"):
         from lvsprobe.lab import topology
 

@@ -22,7 +22,8 @@ import yaml
 
 from lvsprobe.errors import LabError
 from lvsprobe.lab.cluster import AddressPlan
-from lvsprobe.lab.drill import Drill, DrillPlan, run_drill
+from lvsprobe.lab.drill import DrillPlan, run_drill
+from lvsprobe.lab.drillrecord import Drill
 from lvsprobe.lab.faults import FaultKind
 from lvsprobe.lab.healthdrill import HealthDrill, HealthPlan, run_health_drill
 from lvsprobe.lab.lab import Lab

@@ -24,21 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lvsprobe.analyze.failover import DIRECTORS_DIR, EVENTS_FILE
+from lvsprobe.analyze.drillfiles import DIRECTORS_DIR, EVENTS_FILE
 from lvsprobe.analyze.vrrp import first_after, read_notify_log
 from lvsprobe.errors import LabError, LvsprobeError
 from lvsprobe.lab import faults, kastate, keepalived
-from lvsprobe.lab.drill import (
-    DIRECTORS,
-    keepalived_settings,
-    notify_record,
-    require_master,
-    run_start_unix,
-    wait_exit,
-    warm_snapshots,
-)
+from lvsprobe.lab.drill import require_master, wait_exit, warm_snapshots
+from lvsprobe.lab.drillrecord import keepalived_settings, notify_record, run_start_unix
 from lvsprobe.lab.faults import DEFAULT_DELAY_MS, Fault, FaultKind, Injection
-from lvsprobe.lab.lab import Lab, Process
+from lvsprobe.lab.guest import Process
+from lvsprobe.lab.lab import Lab
 from lvsprobe.lab.snapshot import guest_snapshot_json
 
 VICTIM_CONNS_FILE = f"{DIRECTORS_DIR}/victim-conns.json"
@@ -186,7 +180,7 @@ def run_health_drill(
     finally:
         if proc.result is None and proc.poll() is None:
             proc.stop()
-        drill.notify = {ns: kastate.notify_text(lab, ns) for ns in DIRECTORS}
+        drill.notify = {ns: kastate.notify_text(lab, ns) for ns in keepalived.DIRECTORS}
         kastate.save_files(lab, run_dir)  # evidence, also of a drill that failed
     write_health_events(run_dir, drill, lab, plan, address)
     return drill

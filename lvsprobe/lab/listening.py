@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from lvsprobe.errors import LabError
 
 if TYPE_CHECKING:
-    from lvsprobe.lab.lab import Lab, Process
+    from lvsprobe.lab.guest import Process
+    from lvsprobe.lab.lab import Lab
 
 
 def wait_listening_script(port: int, tries: int) -> str:

@@ -2,8 +2,9 @@
 
 - `values`: the kernel's enumerations and small frozen records (a service key, counters,
   one real server as an object);
-- `realservers`: real servers as columns (`RealServerTable`), the form both readers fill,
-  and a service's rows of it (`RealServerRows`), with the explicit `objects()` view;
+- `realservers`: real servers as columns (`RealServerTable`), the form both readers fill;
+- `service_rows`: a service's rows of that table (`RealServerRows`), with the explicit
+  `objects()` view;
 - `addresses`: a table's (family, int) addresses to objects and text;
 - `snapshot`: services, the connection-table summary and the rest of a namespace's state.
 """
@@ -12,11 +13,11 @@ from lvsprobe.model.addresses import address_number, address_object, address_tex
 from lvsprobe.model.realservers import (
     RATE_FIELDS,
     STAT_FIELDS,
-    RealServerRows,
     RealServerTable,
     TableBuilder,
     frozen_records,
 )
+from lvsprobe.model.service_rows import RealServerRows
 from lvsprobe.model.snapshot import (
     TEMPLATE_STATES,
     Conn,

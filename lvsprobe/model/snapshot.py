@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lvsprobe.model.realservers import RealServerRows
+from lvsprobe.model.service_rows import RealServerRows
 from lvsprobe.model.values import (
     DaemonState,
     IPAddress,

@@ -11,13 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from lvsprobe.analyze import inputs
-from lvsprobe.analyze.failover import (
-    analyze_failover,
-    classify,
-    director_table,
-    expectation,
-    read_drill,
-)
+from lvsprobe.analyze.drillfiles import director_table, read_drill
+from lvsprobe.analyze.failover import analyze_failover, classify, expectation
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.errors import AnalysisError
@@ -256,7 +251,7 @@ def test_a_timeout_broke_when_its_heartbeat_went_unanswered(fb: SimpleNamespace)
 
 
 def test_the_drills_record_round_trips(fb: SimpleNamespace) -> None:
-    from lvsprobe.lab.drill import Drill, write_events
+    from lvsprobe.lab.drillrecord import Drill, write_events
     from lvsprobe.lab.lab import Switch
 
     run = fb.run(long_lived(fb, 4, set()))

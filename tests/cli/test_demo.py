@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from lvsprobe.cli import cli
 from lvsprobe.cli.demo import director_text, show_director_before
 from lvsprobe.errors import LabError
-from lvsprobe.lab.lab import RunResult
+from lvsprobe.lab.guest import RunResult
 
 GENL = Path(__file__).parents[1] / "fixtures/kernel-6.1/nat/genl/ipvs_conversation.hex"
 

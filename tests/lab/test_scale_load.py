@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from lvsprobe.lab.scale import MISMATCHES_SHOWN, restore_text, table_mismatches
-from lvsprobe.model.realservers import RealServerRows
+from lvsprobe.model.service_rows import RealServerRows
 from lvsprobe.sources import Target, read_snapshot
 
 LAB_V4 = ipaddress.ip_network("198.18.0.0/15")

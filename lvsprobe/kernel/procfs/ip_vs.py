@@ -38,7 +38,8 @@ from lvsprobe.model import (
     RealServer,
     Service,
 )
-from lvsprobe.model.realservers import RealServerRows, RealServerTable, TableBuilder
+from lvsprobe.model.realservers import RealServerTable, TableBuilder
+from lvsprobe.model.service_rows import RealServerRows
 
 _HEADER = re.compile(
     r"IP Virtual Server version ([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3}) \(size=([0-9]{1,12})\)"
