@@ -80,11 +80,6 @@ def read_drill(run_dir: Path) -> DrillRecord:
         raise AnalysisError(f"{path}: malformed event list: {exc}") from exc
 
 
-def read_events(run_dir: Path) -> list[dict[str, Any]]:
-    """The events of RUN/events.json, by time (see DrillRecord)."""
-    return read_drill(run_dir).events
-
-
 def heartbeat_settings(run_dir: Path) -> tuple[float, float] | None:
     """(heartbeat, heartbeat timeout) in seconds of the run's held flows, from the scenario
     the replay copied into RUN/scenario.yaml; None if it has no held flows or no scenario."""
