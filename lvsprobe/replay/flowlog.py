@@ -49,18 +49,21 @@ import functools
 import json
 import math
 import operator
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lvsprobe.errors import LvsprobeError
-from lvsprobe.replay.flowrecord import COLUMNS, FlowRecord, backend_of
+from lvsprobe.replay.flowrecord import COLUMNS, FlowRecord
+from lvsprobe.replay.flowrecord import backend_of as backend_of  # (re-exported: live.py)
 from lvsprobe.replay.journal import Journal, read_journal
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
+
+    from lvsprobe.replay.flowcolumns import FlowColumns
 
 
 SCHEMA_VERSION = 1
@@ -106,6 +109,11 @@ JOURNAL_SORT_MIN_ROWS = 20_000
 # group only to fall back to plain encoding, half the write's time, for a larger file.
 _DICTIONARY_COLUMNS = [name for name, type_name, _ in COLUMNS if type_name == "string"]
 _FIELDS = operator.attrgetter(*_COLUMNS)  # a record's fields, in column order
+_FLOW_ID = operator.attrgetter("flow_id")
+# Rows per row group of flows.parquet: at 4096, a 100k-flow log's write took a quarter longer
+# (a page, statistics and a dictionary per column of each group); 65536 rows (~12 MB of
+# Arrow) keep a reader that goes group by group small.
+ROW_GROUP_ROWS = 65_536
 
 
 def records_to_table(records: Iterable[FlowRecord]) -> pa.Table:
@@ -137,7 +145,7 @@ class FlowLogWriter:
     finished file in place (written beside it, then renamed: a reader never sees half a log,
     and an older log stays whole until the new one is complete)."""
 
-    def __init__(self, path: Path, batch: int = 4096):
+    def __init__(self, path: Path, batch: int = ROW_GROUP_ROWS):
         self.path = path
         self._tmp = path.with_name(path.name + ".tmp")
         self._batch = batch
@@ -176,13 +184,22 @@ class FlowLogWriter:
         self._tmp.replace(self.path)
 
 
+def records_table(records: Iterable[FlowRecord]) -> pa.Table:
+    """`records_to_table` of any number of records, ROW_GROUP_ROWS at a time (converting
+    them all in one go would hold a tuple per record and per column at once)."""
+    import pyarrow as pa
+
+    rows = list(records)
+    pieces = range(0, len(rows), ROW_GROUP_ROWS)
+    if len(pieces) <= 1:
+        return records_to_table(rows)
+    return pa.concat_tables(records_to_table(rows[i : i + ROW_GROUP_ROWS]) for i in pieces)
+
+
 def write_flows(run_dir: Path, records: Iterable[FlowRecord]) -> int:
     """RUN/flows.parquet from `records` (sorted by flow_id), then the journal it supersedes
     is removed; returns the rows written."""
-    writer = FlowLogWriter(run_dir / FLOWS_FILE)
-    for record in sorted(records, key=lambda r: r.flow_id):
-        writer.add(record)
-    return _close(writer, run_dir)
+    return write_flows_table(run_dir, records_table(sorted(records, key=_FLOW_ID)))
 
 
 def write_flows_table(run_dir: Path, table: pa.Table) -> int:
@@ -190,34 +207,39 @@ def write_flows_table(run_dir: Path, table: pa.Table) -> int:
     then the journal is removed; returns the rows written."""
     writer = FlowLogWriter(run_dir / FLOWS_FILE)
     writer.add_table(table)
-    return _close(writer, run_dir)
-
-
-def _close(writer: FlowLogWriter, run_dir: Path) -> int:
     writer.close()
     (run_dir / JOURNAL_FILE).unlink(missing_ok=True)
     return writer.written
 
 
 def finish_flows(run_dir: Path, records: Sequence[FlowRecord], changed: Sequence[str] = ()) -> int:
-    """RUN/flows.parquet at the end of a run (its journal closed), from the journal when
-    that holds exactly `records` (sorted by flow_id): their rows are in Arrow already,
-    converted batch by batch as the run went, and converting every record again was a third
-    of a run's finish. The `changed` columns, filled after the flows were journaled (the
-    conn-table join), are taken from the records. Otherwise from the records."""
+    """`finish_table`, returning the rows written."""
+    return int(finish_table(run_dir, records, changed).num_rows)
+
+
+def finish_table(
+    run_dir: Path, records: Sequence[FlowRecord], changed: Sequence[str] = ()
+) -> pa.Table:
+    """RUN/flows.parquet at the end of a run (its journal closed); returns the table written,
+    the run's summary is read off it. From the journal when that holds exactly `records`
+    (sorted by flow_id): their rows are in Arrow already, converted batch by batch as the
+    run went, and converting every record again was a third of a run's finish. The `changed`
+    columns, filled after the flows were journaled (the conn-table join), are taken from the
+    records. Otherwise from the records."""
     table = _journaled(run_dir, records)
     if table is None:
-        return write_flows(run_dir, records)
-    from lvsprobe.replay.arrowarrays import arrow_array
+        table = records_table(sorted(records, key=_FLOW_ID))
+    else:
+        from lvsprobe.replay.arrowarrays import arrow_array
 
-    for name, type_name, _ in COLUMNS:
-        if name in changed:
-            values = list(map(operator.attrgetter(name), records))
-            index = table.schema.get_field_index(name)
-            table = table.set_column(
-                index, table.schema.field(index), arrow_array(values, type_name)
-            )
-    return write_flows_table(run_dir, table)
+        for name, type_name, _ in COLUMNS:
+            if name in changed:
+                values = list(map(operator.attrgetter(name), records))
+                index = table.schema.get_field_index(name)
+                field = table.schema.field(index)
+                table = table.set_column(index, field, arrow_array(values, type_name))
+    write_flows_table(run_dir, table)
+    return table
 
 
 def _journaled(run_dir: Path, records: Sequence[FlowRecord]) -> pa.Table | None:
@@ -305,9 +327,9 @@ def read_flows(run_dir: Path) -> pa.Table:
     return read_flow_log(run_dir).table
 
 
-def _quantile(values: list[float], q: float) -> float | None:
+def _quantile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     """The value at rank ceil(q * n) of `values` (a selection, not a sort)."""
-    if not values:
+    if not len(values):
         return None
     import numpy as np
 
@@ -316,46 +338,47 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 
 def summarize(records: Iterable[FlowRecord], **extra: Any) -> dict[str, Any]:
+    """The JSON summary of a run's records (see `summarize_columns`)."""
+    from lvsprobe.replay.flowcolumns import FlowColumns
+
+    return summarize_columns(FlowColumns(records_table(records)), **extra)
+
+
+def summarize_columns(columns: FlowColumns, **extra: Any) -> dict[str, Any]:
     """The JSON summary of a run: counts by outcome, kind and backend, attribution, latency
     (`connect_s` and `ttfb_s` as before; `latency` holds the HDR histograms' figures).
-    Each figure is taken from one column, read off the records in one C-level pass."""
-    from lvsprobe.replay.latency import latency_summary  # numpy and hdrh: not at import
+    Each figure is taken from the flow log's columns, in C-level passes."""
+    from lvsprobe.replay.latency import latency_of  # numpy and hdrh: not at import
 
-    rows = list(records)
-
-    def column(name: str) -> list[Any]:
-        return list(map(operator.attrgetter(name), rows))
-
-    outcomes = Counter(column("outcome"))
-    by_backend = Counter(map(backend_of, rows))
-    agrees = column("attribution_agrees")
-    compared = len(rows) - agrees.count(None)
-    connect = [v for v in column("connect_s") if v is not None]
-    ttfb = [v for v in column("ttfb_s") if v is not None]
-    span = max(column("end_s"), default=0.0)
+    rows = columns.rows
+    outcomes = columns.labels("outcome").counts()
+    compared = rows - columns.nulls("attribution_agrees")
+    agree = columns.count_true("attribution_agrees")
+    span = float(columns.numbers("end_s").values.max()) if rows else 0.0
+    connect, ttfb = columns.given("connect_s"), columns.given("ttfb_s")
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "flows": len(rows),
+        "flows": rows,
         "ok": outcomes.get("ok", 0),
-        "errors": len(rows) - outcomes.get("ok", 0),
+        "errors": rows - outcomes.get("ok", 0),
         "outcomes": dict(sorted(outcomes.items())),
-        "kinds": dict(sorted(Counter(column("kind")).items())),
-        "backends": dict(sorted(by_backend.items())),
+        "kinds": dict(sorted(columns.labels("kind").counts().items())),
+        "backends": dict(sorted(columns.backend().counts().items())),
         "attribution": {
             "compared": compared,
-            "agree": agrees.count(True),
-            "disagree": compared - agrees.count(True),
-            "self_named": len(rows) - column("backend").count(None),
-            "conn_table": len(rows) - column("conn_backend_address").count(None),
+            "agree": agree,
+            "disagree": compared - agree,
+            "self_named": rows - columns.nulls("backend"),
+            "conn_table": rows - columns.nulls("conn_backend_address"),
         },
         "connect_s": {"p50": _quantile(connect, 0.5), "p99": _quantile(connect, 0.99)},
         "ttfb_s": {"p50": _quantile(ttfb, 0.5), "p99": _quantile(ttfb, 0.99)},
         "duration_s": round(span, 6),
-        "flows_per_s": round(len(rows) / span, 3) if span > 0 else None,
-        "out_bytes": sum(column("out_bytes")),
-        "in_bytes": sum(column("in_bytes")),
-        "tls_session_reused": sum(map(bool, column("tls_session_reused"))),
-        "latency": latency_summary(rows),
+        "flows_per_s": round(rows / span, 3) if span > 0 else None,
+        "out_bytes": int(columns.numbers("out_bytes").values.sum()),
+        "in_bytes": int(columns.numbers("in_bytes").values.sum()),
+        "tls_session_reused": columns.count_true("tls_session_reused"),
+        "latency": latency_of(columns),
     }
     summary.update(extra)
     return summary
@@ -385,8 +408,10 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 
 def rebuild_summary(log: FlowLog) -> dict[str, Any]:
     """The summary of a run that ended without writing one, from its flow log."""
-    return summarize(
-        records_from_table(log.table),
+    from lvsprobe.replay.flowcolumns import FlowColumns
+
+    return summarize_columns(
+        FlowColumns(log.table),
         scenario=log.scenario,
         planned=log.planned,
         complete=False,
