@@ -231,7 +231,7 @@ def engine_cli() -> None:
     figures_path, profile_path, *argv = sys.argv[1:]
     loop = fastloop.FastRunner.run
     for module, name in ((plan, "make_plan"), (rundir, "write_run"),
-                         (flowlog, "finish_flows"), (flowlog, "summarize")):  # fmt: skip
+                         (flowlog, "finish_table"), (rundir, "summarize_columns")):  # fmt: skip
         _timed(module, name, spent)
 
     def measured(self: fastloop.FastRunner) -> object:
@@ -293,8 +293,8 @@ def _replay(tmp: Path, port: int, seconds: float, threads: int, concurrency: int
         done = json.loads((tmp / f"loop{worker}.json").read_text())
         phases.append((done["start_unix"] - launched, done["imported_unix"] - launched,
                        done["make_plan"], done["end_unix"] - done["start_unix"],
-                       exited - done["end_unix"], done["write_run"], done["finish_flows"],
-                       done["summarize"], done["cpu_s"], done["user_s"],
+                       exited - done["end_unix"], done["write_run"], done["finish_table"],
+                       done["summarize_columns"], done["cpu_s"], done["user_s"],
                        done["sys_s"]))  # fmt: skip
     mean = [sum(p[i] for p in phases) / threads for i in range(11)]
     per_conn_us = threads / max(ok, 1) * 1e6

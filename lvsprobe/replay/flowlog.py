@@ -63,8 +63,6 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from lvsprobe.replay.flowcolumns import FlowColumns
-
 
 SCHEMA_VERSION = 1
 
@@ -213,20 +211,24 @@ def write_flows_table(run_dir: Path, table: pa.Table) -> int:
 
 
 def finish_flows(run_dir: Path, records: Sequence[FlowRecord], changed: Sequence[str] = ()) -> int:
-    """`finish_table`, returning the rows written."""
+    """`finish_table` from the journal's file, returning the rows written."""
     return int(finish_table(run_dir, records, changed).num_rows)
 
 
 def finish_table(
-    run_dir: Path, records: Sequence[FlowRecord], changed: Sequence[str] = ()
+    run_dir: Path,
+    records: Sequence[FlowRecord],
+    changed: Sequence[str] = (),
+    journaled: pa.Table | None = None,
 ) -> pa.Table:
     """RUN/flows.parquet at the end of a run (its journal closed); returns the table written,
-    the run's summary is read off it. From the journal when that holds exactly `records`
-    (sorted by flow_id): their rows are in Arrow already, converted batch by batch as the
-    run went, and converting every record again was a third of a run's finish. The `changed`
-    columns, filled after the flows were journaled (the conn-table join), are taken from the
-    records. Otherwise from the records."""
-    table = _journaled(run_dir, records)
+    the run's summary is read off it. From the journal (`journaled`: the rows its Journal
+    kept, else its file) when that holds exactly `records` (sorted by flow_id): their rows
+    are in Arrow already, converted batch by batch as the run went, and converting every
+    record again was a third of a run's finish. The `changed` columns, filled after the
+    flows were journaled (the conn-table join), are taken from the records. Otherwise from
+    the records."""
+    table = _journaled(run_dir, records, journaled)
     if table is None:
         table = records_table(sorted(records, key=_FLOW_ID))
     else:
@@ -242,29 +244,41 @@ def finish_table(
     return table
 
 
-def _journaled(run_dir: Path, records: Sequence[FlowRecord]) -> pa.Table | None:
-    """The run's journal as a table sorted by flow_id, if it holds exactly the flows of
-    `records` (sorted by flow_id) and nothing torn; else None. A journal out of flow order
-    (flows end in another order than they start) is sorted only from JOURNAL_SORT_MIN_ROWS
-    rows on. (Compared in Arrow: a column's `to_numpy()` imports pandas.)"""
-    from lvsprobe.replay.arrowarrays import arrow_array
+def _journaled(
+    run_dir: Path, records: Sequence[FlowRecord], written: pa.Table | None
+) -> pa.Table | None:
+    """The run's journal (`written`: the rows its Journal kept; else read from its file) as
+    a table sorted by flow_id, if it holds exactly the flows of `records` (sorted by flow_id)
+    and nothing torn; else None. A journal out of flow order (flows end in another order
+    than they start) is sorted only from JOURNAL_SORT_MIN_ROWS rows on. (The flow ids
+    compared from the column's buffers: its `to_numpy()` imports pandas.)"""
+    import numpy as np
 
-    try:
-        read = read_journal(run_dir / JOURNAL_FILE)
-    except OSError:
-        return None
-    table = read.table
-    if read.torn or table.num_rows != len(records) or table.num_columns != len(COLUMNS):
+    from lvsprobe.replay.arrowarrays import numpy_of
+
+    if written is None:
+        try:
+            read = read_journal(run_dir / JOURNAL_FILE)
+        except OSError:
+            return None
+        if read.torn:
+            return None
+        written = read.table
+    table = written
+    if table.num_rows != len(records) or table.num_columns != len(COLUMNS):
         return None
     if not table.schema.remove_metadata().equals(flow_schema().remove_metadata()):
         return None
-    ids = arrow_array(list(map(operator.attrgetter("flow_id"), records)), "int64")
-    if table.column("flow_id").combine_chunks().equals(ids):
+    ids = np.fromiter(map(_FLOW_ID, records), dtype=np.int64, count=len(records))
+    journaled = numpy_of(table.column("flow_id"), "int64")
+    if journaled.present is not None:
+        return None
+    if np.array_equal(journaled.values, ids):
         return table  # in flow order already
     if table.num_rows < JOURNAL_SORT_MIN_ROWS:
         return None
-    table = table.sort_by("flow_id")
-    return table if table.column("flow_id").combine_chunks().equals(ids) else None
+    order = np.argsort(journaled.values, kind="stable")
+    return table.take(order) if np.array_equal(journaled.values[order], ids) else None
 
 
 def open_journal(run_dir: Path, planned: int, scenario: str) -> Journal[FlowRecord]:
@@ -272,7 +286,7 @@ def open_journal(run_dir: Path, planned: int, scenario: str) -> Journal[FlowReco
     planned flow count and scenario name ride in its schema for a summary rebuilt later."""
     meta = {_META_PLANNED: str(planned).encode(), _META_SCENARIO: scenario.encode()}
     schema = flow_schema().with_metadata({**flow_schema().metadata, **meta})
-    return Journal(run_dir / JOURNAL_FILE, schema, records_to_table)
+    return Journal(run_dir / JOURNAL_FILE, schema, records_to_table, keep=True)
 
 
 @dataclass(frozen=True)
@@ -327,7 +341,7 @@ def read_flows(run_dir: Path) -> pa.Table:
     return read_flow_log(run_dir).table
 
 
-def _quantile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
+def quantile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     """The value at rank ceil(q * n) of `values` (a selection, not a sort)."""
     if not len(values):
         return None
@@ -337,51 +351,15 @@ def _quantile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     return round(float(np.partition(np.array(values, dtype=np.float64), pos)[pos]), 6)
 
 
+_quantile = quantile  # (the name tests/replay/test_flowlog.py knows it by)
+
+
 def summarize(records: Iterable[FlowRecord], **extra: Any) -> dict[str, Any]:
-    """The JSON summary of a run's records (see `summarize_columns`)."""
+    """The JSON summary of a run's records (see flowsummary.py)."""
     from lvsprobe.replay.flowcolumns import FlowColumns
+    from lvsprobe.replay.flowsummary import summarize_columns
 
     return summarize_columns(FlowColumns(records_table(records)), **extra)
-
-
-def summarize_columns(columns: FlowColumns, **extra: Any) -> dict[str, Any]:
-    """The JSON summary of a run: counts by outcome, kind and backend, attribution, latency
-    (`connect_s` and `ttfb_s` as before; `latency` holds the HDR histograms' figures).
-    Each figure is taken from the flow log's columns, in C-level passes."""
-    from lvsprobe.replay.latency import latency_of  # numpy and hdrh: not at import
-
-    rows = columns.rows
-    outcomes = columns.labels("outcome").counts()
-    compared = rows - columns.nulls("attribution_agrees")
-    agree = columns.count_true("attribution_agrees")
-    span = float(columns.numbers("end_s").values.max()) if rows else 0.0
-    connect, ttfb = columns.given("connect_s"), columns.given("ttfb_s")
-    summary: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "flows": rows,
-        "ok": outcomes.get("ok", 0),
-        "errors": rows - outcomes.get("ok", 0),
-        "outcomes": dict(sorted(outcomes.items())),
-        "kinds": dict(sorted(columns.labels("kind").counts().items())),
-        "backends": dict(sorted(columns.backend().counts().items())),
-        "attribution": {
-            "compared": compared,
-            "agree": agree,
-            "disagree": compared - agree,
-            "self_named": rows - columns.nulls("backend"),
-            "conn_table": rows - columns.nulls("conn_backend_address"),
-        },
-        "connect_s": {"p50": _quantile(connect, 0.5), "p99": _quantile(connect, 0.99)},
-        "ttfb_s": {"p50": _quantile(ttfb, 0.5), "p99": _quantile(ttfb, 0.99)},
-        "duration_s": round(span, 6),
-        "flows_per_s": round(rows / span, 3) if span > 0 else None,
-        "out_bytes": int(columns.numbers("out_bytes").values.sum()),
-        "in_bytes": int(columns.numbers("in_bytes").values.sum()),
-        "tls_session_reused": columns.count_true("tls_session_reused"),
-        "latency": latency_of(columns),
-    }
-    summary.update(extra)
-    return summary
 
 
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
@@ -409,6 +387,7 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 def rebuild_summary(log: FlowLog) -> dict[str, Any]:
     """The summary of a run that ended without writing one, from its flow log."""
     from lvsprobe.replay.flowcolumns import FlowColumns
+    from lvsprobe.replay.flowsummary import summarize_columns
 
     return summarize_columns(
         FlowColumns(log.table),

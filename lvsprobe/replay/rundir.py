@@ -19,22 +19,21 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lvsprobe.errors import LvsprobeError
 from lvsprobe.replay import flowlog
 from lvsprobe.replay.attribution import JOINED_COLUMNS, attribute, save_snapshots
 from lvsprobe.replay.expect import check_expectations
+from lvsprobe.replay.flowcolumns import FlowColumns
 from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.flowsummary import summarize_columns
 from lvsprobe.replay.gcpause import collections_paused
 from lvsprobe.replay.hooks import EVENTS_FILE
 from lvsprobe.replay.journal import Journal
 from lvsprobe.replay.profile import rate_figures
 from lvsprobe.replay.scenario import Scenario
 from lvsprobe.replay.thresholds import Threshold, judge
-
-if TYPE_CHECKING:
-    from lvsprobe.replay.flowcolumns import FlowColumns
 
 # Everything lvsprobe writes into a run directory: a directory holding any of these holds a
 # run. `analysis/` and `report.html` are written by `lvsprobe analyze` and `lvsprobe report`
@@ -220,9 +219,8 @@ def _write_run(
         failures = check_expectations(scenario.expect, result.records)
         checks = {"passed": not failures, "failures": failures}
     run.journal.close()
-    from lvsprobe.replay.flowcolumns import FlowColumns  # numpy: not at import
-
-    columns = FlowColumns(flowlog.finish_table(run.path, result.records, joined))
+    written = flowlog.finish_table(run.path, result.records, joined, run.journal.written())
+    columns = FlowColumns(written)
     summary = _summary(
         scenario, columns, result.skipped, stop_reason, planned, thresholds, planned_at_s,
         snapshots=len(result.snapshots), conn_table_matched=matched,
@@ -246,7 +244,7 @@ def _summary(
     """The run's summary: its flows', the planned and achieved rates, the thresholds judged."""
     planned_open_s = [at for at in planned_at_s if at is not None]
     opened_s = _opened_s(columns, planned_at_s) if planned_open_s else []  # else closed: none
-    summary = flowlog.summarize_columns(
+    summary = summarize_columns(
         columns,
         scenario=scenario.name,
         planned=planned,
