@@ -3,9 +3,10 @@ Arrow table flows.parquet is written from, so that a figure over every flow is a
 over an array, not a Python step per record (that was most of a run's finish).
 
 A text column is coded (`Labels`): each row's index into its distinct values. From
-`COMPUTE_MIN_ROWS` rows on, by pyarrow.compute's dictionary encoding; below, in Python, since
-loading pyarrow.compute costs as much as coding some 50k rows of a few columns in Python (a
-large run's finish has loaded it anyway, to sort its journal).
+`COMPUTE_MIN_ROWS` rows on, by pyarrow.compute's dictionary encoding (a tenth of the time);
+below, in Python, since loading pyarrow.compute costs as much as coding a few columns of
+tens of thousands of rows. A finish from as many rows out of flow order has loaded it anyway,
+to sort its journal (flowlog.JOURNAL_SORT_MIN_ROWS, the same number).
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lvsprobe.replay.arrowarrays import Numbers, numpy_of
-from lvsprobe.replay.flowrecord import COLUMNS
+from lvsprobe.replay.flowrecord import COLUMNS, UNKNOWN_BACKEND
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 COMPUTE_MIN_ROWS = 20_000
 _TYPE = {name: type_name for name, type_name, _ in COLUMNS}
-UNKNOWN_BACKEND = "unknown"  # flowrecord.backend_of's name for a flow nobody named
 
 
 @dataclass(frozen=True)

@@ -127,3 +127,69 @@ def test_a_journal_not_holding_exactly_the_records_falls_back_to_them(
 
 def _not_converted(_records: object) -> object:
     raise AssertionError("records converted again: the journal holds them in Arrow")
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_the_log_from_the_batches_the_journal_kept_is_the_log_from_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_order: bool
+) -> None:
+    """A run's finish: the journal's file is not read back, nor a record converted again."""
+    records = _records(23)
+    run = tmp_path / "run"
+    run.mkdir()
+    journal = flowlog.open_journal(run, len(records), "s")
+    journal.flush_rows = 4
+    for i in range(23) if in_order else [*range(20, 23), *range(10, 20), *range(10)]:
+        journal.add(records[i])
+    journal.close()
+    monkeypatch.setattr(flowlog, "JOURNAL_SORT_MIN_ROWS", 20)
+    monkeypatch.setattr(flowlog, "records_to_table", _not_converted)
+    monkeypatch.setattr(flowlog, "read_journal", _not_read)
+    written = flowlog.finish_table(run, records, (), journal.written())
+    monkeypatch.undo()
+    table = pq.read_table(run / flowlog.FLOWS_FILE)
+    reference = _reference(tmp_path, records)
+    assert table.equals(reference, check_metadata=True)
+    assert written.equals(reference)
+    assert not (run / flowlog.JOURNAL_FILE).exists()
+
+
+def test_a_run_directory_written_whole_reads_back_as_the_records(tmp_path: Path) -> None:
+    """write_run end to end: flows.parquet holds the records, and summary.json is their
+    summary (its thresholds judged on them)."""
+    from lvsprobe.replay.rundir import open_run_dir, write_run
+    from lvsprobe.replay.runparts import RunResult
+    from lvsprobe.replay.scenario import parse_scenario
+    from lvsprobe.replay.thresholds import evaluate, parse_threshold
+
+    scenario = parse_scenario(
+        "name: s\ntarget: {address: 127.0.0.1, port: 80}\nclients: {cidr: 127.0.0.2/32}\n"
+        "flows: [{kind: http}]\narrival: {model: open, rate: 100}\n"
+        "bounds: {max_flows: 30, max_duration: 10s}\n",
+        "s.yaml",
+    )
+    records = _records(30)
+    planned_at_s = [None if i % 5 == 0 else 0.01 * i for i in range(30)]
+    thresholds = [parse_threshold(t) for t in ("errors < 1%", "share > 10%", "p99 < 1s")]
+    run = open_run_dir(tmp_path / "run", scenario, None, 30, False)
+    try:
+        for rec in sorted(records, key=lambda r: -r.flow_id):
+            run.journal.add(rec)
+        summary = write_run(run, scenario, RunResult(records, {}, False), None, 30,
+                            thresholds=thresholds, planned_at_s=planned_at_s)  # fmt: skip
+    finally:
+        run.close()
+    table = pq.read_table(tmp_path / "run" / flowlog.FLOWS_FILE)
+    assert table.equals(_reference(tmp_path, records), check_metadata=True)
+    expected = flowlog.summarize(records)
+    assert {k: summary[k] for k in expected} == expected
+    assert summary["thresholds"] == evaluate(thresholds, summary, records)
+    opened = [r.start_s for r in records if planned_at_s[r.flow_id] is not None]
+    assert summary["rates"]["achieved_per_s"] == round(
+        (len(opened) - 1) / (max(opened) - min(opened)), 3
+    )
+    assert summary["complete"] is True
+
+
+def _not_read(_path: object) -> object:
+    raise AssertionError("journal read back: the run's Journal kept its batches")
