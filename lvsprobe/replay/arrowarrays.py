@@ -102,6 +102,13 @@ def _text(given: Sequence[Any], present: np.ndarray | None) -> list[pa.Buffer]:
     return [pa.py_buffer(offsets), pa.py_buffer(data)]
 
 
+def int64_array(values: np.ndarray) -> pa.Array:
+    """An int64 numpy array (row indices, say) as Arrow, its buffer shared: handing numpy to
+    pyarrow (`Table.take(indices)`) converts it with `pa.array`, which imports pandas."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
 @dataclass(frozen=True)
 class Numbers:
     """A column's values (a null's slot holds an undefined value) and which rows hold one

@@ -254,7 +254,7 @@ def _journaled(
     compared from the column's buffers: its `to_numpy()` imports pandas.)"""
     import numpy as np
 
-    from lvsprobe.replay.arrowarrays import numpy_of
+    from lvsprobe.replay.arrowarrays import int64_array, numpy_of
 
     if written is None:
         try:
@@ -278,7 +278,9 @@ def _journaled(
     if table.num_rows < JOURNAL_SORT_MIN_ROWS:
         return None
     order = np.argsort(journaled.values, kind="stable")
-    return table.take(order) if np.array_equal(journaled.values[order], ids) else None
+    if not np.array_equal(journaled.values[order], ids):
+        return None
+    return table.take(int64_array(order))
 
 
 def open_journal(run_dir: Path, planned: int, scenario: str) -> Journal[FlowRecord]:
