@@ -25,7 +25,6 @@ own, value by value. The flows' latencies come from the flow log's columns (flow
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -124,11 +123,10 @@ class Buckets:
         total = int(self.counts.sum())
         if not total:
             return {"count": 0, **dict.fromkeys(STATS[1:])}
-        width = (1 << _bucket_shift(self.lowest_us)).tolist()
-        lowest, counts = self.lowest_us.tolist(), self.counts.tolist()
-        weighted = sum(
-            c * (low + (w >> 1)) for low, c, w in zip(lowest, counts, width, strict=True)
-        )
+        widths = 1 << _bucket_shift(self.lowest_us)
+        # exact in int64: counts sum to the flows (far below 2**31), values stay below 2**32
+        weighted = int(np.dot(self.counts.astype(np.int64), self.lowest_us + (widths >> 1)))
+        lowest, width = self.lowest_us.tolist(), widths.tolist()
         cumulative = np.cumsum(self.counts)
         at = {}
         for p in PERCENTILES:  # the first bucket whose running count reaches the rank
@@ -160,9 +158,15 @@ class Latencies:
     @classmethod
     def of(cls, columns: FlowColumns) -> Latencies:
         ok = columns.ok()
-        slots = {}
-        for (phase, _), column in COLUMN.items():
+        slots: dict[str, np.ndarray] = {}
+        for (phase, timing), column in COLUMN.items():
             seconds = columns.seconds(column)
+            uncorrected = COLUMN[(phase, "uncorrected")]
+            if timing == "corrected" and np.array_equal(
+                seconds, columns.seconds(uncorrected), equal_nan=True
+            ):  # every flow started when it was meant to (a closed model's)
+                slots[column] = slots[uncorrected]
+                continue
             timed = ~np.isnan(seconds)
             if phase == "total":
                 timed &= ok
@@ -215,9 +219,15 @@ def latency_of(columns: FlowColumns) -> dict[str, Any]:
         **whole,
         **{
             name: {
-                k: copy.deepcopy(whole) if len(g) == columns.rows else latencies.phase_stats(g)
+                k: _copied(whole) if len(g) == columns.rows else latencies.phase_stats(g)
                 for k, g in groups.items()
             }
             for name, groups in by.items()
         },
     }
+
+
+def _copied(stats: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{phase: {timing: stats}} copied (its values are numbers or None), not shared between
+    the groups that hold it: copy.deepcopy's walk cost more than the group's figures."""
+    return {phase: {timing: dict(s) for timing, s in by.items()} for phase, by in stats.items()}
