@@ -221,26 +221,36 @@ def finish_table(
     changed: Sequence[str] = (),
     journaled: pa.Table | None = None,
 ) -> pa.Table:
-    """RUN/flows.parquet at the end of a run (its journal closed); returns the table written,
-    the run's summary is read off it. From the journal (`journaled`: the rows its Journal
-    kept, else its file) when that holds exactly `records` (sorted by flow_id): their rows
-    are in Arrow already, converted batch by batch as the run went, and converting every
-    record again was a third of a run's finish. The `changed` columns, filled after the
-    flows were journaled (the conn-table join), are taken from the records. Otherwise from
-    the records."""
+    """RUN/flows.parquet at the end of a run (its journal closed), the `flows_table`;
+    returns the table written."""
+    table = flows_table(run_dir, records, changed, journaled)
+    write_flows_table(run_dir, table)
+    return table
+
+
+def flows_table(
+    run_dir: Path,
+    records: Sequence[FlowRecord],
+    changed: Sequence[str] = (),
+    journaled: pa.Table | None = None,
+) -> pa.Table:
+    """The table of a run's flow log (its journal closed), sorted by flow_id. From the
+    journal (`journaled`: the rows its Journal kept, else its file) when that holds exactly
+    `records` (sorted by flow_id): their rows are in Arrow already, converted batch by batch
+    as the run went, and converting every record again was a third of a run's finish. The
+    `changed` columns, filled after the flows were journaled (the conn-table join), are
+    taken from the records. Otherwise from the records."""
     table = _journaled(run_dir, records, journaled)
     if table is None:
-        table = records_table(sorted(records, key=_FLOW_ID))
-    else:
-        from lvsprobe.replay.arrowarrays import arrow_array
+        return records_table(sorted(records, key=_FLOW_ID))
+    from lvsprobe.replay.arrowarrays import arrow_array
 
-        for name, type_name, _ in COLUMNS:
-            if name in changed:
-                values = list(map(operator.attrgetter(name), records))
-                index = table.schema.get_field_index(name)
-                field = table.schema.field(index)
-                table = table.set_column(index, field, arrow_array(values, type_name))
-    write_flows_table(run_dir, table)
+    for name, type_name, _ in COLUMNS:
+        if name in changed:
+            values = list(map(operator.attrgetter(name), records))
+            index = table.schema.get_field_index(name)
+            field = table.schema.field(index)
+            table = table.set_column(index, field, arrow_array(values, type_name))
     return table
 
 

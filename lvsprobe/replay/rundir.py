@@ -9,14 +9,17 @@ directory that cannot be written is found before the traffic is paid for, not af
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import functools
 import itertools
 import json
 import operator
 import os
 import shutil
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,16 +222,39 @@ def _write_run(
         failures = check_expectations(scenario.expect, result.records)
         checks = {"passed": not failures, "failures": failures}
     run.journal.close()
-    written = flowlog.finish_table(run.path, result.records, joined, run.journal.written())
-    columns = FlowColumns(written)
-    summary = _summary(
-        scenario, columns, result.skipped, stop_reason, planned, thresholds, planned_at_s,
-        snapshots=len(result.snapshots), conn_table_matched=matched,
-        conn_table_error=conn_error, checks=checks,
-    )  # fmt: skip
+    table = flowlog.flows_table(run.path, result.records, joined, run.journal.written())
+    # The Parquet writer lets go of the GIL: the summary is made while flows.parquet is written
+    with _meanwhile(functools.partial(flowlog.write_flows_table, run.path, table)):
+        summary = _summary(
+            scenario, FlowColumns(table), result.skipped, stop_reason, planned, thresholds,
+            planned_at_s, snapshots=len(result.snapshots), conn_table_matched=matched,
+            conn_table_error=conn_error, checks=checks,
+        )  # fmt: skip
     flowlog.write_summary(run.path, summary)
     result.summary = summary
     return summary
+
+
+@contextlib.contextmanager
+def _meanwhile(work: Callable[[], object]) -> Iterator[None]:
+    """`work` in a thread of its own while the block runs; its exception raised after the
+    block's (the block's own goes first, once the thread is done)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # raised in the caller's thread below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="lvsprobe-finish")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _summary(

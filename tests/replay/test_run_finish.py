@@ -193,3 +193,37 @@ def test_a_run_directory_written_whole_reads_back_as_the_records(tmp_path: Path)
 
 def _not_read(_path: object) -> object:
     raise AssertionError("journal read back: the run's Journal kept its batches")
+
+
+def test_a_failed_write_of_the_log_fails_the_finish_and_keeps_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flows.parquet is written in a thread while the summary is made: its error still ends
+    the finish (with the journal named), and no summary.json claims a log that is not there."""
+    from lvsprobe.errors import LvsprobeError
+    from lvsprobe.replay.rundir import open_run_dir, write_run
+    from lvsprobe.replay.runparts import RunResult
+    from lvsprobe.replay.scenario import parse_scenario
+
+    scenario = parse_scenario(
+        "name: s\ntarget: {address: 127.0.0.1, port: 80}\nclients: {cidr: 127.0.0.2/32}\n"
+        "flows: [{kind: http}]\narrival: {model: closed, concurrency: 1}\n"
+        "bounds: {max_flows: 5, max_duration: 10s}\n",
+        "s.yaml",
+    )
+    records = _records(5)
+
+    def full_disk(_run_dir: Path, _table: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(flowlog, "write_flows_table", full_disk)
+    run = open_run_dir(tmp_path / "run", scenario, None, 5, False)
+    try:
+        for rec in records:
+            run.journal.add(rec)
+        with pytest.raises(LvsprobeError, match=r"No space left.*flows\.journal\.arrows"):
+            write_run(run, scenario, RunResult(records, {}, False), None, 5)
+    finally:
+        run.close()
+    assert not (tmp_path / "run" / flowlog.SUMMARY_FILE).exists()
+    assert flowlog.read_flow_log(tmp_path / "run").table.num_rows == 5
