@@ -227,3 +227,29 @@ def test_a_failed_write_of_the_log_fails_the_finish_and_keeps_the_journal(
         run.close()
     assert not (tmp_path / "run" / flowlog.SUMMARY_FILE).exists()
     assert flowlog.read_flow_log(tmp_path / "run").table.num_rows == 5
+
+
+def test_a_journal_sorted_and_summarised_loads_no_pandas(tmp_path: Path) -> None:
+    """Sorting a large journal out of flow order: its row order handed to pyarrow as numpy
+    would be converted by pa.array, which imports pandas (0.3 s)."""
+    code = f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_run_finish import _records
+from lvsprobe.replay import flowlog
+from lvsprobe.replay.flowcolumns import FlowColumns
+from lvsprobe.replay.flowsummary import summarize_columns
+flowlog.JOURNAL_SORT_MIN_ROWS = 10
+run, records = Path({str(tmp_path)!r}), _records(30)
+journal = flowlog.open_journal(run, 30, "s")
+for i in [*range(15, 30), *range(15)]:
+    journal.add(records[i])
+journal.close()
+table = flowlog.finish_table(run, records, (), journal.written())
+summarize_columns(FlowColumns(table))
+print("pyarrow.compute" in sys.modules, "pandas" in sys.modules, table.num_rows)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "30"]
