@@ -323,7 +323,7 @@ def read_flow_log(run_dir: Path) -> FlowLog:
     final, journal = run_dir / FLOWS_FILE, run_dir / JOURNAL_FILE
     if final.is_file():
         try:
-            return FlowLog(pq.read_table(str(final), schema=flow_schema()))
+            return FlowLog(_whole(pq.read_table(str(final), schema=flow_schema()), final))
         except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
             raise LvsprobeError(f"{final}: not a readable flow log: {exc}") from exc
     if not journal.is_file():
@@ -339,12 +339,27 @@ def read_flow_log(run_dir: Path) -> FlowLog:
         raise LvsprobeError(f"{journal}: not a flow journal of this lvsprobe version")
     planned = meta.get(_META_PLANNED)
     return FlowLog(
-        read.table.replace_schema_metadata(flow_schema().metadata).sort_by("flow_id"),
+        _whole(read.table, journal)
+        .replace_schema_metadata(flow_schema().metadata)
+        .sort_by("flow_id"),
         True,
         read.torn,
         int(planned) if planned is not None else None,
         meta[_META_SCENARIO].decode() if _META_SCENARIO in meta else None,
     )
+
+
+def _whole(table: pa.Table, path: Path) -> pa.Table:
+    """`table`, if every column the schema says has no nulls has none (another writer's file
+    may say so and not hold to it: the summary would read undefined values)."""
+    for field in flow_schema():
+        nulls = table.column(field.name).null_count
+        if not field.nullable and nulls:
+            raise LvsprobeError(
+                f"{path}: not a readable flow log: column {field.name!r} is null in {nulls} "
+                f"of {table.num_rows} rows (a flow log's never is)"
+            )
+    return table
 
 
 def read_flows(run_dir: Path) -> pa.Table:

@@ -253,3 +253,30 @@ print("pyarrow.compute" in sys.modules, "pandas" in sys.modules, table.num_rows)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False", "30"]
+
+
+@pytest.mark.parametrize("column", ["end_s", "outcome", "kind", "out_bytes"])
+def test_a_flow_log_with_nulls_where_none_can_be_is_refused_in_one_line(
+    tmp_path: Path, column: str
+) -> None:
+    """Another writer's flows.parquet, its fields all nullable, a null in a column the
+    summary reads: `replay summary` said so in a traceback (TypeError) before, and reading
+    the columns' buffers would take the null's undefined slot as a value."""
+    import pyarrow as pa
+    from click.testing import CliRunner
+
+    from lvsprobe.cli import cli
+
+    table = flowlog.records_to_table(_records(3))
+    loose = pa.table({name: table.column(name) for name in table.column_names})
+    index = loose.schema.get_field_index(column)
+    values = table.column(column).to_pylist()
+    loose = loose.set_column(index, column, pa.array([values[0], None, values[2]]))
+    pq.write_table(loose, tmp_path / flowlog.FLOWS_FILE)
+    result = CliRunner().invoke(cli, ["replay", "summary", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"lvsprobe: {tmp_path / flowlog.FLOWS_FILE}: not a readable flow log: column "
+        f"{column!r} is null in 1 of 3 rows (a flow log's never is)"
+    )
+    assert not (tmp_path / flowlog.SUMMARY_FILE).exists()
