@@ -211,21 +211,9 @@ def write_flows_table(run_dir: Path, table: pa.Table) -> int:
 
 
 def finish_flows(run_dir: Path, records: Sequence[FlowRecord], changed: Sequence[str] = ()) -> int:
-    """`finish_table` from the journal's file, returning the rows written."""
-    return int(finish_table(run_dir, records, changed).num_rows)
-
-
-def finish_table(
-    run_dir: Path,
-    records: Sequence[FlowRecord],
-    changed: Sequence[str] = (),
-    journaled: pa.Table | None = None,
-) -> pa.Table:
-    """RUN/flows.parquet at the end of a run (its journal closed), the `flows_table`;
-    returns the table written."""
-    table = flows_table(run_dir, records, changed, journaled)
-    write_flows_table(run_dir, table)
-    return table
+    """RUN/flows.parquet at the end of a run (its journal closed: see `flows_table`);
+    returns the rows written."""
+    return write_flows_table(run_dir, flows_table(run_dir, records, changed))
 
 
 def flows_table(

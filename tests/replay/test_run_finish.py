@@ -145,7 +145,8 @@ def test_the_log_from_the_batches_the_journal_kept_is_the_log_from_the_records(
     monkeypatch.setattr(flowlog, "JOURNAL_SORT_MIN_ROWS", 20)
     monkeypatch.setattr(flowlog, "records_to_table", _not_converted)
     monkeypatch.setattr(flowlog, "read_journal", _not_read)
-    written = flowlog.finish_table(run, records, (), journal.written())
+    written = flowlog.flows_table(run, records, (), journal.written())
+    flowlog.write_flows_table(run, written)
     monkeypatch.undo()
     table = pq.read_table(run / flowlog.FLOWS_FILE)
     reference = _reference(tmp_path, records)
@@ -246,7 +247,7 @@ journal = flowlog.open_journal(run, 30, "s")
 for i in [*range(15, 30), *range(15)]:
     journal.add(records[i])
 journal.close()
-table = flowlog.finish_table(run, records, (), journal.written())
+table = flowlog.flows_table(run, records, (), journal.written())
 summarize_columns(FlowColumns(table))
 print("pyarrow.compute" in sys.modules, "pandas" in sys.modules, table.num_rows)
 """
