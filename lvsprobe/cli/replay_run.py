@@ -228,6 +228,7 @@ def run(
     """
     import dataclasses
 
+    from lvsprobe.replay.gcpause import collections_paused
     from lvsprobe.replay.plan import describe_plan, make_plan, require_pool
     from lvsprobe.replay.scenario import load_scenario
 
@@ -235,7 +236,8 @@ def run(
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
     thresholds = _thresholds(scenario, threshold_texts)
-    plan = make_plan(scenario, max_flows)
+    with collections_paused(promote=True):  # a tuple per flow, kept to the end: unwalked
+        plan = make_plan(scenario, max_flows)
     if dry_run:
         described = describe_plan(scenario, plan)
         if as_json:
@@ -338,6 +340,7 @@ def _execute(
     from lvsprobe.replay import hooks
     from lvsprobe.replay.attribution import conn_table_source
     from lvsprobe.replay.fastloop import FastRunner
+    from lvsprobe.replay.gcpause import collections_paused
     from lvsprobe.replay.live import LiveStats, serve_metrics
     from lvsprobe.replay.plan import stages_of
     from lvsprobe.replay.rundir import open_run_dir, write_run
@@ -385,7 +388,11 @@ def _execute(
             return runner.run(), runner.stop_reason
 
         schedule = hooks.CommandSchedule(timed) if timed else None
-        with signals:
+        # The epoll engine pauses collections for its loop, the finish for its own work; one
+        # pause over both, its survivors promoted, spares the young collection in between a
+        # walk over every flow record (gcpause.py). The asyncio engine's loop makes cycles.
+        paused = collections_paused(promote=True) if fast else contextlib.nullcontext()
+        with signals, paused:
             try:
                 if schedule is not None:
                     schedule.start()

@@ -1,5 +1,5 @@
 """Arrow arrays from columns of Python values (int, float, bool, str, None), built from
-numpy buffers with `pa.Array.from_buffers`.
+numpy buffers with `pa.Array.from_buffers`, and number columns back to numpy from theirs.
 
 Why not `pa.array(values)`: on every conversion pyarrow checks whether the values are
 pandas objects, and the first check imports pandas, although a flow log never uses it. In
@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,57 @@ def _text(given: Sequence[Any], present: np.ndarray | None) -> list[pa.Buffer]:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum(lengths)  # fits: checked above
     return [pa.py_buffer(offsets), pa.py_buffer(data)]
+
+
+def int64_array(values: np.ndarray) -> pa.Array:
+    """An int64 numpy array (row indices, say) as Arrow, its buffer shared: handing numpy to
+    pyarrow (`Table.take(indices)`) converts it with `pa.array`, which imports pandas."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """A column's values (a null's slot holds an undefined value) and which rows hold one
+    (None: every row)."""
+
+    values: np.ndarray
+    present: np.ndarray | None
+
+
+def numpy_of(column: pa.ChunkedArray | pa.Array, type_name: str) -> Numbers:
+    """The values of a number or bool column of type `pa.<type_name>()` as numpy, read off
+    its buffers chunk by chunk (the inverse of `arrow_array`): `to_numpy()` of a column
+    holding a null imports pandas and pyarrow.compute."""
+    dtype = _DTYPE[type_name]
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    values = [_chunk_values(chunk, dtype) for chunk in chunks]
+    data = np.concatenate(values) if values else np.zeros(0, dtype=dtype)
+    if not column.null_count:
+        return Numbers(data, None)
+    return Numbers(data, np.concatenate([_chunk_present(chunk) for chunk in chunks]))
+
+
+def _bits(buffer: pa.Buffer, offset: int, count: int) -> np.ndarray:
+    """`count` bits of a bitmap from bit `offset` on (a sliced array's start mid-byte)."""
+    start = offset // 8
+    packed = np.frombuffer(buffer, dtype=np.uint8)[start : (offset + count + 7) // 8]
+    bits = np.unpackbits(packed, bitorder="little")
+    return bits[offset - start * 8 : offset - start * 8 + count].astype(np.bool_)
+
+
+def _chunk_values(chunk: pa.Array, dtype: type) -> np.ndarray:
+    if chunk.null_count == len(chunk):  # all null: the data buffer may be absent
+        return np.zeros(len(chunk), dtype=dtype)
+    data = chunk.buffers()[1]
+    if dtype is np.bool_:
+        return _bits(data, chunk.offset, len(chunk))
+    width = np.dtype(dtype).itemsize
+    return np.frombuffer(data, dtype=dtype, count=len(chunk), offset=chunk.offset * width)
+
+
+def _chunk_present(chunk: pa.Array) -> np.ndarray:
+    validity = chunk.buffers()[0]
+    if validity is None:  # no bitmap: every row holds a value (or none does, a null array)
+        return np.full(len(chunk), chunk.null_count == 0, dtype=np.bool_)
+    return _bits(validity, chunk.offset, len(chunk))

@@ -49,17 +49,18 @@ import functools
 import json
 import math
 import operator
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lvsprobe.errors import LvsprobeError
-from lvsprobe.replay.flowrecord import COLUMNS, FlowRecord, backend_of
+from lvsprobe.replay.flowrecord import COLUMNS, FlowRecord
+from lvsprobe.replay.flowrecord import backend_of as backend_of  # (re-exported: live.py)
 from lvsprobe.replay.journal import Journal, read_journal
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
 
@@ -106,6 +107,11 @@ JOURNAL_SORT_MIN_ROWS = 20_000
 # group only to fall back to plain encoding, half the write's time, for a larger file.
 _DICTIONARY_COLUMNS = [name for name, type_name, _ in COLUMNS if type_name == "string"]
 _FIELDS = operator.attrgetter(*_COLUMNS)  # a record's fields, in column order
+_FLOW_ID = operator.attrgetter("flow_id")
+# Rows per row group of flows.parquet: at 4096, a 100k-flow log's write took a quarter longer
+# (a page, statistics and a dictionary per column of each group); 65536 rows (~12 MB of
+# Arrow) keep a reader that goes group by group small.
+ROW_GROUP_ROWS = 65_536
 
 
 def records_to_table(records: Iterable[FlowRecord]) -> pa.Table:
@@ -137,7 +143,7 @@ class FlowLogWriter:
     finished file in place (written beside it, then renamed: a reader never sees half a log,
     and an older log stays whole until the new one is complete)."""
 
-    def __init__(self, path: Path, batch: int = 4096):
+    def __init__(self, path: Path, batch: int = ROW_GROUP_ROWS):
         self.path = path
         self._tmp = path.with_name(path.name + ".tmp")
         self._batch = batch
@@ -176,13 +182,22 @@ class FlowLogWriter:
         self._tmp.replace(self.path)
 
 
+def records_table(records: Iterable[FlowRecord]) -> pa.Table:
+    """`records_to_table` of any number of records, ROW_GROUP_ROWS at a time (converting
+    them all in one go would hold a tuple per record and per column at once)."""
+    import pyarrow as pa
+
+    rows = list(records)
+    pieces = range(0, len(rows), ROW_GROUP_ROWS)
+    if len(pieces) <= 1:
+        return records_to_table(rows)
+    return pa.concat_tables(records_to_table(rows[i : i + ROW_GROUP_ROWS]) for i in pieces)
+
+
 def write_flows(run_dir: Path, records: Iterable[FlowRecord]) -> int:
     """RUN/flows.parquet from `records` (sorted by flow_id), then the journal it supersedes
     is removed; returns the rows written."""
-    writer = FlowLogWriter(run_dir / FLOWS_FILE)
-    for record in sorted(records, key=lambda r: r.flow_id):
-        writer.add(record)
-    return _close(writer, run_dir)
+    return write_flows_table(run_dir, records_table(sorted(records, key=_FLOW_ID)))
 
 
 def write_flows_table(run_dir: Path, table: pa.Table) -> int:
@@ -190,59 +205,80 @@ def write_flows_table(run_dir: Path, table: pa.Table) -> int:
     then the journal is removed; returns the rows written."""
     writer = FlowLogWriter(run_dir / FLOWS_FILE)
     writer.add_table(table)
-    return _close(writer, run_dir)
-
-
-def _close(writer: FlowLogWriter, run_dir: Path) -> int:
     writer.close()
     (run_dir / JOURNAL_FILE).unlink(missing_ok=True)
     return writer.written
 
 
 def finish_flows(run_dir: Path, records: Sequence[FlowRecord], changed: Sequence[str] = ()) -> int:
-    """RUN/flows.parquet at the end of a run (its journal closed), from the journal when
-    that holds exactly `records` (sorted by flow_id): their rows are in Arrow already,
-    converted batch by batch as the run went, and converting every record again was a third
-    of a run's finish. The `changed` columns, filled after the flows were journaled (the
-    conn-table join), are taken from the records. Otherwise from the records."""
-    table = _journaled(run_dir, records)
+    """RUN/flows.parquet at the end of a run (its journal closed: see `flows_table`);
+    returns the rows written."""
+    return write_flows_table(run_dir, flows_table(run_dir, records, changed))
+
+
+def flows_table(
+    run_dir: Path,
+    records: Sequence[FlowRecord],
+    changed: Sequence[str] = (),
+    journaled: pa.Table | None = None,
+) -> pa.Table:
+    """The table of a run's flow log (its journal closed), sorted by flow_id. From the
+    journal (`journaled`: the rows its Journal kept, else its file) when that holds exactly
+    `records` (sorted by flow_id): their rows are in Arrow already, converted batch by batch
+    as the run went, and converting every record again was a third of a run's finish. The
+    `changed` columns, filled after the flows were journaled (the conn-table join), are
+    taken from the records. Otherwise from the records."""
+    table = _journaled(run_dir, records, journaled)
     if table is None:
-        return write_flows(run_dir, records)
+        return records_table(sorted(records, key=_FLOW_ID))
     from lvsprobe.replay.arrowarrays import arrow_array
 
     for name, type_name, _ in COLUMNS:
         if name in changed:
             values = list(map(operator.attrgetter(name), records))
             index = table.schema.get_field_index(name)
-            table = table.set_column(
-                index, table.schema.field(index), arrow_array(values, type_name)
-            )
-    return write_flows_table(run_dir, table)
+            field = table.schema.field(index)
+            table = table.set_column(index, field, arrow_array(values, type_name))
+    return table
 
 
-def _journaled(run_dir: Path, records: Sequence[FlowRecord]) -> pa.Table | None:
-    """The run's journal as a table sorted by flow_id, if it holds exactly the flows of
-    `records` (sorted by flow_id) and nothing torn; else None. A journal out of flow order
-    (flows end in another order than they start) is sorted only from JOURNAL_SORT_MIN_ROWS
-    rows on. (Compared in Arrow: a column's `to_numpy()` imports pandas.)"""
-    from lvsprobe.replay.arrowarrays import arrow_array
+def _journaled(
+    run_dir: Path, records: Sequence[FlowRecord], written: pa.Table | None
+) -> pa.Table | None:
+    """The run's journal (`written`: the rows its Journal kept; else read from its file) as
+    a table sorted by flow_id, if it holds exactly the flows of `records` (sorted by flow_id)
+    and nothing torn; else None. A journal out of flow order (flows end in another order
+    than they start) is sorted only from JOURNAL_SORT_MIN_ROWS rows on. (The flow ids
+    compared from the column's buffers: its `to_numpy()` imports pandas.)"""
+    import numpy as np
 
-    try:
-        read = read_journal(run_dir / JOURNAL_FILE)
-    except OSError:
-        return None
-    table = read.table
-    if read.torn or table.num_rows != len(records) or table.num_columns != len(COLUMNS):
+    from lvsprobe.replay.arrowarrays import int64_array, numpy_of
+
+    if written is None:
+        try:
+            read = read_journal(run_dir / JOURNAL_FILE)
+        except OSError:
+            return None
+        if read.torn:
+            return None
+        written = read.table
+    table = written
+    if table.num_rows != len(records) or table.num_columns != len(COLUMNS):
         return None
     if not table.schema.remove_metadata().equals(flow_schema().remove_metadata()):
         return None
-    ids = arrow_array(list(map(operator.attrgetter("flow_id"), records)), "int64")
-    if table.column("flow_id").combine_chunks().equals(ids):
+    ids = np.fromiter(map(_FLOW_ID, records), dtype=np.int64, count=len(records))
+    journaled = numpy_of(table.column("flow_id"), "int64")
+    if journaled.present is not None:
+        return None
+    if np.array_equal(journaled.values, ids):
         return table  # in flow order already
     if table.num_rows < JOURNAL_SORT_MIN_ROWS:
         return None
-    table = table.sort_by("flow_id")
-    return table if table.column("flow_id").combine_chunks().equals(ids) else None
+    order = np.argsort(journaled.values, kind="stable")
+    if not np.array_equal(journaled.values[order], ids):
+        return None
+    return table.take(int64_array(order))
 
 
 def open_journal(run_dir: Path, planned: int, scenario: str) -> Journal[FlowRecord]:
@@ -250,7 +286,7 @@ def open_journal(run_dir: Path, planned: int, scenario: str) -> Journal[FlowReco
     planned flow count and scenario name ride in its schema for a summary rebuilt later."""
     meta = {_META_PLANNED: str(planned).encode(), _META_SCENARIO: scenario.encode()}
     schema = flow_schema().with_metadata({**flow_schema().metadata, **meta})
-    return Journal(run_dir / JOURNAL_FILE, schema, records_to_table)
+    return Journal(run_dir / JOURNAL_FILE, schema, records_to_table, keep=True)
 
 
 @dataclass(frozen=True)
@@ -275,7 +311,7 @@ def read_flow_log(run_dir: Path) -> FlowLog:
     final, journal = run_dir / FLOWS_FILE, run_dir / JOURNAL_FILE
     if final.is_file():
         try:
-            return FlowLog(pq.read_table(str(final), schema=flow_schema()))
+            return FlowLog(_whole(pq.read_table(str(final), schema=flow_schema()), final))
         except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
             raise LvsprobeError(f"{final}: not a readable flow log: {exc}") from exc
     if not journal.is_file():
@@ -291,12 +327,27 @@ def read_flow_log(run_dir: Path) -> FlowLog:
         raise LvsprobeError(f"{journal}: not a flow journal of this lvsprobe version")
     planned = meta.get(_META_PLANNED)
     return FlowLog(
-        read.table.replace_schema_metadata(flow_schema().metadata).sort_by("flow_id"),
+        _whole(read.table, journal)
+        .replace_schema_metadata(flow_schema().metadata)
+        .sort_by("flow_id"),
         True,
         read.torn,
         int(planned) if planned is not None else None,
         meta[_META_SCENARIO].decode() if _META_SCENARIO in meta else None,
     )
+
+
+def _whole(table: pa.Table, path: Path) -> pa.Table:
+    """`table`, if every column the schema says has no nulls has none (another writer's file
+    may say so and not hold to it: the summary would read undefined values)."""
+    for field in flow_schema():
+        nulls = table.column(field.name).null_count
+        if not field.nullable and nulls:
+            raise LvsprobeError(
+                f"{path}: not a readable flow log: column {field.name!r} is null in {nulls} "
+                f"of {table.num_rows} rows (a flow log's never is)"
+            )
+    return table
 
 
 def read_flows(run_dir: Path) -> pa.Table:
@@ -305,9 +356,9 @@ def read_flows(run_dir: Path) -> pa.Table:
     return read_flow_log(run_dir).table
 
 
-def _quantile(values: list[float], q: float) -> float | None:
+def quantile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     """The value at rank ceil(q * n) of `values` (a selection, not a sort)."""
-    if not values:
+    if not len(values):
         return None
     import numpy as np
 
@@ -315,50 +366,15 @@ def _quantile(values: list[float], q: float) -> float | None:
     return round(float(np.partition(np.array(values, dtype=np.float64), pos)[pos]), 6)
 
 
+_quantile = quantile  # (the name tests/replay/test_flowlog.py knows it by)
+
+
 def summarize(records: Iterable[FlowRecord], **extra: Any) -> dict[str, Any]:
-    """The JSON summary of a run: counts by outcome, kind and backend, attribution, latency
-    (`connect_s` and `ttfb_s` as before; `latency` holds the HDR histograms' figures).
-    Each figure is taken from one column, read off the records in one C-level pass."""
-    from lvsprobe.replay.latency import latency_summary  # numpy and hdrh: not at import
+    """The JSON summary of a run's records (see flowsummary.py)."""
+    from lvsprobe.replay.flowcolumns import FlowColumns
+    from lvsprobe.replay.flowsummary import summarize_columns
 
-    rows = list(records)
-
-    def column(name: str) -> list[Any]:
-        return list(map(operator.attrgetter(name), rows))
-
-    outcomes = Counter(column("outcome"))
-    by_backend = Counter(map(backend_of, rows))
-    agrees = column("attribution_agrees")
-    compared = len(rows) - agrees.count(None)
-    connect = [v for v in column("connect_s") if v is not None]
-    ttfb = [v for v in column("ttfb_s") if v is not None]
-    span = max(column("end_s"), default=0.0)
-    summary: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "flows": len(rows),
-        "ok": outcomes.get("ok", 0),
-        "errors": len(rows) - outcomes.get("ok", 0),
-        "outcomes": dict(sorted(outcomes.items())),
-        "kinds": dict(sorted(Counter(column("kind")).items())),
-        "backends": dict(sorted(by_backend.items())),
-        "attribution": {
-            "compared": compared,
-            "agree": agrees.count(True),
-            "disagree": compared - agrees.count(True),
-            "self_named": len(rows) - column("backend").count(None),
-            "conn_table": len(rows) - column("conn_backend_address").count(None),
-        },
-        "connect_s": {"p50": _quantile(connect, 0.5), "p99": _quantile(connect, 0.99)},
-        "ttfb_s": {"p50": _quantile(ttfb, 0.5), "p99": _quantile(ttfb, 0.99)},
-        "duration_s": round(span, 6),
-        "flows_per_s": round(len(rows) / span, 3) if span > 0 else None,
-        "out_bytes": sum(column("out_bytes")),
-        "in_bytes": sum(column("in_bytes")),
-        "tls_session_reused": sum(map(bool, column("tls_session_reused"))),
-        "latency": latency_summary(rows),
-    }
-    summary.update(extra)
-    return summary
+    return summarize_columns(FlowColumns(records_table(records)), **extra)
 
 
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
@@ -385,8 +401,11 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 
 def rebuild_summary(log: FlowLog) -> dict[str, Any]:
     """The summary of a run that ended without writing one, from its flow log."""
-    return summarize(
-        records_from_table(log.table),
+    from lvsprobe.replay.flowcolumns import FlowColumns
+    from lvsprobe.replay.flowsummary import summarize_columns
+
+    return summarize_columns(
+        FlowColumns(log.table),
         scenario=log.scenario,
         planned=log.planned,
         complete=False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OUTCOMES = ("ok", "refused", "reset", "timeout")  # plus "error:<reason>"
+UNKNOWN_BACKEND = "unknown"  # the backend of a flow nobody named (`backend_of`)
 
 # (column, Arrow type, nullable). pyarrow is imported only when a log is written or read:
 # importing it costs ~10 s of Python start-up inside the TCG lab guest.
@@ -104,4 +105,4 @@ class FlowRecord:
 
 def backend_of(record: FlowRecord) -> str:
     """The backend a flow is counted under: self-named, else the conn table's, else unknown."""
-    return record.backend or record.conn_backend or "unknown"
+    return record.backend or record.conn_backend or UNKNOWN_BACKEND

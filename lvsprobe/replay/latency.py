@@ -20,21 +20,22 @@ wrk2. Values past 1 h are recorded as 1 h, so `max` then reads 1 h.
 The summary's figures are read off the buckets directly (`Buckets`: each filled bucket's
 lowest value and count, from numpy), not through an HdrHistogram object, whose queries walk
 its count array in Python; tests/replay/test_latency.py holds them equal to HdrHistogram's
-own, value by value.
+own, value by value. The flows' latencies come from the flow log's columns (flowcolumns.py).
 """
 
 from __future__ import annotations
 
-import copy
-import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from lvsprobe.replay.flowrecord import FlowRecord, backend_of
+from lvsprobe.replay.flowrecord import FlowRecord
+
+if TYPE_CHECKING:
+    from lvsprobe.replay.flowcolumns import FlowColumns
 
 PHASES = ("connect", "ttfb", "total")
 TIMINGS = ("corrected", "uncorrected")
@@ -68,13 +69,34 @@ def _bucket_shift(us: np.ndarray) -> np.ndarray:
     return np.maximum(0, exponent - 1 - _HALF_COUNT_MAGNITUDE)
 
 
+def _us(seconds: np.ndarray) -> np.ndarray:
+    """Latencies (seconds, none NaN) rounded to a µs and held to the histogram's range."""
+    return np.clip(np.round(seconds * 1e6), 0, HIGHEST_US).astype(np.int64)
+
+
 def bucket_lowest_us(seconds: np.ndarray) -> np.ndarray:
     """Each latency (seconds; NaN dropped) as the lowest value of its HDR bucket, in µs:
     the bucket HdrHistogram's own record_value of the value rounded to a µs picks."""
-    values = seconds[~np.isnan(seconds)]
-    us = np.clip(np.round(values * 1e6), 0, HIGHEST_US).astype(np.int64)
+    us = _us(seconds[~np.isnan(seconds)])
     shift = _bucket_shift(us)
     return (us >> shift) << shift
+
+
+def bucket_slot(us: np.ndarray) -> np.ndarray:
+    """Each value's (integer µs, within the range) bucket as a slot of a dense array ordered
+    by value: a bucket width 2**s holds the slots from s * half a sub-bucket count on, its
+    values >> s picking one (HdrHistogram's counts index)."""
+    shift = _bucket_shift(us)
+    return (shift << _HALF_COUNT_MAGNITUDE) + (us >> shift)
+
+
+def slot_lowest_us(slot: np.ndarray) -> np.ndarray:
+    """The lowest value (µs) of the bucket at each slot (the inverse of `bucket_slot`)."""
+    shift = np.maximum(0, (slot >> _HALF_COUNT_MAGNITUDE) - 1)
+    return (slot - (shift << _HALF_COUNT_MAGNITUDE)) << shift
+
+
+SLOTS = int(bucket_slot(np.array([HIGHEST_US]))[0]) + 1  # the slot SLOTS: a flow with none
 
 
 @dataclass(frozen=True)
@@ -101,11 +123,10 @@ class Buckets:
         total = int(self.counts.sum())
         if not total:
             return {"count": 0, **dict.fromkeys(STATS[1:])}
-        width = (1 << _bucket_shift(self.lowest_us)).tolist()
-        lowest, counts = self.lowest_us.tolist(), self.counts.tolist()
-        weighted = sum(
-            c * (low + (w >> 1)) for low, c, w in zip(lowest, counts, width, strict=True)
-        )
+        widths = 1 << _bucket_shift(self.lowest_us)
+        # exact in int64: counts sum to the flows (far below 2**31), values stay below 2**32
+        weighted = int(np.dot(self.counts.astype(np.int64), self.lowest_us + (widths >> 1)))
+        lowest, width = self.lowest_us.tolist(), widths.tolist()
         cumulative = np.cumsum(self.counts)
         at = {}
         for p in PERCENTILES:  # the first bucket whose running count reaches the rank
@@ -128,28 +149,31 @@ def record_seconds(hist: HdrHistogram, seconds: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class Latencies:
-    """The flows' latencies read off the records once, by record column: the distinct
-    lowest values (µs) of the HDR buckets they fall in, ascending, and each flow's index
-    into them; -1 is the value of a flow with none (and in `total_*`, of one that did not
-    end `ok`). A group's histogram is then a count of its flows' indices: one sort per
-    column for the run, none per group."""
+    """The flows' latencies by record column, each flow's as the slot of its HDR bucket
+    (`bucket_slot`; SLOTS for a flow with none, and in `total_*` for one that did not end
+    `ok`). A group's histogram is then a count of its flows' slots: no sort at all."""
 
-    buckets_us: dict[str, np.ndarray]
-    index: dict[str, np.ndarray]
+    slots: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, rows: Sequence[FlowRecord]) -> Latencies:
-        outcomes = map(operator.attrgetter("outcome"), rows)
-        ok = np.fromiter(map("ok".__eq__, outcomes), dtype=bool, count=len(rows))
-        buckets, index = {}, {}
-        for (phase, _), column in COLUMN.items():
-            seconds = np.array(list(map(operator.attrgetter(column), rows)), dtype=np.float64)
+    def of(cls, columns: FlowColumns) -> Latencies:
+        ok = columns.ok()
+        slots: dict[str, np.ndarray] = {}
+        for (phase, timing), column in COLUMN.items():
+            seconds = columns.seconds(column)
+            uncorrected = COLUMN[(phase, "uncorrected")]
+            if timing == "corrected" and np.array_equal(
+                seconds, columns.seconds(uncorrected), equal_nan=True
+            ):  # every flow started when it was meant to (a closed model's)
+                slots[column] = slots[uncorrected]
+                continue
+            timed = ~np.isnan(seconds)
             if phase == "total":
-                seconds[~ok] = np.nan
-            bucketed = np.full(len(rows), -1, dtype=np.int64)
-            bucketed[~np.isnan(seconds)] = bucket_lowest_us(seconds)
-            buckets[column], index[column] = np.unique(bucketed, return_inverse=True)
-        return cls(buckets, index)
+                timed &= ok
+            slot = np.full(len(seconds), SLOTS, dtype=np.intp)
+            slot[timed] = bucket_slot(_us(seconds[timed]))
+            slots[column] = slot
+        return cls(slots)
 
     def phase_stats(self, rows: np.ndarray | slice) -> dict[str, dict[str, dict[str, Any]]]:
         """{phase: {timing: stats}} of the flows at `rows` (indices or a slice)."""
@@ -157,56 +181,53 @@ class Latencies:
         for phase in PHASES:
             out[phase] = {}
             for timing in TIMINGS:
-                column = COLUMN[(phase, timing)]
-                lowest_us = self.buckets_us[column]
-                counts = np.bincount(self.index[column][rows], minlength=len(lowest_us))
-                filled = (counts > 0) & (lowest_us >= 0)
-                out[phase][timing] = Buckets(lowest_us[filled], counts[filled]).stats()
+                counts = np.bincount(self.slots[COLUMN[(phase, timing)]][rows], minlength=SLOTS)
+                filled = np.flatnonzero(counts[:SLOTS])
+                out[phase][timing] = Buckets(slot_lowest_us(filled), counts[filled]).stats()
         return out
 
 
-def phase_stats(rows: Sequence[FlowRecord]) -> dict[str, dict[str, dict[str, Any]]]:
+def _columns(records: Iterable[FlowRecord]) -> FlowColumns:
+    from lvsprobe.replay.flowcolumns import FlowColumns
+    from lvsprobe.replay.flowlog import records_to_table
+
+    return FlowColumns(records_to_table(records))
+
+
+def phase_stats(rows: Iterable[FlowRecord]) -> dict[str, dict[str, dict[str, Any]]]:
     """{phase: {timing: stats}} of `rows` (see the module docstring for what each holds)."""
-    return Latencies.of(rows).phase_stats(slice(None))
-
-
-def _groups(labels: Sequence[object]) -> dict[str, np.ndarray]:
-    """Row indices (ascending) by label as text, in the texts' order; rows labelled None
-    belong to none. Coded by a dict per distinct label and split by one stable sort: no
-    Python step per row beyond the lookup."""
-    distinct = set(labels)
-    if len(distinct) == 1 and None not in distinct:  # one group of every row (most runs)
-        return {str(next(iter(distinct))): np.arange(len(labels), dtype=np.intp)}
-    texts = {label: str(label) for label in distinct if label is not None}
-    names = sorted(set(texts.values()))
-    number = {name: i for i, name in enumerate(names)}
-    code = {label: number[text] for label, text in texts.items()}
-    code[None] = len(names)  # the unlabelled rows: a last group, dropped
-    codes = np.fromiter(map(code.__getitem__, labels), dtype=np.intp, count=len(labels))
-    order = np.argsort(codes, kind="stable")
-    ends = np.cumsum(np.bincount(codes, minlength=len(names) + 1))
-    return dict(zip(names, np.split(order, ends[:-1])[:-1], strict=True))
+    return Latencies.of(_columns(rows)).phase_stats(slice(None))
 
 
 def latency_summary(records: Iterable[FlowRecord]) -> dict[str, Any]:
+    """The summary's `latency` block of `records` (see `latency_of`)."""
+    return latency_of(_columns(records))
+
+
+def latency_of(columns: FlowColumns) -> dict[str, Any]:
     """The summary's `latency` block: every phase and timing for all flows, then by kind,
     by backend and by stage of the rate profile. A group holding every flow (one kind, one
     backend, one stage: most runs) shares the whole run's figures, not computed again."""
-    rows = list(records)
-    latencies = Latencies.of(rows)
+    latencies = Latencies.of(columns)
     whole = latencies.phase_stats(slice(None))
     by = {
-        "by_kind": _groups(list(map(operator.attrgetter("kind"), rows))),
-        "by_backend": _groups(list(map(backend_of, rows))),
-        "by_stage": _groups(list(map(operator.attrgetter("stage"), rows))),
+        "by_kind": columns.labels("kind").groups(),
+        "by_backend": columns.backend().groups(),
+        "by_stage": columns.labels("stage").groups(),
     }
     return {
         **whole,
         **{
             name: {
-                k: copy.deepcopy(whole) if len(g) == len(rows) else latencies.phase_stats(g)
+                k: _copied(whole) if len(g) == columns.rows else latencies.phase_stats(g)
                 for k, g in groups.items()
             }
             for name, groups in by.items()
         },
     }
+
+
+def _copied(stats: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{phase: {timing: stats}} copied (its values are numbers or None), not shared between
+    the groups that hold it: copy.deepcopy's walk cost more than the group's figures."""
+    return {phase: {timing: dict(s) for timing, s in by.items()} for phase, by in stats.items()}

@@ -9,12 +9,17 @@ directory that cannot be written is found before the traffic is paid for, not af
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import functools
+import itertools
 import json
+import operator
 import os
 import shutil
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +28,15 @@ from lvsprobe.errors import LvsprobeError
 from lvsprobe.replay import flowlog
 from lvsprobe.replay.attribution import JOINED_COLUMNS, attribute, save_snapshots
 from lvsprobe.replay.expect import check_expectations
+from lvsprobe.replay.flowcolumns import FlowColumns
 from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.flowsummary import summarize_columns
 from lvsprobe.replay.gcpause import collections_paused
 from lvsprobe.replay.hooks import EVENTS_FILE
 from lvsprobe.replay.journal import Journal
 from lvsprobe.replay.profile import rate_figures
 from lvsprobe.replay.scenario import Scenario
-from lvsprobe.replay.thresholds import Threshold, evaluate
+from lvsprobe.replay.thresholds import Threshold, judge
 
 # Everything lvsprobe writes into a run directory: a directory holding any of these holds a
 # run. `analysis/` and `report.html` are written by `lvsprobe analyze` and `lvsprobe report`
@@ -215,20 +222,45 @@ def _write_run(
         failures = check_expectations(scenario.expect, result.records)
         checks = {"passed": not failures, "failures": failures}
     run.journal.close()
-    flowlog.finish_flows(run.path, result.records, joined)
-    summary = _summary(
-        scenario, result, stop_reason, planned, thresholds, planned_at_s,
-        snapshots=len(result.snapshots), conn_table_matched=matched,
-        conn_table_error=conn_error, checks=checks,
-    )  # fmt: skip
+    table = flowlog.flows_table(run.path, result.records, joined, run.journal.written())
+    # The Parquet writer lets go of the GIL: the summary is made while flows.parquet is written
+    with _meanwhile(functools.partial(flowlog.write_flows_table, run.path, table)):
+        summary = _summary(
+            scenario, FlowColumns(table), result.skipped, stop_reason, planned, thresholds,
+            planned_at_s, snapshots=len(result.snapshots), conn_table_matched=matched,
+            conn_table_error=conn_error, checks=checks,
+        )  # fmt: skip
     flowlog.write_summary(run.path, summary)
     result.summary = summary
     return summary
 
 
+@contextlib.contextmanager
+def _meanwhile(work: Callable[[], object]) -> Iterator[None]:
+    """`work` in a thread of its own while the block runs; its exception raised after the
+    block's (the block's own goes first, once the thread is done)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # raised in the caller's thread below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="lvsprobe-finish")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
 def _summary(
     scenario: Scenario,
-    result: Any,
+    columns: FlowColumns,
+    skipped: int,
     stop_reason: str | None,
     planned: int,
     thresholds: Sequence[Threshold],
@@ -237,29 +269,34 @@ def _summary(
 ) -> dict[str, Any]:
     """The run's summary: its flows', the planned and achieved rates, the thresholds judged."""
     planned_open_s = [at for at in planned_at_s if at is not None]
-    opened = (
-        [r.start_s for r in result.records if _open(planned_at_s, r.flow_id)]
-        if planned_open_s  # else a closed run's: none
-        else []
-    )
-    summary = flowlog.summarize(
-        result.records,
+    opened_s = _opened_s(columns, planned_at_s) if planned_open_s else []  # else closed: none
+    summary = summarize_columns(
+        columns,
         scenario=scenario.name,
         planned=planned,
-        complete=stop_reason is None and len(result.records) + result.skipped == planned,
+        complete=stop_reason is None and columns.rows + skipped == planned,
         stopped=stop_reason,
-        skipped=result.skipped,
+        skipped=skipped,
         **extra,
-        rates=rate_figures(planned_open_s, opened),
+        rates=rate_figures(planned_open_s, opened_s),
     )
     if thresholds:
-        names = scenario.target.backends
-        summary["thresholds"] = evaluate(thresholds, summary, result.records, names)
+        summary["thresholds"] = judge(thresholds, summary, columns, scenario.target.backends)
     return summary
 
 
-def _open(planned_at_s: Sequence[float | None], flow_id: int) -> bool:
-    return flow_id < len(planned_at_s) and planned_at_s[flow_id] is not None
+def _opened_s(columns: FlowColumns, planned_at_s: Sequence[float | None]) -> list[float]:
+    """The start times of the flows the plan opened (an `at_s`; not a closed stage's)."""
+    import numpy as np
+
+    planned_open = np.fromiter(
+        map(operator.is_not, planned_at_s, itertools.repeat(None)), np.bool_, len(planned_at_s)
+    )
+    flow_ids = columns.numbers("flow_id").values
+    known = (flow_ids >= 0) & (flow_ids < len(planned_at_s))
+    opened = known.copy()
+    opened[known] = planned_open[flow_ids[known]]
+    return columns.numbers("start_s").values[opened].tolist()
 
 
 def finish_run_dir(path: Path) -> dict[str, Any]:

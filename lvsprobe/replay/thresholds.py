@@ -22,12 +22,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lvsprobe.replay.flowlog import FlowRecord, backend_of
+import numpy as np
+
+from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.latency import PHASES, STATS
 from lvsprobe.replay.limits import MAX_THRESHOLDS
 from lvsprobe.replay.yamldoc import Reader
+
+if TYPE_CHECKING:
+    from lvsprobe.replay.flowcolumns import FlowColumns
 
 _FORM = re.compile(
     r"^\s*(?P<subject>[a-z0-9_.() ]+?)\s*"
@@ -132,20 +137,18 @@ def read_thresholds(top: Reader) -> tuple[Threshold, ...]:
     return tuple(out)
 
 
-def _share(rows: Sequence[FlowRecord], backend: str) -> float:
-    return sum(1 for r in rows if backend_of(r) == backend) / len(rows)
+def _picked(t: Threshold, columns: FlowColumns) -> np.ndarray | None:
+    """Which flows a threshold's group holds (None: every flow)."""
+    if t.key is None:
+        return None
+    labels = columns.backend() if t.key == "backend" else columns.labels(t.key)
+    return labels.rows_named(t.name or "")
 
 
 def _observe(
-    t: Threshold, summary: Mapping[str, Any], rows: Sequence[FlowRecord], backends: Iterable[str]
+    t: Threshold, summary: Mapping[str, Any], columns: FlowColumns, backends: Iterable[str]
 ) -> tuple[float | None, str]:
     """The figure a threshold judges, and how to show it."""
-    group = {
-        "kind": lambda r: r.kind == t.name,
-        "backend": lambda r: backend_of(r) == t.name,
-        "stage": lambda r: str(r.stage) == t.name,
-    }
-    picked = [r for r in rows if t.key is None or group[t.key](r)]
     if t.subject == "latency":
         latency = summary.get("latency", {})
         if t.key is not None:
@@ -153,15 +156,19 @@ def _observe(
         value = latency.get(t.phase, {}).get(t.timing, {}).get(t.stat)
         return value, "no flows" if value is None else f"{value * 1000:.2f}ms"
     if t.subject == "errors":
-        if not picked:
+        picked = _picked(t, columns)
+        failed = ~columns.ok()
+        count = columns.rows if picked is None else int(np.count_nonzero(picked))
+        if not count:
             return None, "no flows"
-        value = sum(1 for r in picked if r.outcome != "ok") / len(picked)
-        return value, f"{value:.3%} of {len(picked)}"
+        value = int(np.count_nonzero(failed if picked is None else failed & picked)) / count
+        return value, f"{value:.3%} of {count}"
     if t.subject == "share":
-        if not rows:
+        if not columns.rows:
             return None, "no flows"
-        names = [t.name] if t.name else sorted({*backends, *(backend_of(r) for r in rows)})
-        shares = {name: _share(rows, name) for name in names if name is not None}
+        flows = columns.backend().counts()
+        names = [t.name] if t.name else sorted({*backends, *flows})
+        shares = {name: flows.get(name, 0) / columns.rows for name in names if name is not None}
         pick = min if t.op.startswith(">") else max  # the backend nearest to breaching
         name = pick(shares, key=lambda n: shares[n])
         return shares[name], f"{name} {shares[name]:.2%}"
@@ -181,11 +188,24 @@ def evaluate(
     records: Iterable[FlowRecord],
     backends: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """{passed, results: [{threshold, observed, passed}]} of a finished run."""
-    rows = list(records)
+    """`judge` on a finished run's records."""
+    from lvsprobe.replay.flowcolumns import FlowColumns
+    from lvsprobe.replay.flowlog import records_table
+
+    return judge(thresholds, summary, FlowColumns(records_table(records)), backends)
+
+
+def judge(
+    thresholds: Iterable[Threshold],
+    summary: Mapping[str, Any],
+    columns: FlowColumns,
+    backends: Iterable[str] = (),
+) -> dict[str, Any]:
+    """{passed, results: [{threshold, observed, passed}]} of a finished run, whose summary
+    and flow log's columns are given."""
     results = []
     for t in thresholds:
-        value, shown = _observe(t, summary, rows, backends)
+        value, shown = _observe(t, summary, columns, backends)
         passed = value is not None and _COMPARE[t.op](value, t.value)
         results.append({"threshold": t.text, "observed": shown, "passed": passed})
     return {"passed": all(r["passed"] for r in results), "results": results}

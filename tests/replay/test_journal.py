@@ -147,3 +147,35 @@ def test_parquet_rewrite_keeps_the_old_log_until_the_new_one_is_whole(tmp_path: 
     writer.close()
     assert pq.read_table(tmp_path / flowlog.FLOWS_FILE).num_rows == 2
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_kept_journal_gives_back_what_its_file_holds(tmp_path: Path) -> None:
+    """A run's finish takes the batches the journal kept instead of reading its file back."""
+    journal = Journal(tmp_path / "j.arrows", flowlog.flow_schema(), flowlog.records_to_table,
+                      flush_rows=3, keep=True)  # fmt: skip
+    assert journal.written() is not None and journal.written().num_rows == 0  # type: ignore[union-attr]
+    for i in range(7):
+        journal.add(_record(i, "ok" if i % 2 else "reset"))
+    journal.flush()
+    kept = journal.written()
+    journal.close()
+    assert kept is not None
+    assert kept.equals(read_journal(tmp_path / "j.arrows").table)
+    assert _journal(tmp_path / "other.arrows", _Clock()).written() is None  # not kept
+
+
+def test_a_batch_whose_write_failed_is_not_kept(tmp_path: Path) -> None:
+    def to_table(rows: list[FlowRecord]) -> pa.Table:
+        if rows[0].flow_id:  # a batch the writer refuses (here: not the stream's schema)
+            return pa.table({"flow_id": [rows[0].flow_id]})
+        return flowlog.records_to_table(rows)
+
+    journal = Journal(tmp_path / "j.arrows", flowlog.flow_schema(), to_table, flush_rows=100,
+                      keep=True)  # fmt: skip
+    journal.add(_record(0))
+    journal.flush()
+    journal.add(_record(1))
+    with pytest.raises(ValueError):
+        journal.flush()
+    kept = journal.written()
+    assert kept is not None and kept.column("flow_id").to_pylist() == [0]

@@ -22,13 +22,16 @@ from lvsprobe.replay.latency import (
     HIGHEST_US,
     PERCENTILES,
     PHASES,
+    SLOTS,
     STATS,
     Buckets,
     bucket_lowest_us,
+    bucket_slot,
     latency_summary,
     new_histogram,
     phase_stats,
     record_seconds,
+    slot_lowest_us,
 )
 from lvsprobe.replay.plan import make_plan
 from lvsprobe.replay.runner import RunOptions
@@ -253,3 +256,20 @@ def test_a_stall_shows_in_corrected_latency_and_hides_from_uncorrected(
     assert total["uncorrected"]["p99"] < 0.5, total
     assert total["uncorrected"]["max"] >= 1.5, total  # the requests caught in the freeze
     print(f"stall: corrected {total['corrected']}, uncorrected {total['uncorrected']}")
+
+
+@settings(max_examples=100, deadline=None)
+@given(LATENCIES_S)
+def test_a_flows_slot_is_hdrs_own_counts_index(seconds: list[float]) -> None:
+    """The summary counts each flow into the slot of its bucket (no sort): the slots' counts
+    are HdrHistogram's own counts array, and a slot's lowest value is its bucket's."""
+    values = [min(round(s * 1e6), HIGHEST_US) for s in seconds if not math.isnan(s)]
+    slots = bucket_slot(np.array(values, dtype=np.int64))
+    hist = _one_by_one(seconds)
+    counts = np.bincount(slots, minlength=hist.counts_len)
+    assert counts.tolist() == list(hist.counts[: hist.counts_len])
+    highest = new_histogram()
+    highest.record_value(HIGHEST_US)  # the last slot a flow can fill
+    assert list(highest.counts[: highest.counts_len]).index(1) == SLOTS - 1
+    lowest = bucket_lowest_us(np.array(seconds, dtype=np.float64))
+    assert slot_lowest_us(slots).tolist() == lowest.tolist()

@@ -127,3 +127,157 @@ def test_a_journal_not_holding_exactly_the_records_falls_back_to_them(
 
 def _not_converted(_records: object) -> object:
     raise AssertionError("records converted again: the journal holds them in Arrow")
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_the_log_from_the_batches_the_journal_kept_is_the_log_from_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_order: bool
+) -> None:
+    """A run's finish: the journal's file is not read back, nor a record converted again."""
+    records = _records(23)
+    run = tmp_path / "run"
+    run.mkdir()
+    journal = flowlog.open_journal(run, len(records), "s")
+    journal.flush_rows = 4
+    for i in range(23) if in_order else [*range(20, 23), *range(10, 20), *range(10)]:
+        journal.add(records[i])
+    journal.close()
+    monkeypatch.setattr(flowlog, "JOURNAL_SORT_MIN_ROWS", 20)
+    monkeypatch.setattr(flowlog, "records_to_table", _not_converted)
+    monkeypatch.setattr(flowlog, "read_journal", _not_read)
+    written = flowlog.flows_table(run, records, (), journal.written())
+    flowlog.write_flows_table(run, written)
+    monkeypatch.undo()
+    table = pq.read_table(run / flowlog.FLOWS_FILE)
+    reference = _reference(tmp_path, records)
+    assert table.equals(reference, check_metadata=True)
+    assert written.equals(reference)
+    assert not (run / flowlog.JOURNAL_FILE).exists()
+
+
+def test_a_run_directory_written_whole_reads_back_as_the_records(tmp_path: Path) -> None:
+    """write_run end to end: flows.parquet holds the records, and summary.json is their
+    summary (its thresholds judged on them)."""
+    from lvsprobe.replay.rundir import open_run_dir, write_run
+    from lvsprobe.replay.runparts import RunResult
+    from lvsprobe.replay.scenario import parse_scenario
+    from lvsprobe.replay.thresholds import evaluate, parse_threshold
+
+    scenario = parse_scenario(
+        "name: s\ntarget: {address: 127.0.0.1, port: 80}\nclients: {cidr: 127.0.0.2/32}\n"
+        "flows: [{kind: http}]\narrival: {model: open, rate: 100}\n"
+        "bounds: {max_flows: 30, max_duration: 10s}\n",
+        "s.yaml",
+    )
+    records = _records(30)
+    planned_at_s = [None if i % 5 == 0 else 0.01 * i for i in range(30)]
+    thresholds = [parse_threshold(t) for t in ("errors < 1%", "share > 10%", "p99 < 1s")]
+    run = open_run_dir(tmp_path / "run", scenario, None, 30, False)
+    try:
+        for rec in sorted(records, key=lambda r: -r.flow_id):
+            run.journal.add(rec)
+        summary = write_run(run, scenario, RunResult(records, {}, False), None, 30,
+                            thresholds=thresholds, planned_at_s=planned_at_s)  # fmt: skip
+    finally:
+        run.close()
+    table = pq.read_table(tmp_path / "run" / flowlog.FLOWS_FILE)
+    assert table.equals(_reference(tmp_path, records), check_metadata=True)
+    expected = flowlog.summarize(records)
+    assert {k: summary[k] for k in expected} == expected
+    assert summary["thresholds"] == evaluate(thresholds, summary, records)
+    opened = [r.start_s for r in records if planned_at_s[r.flow_id] is not None]
+    assert summary["rates"]["achieved_per_s"] == round(
+        (len(opened) - 1) / (max(opened) - min(opened)), 3
+    )
+    assert summary["complete"] is True
+
+
+def _not_read(_path: object) -> object:
+    raise AssertionError("journal read back: the run's Journal kept its batches")
+
+
+def test_a_failed_write_of_the_log_fails_the_finish_and_keeps_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flows.parquet is written in a thread while the summary is made: its error still ends
+    the finish (with the journal named), and no summary.json claims a log that is not there."""
+    from lvsprobe.errors import LvsprobeError
+    from lvsprobe.replay.rundir import open_run_dir, write_run
+    from lvsprobe.replay.runparts import RunResult
+    from lvsprobe.replay.scenario import parse_scenario
+
+    scenario = parse_scenario(
+        "name: s\ntarget: {address: 127.0.0.1, port: 80}\nclients: {cidr: 127.0.0.2/32}\n"
+        "flows: [{kind: http}]\narrival: {model: closed, concurrency: 1}\n"
+        "bounds: {max_flows: 5, max_duration: 10s}\n",
+        "s.yaml",
+    )
+    records = _records(5)
+
+    def full_disk(_run_dir: Path, _table: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(flowlog, "write_flows_table", full_disk)
+    run = open_run_dir(tmp_path / "run", scenario, None, 5, False)
+    try:
+        for rec in records:
+            run.journal.add(rec)
+        with pytest.raises(LvsprobeError, match=r"No space left.*flows\.journal\.arrows"):
+            write_run(run, scenario, RunResult(records, {}, False), None, 5)
+    finally:
+        run.close()
+    assert not (tmp_path / "run" / flowlog.SUMMARY_FILE).exists()
+    assert flowlog.read_flow_log(tmp_path / "run").table.num_rows == 5
+
+
+def test_a_journal_sorted_and_summarised_loads_no_pandas(tmp_path: Path) -> None:
+    """Sorting a large journal out of flow order: its row order handed to pyarrow as numpy
+    would be converted by pa.array, which imports pandas (0.3 s)."""
+    code = f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_run_finish import _records
+from lvsprobe.replay import flowlog
+from lvsprobe.replay.flowcolumns import FlowColumns
+from lvsprobe.replay.flowsummary import summarize_columns
+flowlog.JOURNAL_SORT_MIN_ROWS = 10
+run, records = Path({str(tmp_path)!r}), _records(30)
+journal = flowlog.open_journal(run, 30, "s")
+for i in [*range(15, 30), *range(15)]:
+    journal.add(records[i])
+journal.close()
+table = flowlog.flows_table(run, records, (), journal.written())
+summarize_columns(FlowColumns(table))
+print("pyarrow.compute" in sys.modules, "pandas" in sys.modules, table.num_rows)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "30"]
+
+
+@pytest.mark.parametrize("column", ["end_s", "outcome", "kind", "out_bytes"])
+def test_a_flow_log_with_nulls_where_none_can_be_is_refused_in_one_line(
+    tmp_path: Path, column: str
+) -> None:
+    """Another writer's flows.parquet, its fields all nullable, a null in a column the
+    summary reads: `replay summary` said so in a traceback (TypeError) before, and reading
+    the columns' buffers would take the null's undefined slot as a value."""
+    import pyarrow as pa
+    from click.testing import CliRunner
+
+    from lvsprobe.cli import cli
+
+    table = flowlog.records_to_table(_records(3))
+    loose = pa.table({name: table.column(name) for name in table.column_names})
+    index = loose.schema.get_field_index(column)
+    values = table.column(column).to_pylist()
+    loose = loose.set_column(index, column, pa.array([values[0], None, values[2]]))
+    pq.write_table(loose, tmp_path / flowlog.FLOWS_FILE)
+    result = CliRunner().invoke(cli, ["replay", "summary", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"lvsprobe: {tmp_path / flowlog.FLOWS_FILE}: not a readable flow log: column "
+        f"{column!r} is null in 1 of 3 rows (a flow log's never is)"
+    )
+    assert not (tmp_path / flowlog.SUMMARY_FILE).exists()
