@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lvsprobe.replay.flowlog import read_flows, read_summary
+from lvsprobe.replay.flowlog import read_flows
+from lvsprobe.replay.flowsummary import read_summary
 
 QUANTILES = (0.5, 0.9, 0.99)
 MAX_BINS = 3600  # longer runs get wider bins: the page stays light

@@ -162,7 +162,7 @@ def attribute(
     snapshots were taken by another tool (`cat /proc/net/ip_vs_conn` on the director every
     second, say) rather than by `replay run --conn-table`.
     """
-    from lvsprobe.replay import flowlog
+    from lvsprobe.replay import flowlog, flowsummary
     from lvsprobe.replay.attribution import JOINED_COLUMNS, load_snapshots
     from lvsprobe.replay.attribution import attribute as join
     from lvsprobe.replay.rundir import lock_run_dir
@@ -183,13 +183,13 @@ def attribute(
             snapshot_dir or run_dir / flowlog.SNAPSHOT_DIR, max_conn_table_bytes
         )
         matched = join(records, snapshots, names)
-        old = flowlog.read_summary(run_dir)
+        old = flowsummary.read_summary(run_dir)
         flowlog.write_flows(run_dir, records)
-        keep = {k: v for k, v in old.items() if k not in flowlog.summarize([])}
-        summary = flowlog.summarize(
+        keep = {k: v for k, v in old.items() if k not in flowsummary.summarize([])}
+        summary = flowsummary.summarize(
             records, **{**keep, "conn_table_matched": matched, "snapshots": len(snapshots)}
         )
-        flowlog.write_summary(run_dir, summary)
+        flowsummary.write_summary(run_dir, summary)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)

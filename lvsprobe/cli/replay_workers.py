@@ -47,7 +47,7 @@ def execute_on_workers(
     whether it was interrupted, and the one line saying which shards failed (None: none).
     The conn-table snapshots are taken here, once, not by the shards."""
     from lvsprobe.cli.replay_output import ProgressLine
-    from lvsprobe.replay import flowlog, hooks
+    from lvsprobe.replay import flowsummary, hooks
     from lvsprobe.replay.attribution import conn_table_source
     from lvsprobe.replay.merge import skew_summary
     from lvsprobe.replay.rundir import open_run_dir, write_run
@@ -105,7 +105,7 @@ def execute_on_workers(
                     "shards": [s.describe() for s in states],
                     **skew_summary(states, time_delays),
                 }
-                flowlog.write_summary(out_dir, summary)
+                flowsummary.write_summary(out_dir, summary)
                 if schedule is not None:
                     hooks.write_events(out_dir, runs, scaled.start_unix or schedule.started_unix)
                     for problem in hooks.problems(runs):

@@ -46,10 +46,9 @@ Column names are stable: add columns, never rename or remove them.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -367,49 +366,3 @@ def quantile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
 
 
 _quantile = quantile  # (the name tests/replay/test_flowlog.py knows it by)
-
-
-def summarize(records: Iterable[FlowRecord], **extra: Any) -> dict[str, Any]:
-    """The JSON summary of a run's records (see flowsummary.py)."""
-    from lvsprobe.replay.flowcolumns import FlowColumns
-    from lvsprobe.replay.flowsummary import summarize_columns
-
-    return summarize_columns(FlowColumns(records_table(records)), **extra)
-
-
-def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
-    """RUN/summary.json, written whole then renamed (a reader never sees half a file)."""
-    tmp = run_dir / (SUMMARY_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tmp.replace(run_dir / SUMMARY_FILE)
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """RUN/summary.json, or one rebuilt from the flow log when it is missing (a run killed
-    before its end): then `complete` is false, `stopped` is "unfinished" and `rebuilt` true."""
-    path = run_dir / SUMMARY_FILE
-    if path.is_file():
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise LvsprobeError(f"{path}: unreadable summary: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise LvsprobeError(f"{path}: expected a JSON object, got {type(doc).__name__}")
-        return doc
-    return rebuild_summary(read_flow_log(run_dir))
-
-
-def rebuild_summary(log: FlowLog) -> dict[str, Any]:
-    """The summary of a run that ended without writing one, from its flow log."""
-    from lvsprobe.replay.flowcolumns import FlowColumns
-    from lvsprobe.replay.flowsummary import summarize_columns
-
-    return summarize_columns(
-        FlowColumns(log.table),
-        scenario=log.scenario,
-        planned=log.planned,
-        complete=False,
-        stopped="unfinished",
-        rebuilt=True,
-        journal_torn=log.torn,
-    )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lvsprobe.errors import LvsprobeError
-from lvsprobe.replay import flowlog
+from lvsprobe.replay import flowlog, flowsummary
 from lvsprobe.replay.attribution import JOINED_COLUMNS, attribute, save_snapshots
 from lvsprobe.replay.expect import check_expectations
 from lvsprobe.replay.flowcolumns import FlowColumns
@@ -230,7 +230,7 @@ def _write_run(
             planned_at_s, snapshots=len(result.snapshots), conn_table_matched=matched,
             conn_table_error=conn_error, checks=checks,
         )  # fmt: skip
-    flowlog.write_summary(run.path, summary)
+    flowsummary.write_summary(run.path, summary)
     result.summary = summary
     return summary
 
@@ -306,7 +306,7 @@ def finish_run_dir(path: Path) -> dict[str, Any]:
     try:
         lock_fd = lock_run_dir(path)
     except LvsprobeError:
-        return {**flowlog.read_summary(path), "in_progress": True}
+        return {**flowsummary.read_summary(path), "in_progress": True}
     except OSError as exc:
         raise LvsprobeError(f"{path}: cannot open the run directory: {exc.strerror}") from exc
     try:
@@ -315,10 +315,10 @@ def finish_run_dir(path: Path) -> dict[str, Any]:
             log = flowlog.read_flow_log(path)
             flowlog.write_flows_table(path, log.table)
         if (path / flowlog.SUMMARY_FILE).is_file():
-            summary = flowlog.read_summary(path)
+            summary = flowsummary.read_summary(path)
         else:
-            summary = flowlog.rebuild_summary(log or flowlog.read_flow_log(path))
-            flowlog.write_summary(path, summary)
+            summary = flowsummary.rebuild_summary(log or flowlog.read_flow_log(path))
+            flowsummary.write_summary(path, summary)
         for leftover in (flowlog.JOURNAL_FILE, flowlog.FLOWS_FILE + ".tmp"):
             (path / leftover).unlink(missing_ok=True)  # flows.parquet holds their rows
         return summary

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from lvsprobe.replay.flowlog import FLOWS_FILE, FlowLogWriter, FlowRecord, summarize, write_summary
+from lvsprobe.replay.flowlog import FLOWS_FILE, FlowLogWriter, FlowRecord
+from lvsprobe.replay.flowsummary import summarize, write_summary
 
 VIP = "198.18.0.100"
 NAMES = ("rs1", "rs2", "rs3", "rs4")

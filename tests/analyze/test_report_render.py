@@ -17,7 +17,7 @@ from lvsprobe.analyze import schedulers
 from lvsprobe.analyze.memory import MemorySample
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
-from lvsprobe.replay import flowlog
+from lvsprobe.replay import flowlog, flowsummary
 from lvsprobe.replay.thresholds import evaluate, parse_threshold
 
 FLAGS = [
@@ -119,9 +119,9 @@ def test_a_run_report_shows_its_load_over_time(tmp_path: Path) -> None:
     run.mkdir()
     flowlog.write_flows(run, records)
     threshold = parse_threshold("p99 < 100ms")
-    summary = flowlog.summarize(records, rates={"planned_per_s": 10.0, "achieved_per_s": 10.0})
+    summary = flowsummary.summarize(records, rates={"planned_per_s": 10.0, "achieved_per_s": 10.0})
     summary["thresholds"] = evaluate([threshold], summary, records)
-    flowlog.write_summary(run, summary)
+    flowsummary.write_summary(run, summary)
     res = CliRunner().invoke(cli, ["report", str(run)])
     assert res.exit_code == ExitCode.OK, res.output
     text = (run / "report.html").read_text()

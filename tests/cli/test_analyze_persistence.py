@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from lvsprobe.cli import cli
 from lvsprobe.cli.analyze import persistence
 from lvsprobe.cli.exit import ExitCode
-from lvsprobe.replay.flowlog import FLOWS_FILE, FlowLogWriter, FlowRecord, summarize, write_summary
+from lvsprobe.replay.flowlog import FLOWS_FILE, FlowLogWriter, FlowRecord
+from lvsprobe.replay.flowsummary import summarize, write_summary
 
 
 def _run_dir(tmp_path: Path) -> Path:

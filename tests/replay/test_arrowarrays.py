@@ -76,6 +76,7 @@ def test_a_run_directory_is_written_and_summarised_without_pandas(tmp_path: Path
 import sys
 from pathlib import Path
 from lvsprobe.replay import flowlog
+from lvsprobe.replay import flowsummary
 from lvsprobe.replay.flowrecord import FlowRecord
 rec = FlowRecord(0, "http", "127.0.0.2", 1, "127.0.0.1", 80, "tcp", 0.0, 0.1, 0.0, end_s=0.2)
 rec.outcome, rec.backend, rec.connect_s = "ok", "rs1", 0.01
@@ -84,7 +85,7 @@ journal = flowlog.open_journal(Path({str(tmp_path)!r}), 1, "s")
 journal.add(rec)
 journal.close()
 flowlog.write_flows(Path({str(tmp_path)!r}), [rec])
-flowlog.summarize([rec])
+flowsummary.summarize([rec])
 print(sorted(m for m in sys.modules if m.split(".")[0] == "pandas"))
 """
     out = subprocess.run(

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lvsprobe.replay import flowcolumns, flowlog
+from lvsprobe.replay import flowcolumns, flowlog, flowsummary
 from lvsprobe.replay.arrowarrays import arrow_array, numpy_of
 from lvsprobe.replay.flowcolumns import FlowColumns, labels_of
 from lvsprobe.replay.flowrecord import FlowRecord, backend_of
@@ -141,7 +141,7 @@ def _reference(rows: list[FlowRecord]) -> dict[str, Any]:
 @settings(max_examples=80, deadline=None)
 @given(_flows())
 def test_the_summary_read_off_the_columns_is_the_records_own(rows: list[FlowRecord]) -> None:
-    summary = flowlog.summarize(rows)
+    summary = flowsummary.summarize(rows)
     assert {k: summary[k] for k in _reference(rows)} == _reference(rows)
     backends = FlowColumns(flowlog.records_to_table(rows)).backend()
     assert [backends.names[c] for c in backends.codes.tolist()] == list(map(backend_of, rows))
@@ -177,7 +177,7 @@ def test_thresholds_read_off_the_columns_observe_what_the_records_show(
     rows: list[FlowRecord],
 ) -> None:
     backends = ["rs1", "rs9"]
-    judged = evaluate([parse_threshold(t) for t in THRESHOLDS], flowlog.summarize(rows), rows,
+    judged = evaluate([parse_threshold(t) for t in THRESHOLDS], flowsummary.summarize(rows), rows,
                       backends)  # fmt: skip
     observed = [r["observed"] for r in judged["results"]]
     assert observed == [_observed(t, rows, backends) for t in THRESHOLDS]
@@ -188,7 +188,7 @@ def test_an_empty_log_has_empty_columns() -> None:
     assert columns.rows == 0
     assert columns.backend().groups() == {} and columns.labels("stage").groups() == {}
     assert columns.seconds("connect_s").dtype == np.float64
-    assert flowlog.summarize([])["latency"]["total"]["corrected"]["count"] == 0
+    assert flowsummary.summarize([])["latency"]["total"]["corrected"]["count"] == 0
 
 
 def test_a_null_counts_as_no_value_whatever_its_slot_holds() -> None:

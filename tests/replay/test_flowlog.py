@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lvsprobe.replay import flowlog
+from lvsprobe.replay import flowlog, flowsummary
 from lvsprobe.replay.flowlog import FlowLogWriter, FlowRecord
 from lvsprobe.replay.flowrecord import COLUMNS
 
@@ -69,14 +69,14 @@ def test_summary_counts_outcomes_backends_and_agreement(tmp_path: Path) -> None:
         _record(1, outcome="refused"),
         _record(2, outcome="error:no route", conn_backend="rs2", attribution_agrees=None),
     ]
-    summary = flowlog.summarize(records, complete=True)
+    summary = flowsummary.summarize(records, complete=True)
     assert summary["flows"] == 3
     assert summary["errors"] == 2
     assert summary["outcomes"] == {"error:no route": 1, "ok": 1, "refused": 1}
     assert summary["backends"] == {"rs1": 1, "rs2": 1, "unknown": 1}
     assert summary["attribution"]["agree"] == 1
     assert summary["complete"] is True
-    flowlog.write_summary(tmp_path, summary)
+    flowsummary.write_summary(tmp_path, summary)
     assert json.loads((tmp_path / flowlog.SUMMARY_FILE).read_text())["flows"] == 3
 
 

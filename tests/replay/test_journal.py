@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lvsprobe.errors import LvsprobeError
-from lvsprobe.replay import flowlog
+from lvsprobe.replay import flowlog, flowsummary
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.journal import Journal, read_journal
 
@@ -96,7 +96,7 @@ def test_flow_log_falls_back_to_the_journal_sorted(tmp_path: Path) -> None:
     assert log.table.schema.equals(flowlog.flow_schema(), check_metadata=True)
     assert (log.planned, log.scenario) == (10, "soak")
     assert flowlog.read_flows(tmp_path).num_rows == 4
-    summary = flowlog.read_summary(tmp_path)
+    summary = flowsummary.read_summary(tmp_path)
     assert summary["flows"] == 4 and summary["ok"] == 3 and summary["planned"] == 10
     assert summary["complete"] is False and summary["stopped"] == "unfinished"
     assert summary["rebuilt"] is True and summary["scenario"] == "soak"
@@ -118,7 +118,7 @@ def test_a_journal_cut_before_its_schema_reads_as_no_flows(tmp_path: Path) -> No
     log = flowlog.read_flow_log(tmp_path)
     assert log.table.num_rows == 0 and log.torn
     assert log.table.schema.equals(flowlog.flow_schema())
-    assert flowlog.read_summary(tmp_path)["flows"] == 0
+    assert flowsummary.read_summary(tmp_path)["flows"] == 0
 
 
 def test_no_log_or_a_foreign_file_is_one_clear_error(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsprobe.replay.fastloop import FastRunner
-from lvsprobe.replay.flowlog import FlowRecord, summarize
+from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.flowrecord import backend_of
+from lvsprobe.replay.flowsummary import summarize
 from lvsprobe.replay.latency import (
     HIGHEST_US,
     PERCENTILES,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lvsprobe.replay import flowlog
+from lvsprobe.replay import flowlog, flowsummary
 from lvsprobe.replay.attribution import JOINED_COLUMNS
 from lvsprobe.replay.flowlog import FlowRecord
 
@@ -182,7 +182,7 @@ def test_a_run_directory_written_whole_reads_back_as_the_records(tmp_path: Path)
         run.close()
     table = pq.read_table(tmp_path / "run" / flowlog.FLOWS_FILE)
     assert table.equals(_reference(tmp_path, records), check_metadata=True)
-    expected = flowlog.summarize(records)
+    expected = flowsummary.summarize(records)
     assert {k: summary[k] for k in expected} == expected
     assert summary["thresholds"] == evaluate(thresholds, summary, records)
     opened = [r.start_s for r in records if planned_at_s[r.flow_id] is not None]

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from lvsprobe.analyze.inputs import load_run
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
-from lvsprobe.replay import flowlog
+from lvsprobe.replay import flowlog, flowsummary
 
 BOUND_S = 60.0  # a safety bound on every wait, never an expectation
 
@@ -98,7 +98,7 @@ def test_sigkill_keeps_the_finished_flows_and_summary_finishes_the_run(replay: _
     assert not (out / flowlog.FLOWS_FILE).exists() and not (out / flowlog.SUMMARY_FILE).exists()
     rows = _finished_flows(out)
     assert len(rows) >= seen and {r["outcome"] for r in rows} == {"ok"}
-    rebuilt = flowlog.read_summary(out)  # read-only: nothing written yet
+    rebuilt = flowsummary.read_summary(out)  # read-only: nothing written yet
     assert rebuilt["flows"] == len(rows) and rebuilt["planned"] == 3000
     assert not (out / flowlog.SUMMARY_FILE).exists()
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from lvsprobe.cli import cli
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.errors import ScenarioError
-from lvsprobe.replay.flowlog import FlowRecord, summarize
+from lvsprobe.replay.flowlog import FlowRecord
+from lvsprobe.replay.flowsummary import summarize
 from lvsprobe.replay.scenario import parse_scenario
 from lvsprobe.replay.thresholds import evaluate, parse_threshold
 
