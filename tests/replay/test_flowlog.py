@@ -14,25 +14,9 @@ from hypothesis import strategies as st
 from lvsprobe.replay import flowlog, flowsummary
 from lvsprobe.replay.flowlog import FlowLogWriter, FlowRecord
 from lvsprobe.replay.flowrecord import COLUMNS
+from tests.flowrecords import flow_record
 
-
-def _record(flow_id: int, **kw: object) -> FlowRecord:
-    base: dict[str, object] = dict(
-        flow_id=flow_id,
-        kind="http",
-        client_address="127.0.0.2",
-        client_port=40000 + flow_id,
-        server_address="127.0.0.1",
-        server_port=8080,
-        protocol="tcp",
-        scheduled_s=0.1 * flow_id,
-        start_s=0.1 * flow_id,
-        start_unix=1.7e9,
-        end_s=0.1 * flow_id + 0.01,
-        outcome="ok",
-    )
-    base.update(kw)
-    return FlowRecord(**base)  # type: ignore[arg-type]
+_record = flow_record
 
 
 def test_writer_streams_row_groups_and_pandas_reads(tmp_path: Path) -> None:

@@ -13,24 +13,11 @@ from lvsprobe.errors import LvsprobeError
 from lvsprobe.replay import flowlog, flowsummary
 from lvsprobe.replay.flowlog import FlowRecord
 from lvsprobe.replay.journal import Journal, read_journal
+from tests.flowrecords import flow_record
 
 
 def _record(flow_id: int, outcome: str = "ok") -> FlowRecord:
-    return FlowRecord(
-        flow_id=flow_id,
-        kind="http",
-        client_address="127.0.0.2",
-        client_port=40000 + flow_id,
-        server_address="127.0.0.1",
-        server_port=8080,
-        protocol="tcp",
-        scheduled_s=0.1 * flow_id,
-        start_s=0.1 * flow_id,
-        start_unix=1.7e9,
-        end_s=0.1 * flow_id + 0.01,
-        outcome=outcome,
-        backend=f"rs{flow_id % 3}",
-    )
+    return flow_record(flow_id, outcome=outcome, backend=f"rs{flow_id % 3}")
 
 
 class _Clock:
