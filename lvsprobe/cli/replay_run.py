@@ -12,6 +12,13 @@ import click
 
 from lvsprobe.cli.exit import ExitCode
 from lvsprobe.cli.options import max_conn_table_bytes_option
+from lvsprobe.cli.replay_options import (
+    listen_address,
+    override_target,
+    run_thresholds,
+    snapshot_every,
+    timed_commands,
+)
 from lvsprobe.cli.replay_output import (
     ProgressLine,
     latency_table,
@@ -22,72 +29,6 @@ from lvsprobe.cli.replay_workers import execute_on_workers, parse_workers_option
 from lvsprobe.errors import LvsprobeError
 from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES
 from lvsprobe.replay.metricspecs import METRICS_LINGER_S
-
-
-def _override_target(scenario: Any, target: str | None) -> Any:
-    import dataclasses
-    import ipaddress
-
-    if target is None:
-        return scenario
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit():
-        host, port = target, str(scenario.target.port)
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise click.BadParameter(
-            f"{target!r} is not ADDRESS[:PORT]", param_hint="--target"
-        ) from None
-    new_target = dataclasses.replace(scenario.target, address=host, port=int(port))
-    return dataclasses.replace(scenario, target=new_target)
-
-
-def _timed_commands(
-    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
-) -> tuple[Any, ...]:
-    from lvsprobe.replay.hooks import parse_timed_command
-
-    try:
-        return tuple(parse_timed_command(v) for v in values)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _snapshot_every(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
-    from lvsprobe.replay.runparts import check_snapshot_every
-
-    try:
-        return check_snapshot_every(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
-    if value is None:  # click calls this without the flag too: no HTTP server imported then
-        return None
-    from lvsprobe.exporter.httpsettings import parse_listen_address
-
-    try:
-        return parse_listen_address(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _thresholds(scenario: Any, texts: tuple[str, ...]) -> tuple[Any, ...]:
-    """The scenario's thresholds and --threshold's, each checked against the scenario."""
-    from lvsprobe.replay.thresholds import parse_threshold
-
-    extra = []
-    for text in texts:
-        try:
-            threshold = parse_threshold(text)
-            scenario.check_threshold(threshold)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--threshold") from None
-        extra.append(threshold)
-    return (*scenario.thresholds, *extra)
 
 
 @click.command("run")
@@ -118,7 +59,7 @@ def _thresholds(scenario: Any, texts: tuple[str, ...]) -> tuple[Any, ...]:
     type=float,
     default=1.0,
     show_default=True,
-    callback=_snapshot_every,
+    callback=snapshot_every,
     help="Seconds between conn-table snapshots (at least 0.1).",
 )
 @max_conn_table_bytes_option
@@ -144,7 +85,7 @@ def _thresholds(scenario: Any, texts: tuple[str, ...]) -> tuple[Any, ...]:
 @click.option(
     "--metrics-listen",
     metavar="[HOST]:PORT",
-    callback=_listen,
+    callback=listen_address,
     help="Serve the run's own Prometheus metrics at http://HOST:PORT/metrics while it runs "
     "(flows by kind, outcome and backend; latency histograms; planned and achieved rates).",
 )
@@ -176,7 +117,7 @@ def _thresholds(scenario: Any, texts: tuple[str, ...]) -> tuple[Any, ...]:
     "timed",
     multiple=True,
     metavar="SECONDS:EVENT:COMMAND",
-    callback=_timed_commands,
+    callback=timed_commands,
     help="Run a shell COMMAND SECONDS into the replay and record it as EVENT in "
     "RUN/events.json (repeatable), e.g. --at '30:failover:ssh lvs1 systemctl stop keepalived' "
     "--at '60:failback:ssh lvs1 systemctl start keepalived'; then `lvsprobe analyze failover "
@@ -232,10 +173,10 @@ def run(
     from lvsprobe.replay.plan import describe_plan, make_plan, require_pool
     from lvsprobe.replay.scenario import load_scenario
 
-    scenario = _override_target(load_scenario(scenario_path), target)
+    scenario = override_target(load_scenario(scenario_path), target)
     if seed is not None:
         scenario = dataclasses.replace(scenario, seed=seed)
-    thresholds = _thresholds(scenario, threshold_texts)
+    thresholds = run_thresholds(scenario, threshold_texts)
     with collections_paused(promote=True):  # a tuple per flow, kept to the end: unwalked
         plan = make_plan(scenario, max_flows)
     if dry_run:

@@ -27,13 +27,15 @@ from lvsprobe.lab import protocol
 from lvsprobe.lab.prepare import Prepared
 
 PR_SET_PDEATHSIG = 1
-# The CPU a TCG guest sees: qemu's `max` without AVX2. Debian 12's qemu 7.2 is the first to
-# emulate AVX2 under TCG, and code taking those paths crashed in the guest: numpy's argsort
-# (its AVX2 sort, dispatched because the CPU said AVX2) killed `replay run` with SIGSEGV in
-# most lab runs of `bench replay_conn` (4 of 4 that day; the same run data re-summarised in
-# the guest did not crash, so it depends on where the arrays land). Without AVX2, numpy and
-# the rest take their SSE4.2 paths: 8 of 8 runs clean.
-TCG_CPU = "max,avx2=off"
+# numpy's dispatched CPU features a TCG guest turns off (NPY_DISABLE_CPU_FEATURES, set by
+# stage2.sh for every guest process). Debian 12's qemu 7.2 is the first to emulate AVX2 under
+# TCG, and numpy's AVX2 argsort (x86-simd-sort, built on AVX2 gathers) crashed there:
+# `replay run` died of SIGSEGV in its summary in 4 of 4 lab runs of `bench replay_conn` (the
+# same data re-sorted in a warm guest did not crash: it depends on memory the gathers meet
+# first). A guest CPU without AVX2 ended the crashes too, but made all guest code slower
+# (glibc's string functions, isal: an exporter scrape +10 %, `status` +50 %); numpy is the
+# one user of gathers the lab has met, so only its AVX2 paths are turned off.
+TCG_NUMPY_OFF = "X86_V3"
 KERNEL_ARGS = "console=ttyS0 quiet loglevel=1 panic=-1 slab_nomerge"
 
 
@@ -123,7 +125,7 @@ class VM:
         if self.accel.accel == "kvm":
             accel = ["-accel", "kvm", "-cpu", "host"]
         else:
-            accel = ["-accel", "tcg,thread=multi", "-cpu", TCG_CPU]
+            accel = ["-accel", "tcg,thread=multi", "-cpu", "max"]
         argv = [
             "qemu-system-x86_64", "-M", "q35", *accel,
             "-m", str(self.memory_mb), "-smp", str(self.cpus),
@@ -156,6 +158,7 @@ class VM:
             "pypath": str(Path(lvsprobe.__file__).resolve().parent.parent),
             "path": guest_path(),
             "rw": ",".join(str(s) for s in self.shares),
+            "numpy_off": TCG_NUMPY_OFF if self.accel.accel == "tcg" else "",
         }
         for key, value in args.items():
             if " " in value:

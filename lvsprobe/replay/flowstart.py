@@ -27,12 +27,12 @@ from lvsprobe.replay.flows import (
     FirstByte,
     Flow,
     HeartbeatDone,
-    HttpFlow,
     RequestDone,
     TcpFlow,
     UdpFlow,
 )
 from lvsprobe.replay.ftpflow import FtpFlow
+from lvsprobe.replay.httpflow import HttpFlow
 from lvsprobe.replay.httphead import HeadReader
 from lvsprobe.replay.plan import PlannedFlow
 from lvsprobe.replay.scenario import Scenario

@@ -14,13 +14,13 @@ from lvsprobe.replay.flows import (
     FieldSet,
     Finished,
     HeartbeatDone,
-    HttpFlow,
     RequestDone,
     Step,
     TcpFlow,
     UdpFlow,
 )
 from lvsprobe.replay.ftpflow import FtpFlow, ListenData, OpenData
+from lvsprobe.replay.httpflow import HttpFlow
 from lvsprobe.replay.httphead import HeadReader, read_head
 from lvsprobe.replay.scenario import DEFAULT_BACKEND_PATTERN
 
