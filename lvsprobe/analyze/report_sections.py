@@ -92,14 +92,7 @@ def _vrrp_marks(fig: Any, run: Mapping[str, Any]) -> None:
     fault_s, window = vrrp.get("fault_s"), vrrp.get("predicted_s")
     if fault_s is None or not window:
         return
-    fig.add_vrect(
-        x0=fault_s + window[0],
-        x1=fault_s + window[1] + 0.001,
-        fillcolor="blue",
-        opacity=0.12,
-        line_width=0,
-        annotation_text="predicted takeover",
-    )
+    _predicted(fig, fault_s, window, "predicted takeover", "blue", 0.12)
     if vrrp.get("takeover_s") is not None:
         fig.add_vline(
             x=fault_s + vrrp["takeover_s"],
@@ -210,14 +203,7 @@ def _health(doc: Mapping[str, Any], figs: Figures) -> str:
     for key, name in (("ok", "succeeded"), ("failed", "failed"), ("to_victim", "sent to victim")):
         fig.add_scatter(x=tl["t_s"], y=tl[key], mode="lines", name=name, line_shape="hv")
     fault_s, window = doc["fault_s"], doc["predicted_removal_s"]
-    fig.add_vrect(
-        x0=fault_s + window[0],
-        x1=fault_s + window[1] + 0.001,
-        fillcolor="orange",
-        opacity=0.2,
-        line_width=0,
-        annotation_text="predicted removal",
-    )
+    _predicted(fig, fault_s, window, "predicted removal", "orange", 0.2)
     marks = (
         ("fault", fault_s, "red"),
         ("checker: down", ev.get("down_s"), "black"),
@@ -356,3 +342,17 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], Figures], str]] = {
     "health": _health,
     "memory": _memory,
 }
+
+
+def _predicted(
+    fig: Any, fault_s: float, window: Any, label: str, color: str, opacity: float
+) -> None:
+    """The window keepalived's settings predict after the fault, shaded."""
+    fig.add_vrect(
+        x0=fault_s + window[0],
+        x1=fault_s + window[1] + 0.001,
+        fillcolor=color,
+        opacity=opacity,
+        line_width=0,
+        annotation_text=label,
+    )

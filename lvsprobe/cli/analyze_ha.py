@@ -5,13 +5,28 @@ drill`)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from lvsprobe.cli.analyze_output import RUN_DIR, finish, mark, out_dir
 from lvsprobe.errors import AnalysisError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def tolerance_option(what: str) -> Callable[[F], F]:
+    """--tolerance: how far a measured keepalived timing may be from its prediction."""
+    return click.option(
+        "--tolerance",
+        "tolerance_s",
+        type=click.FloatRange(0, 60),
+        default=0.5,
+        show_default=True,
+        help=f"Seconds a {what} may miss its prediction by (a loaded lab: more).",
+    )
 
 
 @click.command(short_help="Connections lost to a director failover, sync on/off.")
@@ -37,14 +52,7 @@ from lvsprobe.errors import AnalysisError
     type=click.Path(file_okay=False, path_type=Path),
     help="Default: the first run's analysis/ directory.",
 )
-@click.option(
-    "--tolerance",
-    "tolerance_s",
-    type=click.FloatRange(0, 60),
-    default=0.5,
-    show_default=True,
-    help="Seconds a keepalived timing may miss its prediction by (a loaded lab: more).",
-)
+@tolerance_option("keepalived timing")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
 @click.pass_context
 def failover(
@@ -183,14 +191,7 @@ def _vrrp(run_dir: Path, end_s: float, tolerance_s: float) -> dict[str, Any] | N
 
 @click.command(short_help="A real server dies: keepalived's checker vs its settings.")
 @click.argument("run_dir", type=RUN_DIR)
-@click.option(
-    "--tolerance",
-    "tolerance_s",
-    type=click.FloatRange(0, 60),
-    default=0.5,
-    show_default=True,
-    help="Seconds a checker timing may miss its prediction by (a loaded lab: more).",
-)
+@tolerance_option("checker timing")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
 @click.pass_context
