@@ -2,9 +2,10 @@
 
 Snapshots are taken during the run (a local file such as /proc/net/ip_vs_conn, another
 network namespace through `ip netns exec`, or files captured elsewhere) and joined on the
-flow's client address:port -> the real server. Entries live on after a flow ends (TIME_WAIT
-120 s, UDP 300 s), so a snapshot at the end of a run still sees the short flows; when a
-client port was reused, the first snapshot taken after the flow started wins.
+flow's client address:port and the virtual address:port it went to -> the real server.
+Entries live on after a flow ends (TIME_WAIT 120 s, UDP 300 s), so a snapshot at the end of
+a run still sees the short flows; when a client port was reused, the first snapshot taken
+after the flow started wins.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from lvsprobe.kernel.procfs.limits import CONN_TABLE_DEFAULT_MAX_BYTES, CONN_TAB
 from lvsprobe.replay.flowlog import SNAPSHOT_DIR, SNAPSHOT_INDEX, FlowRecord
 
 ConnKey = tuple[str, str, int]  # (protocol lower-case, client address, client port)
+# The virtual address:port a connection went to: one client address:port can have entries to
+# two services at once (an FTP data connection's ephemeral port, reused by a later flow).
+Virtual = tuple[str, int]
 # the flow-log columns `attribute` fills (after the run: not in the run's journal)
 JOINED_COLUMNS = ("conn_backend_address", "conn_backend", "attribution_agrees")
 
@@ -97,18 +101,34 @@ def _read_table(path: Path, max_bytes: int) -> bytes:
     return read_conn_table_file(path, max_bytes=max_bytes)
 
 
-def _parse(data: bytes) -> dict[ConnKey, str]:
+def _parse(data: bytes) -> dict[ConnKey, dict[Virtual, str]]:
+    """{client key: {virtual address:port: backend ADDRESS:PORT}} of a snapshot's entries."""
     from lvsprobe.kernel.procfs.ip_vs_conn import iter_ip_vs_conn  # only a run with snapshots
 
-    table: dict[ConnKey, str] = {}
+    table: dict[ConnKey, dict[Virtual, str]] = {}
     for conn in iter_ip_vs_conn(data):
         if conn.is_template:
             continue
         dest = conn.dest_address
         shown = f"[{dest}]" if dest.version == 6 else str(dest)
         key = (conn.protocol.lower(), str(conn.client_address), conn.client_port)
-        table[key] = f"{shown}:{conn.dest_port}"
+        virtual = (str(conn.virtual_address), conn.virtual_port)
+        table.setdefault(key, {})[virtual] = f"{shown}:{conn.dest_port}"
     return table
+
+
+def _backend_in(
+    table: dict[ConnKey, dict[Virtual, str]], key: ConnKey, virtual: Virtual
+) -> str | None:
+    """The backend of the flow's entry: the one to its virtual address:port, else the client
+    address:port's only entry (a service reached through a firewall mark); None when the
+    entries are to other services only, or several with none to its own."""
+    entries = table.get(key)
+    if not entries:
+        return None
+    if virtual in entries:
+        return entries[virtual]
+    return next(iter(entries.values())) if len(entries) == 1 else None
 
 
 def backend_names(backends: Mapping[str, str]) -> dict[str, str]:
@@ -148,17 +168,21 @@ def attribute(
     ordered = sorted(snapshots, key=lambda s: s.t_s)
     names = backend_names(backends)
     by_key: dict[ConnKey, list[FlowRecord]] = {}
+    virtual: dict[int, Virtual] = {}
     for rec in records:
         if rec.client_port is not None:
             key = (rec.protocol, str(ipaddress.ip_address(rec.client_address)), rec.client_port)
             by_key.setdefault(key, []).append(rec)
+            virtual[id(rec)] = (str(ipaddress.ip_address(rec.server_address)), rec.server_port)
     found: dict[int, str] = {}
     if ordered:
         last = ordered[-1]
         final = _parse(last.data)
         for key, recs in by_key.items():
-            if len(recs) == 1 and key in final and last.t_s + 1e-3 >= recs[0].start_s:
-                found[id(recs[0])] = final[key]
+            if len(recs) == 1 and last.t_s + 1e-3 >= recs[0].start_s:
+                backend = _backend_in(final, key, virtual[id(recs[0])])
+                if backend is not None:
+                    found[id(recs[0])] = backend
     pending = [(k, r) for k, recs in by_key.items() for r in recs if id(r) not in found]
     for snap in ordered:
         if not pending:
@@ -166,8 +190,13 @@ def attribute(
         table = _parse(snap.data)
         still = []
         for key, rec in pending:
-            if snap.t_s + 1e-3 >= rec.start_s and key in table:
-                found[id(rec)] = table[key]
+            backend = (
+                _backend_in(table, key, virtual[id(rec)])
+                if snap.t_s + 1e-3 >= rec.start_s
+                else None
+            )
+            if backend is not None:
+                found[id(rec)] = backend
             else:
                 still.append((key, rec))
         pending = still
